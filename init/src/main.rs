@@ -1,0 +1,3 @@
+fn main() {
+    todo!("diffkeeper-init: see issue 2")
+}

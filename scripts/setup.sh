@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything diffkeeper's build, demo and tests need on Debian 12 (as root), and only
+# what is missing, so a second run takes a second. Used by ./dev, `just setup` and .ci/run.
+set -euo pipefail
+
+apt_packages=(
+  clang llvm libbpf-dev bpftool     # BPF C compiler, libbpf headers, min_core_btf / prog listing
+  musl-tools                        # musl-gcc for the static C parts (xz, ring)
+  file xz-utils curl cpio           # checks and peers used by tests
+  libcap2-bin                       # capsh: least-privilege tests
+  inotify-tools bpftrace            # peers for benchmarks
+  qemu-system-x86 busybox-static    # VM test matrix
+  python3-pip
+)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl \
+  || rustup target add x86_64-unknown-linux-musl
+
+pip_tools=(rust-just)
+for tool in "${pip_tools[@]}"; do
+  pip show -q "$tool" >/dev/null 2>&1 || pip install -q --disable-pip-version-check "$tool"
+done

@@ -1,0 +1,3 @@
+fn main() {
+    todo!("diffkeeper-sidecar: see issue 3")
+}

@@ -1,0 +1,1 @@
+//! Shared test kit for diffkeeper's integration tests.
