@@ -3,6 +3,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 target := "x86_64-unknown-linux-musl"
 bin_dir := "target/" + target + "/release"
+# The bench builds where cargo puts things (CARGO_TARGET_DIR respected).
+bench_bin_dir := env_var_or_default("CARGO_TARGET_DIR", "target") + "/" + target + "/release"
 
 # The whole test suite (the README's test command runs this).
 default: test
@@ -17,6 +19,11 @@ build:
     file {{bin_dir}}/diffkeeper-init {{bin_dir}}/diffkeeper-sidecar
     ls -l {{bin_dir}}/diffkeeper-init {{bin_dir}}/diffkeeper-sidecar
 
+# Regenerate the committed eBPF object ebpf/obj/diffkeeper.bpf.o from ebpf/c (needs clang + libbpf-dev).
+ebpf:
+    DIFFKEEPER_UPDATE_BPF_OBJ=1 cargo build --locked -p diffkeeper-ebpf
+    cargo test --locked -p diffkeeper-ebpf object::
+
 # Formatting and lints.
 lint:
     cargo fmt --all -- --check
@@ -25,12 +32,38 @@ lint:
 # Everything: lints, unit and integration tests (real eBPF, needs root), VM matrix, packaging.
 test: lint build
     cargo test --locked --workspace
+    just bench-smoke
     just vm-test
+    just packaging-test
 
 # Demo: init provisions the BTF cache, the sidecar attaches and prints journal lines.
 demo: build
     scripts/demo.sh {{bin_dir}}
 
-# Multi-kernel matrix under qemu (Debian 6.1 and 6.12 kernels).
-vm-test: build
-    tests/vm/run.sh {{bin_dir}}
+# Multi-kernel matrix under qemu (Debian 6.1, 6.12) -> target/vm/; ARGS go to tests/vm/run.sh.
+vm-test *ARGS: build
+    cargo build --release --locked --target {{target}} -p diffkeeper-tests --bin diffkeeper-scenario
+    tests/vm/run.sh {{bin_dir}} {{ARGS}}
+
+# Minimal BTF for diffkeeper's eBPF object (bpftool gen min_core_btf), usable as <cache>/<release>.btf.
+min-btf KERNEL_BTF OUT:
+    tests/vm/min-btf.sh "{{KERNEL_BTF}}" "{{OUT}}"
+
+# The container image (FROM scratch, the static binaries): `just image [--bake BTF_DIR] [--tag NAME:TAG] [--save FILE]`.
+image *ARGS: build
+    scripts/image.sh --bin-dir {{bin_dir}} {{ARGS}}
+
+# Image built and run, Kubernetes manifests validated, least privilege proven (needs root).
+packaging-test: build
+    tests/packaging/run.sh {{bin_dir}}
+
+# Benchmarks (root): each metric next to its peer, same run -> stdout, target/bench/results.md (ARGS: bench/bench.py --help).
+bench *ARGS: _bench-build
+    python3 bench/bench.py --bin-dir {{bench_bin_dir}} {{ARGS}}
+
+# The bench harness with tiny sizes (run by `test`): fails only if a row produced no number.
+bench-smoke: _bench-build
+    python3 bench/bench.py --bin-dir {{bench_bin_dir}} --smoke
+
+_bench-build:
+    cargo build --release --locked --target {{target}} -p diffkeeper-init -p diffkeeper-sidecar -p diffkeeper-bench

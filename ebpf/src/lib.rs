@@ -8,7 +8,9 @@
 pub mod btf;
 pub mod cache;
 pub mod cli;
+pub mod event;
 pub mod identity;
+pub mod object;
 
 /// Where the running kernel exposes its own BTF.
 pub const SYSTEM_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";

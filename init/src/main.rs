@@ -1,3 +1,49 @@
-fn main() {
-    todo!("diffkeeper-init: see issue 2")
+//! diffkeeper-init: makes sure the node's kernel BTF is available before the sidecar starts.
+//!
+//! Exit codes: 0 = a BTF is available (system, cache, baked, downloaded) or none was found and
+//! `--required` is off; 1 = failure with `--required`; 2 = bad usage.
+
+mod archive;
+mod baked;
+mod config;
+mod download;
+mod provision;
+mod status;
+mod tls;
+
+use std::process::ExitCode;
+
+use config::Command;
+use diffkeeper_ebpf::cli::init_logging;
+
+fn main() -> ExitCode {
+    let args = std::env::args_os().skip(1).collect();
+    let config = match config::parse(args, &|name| std::env::var(name).ok()) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            print!("{}", config::help_text());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("diffkeeper-init {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("diffkeeper-init: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.debug);
+    match provision::run(&config) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) if config.required => {
+            log::error!("{e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            log::warn!("{e}");
+            log::warn!("continuing without a BTF (pass --required to fail instead)");
+            ExitCode::SUCCESS
+        }
+    }
 }

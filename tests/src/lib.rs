@@ -1,1 +1,10 @@
-//! Shared test kit for diffkeeper's integration tests.
+//! Shared test kit for diffkeeper's integration tests: one module per concern.
+
+pub mod btf;
+pub mod btf_edit;
+pub mod mirror;
+pub mod mountns;
+pub mod pki;
+pub mod scenario;
+pub mod scratch;
+pub mod tarball;

@@ -1,0 +1,29 @@
+# diffkeeper image: the two static musl binaries from `just build` and a baked BTF directory, on
+# an empty base. Assembled by scripts/image.sh (`just image`), which stages the build context:
+#   bin/diffkeeper-init, bin/diffkeeper-sidecar   from target/x86_64-unknown-linux-musl/release
+#   btf/                                          BTFs to bake (`just image --bake DIR`), or empty
+#   cache/                                        an empty directory (the default cache mount point)
+# Builders with internet access can compile inside the build instead: see the README's
+# "Multi-stage build" section.
+FROM scratch
+
+ARG VERSION=dev
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="diffkeeper" \
+      org.opencontainers.image.description="DiffKeeper: BTF provisioning (diffkeeper-init) and an eBPF file-change journal sidecar (diffkeeper-sidecar)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="scratch"
+
+COPY bin/diffkeeper-init bin/diffkeeper-sidecar /usr/local/bin/
+# Baked BTFs: <release>.btf, <release>.btf.tar.xz or a BTFHub-shaped tree (--baked-btf-dir default).
+COPY btf/ /opt/diffkeeper/btf/
+# Default --btf-cache-dir, owned by the default user so a volume mounted here starts writable
+# (container engines copy this ownership into new named volumes).
+COPY --chown=65532:65532 cache/ /var/cache/diffkeeper/btf/
+
+# Non-root by default (diffkeeper-init needs no privileges at all). The sidecar is run with
+# CAP_BPF + CAP_PERFMON by its pod spec; see k8s/base/deployment.yaml.
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/diffkeeper-init"]

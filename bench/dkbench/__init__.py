@@ -1,0 +1,1 @@
+"""diffkeeper's benchmark harness (`just bench`, `just bench-smoke`); see BENCHMARKS.md."""

@@ -1,0 +1,83 @@
+"""What every section gets: the binaries, the sizes of this run and the work directories."""
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .procs import Bins
+from . import system
+
+
+@dataclass(frozen=True)
+class Sizes:
+    reps: int            # repetitions of every timed comparison
+    writes: int          # 1-byte writes per write-loop run
+    flood_writes: int    # writes of the max-rate delivery run
+    start_reps: int      # sidecar / bpftrace starts
+    init_reps: int       # init vs tar / curl runs
+
+    @classmethod
+    def full(cls) -> "Sizes":
+        return cls(reps=5, writes=1_000_000, flood_writes=10_000_000, start_reps=9, init_reps=7)
+
+    @classmethod
+    def smoke(cls) -> "Sizes":
+        return cls(reps=1, writes=20_000, flood_writes=20_000, start_reps=1, init_reps=1)
+
+
+@dataclass
+class Context:
+    bins: Bins
+    sizes: Sizes
+    ws: Path          # scratch root (its subdirectories are tmpfs mounts in our namespace)
+    fs_a: Path        # tmpfs holding the watched dir and the "outside, same file system" file
+    fs_b: Path        # a second tmpfs: "outside, other file system"
+    out: Path         # tmpfs for journals and peer output
+    repo: Path
+    metrics_port: int = 19_611
+
+    @property
+    def watched(self) -> Path:
+        return self.fs_a / "watched"
+
+    @property
+    def outside_same_fs(self) -> Path:
+        return self.fs_a / "outside" / "f"
+
+    @property
+    def outside_other_fs(self) -> Path:
+        return self.fs_b / "f"
+
+    @property
+    def empty_cache(self) -> Path:
+        """--btf-cache-dir for runs that must use the system BTF."""
+        return self.out / "no-cache"
+
+    @property
+    def empty_dir(self) -> Path:
+        return self.ws / "empty"
+
+    @classmethod
+    def create(cls, bins: Bins, sizes: Sizes, repo: Path) -> "Context":
+        ws = Path(os.environ.get("DIFFKEEPER_BENCH_DIR", "/tmp/diffkeeper-bench"))
+        if ws.exists():
+            shutil.rmtree(ws)
+        ctx = cls(bins, sizes, ws, system.mount_tmpfs(ws / "a"), system.mount_tmpfs(ws / "b"),
+                  system.mount_tmpfs(ws / "out"), repo)
+        for d in (ctx.watched, ctx.outside_same_fs.parent, ctx.empty_cache, ctx.empty_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return ctx
+
+    def reset_watched(self) -> None:
+        """Empties the watched dir so every run starts alike (and tmpfs memory is given back)."""
+        for entry in self.watched.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def remove(self) -> None:
+        for mnt in (self.fs_a, self.fs_b, self.out):
+            system.umount(mnt)
+        shutil.rmtree(self.ws, ignore_errors=True)

@@ -1,0 +1,286 @@
+"""Rows about the sidecar at run time: BPF program cost, per-write overhead outside and inside
+watched dirs, delivery at the maximum write rate, memory, and start-up time."""
+
+import os
+import subprocess
+import threading
+import time
+
+from . import stats, system
+from .context import Context
+from .procs import (Bpftrace, BenchError, Inotifywait, Sidecar, Unfiltered, prog_run_stats,
+                    write_loop)
+from .table import Row, Value
+
+BPFTRACE_COUNT_WRITES = 'tracepoint:syscalls:sys_enter_write { @writes = count(); } BEGIN { printf("live\\n"); }'
+BPFTRACE_FIRST_PROBE = 'tracepoint:syscalls:sys_enter_write { printf("first\\n"); exit(); }'
+
+
+def _sidecar(ctx: Context, backend: str = "tracepoint", **kw) -> Sidecar:
+    journal = kw.pop("journal", ctx.out / "journal.jsonl")
+    return Sidecar(ctx.bins, [ctx.watched], journal, cache_dir=kw.pop("cache_dir", ctx.empty_cache),
+                   backend=backend, **kw)
+
+
+def _with_sidecar(ctx: Context, measure, backend: str = "tracepoint", **kw):
+    """Starts a sidecar, runs measure(sidecar) once it is ready, stops it (exit 0 required)."""
+    with _sidecar(ctx, backend, **kw) as sc:
+        sc.ready()
+        try:
+            return measure(sc)
+        finally:
+            sc.stop()
+            (ctx.out / "journal.jsonl").unlink(missing_ok=True)
+
+
+def _with_bpftrace(program: str, measure):
+    with Bpftrace(program) as bt:
+        bt.wait_for("live")
+        try:
+            return measure()
+        finally:
+            bt.stop()
+
+
+def program_cost(ctx: Context) -> list[Row]:
+    """ns per run of the sidecar's kernel program (kernel BPF stats) for writes outside the
+    watched dir, against the same program with a filter that rejects nothing."""
+    n = ctx.sizes.writes
+
+    def cost(prog_ids, target):
+        before = [prog_run_stats(i) for i in prog_ids]
+        write_loop(ctx.bins, target, n)
+        after = [prog_run_stats(i) for i in prog_ids]
+        ns = sum(a[0] - b[0] for a, b in zip(after, before))
+        runs = sum(a[1] - b[1] for a, b in zip(after, before))
+        if runs < n:
+            raise BenchError(f"programs {prog_ids} ran {runs} times for {n} writes: not attached?")
+        return ns / runs
+
+    def sidecar_cost(target):
+        return lambda: _with_sidecar(ctx, lambda sc: cost(sc.prog_ids(), target))
+
+    def unfiltered_cost():
+        with Unfiltered(ctx.bins, ctx.fs_a) as u:
+            prog_id = u.ready()
+            try:
+                return cost([prog_id], ctx.outside_same_fs)
+            finally:
+                u.stop()
+
+    with system.bpf_stats_enabled():
+        s = stats.interleaved(ctx.sizes.reps, {
+            "same_fs": sidecar_cost(ctx.outside_same_fs),
+            "other_fs": sidecar_cost(ctx.outside_other_fs),
+            "unfiltered": unfiltered_cost,
+        })
+    base = Value(stats.median(s["unfiltered"]), "ns/run")
+    label = "same program, filter passes every write"
+    rows = []
+    for key, where in (("same_fs", "same file system as the watched dir"), ("other_fs", "other file system")):
+        rows.append(Row(
+            f"BPF program cost, write outside watched dirs, {where} (tracepoint)",
+            Value(stats.median(s[key]), "ns/run"), base, label,
+            stats.paired_ratio(s[key], s["unfiltered"]), "<= 150 ns/run",
+            check=lambda v, r: v <= 150))
+    return rows
+
+
+def write_overhead_outside(ctx: Context) -> list[Row]:
+    n, target = ctx.sizes.writes, ctx.outside_same_fs
+    loop = lambda: write_loop(ctx.bins, target, n)  # noqa: E731
+    s = stats.interleaved(ctx.sizes.reps, {
+        "unprobed": loop,
+        "sidecar": lambda: _with_sidecar(ctx, lambda sc: loop()),
+        "bpftrace": lambda: _with_bpftrace(BPFTRACE_COUNT_WRITES, loop),
+    })
+    over_sc = [a - b for a, b in zip(s["sidecar"], s["unprobed"])]
+    over_bt = [a - b for a, b in zip(s["bpftrace"], s["unprobed"])]
+    med_sc, med_bt = stats.median(over_sc), stats.median(over_bt)
+    return [
+        Row("write() 1 B to tmpfs outside watched dirs: sidecar (tracepoint) vs unprobed",
+            Value(stats.median(s["sidecar"]), "ns/write"), Value(stats.median(s["unprobed"]), "ns/write"),
+            "unprobed", stats.paired_ratio(s["sidecar"], s["unprobed"]), "<= 1.35x",
+            check=lambda v, r: r <= 1.35),
+        Row("  same: sidecar overhead vs bpftrace counting sys_enter_write",
+            Value(med_sc, "ns/write"), Value(med_bt, "ns/write"), "bpftrace overhead",
+            med_sc / med_bt if med_bt > 0 else None, "<= 1.0x (<= bpftrace)",
+            check=lambda v, r: r is not None and r <= 1.0),
+    ]
+
+
+def write_overhead_inside(ctx: Context) -> list[Row]:
+    n, target = ctx.sizes.writes, ctx.watched / "f"
+
+    def loop():
+        try:
+            return write_loop(ctx.bins, target, n)
+        finally:
+            ctx.reset_watched()
+
+    def with_inotifywait():
+        out = ctx.out / "inotifywait.log"
+        with Inotifywait(ctx.watched, out) as iw:
+            iw.ready()
+            try:
+                return loop()
+            finally:
+                iw.stop()
+                out.unlink(missing_ok=True)
+
+    s = stats.interleaved(ctx.sizes.reps, {
+        "unprobed": loop,
+        "tracepoint": lambda: _with_sidecar(ctx, lambda sc: loop()),
+        "inotify": lambda: _with_sidecar(ctx, lambda sc: loop(), backend="inotify"),
+        "inotifywait": with_inotifywait,
+    })
+    unprobed = Value(stats.median(s["unprobed"]), "ns/write")
+    over_in = stats.median([a - b for a, b in zip(s["inotify"], s["unprobed"])])
+    over_iw = stats.median([a - b for a, b in zip(s["inotifywait"], s["unprobed"])])
+    return [
+        Row("write() 1 B inside the watched dir, journal written: sidecar tracepoint vs unprobed",
+            Value(stats.median(s["tracepoint"]), "ns/write"), unprobed, "unprobed",
+            stats.paired_ratio(s["tracepoint"], s["unprobed"]), "report"),
+        Row("  same, sidecar inotify backend vs unprobed",
+            Value(stats.median(s["inotify"]), "ns/write"), unprobed, "unprobed",
+            stats.paired_ratio(s["inotify"], s["unprobed"]), "report"),
+        Row("  same, inotify backend overhead vs `inotifywait -m -r` overhead",
+            Value(over_in, "ns/write"), Value(over_iw, "ns/write"), "inotifywait overhead",
+            over_in / over_iw if over_iw > 0 else None, "<= 1.0x (<= inotifywait)",
+            check=lambda v, r: r is not None and r <= 1.0),
+    ]
+
+
+def _count_journal_writes(journal, path) -> int:
+    """Lines for `path` with op write (fields as DESIGN.md orders them: op before path)."""
+    needle = f'"op":"write","path":"{path}"'
+    out = subprocess.run(["grep", "-c", "-F", needle, str(journal)], capture_output=True, text=True)
+    if out.returncode not in (0, 1):
+        raise BenchError(f"grep {journal}: {out.stderr.strip()}")
+    return int(out.stdout.strip() or 0)
+
+
+def _wait_until_quiet(sc: Sidecar, key: str, settle: float = 1.0, timeout: float = 300.0) -> None:
+    """Waits until the sidecar's event counter stops moving (it has drained the ring)."""
+    last, since, deadline = -1.0, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = sc.metrics().get(key, 0.0)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= settle:
+            return
+        time.sleep(0.1)
+    raise BenchError(f"the sidecar was still delivering events after {timeout:.0f} s")
+
+
+def delivery_and_memory(ctx: Context) -> list[Row]:
+    n = ctx.sizes.flood_writes
+    journal = ctx.out / "flood.jsonl"
+    target = ctx.watched / "flood"
+    key = 'diffkeeper_events_total{backend="tracepoint",op="write"}'
+    samples: list[int] = []
+    with _sidecar(ctx, journal=journal, metrics_port=ctx.metrics_port) as sc:
+        sc.ready()
+        time.sleep(1.0)
+        idle_rss, _ = sc.memory_kib()
+        done = threading.Event()
+
+        def sample():
+            while not done.wait(0.05):
+                try:
+                    samples.append(sc.memory_kib()[0])
+                except (OSError, AttributeError):
+                    return
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            write_loop(ctx.bins, target, n)
+            _wait_until_quiet(sc, key)
+        finally:
+            done.set()
+            sampler.join()
+        metrics = sc.metrics()
+        _, peak = sc.memory_kib()
+        sc.stop()
+    delivered = _count_journal_writes(journal, target)
+    journal.unlink()
+    ctx.reset_watched()
+    lost = int(metrics.get("diffkeeper_lost_events_total", 0))
+    load_rss = stats.median(samples) if samples else float(idle_rss)
+    mib = lambda kib: Value(kib / 1024, "MiB")  # noqa: E731
+    return [
+        Row(f"events delivered at max write rate ({n:,} 1-B writes, --coalesce-ms 0)",
+            Value(100.0 * delivered / n, "%"), Value(n, "events"), "expected",
+            delivered / n, ">= 99.9 % delivered, rest counted lost",
+            check=lambda v, r: v >= 99.9,
+            note=f"journal lines {delivered:,}, lost per /metrics {lost:,}, "
+                 f"delivered + lost = {delivered + lost:,} of {n:,}"),
+        Row("sidecar RSS steady (idle, 1 s after ready)", mib(idle_rss), target="<= 20 MiB",
+            check=lambda v, r: v <= 20),
+        Row("sidecar RSS under max-rate load (median of samples)", mib(load_rss), target="report"),
+        Row("sidecar RSS peak (VmHWM after the max-rate run)", mib(peak), target="report"),
+    ]
+
+
+def start_to_ready(ctx: Context) -> list[Row]:
+    release = os.uname().release
+    cache = ctx.out / "btf-cache"
+    cache.mkdir(exist_ok=True)
+    cached_btf = cache / f"{release}.btf"
+    cached_btf.write_bytes(system.SYSTEM_BTF_DIR.joinpath("vmlinux").read_bytes())
+
+    def sidecar_start(backend="tracepoint", cache_dir=None, expect_btf="/sys/kernel/btf/vmlinux"):
+        def run():
+            with _sidecar(ctx, backend, cache_dir=cache_dir or ctx.empty_cache) as sc:
+                seconds = sc.ready()
+                btf = sc.btf_path()
+                sc.stop()
+            if btf != expect_btf:
+                raise BenchError(f"sidecar used BTF {btf}, expected {expect_btf}")
+            return seconds * 1000
+        return run
+
+    def cached_start():
+        with system.hidden_system_btf(ctx.empty_dir):
+            return sidecar_start(cache_dir=cache, expect_btf=str(cached_btf))()
+
+    def bpftrace_first_probe():
+        # Keep a write happening every 0.5 ms so "first probe" is not waiting on idle time.
+        stop = threading.Event()
+
+        def tick():
+            with open("/dev/null", "wb", buffering=0) as f:
+                while not stop.wait(0.0005):
+                    f.write(b"x")
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            with Bpftrace(BPFTRACE_FIRST_PROBE) as bt:
+                seconds, _ = bt.wait_for("first")
+                bt.proc.wait(timeout=15)
+            return seconds * 1000
+        finally:
+            stop.set()
+            ticker.join()
+
+    s = stats.interleaved(ctx.sizes.start_reps, {
+        "system": sidecar_start(),
+        "cached": cached_start,
+        "auto": sidecar_start("auto"),
+        "bpftrace": bpftrace_first_probe,
+    })
+    bt = Value(stats.median(s["bpftrace"]), "ms")
+    label = "bpftrace start to first probe hit"
+    return [
+        Row("sidecar start -> ready (probes attached + canary), system BTF, --attach tracepoint",
+            Value(stats.median(s["system"]), "ms"), bt, label, stats.paired_ratio(s["system"], s["bpftrace"]),
+            "<= 100 ms", check=lambda v, r: v <= 100),
+        Row("  same, cached BTF (/sys/kernel/btf hidden)",
+            Value(stats.median(s["cached"]), "ms"), bt, label, stats.paired_ratio(s["cached"], s["bpftrace"]),
+            "report"),
+        Row("  same, system BTF, --attach auto (default: fentry and kprobe fail here first)",
+            Value(stats.median(s["auto"]), "ms"), bt, label, stats.paired_ratio(s["auto"], s["bpftrace"]),
+            "report"),
+    ]

@@ -1,0 +1,41 @@
+//! Helpers that bench/bench.py drives; the Python harness does the timing, the repetitions and
+//! the table. Two subcommands:
+//!
+//! * `write PATH COUNT`: COUNT 1-byte `write(2)` calls to PATH (created/truncated), timed
+//!   around the loop only; prints `{"writes":COUNT,"ns":ELAPSED}`.
+//! * `unfiltered DIR`: loads diffkeeper's own `dk_sys_exit` program (the sidecar's tracepoint
+//!   mode, same object bytes) with DIR as the only watched root. With DIR = the root of a
+//!   file system, the in-kernel filter rejects no write on it, so every write there pays the
+//!   full parent walk, path assembly and ring buffer submit: the "filter removed" baseline.
+//!   Prints `ready prog_id=N`, drains the ring buffer until stdin closes, then `events=N`.
+
+mod unfiltered;
+mod write_loop;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: diffkeeper-bench write PATH COUNT | diffkeeper-bench unfiltered DIR";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["write", path, count] => count
+            .parse::<u64>()
+            .map_err(|e| format!("COUNT {count:?} is not a number: {e}"))
+            .and_then(|n| write_loop::run(path.as_ref(), n)),
+        ["unfiltered", dir] => unfiltered::run(dir.as_ref()),
+        _ => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("diffkeeper-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! diffkeeper's tracepoint program with a filter that lets every write on one file system
+//! through, loaded from the very object the sidecar embeds.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use aya::maps::{HashMap, MapData, RingBuf};
+use aya::programs::RawTracePoint;
+use aya::{Btf, EbpfLoader};
+use diffkeeper_ebpf::event::{kernel_dev, DkDevRoots, DkRootKey};
+use diffkeeper_ebpf::object::{self, maps, programs};
+use nix::sys::stat::{major, minor};
+
+pub fn run(dir: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
+    let dev = kernel_dev(major(meta.dev()), minor(meta.dev()));
+    let btf = Btf::from_sys_fs().map_err(|e| format!("cannot read the system BTF: {e}"))?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(object::object())
+        .map_err(|e| format!("loading diffkeeper's eBPF object: {e}"))?;
+
+    let key = DkRootKey {
+        dev,
+        pad: 0,
+        ino: meta.ino(),
+    };
+    let mut roots: HashMap<&mut MapData, [u8; 16], u32> = HashMap::try_from(
+        ebpf.map_mut(maps::ROOTS)
+            .expect("the object defines dk_roots"),
+    )
+    .map_err(|e| format!("{}: {e}", maps::ROOTS))?;
+    roots
+        .insert(key.to_bytes(), 0, 0)
+        .map_err(|e| format!("filling {}: {e}", maps::ROOTS))?;
+    let mut dev_roots = DkDevRoots {
+        count: 1,
+        ..Default::default()
+    };
+    dev_roots.ino[0] = meta.ino();
+    let mut devs: HashMap<&mut MapData, u32, [u8; 72]> = HashMap::try_from(
+        ebpf.map_mut(maps::DEVS)
+            .expect("the object defines dk_devs"),
+    )
+    .map_err(|e| format!("{}: {e}", maps::DEVS))?;
+    devs.insert(dev, dev_roots.to_bytes(), 0)
+        .map_err(|e| format!("filling {}: {e}", maps::DEVS))?;
+
+    let (name, tracepoint) = programs::SYS_EXIT;
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("the object has no program {name}"))?
+        .try_into()
+        .map_err(|e| format!("{name}: {e}"))?;
+    prog.load().map_err(|e| format!("loading {name}: {e}"))?;
+    prog.attach(tracepoint)
+        .map_err(|e| format!("attaching {name} to raw tracepoint {tracepoint}: {e}"))?;
+    let id = prog.info().map_err(|e| format!("{name} info: {e}"))?.id();
+
+    let mut ring = RingBuf::try_from(
+        ebpf.take_map(maps::EVENTS)
+            .expect("the object defines dk_events"),
+    )
+    .map_err(|e| format!("{}: {e}", maps::EVENTS))?;
+    println!("ready prog_id={id}");
+
+    // Drain until the harness closes our stdin, so the ring never fills and every event is
+    // really submitted (the cost being measured), not dropped.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_flag = Arc::clone(&stop);
+    thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        stop_flag.store(true, Ordering::Relaxed);
+    });
+    let mut events: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let mut drained = false;
+        while ring.next().is_some() {
+            events += 1;
+            drained = true;
+        }
+        if !drained {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    println!("events={events}");
+    Ok(())
+}

@@ -1,0 +1,465 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+/*
+ * diffkeeper's kernel side: report writes, creates, deletes and renames of files
+ * below watched root directories. One CO-RE object, three attach families:
+ *
+ *   kprobe     kprobe+kretprobe on vfs_write/vfs_writev, kprobes on security_inode_*
+ *   fentry     fexit on vfs_write/vfs_writev, fentry on security_inode_*
+ *   tracepoint raw_tracepoint sys_exit (attached by name: no tracefs, no kernel BTF ids)
+ *
+ * Why these kernel functions (prototypes checked in the BTF of Debian 6.1.0-56,
+ * 6.12.117 and the 6.18 build kernel; all identical and all non-inlined FUNCs):
+ *   vfs_write(file, buf, count, pos)              write(2), pwrite64(2)
+ *   vfs_writev(file, vec, vlen, pos, flags)        writev(2), pwritev(2), pwritev2(2)
+ *   security_inode_create(dir, dentry, mode)       every regular-file create: vfs_create()
+ *        and open(O_CREAT) (lookup_open() -> may_o_create()), which bypasses vfs_create()
+ *   security_inode_unlink(dir, dentry)             unlink(2)/unlinkat(2) of a file
+ *   security_inode_rename(odir, odentry, ndir, ndentry, flags)  rename(2) family
+ * The vfs_create/vfs_unlink/vfs_rename prototypes changed (user_namespace -> mnt_idmap
+ * in 6.3, renamedata struct in 6.0); the security_inode_* hooks did not.
+ *
+ * Filter cost matters most for writes outside watched roots (every write on the
+ * machine runs this code): the first test is the file's device against dk_devs, a
+ * hash of the few devices holding watched roots. Only files on such a device walk
+ * up to DK_MAX_DEPTH parents, comparing inode numbers with that device's roots.
+ *
+ * Struct layouts: only the members read below are declared, under
+ * preserve_access_index, so libbpf-style CO-RE relocations bind them by name to the
+ * running kernel's BTF (system or cached).
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <asm/ptrace.h> /* UAPI struct pt_regs: fixed x86_64 syscall register layout */
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#include "diffkeeper_event.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+struct qstr {
+	const unsigned char *name;
+};
+struct super_block {
+	__u32 s_dev;
+};
+struct inode {
+	unsigned long i_ino;
+};
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+	struct inode *d_inode;
+	struct super_block *d_sb;
+};
+struct path {
+	struct dentry *dentry;
+};
+struct file {
+	struct path f_path;
+	unsigned int f_mode;
+};
+struct fdtable {
+	struct file **fd;
+};
+struct files_struct {
+	struct fdtable *fdt;
+};
+struct task_struct {
+	struct files_struct *files;
+};
+#pragma clang attribute pop
+
+/* Set in file->f_mode by open(2) when it created the file (include/linux/fs.h). */
+#define DK_FMODE_CREATED (1u << 20)
+
+/* x86_64 syscall numbers of the calls the tracepoint program reports. */
+#define DK_NR_write 1
+#define DK_NR_open 2
+#define DK_NR_pwrite64 18
+#define DK_NR_writev 20
+#define DK_NR_creat 85
+#define DK_NR_openat 257
+#define DK_NR_pwritev 296
+#define DK_NR_pwritev2 328
+#define DK_NR_openat2 437
+
+/* path goes to data[0..), from right after it; masks keep every access in bounds. */
+#define DK_DATA_MASK (2 * DK_PATH_MAX - 1)
+
+struct dk_scratch {
+	struct dk_event ev;
+	char data[2 * DK_PATH_MAX + DK_NAME_BUF];
+	struct dentry *chain[DK_MAX_DEPTH]; /* chain[i]: the dentry i links below the root */
+};
+
+/* (dev, ino) of each watched root -> root id (user space numbers them). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct dk_root_key);
+	__type(value, __u32);
+} dk_roots SEC(".maps");
+
+/* dev -> inode numbers of the roots on it: the cheap first filter. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct dk_dev_roots);
+} dk_devs SEC(".maps");
+
+/* Events to user space; user space sets the size at load (default 1 MiB). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} dk_events SEC(".maps");
+
+/* Events dropped because the ring buffer (or dk_inflight) was full. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} dk_lost SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dk_scratch);
+} dk_scratch SEC(".maps");
+
+/* kprobe mode: pid_tgid -> file of a vfs_write(v) in progress on a watched device. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);
+	__type(value, __u64);
+} dk_inflight SEC(".maps");
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *lost = bpf_map_lookup_elem(&dk_lost, &zero);
+
+	if (lost)
+		*lost += 1;
+}
+
+static __always_inline struct dk_dev_roots *watched_device(struct dentry *dentry, __u32 *dev)
+{
+	*dev = BPF_CORE_READ(dentry, d_sb, s_dev);
+	return bpf_map_lookup_elem(&dk_devs, dev);
+}
+
+static __always_inline int is_root_ino(const struct dk_dev_roots *roots, __u64 ino)
+{
+	for (int k = 0; k < DK_MAX_ROOTS_PER_DEV; k++) {
+		if (k >= roots->count)
+			return 0;
+		if (roots->ino[k] == ino)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Walks from `leaf` towards the filesystem root, recording the dentries passed in
+ * s->chain. Returns the number of links below the watched root (>= 1) and its id,
+ * or 0 when no watched root is within DK_MAX_DEPTH parents.
+ */
+static __always_inline int find_root(struct dk_scratch *s, struct dentry *leaf, __u32 dev,
+				     const struct dk_dev_roots *roots, __u32 *root_id)
+{
+	struct dentry *d = leaf;
+
+	for (int i = 0; i < DK_MAX_DEPTH; i++) {
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+
+		if (!parent || parent == d)
+			return 0;
+		s->chain[i] = d;
+		__u64 ino = BPF_CORE_READ(parent, d_inode, i_ino);
+
+		if (is_root_ino(roots, ino)) {
+			struct dk_root_key key = { .dev = dev, .ino = ino };
+			__u32 *id = bpf_map_lookup_elem(&dk_roots, &key);
+
+			if (id) {
+				*root_id = *id;
+				return i + 1;
+			}
+		}
+		d = parent;
+	}
+	return 0;
+}
+
+/* Writes "a/b/c" for s->chain[depth-1..0] at data[base..]; returns its length. */
+static __always_inline __u32 put_path(struct dk_scratch *s, __u32 base, int depth, __u16 *flags)
+{
+	__u32 len = 0;
+
+	for (int j = 0; j < DK_MAX_DEPTH; j++) {
+		int i = depth - 1 - j;
+
+		if (i < 0)
+			break;
+		if (len > DK_PATH_MAX - DK_NAME_BUF - 1) {
+			*flags |= DK_F_TRUNCATED;
+			break;
+		}
+		struct dentry *d = s->chain[i & (DK_MAX_DEPTH - 1)];
+		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+		long n = bpf_probe_read_kernel_str(&s->data[(base + len) & DK_DATA_MASK],
+						   DK_NAME_BUF, name);
+
+		if (n <= 1)
+			break;
+		len += n - 1;
+		if (i > 0) {
+			s->data[(base + len) & DK_DATA_MASK] = '/';
+			len++;
+		}
+	}
+	return len;
+}
+
+static __always_inline int submit(struct dk_scratch *s, __u16 op, __u64 bytes)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	s->ev.pid = id >> 32;
+	s->ev.tid = (__u32)id;
+	s->ev.op = op;
+	s->ev.bytes = bytes;
+	bpf_get_current_comm(s->ev.comm, sizeof(s->ev.comm));
+
+	__u64 size = sizeof(struct dk_event) + s->ev.path_len + s->ev.from_len;
+
+	if (size > sizeof(struct dk_event) + 2 * DK_PATH_MAX)
+		return 0;
+	if (bpf_ringbuf_output(&dk_events, s, size, 0))
+		count_lost();
+	return 0;
+}
+
+static __always_inline struct dk_scratch *scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&dk_scratch, &zero);
+}
+
+/* Reports `op` on `dentry` when it lies below a watched root. */
+static __always_inline int report_dentry(struct dentry *dentry, __u16 op, __u64 bytes)
+{
+	__u32 dev;
+	struct dk_dev_roots *roots = watched_device(dentry, &dev);
+
+	if (!roots)
+		return 0;
+	struct dk_scratch *s = scratch();
+
+	if (!s)
+		return 0;
+	__u32 root_id = 0;
+	int depth = find_root(s, dentry, dev, roots, &root_id);
+
+	if (depth <= 0)
+		return 0;
+	s->ev.flags = DK_F_PATH;
+	s->ev.root_id = root_id;
+	s->ev.from_root_id = 0;
+	s->ev.from_len = 0;
+	s->ev.path_len = put_path(s, 0, depth, &s->ev.flags);
+	return submit(s, op, bytes);
+}
+
+static __always_inline int report_file(struct file *file, __u16 op, __u64 bytes)
+{
+	return report_dentry(BPF_CORE_READ(file, f_path.dentry), op, bytes);
+}
+
+/* A rename is reported when either end is watched; flags say which ends are. */
+static __always_inline int report_rename(struct dentry *from, struct dentry *to)
+{
+	__u32 dev;
+	struct dk_dev_roots *roots = watched_device(from, &dev);
+
+	if (!roots)
+		return 0;
+	struct dk_scratch *s = scratch();
+
+	if (!s)
+		return 0;
+	__u16 flags = 0;
+	__u32 to_root = 0, from_root = 0, to_len = 0, from_len = 0;
+	int depth = find_root(s, to, dev, roots, &to_root);
+
+	if (depth > 0) {
+		flags |= DK_F_PATH;
+		to_len = put_path(s, 0, depth, &flags);
+	}
+	depth = find_root(s, from, dev, roots, &from_root);
+	if (depth > 0) {
+		flags |= DK_F_FROM;
+		from_len = put_path(s, to_len, depth, &flags);
+	}
+	if (!(flags & (DK_F_PATH | DK_F_FROM)))
+		return 0;
+	s->ev.flags = flags;
+	s->ev.root_id = to_root;
+	s->ev.from_root_id = from_root;
+	s->ev.path_len = to_len;
+	s->ev.from_len = from_len;
+	return submit(s, DK_OP_RENAME, 0);
+}
+
+/* ---- fentry family: typed arguments, fexit sees the return value directly ---- */
+
+SEC("fexit/vfs_write")
+int BPF_PROG(dk_fexit_vfs_write, struct file *file, const char *buf, __u64 count, void *pos,
+	     long ret)
+{
+	return ret > 0 ? report_file(file, DK_OP_WRITE, ret) : 0;
+}
+
+SEC("fexit/vfs_writev")
+int BPF_PROG(dk_fexit_vfs_writev, struct file *file, const void *vec, unsigned long vlen,
+	     void *pos, int flags, long ret)
+{
+	return ret > 0 ? report_file(file, DK_OP_WRITE, ret) : 0;
+}
+
+SEC("fentry/security_inode_create")
+int BPF_PROG(dk_fentry_inode_create, struct inode *dir, struct dentry *dentry)
+{
+	return report_dentry(dentry, DK_OP_CREATE, 0);
+}
+
+SEC("fentry/security_inode_unlink")
+int BPF_PROG(dk_fentry_inode_unlink, struct inode *dir, struct dentry *dentry)
+{
+	return report_dentry(dentry, DK_OP_DELETE, 0);
+}
+
+SEC("fentry/security_inode_rename")
+int BPF_PROG(dk_fentry_inode_rename, struct inode *old_dir, struct dentry *old_dentry,
+	     struct inode *new_dir, struct dentry *new_dentry)
+{
+	return report_rename(old_dentry, new_dentry);
+}
+
+/* ---- kprobe family: the entry remembers a watched-device file, the return reports ---- */
+
+SEC("kprobe/vfs_write")
+int BPF_KPROBE(dk_kprobe_write, struct file *file)
+{
+	__u32 dev;
+
+	if (!watched_device(BPF_CORE_READ(file, f_path.dentry), &dev))
+		return 0;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 ptr = (__u64)file;
+
+	if (bpf_map_update_elem(&dk_inflight, &id, &ptr, BPF_ANY))
+		count_lost();
+	return 0;
+}
+
+SEC("kretprobe/vfs_write")
+int BPF_KRETPROBE(dk_kretprobe_write, long ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 *ptr = bpf_map_lookup_elem(&dk_inflight, &id);
+
+	if (!ptr)
+		return 0;
+	struct file *file = (struct file *)*ptr;
+
+	bpf_map_delete_elem(&dk_inflight, &id);
+	return ret > 0 ? report_file(file, DK_OP_WRITE, ret) : 0;
+}
+
+SEC("kprobe/security_inode_create")
+int BPF_KPROBE(dk_kprobe_inode_create, struct inode *dir, struct dentry *dentry)
+{
+	return report_dentry(dentry, DK_OP_CREATE, 0);
+}
+
+SEC("kprobe/security_inode_unlink")
+int BPF_KPROBE(dk_kprobe_inode_unlink, struct inode *dir, struct dentry *dentry)
+{
+	return report_dentry(dentry, DK_OP_DELETE, 0);
+}
+
+SEC("kprobe/security_inode_rename")
+int BPF_KPROBE(dk_kprobe_inode_rename, struct inode *old_dir, struct dentry *old_dentry,
+	       struct inode *new_dir, struct dentry *new_dentry)
+{
+	return report_rename(old_dentry, new_dentry);
+}
+
+/* ---- tracepoint family: raw sys_exit sees every syscall's return ---- */
+
+static __always_inline struct file *fd_file(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *file = NULL;
+
+	/* The syscall just succeeded on fd, so it is below max_fds; the read is fault-safe anyway. */
+	if (fd < 0 || fd > 0xfffff || !fds)
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* A successful open reports a create only when it created the file. */
+static __always_inline int report_open(long fd)
+{
+	struct file *file = fd_file(fd);
+	unsigned int mode = BPF_CORE_READ(file, f_mode);
+
+	return (mode & DK_FMODE_CREATED) ? report_file(file, DK_OP_CREATE, 0) : 0;
+}
+
+_Static_assert(__builtin_offsetof(struct pt_regs, orig_rax) ==
+		       __builtin_offsetof(struct pt_regs, rdi) + 8,
+	       "one read fetches the first argument and the syscall number");
+
+SEC("raw_tracepoint/sys_exit")
+int dk_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	long ret = (long)ctx->args[1];
+
+	if (ret < 0) /* failed calls change nothing; costs no memory read */
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	struct {
+		unsigned long rdi;
+		unsigned long orig_rax;
+	} r;
+
+	if (bpf_probe_read_kernel(&r, sizeof(r), &regs->rdi))
+		return 0;
+	switch (r.orig_rax) {
+	case DK_NR_write:
+	case DK_NR_pwrite64:
+	case DK_NR_writev:
+	case DK_NR_pwritev:
+	case DK_NR_pwritev2:
+		return ret > 0 ? report_file(fd_file((long)(int)r.rdi), DK_OP_WRITE, ret) : 0;
+	case DK_NR_open:
+	case DK_NR_creat:
+	case DK_NR_openat:
+	case DK_NR_openat2:
+		return report_open(ret);
+	default:
+		return 0;
+	}
+}

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The event ABI between diffkeeper.bpf.c and user space. Its Rust mirror is
+ * ebpf/src/event.rs; a test there compiles this header with offsetof()/sizeof()
+ * and compares every field, so change both together.
+ */
+#ifndef DIFFKEEPER_EVENT_H
+#define DIFFKEEPER_EVENT_H
+
+#include <linux/types.h>
+
+#define DK_COMM_LEN 16
+/* Longest relative path sent (bytes, no NUL); longer paths are cut and flagged. */
+#define DK_PATH_MAX 4096
+/* Longest single name the kernel allows (NAME_MAX) plus its NUL. */
+#define DK_NAME_BUF 256
+/* Parent links walked from a file towards its watched root (>= 16 by contract). */
+#define DK_MAX_DEPTH 32
+/* Watched roots that may share one device (filesystem). */
+#define DK_MAX_ROOTS_PER_DEV 8
+
+enum dk_op {
+	DK_OP_WRITE = 1,
+	DK_OP_CREATE = 2,
+	DK_OP_DELETE = 3,
+	DK_OP_RENAME = 4,
+};
+
+enum dk_flag {
+	DK_F_PATH = 1,      /* path (the file, or a rename's target) is under a watched root */
+	DK_F_FROM = 2,      /* from (a rename's source) is under a watched root */
+	DK_F_TRUNCATED = 4, /* a path was longer than DK_PATH_MAX and was cut */
+};
+
+/*
+ * One change. The ring buffer record is this header followed by path_len bytes of
+ * `path` and then from_len bytes of `from`, both relative to their watched root
+ * ("sub/dir/file"), without NULs.
+ */
+struct dk_event {
+	__u64 bytes;        /* write: bytes the write returned; otherwise 0 */
+	__u32 pid;          /* thread group id of the writer (init pid namespace) */
+	__u32 tid;          /* thread id */
+	__u32 root_id;      /* id (dk_roots value) of the root holding `path` */
+	__u32 from_root_id; /* id of the root holding `from` (renames) */
+	__u16 op;           /* enum dk_op */
+	__u16 flags;        /* enum dk_flag */
+	__u16 path_len;
+	__u16 from_len;
+	char comm[DK_COMM_LEN];
+};
+
+/* Key of dk_roots: a watched root directory. dev is the kernel's encoding (major << 20 | minor). */
+struct dk_root_key {
+	__u32 dev;
+	__u32 pad;
+	__u64 ino;
+};
+
+/* Value of dk_devs: the inode numbers of the watched roots on one device. */
+struct dk_dev_roots {
+	__u32 count;
+	__u32 pad;
+	__u64 ino[DK_MAX_ROOTS_PER_DEV];
+};
+
+#endif /* DIFFKEEPER_EVENT_H */

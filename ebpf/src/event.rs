@@ -1,0 +1,362 @@
+//! The event ABI of the eBPF object: the Rust mirror of `c/diffkeeper_event.h`.
+//!
+//! A ring buffer record is a [`DkEvent`] header followed by `path_len` bytes of path and then
+//! `from_len` bytes of `from`, both relative to their watched root. The layouts here are
+//! checked field by field against the C header by a test that compiles it with `offsetof()`.
+
+use std::fmt;
+use std::mem::size_of;
+
+pub const DK_COMM_LEN: usize = 16;
+pub const DK_PATH_MAX: usize = 4096;
+pub const DK_MAX_DEPTH: usize = 32;
+pub const DK_MAX_ROOTS_PER_DEV: usize = 8;
+
+pub const DK_OP_WRITE: u16 = 1;
+pub const DK_OP_CREATE: u16 = 2;
+pub const DK_OP_DELETE: u16 = 3;
+pub const DK_OP_RENAME: u16 = 4;
+
+pub const DK_F_PATH: u16 = 1;
+pub const DK_F_FROM: u16 = 2;
+pub const DK_F_TRUNCATED: u16 = 4;
+
+/// `struct dk_event`: the fixed header of every record.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DkEvent {
+    pub bytes: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub root_id: u32,
+    pub from_root_id: u32,
+    pub op: u16,
+    pub flags: u16,
+    pub path_len: u16,
+    pub from_len: u16,
+    pub comm: [u8; DK_COMM_LEN],
+}
+
+/// `struct dk_root_key`: key of the `dk_roots` map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DkRootKey {
+    /// Kernel device encoding: `major << 20 | minor`.
+    pub dev: u32,
+    pub pad: u32,
+    pub ino: u64,
+}
+
+/// `struct dk_dev_roots`: value of the `dk_devs` map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DkDevRoots {
+    pub count: u32,
+    pub pad: u32,
+    pub ino: [u64; DK_MAX_ROOTS_PER_DEV],
+}
+
+/// The kernel's internal `dev_t` (`MKDEV`), which is what `super_block.s_dev` holds.
+pub fn kernel_dev(major: u64, minor: u64) -> u32 {
+    ((major << 20) | (minor & 0xf_ffff)) as u32
+}
+
+impl DkRootKey {
+    /// The bytes as the map stores them.
+    pub fn to_bytes(&self) -> [u8; size_of::<DkRootKey>()] {
+        let mut b = [0u8; size_of::<DkRootKey>()];
+        b[0..4].copy_from_slice(&self.dev.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.pad.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.ino.to_ne_bytes());
+        b
+    }
+}
+
+impl DkDevRoots {
+    /// The bytes as the map stores them.
+    pub fn to_bytes(&self) -> [u8; size_of::<DkDevRoots>()] {
+        let mut b = [0u8; size_of::<DkDevRoots>()];
+        b[0..4].copy_from_slice(&self.count.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.pad.to_ne_bytes());
+        for (i, ino) in self.ino.iter().enumerate() {
+            b[8 + 8 * i..16 + 8 * i].copy_from_slice(&ino.to_ne_bytes());
+        }
+        b
+    }
+}
+
+/// What happened, decoded from `op` (and, for renames, which ends are watched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOp {
+    Write,
+    Create,
+    Delete,
+    Rename,
+}
+
+/// One decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub op: EventOp,
+    pub bytes: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    /// Root id and relative path of the file (a rename's target), if it is watched.
+    pub path: Option<(u32, String)>,
+    /// Root id and relative path of a rename's source, if it is watched.
+    pub from: Option<(u32, String)>,
+    pub truncated: bool,
+}
+
+/// A record that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventError {
+    Short { len: usize, need: usize },
+    UnknownOp(u16),
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Short { len, need } => {
+                write!(f, "event record of {len} bytes is shorter than {need}")
+            }
+            Self::UnknownOp(op) => write!(f, "event record has unknown op {op}"),
+        }
+    }
+}
+
+impl std::error::Error for EventError {}
+
+impl DkEvent {
+    /// Reads the header from the start of a record.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, EventError> {
+        let need = size_of::<DkEvent>();
+        if b.len() < need {
+            return Err(EventError::Short { len: b.len(), need });
+        }
+        let u16_at = |at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
+        let u32_at = |at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let mut comm = [0u8; DK_COMM_LEN];
+        comm.copy_from_slice(&b[32..32 + DK_COMM_LEN]);
+        Ok(Self {
+            bytes: u64::from_ne_bytes(b[0..8].try_into().expect("8 bytes")),
+            pid: u32_at(8),
+            tid: u32_at(12),
+            root_id: u32_at(16),
+            from_root_id: u32_at(20),
+            op: u16_at(24),
+            flags: u16_at(26),
+            path_len: u16_at(28),
+            from_len: u16_at(30),
+            comm,
+        })
+    }
+}
+
+impl Event {
+    /// Decodes one ring buffer record.
+    pub fn parse(record: &[u8]) -> Result<Self, EventError> {
+        let head = DkEvent::from_bytes(record)?;
+        let op = match head.op {
+            DK_OP_WRITE => EventOp::Write,
+            DK_OP_CREATE => EventOp::Create,
+            DK_OP_DELETE => EventOp::Delete,
+            DK_OP_RENAME => EventOp::Rename,
+            other => return Err(EventError::UnknownOp(other)),
+        };
+        let start = size_of::<DkEvent>();
+        let path_end = start + usize::from(head.path_len);
+        let from_end = path_end + usize::from(head.from_len);
+        if record.len() < from_end {
+            return Err(EventError::Short {
+                len: record.len(),
+                need: from_end,
+            });
+        }
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let comm_len = head.comm.iter().position(|&c| c == 0).unwrap_or(DK_COMM_LEN);
+        Ok(Self {
+            op,
+            bytes: head.bytes,
+            pid: head.pid,
+            tid: head.tid,
+            comm: text(&head.comm[..comm_len]),
+            path: (head.flags & DK_F_PATH != 0)
+                .then(|| (head.root_id, text(&record[start..path_end]))),
+            from: (head.flags & DK_F_FROM != 0)
+                .then(|| (head.from_root_id, text(&record[path_end..from_end]))),
+            truncated: head.flags & DK_F_TRUNCATED != 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::mem::offset_of;
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Compiles a host program that prints the C side's sizes, offsets and constants.
+    fn c_layout() -> BTreeMap<String, usize> {
+        let dir = std::env::temp_dir().join(format!("dk-abi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("abi.c");
+        let exe = dir.join("abi");
+        let mut prog = String::from(
+            "#include <stdio.h>\n#include <stddef.h>\n#include \"diffkeeper_event.h\"\n\
+             #define F(s, m) printf(#s \".\" #m \" %zu %zu\\n\", offsetof(struct s, m), sizeof(((struct s *)0)->m));\n\
+             #define S(s) printf(#s \" %zu 0\\n\", sizeof(struct s));\n\
+             #define C(c) printf(#c \" %d 0\\n\", (int)(c));\nint main(void) {\n",
+        );
+        for m in [
+            "bytes", "pid", "tid", "root_id", "from_root_id", "op", "flags", "path_len", "from_len",
+            "comm",
+        ] {
+            prog += &format!("F(dk_event, {m})\n");
+        }
+        for m in ["dev", "pad", "ino"] {
+            prog += &format!("F(dk_root_key, {m})\n");
+        }
+        for m in ["count", "pad", "ino"] {
+            prog += &format!("F(dk_dev_roots, {m})\n");
+        }
+        for s in ["dk_event", "dk_root_key", "dk_dev_roots"] {
+            prog += &format!("S({s})\n");
+        }
+        for c in [
+            "DK_COMM_LEN", "DK_PATH_MAX", "DK_MAX_DEPTH", "DK_MAX_ROOTS_PER_DEV", "DK_OP_WRITE",
+            "DK_OP_CREATE", "DK_OP_DELETE", "DK_OP_RENAME", "DK_F_PATH", "DK_F_FROM",
+            "DK_F_TRUNCATED",
+        ] {
+            prog += &format!("C({c})\n");
+        }
+        prog += "return 0; }\n";
+        std::fs::write(&src, prog).unwrap();
+        let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("c");
+        let out = Command::new("clang")
+            .arg("-I")
+            .arg(&include)
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .output()
+            .expect("run clang to compile the ABI probe (install clang: scripts/setup.sh)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&exe).output().expect("run the ABI probe");
+        std::fs::remove_dir_all(&dir).ok();
+        let mut map = BTreeMap::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let mut it = line.split_whitespace();
+            let (name, a, b) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+            map.insert(name.to_string(), a.parse().unwrap());
+            if name.contains('.') {
+                map.insert(format!("{name}#size"), b.parse().unwrap());
+            }
+        }
+        map
+    }
+
+    macro_rules! field {
+        ($t:ty, $c:literal, $f:ident) => {{
+            let size = {
+                let v = <$t>::default();
+                std::mem::size_of_val(&v.$f)
+            };
+            [
+                (concat!($c, ".", stringify!($f)).to_string(), offset_of!($t, $f)),
+                (concat!($c, ".", stringify!($f), "#size").to_string(), size),
+            ]
+        }};
+    }
+
+    #[test]
+    fn rust_mirror_matches_c_header() {
+        let c = c_layout();
+        let mut rust: Vec<(String, usize)> = Vec::new();
+        rust.extend(field!(DkEvent, "dk_event", bytes));
+        rust.extend(field!(DkEvent, "dk_event", pid));
+        rust.extend(field!(DkEvent, "dk_event", tid));
+        rust.extend(field!(DkEvent, "dk_event", root_id));
+        rust.extend(field!(DkEvent, "dk_event", from_root_id));
+        rust.extend(field!(DkEvent, "dk_event", op));
+        rust.extend(field!(DkEvent, "dk_event", flags));
+        rust.extend(field!(DkEvent, "dk_event", path_len));
+        rust.extend(field!(DkEvent, "dk_event", from_len));
+        rust.extend(field!(DkEvent, "dk_event", comm));
+        rust.extend(field!(DkRootKey, "dk_root_key", dev));
+        rust.extend(field!(DkRootKey, "dk_root_key", pad));
+        rust.extend(field!(DkRootKey, "dk_root_key", ino));
+        rust.extend(field!(DkDevRoots, "dk_dev_roots", count));
+        rust.extend(field!(DkDevRoots, "dk_dev_roots", pad));
+        rust.extend(field!(DkDevRoots, "dk_dev_roots", ino));
+        rust.push(("dk_event".into(), size_of::<DkEvent>()));
+        rust.push(("dk_root_key".into(), size_of::<DkRootKey>()));
+        rust.push(("dk_dev_roots".into(), size_of::<DkDevRoots>()));
+        for (name, value) in [
+            ("DK_COMM_LEN", DK_COMM_LEN),
+            ("DK_PATH_MAX", DK_PATH_MAX),
+            ("DK_MAX_DEPTH", DK_MAX_DEPTH),
+            ("DK_MAX_ROOTS_PER_DEV", DK_MAX_ROOTS_PER_DEV),
+            ("DK_OP_WRITE", DK_OP_WRITE.into()),
+            ("DK_OP_CREATE", DK_OP_CREATE.into()),
+            ("DK_OP_DELETE", DK_OP_DELETE.into()),
+            ("DK_OP_RENAME", DK_OP_RENAME.into()),
+            ("DK_F_PATH", DK_F_PATH.into()),
+            ("DK_F_FROM", DK_F_FROM.into()),
+            ("DK_F_TRUNCATED", DK_F_TRUNCATED.into()),
+        ] {
+            rust.push((name.into(), value));
+        }
+        for (name, value) in &rust {
+            assert_eq!(c.get(name), Some(value), "{name}: C side vs Rust mirror");
+        }
+        assert_eq!(c.len(), rust.len(), "the C probe printed entries the test does not check");
+    }
+
+    #[test]
+    fn parses_a_rename_record() {
+        let head = DkEvent {
+            pid: 7,
+            tid: 8,
+            root_id: 1,
+            from_root_id: 2,
+            op: DK_OP_RENAME,
+            flags: DK_F_PATH | DK_F_FROM,
+            path_len: 5,
+            from_len: 3,
+            comm: *b"mv\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            ..Default::default()
+        };
+        let mut rec = Vec::new();
+        rec.extend_from_slice(&head.bytes.to_ne_bytes());
+        for w in [head.pid, head.tid, head.root_id, head.from_root_id] {
+            rec.extend_from_slice(&w.to_ne_bytes());
+        }
+        for h in [head.op, head.flags, head.path_len, head.from_len] {
+            rec.extend_from_slice(&h.to_ne_bytes());
+        }
+        rec.extend_from_slice(&head.comm);
+        assert_eq!(DkEvent::from_bytes(&rec).unwrap(), head);
+        rec.extend_from_slice(b"a/new");
+        rec.extend_from_slice(b"old");
+        let ev = Event::parse(&rec).unwrap();
+        assert_eq!(ev.op, EventOp::Rename);
+        assert_eq!(ev.comm, "mv");
+        assert_eq!(ev.path, Some((1, "a/new".into())));
+        assert_eq!(ev.from, Some((2, "old".into())));
+        assert!(matches!(
+            Event::parse(&rec[..rec.len() - 1]),
+            Err(EventError::Short { .. })
+        ));
+    }
+
+    #[test]
+    fn kernel_dev_encoding() {
+        assert_eq!(kernel_dev(8, 1), (8 << 20) | 1);
+        assert_eq!(kernel_dev(0, 0x12345), 0x12345);
+    }
+}

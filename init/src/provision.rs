@@ -1,0 +1,359 @@
+//! The provisioning order: system BTF → cache → baked dir → mirror download → nothing.
+//!
+//! The cache is checked once without the lock (the common, read-only case) and again under it,
+//! so when many inits start at once on one cache only the first one writes or downloads.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use diffkeeper_ebpf::btf::{self, BtfFileError};
+use diffkeeper_ebpf::cache::{BtfCache, CacheError, CacheLock, InvalidRelease};
+use diffkeeper_ebpf::identity::{self, IdentityError, KernelIdentity};
+use diffkeeper_ebpf::SYSTEM_BTF_PATH;
+
+use crate::archive;
+use crate::baked::{self, Shape};
+use crate::config::Config;
+use crate::download::{self, DownloadOptions};
+use crate::status::{self, Digesting, Source, Status};
+
+/// A BTF is available for the sidecar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provided {
+    /// The kernel's own BTF: nothing was written.
+    System,
+    /// `<cache>/<release>.btf`, from `source`.
+    Cached { source: Source, path: PathBuf },
+}
+
+#[derive(Debug)]
+pub enum ProvisionError {
+    Identity(IdentityError),
+    Release(InvalidRelease),
+    Cache(CacheError),
+    /// No BTF anywhere: every place looked at, with what was found there.
+    NotFound {
+        release: String,
+        looked: Vec<String>,
+    },
+}
+
+impl fmt::Display for ProvisionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Identity(e) => write!(f, "cannot identify the kernel: {e}"),
+            Self::Release(e) => e.fmt(f),
+            Self::Cache(e) => write!(f, "BTF cache unusable: {e}"),
+            Self::NotFound { release, looked } => {
+                write!(f, "no BTF found for kernel {release}; looked at:")?;
+                for place in looked {
+                    write!(f, "\n  - {place}")?;
+                }
+                write!(
+                    f,
+                    "\nthe sidecar can only use the inotify fallback on this node; provide a BTF \
+                     (bake it into --baked-btf-dir, or allow a BTFHub mirror that has it)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProvisionError {}
+
+impl From<CacheError> for ProvisionError {
+    fn from(e: CacheError) -> Self {
+        Self::Cache(e)
+    }
+}
+
+pub fn run(cfg: &Config) -> Result<Provided, ProvisionError> {
+    let mut looked = Vec::new();
+    match btf::check_file(Path::new(SYSTEM_BTF_PATH)) {
+        Ok(_) => {
+            log::info!(
+                "system BTF {SYSTEM_BTF_PATH} is present and valid: nothing to provision, the \
+                 cache is left untouched"
+            );
+            return Ok(Provided::System);
+        }
+        Err(BtfFileError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            log::info!("no system BTF at {SYSTEM_BTF_PATH}: provisioning one");
+            looked.push(format!("system BTF {SYSTEM_BTF_PATH}: absent"));
+        }
+        Err(e) => {
+            log::warn!("system BTF unusable: {e}; provisioning one");
+            looked.push(format!("system BTF: {e}"));
+        }
+    }
+
+    let id = identity::detect(
+        &cfg.host_root,
+        cfg.kernel_release.as_deref(),
+        cfg.arch.as_deref(),
+    )
+    .map_err(ProvisionError::Identity)?;
+    log::info!("{id}");
+    let cache = BtfCache::new(&cfg.cache_dir);
+    let dest = cache
+        .btf_path(&id.release)
+        .map_err(ProvisionError::Release)?;
+    let run = Run {
+        cfg,
+        cache,
+        dest,
+        id,
+        looked,
+    };
+    run.provision()
+}
+
+struct Run<'a> {
+    cfg: &'a Config,
+    id: KernelIdentity,
+    cache: BtfCache,
+    dest: PathBuf,
+    looked: Vec<String>,
+}
+
+impl Run<'_> {
+    fn provision(mut self) -> Result<Provided, ProvisionError> {
+        if btf::check_file(&self.dest).is_ok() {
+            return Ok(self.cache_hit(None));
+        }
+        let lock = self.cache.lock()?;
+        // Another init may have provisioned it while this one waited for the lock.
+        match btf::check_file(&self.dest) {
+            Ok(_) => return Ok(self.cache_hit(Some(&lock))),
+            Err(BtfFileError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                self.looked
+                    .push(format!("cache {}: absent", self.dest.display()));
+            }
+            Err(e) => {
+                log::warn!("cached BTF is unusable ({e}): replacing it");
+                self.looked.push(format!("cache: {e} (removed)"));
+                lock.remove(&self.dest)?;
+            }
+        }
+        if let Some(provided) = self.try_baked(&lock) {
+            return Ok(provided);
+        }
+        if let Some(provided) = self.try_mirror(&lock) {
+            return Ok(provided);
+        }
+        Err(ProvisionError::NotFound {
+            release: self.id.release,
+            looked: self.looked,
+        })
+    }
+
+    /// A valid cached BTF: nothing to fetch. The status file is (re)written only when it does
+    /// not describe this file (e.g. the cache was filled by hand), which needs the lock.
+    fn cache_hit(&self, lock: Option<&CacheLock>) -> Provided {
+        log::info!(
+            "cached BTF {} is valid: nothing to download",
+            self.dest.display()
+        );
+        let provided = Provided::Cached {
+            source: Source::Cache,
+            path: self.dest.clone(),
+        };
+        let status_path = match self.cache.status_path(&self.id.release) {
+            Ok(path) => path,
+            Err(_) => return provided,
+        };
+        let Ok((sha256, size)) = status::digest_file(&self.dest) else {
+            return provided;
+        };
+        if let Some(existing) = status::read(&status_path) {
+            if existing.sha256 == sha256 && existing.size == size {
+                log::info!("it came from {} ({:?})", existing.origin, existing.source);
+                return provided;
+            }
+        }
+        let status = self.status(
+            Source::Cache,
+            &self.dest.display().to_string(),
+            sha256,
+            size,
+        );
+        let written = match lock {
+            Some(lock) => write_status(lock, &status_path, &status),
+            None => self
+                .cache
+                .lock()
+                .and_then(|lock| write_status(&lock, &status_path, &status)),
+        };
+        if let Err(e) = written {
+            log::warn!("cannot record the status of the cached BTF: {e}");
+        }
+        provided
+    }
+
+    fn try_baked(&mut self, lock: &CacheLock) -> Option<Provided> {
+        for candidate in baked::candidates(&self.cfg.baked_dir, &self.id) {
+            let path = &candidate.path;
+            if !path.exists() {
+                self.looked
+                    .push(format!("baked {}: absent", path.display()));
+                continue;
+            }
+            let origin = path.display().to_string();
+            let installed = match candidate.shape {
+                Shape::Btf => self.install(lock, Source::Baked, &origin, |out| {
+                    copy_btf_file(path, self.cfg.max_btf_bytes, out)
+                }),
+                Shape::Archive => self.install(lock, Source::Baked, &origin, |out| {
+                    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+                    archive::extract_single_btf(file, self.cfg.max_btf_bytes, out)
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }),
+            };
+            match installed {
+                Ok(provided) => return Some(provided),
+                Err(e) => {
+                    log::warn!("baked BTF {origin} not used: {e}");
+                    self.looked.push(format!("baked {origin}: {e}"));
+                }
+            }
+        }
+        None
+    }
+
+    fn try_mirror(&mut self, lock: &CacheLock) -> Option<Provided> {
+        if !self.cfg.download {
+            self.looked.push(
+                "BTFHub download: disabled (--disable-btfhub-download / \
+                 DIFFKEEPER_BTF_ALLOW_DOWNLOAD=0)"
+                    .into(),
+            );
+            return None;
+        }
+        if !self.id.btfhub_arch_supported() {
+            let msg = format!(
+                "unsupported architecture for BTFHub: {} (BTFHub has x86_64 and arm64 only); \
+                 bake a BTF for this kernel into --baked-btf-dir",
+                self.id.arch
+            );
+            log::error!("{msg}");
+            self.looked.push(format!("BTFHub download: {msg}"));
+            return None;
+        }
+        let Some(relative) = self.id.btfhub_path() else {
+            let msg = format!(
+                "BTFHub download: skipped, the host distro/version is unknown (no usable \
+                 os-release under {} and no hint in release {}); mount the host's / and pass \
+                 --host-root",
+                self.cfg.host_root.display(),
+                self.id.release
+            );
+            log::warn!("{msg}");
+            self.looked.push(msg);
+            return None;
+        };
+        let url = download::join_url(&self.cfg.mirror, &relative);
+        log::info!("downloading {url}");
+        let opts = DownloadOptions {
+            timeout: self.cfg.timeout,
+            retries: self.cfg.retries,
+            max_bytes: self.cfg.max_download_bytes,
+            allow_http: self.cfg.allow_http,
+            ca_file: self.cfg.ca_file.as_deref(),
+        };
+        let result = download::fetch(&url, &opts)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                self.install(lock, Source::Download, &url, |out| {
+                    archive::extract_single_btf(&bytes[..], self.cfg.max_btf_bytes, out)
+                        .map(drop)
+                        .map_err(|e| format!("archive {url}: {e}"))
+                })
+            });
+        match result {
+            Ok(provided) => Some(provided),
+            Err(e) => {
+                log::error!("{e}");
+                self.looked.push(format!("BTFHub mirror {url}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Writes a BTF into the cache through a temp file: `fill` produces the bytes, which must
+    /// form a valid BTF before the file replaces `<cache>/<release>.btf`; then the status file.
+    fn install(
+        &self,
+        lock: &CacheLock,
+        source: Source,
+        origin: &str,
+        fill: impl FnOnce(&mut dyn Write) -> Result<(), String>,
+    ) -> Result<Provided, String> {
+        let mut temp = lock.create_temp().map_err(|e| e.to_string())?;
+        let mut out = Digesting::new(temp.file());
+        fill(&mut out)?;
+        btf::check_header(out.head(), out.len())
+            .map_err(|e| format!("the data from {origin} is not a usable BTF: {e}"))?;
+        let (sha256, size) = (out.sha256_hex(), out.len());
+        temp.commit(&self.dest).map_err(|e| e.to_string())?;
+        log::info!(
+            "cached BTF {} ({size} bytes, sha256 {sha256}) from {origin}",
+            self.dest.display()
+        );
+        let status = self.status(source, origin, sha256, size);
+        let status_path = self
+            .cache
+            .status_path(&self.id.release)
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = write_status(lock, &status_path, &status) {
+            log::warn!("BTF cached, but its status file was not written: {e}");
+        }
+        Ok(Provided::Cached {
+            source,
+            path: self.dest.clone(),
+        })
+    }
+
+    fn status(&self, source: Source, origin: &str, sha256: String, size: u64) -> Status {
+        Status {
+            source,
+            origin: origin.to_string(),
+            sha256,
+            size,
+            kernel_release: self.id.release.clone(),
+            distro: self.id.distro.clone(),
+            version: self.id.version.clone(),
+            arch: self.id.arch.clone(),
+            time: status::now_rfc3339(),
+        }
+    }
+}
+
+fn write_status(lock: &CacheLock, path: &Path, status: &Status) -> Result<(), CacheError> {
+    let mut temp = lock.create_temp()?;
+    temp.file()
+        .write_all(&status.to_json())
+        .map_err(|source| CacheError {
+            action: "write status file",
+            path: path.to_path_buf(),
+            source,
+        })?;
+    temp.commit(path)
+}
+
+/// Copies a plain BTF file, refusing files over the cap (checked while reading, not trusted
+/// from metadata).
+fn copy_btf_file(path: &Path, max_bytes: u64, out: &mut dyn Write) -> Result<(), String> {
+    btf::check_file(path).map_err(|e| e.to_string())?;
+    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let copied =
+        io::copy(&mut file.take(max_bytes + 1), out).map_err(|e| format!("cannot copy: {e}"))?;
+    if copied > max_bytes {
+        return Err(format!(
+            "larger than the {max_bytes}-byte cap (--max-btf-bytes)"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! `<cache>/<release>.json`: where the cached BTF came from, so operators (and the sidecar's
+//! logs) can tell a baked file from a download without guessing.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// How the BTF got into the cache (or why none was needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    System,
+    Cache,
+    Baked,
+    Download,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub source: Source,
+    /// The path or URL the BTF was taken from.
+    pub origin: String,
+    pub sha256: String,
+    pub size: u64,
+    pub kernel_release: String,
+    pub distro: Option<String>,
+    pub version: Option<String>,
+    pub arch: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+}
+
+impl Status {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("status serialises");
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
+/// Writer that passes bytes through while hashing them and keeping the first `N` (the BTF
+/// header), so the written file can be checked without reading it back.
+pub struct Digesting<W> {
+    inner: W,
+    hasher: Sha256,
+    len: u64,
+    head: Vec<u8>,
+}
+
+impl<W: Write> Digesting<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+            head: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn head(&self) -> &[u8] {
+        &self.head
+    }
+
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.hasher.clone().finalize())
+    }
+}
+
+impl<W: Write> Write for Digesting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        let want = diffkeeper_ebpf::btf::HEADER_LEN.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&buf[..n.min(want)]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// sha256 and size of a file already on disk.
+pub fn digest_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
+    let mut digest = Digesting::new(io::sink());
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => digest.write_all(&buf[..n])?,
+        }
+    }
+    Ok((digest.sha256_hex(), digest.len()))
+}
+
+/// Reads an existing status file; a missing or unreadable one is simply `None`.
+pub fn read(path: &Path) -> Option<Status> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Now as RFC 3339 UTC (`2026-11-26T01:02:03Z`), without a date crate.
+pub fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+fn rfc3339(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_654_923), "2026-11-26T01:02:03Z");
+    }
+
+    #[test]
+    fn digest_matches_known_sha256() {
+        let mut d = Digesting::new(Vec::new());
+        d.write_all(b"abc").unwrap();
+        assert_eq!(
+            d.sha256_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!((d.len(), d.head()), (3, &b"abc"[..]));
+    }
+
+    #[test]
+    fn json_shape() {
+        let s = Status {
+            source: Source::Download,
+            origin: "https://m/ubuntu/22.04/x86_64/5.15.0-92-generic.btf.tar.xz".into(),
+            sha256: "00".into(),
+            size: 1,
+            kernel_release: "5.15.0-92-generic".into(),
+            distro: Some("ubuntu".into()),
+            version: Some("22.04".into()),
+            arch: "x86_64".into(),
+            time: "2026-11-26T01:02:03Z".into(),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&s.to_json()).unwrap();
+        assert_eq!(v["source"], "download");
+        assert_eq!(v["kernel_release"], "5.15.0-92-generic");
+    }
+}

@@ -1,0 +1,242 @@
+//! Loading the CO-RE object with the selected BTF, filling the root maps, and attaching one
+//! attach family. Failures carry a cause and a hint for the operator.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+
+use aya::maps::{HashMap, MapData};
+use aya::programs::kprobe::KProbeError;
+use aya::programs::{FEntry, FExit, KProbe, ProgramError, RawTracePoint};
+use aya::{Ebpf, EbpfLoader};
+use diffkeeper_ebpf::object::{self, maps, programs};
+
+use super::roots::RootTable;
+use crate::btf_select::SelectedBtf;
+use crate::change::Backend;
+
+const HINT_EPERM: &str = "grant CAP_BPF and CAP_PERFMON, or run privileged";
+const HINT_NO_KPROBES: &str = "the kernel has no kprobes (CONFIG_KPROBES is off)";
+const HINT_WRONG_BTF: &str =
+    "the BTF does not describe this kernel: provide its own BTF as <cache>/<release>.btf (diffkeeper-init)";
+
+/// Why a mode could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub cause: String,
+    pub hint: &'static str,
+}
+
+impl Failure {
+    pub fn new(cause: impl Into<String>, hint: &'static str) -> Self {
+        Self {
+            cause: cause.into(),
+            hint,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.hint.is_empty() {
+            write!(f, "{}", self.cause)
+        } else {
+            write!(f, "{} ({})", self.cause, self.hint)
+        }
+    }
+}
+
+/// Creates the maps and relocates the programs against `btf`; no program is loaded yet.
+pub fn load(btf: &SelectedBtf, roots: &RootTable, ringbuf_bytes: u32) -> Result<Ebpf, Failure> {
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf.btf))
+        .map_max_entries(maps::EVENTS, ringbuf_bytes)
+        .load(object::object())
+        .map_err(|e| explain(&format!("loading the eBPF object with BTF {}", btf.path.display()), &e))?;
+    fill_roots(&mut ebpf, roots)?;
+    Ok(ebpf)
+}
+
+fn fill_roots(ebpf: &mut Ebpf, roots: &RootTable) -> Result<(), Failure> {
+    let fill_err = |what: &str, e: &(dyn StdError + 'static)| explain(&format!("filling {what}"), e);
+    let map = ebpf.map_mut(maps::ROOTS).expect("the object defines dk_roots");
+    let mut root_map: HashMap<&mut MapData, [u8; 16], u32> =
+        HashMap::try_from(map).map_err(|e| fill_err(maps::ROOTS, &e))?;
+    for (key, id) in &roots.keys {
+        root_map
+            .insert(key.to_bytes(), id, 0)
+            .map_err(|e| fill_err(maps::ROOTS, &e))?;
+    }
+    let map = ebpf.map_mut(maps::DEVS).expect("the object defines dk_devs");
+    let mut dev_map: HashMap<&mut MapData, u32, [u8; 72]> =
+        HashMap::try_from(map).map_err(|e| fill_err(maps::DEVS, &e))?;
+    for (dev, inos) in &roots.devs {
+        dev_map
+            .insert(dev, inos.to_bytes(), 0)
+            .map_err(|e| fill_err(maps::DEVS, &e))?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches the programs of one family.
+pub fn attach(ebpf: &mut Ebpf, backend: Backend, btf: &SelectedBtf) -> Result<(), Failure> {
+    match backend {
+        Backend::Fentry => attach_fentry(ebpf, btf),
+        Backend::Kprobe => attach_kprobe(ebpf),
+        Backend::Tracepoint => attach_tracepoint(ebpf),
+        Backend::Inotify => unreachable!("inotify is not an eBPF mode"),
+    }
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
+    for (name, function) in programs::FEXIT_WRITES {
+        let step = format!("fexit {name} on {function}");
+        let prog: &mut FExit = program(ebpf, name).try_into().map_err(|e| explain(&step, &e))?;
+        prog.load(function, &btf.btf).map_err(|e| explain(&step, &e))?;
+        prog.attach().map_err(|e| explain(&step, &e))?;
+    }
+    for (name, function) in programs::FENTRY_HOOKS {
+        let step = format!("fentry {name} on {function}");
+        let prog: &mut FEntry = program(ebpf, name).try_into().map_err(|e| explain(&step, &e))?;
+        prog.load(function, &btf.btf).map_err(|e| explain(&step, &e))?;
+        prog.attach().map_err(|e| explain(&step, &e))?;
+    }
+    Ok(())
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), Failure> {
+    let writes = [programs::KPROBE_WRITE, programs::KRETPROBE_WRITE]
+        .into_iter()
+        .flat_map(|name| programs::WRITE_FUNCTIONS.map(|function| (name, function)));
+    for (name, function) in writes.chain(programs::KPROBE_HOOKS) {
+        let step = format!("kprobe {name} on {function}");
+        let prog: &mut KProbe = program(ebpf, name).try_into().map_err(|e| explain(&step, &e))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| explain(&step, &e))?;
+        }
+        prog.attach(function, 0).map_err(|e| explain(&step, &e))?;
+    }
+    Ok(())
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), Failure> {
+    let (name, tracepoint) = programs::SYS_EXIT;
+    let step = format!("raw tracepoint {name} on {tracepoint}");
+    let prog: &mut RawTracePoint = program(ebpf, name).try_into().map_err(|e| explain(&step, &e))?;
+    prog.load().map_err(|e| explain(&step, &e))?;
+    prog.attach(tracepoint).map_err(|e| explain(&step, &e))?;
+    Ok(())
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut aya::programs::Program {
+    ebpf.program_mut(name)
+        .unwrap_or_else(|| panic!("the eBPF object has no program {name}"))
+}
+
+/// Turns an aya error into cause + hint: EPERM, a missing kprobe PMU and CO-RE relocation
+/// failures (wrong BTF) get specific hints; anything else is reported with its source chain.
+pub fn explain(step: &str, err: &(dyn StdError + 'static)) -> Failure {
+    let chain = error_chain(err);
+    if let Some(filename) = missing_kprobe_pmu(err) {
+        return Failure::new(
+            format!("{step}: kprobe PMU missing ({filename} not found)"),
+            HINT_NO_KPROBES,
+        );
+    }
+    if sources(err).any(|e| io_errno(e) == Some(libc_eperm())) {
+        return Failure::new(format!("{step}: permission denied (EPERM)"), HINT_EPERM);
+    }
+    let relocation = sources(err).any(|e| {
+        e.downcast_ref::<aya::EbpfError>().is_some_and(|e| {
+            matches!(
+                e,
+                aya::EbpfError::RelocationError(_) | aya::EbpfError::BtfRelocationError(_)
+            )
+        })
+    });
+    if relocation {
+        return Failure::new(format!("{step}: {chain}"), HINT_WRONG_BTF);
+    }
+    if let Some(ProgramError::LoadError { verifier_log, .. }) =
+        sources(err).find_map(|e| e.downcast_ref::<ProgramError>())
+    {
+        let log = verifier_log.to_string();
+        let tail: Vec<&str> = log.lines().rev().take(3).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        return Failure::new(format!("{step}: {chain}; verifier: {}", tail.join(" | ")), "");
+    }
+    Failure::new(format!("{step}: {chain}"), "")
+}
+
+fn sources<'a>(err: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(err), |&e: &&'a (dyn StdError + 'static)| e.source())
+}
+
+fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in sources(err) {
+        let text = e.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+fn io_errno(err: &(dyn StdError + 'static)) -> Option<i32> {
+    if let Some(e) = err.downcast_ref::<io::Error>() {
+        return e.raw_os_error();
+    }
+    if let Some(ProgramError::LoadError { io_error, .. }) = err.downcast_ref::<ProgramError>() {
+        return io_error.raw_os_error();
+    }
+    None
+}
+
+fn libc_eperm() -> i32 {
+    nix::errno::Errno::EPERM as i32
+}
+
+fn missing_kprobe_pmu(err: &(dyn StdError + 'static)) -> Option<String> {
+    // ProgramError::KProbeError is `#[error(transparent)]`: it hides itself from source().
+    sources(err).find_map(|e| {
+        let kprobe = e.downcast_ref::<KProbeError>().or(match e.downcast_ref::<ProgramError>() {
+            Some(ProgramError::KProbeError(k)) => Some(k),
+            _ => None,
+        });
+        match kprobe {
+            Some(KProbeError::FileError { filename, io_error })
+                if io_error.kind() == io::ErrorKind::NotFound
+                    && filename.ends_with("devices/kprobe/type") =>
+            {
+                Some(filename.display().to_string())
+            }
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn explains_eperm_and_missing_kprobes() {
+        let eperm = ProgramError::LoadError {
+            io_error: io::Error::from_raw_os_error(libc_eperm()),
+            verifier_log: Default::default(),
+        };
+        let f = explain("fexit dk_fexit_vfs_write on vfs_write", &eperm);
+        assert_eq!(f.hint, HINT_EPERM, "{f}");
+        assert!(f.cause.contains("vfs_write") && f.cause.contains("EPERM"), "{f}");
+
+        let pmu = ProgramError::KProbeError(KProbeError::FileError {
+            filename: PathBuf::from("/sys/bus/event_source/devices/kprobe/type"),
+            io_error: io::Error::from(io::ErrorKind::NotFound),
+        });
+        let f = explain("kprobe dk_kprobe_write on vfs_write", &pmu);
+        assert_eq!(f.hint, HINT_NO_KPROBES, "{f}");
+        assert!(f.to_string().contains("kprobe PMU missing"), "{f}");
+    }
+}

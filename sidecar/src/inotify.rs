@@ -1,0 +1,437 @@
+//! The inotify backend (notify crate, recursive watches): used when eBPF is disabled or
+//! impossible. Same journal schema with `"backend":"inotify"`; inotify cannot tell who wrote or
+//! how much, so pid/comm/bytes stay empty.
+//!
+//! notify hands us its own event kinds; [`Translator`] turns them into create/write/delete/
+//! rename, pairs the two halves of a rename, reports files that appeared in a new directory
+//! before its watch existed, and re-scans after a queue overflow.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
+use notify::{Config, Event, INotifyWatcher, RecursiveMode, Watcher};
+
+use crate::change::{Backend, Change, Op};
+use crate::metrics::Metrics;
+
+/// A running inotify backend; [`Inotify::stop`] removes the watches and ends its thread.
+pub struct Inotify {
+    control: Sender<Msg>,
+    thread: JoinHandle<()>,
+}
+
+/// Why inotify could not start, with what to do about it.
+#[derive(Debug)]
+pub struct InotifyError(pub String);
+
+impl fmt::Display for InotifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InotifyError {}
+
+enum Msg {
+    Notify(notify::Result<Event>),
+    Stop,
+}
+
+/// Watches every root recursively; returns once all watches are in place.
+pub fn start(
+    roots: &[PathBuf],
+    sink: Sender<Change>,
+    metrics: Arc<Metrics>,
+) -> Result<Inotify, InotifyError> {
+    let (control, rx) = mpsc::channel();
+    let events = control.clone();
+    let handler = move |event| {
+        let _ = events.send(Msg::Notify(event));
+    };
+    let mut watcher = INotifyWatcher::new(handler, Config::default())
+        .map_err(|e| InotifyError(format!("cannot initialise inotify: {}", describe(&e))))?;
+    for root in roots {
+        watcher.watch(root, RecursiveMode::Recursive).map_err(|e| {
+            InotifyError(format!(
+                "cannot watch {} with inotify: {}",
+                root.display(),
+                describe(&e)
+            ))
+        })?;
+    }
+    let mut translator = Translator::new(watcher, roots.to_vec(), sink, metrics);
+    let thread = std::thread::Builder::new()
+        .name("inotify".into())
+        .spawn(move || translator.run(rx))
+        .map_err(|e| InotifyError(format!("cannot start the inotify thread: {e}")))?;
+    Ok(Inotify { control, thread })
+}
+
+impl Inotify {
+    /// Removes all watches and waits for the translator to hand over its last changes.
+    pub fn stop(self) {
+        let _ = self.control.send(Msg::Stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// notify's error text plus, for the watch limit, the sysctl to raise.
+fn describe(error: &notify::Error) -> String {
+    match error.kind {
+        notify::ErrorKind::MaxFilesWatch => {
+            let current = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into());
+            format!(
+                "the inotify watch limit fs.inotify.max_user_watches (now {current}) is reached; \
+                 raise it on the node, e.g. `sysctl -w fs.inotify.max_user_watches=524288`"
+            )
+        }
+        _ => error.to_string(),
+    }
+}
+
+/// How long the first half of a rename waits for its second half before it counts as a move
+/// out of the watched tree (reported as a delete).
+const RENAME_PAIR_WAIT: Duration = Duration::from_millis(50);
+/// How long a reported create suppresses a second report of the same path.
+const CREATE_DEDUP_WINDOW: Duration = Duration::from_secs(5);
+
+struct Translator {
+    watcher: INotifyWatcher,
+    roots: Vec<PathBuf>,
+    sink: Sender<Change>,
+    metrics: Arc<Metrics>,
+    /// First halves of renames (notify's tracker = inotify cookie), waiting for the second.
+    unpaired_moves: Vec<(usize, PathBuf, SystemTime, Instant)>,
+    /// Paths reported as created recently: a new directory is scanned after its watch is in
+    /// place, so a file can be both found by the scan and reported by inotify.
+    recent_creates: HashMap<PathBuf, Instant>,
+    last_purge: Instant,
+}
+
+impl Translator {
+    fn new(
+        watcher: INotifyWatcher,
+        roots: Vec<PathBuf>,
+        sink: Sender<Change>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            watcher,
+            roots,
+            sink,
+            metrics,
+            unpaired_moves: Vec::new(),
+            recent_creates: HashMap::new(),
+            last_purge: Instant::now(),
+        }
+    }
+
+    fn run(&mut self, rx: Receiver<Msg>) {
+        loop {
+            let msg = if self.unpaired_moves.is_empty() {
+                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                rx.recv_timeout(RENAME_PAIR_WAIT)
+            };
+            match msg {
+                Ok(Msg::Notify(Ok(event))) => self.handle(event),
+                Ok(Msg::Notify(Err(error))) => self.report_error(&error),
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.expire_unpaired_moves(Some(Instant::now()));
+        }
+        self.expire_unpaired_moves(None);
+    }
+
+    fn handle(&mut self, event: Event) {
+        let tracker = event.attrs.tracker();
+        let mut paths = event.paths.into_iter();
+        match event.kind {
+            EventKind::Other if event.attrs.flag() == Some(notify::event::Flag::Rescan) => {
+                self.rescan_after_overflow();
+            }
+            EventKind::Create(kind) => {
+                let Some(path) = paths.next() else { return };
+                self.report_create(&path);
+                if kind == CreateKind::Folder || path.is_dir() {
+                    self.catch_up_new_directory(&path);
+                }
+            }
+            EventKind::Modify(ModifyKind::Data(_)) => {
+                if let Some(path) = paths.next() {
+                    self.emit(Op::Write, &path, None);
+                }
+            }
+            EventKind::Remove(_) => {
+                if let Some(path) = paths.next() {
+                    self.recent_creates.remove(&path);
+                    self.emit(Op::Delete, &path, None);
+                }
+            }
+            EventKind::Modify(ModifyKind::Name(mode)) => self.handle_rename(mode, tracker, paths),
+            // Opens, closes, attribute changes: not part of the journal.
+            _ => {}
+        }
+    }
+
+    fn handle_rename(
+        &mut self,
+        mode: RenameMode,
+        tracker: Option<usize>,
+        mut paths: impl Iterator<Item = PathBuf>,
+    ) {
+        match (mode, tracker) {
+            (RenameMode::From, Some(cookie)) => {
+                if let Some(path) = paths.next() {
+                    self.unpaired_moves
+                        .push((cookie, path, SystemTime::now(), Instant::now()));
+                }
+            }
+            (RenameMode::To, Some(cookie)) => {
+                // Paired halves are followed by a `Both` event; a lone `To` is a move into the
+                // tree from outside: new to us, like a create.
+                let paired = self.unpaired_moves.iter().any(|m| m.0 == cookie);
+                if let (false, Some(path)) = (paired, paths.next()) {
+                    self.report_create(&path);
+                    if path.is_dir() {
+                        self.catch_up_new_directory(&path);
+                    }
+                }
+            }
+            (RenameMode::Both, Some(cookie)) => {
+                self.unpaired_moves.retain(|m| m.0 != cookie);
+                if let (Some(from), Some(to)) = (paths.next(), paths.next()) {
+                    self.recent_creates.remove(&from);
+                    self.recent_creates.insert(to.clone(), Instant::now());
+                    self.emit(Op::Rename, &to, Some(&from));
+                }
+            }
+            // A watched root itself moved (no cookie), or kinds inotify does not produce.
+            _ => {}
+        }
+    }
+
+    fn report_create(&mut self, path: &Path) {
+        let now = Instant::now();
+        if now.duration_since(self.last_purge) > CREATE_DEDUP_WINDOW {
+            self.recent_creates
+                .retain(|_, at| now.duration_since(*at) < CREATE_DEDUP_WINDOW);
+            self.last_purge = now;
+        }
+        if self.recent_creates.insert(path.to_owned(), now).is_none() {
+            self.emit(Op::Create, path, None);
+        }
+    }
+
+    /// Entries can appear in a new directory before notify has watched it. Wait until notify
+    /// has added that watch, then report what is already there; later changes arrive as events.
+    fn catch_up_new_directory(&mut self, dir: &Path) {
+        // A round trip through notify's event loop: it handles our request only after adding
+        // the watches for the batch that contained this directory's creation.
+        let _ = self.watcher.configure(Config::default());
+        let mut pending = vec![dir.to_owned()];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                self.report_create(&path);
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    pending.push(path);
+                }
+            }
+        }
+    }
+
+    fn rescan_after_overflow(&mut self) {
+        let total = self.metrics.count_inotify_overflow();
+        for root in &self.roots {
+            if let Err(e) = self.watcher.watch(root, RecursiveMode::Recursive) {
+                log::error!(
+                    "inotify: re-watching {} failed: {}",
+                    root.display(),
+                    describe(&e)
+                );
+            }
+        }
+        log::warn!(
+            "inotify event queue overflowed ({total} so far): changes were lost; re-scanned the \
+             watched directories (raise fs.inotify.max_queued_events to make this rarer)"
+        );
+    }
+
+    fn report_error(&self, error: &notify::Error) {
+        let paths: Vec<String> = error
+            .paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let text = describe(error);
+        match error.kind {
+            notify::ErrorKind::MaxFilesWatch => {
+                log::error!("inotify: new directories are not watched: {text}")
+            }
+            _ => log::warn!("inotify: {text} ({})", paths.join(", ")),
+        }
+    }
+
+    /// Moves whose second half never came left the watched tree: report them as deletes.
+    /// `None` expires all (at shutdown).
+    fn expire_unpaired_moves(&mut self, now: Option<Instant>) {
+        while let Some(i) = self
+            .unpaired_moves
+            .iter()
+            .position(|m| now.is_none_or(|now| now.duration_since(m.3) >= RENAME_PAIR_WAIT))
+        {
+            let (_, path, ts, _) = self.unpaired_moves.remove(i);
+            self.recent_creates.remove(&path);
+            self.send(Op::Delete, &path, None, ts);
+        }
+    }
+
+    fn emit(&self, op: Op, path: &Path, from: Option<&Path>) {
+        self.send(op, path, from, SystemTime::now());
+    }
+
+    fn send(&self, op: Op, path: &Path, from: Option<&Path>, ts: SystemTime) {
+        let change = Change {
+            ts,
+            backend: Backend::Inotify,
+            op,
+            path: path.to_string_lossy().into_owned(),
+            from: from.map(|p| p.to_string_lossy().into_owned()),
+            pid: None,
+            comm: None,
+            bytes: None,
+        };
+        // The journal only goes away at shutdown; nothing to do with a change then.
+        let _ = self.sink.send(change);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{DataChange, Flag, RemoveKind};
+
+    fn translator(root: &Path) -> (Translator, Receiver<Change>, Arc<Metrics>) {
+        let (tx, rx) = mpsc::channel();
+        let metrics = Arc::new(Metrics::default());
+        let watcher = INotifyWatcher::new(|_| {}, Config::default()).unwrap();
+        let t = Translator::new(watcher, vec![root.to_owned()], tx, metrics.clone());
+        (t, rx, metrics)
+    }
+
+    fn lines(rx: &Receiver<Change>) -> Vec<String> {
+        rx.try_iter()
+            .map(|c| {
+                assert_eq!(
+                    (c.backend, c.pid, &c.comm, c.bytes),
+                    (Backend::Inotify, None, &None, None)
+                );
+                match c.from {
+                    Some(from) => format!("{} {from} -> {}", c.op.as_str(), c.path),
+                    None => format!("{} {}", c.op.as_str(), c.path),
+                }
+            })
+            .collect()
+    }
+
+    fn rename(mode: RenameMode, cookie: usize, paths: &[&str]) -> Event {
+        let mut ev = Event::new(EventKind::Modify(ModifyKind::Name(mode))).set_tracker(cookie);
+        for p in paths {
+            ev = ev.add_path(PathBuf::from(p));
+        }
+        ev
+    }
+
+    #[test]
+    fn notify_kinds_map_to_journal_ops_and_renames_pair_up() {
+        let dir = std::env::temp_dir();
+        let (mut t, rx, _) = translator(&dir);
+        let ev = |kind| Event::new(kind).add_path(PathBuf::from("/s/f"));
+        t.handle(ev(EventKind::Create(CreateKind::File)));
+        t.handle(ev(EventKind::Access(notify::event::AccessKind::Open(
+            notify::event::AccessMode::Any,
+        ))));
+        t.handle(ev(EventKind::Modify(ModifyKind::Data(DataChange::Any))));
+        t.handle(ev(EventKind::Modify(ModifyKind::Metadata(
+            notify::event::MetadataKind::Any,
+        ))));
+        t.handle(rename(RenameMode::From, 7, &["/s/f"]));
+        t.handle(rename(RenameMode::To, 7, &["/s/g"]));
+        t.handle(rename(RenameMode::Both, 7, &["/s/f", "/s/g"]));
+        // Moved in from outside: only the `To` half exists.
+        t.handle(rename(RenameMode::To, 8, &["/s/in"]));
+        // Moved out: only the `From` half; it becomes a delete once the pair wait is over.
+        t.handle(rename(RenameMode::From, 9, &["/s/out"]));
+        t.expire_unpaired_moves(Some(Instant::now()));
+        assert_eq!(
+            lines(&rx),
+            [
+                "create /s/f",
+                "write /s/f",
+                "rename /s/f -> /s/g",
+                "create /s/in"
+            ]
+        );
+        t.expire_unpaired_moves(Some(Instant::now() + RENAME_PAIR_WAIT));
+        t.handle(ev(EventKind::Remove(RemoveKind::File)));
+        assert_eq!(lines(&rx), ["delete /s/out", "delete /s/f"]);
+    }
+
+    #[test]
+    fn a_new_directory_is_caught_up_without_duplicates() {
+        let root = std::env::temp_dir().join(format!("dk-inotify-unit-{}", std::process::id()));
+        let new_dir = root.join("new");
+        std::fs::create_dir_all(new_dir.join("sub")).unwrap();
+        std::fs::write(new_dir.join("sub/early.txt"), b"x").unwrap();
+        let (mut t, rx, _) = translator(&root);
+        t.handle(Event::new(EventKind::Create(CreateKind::Folder)).add_path(new_dir.clone()));
+        // inotify may also report what the scan found: it must not appear twice.
+        t.handle(Event::new(EventKind::Create(CreateKind::Folder)).add_path(new_dir.join("sub")));
+        let mut got = lines(&rx);
+        std::fs::remove_dir_all(&root).unwrap();
+        got.sort();
+        let n = new_dir.display();
+        assert_eq!(
+            got,
+            [
+                format!("create {n}"),
+                format!("create {n}/sub"),
+                format!("create {n}/sub/early.txt")
+            ]
+        );
+    }
+
+    #[test]
+    fn queue_overflow_is_counted_and_rescanned() {
+        let root = std::env::temp_dir().join(format!("dk-inotify-overflow-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let (mut t, rx, metrics) = translator(&root);
+        t.handle(Event::new(EventKind::Other).set_flag(Flag::Rescan));
+        t.handle(Event::new(EventKind::Other).set_flag(Flag::Rescan));
+        assert!(lines(&rx).is_empty());
+        assert!(metrics
+            .render()
+            .lines()
+            .any(|l| l == "diffkeeper_inotify_overflows_total 2"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn watch_limit_error_names_the_sysctl() {
+        let text = describe(&notify::Error::new(notify::ErrorKind::MaxFilesWatch));
+        assert!(text.contains("fs.inotify.max_user_watches"), "{text}");
+    }
+}

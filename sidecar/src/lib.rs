@@ -1,0 +1,15 @@
+//! diffkeeper-sidecar: streams file changes under state directories as JSON lines, from a
+//! CO-RE eBPF object loaded with system or cached BTF, or from inotify.
+//!
+//! The binary is a thin wrapper around [`app::main`]; the modules are public so integration
+//! tests can reach them.
+
+pub mod app;
+pub mod btf_select;
+pub mod change;
+pub mod config;
+pub mod ebpf;
+pub mod inotify;
+pub mod journal;
+pub mod metrics;
+pub mod signals;

@@ -1,0 +1,265 @@
+//! Counters and state for `/metrics`, and a tiny HTTP/1.1 server for `/metrics` and `/healthz`
+//! on std::net (the sidecar links no HTTP crate).
+
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::change::{Backend, Op};
+
+const BACKENDS: [Backend; 4] = [
+    Backend::Fentry,
+    Backend::Kprobe,
+    Backend::Tracepoint,
+    Backend::Inotify,
+];
+const OPS: [Op; 4] = [Op::Write, Op::Create, Op::Delete, Op::Rename];
+
+/// Shared between the journal (event counts), the backends (loss counters) and the server.
+#[derive(Default)]
+pub struct Metrics {
+    /// Indexed `[backend][op]` in the order of `BACKENDS` and `OPS`.
+    events: [[AtomicU64; 4]; 4],
+    inotify_overflows: AtomicU64,
+    active: OnceLock<Active>,
+}
+
+/// What is running, set once when the sidecar becomes ready.
+pub struct Active {
+    pub backend: Backend,
+    /// "system" | "cache", or `None` for inotify.
+    pub btf_source: Option<&'static str>,
+    /// Events the kernel dropped (ring buffer full); `None` for inotify.
+    pub lost_events: Option<Arc<AtomicU64>>,
+}
+
+impl Metrics {
+    pub fn count_event(&self, backend: Backend, op: Op) {
+        self.events[backend as usize][op as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_inotify_overflow(&self) -> u64 {
+        self.inotify_overflows.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Marks the sidecar ready: from now on `/healthz` answers 200.
+    pub fn set_ready(&self, active: Active) {
+        let _ = self.active.set(active);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.active.get().is_some()
+    }
+
+    /// The Prometheus text exposition of everything above.
+    pub fn render(&self) -> String {
+        let active = self.active.get();
+        let mut out = String::with_capacity(2048);
+        family(
+            &mut out,
+            "diffkeeper_events_total",
+            "counter",
+            "File changes seen under the state directories, by backend and operation (before coalescing).",
+        );
+        for backend in BACKENDS {
+            let counts = &self.events[backend as usize];
+            let in_use = active.is_some_and(|a| a.backend == backend);
+            if !in_use && counts.iter().all(|c| c.load(Ordering::Relaxed) == 0) {
+                continue;
+            }
+            for op in OPS {
+                let _ = writeln!(
+                    out,
+                    "diffkeeper_events_total{{backend=\"{}\",op=\"{}\"}} {}",
+                    backend.as_str(),
+                    op.as_str(),
+                    counts[op as usize].load(Ordering::Relaxed)
+                );
+            }
+        }
+        let lost = active
+            .and_then(|a| a.lost_events.as_ref())
+            .map_or(0, |c| c.load(Ordering::Relaxed));
+        family(
+            &mut out,
+            "diffkeeper_lost_events_total",
+            "counter",
+            "Events the kernel dropped because the eBPF ring buffer was full (raise --ringbuf-bytes).",
+        );
+        let _ = writeln!(out, "diffkeeper_lost_events_total {lost}");
+        family(
+            &mut out,
+            "diffkeeper_inotify_overflows_total",
+            "counter",
+            "inotify queue overflows (events were lost; the watches were re-scanned).",
+        );
+        let _ = writeln!(
+            out,
+            "diffkeeper_inotify_overflows_total {}",
+            self.inotify_overflows.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "diffkeeper_ready",
+            "gauge",
+            "1 once the backend is attached (and its canary passed) or inotify watches are in place.",
+        );
+        let _ = writeln!(out, "diffkeeper_ready {}", u8::from(active.is_some()));
+        if let Some(a) = active {
+            family(
+                &mut out,
+                "diffkeeper_backend_info",
+                "gauge",
+                "The backend that reports changes (always 1).",
+            );
+            let _ = writeln!(
+                out,
+                "diffkeeper_backend_info{{backend=\"{}\"}} 1",
+                a.backend.as_str()
+            );
+            family(
+                &mut out,
+                "diffkeeper_btf_source_info",
+                "gauge",
+                "Where the BTF in use came from: system, cache, or none (inotify) (always 1).",
+            );
+            let _ = writeln!(
+                out,
+                "diffkeeper_btf_source_info{{source=\"{}\"}} 1",
+                a.btf_source.unwrap_or("none")
+            );
+        }
+        out
+    }
+}
+
+/// Writes the `# HELP` and `# TYPE` lines of one metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Binds `addr` and answers requests on a background thread. Returns the bound address (useful
+/// with port 0).
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let result = stream.and_then(|s| answer(s, &metrics));
+                if let Err(e) = result {
+                    log::debug!("metrics: request failed: {e}");
+                }
+            }
+        })?;
+    Ok(bound)
+}
+
+/// Requests are answered one at a time; a client that stalls is cut off by the timeouts.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_REQUEST_HEAD_BYTES: u64 = 8 * 1024;
+
+fn answer(stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    let mut reader = BufReader::new((&stream).take(MAX_REQUEST_HEAD_BYTES));
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Read (and ignore) the headers up to the blank line so the client sees a clean close.
+    let mut header = String::new();
+    loop {
+        header.clear();
+        if reader.read_line(&mut header)? == 0 || header.trim_end().is_empty() {
+            break;
+        }
+    }
+    let (status, content_type, body) = route(&request_line, metrics);
+    let head_only = request_line.starts_with("HEAD ");
+    let mut response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if !head_only {
+        response.push_str(&body);
+    }
+    (&stream).write_all(response.as_bytes())?;
+    (&stream).flush()
+}
+
+fn route(request_line: &str, metrics: &Metrics) -> (&'static str, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    if method != "GET" && method != "HEAD" {
+        return ("405 Method Not Allowed", TEXT, "only GET and HEAD\n".into());
+    }
+    match path {
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        ),
+        "/healthz" if metrics.is_ready() => ("200 OK", TEXT, "ok\n".into()),
+        "/healthz" => ("503 Service Unavailable", TEXT, "starting\n".into()),
+        _ => ("404 Not Found", TEXT, "try /metrics or /healthz\n".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(addr: SocketAddr, request: &str) -> String {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    #[test]
+    fn healthz_turns_200_when_ready_and_metrics_show_state() {
+        let metrics = Arc::new(Metrics::default());
+        let addr = serve("127.0.0.1:0".parse().unwrap(), metrics.clone()).unwrap();
+        let health = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(get(addr, health).starts_with("HTTP/1.1 503 "));
+        let lost = Arc::new(AtomicU64::new(7));
+        metrics.set_ready(Active {
+            backend: Backend::Tracepoint,
+            btf_source: Some("cache"),
+            lost_events: Some(lost.clone()),
+        });
+        metrics.count_event(Backend::Tracepoint, Op::Rename);
+        lost.fetch_add(1, Ordering::Relaxed);
+        assert!(get(addr, health).starts_with("HTTP/1.1 200 OK\r\n"));
+        let response = get(addr, "GET /metrics?x=1 HTTP/1.0\r\n\r\n");
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{head}"
+        );
+        for line in [
+            "diffkeeper_events_total{backend=\"tracepoint\",op=\"rename\"} 1",
+            "diffkeeper_events_total{backend=\"tracepoint\",op=\"write\"} 0",
+            "diffkeeper_lost_events_total 8",
+            "diffkeeper_backend_info{backend=\"tracepoint\"} 1",
+            "diffkeeper_btf_source_info{source=\"cache\"} 1",
+            "diffkeeper_ready 1",
+        ] {
+            assert!(
+                body.lines().any(|l| l == line),
+                "missing {line:?} in\n{body}"
+            );
+        }
+        assert!(!body.contains("backend=\"inotify\""), "{body}");
+        assert!(get(addr, "POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405 "));
+        assert!(get(addr, "GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+        let head = get(addr, "HEAD /healthz HTTP/1.1\r\n\r\n");
+        assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head:?}");
+    }
+}

@@ -1,0 +1,79 @@
+//! Real eBPF on this kernel (root) as if it had no system BTF: /sys/kernel/btf is hidden in a
+//! private mount namespace, so the loader must use `<cache>/<release>.btf`, and the canary must
+//! reject a cached BTF whose structure is valid but whose `dentry.d_name` offset is wrong.
+
+mod ebpf_common;
+
+use std::sync::mpsc;
+
+use diffkeeper_sidecar::change::Backend;
+use diffkeeper_sidecar::ebpf::{self, AttachMode};
+use diffkeeper_tests::btf::system_btf;
+use diffkeeper_tests::btf_edit::shift_member;
+use ebpf_common::*;
+
+#[test]
+fn tracepoint_with_cached_btf_when_system_btf_is_hidden() {
+    capture_logs();
+    let real = system_btf();
+    hide_system_btf_in_this_thread();
+    let scratch = Scratch::new("cache-btf");
+    let root = scratch.dir("state");
+    let outside = scratch.dir("outside");
+    let cfg = config(AttachMode::Auto, &scratch, vec![root.clone()]);
+    let cached = cfg.cache_dir.join(format!("{}.btf", cfg.kernel_release));
+    std::fs::write(&cached, real.as_slice()).unwrap();
+
+    let (tx, rx) = mpsc::channel();
+    let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
+    // auto with a cached BTF skips fentry; this kernel has no kprobes; tracepoint remains.
+    assert_eq!(session.backend(), Backend::Tracepoint);
+    assert_eq!(session.btf_source(), "cache");
+    assert_eq!(session.btf_path(), cached);
+    let line = format!("[eBPF] Loaded BTF spec from {}", cached.display());
+    assert!(!logs_containing(&line).is_empty(), "log line {line:?} missing");
+
+    write_scenario(Backend::Tracepoint, &root, &outside, &rx, true);
+    stop_and_check_unloaded(session);
+}
+
+#[test]
+fn canary_rejects_a_cached_btf_with_a_wrong_member_offset() {
+    capture_logs();
+    let mut edited = system_btf().to_vec();
+    // The programs read dentry.d_name.name; 64 bits further is another pointer (d_inode on
+    // 6.x), so names come back as garbage while every load and attach succeeds.
+    shift_member(&mut edited, "dentry", "d_name", 64).unwrap();
+    hide_system_btf_in_this_thread();
+    let scratch = Scratch::new("canary-btf");
+    let root = scratch.dir("state");
+    let cfg = config(AttachMode::Tracepoint, &scratch, vec![root]);
+    let cached = cfg.cache_dir.join(format!("{}.btf", cfg.kernel_release));
+    std::fs::write(&cached, &edited).unwrap();
+
+    let (tx, rx) = mpsc::channel();
+    let err = match ebpf::start(&cfg, tx) {
+        Ok(session) => panic!("a BTF with a wrong d_name offset passed the canary ({:?})", session.backend()),
+        Err(e) => e,
+    };
+    assert_eq!(err.reasons.len(), 1, "{err}");
+    assert!(err.reasons[0].starts_with("tracepoint: canary check failed:"), "{err}");
+    assert!(err.reasons[0].contains("(the BTF does not match this kernel"), "{err}");
+    let warned = logs_containing(&format!("[eBPF] the BTF {} does not match this kernel", cached.display()));
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(rx.try_recv().is_err(), "canary events must not reach the sink");
+}
+
+#[test]
+fn no_btf_anywhere_says_what_to_provide() {
+    capture_logs();
+    hide_system_btf_in_this_thread();
+    let scratch = Scratch::new("no-btf");
+    let cfg = config(AttachMode::Auto, &scratch, vec![scratch.dir("state")]);
+    let (tx, _rx) = mpsc::channel();
+    let err = ebpf::start(&cfg, tx).err().expect("no BTF: eBPF must be unavailable");
+    let cached = cfg.cache_dir.join(format!("{}.btf", cfg.kernel_release));
+    let text = err.to_string();
+    assert!(text.starts_with("btf: no usable BTF"), "{text}");
+    assert!(text.contains(&format!("provide {}: run diffkeeper-init", cached.display())), "{text}");
+}

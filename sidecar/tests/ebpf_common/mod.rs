@@ -1,0 +1,219 @@
+//! Shared by the sidecar/tests/ebpf_*.rs tests: scratch dirs, a log capture, a config, and the
+//! write scenario every eBPF mode must report exactly.
+
+#![allow(dead_code)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{IoSlice, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use diffkeeper_sidecar::change::{Backend, Change, Op};
+use diffkeeper_sidecar::ebpf::{AttachMode, EbpfConfig, EbpfSession};
+
+/// A fresh directory under /tmp, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("dk-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir.canonicalize().unwrap())
+    }
+
+    pub fn dir(&self, name: &str) -> PathBuf {
+        let d = self.0.join(name);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, meta: &log::Metadata) -> bool {
+        meta.level() <= log::Level::Info || !meta.target().starts_with("aya")
+    }
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!("{} {}", record.level(), record.args());
+        eprintln!("{line}");
+        LOGS.lock().unwrap().push(line);
+    }
+    fn flush(&self) {}
+}
+
+/// Captures every log line of this test binary (also echoed to stderr).
+pub fn capture_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&Capture).unwrap();
+        log::set_max_level(log::LevelFilter::Debug);
+    });
+}
+
+pub fn logs_containing(needle: &str) -> Vec<String> {
+    LOGS.lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .cloned()
+        .collect()
+}
+
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_string()
+}
+
+pub fn config(attach: AttachMode, scratch: &Scratch, roots: Vec<PathBuf>) -> EbpfConfig {
+    EbpfConfig {
+        attach,
+        cache_dir: scratch.dir("btf-cache"),
+        kernel_release: kernel_release(),
+        roots,
+        ringbuf_bytes: 1 << 20,
+        canary_dir: scratch.dir("canary"),
+    }
+}
+
+/// Collects changes until one for `marker` arrives (events from one thread are in order).
+pub fn collect_until(rx: &Receiver<Change>, marker: &Path) -> Vec<Change> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let change = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no event for {} within 5 s; got {got:#?}", marker.display()));
+        let done = change.path == marker.to_string_lossy() && change.op == Op::Write;
+        got.push(change);
+        if done {
+            return got;
+        }
+    }
+}
+
+fn thread_comm() -> String {
+    fs::read_to_string("/proc/thread-self/comm").unwrap().trim().to_string()
+}
+
+/// Writes of known sizes through write, pwrite64, writev, pwritev and pwritev2, in nested
+/// directories (one 20 levels deep) and outside the root; checks the exact change list.
+/// `sees_creates`: whether the mode reports file creation.
+pub fn write_scenario(backend: Backend, root: &Path, outside: &Path, rx: &Receiver<Change>, sees_creates: bool) {
+    let deep_dir = root.join("sub/dir/deep");
+    fs::create_dir_all(&deep_dir).unwrap();
+    let very_deep: PathBuf = (1..=20).fold(root.to_path_buf(), |p, i| p.join(format!("d{i}")));
+    fs::create_dir_all(&very_deep).unwrap();
+    let a = root.join("a.txt");
+    let bin = deep_dir.join("file.bin");
+    let leaf = very_deep.join("leaf");
+    let marker = root.join("zz-marker");
+
+    fs::write(outside.join("x.txt"), b"outside").unwrap(); // must not be reported
+    fs::write(&a, b"0123456789").unwrap(); // write(2), 10 bytes
+    let mut f = File::create(&bin).unwrap();
+    f.write_all(&[7u8; 123]).unwrap(); // 123
+    drop(f);
+    let f = OpenOptions::new().write(true).open(&a).unwrap();
+    f.write_at(b"abcde", 2).unwrap(); // pwrite64, 5
+    drop(f);
+    let mut f = OpenOptions::new().append(true).open(&bin).unwrap();
+    let n = f.write_vectored(&[IoSlice::new(b"abc"), IoSlice::new(b"defg")]).unwrap(); // writev, 7
+    assert_eq!(n, 7);
+    let iov = [IoSlice::new(b"123456789")];
+    let fd = f.as_raw_fd();
+    // SAFETY: iov points at live buffers for the duration of the calls.
+    let n = unsafe { nix::libc::pwritev(fd, iov.as_ptr().cast(), 1, 0) }; // pwritev, 9
+    assert_eq!(n, 9);
+    let iov = [IoSlice::new(b"1234")];
+    let n = unsafe { nix::libc::pwritev2(fd, iov.as_ptr().cast(), 1, 0, 0) }; // pwritev2, 4
+    assert_eq!(n, 4);
+    drop(f);
+    fs::write(&leaf, b"L").unwrap(); // 1 byte, 21 links below the root
+    fs::write(outside.join("y.txt"), b"outside again").unwrap();
+    fs::write(&marker, b"m").unwrap();
+
+    let got = collect_until(rx, &marker);
+    let pid = std::process::id();
+    let comm = thread_comm();
+    let mut want: Vec<(Op, PathBuf, Option<u64>)> = Vec::new();
+    let created = |p: &Path, want: &mut Vec<_>| {
+        if sees_creates {
+            want.push((Op::Create, p.to_path_buf(), None));
+        }
+    };
+    created(&a, &mut want);
+    want.push((Op::Write, a.clone(), Some(10)));
+    created(&bin, &mut want);
+    want.push((Op::Write, bin.clone(), Some(123)));
+    want.push((Op::Write, a.clone(), Some(5)));
+    want.push((Op::Write, bin.clone(), Some(7)));
+    want.push((Op::Write, bin.clone(), Some(9)));
+    want.push((Op::Write, bin.clone(), Some(4)));
+    created(&leaf, &mut want);
+    want.push((Op::Write, leaf.clone(), Some(1)));
+    created(&marker, &mut want);
+    want.push((Op::Write, marker.clone(), Some(1)));
+
+    let seen: Vec<(Op, PathBuf, Option<u64>)> = got
+        .iter()
+        .map(|c| (c.op, PathBuf::from(&c.path), c.bytes))
+        .collect();
+    assert_eq!(seen, want, "changes seen vs expected");
+    for c in &got {
+        assert_eq!(c.backend, backend);
+        assert_eq!(c.pid, Some(pid), "{c:?}");
+        assert_eq!(c.comm.as_deref(), Some(comm.as_str()), "{c:?}");
+        assert!(c.from.is_none());
+    }
+}
+
+/// Stops the session and checks that none of its programs is still loaded in the kernel.
+pub fn stop_and_check_unloaded(session: EbpfSession) {
+    let ids = session.program_ids();
+    assert!(!ids.is_empty(), "the session reports no loaded programs");
+    session.stop();
+    // The kernel frees a program after an RCU grace period, not at the last close().
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let still: Vec<u32> = aya::programs::loaded_programs()
+            .filter_map(|p| p.ok().map(|p| p.id()))
+            .filter(|id| ids.contains(id))
+            .collect();
+        if still.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "programs {still:?} still loaded 3 s after stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Emulates a kernel without system BTF for the calling thread (and threads it starts): a
+/// private mount namespace where an empty tmpfs covers /sys/kernel/btf. Other test threads
+/// keep the real view (unshare(CLONE_NEWNS) is per thread).
+pub fn hide_system_btf_in_this_thread() {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS) (needs root)");
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .expect("make / private in the new mount namespace");
+    mount(Some("tmpfs"), "/sys/kernel/btf", Some("tmpfs"), MsFlags::MS_NOSUID, None::<&str>)
+        .expect("mount an empty tmpfs over /sys/kernel/btf");
+    assert!(!Path::new(diffkeeper_ebpf::SYSTEM_BTF_PATH).exists());
+}

@@ -1,0 +1,54 @@
+//! Real eBPF on this kernel (root): raw syscall tracepoint mode with the system BTF, and the
+//! forced kprobe/fentry modes falling back to it with the right reasons.
+
+mod ebpf_common;
+
+use std::sync::mpsc;
+
+use diffkeeper_sidecar::change::Backend;
+use diffkeeper_sidecar::ebpf::{self, AttachMode};
+use ebpf_common::*;
+
+#[test]
+fn tracepoint_with_system_btf_reports_exact_writes() {
+    capture_logs();
+    let scratch = Scratch::new("tp-system");
+    let root = scratch.dir("state");
+    let outside = scratch.dir("outside");
+    let cfg = config(AttachMode::Tracepoint, &scratch, vec![root.clone()]);
+    let (tx, rx) = mpsc::channel();
+    let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
+    assert_eq!(session.backend(), Backend::Tracepoint);
+    assert_eq!(session.btf_source(), "system");
+    assert_eq!(session.btf_path(), std::path::Path::new("/sys/kernel/btf/vmlinux"));
+    assert!(!logs_containing("[eBPF] Loaded BTF spec from /sys/kernel/btf/vmlinux").is_empty());
+
+    write_scenario(Backend::Tracepoint, &root, &outside, &rx, true);
+    assert_eq!(session.lost_counter().load(std::sync::atomic::Ordering::Relaxed), 0);
+    stop_and_check_unloaded(session);
+}
+
+#[test]
+fn forced_fentry_and_kprobe_fall_back_with_reasons() {
+    capture_logs();
+    let scratch = Scratch::new("tp-forced");
+    for attach in [AttachMode::Fentry, AttachMode::Kprobe] {
+        let root = scratch.dir(&format!("state-{attach:?}"));
+        let outside = scratch.dir(&format!("outside-{attach:?}"));
+        let cfg = config(attach, &scratch, vec![root.clone()]);
+        let (tx, rx) = mpsc::channel();
+        let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
+        // This kernel refuses fentry (EPERM) and has no kprobes: tracepoint is what is left.
+        assert_eq!(session.backend(), Backend::Tracepoint, "{attach:?}");
+        write_scenario(Backend::Tracepoint, &root, &outside, &rx, true);
+        stop_and_check_unloaded(session);
+    }
+    let fentry = logs_containing("fentry: fexit dk_fexit_vfs_write on vfs_write: permission denied (EPERM)");
+    assert!(
+        fentry.iter().any(|l| l.contains("(grant CAP_BPF and CAP_PERFMON, or run privileged)")),
+        "fentry reason missing: {fentry:?}"
+    );
+    let kprobe = logs_containing("kprobe: kprobe dk_kprobe_write on vfs_write: kprobe PMU missing");
+    assert_eq!(kprobe.len(), 2, "once per start (fentry -> kprobe, kprobe): {kprobe:?}");
+    assert!(kprobe[0].contains("(the kernel has no kprobes"), "{kprobe:?}");
+}

@@ -1,0 +1,344 @@
+//! The sidecar process from the outside: start-up errors and exit codes, /healthz and
+//! /metrics, SIGTERM handling (and that no program of ours stays loaded), ring-buffer overflow.
+//! Real eBPF on this kernel; needs root.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use diffkeeper_tests::scenario::{http_get, SidecarProcess};
+use diffkeeper_tests::scratch::Scratch;
+
+const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One eBPF sidecar at a time: the canary allows about a second and this machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn sidecar(args: &[&str]) -> Command {
+    let mut cmd = Command::new(SIDECAR);
+    cmd.args(args).stdout(Stdio::null());
+    cmd
+}
+
+fn spawn(cmd: &mut Command) -> SidecarProcess {
+    SidecarProcess::spawn(cmd).expect("run diffkeeper-sidecar")
+}
+
+/// The address the sidecar serves metrics on (it was given port 0), from its log.
+fn metrics_addr(sidecar: &mut SidecarProcess) -> SocketAddr {
+    let line = sidecar.wait_for("serving http://", READY_TIMEOUT).unwrap();
+    let rest = line.split_once("http://").unwrap().1;
+    rest.split('/').next().unwrap().parse().unwrap()
+}
+
+/// `name{labels} value` → value, from Prometheus text.
+fn sample(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_missing_state_dir_is_named_and_exits_1() {
+    let scratch = Scratch::new("sidecar-missing");
+    let missing = scratch.path().join("not-there");
+    let out = sidecar(&[
+        "--state-dir",
+        path(scratch.path()),
+        "--state-dir",
+        path(&missing),
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "state directory {} cannot be used",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--state-dir"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_documents_every_flag() {
+    for args in [
+        &["--bogus"][..],
+        &[][..],
+        &["--state-dir", "/", "--coalesce-ms", "x"][..],
+    ] {
+        let out = sidecar(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+    }
+    let help = Command::new(SIDECAR).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in [
+        "--state-dir",
+        "--btf-cache-dir",
+        "--enable-ebpf",
+        "--attach",
+        "--fallback-fsnotify",
+        "--journal",
+        "--coalesce-ms",
+        "--ringbuf-bytes",
+        "--metrics-addr",
+        "--debug",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+    let version = Command::new(SIDECAR).arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8(version.stdout).unwrap(),
+        format!("diffkeeper-sidecar {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn without_ebpf_and_without_fallback_it_exits_1_with_the_reason() {
+    let _serial = serial();
+    let scratch = Scratch::new("sidecar-nofallback");
+    let cache = scratch.dir("cache");
+    let mut cmd = sidecar(&[
+        "--state-dir",
+        path(scratch.path()),
+        "--btf-cache-dir",
+        path(&cache),
+        "--fallback-fsnotify=false",
+    ]);
+    diffkeeper_tests::mountns::hide_system_btf(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("eBPF is unavailable and --fallback-fsnotify=false"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no usable BTF") || stderr.contains(".btf"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ready: backend="), "{stderr}");
+    // The private canary directory went away with the failed attempt.
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+}
+
+#[test]
+fn healthz_answers_503_until_ready_then_200() {
+    let _serial = serial();
+    let scratch = Scratch::new("sidecar-healthz");
+    let state = scratch.dir("state");
+    // The journal is a FIFO: the sidecar cannot get ready before a reader opens it, which
+    // holds it in the "starting" state for as long as the test needs.
+    let fifo = scratch.path().join("journal.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let mut sidecar = spawn(&mut sidecar(&[
+        "--state-dir",
+        path(&state),
+        "--journal",
+        path(&fifo),
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--coalesce-ms",
+        "0",
+    ]));
+    let addr = metrics_addr(&mut sidecar);
+    let (status, body) = http_get(addr, "/healthz").unwrap();
+    assert_eq!((status, body.as_str()), (503, "starting\n"));
+    let (status, metrics) = http_get(addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(sample(&metrics, "diffkeeper_ready"), Some(0), "{metrics}");
+
+    let reader = std::thread::spawn(move || {
+        let mut journal = String::new();
+        File::open(&fifo)
+            .unwrap()
+            .read_to_string(&mut journal)
+            .unwrap();
+        journal
+    });
+    let backend = sidecar.wait_ready(READY_TIMEOUT).unwrap();
+    assert_eq!(backend, "tracepoint");
+    assert_eq!(
+        http_get(addr, "/healthz").unwrap(),
+        (200, "ok\n".to_string())
+    );
+    std::fs::write(state.join("hello.txt"), b"hello").unwrap();
+    let (_, metrics) = http_get(addr, "/metrics").unwrap();
+    assert_eq!(sample(&metrics, "diffkeeper_ready"), Some(1), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "diffkeeper_backend_info{backend=\"tracepoint\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        sample(&metrics, "diffkeeper_btf_source_info{source=\"system\"}"),
+        Some(1)
+    );
+
+    let (status, _) = sidecar.terminate();
+    assert!(status.is_some_and(|s| s.success()), "{}", sidecar.log());
+    let journal = reader.join().unwrap();
+    assert!(
+        journal.contains("hello.txt\""),
+        "the FIFO reader got: {journal}"
+    );
+}
+
+/// The ids of the BPF programs a process holds, from its fds' fdinfo (`prog_id:`).
+fn bpf_program_ids(pid: u32) -> BTreeSet<u32> {
+    let mut ids = BTreeSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        ids.extend(
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse::<u32>().ok()),
+        );
+    }
+    ids
+}
+
+fn program_loaded(id: u32) -> bool {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "id", &id.to_string()])
+        .output()
+        .expect("run bpftool (scripts/setup.sh installs it)");
+    out.status.success()
+}
+
+#[test]
+fn sigterm_exits_0_within_a_second_and_leaves_no_program_loaded() {
+    let _serial = serial();
+    let scratch = Scratch::new("sidecar-sigterm");
+    let state = scratch.dir("state");
+    let journal = scratch.path().join("journal.jsonl");
+    let mut sidecar = spawn(&mut sidecar(&[
+        "--state-dir",
+        path(&state),
+        "--journal",
+        path(&journal),
+        "--coalesce-ms",
+        "1000",
+    ]));
+    assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "tracepoint");
+    let programs = bpf_program_ids(sidecar.pid());
+    assert!(!programs.is_empty(), "the sidecar holds no BPF program");
+    assert!(
+        programs.iter().all(|&id| program_loaded(id)),
+        "{programs:?}"
+    );
+    // A write still held for coalescing must reach the journal at shutdown.
+    std::fs::write(state.join("held.txt"), b"12345").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let (status, took) = sidecar.terminate();
+    let log = sidecar.log();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
+    assert!(
+        took.unwrap() < Duration::from_secs(1),
+        "took {took:?}\n{log}"
+    );
+    assert!(log.contains("received SIGTERM"), "{log}");
+    let journal = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        journal.contains("held.txt\"") && journal.contains("\"bytes\":5"),
+        "{journal}"
+    );
+
+    // The kernel frees programs shortly after the last reference goes.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut left: Vec<u32> = programs.iter().copied().collect();
+    while !left.is_empty() && Instant::now() < deadline {
+        left.retain(|&id| program_loaded(id));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        left.is_empty(),
+        "programs still loaded after exit: {left:?}"
+    );
+}
+
+#[test]
+fn a_burst_far_above_ring_capacity_counts_lost_events_without_crashing() {
+    let _serial = serial();
+    let scratch = Scratch::new("sidecar-overflow");
+    let state = scratch.dir("state");
+    let journal = scratch.path().join("journal.jsonl");
+    let mut sidecar = spawn(&mut sidecar(&[
+        "--state-dir",
+        path(&state),
+        "--journal",
+        path(&journal),
+        "--ringbuf-bytes",
+        "4096",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--attach",
+        "tracepoint",
+    ]));
+    let addr = metrics_addr(&mut sidecar);
+    assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "tracepoint");
+
+    const WRITES: u64 = 200_000;
+    let mut file = File::create(state.join("burst.bin")).unwrap();
+    for _ in 0..WRITES {
+        file.write_all(b"x").unwrap();
+    }
+    drop(file);
+
+    // Every write was either journalled (counted before coalescing) or lost in the kernel.
+    let series = "diffkeeper_events_total{backend=\"tracepoint\",op=\"write\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut seen, mut lost) = (0, 0);
+    while Instant::now() < deadline {
+        let (_, metrics) = http_get(addr, "/metrics").unwrap();
+        seen = sample(&metrics, series).unwrap();
+        lost = sample(&metrics, "diffkeeper_lost_events_total").unwrap();
+        if seen + lost >= WRITES {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        lost > 0,
+        "a 4 KiB ring lost nothing of {WRITES} writes ({seen} seen)"
+    );
+    assert_eq!(seen + lost, WRITES, "seen {seen} + lost {lost}");
+    assert_eq!(http_get(addr, "/healthz").unwrap().0, 200);
+
+    let (status, _) = sidecar.terminate();
+    assert!(status.is_some_and(|s| s.success()), "{}", sidecar.log());
+    // Coalescing (default 50 ms) kept the journal short, and the byte counts add up.
+    let journal = std::fs::read_to_string(&journal).unwrap();
+    let bytes: u64 = journal
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["op"] == "write")
+        .map(|v| v["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(bytes, seen, "journalled bytes vs counted 1-byte writes");
+    assert!(
+        (journal.lines().count() as u64) < seen,
+        "coalescing merged nothing"
+    );
+}

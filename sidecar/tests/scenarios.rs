@@ -1,0 +1,99 @@
+//! The journal scenario (diffkeeper_tests::scenario) against the real sidecar binary: real
+//! eBPF on this kernel (tracepoint mode), with the system BTF, with the system BTF hidden and a
+//! cached copy, with no BTF at all (inotify fallback), and in inotify mode. Needs root.
+
+use std::sync::Mutex;
+
+use diffkeeper_tests::btf::{kernel_release, system_btf};
+use diffkeeper_tests::scenario::{self, Options, Outcome};
+use diffkeeper_tests::scratch::Scratch;
+
+const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
+
+/// One sidecar at a time: the canary allows about a second and this machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn run(options: Options) -> Outcome {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let outcome = scenario::run(&options);
+    assert!(
+        outcome.pass,
+        "{}\n--- sidecar log ---\n{}--- journal ---\n{}",
+        outcome.summary_line(),
+        outcome.log,
+        outcome.journal
+    );
+    assert!(outcome.events > 0 && outcome.stop_ms.is_some_and(|ms| ms < 1000));
+    outcome
+}
+
+fn assert_logged(outcome: &Outcome, needle: &str) {
+    assert!(
+        outcome.log.contains(needle),
+        "the log lacks {needle:?}:\n{}",
+        outcome.log
+    );
+}
+
+#[test]
+fn tracepoint_with_system_btf_journals_exactly_the_scenario() {
+    let outcome = run(Options::new(SIDECAR, "tracepoint")
+        .arg("--attach")
+        .arg("tracepoint"));
+    assert_logged(
+        &outcome,
+        "[eBPF] Loaded BTF spec from /sys/kernel/btf/vmlinux",
+    );
+    // Every line carries the writer's pid: the scenario made the changes itself.
+    let pid = format!("\"pid\":{}", std::process::id());
+    assert!(
+        outcome.journal.lines().all(|l| l.contains(&pid)),
+        "{}",
+        outcome.journal
+    );
+}
+
+#[test]
+fn cached_btf_is_used_when_the_kernel_exposes_none() {
+    let cache = Scratch::new("sidecar-btf-cache");
+    let cached = cache.path().join(format!("{}.btf", kernel_release()));
+    std::fs::write(&cached, &*system_btf()).unwrap();
+    let mut options = Options::new(SIDECAR, "tracepoint")
+        .arg("--btf-cache-dir")
+        .arg(cache.path());
+    options.hide_system_btf = true;
+    let outcome = run(options);
+    assert_logged(
+        &outcome,
+        &format!("[eBPF] Loaded BTF spec from {}", cached.display()),
+    );
+    assert!(
+        !outcome.log.contains("/sys/kernel/btf/vmlinux\n"),
+        "{}",
+        outcome.log
+    );
+}
+
+#[test]
+fn without_any_btf_the_sidecar_falls_back_to_inotify_and_says_why() {
+    let cache = Scratch::new("sidecar-empty-cache");
+    let mut options = Options::new(SIDECAR, "inotify")
+        .arg("--btf-cache-dir")
+        .arg(cache.path());
+    options.hide_system_btf = true;
+    let outcome = run(options);
+    assert_logged(&outcome, "falling back to inotify");
+    // The reason names the file that would have made eBPF possible.
+    let wanted = cache.path().join(format!("{}.btf", kernel_release()));
+    assert_logged(&outcome, &wanted.display().to_string());
+    assert_logged(&outcome, "diffkeeper-init");
+}
+
+#[test]
+fn inotify_mode_journals_the_scenario_without_pid_comm_bytes() {
+    let outcome = run(Options::new(SIDECAR, "inotify").arg("--enable-ebpf=false"));
+    assert_logged(&outcome, "eBPF disabled");
+    for field in ["\"pid\"", "\"comm\"", "\"bytes\""] {
+        assert!(!outcome.journal.contains(field), "{}", outcome.journal);
+    }
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Packaging tests (`just packaging-test`, part of `just test`): the image built and run for real,
+# the Kubernetes manifests rendered and validated, least privilege proven. Needs root.
+# Each suite prints PASS/FAIL lines; a suite that dies without a FAIL line counts as one failure.
+#
+# usage: tests/packaging/run.sh BIN_DIR
+set -uo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+bin_dir="${1:?usage: tests/packaging/run.sh BIN_DIR (the directory of the static binaries)}"
+log_dir="$(mktemp -d /tmp/diffkeeper-packaging.XXXXXX)"
+passed=0 failed=0
+
+for suite in image_test.sh manifests_test.py caps_test.sh; do
+  echo "== packaging: $suite"
+  "$here/$suite" "$bin_dir" 2>"$log_dir/$suite.stderr" | tee "$log_dir/$suite.out"
+  rc=${PIPESTATUS[0]}
+  p=$(grep -c '^PASS ' "$log_dir/$suite.out")
+  f=$(grep -c '^FAIL ' "$log_dir/$suite.out")
+  if ((rc != 0 && f == 0)); then
+    echo "FAIL $suite: exited with status $rc; its stderr:"
+    tail -n 20 "$log_dir/$suite.stderr"
+    f=1
+  fi
+  passed=$((passed + p)) failed=$((failed + f))
+done
+
+if ((failed)); then
+  echo "== failures:"
+  grep -h '^FAIL ' "$log_dir"/*.out
+fi
+rm -rf "$log_dir"
+echo "packaging: $passed passed, $failed failed"
+((failed == 0))

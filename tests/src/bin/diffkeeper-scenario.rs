@@ -1,0 +1,116 @@
+//! diffkeeper-scenario: runs the journal scenario (see `diffkeeper_tests::scenario`) against a
+//! diffkeeper-sidecar binary and prints one `SCENARIO {...}` line. Static, self-contained: it
+//! runs inside minimal VMs (busybox userland, no source tree).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use diffkeeper_tests::scenario::{self, Options};
+
+const HELP: &str = "\
+diffkeeper-scenario: run diffkeeper-sidecar on a fresh watched directory, make scripted changes
+(nested directories, create, write/pwrite/writev/pwritev of known sizes, rename, delete, rmdir,
+and changes outside the directory), stop it with SIGTERM, and compare its journal exactly with
+the lines the backend must produce.
+
+Usage: diffkeeper-scenario --sidecar PATH --expect-backend B [OPTIONS] [-- SIDECAR_ARGS...]
+
+  --sidecar PATH          the diffkeeper-sidecar binary to test
+  --expect-backend B      fentry | kprobe | tracepoint | inotify: the backend the sidecar must
+                          report in its ready line; also selects the expected lines
+  --workdir DIR           create the scenario directory under DIR (default: $TMPDIR or /tmp)
+  --hide-system-btf       run the sidecar in a private mount namespace with /sys/kernel/btf
+                          hidden (root), so it must use --btf-cache-dir
+  --ready-timeout SECS    how long the sidecar may take to log ready (default 30)
+  --keep                  keep the scenario directory (journal.jsonl) for inspection
+  --verbose               copy the sidecar's log to stderr (it is always copied on failure)
+  -- SIDECAR_ARGS...      appended to: --state-dir DIR --coalesce-ms 0 --journal FILE
+
+Output: one line on stdout,
+  SCENARIO {\"backend\":B,\"observed_backend\":..,\"result\":\"pass\"|\"fail\",\"reason\":..,
+            \"events\":N,\"expected\":M,\"exit_code\":..,\"stop_ms\":..,\"diff\":[\"-missing\",\"+unexpected\",..]}
+Exit codes: 0 pass, 1 fail, 2 bad usage.
+";
+
+struct Cli {
+    options: Options,
+    verbose: bool,
+}
+
+fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
+    let mut sidecar = None;
+    let mut backend = None;
+    let mut options = Options::new("", "");
+    let mut verbose = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .ok_or_else(|| format!("{name} needs a value (see --help)"))
+        };
+        match arg.to_str().unwrap_or("") {
+            "-h" | "--help" => return Ok(None),
+            "--sidecar" => sidecar = Some(PathBuf::from(value("--sidecar")?)),
+            "--expect-backend" => {
+                backend = Some(value("--expect-backend")?.to_string_lossy().into_owned())
+            }
+            "--workdir" => options.workdir = Some(PathBuf::from(value("--workdir")?)),
+            "--ready-timeout" => {
+                let v = value("--ready-timeout")?;
+                let secs: u64 = v
+                    .to_string_lossy()
+                    .parse()
+                    .map_err(|_| format!("--ready-timeout {v:?} is not a number of seconds"))?;
+                options.ready_timeout = Duration::from_secs(secs);
+            }
+            "--hide-system-btf" => options.hide_system_btf = true,
+            "--keep" => options.keep = true,
+            "--verbose" => verbose = true,
+            "--" => {
+                options.sidecar_args = args.collect();
+                break;
+            }
+            _ => return Err(format!("unexpected argument {arg:?} (see --help)")),
+        }
+    }
+    options.sidecar = sidecar.ok_or("--sidecar PATH is required (see --help)")?;
+    let backend = backend.ok_or("--expect-backend B is required (see --help)")?;
+    if !["fentry", "kprobe", "tracepoint", "inotify"].contains(&backend.as_str()) {
+        return Err(format!(
+            "--expect-backend {backend:?}: use fentry, kprobe, tracepoint or inotify"
+        ));
+    }
+    options.expect_backend = backend;
+    Ok(Some(Cli { options, verbose }))
+}
+
+fn main() -> ExitCode {
+    let cli = match parse(std::env::args_os().skip(1).collect()) {
+        Ok(Some(cli)) => cli,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("diffkeeper-scenario: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = scenario::run(&cli.options);
+    if cli.verbose || !outcome.pass {
+        for line in outcome.log.lines() {
+            eprintln!("sidecar: {line}");
+        }
+        if let Some(reason) = &outcome.reason {
+            eprintln!("scenario: {reason}");
+        }
+    }
+    println!("{}", outcome.summary_line());
+    if outcome.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,58 @@
+#!/bin/busybox sh
+# Guest /init: mount the kernel filesystems, run every case in /vm/cases.list one after the
+# other, report each on the second serial port (the host's RESULT file), power off.
+#
+# Result port protocol (one line each; case output lines are prefixed with "| "):
+#   @@BOOT release=<uname -r> sysfs_btf_sha256=<hash|none>
+#   @@BEGIN <id>
+#   | <output line>...
+#   @@END <id> rc=<exit code; 137 = killed by the per-case timeout> secs=<wall seconds>
+#   @@DONE
+/bin/busybox --install -s /bin
+export PATH=/usr/local/bin:/usr/sbin:/bin
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tracefs tracefs /sys/kernel/tracing
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t bpf bpffs /sys/fs/bpf
+mkdir -p /run /var/empty
+ip link set lo up
+stty -F /dev/ttyS1 raw -echo 2>/dev/null
+exec 3>/dev/ttyS1
+
+uptime_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}"; }
+
+btf_sha=none
+[ -r /sys/kernel/btf/vmlinux ] && btf_sha=$(sha256sum /sys/kernel/btf/vmlinux | cut -d' ' -f1)
+echo "@@BOOT release=$(uname -r) sysfs_btf_sha256=$btf_sha" >&3
+
+# Leftovers of a case that was killed by its timeout must not disturb the next one.
+cleanup() {
+    for pid in $(pidof diffkeeper-sidecar diffkeeper-scenario diffkeeper-init httpd); do
+        kill -9 "$pid" 2>/dev/null
+    done
+    while grep -q ' /sys/kernel/btf ' /proc/mounts; do umount -l /sys/kernel/btf || break; done
+    rm -rf /tmp/case
+}
+
+while read -r id timeout script args; do
+    case "$id" in '' | '#'*) continue ;; esac
+    echo "@@BEGIN $id" >&3
+    start=$(uptime_cs)
+    mkdir -p /tmp/case
+    # shellcheck disable=SC2086 # args are whitespace-separated words by construction
+    (cd /tmp/case && exec timeout -s KILL "$timeout" sh "/vm/cases/$script" $args) \
+        </dev/null >/tmp/case.out 2>&1
+    rc=$?
+    end=$(uptime_cs)
+    cleanup
+    sed 's/^/| /' /tmp/case.out >&3
+    echo "@@END $id rc=$rc secs=$(((end - start) / 100)).$(((end - start) % 100 / 10))" >&3
+done </vm/cases.list
+
+echo "@@DONE" >&3
+sync
+poweroff -f

@@ -1,0 +1,137 @@
+"""diffkeeper VM matrix: boots Debian 6.1 and 6.12 kernels under qemu and runs the sidecar/init
+cases in each. Usage: tests/vm/run.sh BIN_DIR [options] (see --help)."""
+
+import argparse
+import fnmatch
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import image, kernels, matrix, qemu, report
+from .util import HarnessError, log, run
+
+REPO = Path(__file__).resolve().parents[3]
+BOOT_ALLOWANCE = 60  # seconds of the outer timeout for boot and shutdown
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="tests/vm/run.sh", description=__doc__)
+    p.add_argument(
+        "bin_dir",
+        type=Path,
+        help="dir with the static diffkeeper-init, diffkeeper-sidecar, diffkeeper-scenario",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(os.environ.get("DIFFKEEPER_VM_CACHE", "/var/cache/diffkeeper-vm")),
+        help="kernel package cache kept between runs (env DIFFKEEPER_VM_CACHE)",
+    )
+    p.add_argument("--out", type=Path, default=REPO / "target" / "vm", help="results and logs")
+    p.add_argument(
+        "--kernel",
+        action="append",
+        choices=list(kernels.SERIES),
+        help="only this kernel series (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="GLOB",
+        help="only cases whose id matches (repeatable; sanity always runs)",
+    )
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="also run the harness self-tests (a hanging case, a kernel crash)",
+    )
+    p.add_argument("--jobs", type=int, default=2, help="VMs booted in parallel")
+    p.add_argument(
+        "--vm-timeout",
+        type=float,
+        help="outer limit per VM in seconds (default: sum of the case timeouts + 60)",
+    )
+    p.add_argument("--bpf-object", type=Path, default=REPO / "ebpf" / "obj" / "diffkeeper.bpf.o")
+    return p.parse_args(argv)
+
+
+def select_cases(args) -> list[matrix.Case]:
+    cases = [matrix.sanity_case()]
+    selected = [
+        c for c in matrix.all_cases() if not args.only or any(fnmatch.fnmatch(c.id, g) for g in args.only)
+    ]
+    cases += selected
+    if args.smoke:
+        cases += matrix.smoke_cases()
+    return cases
+
+
+def check_inputs(args, cases) -> None:
+    needed = {b for c in cases for b in c.needs}
+    missing = [str(args.bin_dir / b) for b in sorted(needed) if not (args.bin_dir / b).exists()]
+    if any("min-btf" in c.needs_inputs for c in cases) and not args.bpf_object.exists():
+        missing.append(str(args.bpf_object))
+    if missing:
+        raise HarnessError(
+            "missing: " + ", ".join(missing) + ". Build the static binaries with `just build` and "
+            "`cargo build --release --target x86_64-unknown-linux-musl -p diffkeeper-tests "
+            "--bin diffkeeper-scenario` (or run `just vm-test`, which does both)"
+        )
+
+
+def make_min_btf(kernel: kernels.Kernel, bpf_object: Path, out: Path) -> Path:
+    """The same command as `just min-btf`, run on the host against the kernel's BTF."""
+    run([str(REPO / "tests" / "vm" / "min-btf.sh"), str(kernel.btf), str(out), str(bpf_object)], capture=True)
+    return out
+
+
+def run_kernel(kernel, cases, common, args) -> tuple[qemu.VmRun, list[report.Row]]:
+    work = args.out / kernel.series
+    logs = work / "cases"
+    shutil.rmtree(work, ignore_errors=True)
+    logs.mkdir(parents=True)
+    min_btf = None
+    if any("min-btf" in c.needs_inputs for c in cases):
+        min_btf = make_min_btf(kernel, args.bpf_object, work / f"{kernel.release}.min.btf")
+    case_list = "".join(c.list_line() + "\n" for c in cases)
+    initrd = image.write_initrd(work / "initrd.img", common, image.kernel_segment(kernel, case_list, min_btf))
+    timeout = args.vm_timeout or BOOT_ALLOWANCE + sum(c.timeout for c in cases)
+    log(f"{kernel.release}: booting with {len(cases)} cases (outer timeout {timeout} s)")
+    vm = qemu.boot(kernel.release, kernel.vmlinux, initrd, work, timeout)
+    log(f"{kernel.release}: guest finished in {vm.secs:.0f} s (done={vm.done})")
+    rows = [report.judge(kernel.release, c, vm, logs) for c in cases]
+    return vm, rows
+
+
+def main(argv) -> int:
+    args = parse_args(argv)
+    start = time.monotonic()
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    cases = select_cases(args)
+    check_inputs(args, cases)
+    refreshed = [False]
+    series = args.kernel or list(kernels.SERIES)
+    kernel_list = [kernels.prepare(s, args.cache, refreshed) for s in series]
+    common = image.common_segment(args.bin_dir, args.bpf_object if args.bpf_object.exists() else None)
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(lambda k: run_kernel(k, cases, common, args), kernel_list))
+    runs = [vm for vm, _ in results]
+    rows = [row for _, rows in results for row in rows]
+    summary = report.write(args.out, rows, runs, time.monotonic() - start)
+    print(summary)
+    failed = [r for r in rows if r.result != "PASS"]
+    for r in failed:
+        print(f"FAILED {r.kernel} {r.case}: {r.note} (log: {r.log})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except HarnessError as e:
+        print(f"vm-test: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,97 @@
+"""The guest's initramfs: one segment shared by all kernels (busybox, the diffkeeper binaries,
+bpftool, the guest scripts) and one per kernel (its case list and BTF files)."""
+
+import io
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+from .cpio import CpioWriter
+from .kernels import Kernel
+from .util import HarnessError, log
+
+GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
+BINARIES = ("diffkeeper-init", "diffkeeper-sidecar", "diffkeeper-scenario")
+# What diffkeeper-init reads as the host's identity (BTFHub: debian/12/x86_64).
+OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
+
+
+def _add_dynamic(cpio: CpioWriter, exe: Path, guest_path: str) -> None:
+    """A dynamically linked host program plus the shared libraries ldd resolves for it."""
+    cpio.file(guest_path, exe, 0o755)
+    out = subprocess.run(["ldd", str(exe)], capture_output=True, text=True, check=True).stdout
+    for lib in re.findall(r"(/\S+) \(0x", out):
+        cpio.file(lib.lstrip("/"), Path(lib), 0o755)
+
+
+def common_segment(bin_dir: Path, bpf_object: Path | None) -> bytes:
+    cpio = CpioWriter()
+    for d in ("proc", "sys", "dev", "tmp", "etc", "var/empty", "root"):
+        cpio.dir(d)
+    busybox = shutil.which("busybox")
+    if (
+        busybox is None
+        or "statically linked"
+        not in subprocess.run(["file", "-L", busybox], check=False, capture_output=True, text=True).stdout
+    ):
+        raise HarnessError("a static busybox is needed: apt-get install busybox-static")
+    cpio.file("bin/busybox", Path(busybox), 0o755)
+    cpio.symlink("bin/sh", "busybox")
+    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+    if not Path(bpftool).exists():
+        raise HarnessError("bpftool not found: apt-get install bpftool")
+    _add_dynamic(cpio, Path(bpftool), "usr/sbin/bpftool")
+    for name in BINARIES:
+        if (bin_dir / name).exists():
+            cpio.file(f"usr/local/bin/{name}", bin_dir / name, 0o755)
+    if bpf_object is not None:
+        cpio.file("vm/diffkeeper.bpf.o", bpf_object, 0o644)
+    cpio.data("etc/os-release", OS_RELEASE)
+    cpio.file("init", GUEST_DIR / "init.sh", 0o755)
+    cpio.file("vm/lib.sh", GUEST_DIR / "lib.sh", 0o644)
+    for script in sorted((GUEST_DIR / "cases").glob("*.sh")):
+        cpio.file(f"vm/cases/{script.name}", script, 0o755)
+    return cpio.finish()
+
+
+def btf_tarball(kernel: Kernel) -> Path:
+    """<release>.btf.tar.xz as BTFHub ships it (one member, the raw BTF), cached per kernel."""
+    out = kernel.btf.parent / f"{kernel.release}.btf.tar.xz"
+    if not out.exists():
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:xz") as tar:
+            tar.add(kernel.btf, arcname=f"{kernel.release}.btf")
+        tmp = out.with_suffix(".tmp")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(out)
+    return out
+
+
+def kernel_segment(kernel: Kernel, cases_list: str, min_btf: Path | None) -> bytes:
+    cpio = CpioWriter()
+    rel = kernel.release
+    cpio.data("vm/cases.list", cases_list.encode())
+    cpio.data("vm/kernel.env", f"HOST_BTF_SHA256={_sha256(kernel.btf)}\n".encode())
+    if min_btf is not None:
+        cpio.file(f"vm/btf/min/{rel}.btf", min_btf, 0o644)
+    tarball = btf_tarball(kernel)
+    cpio.file(f"vm/btf/baked/{rel}.btf.tar.xz", tarball, 0o644)
+    # A BTFHub-shaped mirror tree, served over http on the guest's loopback.
+    cpio.file(f"vm/mirror/debian/12/x86_64/{rel}.btf.tar.xz", tarball, 0o644)
+    return cpio.finish()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_initrd(out: Path, common: bytes, kernel_part: bytes) -> Path:
+    """Concatenated uncompressed segments: qemu hands the initrd to the PVH kernel directly, and
+    skipping gzip saves the in-guest inflate (slow under TCG) for a few MB more of RAM."""
+    out.write_bytes(common + kernel_part)
+    log(f"initrd {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return out

@@ -1,0 +1,227 @@
+"""What runs in each guest and what counts as passing: the issue's matrix
+(BTF source x attach mode -> expected backend), the init end-to-end runs, the broken-BTF case."""
+
+import dataclasses
+import re
+from collections.abc import Callable
+
+from .qemu import CaseOutput
+
+# BTF rows: (row id, label in the table). All but "system" run with sysfs BTF hidden.
+BTF_ROWS = [
+    ("system", "system /sys/kernel/btf/vmlinux"),
+    ("full", "cache: full copy, sysfs hidden"),
+    ("min", "cache: `just min-btf`, sysfs hidden"),
+    ("none", "none, sysfs hidden"),
+]
+MODES = ["kprobe", "fentry", "tracepoint", "auto"]
+
+# The issue's table. fentry needs the running kernel's own BTF ids, so with a cached BTF it falls
+# back (down the auto order: kprobe); without any BTF no eBPF mode can relocate -> inotify.
+EXPECTED = {
+    "system": {"kprobe": "kprobe", "fentry": "fentry", "tracepoint": "tracepoint", "auto": "fentry"},
+    "full": {"kprobe": "kprobe", "fentry": "kprobe", "tracepoint": "tracepoint", "auto": "kprobe"},
+    "min": {"kprobe": "kprobe", "fentry": "kprobe", "tracepoint": "tracepoint", "auto": "kprobe"},
+    "none": {m: "inotify" for m in MODES},
+}
+
+CASE_TIMEOUT = 60  # seconds inside the guest (TCG); a case normally takes a few seconds
+
+
+@dataclasses.dataclass
+class Verdict:
+    ok: bool
+    seen: str = ""  # backend (or outcome) observed
+    events: str = ""  # events the journal/scenario reported
+    note: str = ""
+
+
+@dataclasses.dataclass
+class Case:
+    id: str  # unique per guest; also the log file name
+    script: str  # tests/vm/guest/cases/<script>
+    args: list[str]
+    group: str  # table: BTF source / kind
+    mode: str
+    expect: str
+    check: Callable[[CaseOutput, str], Verdict]  # (output, kernel release)
+    timeout: int = CASE_TIMEOUT
+    needs: tuple = ()  # binaries from the bin dir the case runs
+    needs_inputs: tuple = ()  # host-made inputs: "min-btf"
+
+    def list_line(self) -> str:
+        return " ".join([self.id, str(self.timeout), self.script, *self.args])
+
+
+def evidence(out: CaseOutput) -> dict:
+    """The "@evidence KEY=VALUE" lines a case printed (last value wins)."""
+    return dict(m.groups() for m in re.finditer(r"^@evidence ([\w.-]+)=(.*)$", out.output, re.MULTILINE))
+
+
+def ready_backend(text: str) -> str:
+    found = re.findall(r"diffkeeper-sidecar ready: backend=(\w+)", text)
+    return found[-1] if found else ""
+
+
+def _finished(out: CaseOutput) -> Verdict | None:
+    if out.rc is None:
+        return Verdict(False)  # the report explains how the guest ended
+    if out.rc == 137:
+        return Verdict(False, "", "", "killed by the per-case timeout")
+    return None
+
+
+def _check_sanity(out: CaseOutput, _release: str) -> Verdict:
+    if (v := _finished(out)) is not None:
+        return v
+    ev = evidence(out)
+    problems = []
+    if ev.get("host_btf_matches_sysfs") != "yes":
+        problems.append("host-extracted .BTF differs from /sys/kernel/btf/vmlinux")
+    if ev.get("hidden_btf_entries") != "0":
+        problems.append("hiding /sys/kernel/btf did not work")
+    if not ev.get("kprobe_pmu", "").isdigit():
+        problems.append("no kprobe PMU")
+    ok = out.rc == 0 and not problems
+    return Verdict(ok, "ok" if ok else "broken", "", "; ".join(problems) or f"rc={out.rc}")
+
+
+def _check_smoke_hang(out: CaseOutput, _release: str) -> Verdict:
+    ok = out.rc == 137
+    return Verdict(ok, f"rc={out.rc}", "", "per-case timeout killed the case" if ok else "")
+
+
+def _check_smoke_panic(out: CaseOutput, _release: str) -> Verdict:
+    ok = out.rc is None
+    return Verdict(ok, "guest died" if ok else f"rc={out.rc}", "", "")
+
+
+def sanity_case() -> Case:
+    return Case("sanity", "sanity.sh", [], "guest", "-", "ok", _check_sanity)
+
+
+def smoke_cases() -> list[Case]:
+    """Harness self-tests: a case that hangs and one that crashes the kernel (run last)."""
+    return [
+        Case("smoke-hang", "smoke-hang.sh", [], "harness", "-", "timeout", _check_smoke_hang, 5),
+        Case("smoke-panic", "smoke-panic.sh", [], "harness", "-", "guest died", _check_smoke_panic),
+    ]
+
+
+def btf_line(text: str) -> str:
+    found = re.findall(r"\[eBPF\] Loaded BTF spec from (\S+)", text)
+    return found[-1] if found else ""
+
+
+def _btf_problem(row: str, text: str, release: str) -> str:
+    """Whether the sidecar said it used the BTF this row gives it ("" when right)."""
+    used = btf_line(text)
+    want = {"system": "/sys/kernel/btf/vmlinux", "none": ""}.get(row, f"/{release}.btf")
+    if row == "none":
+        return f"used BTF {used} although none was available" if used else ""
+    if not used.endswith(want):
+        return f"expected `[eBPF] Loaded BTF spec from …{want}`, got {used or 'no such line'}"
+    return ""
+
+
+def _cell_check(row: str, expect: str) -> Callable[[CaseOutput, str], Verdict]:
+    def check(out: CaseOutput, release: str) -> Verdict:
+        if (v := _finished(out)) is not None:
+            return v
+        seen = ready_backend(out.output)
+        problems = [
+            p
+            for p in [
+                f"scenario exited {out.rc}" if out.rc != 0 else "",
+                f"backend {seen or 'none'} instead of {expect}" if seen != expect else "",
+                _btf_problem(row, out.output, release),
+            ]
+            if p
+        ]
+        return Verdict(not problems, seen, scenario_events(out.output), "; ".join(problems))
+
+    return check
+
+
+def scenario_events(text: str) -> str:
+    m = re.findall(r"scenario: (\d+) events? (?:checked|matched)", text)
+    return m[-1] if m else ""
+
+
+def cell_cases() -> list[Case]:
+    return [
+        Case(
+            f"cell.{row}.{mode}",
+            "cell.sh",
+            [row, mode, EXPECTED[row][mode]],
+            label,
+            mode,
+            EXPECTED[row][mode],
+            _cell_check(row, EXPECTED[row][mode]),
+            needs=("diffkeeper-sidecar", "diffkeeper-scenario"),
+            needs_inputs=("min-btf",) if row == "min" else (),
+        )
+        for row, label in BTF_ROWS
+        for mode in MODES
+    ]
+
+
+def _init_check(status_source: str) -> Callable[[CaseOutput, str], Verdict]:
+    """init provisioned <release>.btf from the expected source ("source" in <release>.json), and
+    the sidecar then ran on kprobes from that cache with sysfs BTF hidden."""
+
+    def check(out: CaseOutput, release: str) -> Verdict:
+        if (v := _finished(out)) is not None:
+            return v
+        ev = evidence(out)
+        seen = ready_backend(out.output)
+        journal = [line for line in out.output.splitlines() if line.startswith("{")]
+        wrote = [j for j in journal if '"op":"write"' in j and "/e2e.txt" in j]
+        types = [t for t in ev.get("sidecar_prog_types", "").split(",") if t]
+        problems = [
+            f"diffkeeper-init exited {ev.get('init_rc')}" if ev.get("init_rc") != "0" else "",
+            f"{release}.btf not in the cache ({ev.get('cache_files')})"
+            if f"{release}.btf," not in ev.get("cache_files", "")
+            else "",
+            f'status file does not say "source": "{status_source}"'
+            if f'"source": "{status_source}"' not in ev.get("init_status", "")
+            else "",
+            _btf_problem("cache", out.output, release),
+            f"backend {seen or 'none'} instead of kprobe" if seen != "kprobe" else "",
+            "bpftool lists no dk_ kprobe programs" if ev.get("bpftool_kprobe_progs", "0") == "0" else "",
+            f"sidecar prog types {types} are not all kprobe (2)" if not types or set(types) != {"2"} else "",
+            "journal has no kprobe write of e2e.txt with 5 bytes"
+            if not any('"backend":"kprobe"' in j and '"bytes":5' in j for j in wrote)
+            else "",
+            f"sidecar exited {ev.get('sidecar_rc')} after SIGTERM" if ev.get("sidecar_rc") != "0" else "",
+        ]
+        problems = [p for p in problems if p]
+        events = f"{len(journal)} journal lines; {len(types)} kprobe progs"
+        return Verdict(not problems, seen, events, "; ".join(problems))
+
+    return check
+
+
+def init_cases() -> list[Case]:
+    sources = [
+        ("baked", "baked", "baked .btf.tar.xz"),
+        ("mirror", "download", "http mirror on loopback"),
+    ]
+    return [
+        Case(
+            f"init.{source}",
+            "init-e2e.sh",
+            [source],
+            f"init: {label}, sysfs hidden",
+            "auto",
+            "kprobe",
+            _init_check(status_source),
+            needs=("diffkeeper-init", "diffkeeper-sidecar"),
+        )
+        for source, status_source, label in sources
+    ]
+
+
+def all_cases() -> list[Case]:
+    """Every matrix case, in guest run order."""
+    return cell_cases() + init_cases()

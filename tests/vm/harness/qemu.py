@@ -1,0 +1,118 @@
+"""Boots one kernel under qemu (TCG) and reads back the guest's result port."""
+
+import dataclasses
+import subprocess
+import time
+from pathlib import Path
+
+from .util import HarnessError, log
+
+QEMU = "qemu-system-x86_64"
+# -nodefaults drops the default serial/monitor; the two -serial files are ttyS0 and ttyS1.
+QEMU_ARGS = [
+    "-accel",
+    "tcg,thread=multi",
+    "-cpu",
+    "max",
+    "-M",
+    "pc",
+    "-m",
+    "1G",
+    "-smp",
+    "2",
+    "-nographic",
+    "-no-reboot",
+    "-nodefaults",
+]
+# quiet: printk to the emulated 8250 is slow; warnings, oopses and panics still reach the log.
+KERNEL_CMDLINE = "console=ttyS0 panic=-1 oops=panic quiet rdinit=/init"
+
+
+@dataclasses.dataclass
+class CaseOutput:
+    id: str
+    output: str
+    rc: int | None  # None: the guest never finished this case (hang, panic, outer timeout)
+    secs: float | None
+
+
+@dataclasses.dataclass
+class VmRun:
+    name: str
+    console: Path
+    boot: dict  # key=value pairs of the @@BOOT line; empty if the guest never got that far
+    cases: dict  # id -> CaseOutput, in run order
+    done: bool  # the guest reached @@DONE
+    timed_out: bool
+    secs: float
+
+    def console_tail(self, lines: int = 40) -> str:
+        text = self.console.read_text(errors="replace") if self.console.exists() else ""
+        return "\n".join(text.replace("\r", "").splitlines()[-lines:])
+
+
+def parse_result_port(text: str) -> tuple[dict, dict, bool]:
+    boot: dict = {}
+    cases: dict = {}
+    done = False
+    current = None
+    for line in text.replace("\r", "").splitlines():
+        if line.startswith("| ") or line == "|":
+            if current:
+                current.output += line[2:] + "\n"
+        elif line.startswith("@@BOOT "):
+            boot = dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+        elif line.startswith("@@BEGIN "):
+            current = CaseOutput(line.split()[1], "", None, None)
+            cases[current.id] = current
+        elif line.startswith("@@END ") and current:
+            fields = dict(kv.split("=", 1) for kv in line.split()[2:])
+            current.rc, current.secs = int(fields["rc"]), float(fields["secs"])
+            current = None
+        elif line == "@@DONE":
+            done = True
+    return boot, cases, done
+
+
+def boot(name: str, vmlinux: Path, initrd: Path, workdir: Path, timeout: float) -> VmRun:
+    """Runs the guest to completion or until timeout (then qemu is killed; unfinished cases
+    stay without rc). Never raises for guest failures, only for a missing qemu."""
+    console, result = workdir / "console.log", workdir / "result.log"
+    for f in (console, result):
+        f.unlink(missing_ok=True)
+    cmd = [
+        QEMU,
+        *QEMU_ARGS,
+        "-kernel",
+        str(vmlinux),
+        "-initrd",
+        str(initrd),
+        "-append",
+        KERNEL_CMDLINE,
+        "-serial",
+        f"file:{console}",
+        "-serial",
+        f"file:{result}",
+    ]
+    (workdir / "qemu.cmd").write_text(" ".join(cmd) + "\n")
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+    except FileNotFoundError:
+        raise HarnessError(f"{QEMU} not found: run scripts/setup.sh (Debian qemu-system-x86)")
+    timed_out = False
+    try:
+        qemu_out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        qemu_out, _ = proc.communicate()
+        log(f"{name}: guest still running after {timeout:.0f}s: killed qemu")
+    secs = time.monotonic() - start
+    if qemu_out:
+        (workdir / "qemu.out").write_bytes(qemu_out)
+    text = result.read_text(errors="replace") if result.exists() else ""
+    boot_info, cases, done = parse_result_port(text)
+    return VmRun(name, console, boot_info, cases, done, timed_out, secs)

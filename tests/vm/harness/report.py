@@ -1,0 +1,102 @@
+"""Per-case logs, results.json and the summary table (same Markdown on stdout and in the README)."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+from .matrix import Case
+from .qemu import CaseOutput, VmRun
+
+
+@dataclasses.dataclass
+class Row:
+    kernel: str
+    case: str
+    group: str
+    mode: str
+    expected: str
+    seen: str
+    events: str
+    result: str  # PASS | FAIL
+    secs: float | None
+    note: str
+    log: str
+
+
+def judge(kernel: str, case: Case, run: VmRun, logs: Path) -> Row:
+    out = run.cases.get(case.id) or CaseOutput(case.id, "", None, None)
+    verdict = case.check(out, kernel)
+    if not verdict.ok and out.rc is None:
+        if case.id not in run.cases:
+            note = "not run: the guest ended before this case"
+        elif run.timed_out:
+            note = f"unfinished: qemu killed after {run.secs:.0f} s (outer timeout)"
+        else:
+            note = "unfinished: the guest died during this case"
+        verdict = dataclasses.replace(verdict, note=note + " (console log in the case log)")
+    log_file = logs / f"{case.id}.log"
+    text = (
+        f"# {kernel} {case.id}: {case.script} {' '.join(case.args)}\n"
+        f"# rc={out.rc} secs={out.secs}\n{out.output}"
+    )
+    if out.rc is None:
+        text += f"\n# ---- console log (last lines) ----\n{run.console_tail(80)}\n"
+    log_file.write_text(text)
+    return Row(
+        kernel,
+        case.id,
+        case.group,
+        case.mode,
+        case.expect,
+        verdict.seen,
+        verdict.events,
+        "PASS" if verdict.ok else "FAIL",
+        out.secs,
+        verdict.note,
+        str(log_file),
+    )
+
+
+def markdown_table(rows: list[Row]) -> str:
+    head = "| kernel | BTF source / case | mode | expected | seen | events | result | s |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        secs = f"{r.secs:.1f}" if r.secs is not None else "-"
+        result = r.result if r.result == "PASS" else f"**{r.result}** {r.note}"
+        lines.append(
+            f"| {r.kernel} | {r.group} | {r.mode} | {r.expected} | {r.seen} | "
+            f"{r.events} | {result} | {secs} |"
+        )
+    return "\n".join(lines)
+
+
+def write(out_dir: Path, rows: list[Row], runs: list[VmRun], wall: float) -> str:
+    table = markdown_table(rows)
+    failed = sum(r.result != "PASS" for r in rows)
+    footer = (
+        f"{len(rows) - failed}/{len(rows)} passed; matrix wall time {wall:.0f} s "
+        f"({', '.join(f'{r.name}: {r.secs:.0f} s' for r in runs)})"
+    )
+    (out_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "wall_secs": round(wall, 1),
+                "vms": [
+                    {
+                        "name": r.name,
+                        "secs": round(r.secs, 1),
+                        "done": r.done,
+                        "timed_out": r.timed_out,
+                        "boot": r.boot,
+                        "console": str(r.console),
+                    }
+                    for r in runs
+                ],
+                "rows": [dataclasses.asdict(r) for r in rows],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    (out_dir / "summary.md").write_text(f"{table}\n\n{footer}\n")
+    return f"{table}\n\n{footer}"
