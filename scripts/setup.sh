@@ -11,7 +11,8 @@ apt_packages=(
   inotify-tools bpftrace            # peers for benchmarks
   qemu-system-x86 busybox-static    # VM test matrix
   zstd lz4                          # VM test matrix: unpack Debian's bzImage payloads
-  docker.io                         # packaging tests: build and run the image (dockerd started on demand)
+  docker.io podman                  # packaging tests: build and run the image (dockerd started on demand;
+                                    # podman runs the sidecar with --cap-add BPF,PERFMON, which docker 20.10 refuses)
   python3-pip
 )
 missing=()

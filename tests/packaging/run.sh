@@ -10,7 +10,7 @@ bin_dir="${1:?usage: tests/packaging/run.sh BIN_DIR (the directory of the static
 log_dir="$(mktemp -d /tmp/diffkeeper-packaging.XXXXXX)"
 passed=0 failed=0
 
-for suite in image_test.sh manifests_test.py caps_test.sh; do
+for suite in image_test.sh manifests_test.py caps_test.sh pod_sidecar_test.sh; do
   echo "== packaging: $suite"
   "$here/$suite" "$bin_dir" 2>"$log_dir/$suite.stderr" | tee "$log_dir/$suite.out"
   rc=${PIPESTATUS[0]}

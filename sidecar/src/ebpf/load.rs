@@ -219,14 +219,32 @@ fn missing_kprobe_pmu(err: &(dyn StdError + 'static)) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::btf_select::BtfSource;
     use std::path::PathBuf;
+
+    /// This kernel has no kprobe PMU (attach fails) and refuses fentry, but kprobe programs
+    /// still go through the verifier at load: all of them must pass it here.
+    #[test]
+    fn kprobe_programs_pass_the_verifier() {
+        let btf = SelectedBtf {
+            source: BtfSource::System,
+            path: PathBuf::from(diffkeeper_ebpf::SYSTEM_BTF_PATH),
+            btf: aya::Btf::from_sys_fs().expect("system BTF"),
+        };
+        let roots = RootTable::build(vec![std::env::temp_dir()]).unwrap();
+        let mut ebpf = load(&btf, &roots, 1 << 16).unwrap();
+        let names = [programs::KPROBE_WRITE, programs::KRETPROBE_WRITE]
+            .into_iter()
+            .chain(programs::KPROBE_HOOKS.map(|(name, _)| name));
+        for name in names {
+            let prog: &mut KProbe = program(&mut ebpf, name).try_into().unwrap();
+            prog.load().unwrap_or_else(|e| panic!("{name}: {}", explain(name, &e)));
+        }
+    }
 
     #[test]
     fn explains_eperm_and_missing_kprobes() {
-        let eperm = ProgramError::LoadError {
-            io_error: io::Error::from_raw_os_error(libc_eperm()),
-            verifier_log: Default::default(),
-        };
+        let eperm = io::Error::from_raw_os_error(libc_eperm());
         let f = explain("fexit dk_fexit_vfs_write on vfs_write", &eperm);
         assert_eq!(f.hint, HINT_EPERM, "{f}");
         assert!(f.cause.contains("vfs_write") && f.cause.contains("EPERM"), "{f}");
