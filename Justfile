@@ -42,7 +42,7 @@ demo: build
 
 # Multi-kernel matrix under qemu (Debian 6.1, 6.12) -> target/vm/; ARGS go to tests/vm/run.sh.
 vm-test *ARGS: build
-    cargo build --release --locked --target {{target}} -p diffkeeper-tests --bin diffkeeper-scenario
+    cargo build --release --locked --target {{target}} -p diffkeeper-tests --bin diffkeeper-scenario --bin diffkeeper-btf-edit
     tests/vm/run.sh {{bin_dir}} {{ARGS}}
 
 # Minimal BTF for diffkeeper's eBPF object (bpftool gen min_core_btf), usable as <cache>/<release>.btf.

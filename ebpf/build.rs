@@ -22,7 +22,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DIFFKEEPER_UPDATE_BPF_OBJ");
 
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets it")).join("diffkeeper.bpf.o");
+    let out =
+        PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets it")).join("diffkeeper.bpf.o");
     let clang = env::var("DIFFKEEPER_CLANG").unwrap_or_else(|_| "clang".to_string());
 
     let origin = match compile(&clang, &manifest_dir, &out) {

@@ -80,12 +80,15 @@ engine_up() {
 }
 
 engine_down() {
-  [[ -n $STARTED_DOCKERD_PID ]] || return 0
-  kill "$STARTED_DOCKERD_PID" 2>/dev/null || true
-  local waited=0
-  while kill -0 "$STARTED_DOCKERD_PID" 2>/dev/null && ((waited++ < 100)); do sleep 0.1; done
-  image_log "stopped dockerd (pid $STARTED_DOCKERD_PID)"
+  local pid="$STARTED_DOCKERD_PID" waited=0
+  [[ -n $pid ]] || return 0
   STARTED_DOCKERD_PID=""
+  kill "$pid" 2>/dev/null || true
+  # An exited child stays a zombie until waited for, so "running" means not in state Z.
+  while [[ $(ps -o stat= -p "$pid" 2>/dev/null) == [^Z]* ]] && ((waited++ < 200)); do sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  image_log "stopped dockerd (pid $pid)"
 }
 
 # Copies only BTF files (regular files named *.btf or *.btf.tar.xz, keeping their relative path,
@@ -114,7 +117,8 @@ image_build() {
   [[ -z $bake_dir ]] || stage_baked_btfs "$bake_dir" "$context/btf"
   local revision
   revision="$(git -C "$IMAGE_REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  # The classic builder: BuildKit would try to fetch its frontend, and nothing can be pulled here.
+  # The classic builder: it needs nothing beyond the daemon, while newer docker clients send
+  # BuildKit builds through the buildx plugin, which Debian's docker.io does not ship.
   DOCKER_BUILDKIT=0 engine build --quiet -f "$IMAGE_REPO_ROOT/Dockerfile" -t "$tag" \
     --build-arg "VERSION=$(workspace_version)" --build-arg "REVISION=$revision" "$context" >/dev/null
   image_log "built $tag ($(engine image inspect -f '{{.Size}}' "$tag") bytes)"
@@ -133,8 +137,9 @@ image_main() {
     esac
   done
   [[ -n $tag ]] || tag="diffkeeper:$(workspace_version)"
-  engine_up
   trap engine_down EXIT
+  trap 'exit 130' INT TERM  # so the EXIT trap stops a dockerd started here
+  engine_up
   image_build "$bin_dir" "$bake_dir" "$tag"
   if [[ -n $save ]]; then
     engine save -o "$save" "$tag"

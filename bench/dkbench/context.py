@@ -5,7 +5,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .procs import Bins
+from .procs import Bins, compile_empty_program
 from . import system
 
 
@@ -53,6 +53,11 @@ class Context:
     def empty_cache(self) -> Path:
         """--btf-cache-dir for runs that must use the system BTF."""
         return self.out / "no-cache"
+
+    @property
+    def empty_program(self) -> Path:
+        """bench/empty_sys_exit.bpf.c compiled (once per run)."""
+        return compile_empty_program(self.repo / "bench" / "empty_sys_exit.bpf.c", self.out / "empty.bpf.o")
 
     @property
     def empty_dir(self) -> Path:

@@ -204,12 +204,14 @@ class Inotifywait(Background):
         return super().stop(sig, timeout, ok_codes)
 
 
-class Unfiltered(Background):
-    """diffkeeper's tracepoint program with every write on `fs_root`'s file system reported."""
+class HelperProbe(Background):
+    """A program held attached by the bench helper until its stdin closes: `unfiltered DIR`
+    (diffkeeper's tracepoint program reporting every write on DIR's file system) or
+    `empty OBJECT` (an empty program on the same tracepoint)."""
 
-    def __init__(self, bins: Bins, fs_root: Path):
-        super().__init__([str(bins.helper), "unfiltered", str(fs_root)], stream="stdout",
-                         stdin=subprocess.PIPE, name="diffkeeper-bench unfiltered")
+    def __init__(self, bins: Bins, mode: str, arg: Path):
+        super().__init__([str(bins.helper), mode, str(arg)], stream="stdout",
+                         stdin=subprocess.PIPE, name=f"diffkeeper-bench {mode}")
 
     def ready(self) -> int:
         _, m = self.wait_for(r"ready prog_id=(\d+)")
@@ -221,12 +223,20 @@ class Unfiltered(Background):
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise BenchError("diffkeeper-bench unfiltered did not exit after stdin closed")
+            raise BenchError(f"{self.name} did not exit after stdin closed")
         self.reader.join(timeout=5)
         self.drain_log()
         if code not in ok_codes:
-            raise BenchError(f"diffkeeper-bench unfiltered exited with {code}: {self.log[-5:]}")
+            raise BenchError(f"{self.name} exited with {code}: {self.log[-5:]}")
         return code
+
+
+def compile_empty_program(source: Path, out: Path) -> Path:
+    """clang (scripts/setup.sh installs it with libbpf-dev) -> the empty sys_exit program."""
+    if not out.exists():
+        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
+                        "-c", str(source), "-o", str(out)], check=True, timeout=120)
+    return out
 
 
 def prog_run_stats(prog_id: int) -> tuple[int, int]:
@@ -235,3 +245,16 @@ def prog_run_stats(prog_id: int) -> tuple[int, int]:
                          check=True, capture_output=True, text=True, timeout=30)
     info = json.loads(out.stdout)
     return int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0))
+
+
+def foreign_probes() -> list[str]:
+    """BPF programs attached by anyone else right now (links and perf-event attachments); any
+    syscall tracepoint among them would slow the "unprobed" baseline too."""
+    found = []
+    for what in (["link", "show"], ["perf", "show"]):
+        out = subprocess.run(["bpftool", *what, "-j"], capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 and out.stdout.strip():
+            for entry in json.loads(out.stdout):
+                found.append(f"{what[0]} prog {entry.get('prog_id')} "
+                             f"({entry.get('type') or entry.get('fd_type') or '?'})")
+    return found

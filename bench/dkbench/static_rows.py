@@ -24,7 +24,8 @@ def _image_size(repo: Path, tag: str) -> tuple[int | None, str]:
         return None, "the image engine did not answer within 120 s"
     if out.returncode == 0 and out.stdout.strip().isdigit():
         return int(out.stdout.strip()), ""
-    return None, f"no image {tag} (run `just image`): {out.stderr.strip().splitlines()[-1:] or ''}"
+    said = [line for line in out.stderr.splitlines() if line.strip() and not line.startswith("image: ")]
+    return None, f"no image {tag} (build it with `just image`){': ' + said[-1] if said else ''}"
 
 
 def size_rows(ctx: Context, with_image: bool = True) -> list[Row]:

@@ -1,5 +1,5 @@
 //! Helpers that bench/bench.py drives; the Python harness does the timing, the repetitions and
-//! the table. Two subcommands:
+//! the table. Three subcommands:
 //!
 //! * `write PATH COUNT`: COUNT 1-byte `write(2)` calls to PATH (created/truncated), timed
 //!   around the loop only; prints `{"writes":COUNT,"ns":ELAPSED}`.
@@ -8,13 +8,17 @@
 //!   file system, the in-kernel filter rejects no write on it, so every write there pays the
 //!   full parent walk, path assembly and ring buffer submit: the "filter removed" baseline.
 //!   Prints `ready prog_id=N`, drains the ring buffer until stdin closes, then `events=N`.
+//! * `empty OBJECT`: attaches `dk_bench_empty` from OBJECT (bench/empty_sys_exit.bpf.c, an
+//!   empty program) to the same raw tracepoint: the floor any sys_exit program pays.
 
+mod empty;
+mod hold;
 mod unfiltered;
 mod write_loop;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: diffkeeper-bench write PATH COUNT | diffkeeper-bench unfiltered DIR";
+const USAGE: &str = "usage: diffkeeper-bench write PATH COUNT | unfiltered DIR | empty OBJECT";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
             .map_err(|e| format!("COUNT {count:?} is not a number: {e}"))
             .and_then(|n| write_loop::run(path.as_ref(), n)),
         ["unfiltered", dir] => unfiltered::run(dir.as_ref()),
+        ["empty", object] => empty::run(object.as_ref()),
         _ => Err(USAGE.to_string()),
     };
     match result {

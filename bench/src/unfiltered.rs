@@ -1,13 +1,8 @@
 //! diffkeeper's tracepoint program with a filter that lets every write on one file system
 //! through, loaded from the very object the sidecar embeds.
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
 
 use aya::maps::{HashMap, MapData, RingBuf};
 use aya::programs::RawTracePoint;
@@ -15,6 +10,8 @@ use aya::{Btf, EbpfLoader};
 use diffkeeper_ebpf::event::{kernel_dev, DkDevRoots, DkRootKey};
 use diffkeeper_ebpf::object::{self, maps, programs};
 use nix::sys::stat::{major, minor};
+
+use crate::hold;
 
 pub fn run(dir: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
@@ -67,27 +64,8 @@ pub fn run(dir: &Path) -> Result<(), String> {
             .expect("the object defines dk_events"),
     )
     .map_err(|e| format!("{}: {e}", maps::EVENTS))?;
-    println!("ready prog_id={id}");
-
-    // Drain until the harness closes our stdin, so the ring never fills and every event is
-    // really submitted (the cost being measured), not dropped.
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop_flag = Arc::clone(&stop);
-    thread::spawn(move || {
-        let _ = std::io::stdin().read_to_end(&mut Vec::new());
-        stop_flag.store(true, Ordering::Relaxed);
-    });
-    let mut events: u64 = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let mut drained = false;
-        while ring.next().is_some() {
-            events += 1;
-            drained = true;
-        }
-        if !drained {
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-    println!("events={events}");
+    // Drain while attached, so the ring never fills and every event is really submitted
+    // (the cost being measured), not dropped.
+    hold::until_stdin_closes(id, || ring.next().is_some());
     Ok(())
 }

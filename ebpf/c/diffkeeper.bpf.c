@@ -89,10 +89,22 @@ struct task_struct {
 /* path goes to data[0..), from right after it; masks keep every access in bounds. */
 #define DK_DATA_MASK (2 * DK_PATH_MAX - 1)
 
+/* The state of one parent walk and path assembly (bpf_loop callbacks share it here). */
+struct dk_walk {
+	struct dentry *cur;
+	__u32 dev;
+	__u32 depth;   /* links from the file up to its watched root; 0: not watched */
+	__u32 root_id;
+	__u32 base;    /* where put_path writes in data[] */
+	__u32 len;
+	__u16 flags;
+};
+
 struct dk_scratch {
 	struct dk_event ev;
 	char data[2 * DK_PATH_MAX + DK_NAME_BUF];
-	struct dentry *chain[DK_MAX_DEPTH]; /* chain[i]: the dentry i links below the root */
+	struct dentry *chain[DK_MAX_DEPTH]; /* chain[i]: the dentry i links below the file */
+	struct dk_walk w;
 };
 
 /* (dev, ino) of each watched root -> root id (user space numbers them). */
@@ -132,9 +144,12 @@ struct {
 	__type(value, struct dk_scratch);
 } dk_scratch SEC(".maps");
 
-/* kprobe mode: pid_tgid -> file of a vfs_write(v) in progress on a watched device. */
+/*
+ * kprobe mode: pid_tgid -> file of a vfs_write(v) in progress on a watched device. LRU, so
+ * entries whose kretprobe never ran (maxactive exhausted, thread gone) cannot fill it up.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, __u64);
 	__type(value, __u64);
@@ -167,65 +182,107 @@ static __always_inline int is_root_ino(const struct dk_dev_roots *roots, __u64 i
 }
 
 /*
- * Walks from `leaf` towards the filesystem root, recording the dentries passed in
- * s->chain. Returns the number of links below the watched root (>= 1) and its id,
- * or 0 when no watched root is within DK_MAX_DEPTH parents.
+ * The walk and the path assembly run as bpf_loop() callbacks (kernel >= 5.17; the verifier
+ * inlines the loop): their state lives in the per-CPU scratch map, so each callback is
+ * verified once instead of once per iteration and per exit path, which kept the rename
+ * programs (two walks, two paths) far below the verifier's instruction limit.
  */
-static __always_inline int find_root(struct dk_scratch *s, struct dentry *leaf, __u32 dev,
-				     const struct dk_dev_roots *roots, __u32 *root_id)
+struct dk_loop {
+	struct dk_scratch *s;
+	const struct dk_dev_roots *roots;
+};
+
+/* One step up from s->w.cur: records it in chain[i]; stops at a watched root or the top. */
+static long find_step(__u32 i, void *data)
 {
-	struct dentry *d = leaf;
+	struct dk_loop *l = data;
+	struct dk_scratch *s = l->s;
+	struct dentry *d = s->w.cur;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
 
-	for (int i = 0; i < DK_MAX_DEPTH; i++) {
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (!parent || parent == d)
+		return 1;
+	s->chain[i & (DK_MAX_DEPTH - 1)] = d;
+	__u64 ino = BPF_CORE_READ(parent, d_inode, i_ino);
 
-		if (!parent || parent == d)
-			return 0;
-		s->chain[i] = d;
-		__u64 ino = BPF_CORE_READ(parent, d_inode, i_ino);
+	if (is_root_ino(l->roots, ino)) {
+		struct dk_root_key key = { .dev = s->w.dev, .ino = ino };
+		__u32 *id = bpf_map_lookup_elem(&dk_roots, &key);
 
-		if (is_root_ino(roots, ino)) {
-			struct dk_root_key key = { .dev = dev, .ino = ino };
-			__u32 *id = bpf_map_lookup_elem(&dk_roots, &key);
-
-			if (id) {
-				*root_id = *id;
-				return i + 1;
-			}
+		if (id) {
+			s->w.root_id = *id;
+			s->w.depth = i + 1;
+			return 1;
 		}
-		d = parent;
+	}
+	s->w.cur = parent;
+	return 0;
+}
+
+/* Finds the watched root above `leaf` within DK_MAX_DEPTH links; returns the depth or 0. */
+static __always_inline __u32 find_root(struct dk_scratch *s, const struct dk_dev_roots *roots,
+				       struct dentry *leaf, __u32 dev)
+{
+	struct dk_loop l = { .s = s, .roots = roots };
+
+	s->w.cur = leaf;
+	s->w.dev = dev;
+	s->w.depth = 0;
+	s->w.root_id = 0;
+	bpf_loop(DK_MAX_DEPTH, find_step, &l, 0);
+	return s->w.depth;
+}
+
+/* Appends the j-th name from the root down (chain[depth-1-j]) and a '/' between names. */
+static long put_step(__u32 j, void *data)
+{
+	struct dk_loop *l = data;
+	struct dk_scratch *s = l->s;
+	int i = (int)s->w.depth - 1 - (int)j;
+
+	if (i < 0)
+		return 1;
+	if (s->w.len > DK_PATH_MAX - DK_NAME_BUF - 1) {
+		s->w.flags |= DK_F_TRUNCATED;
+		return 1;
+	}
+	struct dentry *d = s->chain[i & (DK_MAX_DEPTH - 1)];
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	long n = bpf_probe_read_kernel_str(&s->data[(s->w.base + s->w.len) & DK_DATA_MASK],
+					   DK_NAME_BUF, name);
+
+	if (n <= 1)
+		return 1;
+	s->w.len += n - 1;
+	if (i > 0) {
+		s->data[(s->w.base + s->w.len) & DK_DATA_MASK] = '/';
+		s->w.len += 1;
 	}
 	return 0;
 }
 
-/* Writes "a/b/c" for s->chain[depth-1..0] at data[base..]; returns its length. */
-static __always_inline __u32 put_path(struct dk_scratch *s, __u32 base, int depth, __u16 *flags)
+/* Writes "a/b/c" for the last find_root() at data[base..]; returns its length. */
+static __always_inline __u32 put_path(struct dk_scratch *s, __u32 base)
 {
-	__u32 len = 0;
+	struct dk_loop l = { .s = s };
 
-	for (int j = 0; j < DK_MAX_DEPTH; j++) {
-		int i = depth - 1 - j;
+	s->w.base = base;
+	s->w.len = 0;
+	bpf_loop(DK_MAX_DEPTH, put_step, &l, 0);
+	return s->w.len;
+}
 
-		if (i < 0)
-			break;
-		if (len > DK_PATH_MAX - DK_NAME_BUF - 1) {
-			*flags |= DK_F_TRUNCATED;
-			break;
-		}
-		struct dentry *d = s->chain[i & (DK_MAX_DEPTH - 1)];
-		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-		long n = bpf_probe_read_kernel_str(&s->data[(base + len) & DK_DATA_MASK],
-						   DK_NAME_BUF, name);
+/*
+ * Wake the reader only once an eighth of the ring is filled; it also polls on a short
+ * timeout. Waking it for every record costs a context switch per event and, under a burst,
+ * leaves the reader spending its time on wake-ups instead of draining.
+ */
+static __always_inline __u64 wakeup_flag(void)
+{
+	__u64 avail = bpf_ringbuf_query(&dk_events, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(&dk_events, BPF_RB_RING_SIZE);
 
-		if (n <= 1)
-			break;
-		len += n - 1;
-		if (i > 0) {
-			s->data[(base + len) & DK_DATA_MASK] = '/';
-			len++;
-		}
-	}
-	return len;
+	return avail > size / 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline int submit(struct dk_scratch *s, __u16 op, __u64 bytes)
@@ -242,7 +299,7 @@ static __always_inline int submit(struct dk_scratch *s, __u16 op, __u64 bytes)
 
 	if (size > sizeof(struct dk_event) + 2 * DK_PATH_MAX)
 		return 0;
-	if (bpf_ringbuf_output(&dk_events, s, size, 0))
+	if (bpf_ringbuf_output(&dk_events, s, size, wakeup_flag()))
 		count_lost();
 	return 0;
 }
@@ -264,18 +321,14 @@ static __always_inline int report_dentry(struct dentry *dentry, __u16 op, __u64 
 		return 0;
 	struct dk_scratch *s = scratch();
 
-	if (!s)
+	if (!s || !find_root(s, roots, dentry, dev))
 		return 0;
-	__u32 root_id = 0;
-	int depth = find_root(s, dentry, dev, roots, &root_id);
-
-	if (depth <= 0)
-		return 0;
-	s->ev.flags = DK_F_PATH;
-	s->ev.root_id = root_id;
+	s->w.flags = DK_F_PATH;
+	s->ev.root_id = s->w.root_id;
 	s->ev.from_root_id = 0;
 	s->ev.from_len = 0;
-	s->ev.path_len = put_path(s, 0, depth, &s->ev.flags);
+	s->ev.path_len = put_path(s, 0);
+	s->ev.flags = s->w.flags;
 	return submit(s, op, bytes);
 }
 
@@ -296,26 +349,24 @@ static __always_inline int report_rename(struct dentry *from, struct dentry *to)
 
 	if (!s)
 		return 0;
-	__u16 flags = 0;
-	__u32 to_root = 0, from_root = 0, to_len = 0, from_len = 0;
-	int depth = find_root(s, to, dev, roots, &to_root);
-
-	if (depth > 0) {
-		flags |= DK_F_PATH;
-		to_len = put_path(s, 0, depth, &flags);
+	s->w.flags = 0;
+	s->ev.path_len = 0;
+	s->ev.from_len = 0;
+	s->ev.root_id = 0;
+	s->ev.from_root_id = 0;
+	if (find_root(s, roots, to, dev)) {
+		s->w.flags |= DK_F_PATH;
+		s->ev.root_id = s->w.root_id;
+		s->ev.path_len = put_path(s, 0);
 	}
-	depth = find_root(s, from, dev, roots, &from_root);
-	if (depth > 0) {
-		flags |= DK_F_FROM;
-		from_len = put_path(s, to_len, depth, &flags);
+	if (find_root(s, roots, from, dev)) {
+		s->w.flags |= DK_F_FROM;
+		s->ev.from_root_id = s->w.root_id;
+		s->ev.from_len = put_path(s, s->ev.path_len);
 	}
-	if (!(flags & (DK_F_PATH | DK_F_FROM)))
+	if (!(s->w.flags & (DK_F_PATH | DK_F_FROM)))
 		return 0;
-	s->ev.flags = flags;
-	s->ev.root_id = to_root;
-	s->ev.from_root_id = from_root;
-	s->ev.path_len = to_len;
-	s->ev.from_len = from_len;
+	s->ev.flags = s->w.flags;
 	return submit(s, DK_OP_RENAME, 0);
 }
 

@@ -176,7 +176,11 @@ impl Event {
             });
         }
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-        let comm_len = head.comm.iter().position(|&c| c == 0).unwrap_or(DK_COMM_LEN);
+        let comm_len = head
+            .comm
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(DK_COMM_LEN);
         Ok(Self {
             op,
             bytes: head.bytes,
@@ -213,7 +217,15 @@ mod tests {
              #define C(c) printf(#c \" %d 0\\n\", (int)(c));\nint main(void) {\n",
         );
         for m in [
-            "bytes", "pid", "tid", "root_id", "from_root_id", "op", "flags", "path_len", "from_len",
+            "bytes",
+            "pid",
+            "tid",
+            "root_id",
+            "from_root_id",
+            "op",
+            "flags",
+            "path_len",
+            "from_len",
             "comm",
         ] {
             prog += &format!("F(dk_event, {m})\n");
@@ -228,8 +240,16 @@ mod tests {
             prog += &format!("S({s})\n");
         }
         for c in [
-            "DK_COMM_LEN", "DK_PATH_MAX", "DK_MAX_DEPTH", "DK_MAX_ROOTS_PER_DEV", "DK_OP_WRITE",
-            "DK_OP_CREATE", "DK_OP_DELETE", "DK_OP_RENAME", "DK_F_PATH", "DK_F_FROM",
+            "DK_COMM_LEN",
+            "DK_PATH_MAX",
+            "DK_MAX_DEPTH",
+            "DK_MAX_ROOTS_PER_DEV",
+            "DK_OP_WRITE",
+            "DK_OP_CREATE",
+            "DK_OP_DELETE",
+            "DK_OP_RENAME",
+            "DK_F_PATH",
+            "DK_F_FROM",
             "DK_F_TRUNCATED",
         ] {
             prog += &format!("C({c})\n");
@@ -245,7 +265,11 @@ mod tests {
             .arg(&exe)
             .output()
             .expect("run clang to compile the ABI probe (install clang: scripts/setup.sh)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = Command::new(&exe).output().expect("run the ABI probe");
         std::fs::remove_dir_all(&dir).ok();
         let mut map = BTreeMap::new();
@@ -267,7 +291,10 @@ mod tests {
                 std::mem::size_of_val(&v.$f)
             };
             [
-                (concat!($c, ".", stringify!($f)).to_string(), offset_of!($t, $f)),
+                (
+                    concat!($c, ".", stringify!($f)).to_string(),
+                    offset_of!($t, $f),
+                ),
                 (concat!($c, ".", stringify!($f), "#size").to_string(), size),
             ]
         }};
@@ -314,7 +341,11 @@ mod tests {
         for (name, value) in &rust {
             assert_eq!(c.get(name), Some(value), "{name}: C side vs Rust mirror");
         }
-        assert_eq!(c.len(), rust.len(), "the C probe printed entries the test does not check");
+        assert_eq!(
+            c.len(),
+            rust.len(),
+            "the C probe printed entries the test does not check"
+        );
     }
 
     #[test]

@@ -63,8 +63,9 @@ mod tests {
             "build.rs did not find clang, so the committed object could not be checked: \
              install clang and libbpf-dev (scripts/setup.sh)"
         );
-        let committed = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("obj/diffkeeper.bpf.o"))
-            .expect("read ebpf/obj/diffkeeper.bpf.o");
+        let committed =
+            std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("obj/diffkeeper.bpf.o"))
+                .expect("read ebpf/obj/diffkeeper.bpf.o");
         assert!(
             committed == OBJECT,
             "ebpf/obj/diffkeeper.bpf.o ({} bytes) differs from what ebpf/c compiles to ({} bytes) \

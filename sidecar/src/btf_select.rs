@@ -103,7 +103,10 @@ mod tests {
             cache_file: dir.join("6.1.0.btf"),
         };
         let text = no.to_string();
-        assert!(text.contains("6.1.0.btf") && text.contains("run diffkeeper-init"), "{text}");
+        assert!(
+            text.contains("6.1.0.btf") && text.contains("run diffkeeper-init"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@ fn tracepoint_with_cached_btf_when_system_btf_is_hidden() {
     assert_eq!(session.btf_source(), "cache");
     assert_eq!(session.btf_path(), cached);
     let line = format!("[eBPF] Loaded BTF spec from {}", cached.display());
-    assert!(!logs_containing(&line).is_empty(), "log line {line:?} missing");
+    assert!(
+        !logs_containing(&line).is_empty(),
+        "log line {line:?} missing"
+    );
 
     write_scenario(Backend::Tracepoint, &root, &outside, &rx, true);
     stop_and_check_unloaded(session);
@@ -53,15 +56,30 @@ fn canary_rejects_a_cached_btf_with_a_wrong_member_offset() {
 
     let (tx, rx) = mpsc::channel();
     let err = match ebpf::start(&cfg, tx) {
-        Ok(session) => panic!("a BTF with a wrong d_name offset passed the canary ({:?})", session.backend()),
+        Ok(session) => panic!(
+            "a BTF with a wrong d_name offset passed the canary ({:?})",
+            session.backend()
+        ),
         Err(e) => e,
     };
     assert_eq!(err.reasons.len(), 1, "{err}");
-    assert!(err.reasons[0].starts_with("tracepoint: canary check failed:"), "{err}");
-    assert!(err.reasons[0].contains("(the BTF does not match this kernel"), "{err}");
-    let warned = logs_containing(&format!("[eBPF] the BTF {} does not match this kernel", cached.display()));
+    assert!(
+        err.reasons[0].starts_with("tracepoint: canary check failed:"),
+        "{err}"
+    );
+    assert!(
+        err.reasons[0].contains("(the BTF does not match this kernel"),
+        "{err}"
+    );
+    let warned = logs_containing(&format!(
+        "[eBPF] the BTF {} does not match this kernel",
+        cached.display()
+    ));
     assert_eq!(warned.len(), 1, "{warned:?}");
-    assert!(rx.try_recv().is_err(), "canary events must not reach the sink");
+    assert!(
+        rx.try_recv().is_err(),
+        "canary events must not reach the sink"
+    );
 }
 
 #[test]
@@ -71,9 +89,17 @@ fn no_btf_anywhere_says_what_to_provide() {
     let scratch = Scratch::new("no-btf");
     let cfg = config(AttachMode::Auto, &scratch, vec![scratch.dir("state")]);
     let (tx, _rx) = mpsc::channel();
-    let err = ebpf::start(&cfg, tx).err().expect("no BTF: eBPF must be unavailable");
+    let err = ebpf::start(&cfg, tx)
+        .err()
+        .expect("no BTF: eBPF must be unavailable");
     let cached = cfg.cache_dir.join(format!("{}.btf", cfg.kernel_release));
     let text = err.to_string();
     assert!(text.starts_with("btf: no usable BTF"), "{text}");
-    assert!(text.contains(&format!("provide {}: run diffkeeper-init", cached.display())), "{text}");
+    assert!(
+        text.contains(&format!(
+            "provide {}: run diffkeeper-init",
+            cached.display()
+        )),
+        "{text}"
+    );
 }

@@ -20,11 +20,19 @@ fn tracepoint_with_system_btf_reports_exact_writes() {
     let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
     assert_eq!(session.backend(), Backend::Tracepoint);
     assert_eq!(session.btf_source(), "system");
-    assert_eq!(session.btf_path(), std::path::Path::new("/sys/kernel/btf/vmlinux"));
+    assert_eq!(
+        session.btf_path(),
+        std::path::Path::new("/sys/kernel/btf/vmlinux")
+    );
     assert!(!logs_containing("[eBPF] Loaded BTF spec from /sys/kernel/btf/vmlinux").is_empty());
 
     write_scenario(Backend::Tracepoint, &root, &outside, &rx, true);
-    assert_eq!(session.lost_counter().load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        session
+            .lost_counter()
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     stop_and_check_unloaded(session);
 }
 
@@ -43,12 +51,22 @@ fn forced_fentry_and_kprobe_fall_back_with_reasons() {
         write_scenario(Backend::Tracepoint, &root, &outside, &rx, true);
         stop_and_check_unloaded(session);
     }
-    let fentry = logs_containing("fentry: fexit dk_fexit_vfs_write on vfs_write: permission denied (EPERM)");
+    let fentry =
+        logs_containing("fentry: fexit dk_fexit_vfs_write on vfs_write: permission denied (EPERM)");
     assert!(
-        fentry.iter().any(|l| l.contains("(grant CAP_BPF and CAP_PERFMON, or run privileged)")),
+        fentry
+            .iter()
+            .any(|l| l.contains("(grant CAP_BPF and CAP_PERFMON, or run privileged)")),
         "fentry reason missing: {fentry:?}"
     );
     let kprobe = logs_containing("kprobe: kprobe dk_kprobe_write on vfs_write: kprobe PMU missing");
-    assert_eq!(kprobe.len(), 2, "once per start (fentry -> kprobe, kprobe): {kprobe:?}");
-    assert!(kprobe[0].contains("(the kernel has no kprobes"), "{kprobe:?}");
+    assert_eq!(
+        kprobe.len(),
+        2,
+        "once per start (fentry -> kprobe, kprobe): {kprobe:?}"
+    );
+    assert!(
+        kprobe[0].contains("(the kernel has no kprobes"),
+        "{kprobe:?}"
+    );
 }

@@ -342,3 +342,27 @@ fn a_burst_far_above_ring_capacity_counts_lost_events_without_crashing() {
         "coalescing merged nothing"
     );
 }
+
+#[test]
+fn a_journal_that_cannot_be_written_stops_the_sidecar_with_exit_1() {
+    let scratch = Scratch::new("sidecar-epipe");
+    let state = scratch.dir("state");
+    // stdout is a pipe whose reading end is already closed: the first journal write fails.
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let mut cmd = sidecar(&[
+        "--state-dir",
+        path(&state),
+        "--enable-ebpf=false",
+        "--coalesce-ms",
+        "0",
+    ]);
+    cmd.stdout(Stdio::from(writer));
+    let mut sidecar = spawn(&mut cmd);
+    assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "inotify");
+    std::fs::write(state.join("x.txt"), b"x").unwrap();
+    let status = sidecar.wait_exit(Duration::from_secs(5));
+    let log = sidecar.log();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    assert!(log.contains("writing the journal - failed"), "{log}");
+}

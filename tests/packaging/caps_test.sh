@@ -5,13 +5,15 @@
 #  2. With no capability at all it falls back to inotify and logs the capability hint.
 #  3. diffkeeper-init as uid 65532 with no capabilities provisions into a cache dir it owns, from a
 #     baked archive and from a file:// mirror, with /sys/kernel/btf hidden in a private mount
-#     namespace so it really has to; against a cache dir it does not own it fails clearly.
+#     namespace so it really has to; against a cache dir it does not own it fails clearly. As uid 0
+#     without capabilities (the node-cache DaemonSet's writer) it provisions into a root-owned 0755
+#     directory, as the kubelet creates a hostPath.
 #
 # usage: tests/packaging/caps_test.sh BIN_DIR
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-bin_dir="$(cd "${1:?usage: caps_test.sh BIN_DIR}" && pwd)"
-source "$here/lib.sh"
+# shellcheck source=tests/packaging/lib.sh
+source "$(dirname "$0")/lib.sh"
+bin_dir="$(cd "${1:?usage: $0 BIN_DIR}" && pwd)"
 sidecar="$bin_dir/diffkeeper-sidecar"
 init="$bin_dir/diffkeeper-init"
 [[ $(id -u) == 0 ]] || { echo "caps_test.sh must run as root (it hands out capabilities)" >&2; exit 1; }
@@ -24,6 +26,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # Every capability in this process's bounding set except the ones named: capsh --drop's argument.
 caps_except() {
@@ -121,7 +124,8 @@ else
 fi
 stop_sidecar no-caps
 
-# --- 3. diffkeeper-init as uid 65532, no capabilities, system BTF hidden
+# --- 3. diffkeeper-init without capabilities, system BTF hidden: as uid 65532 (the pods), and as
+#        uid 0 into a root-owned 0755 directory (the node-cache DaemonSet's writer on its hostPath)
 release="$(uname -r)"
 mkdir -p "$work/baked" "$work/mirror" "$work/host/etc" "$work/no-baked"
 pack_btf_archive "$SYSTEM_BTF" "$work/baked" "$release.btf"
@@ -129,36 +133,42 @@ pack_btf_archive "$SYSTEM_BTF" "$work/mirror/debian/12/x86_64" "$release.btf"
 printf 'ID=debian\nVERSION_ID="12"\n' >"$work/host/etc/os-release"
 chmod -R a+rX "$work"
 for name in cache-baked cache-mirror; do install -d -o 65532 -g 65532 "$work/$name"; done
-install -d -o 0 -g 0 -m 0755 "$work/cache-root-owned"
+for name in cache-node cache-root-owned; do install -d -o 0 -g 0 -m 0755 "$work/$name"; done
 
-# run_init_unprivileged LOG ARGS...: in a private mount namespace with /sys/kernel/btf empty, as
-# uid/gid 65532 with no supplementary groups and empty capability sets (bounding set too).
-run_init_unprivileged() {
-  local log="$1"
-  shift
+# run_init_without_caps UID LOG ARGS...: in a private mount namespace with /sys/kernel/btf empty,
+# as UID (same gid, no supplementary groups) with empty capability sets, bounding set included.
+run_init_without_caps() {
+  local uid="$1" log="$2"
+  shift 2
+  # shellcheck disable=SC2016 # the inner scripts expand their own arguments
   unshare --mount --propagation private -- bash -c '
     mount -t tmpfs -o ro,size=4k diffkeeper-no-btf /sys/kernel/btf
-    exec setpriv --reuid=65532 --regid=65532 --clear-groups --inh-caps=-all --bounding-set=-all \
+    uid="$1"
+    shift
+    exec setpriv --reuid="$uid" --regid="$uid" --clear-groups --inh-caps=-all --bounding-set=-all \
       --no-new-privs -- bash -c "sed -n \"s/^CapEff:\t/CapEff /p\" /proc/self/status >&2; exec \"\$@\"" init "$@"
-  ' init "$init" "$@" >"$log" 2>&1
+  ' init "$uid" "$init" "$@" >"$log" 2>&1
 }
 
-for source in baked mirror; do
-  cache="$work/cache-$source"
-  if [[ $source == baked ]]; then
-    args=(--baked-btf-dir "$work/baked" --disable-btfhub-download)
-  else
+# Each case: SOURCE UID CACHE_DIR_NAME.
+for case in "baked 65532 cache-baked" "mirror 65532 cache-mirror" "node-writer 0 cache-node"; do
+  read -r source uid cache_name <<<"$case"
+  cache="$work/$cache_name"
+  if [[ $source == mirror ]]; then
     args=(--baked-btf-dir "$work/no-baked" --btfhub-mirror "file://$work/mirror" --host-root "$work/host")
-  fi
-  if run_init_unprivileged "$work/init-$source.log" --btf-cache-dir "$cache" --required "${args[@]}"; then
-    pass "init as 65532 without capabilities provisions from the $source (exit 0)"
   else
-    fail "init as 65532 without capabilities provisions from the $source (exit 0)" "$(tail -n 15 "$work/init-$source.log")"
+    args=(--baked-btf-dir "$work/baked" --disable-btfhub-download)
   fi
-  expect_in "init ($source): ran with CapEff 0" "CapEff 0000000000000000" "$work/init-$source.log"
-  expect_not_in "init ($source): the system BTF was hidden" "system BTF /sys/kernel/btf/vmlinux is present" "$work/init-$source.log"
-  same_file "init ($source): cached BTF byte-identical to the kernel's" "$SYSTEM_BTF" "$cache/$release.btf"
-  expect_eq "init ($source): cache file owned by 65532" "65532" "$(stat -c %u "$cache/$release.btf" 2>/dev/null)"
+  label="init ($source, uid $uid)"
+  if run_init_without_caps "$uid" "$work/init-$source.log" --btf-cache-dir "$cache" --required "${args[@]}"; then
+    pass "$label without capabilities provisions (exit 0)"
+  else
+    fail "$label without capabilities provisions (exit 0)" "$(tail -n 15 "$work/init-$source.log")"
+  fi
+  expect_in "$label: ran with CapEff 0" "CapEff 0000000000000000" "$work/init-$source.log"
+  expect_not_in "$label: the system BTF was hidden" "system BTF /sys/kernel/btf/vmlinux is present" "$work/init-$source.log"
+  same_file "$label: cached BTF byte-identical to the kernel's" "$SYSTEM_BTF" "$cache/$release.btf"
+  expect_eq "$label: cache file owned by $uid" "$uid" "$(stat -c %u "$cache/$release.btf" 2>/dev/null)"
 done
 expect_eq "init (baked): status source" "baked" "$(json_field "$work/cache-baked/$release.json" source)"
 expect_eq "init (mirror): status source" "download" "$(json_field "$work/cache-mirror/$release.json" source)"
@@ -166,7 +176,7 @@ expect_eq "init (mirror): status origin is the file:// URL" \
   "file://$work/mirror/debian/12/x86_64/$release.btf.tar.xz" "$(json_field "$work/cache-mirror/$release.json" origin)"
 
 set +e
-run_init_unprivileged "$work/init-denied.log" --btf-cache-dir "$work/cache-root-owned" --required \
+run_init_without_caps 65532 "$work/init-denied.log" --btf-cache-dir "$work/cache-root-owned" --required \
   --baked-btf-dir "$work/baked" --disable-btfhub-download
 rc=$?
 set -e

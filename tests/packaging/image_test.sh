@@ -11,11 +11,9 @@
 #
 # usage: tests/packaging/image_test.sh BIN_DIR
 set -euo pipefail
-here="$(cd "$(dirname "$0")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-bin_dir="$(cd "${1:?usage: image_test.sh BIN_DIR}" && pwd)"
-source "$here/lib.sh"
-source "$repo/scripts/image.sh"
+# shellcheck source=tests/packaging/lib.sh
+source "$(dirname "$0")/lib.sh"
+bin_dir="$(cd "${1:?usage: $0 BIN_DIR}" && pwd)"
 
 # --- hadolint (and proof that it does flag a bad Dockerfile, so a silent linter cannot pass)
 check "hadolint: Dockerfile is clean" hadolint --failure-threshold style "$repo/Dockerfile"
@@ -26,6 +24,23 @@ else
 fi
 
 work="$(mktemp -d /tmp/diffkeeper-image-test.XXXXXX)"
+
+# The README's multi-stage Dockerfile (for builders with internet access) is linted too: every
+# ```dockerfile block of README.md, and there must be one.
+python3 - "$repo/README.md" "$work/readme-dockerfile" <<'EOF'
+import os, re, sys
+text = open(sys.argv[1]).read() if os.path.exists(sys.argv[1]) else ""
+for i, block in enumerate(re.findall(r"^```dockerfile\n(.*?)^```", text, re.M | re.S)):
+    open(f"{sys.argv[2]}.{i}", "w").write(block)
+EOF
+readme_blocks=("$work"/readme-dockerfile.*)
+if [[ -e ${readme_blocks[0]} ]]; then
+  for block in "${readme_blocks[@]}"; do
+    check "hadolint: README.md's dockerfile block ${block##*.} is clean" hadolint --failure-threshold style "$block"
+  done
+else
+  fail "hadolint: README.md's multi-stage Dockerfile" "README.md has no \`\`\`dockerfile block (the multi-stage build for connected builders)"
+fi
 tag="diffkeeper:pkgtest-$$"
 volume="diffkeeper-pkgtest-$$"
 cleanup() {
@@ -37,6 +52,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 plain_release="6.1.0-99-pkgtest-amd64"   # baked as <release>.btf
 tree_release="6.1.0-98-pkgtest-amd64"    # baked as debian/12/x86_64/<release>.btf.tar.xz

@@ -1,7 +1,13 @@
+# shellcheck shell=bash
 # Shared by the packaging suites: result lines that tests/packaging/run.sh counts.
 #   PASS <name>
 #   FAIL <name>: <what was expected, what happened>
 # A suite exits non-zero when it cannot run at all; run.sh counts that as a failure too.
+# Sourcing it also brings scripts/image.sh's functions (engine_up, image_build, ...) and $repo.
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=scripts/image.sh
+source "$repo/scripts/image.sh"
 
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; }
@@ -37,7 +43,7 @@ expect_eq() {
 }
 
 # The running kernel's BTF: the real payload every provisioning test moves around.
-SYSTEM_BTF=/sys/kernel/btf/vmlinux
+export SYSTEM_BTF=/sys/kernel/btf/vmlinux
 
 # pack_btf_archive SRC DIR NAME: DIR/NAME.tar.xz holding one member NAME (what BTFHub ships).
 pack_btf_archive() {

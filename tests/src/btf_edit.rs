@@ -41,13 +41,13 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 fn trailing_len(kind: u32, vlen: usize) -> Result<usize, EditError> {
     Ok(match kind {
         2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0, // PTR FWD TYPEDEF VOLATILE CONST RESTRICT FUNC FLOAT TYPE_TAG
-        1 | 14 | 17 => 4,                              // INT VAR DECL_TAG
-        3 => 12,                                       // ARRAY
-        4 | 5 => 12 * vlen,                            // STRUCT UNION: members
-        6 => 8 * vlen,                                 // ENUM
-        13 => 8 * vlen,                                // FUNC_PROTO: params
-        15 => 12 * vlen,                               // DATASEC
-        19 => 12 * vlen,                               // ENUM64
+        1 | 14 | 17 => 4,                            // INT VAR DECL_TAG
+        3 => 12,                                     // ARRAY
+        4 | 5 => 12 * vlen,                          // STRUCT UNION: members
+        6 => 8 * vlen,                               // ENUM
+        13 => 8 * vlen,                              // FUNC_PROTO: params
+        15 => 12 * vlen,                             // DATASEC
+        19 => 12 * vlen,                             // ENUM64
         other => return err(format!("unknown BTF kind {other}")),
     })
 }
@@ -150,12 +150,18 @@ pub fn shift_member(
         patches
     };
     if patches.is_empty() {
-        return err(format!("no struct {struct_name} with member {member} in the BTF"));
+        return err(format!(
+            "no struct {struct_name} with member {member} in the BTF"
+        ));
     }
     let mut old = Vec::new();
     for (at, raw, kflag) in patches {
         // With kflag the low 24 bits are the bit offset and the top 8 the bitfield size.
-        let (keep, bits) = if kflag { (raw & 0xff00_0000, raw & 0x00ff_ffff) } else { (0, raw) };
+        let (keep, bits) = if kflag {
+            (raw & 0xff00_0000, raw & 0x00ff_ffff)
+        } else {
+            (0, raw)
+        };
         let moved = i64::from(bits) + delta_bits;
         let limit = if kflag { 0x00ff_ffff } else { u32::MAX as i64 };
         if moved < 0 || moved > limit {
@@ -180,7 +186,10 @@ mod tests {
         assert_ne!(copy, *original);
         // Still structurally valid: same length, header untouched, and the member moved back
         // restores the original bytes exactly.
-        assert_eq!(diffkeeper_ebpf::btf::check_bytes(&copy).unwrap(), diffkeeper_ebpf::btf::check_bytes(&original).unwrap());
+        assert_eq!(
+            diffkeeper_ebpf::btf::check_bytes(&copy).unwrap(),
+            diffkeeper_ebpf::btf::check_bytes(&original).unwrap()
+        );
         shift_member(&mut copy, "dentry", "d_name", -64).unwrap();
         assert_eq!(copy, *original);
         assert!(shift_member(&mut copy, "dentry", "no_such_member", 8).is_err());

@@ -21,13 +21,20 @@ pub fn check(dir: &Path, root_id: u32, events: &Receiver<Event>) -> Result<(), S
         .map_err(|e| format!("cannot write the canary file {}: {e}", file.display()))?;
     let result = wait(root_id, &name, events);
     if let Err(e) = std::fs::remove_file(&file) {
-        log::debug!("[eBPF] cannot remove the canary file {}: {e}", file.display());
+        log::debug!(
+            "[eBPF] cannot remove the canary file {}: {e}",
+            file.display()
+        );
     }
     result
 }
 
 fn wait(root_id: u32, name: &str, events: &Receiver<Event>) -> Result<(), String> {
-    let want = (Some((root_id, name.to_string())), PAYLOAD.len() as u64, std::process::id());
+    let want = (
+        Some((root_id, name.to_string())),
+        PAYLOAD.len() as u64,
+        std::process::id(),
+    );
     let deadline = Instant::now() + WAIT;
     let mut seen = None;
     loop {
@@ -75,7 +82,8 @@ mod tests {
     fn wrong_name_is_reported_and_right_one_passes() {
         let (tx, rx) = mpsc::channel();
         let name = format!("canary-{}", std::process::id());
-        tx.send(write_event("\u{1}garbage", PAYLOAD.len() as u64)).unwrap();
+        tx.send(write_event("\u{1}garbage", PAYLOAD.len() as u64))
+            .unwrap();
         let err = wait(3, &name, &rx).unwrap_err();
         assert!(err.contains("garbage") && err.contains(&name), "{err}");
         tx.send(write_event(&name, PAYLOAD.len() as u64)).unwrap();

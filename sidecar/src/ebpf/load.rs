@@ -52,14 +52,22 @@ pub fn load(btf: &SelectedBtf, roots: &RootTable, ringbuf_bytes: u32) -> Result<
         .btf(Some(&btf.btf))
         .map_max_entries(maps::EVENTS, ringbuf_bytes)
         .load(object::object())
-        .map_err(|e| explain(&format!("loading the eBPF object with BTF {}", btf.path.display()), &e))?;
+        .map_err(|e| {
+            explain(
+                &format!("loading the eBPF object with BTF {}", btf.path.display()),
+                &e,
+            )
+        })?;
     fill_roots(&mut ebpf, roots)?;
     Ok(ebpf)
 }
 
 fn fill_roots(ebpf: &mut Ebpf, roots: &RootTable) -> Result<(), Failure> {
-    let fill_err = |what: &str, e: &(dyn StdError + 'static)| explain(&format!("filling {what}"), e);
-    let map = ebpf.map_mut(maps::ROOTS).expect("the object defines dk_roots");
+    let fill_err =
+        |what: &str, e: &(dyn StdError + 'static)| explain(&format!("filling {what}"), e);
+    let map = ebpf
+        .map_mut(maps::ROOTS)
+        .expect("the object defines dk_roots");
     let mut root_map: HashMap<&mut MapData, [u8; 16], u32> =
         HashMap::try_from(map).map_err(|e| fill_err(maps::ROOTS, &e))?;
     for (key, id) in &roots.keys {
@@ -67,7 +75,9 @@ fn fill_roots(ebpf: &mut Ebpf, roots: &RootTable) -> Result<(), Failure> {
             .insert(key.to_bytes(), id, 0)
             .map_err(|e| fill_err(maps::ROOTS, &e))?;
     }
-    let map = ebpf.map_mut(maps::DEVS).expect("the object defines dk_devs");
+    let map = ebpf
+        .map_mut(maps::DEVS)
+        .expect("the object defines dk_devs");
     let mut dev_map: HashMap<&mut MapData, u32, [u8; 72]> =
         HashMap::try_from(map).map_err(|e| fill_err(maps::DEVS, &e))?;
     for (dev, inos) in &roots.devs {
@@ -91,14 +101,20 @@ pub fn attach(ebpf: &mut Ebpf, backend: Backend, btf: &SelectedBtf) -> Result<()
 fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
     for (name, function) in programs::FEXIT_WRITES {
         let step = format!("fexit {name} on {function}");
-        let prog: &mut FExit = program(ebpf, name).try_into().map_err(|e| explain(&step, &e))?;
-        prog.load(function, &btf.btf).map_err(|e| explain(&step, &e))?;
+        let prog: &mut FExit = program(ebpf, name)
+            .try_into()
+            .map_err(|e| explain(&step, &e))?;
+        prog.load(function, &btf.btf)
+            .map_err(|e| explain(&step, &e))?;
         prog.attach().map_err(|e| explain(&step, &e))?;
     }
     for (name, function) in programs::FENTRY_HOOKS {
         let step = format!("fentry {name} on {function}");
-        let prog: &mut FEntry = program(ebpf, name).try_into().map_err(|e| explain(&step, &e))?;
-        prog.load(function, &btf.btf).map_err(|e| explain(&step, &e))?;
+        let prog: &mut FEntry = program(ebpf, name)
+            .try_into()
+            .map_err(|e| explain(&step, &e))?;
+        prog.load(function, &btf.btf)
+            .map_err(|e| explain(&step, &e))?;
         prog.attach().map_err(|e| explain(&step, &e))?;
     }
     Ok(())
@@ -110,7 +126,9 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), Failure> {
         .flat_map(|name| programs::WRITE_FUNCTIONS.map(|function| (name, function)));
     for (name, function) in writes.chain(programs::KPROBE_HOOKS) {
         let step = format!("kprobe {name} on {function}");
-        let prog: &mut KProbe = program(ebpf, name).try_into().map_err(|e| explain(&step, &e))?;
+        let prog: &mut KProbe = program(ebpf, name)
+            .try_into()
+            .map_err(|e| explain(&step, &e))?;
         if prog.fd().is_err() {
             prog.load().map_err(|e| explain(&step, &e))?;
         }
@@ -122,7 +140,9 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), Failure> {
 fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), Failure> {
     let (name, tracepoint) = programs::SYS_EXIT;
     let step = format!("raw tracepoint {name} on {tracepoint}");
-    let prog: &mut RawTracePoint = program(ebpf, name).try_into().map_err(|e| explain(&step, &e))?;
+    let prog: &mut RawTracePoint = program(ebpf, name)
+        .try_into()
+        .map_err(|e| explain(&step, &e))?;
     prog.load().map_err(|e| explain(&step, &e))?;
     prog.attach(tracepoint).map_err(|e| explain(&step, &e))?;
     Ok(())
@@ -163,12 +183,17 @@ pub fn explain(step: &str, err: &(dyn StdError + 'static)) -> Failure {
         let log = verifier_log.to_string();
         let tail: Vec<&str> = log.lines().rev().take(3).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Failure::new(format!("{step}: {chain}; verifier: {}", tail.join(" | ")), "");
+        return Failure::new(
+            format!("{step}: {chain}; verifier: {}", tail.join(" | ")),
+            "",
+        );
     }
     Failure::new(format!("{step}: {chain}"), "")
 }
 
-fn sources<'a>(err: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+fn sources<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
     std::iter::successors(Some(err), |&e: &&'a (dyn StdError + 'static)| e.source())
 }
 
@@ -200,10 +225,12 @@ fn libc_eperm() -> i32 {
 fn missing_kprobe_pmu(err: &(dyn StdError + 'static)) -> Option<String> {
     // ProgramError::KProbeError is `#[error(transparent)]`: it hides itself from source().
     sources(err).find_map(|e| {
-        let kprobe = e.downcast_ref::<KProbeError>().or(match e.downcast_ref::<ProgramError>() {
-            Some(ProgramError::KProbeError(k)) => Some(k),
-            _ => None,
-        });
+        let kprobe = e
+            .downcast_ref::<KProbeError>()
+            .or(match e.downcast_ref::<ProgramError>() {
+                Some(ProgramError::KProbeError(k)) => Some(k),
+                _ => None,
+            });
         match kprobe {
             Some(KProbeError::FileError { filename, io_error })
                 if io_error.kind() == io::ErrorKind::NotFound
@@ -238,7 +265,8 @@ mod tests {
             .chain(programs::KPROBE_HOOKS.map(|(name, _)| name));
         for name in names {
             let prog: &mut KProbe = program(&mut ebpf, name).try_into().unwrap();
-            prog.load().unwrap_or_else(|e| panic!("{name}: {}", explain(name, &e)));
+            prog.load()
+                .unwrap_or_else(|e| panic!("{name}: {}", explain(name, &e)));
         }
     }
 
@@ -247,7 +275,10 @@ mod tests {
         let eperm = io::Error::from_raw_os_error(libc_eperm());
         let f = explain("fexit dk_fexit_vfs_write on vfs_write", &eperm);
         assert_eq!(f.hint, HINT_EPERM, "{f}");
-        assert!(f.cause.contains("vfs_write") && f.cause.contains("EPERM"), "{f}");
+        assert!(
+            f.cause.contains("vfs_write") && f.cause.contains("EPERM"),
+            "{f}"
+        );
 
         let pmu = ProgramError::KProbeError(KProbeError::FileError {
             filename: PathBuf::from("/sys/bus/event_source/devices/kprobe/type"),

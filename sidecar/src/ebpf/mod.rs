@@ -187,7 +187,13 @@ fn try_mode(
 ) -> Result<EbpfSession, Failure> {
     let mut ebpf = load::load(btf, roots, cfg.ringbuf_bytes)?;
     load::attach(&mut ebpf, backend, btf)?;
-    let reader = Reader::spawn(&mut ebpf, backend, roots.paths.clone(), canary_id, sink.clone())?;
+    let reader = Reader::spawn(
+        &mut ebpf,
+        backend,
+        roots.paths.clone(),
+        canary_id,
+        sink.clone(),
+    )?;
     if let Err(e) = canary::check(&cfg.canary_dir, canary_id, &reader.canary) {
         drop(ebpf);
         reader.stop();
@@ -200,7 +206,10 @@ fn try_mode(
             "the BTF does not match this kernel: provide the kernel's own BTF as <cache>/<release>.btf",
         ));
     }
-    log::debug!("[eBPF] {} attached and the canary came back", backend.as_str());
+    log::debug!(
+        "[eBPF] {} attached and the canary came back",
+        backend.as_str()
+    );
     Ok(EbpfSession {
         backend,
         btf_source: btf.source,
@@ -217,16 +226,34 @@ mod tests {
     #[test]
     fn plans_follow_the_contract() {
         use Backend::*;
-        assert_eq!(plan(AttachMode::Auto, BtfSource::System), [Fentry, Kprobe, Tracepoint]);
-        assert_eq!(plan(AttachMode::Auto, BtfSource::Cache), [Kprobe, Tracepoint]);
-        assert_eq!(plan(AttachMode::Fentry, BtfSource::Cache), [Fentry, Kprobe, Tracepoint]);
-        assert_eq!(plan(AttachMode::Kprobe, BtfSource::System), [Kprobe, Tracepoint]);
-        assert_eq!(plan(AttachMode::Tracepoint, BtfSource::System), [Tracepoint]);
+        assert_eq!(
+            plan(AttachMode::Auto, BtfSource::System),
+            [Fentry, Kprobe, Tracepoint]
+        );
+        assert_eq!(
+            plan(AttachMode::Auto, BtfSource::Cache),
+            [Kprobe, Tracepoint]
+        );
+        assert_eq!(
+            plan(AttachMode::Fentry, BtfSource::Cache),
+            [Fentry, Kprobe, Tracepoint]
+        );
+        assert_eq!(
+            plan(AttachMode::Kprobe, BtfSource::System),
+            [Kprobe, Tracepoint]
+        );
+        assert_eq!(
+            plan(AttachMode::Tracepoint, BtfSource::System),
+            [Tracepoint]
+        );
     }
 
     #[test]
     fn attach_modes_parse() {
         assert_eq!("kprobe".parse::<AttachMode>(), Ok(AttachMode::Kprobe));
-        assert!("kprobes".parse::<AttachMode>().unwrap_err().contains("kprobes"));
+        assert!("kprobes"
+            .parse::<AttachMode>()
+            .unwrap_err()
+            .contains("kprobes"));
     }
 }

@@ -18,8 +18,9 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use super::load::{explain, Failure};
 use crate::change::{Backend, Change, Op};
 
-/// How long the thread sleeps in poll(2) before looking at the stop flag.
-const POLL_MS: u16 = 100;
+/// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
+/// out after this long: the most an event waits before it is read.
+const POLL_MS: u16 = 10;
 const LOST_REFRESH: Duration = Duration::from_millis(250);
 
 pub struct Reader {
@@ -67,7 +68,9 @@ impl Reader {
             std::thread::Builder::new()
                 .name("ebpf-events".into())
                 .spawn(move || run(ring, lost_map, routing, &stop, &lost))
-                .map_err(|e| Failure::new(format!("cannot start the event reader thread: {e}"), ""))?
+                .map_err(|e| {
+                    Failure::new(format!("cannot start the event reader thread: {e}"), "")
+                })?
         };
         Ok(Self {
             stop,
@@ -131,7 +134,8 @@ impl Routing {
     }
 
     fn dispatch(&self, event: Event) {
-        let is_canary = |end: &Option<(u32, String)>| end.as_ref().is_some_and(|(id, _)| *id == self.canary_id);
+        let is_canary =
+            |end: &Option<(u32, String)>| end.as_ref().is_some_and(|(id, _)| *id == self.canary_id);
         if is_canary(&event.path) || is_canary(&event.from) {
             let _ = self.canary.send(event);
             return;
@@ -208,14 +212,31 @@ mod tests {
     #[test]
     fn renames_across_the_boundary_become_create_or_delete() {
         let (r, _, _) = routing();
-        let c = r.to_change(event(EventOp::Rename, Some((0, "a/b")), Some((0, "c")))).unwrap();
-        assert_eq!((c.op, c.path.as_str(), c.from.as_deref()), (Op::Rename, "/state/a/b", Some("/state/c")));
-        let c = r.to_change(event(EventOp::Rename, Some((0, "in")), None)).unwrap();
-        assert_eq!((c.op, c.path.as_str(), c.bytes), (Op::Create, "/state/in", None));
-        let c = r.to_change(event(EventOp::Rename, None, Some((0, "out")))).unwrap();
+        let c = r
+            .to_change(event(EventOp::Rename, Some((0, "a/b")), Some((0, "c"))))
+            .unwrap();
+        assert_eq!(
+            (c.op, c.path.as_str(), c.from.as_deref()),
+            (Op::Rename, "/state/a/b", Some("/state/c"))
+        );
+        let c = r
+            .to_change(event(EventOp::Rename, Some((0, "in")), None))
+            .unwrap();
+        assert_eq!(
+            (c.op, c.path.as_str(), c.bytes),
+            (Op::Create, "/state/in", None)
+        );
+        let c = r
+            .to_change(event(EventOp::Rename, None, Some((0, "out"))))
+            .unwrap();
         assert_eq!((c.op, c.path.as_str()), (Op::Delete, "/state/out"));
-        let c = r.to_change(event(EventOp::Write, Some((0, "f")), None)).unwrap();
-        assert_eq!((c.bytes, c.pid, c.comm.as_deref()), (Some(5), Some(9), Some("app")));
+        let c = r
+            .to_change(event(EventOp::Write, Some((0, "f")), None))
+            .unwrap();
+        assert_eq!(
+            (c.bytes, c.pid, c.comm.as_deref()),
+            (Some(5), Some(9), Some("app"))
+        );
     }
 
     #[test]

@@ -65,7 +65,9 @@ mod tests {
 
     #[test]
     fn missing_root_is_named() {
-        let err = RootTable::build(vec![PathBuf::from("/nonexistent/dk")]).err().unwrap();
+        let err = RootTable::build(vec![PathBuf::from("/nonexistent/dk")])
+            .err()
+            .unwrap();
         assert!(err.contains("/nonexistent/dk"), "{err}");
     }
 }

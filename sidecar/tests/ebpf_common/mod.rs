@@ -77,7 +77,10 @@ pub fn logs_containing(needle: &str) -> Vec<String> {
 }
 
 pub fn kernel_release() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_string()
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 pub fn config(attach: AttachMode, scratch: &Scratch, roots: Vec<PathBuf>) -> EbpfConfig {
@@ -97,9 +100,9 @@ pub fn collect_until(rx: &Receiver<Change>, marker: &Path) -> Vec<Change> {
     let mut got = Vec::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let change = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no event for {} within 5 s; got {got:#?}", marker.display()));
+        let change = rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("no event for {} within 5 s; got {got:#?}", marker.display())
+        });
         let done = change.path == marker.to_string_lossy() && change.op == Op::Write;
         got.push(change);
         if done {
@@ -109,13 +112,22 @@ pub fn collect_until(rx: &Receiver<Change>, marker: &Path) -> Vec<Change> {
 }
 
 fn thread_comm() -> String {
-    fs::read_to_string("/proc/thread-self/comm").unwrap().trim().to_string()
+    fs::read_to_string("/proc/thread-self/comm")
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// Writes of known sizes through write, pwrite64, writev, pwritev and pwritev2, in nested
 /// directories (one 20 levels deep) and outside the root; checks the exact change list.
 /// `sees_creates`: whether the mode reports file creation.
-pub fn write_scenario(backend: Backend, root: &Path, outside: &Path, rx: &Receiver<Change>, sees_creates: bool) {
+pub fn write_scenario(
+    backend: Backend,
+    root: &Path,
+    outside: &Path,
+    rx: &Receiver<Change>,
+    sees_creates: bool,
+) {
     let deep_dir = root.join("sub/dir/deep");
     fs::create_dir_all(&deep_dir).unwrap();
     let very_deep: PathBuf = (1..=20).fold(root.to_path_buf(), |p, i| p.join(format!("d{i}")));
@@ -134,7 +146,9 @@ pub fn write_scenario(backend: Backend, root: &Path, outside: &Path, rx: &Receiv
     f.write_at(b"abcde", 2).unwrap(); // pwrite64, 5
     drop(f);
     let mut f = OpenOptions::new().append(true).open(&bin).unwrap();
-    let n = f.write_vectored(&[IoSlice::new(b"abc"), IoSlice::new(b"defg")]).unwrap(); // writev, 7
+    let n = f
+        .write_vectored(&[IoSlice::new(b"abc"), IoSlice::new(b"defg")])
+        .unwrap(); // writev, 7
     assert_eq!(n, 7);
     let iov = [IoSlice::new(b"123456789")];
     let fd = f.as_raw_fd();
@@ -199,7 +213,10 @@ pub fn stop_and_check_unloaded(session: EbpfSession) {
         if still.is_empty() {
             return;
         }
-        assert!(Instant::now() < deadline, "programs {still:?} still loaded 3 s after stop");
+        assert!(
+            Instant::now() < deadline,
+            "programs {still:?} still loaded 3 s after stop"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -211,9 +228,21 @@ pub fn hide_system_btf_in_this_thread() {
     use nix::mount::{mount, MsFlags};
     use nix::sched::{unshare, CloneFlags};
     unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS) (needs root)");
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .expect("make / private in the new mount namespace");
-    mount(Some("tmpfs"), "/sys/kernel/btf", Some("tmpfs"), MsFlags::MS_NOSUID, None::<&str>)
-        .expect("mount an empty tmpfs over /sys/kernel/btf");
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .expect("make / private in the new mount namespace");
+    mount(
+        Some("tmpfs"),
+        "/sys/kernel/btf",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID,
+        None::<&str>,
+    )
+    .expect("mount an empty tmpfs over /sys/kernel/btf");
     assert!(!Path::new(diffkeeper_ebpf::SYSTEM_BTF_PATH).exists());
 }

@@ -72,20 +72,39 @@ def select_cases(args) -> list[matrix.Case]:
 def check_inputs(args, cases) -> None:
     needed = {b for c in cases for b in c.needs}
     missing = [str(args.bin_dir / b) for b in sorted(needed) if not (args.bin_dir / b).exists()]
-    if any("min-btf" in c.needs_inputs for c in cases) and not args.bpf_object.exists():
+    if any("min" in c.btf_variants for c in cases) and not args.bpf_object.exists():
         missing.append(str(args.bpf_object))
     if missing:
         raise HarnessError(
-            "missing: " + ", ".join(missing) + ". Build the static binaries with `just build` and "
-            "`cargo build --release --target x86_64-unknown-linux-musl -p diffkeeper-tests "
-            "--bin diffkeeper-scenario` (or run `just vm-test`, which does both)"
+            "missing: " + ", ".join(missing) + ". `just vm-test` builds them all; by hand: `just build` "
+            "and `cargo build --release --target x86_64-unknown-linux-musl -p diffkeeper-tests "
+            "--bin diffkeeper-scenario --bin diffkeeper-btf-edit`"
         )
 
 
-def make_min_btf(kernel: kernels.Kernel, bpf_object: Path, out: Path) -> Path:
-    """The same command as `just min-btf`, run on the host against the kernel's BTF."""
-    run([str(REPO / "tests" / "vm" / "min-btf.sh"), str(kernel.btf), str(out), str(bpf_object)], capture=True)
-    return out
+def host_btf_variants(kernel: kernels.Kernel, cases, args, work: Path) -> dict[str, Path]:
+    """BTF files made on the host from the kernel's BTF: "min" with the very command of
+    `just min-btf`, "broken" with dentry.d_name moved by 64 bits (still structurally valid)."""
+    wanted = {v for c in cases for v in c.btf_variants}
+    made = {}
+    if "min" in wanted:
+        made["min"] = work / f"{kernel.release}.min.btf"
+        run(
+            [str(REPO / "tests/vm/min-btf.sh"), str(kernel.btf), str(made["min"]), str(args.bpf_object)],
+            capture=True,
+        )
+    if "broken" in wanted:
+        made["broken"] = work / f"{kernel.release}.broken.btf"
+        run(
+            [
+                str(args.bin_dir / "diffkeeper-btf-edit"),
+                str(kernel.btf),
+                str(made["broken"]),
+                *matrix.BROKEN_EDIT,
+            ],
+            capture=True,
+        )
+    return made
 
 
 def run_kernel(kernel, cases, common, args) -> tuple[qemu.VmRun, list[report.Row]]:
@@ -93,11 +112,11 @@ def run_kernel(kernel, cases, common, args) -> tuple[qemu.VmRun, list[report.Row
     logs = work / "cases"
     shutil.rmtree(work, ignore_errors=True)
     logs.mkdir(parents=True)
-    min_btf = None
-    if any("min-btf" in c.needs_inputs for c in cases):
-        min_btf = make_min_btf(kernel, args.bpf_object, work / f"{kernel.release}.min.btf")
+    variants = host_btf_variants(kernel, cases, args, work)
     case_list = "".join(c.list_line() + "\n" for c in cases)
-    initrd = image.write_initrd(work / "initrd.img", common, image.kernel_segment(kernel, case_list, min_btf))
+    initrd = image.write_initrd(
+        work / "initrd.img", common, image.kernel_segment(kernel, case_list, variants)
+    )
     timeout = args.vm_timeout or BOOT_ALLOWANCE + sum(c.timeout for c in cases)
     log(f"{kernel.release}: booting with {len(cases)} cases (outer timeout {timeout} s)")
     vm = qemu.boot(kernel.release, kernel.vmlinux, initrd, work, timeout)

@@ -69,13 +69,15 @@ def btf_tarball(kernel: Kernel) -> Path:
     return out
 
 
-def kernel_segment(kernel: Kernel, cases_list: str, min_btf: Path | None) -> bytes:
+def kernel_segment(kernel: Kernel, cases_list: str, btf_variants: dict[str, Path]) -> bytes:
+    """The case list, the host-made BTF variants as /vm/btf/<variant>/<release>.btf, the baked
+    tarball and the mirror tree."""
     cpio = CpioWriter()
     rel = kernel.release
     cpio.data("vm/cases.list", cases_list.encode())
     cpio.data("vm/kernel.env", f"HOST_BTF_SHA256={_sha256(kernel.btf)}\n".encode())
-    if min_btf is not None:
-        cpio.file(f"vm/btf/min/{rel}.btf", min_btf, 0o644)
+    for variant, path in btf_variants.items():
+        cpio.file(f"vm/btf/{variant}/{rel}.btf", path, 0o644)
     tarball = btf_tarball(kernel)
     cpio.file(f"vm/btf/baked/{rel}.btf.tar.xz", tarball, 0o644)
     # A BTFHub-shaped mirror tree, served over http on the guest's loopback.

@@ -2,6 +2,7 @@
 (BTF source x attach mode -> expected backend), the init end-to-end runs, the broken-BTF case."""
 
 import dataclasses
+import json
 import re
 from collections.abc import Callable
 
@@ -47,7 +48,7 @@ class Case:
     check: Callable[[CaseOutput, str], Verdict]  # (output, kernel release)
     timeout: int = CASE_TIMEOUT
     needs: tuple = ()  # binaries from the bin dir the case runs
-    needs_inputs: tuple = ()  # host-made inputs: "min-btf"
+    btf_variants: tuple = ()  # BTF files the host makes for the guest: "min", "broken"
 
     def list_line(self) -> str:
         return " ".join([self.id, str(self.timeout), self.script, *self.args])
@@ -132,7 +133,7 @@ def _cell_check(row: str, expect: str) -> Callable[[CaseOutput, str], Verdict]:
         problems = [
             p
             for p in [
-                f"scenario exited {out.rc}" if out.rc != 0 else "",
+                scenario_problem(out),
                 f"backend {seen or 'none'} instead of {expect}" if seen != expect else "",
                 _btf_problem(row, out.output, release),
             ]
@@ -143,9 +144,26 @@ def _cell_check(row: str, expect: str) -> Callable[[CaseOutput, str], Verdict]:
     return check
 
 
+def scenario_summary(text: str) -> dict:
+    """The `SCENARIO {json}` line diffkeeper-scenario prints last ({} if missing)."""
+    found = re.findall(r"^SCENARIO (\{.*\})$", text, re.MULTILINE)
+    try:
+        return json.loads(found[-1]) if found else {}
+    except json.JSONDecodeError:
+        return {}
+
+
 def scenario_events(text: str) -> str:
-    m = re.findall(r"scenario: (\d+) events? (?:checked|matched)", text)
-    return m[-1] if m else ""
+    """ "journal lines / expected lines" as the scenario counted them."""
+    s = scenario_summary(text)
+    return f"{s.get('events')}/{s.get('expected')}" if s else ""
+
+
+def scenario_problem(out: CaseOutput) -> str:
+    if out.rc == 0:
+        return ""
+    reason = scenario_summary(out.output).get("reason") or "no SCENARIO line"
+    return f"scenario exited {out.rc}: {reason}"
 
 
 def cell_cases() -> list[Case]:
@@ -159,7 +177,7 @@ def cell_cases() -> list[Case]:
             EXPECTED[row][mode],
             _cell_check(row, EXPECTED[row][mode]),
             needs=("diffkeeper-sidecar", "diffkeeper-scenario"),
-            needs_inputs=("min-btf",) if row == "min" else (),
+            btf_variants=("min",) if row == "min" else (),
         )
         for row, label in BTF_ROWS
         for mode in MODES
@@ -222,6 +240,48 @@ def init_cases() -> list[Case]:
     ]
 
 
+# The broken BTF: the kernel's own BTF with dentry.d_name moved by 64 bits. Every load and attach
+# succeeds, names read back as garbage, and only the canary can notice.
+BROKEN_EDIT = ("dentry", "d_name", "64")
+
+
+def _check_broken(out: CaseOutput, release: str) -> Verdict:
+    """auto with the broken cached BTF: kprobe and tracepoint both attach, both fail the canary
+    ("the BTF ... does not match this kernel"), and the sidecar ends on inotify."""
+    if (v := _finished(out)) is not None:
+        return v
+    seen = ready_backend(out.output)
+    canary = re.findall(r"\[eBPF\] (\w+): canary check failed", out.output)
+    problems = [
+        scenario_problem(out),
+        f"backend {seen or 'none'} instead of inotify" if seen != "inotify" else "",
+        _btf_problem("broken", out.output, release),
+        f"canary failures for {canary or 'no mode'} instead of kprobe and tracepoint"
+        if canary != ["kprobe", "tracepoint"]
+        else "",
+        "no `[eBPF] the BTF … does not match this kernel` warning"
+        if "does not match this kernel" not in out.output
+        else "",
+    ]
+    problems = [p for p in problems if p]
+    note = "" if problems else "canary rejected kprobe, then tracepoint"
+    return Verdict(not problems, seen, scenario_events(out.output), "; ".join(problems) or note)
+
+
+def broken_case() -> Case:
+    return Case(
+        "broken.d_name.auto",
+        "cell.sh",
+        ["broken", "auto", "inotify"],
+        "cache: d_name moved +64 bits (broken), sysfs hidden",
+        "auto",
+        "inotify",
+        _check_broken,
+        needs=("diffkeeper-sidecar", "diffkeeper-scenario", "diffkeeper-btf-edit"),
+        btf_variants=("broken",),
+    )
+
+
 def all_cases() -> list[Case]:
     """Every matrix case, in guest run order."""
-    return cell_cases() + init_cases()
+    return [*cell_cases(), broken_case(), *init_cases()]
