@@ -19,7 +19,7 @@ class Sizes:
 
     @classmethod
     def full(cls) -> "Sizes":
-        return cls(reps=5, writes=1_000_000, flood_writes=10_000_000, start_reps=9, init_reps=7)
+        return cls(reps=7, writes=1_000_000, flood_writes=10_000_000, start_reps=11, init_reps=11)
 
     @classmethod
     def smoke(cls) -> "Sizes":

@@ -116,20 +116,20 @@ def write_overhead_outside(ctx: Context) -> list[Row]:
     med_empty = stats.median([a - b for a, b in zip(s["empty"], s["unprobed"])])
     return [
         Row("write() 1 B to tmpfs outside watched dirs, other file system: sidecar (tracepoint) vs unprobed",
-            Value(stats.median(s["sidecar_other_fs"]), "ns/write"), Value(stats.median(s["unprobed"]), "ns/write"),
+            Value(stats.median(s["sidecar_other_fs"]), "CPU ns/write"), Value(stats.median(s["unprobed"]), "CPU ns/write"),
             "unprobed", stats.paired_ratio(s["sidecar_other_fs"], s["unprobed"]), "<= 1.35x",
             check=lambda v, r: r <= 1.35, note=contamination),
         Row("write() 1 B to tmpfs outside watched dirs, same file system: sidecar (tracepoint) vs unprobed",
-            Value(stats.median(s["sidecar"]), "ns/write"), Value(stats.median(s["unprobed"]), "ns/write"),
+            Value(stats.median(s["sidecar"]), "CPU ns/write"), Value(stats.median(s["unprobed"]), "CPU ns/write"),
             "unprobed", stats.paired_ratio(s["sidecar"], s["unprobed"]), "<= 1.35x",
             check=lambda v, r: r <= 1.35),
         Row("  same: an empty program on sys_exit (the floor of any tracepoint mode) vs unprobed",
-            Value(stats.median(s["empty"]), "ns/write"), Value(stats.median(s["unprobed"]), "ns/write"),
+            Value(stats.median(s["empty"]), "CPU ns/write"), Value(stats.median(s["unprobed"]), "CPU ns/write"),
             "unprobed", stats.paired_ratio(s["empty"], s["unprobed"]), "report",
             note=f"overheads: empty program {med_empty:.0f} ns, sidecar {med_sc:.0f} ns, bpftrace {med_bt:.0f} ns "
                  "per write"),
         Row("  same: sidecar overhead vs bpftrace counting sys_enter_write",
-            Value(med_sc, "ns/write"), Value(med_bt, "ns/write"), "bpftrace overhead",
+            Value(med_sc, "CPU ns/write"), Value(med_bt, "CPU ns/write"), "bpftrace overhead",
             med_sc / med_bt if med_bt > 0 else None, "<= 1.0x (<= bpftrace)",
             check=lambda v, r: r is not None and r <= 1.0),
     ]
@@ -160,18 +160,18 @@ def write_overhead_inside(ctx: Context) -> list[Row]:
         "inotify": lambda: _with_sidecar(ctx, lambda sc: loop(), backend="inotify"),
         "inotifywait": with_inotifywait,
     })
-    unprobed = Value(stats.median(s["unprobed"]), "ns/write")
+    unprobed = Value(stats.median(s["unprobed"]), "CPU ns/write")
     over_in = stats.median([a - b for a, b in zip(s["inotify"], s["unprobed"])])
     over_iw = stats.median([a - b for a, b in zip(s["inotifywait"], s["unprobed"])])
     return [
         Row("write() 1 B inside the watched dir, journal written: sidecar tracepoint vs unprobed",
-            Value(stats.median(s["tracepoint"]), "ns/write"), unprobed, "unprobed",
+            Value(stats.median(s["tracepoint"]), "CPU ns/write"), unprobed, "unprobed",
             stats.paired_ratio(s["tracepoint"], s["unprobed"]), "report"),
         Row("  same, sidecar inotify backend vs unprobed",
-            Value(stats.median(s["inotify"]), "ns/write"), unprobed, "unprobed",
+            Value(stats.median(s["inotify"]), "CPU ns/write"), unprobed, "unprobed",
             stats.paired_ratio(s["inotify"], s["unprobed"]), "report"),
         Row("  same, inotify backend overhead vs `inotifywait -m -r` overhead",
-            Value(over_in, "ns/write"), Value(over_iw, "ns/write"), "inotifywait overhead",
+            Value(over_in, "CPU ns/write"), Value(over_iw, "CPU ns/write"), "inotifywait overhead",
             over_in / over_iw if over_iw > 0 else None, "<= 1.0x (<= inotifywait)",
             check=lambda v, r: r is not None and r <= 1.0),
     ]

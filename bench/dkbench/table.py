@@ -15,7 +15,7 @@ class Value:
             return f"{n / 1e6:.2f} MB"
         if self.unit == "%":
             return f"{n:.3f} %"
-        if self.unit in ("ns", "ns/write", "ns/run", "ms"):
+        if self.unit in ("ns", "ns/write", "ns/run", "ms", "CPU ns/write"):
             return f"{n:.0f} {self.unit}" if n >= 100 else f"{n:.1f} {self.unit}"
         if self.unit == "MiB":
             return f"{n:.1f} MiB"

@@ -516,6 +516,26 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_file_is_appended_to() {
+        let path = std::env::temp_dir().join(format!("dk-journal-append-{}", std::process::id()));
+        std::fs::write(&path, "earlier\n").unwrap();
+        for _ in 0..2 {
+            let mut j = Journal::new(open(&path).unwrap(), Duration::ZERO);
+            j.push(change(Op::Create, "/s/f", 1, 0)).unwrap();
+            j.finish().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], "earlier");
+        assert!(
+            lines[1..].iter().all(|l| l.contains("\"op\":\"create\"")),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn timestamps_across_dates() {
         // Leap day, end of year, the epoch, and a date after 2100 (not a leap year).
         for (secs, want) in [

@@ -52,6 +52,33 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// A sidecar watching `<scratch>/state` with its journal in `<scratch>/journal.jsonl`.
+struct Watching {
+    sidecar: SidecarProcess,
+    state: std::path::PathBuf,
+    journal: std::path::PathBuf,
+    _scratch: Scratch,
+}
+
+impl Watching {
+    fn start(label: &str, extra_args: &[&str]) -> Self {
+        let scratch = Scratch::new(label);
+        let (state, journal) = (scratch.dir("state"), scratch.path().join("journal.jsonl"));
+        let mut cmd = sidecar(&["--state-dir", path(&state), "--journal", path(&journal)]);
+        let sidecar = spawn(cmd.args(extra_args));
+        Self {
+            sidecar,
+            state,
+            journal,
+            _scratch: scratch,
+        }
+    }
+
+    fn journal(&self) -> String {
+        std::fs::read_to_string(&self.journal).unwrap_or_default()
+    }
+}
+
 #[test]
 fn a_missing_state_dir_is_named_and_exits_1() {
     let scratch = Scratch::new("sidecar-missing");
@@ -157,6 +184,8 @@ fn healthz_answers_503_until_ready_then_200() {
         "127.0.0.1:0",
         "--coalesce-ms",
         "0",
+        "--attach",
+        "tracepoint",
     ]));
     let addr = metrics_addr(&mut sidecar);
     let (status, body) = http_get(addr, "/healthz").unwrap();
@@ -229,18 +258,14 @@ fn program_loaded(id: u32) -> bool {
 #[test]
 fn sigterm_exits_0_within_a_second_and_leaves_no_program_loaded() {
     let _serial = serial();
-    let scratch = Scratch::new("sidecar-sigterm");
-    let state = scratch.dir("state");
-    let journal = scratch.path().join("journal.jsonl");
-    let mut sidecar = spawn(&mut sidecar(&[
-        "--state-dir",
-        path(&state),
-        "--journal",
-        path(&journal),
-        "--coalesce-ms",
-        "1000",
-    ]));
-    assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "tracepoint");
+    let mut w = Watching::start("sidecar-sigterm", &["--coalesce-ms", "1000"]);
+    let sidecar = &mut w.sidecar;
+    // `auto`: whichever eBPF mode this kernel allows.
+    let backend = sidecar.wait_ready(READY_TIMEOUT).unwrap();
+    assert!(
+        ["fentry", "kprobe", "tracepoint"].contains(&backend.as_str()),
+        "{backend}"
+    );
     let programs = bpf_program_ids(sidecar.pid());
     assert!(!programs.is_empty(), "the sidecar holds no BPF program");
     assert!(
@@ -248,7 +273,7 @@ fn sigterm_exits_0_within_a_second_and_leaves_no_program_loaded() {
         "{programs:?}"
     );
     // A write still held for coalescing must reach the journal at shutdown.
-    std::fs::write(state.join("held.txt"), b"12345").unwrap();
+    std::fs::write(w.state.join("held.txt"), b"12345").unwrap();
     std::thread::sleep(Duration::from_millis(200));
 
     let (status, took) = sidecar.terminate();
@@ -259,7 +284,7 @@ fn sigterm_exits_0_within_a_second_and_leaves_no_program_loaded() {
         "took {took:?}\n{log}"
     );
     assert!(log.contains("received SIGTERM"), "{log}");
-    let journal = std::fs::read_to_string(&journal).unwrap();
+    let journal = w.journal();
     assert!(
         journal.contains("held.txt\"") && journal.contains("\"bytes\":5"),
         "{journal}"
@@ -281,26 +306,23 @@ fn sigterm_exits_0_within_a_second_and_leaves_no_program_loaded() {
 #[test]
 fn a_burst_far_above_ring_capacity_counts_lost_events_without_crashing() {
     let _serial = serial();
-    let scratch = Scratch::new("sidecar-overflow");
-    let state = scratch.dir("state");
-    let journal = scratch.path().join("journal.jsonl");
-    let mut sidecar = spawn(&mut sidecar(&[
-        "--state-dir",
-        path(&state),
-        "--journal",
-        path(&journal),
-        "--ringbuf-bytes",
-        "4096",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--attach",
-        "tracepoint",
-    ]));
-    let addr = metrics_addr(&mut sidecar);
+    let mut w = Watching::start(
+        "sidecar-overflow",
+        &[
+            "--ringbuf-bytes",
+            "4096",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--attach",
+            "tracepoint",
+        ],
+    );
+    let sidecar = &mut w.sidecar;
+    let addr = metrics_addr(sidecar);
     assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "tracepoint");
 
     const WRITES: u64 = 200_000;
-    let mut file = File::create(state.join("burst.bin")).unwrap();
+    let mut file = File::create(w.state.join("burst.bin")).unwrap();
     for _ in 0..WRITES {
         file.write_all(b"x").unwrap();
     }
@@ -329,7 +351,7 @@ fn a_burst_far_above_ring_capacity_counts_lost_events_without_crashing() {
     let (status, _) = sidecar.terminate();
     assert!(status.is_some_and(|s| s.success()), "{}", sidecar.log());
     // Coalescing (default 50 ms) kept the journal short, and the byte counts add up.
-    let journal = std::fs::read_to_string(&journal).unwrap();
+    let journal = w.journal();
     let bytes: u64 = journal
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -365,4 +387,24 @@ fn a_journal_that_cannot_be_written_stops_the_sidecar_with_exit_1() {
     let log = sidecar.log();
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
     assert!(log.contains("writing the journal - failed"), "{log}");
+}
+
+#[test]
+fn sigint_stops_the_inotify_backend_cleanly_too() {
+    let mut w = Watching::start("sidecar-sigint", &["--enable-ebpf=false"]);
+    let sidecar = &mut w.sidecar;
+    assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "inotify");
+    std::fs::write(w.state.join("a.txt"), b"a").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = nix::unistd::Pid::from_raw(sidecar.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = sidecar.wait_exit(Duration::from_secs(1));
+    let log = sidecar.log();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
+    assert!(log.contains("received SIGINT"), "{log}");
+    let journal = w.journal();
+    assert!(
+        journal.contains("\"op\":\"create\"") && journal.contains("a.txt\""),
+        "{journal}"
+    );
 }

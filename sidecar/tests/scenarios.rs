@@ -59,6 +59,8 @@ fn cached_btf_is_used_when_the_kernel_exposes_none() {
     let cached = cache.path().join(format!("{}.btf", kernel_release()));
     std::fs::write(&cached, &*system_btf()).unwrap();
     let mut options = Options::new(SIDECAR, "tracepoint")
+        .arg("--attach")
+        .arg("tracepoint")
         .arg("--btf-cache-dir")
         .arg(cache.path());
     options.hide_system_btf = true;

@@ -169,6 +169,10 @@ def check_sidecar(label, sidecar, native, sidecar_flags):
         probe_port = named.get(get.get("port"), get.get("port"))
         result(f"{label}: {probe} GET /healthz on the --metrics-addr port {port}",
                get.get("path") == "/healthz" and port is not None and probe_port == port, str(get))
+    mounts = sidecar.get("volumeMounts", [])
+    writable = [m["mountPath"] for m in mounts if not m.get("readOnly") and m["mountPath"] != "/tmp"]
+    result(f"{label}: every mount read-only but /tmp (the canary dir)", not writable, f"writable: {writable}")
+    result(f"{label}: /tmp is mounted (read-only root fs)", any(m["mountPath"] == "/tmp" for m in mounts), "")
     result(f"{label}: --metrics-addr listens on all interfaces (probes come from the kubelet)",
            metrics_addr.startswith("0.0.0.0:"), metrics_addr)
     unknown = [a for a in args_of(sidecar) if a.split("=")[0] not in sidecar_flags]

@@ -5,7 +5,8 @@
 #                       directory (root-owned, 0777), the host's os-release at /host/etc/os-release;
 #   diffkeeper-sidecar: uid 0 with every capability dropped but BPF and PERFMON, read-only root,
 #                       no privilege escalation, its own PID namespace, /tmp a small writable
-#                       mount, the cache read-only, the state dir shared with the "app" (the host).
+#                       mount, the cache and the state dir (shared with the "app", the host here)
+#                       read-only.
 #
 # Cases: (1) a node whose kernel has no BTF (/sys/kernel/btf hidden): init provisions from a
 # file:// BTFHub mirror, the sidecar loads the cached BTF and attaches; (2) a node with system
@@ -81,7 +82,7 @@ sidecar() {
   state="$work/$name/state"
   mkdir -p "$state"
   podman_run "$name" --user 0 --cap-drop ALL --cap-add BPF --cap-add PERFMON \
-    --security-opt "seccomp=$profile" --tmpfs /tmp:size=4m -v "$state:/state" "$@" \
+    --security-opt "seccomp=$profile" --tmpfs /tmp:size=4m -v "$state:/state:ro" "$@" \
     --entrypoint /usr/local/bin/diffkeeper-sidecar "$tag" \
     --state-dir /state --btf-cache-dir /var/cache/diffkeeper/btf --coalesce-ms 0
   for ((i = 0; i < 200; i++)); do

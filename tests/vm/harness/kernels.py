@@ -86,6 +86,7 @@ def fetch_deb(series: str, cache: Path, lists_refreshed: list[bool]) -> Path:
             got = list(Path(tmp).glob("*.deb"))
             if res.returncode == 0 and got:
                 os.replace(got[0], target)
+                _prune_older(debs, cache, series, keep=target)
                 return target
             log(f"apt-get download {package} failed: {res.stderr.strip()}")
     cached = _cached_debs(debs, series)
@@ -97,6 +98,15 @@ def fetch_deb(series: str, cache: Path, lists_refreshed: list[bool]) -> Path:
         f"{package or 'no package'} and {debs} has no cached .deb; check the apt sources "
         "(bookworm + bookworm-security) and network access to the Debian mirror"
     )
+
+
+def _prune_older(debs: Path, cache: Path, series: str, keep: Path) -> None:
+    """Drops superseded packages of the series (and their extracted kernels) from the cache."""
+    for old in _cached_debs(debs, series):
+        if old != keep:
+            log(f"removing superseded {old.name} from the cache")
+            old.unlink()
+            shutil.rmtree(cache / "kernels" / old.stem, ignore_errors=True)
 
 
 # Compressed payload formats the kernel build can produce, by leading magic.

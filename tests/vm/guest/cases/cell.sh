@@ -13,4 +13,4 @@ hide=--hide-system-btf
 [ "$btf" = system ] && hide=
 # --verbose: the sidecar's log (ready line, BTF line, fallback reasons) goes to the case log.
 diffkeeper-scenario --sidecar /usr/local/bin/diffkeeper-sidecar --expect-backend "$expect" \
-    --ready-timeout 45 --verbose $hide -- --attach "$mode" --btf-cache-dir "$cache"
+    --ready-timeout 20 --verbose $hide -- --attach "$mode" --btf-cache-dir "$cache"

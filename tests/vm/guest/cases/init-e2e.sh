@@ -32,15 +32,19 @@ cmp -s "$cache/$RELEASE.btf" /sys/kernel/btf/vmlinux && evidence cache_equals_sy
 echo "== diffkeeper-sidecar from that cache, sysfs BTF hidden"
 without_sysfs_btf diffkeeper-sidecar --state-dir "$state" --btf-cache-dir "$cache" --attach auto \
     --coalesce-ms 0 --journal /tmp/case/journal.jsonl 2>/tmp/case/sidecar.log &
-sidecar=$!
+job=$! # the shell running without_sysfs_btf; its exit status is the sidecar's
 for _ in $(seq 300); do
     grep -q 'ready: backend=' /tmp/case/sidecar.log && break
-    kill -0 "$sidecar" 2>/dev/null || break
+    kill -0 "$job" 2>/dev/null || break
     sleep 0.1
 done
+sidecar=$(pidof diffkeeper-sidecar)
 echo "== bpftool prog show (while the sidecar runs)"
-bpftool prog show | grep -A1 ' name dk_'
+bpftool prog show | grep ' name dk_'
 evidence bpftool_kprobe_progs "$(bpftool prog show | grep -c '^[0-9]*: kprobe .* name dk_')"
+echo "== bpftool perf show (what those programs are attached to)"
+bpftool perf show
+evidence kprobe_attachments "$(bpftool perf show | grep -c 'kprobe .*func ')"
 # The same from the sidecar's own fds: prog_type 2 is BPF_PROG_TYPE_KPROBE.
 types=""
 for fd in /proc/"$sidecar"/fd/*; do
@@ -51,7 +55,7 @@ evidence sidecar_prog_types "$types"
 printf 'hello' >"$state/e2e.txt"
 sleep 1
 kill -TERM "$sidecar"
-wait "$sidecar"
+wait "$job"
 evidence sidecar_rc "$?"
 echo "== sidecar log"
 cat /tmp/case/sidecar.log
