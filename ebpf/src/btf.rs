@@ -229,7 +229,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert!(matches!(check_bytes(b"short"), Err(BtfError::TooShort { .. })));
+        assert!(matches!(
+            check_bytes(b"short"),
+            Err(BtfError::TooShort { .. })
+        ));
         let mut b = header([0x7f, b'E'], 24, 16, 16, 8);
         b.resize(48, 0);
         assert!(matches!(check_bytes(&b), Err(BtfError::BadMagic { .. })));
@@ -250,7 +253,10 @@ mod tests {
         ));
         let mut b = header([0x9f, 0xeb], 24, 0, 0, 8);
         b.resize(48, 0);
-        assert!(matches!(check_bytes(&b), Err(BtfError::EmptySection { .. })));
+        assert!(matches!(
+            check_bytes(&b),
+            Err(BtfError::EmptySection { .. })
+        ));
     }
 
     #[test]

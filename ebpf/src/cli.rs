@@ -30,9 +30,14 @@ pub fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// A boolean environment variable, with a usage error naming it when the value is not a boolean.
-pub fn env_bool(name: &str) -> Result<Option<bool>, UsageError> {
-    env_var(name)
+/// A boolean environment variable read through `env` (tests inject their own environment), with
+/// a usage error naming it when the value is not a boolean.
+pub fn env_bool(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<bool>, UsageError> {
+    env(name)
+        .filter(|v| !v.is_empty())
         .map(|v| {
             parse_bool(&v).ok_or_else(|| {
                 UsageError(format!(
@@ -45,8 +50,11 @@ pub fn env_bool(name: &str) -> Result<Option<bool>, UsageError> {
 
 /// Parses a `--flag=BOOL` value.
 pub fn flag_bool(flag: &str, value: &str) -> Result<bool, UsageError> {
-    parse_bool(value)
-        .ok_or_else(|| UsageError(format!("{flag}={value:?} is not a boolean (use true/false)")))
+    parse_bool(value).ok_or_else(|| {
+        UsageError(format!(
+            "{flag}={value:?} is not a boolean (use true/false)"
+        ))
+    })
 }
 
 /// Parses a number given by flag or environment, naming where it came from on error.
@@ -72,6 +80,39 @@ pub fn reject_leftovers(rest: Vec<OsString>) -> Result<(), UsageError> {
     )))
 }
 
+/// One documented flag for `--help`: an empty `value`, `env` or `default` is left out.
+pub struct FlagDoc {
+    pub flag: &'static str,
+    pub value: &'static str,
+    pub env: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// Renders `intro` followed by one entry per flag, with its environment variable and default,
+/// so `--help` is generated from the same table the parser documents.
+pub fn render_help(intro: &str, flags: &[FlagDoc]) -> String {
+    let mut out = String::from(intro);
+    for f in flags {
+        let sep = if f.value.is_empty() || f.value.starts_with('=') {
+            ""
+        } else {
+            " "
+        };
+        let name = format!("{}{sep}{}", f.flag, f.value);
+        out.push_str(&format!("  {name:<28} {}\n", f.help));
+        let details: Vec<String> = [("env ", f.env), ("default: ", f.default)]
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| format!("{k}{v}"))
+            .collect();
+        if !details.is_empty() {
+            out.push_str(&format!("  {:<28} [{}]\n", "", details.join("; ")));
+        }
+    }
+    out
+}
+
 /// Logs to stderr with timestamps; `debug` turns on debug records.
 pub fn init_logging(debug: bool) {
     let level = if debug {
@@ -83,6 +124,8 @@ pub fn init_logging(debug: bool) {
     let _ = simple_logger::SimpleLogger::new()
         .with_level(level)
         .with_utc_timestamps()
+        // notify logs every stale watch descriptor after an rmdir at INFO: noise for operators.
+        .with_module_level("notify", log::LevelFilter::Warn)
         .init();
 }
 
@@ -103,9 +146,33 @@ mod tests {
     }
 
     #[test]
+    fn env_booleans_name_the_variable() {
+        let env = |name: &str| (name == "X").then(|| "maybe".to_string());
+        assert!(env_bool(&env, "X").unwrap_err().0.contains("X=\"maybe\""));
+        assert_eq!(env_bool(&env, "Y"), Ok(None));
+    }
+
+    #[test]
+    fn help_lists_env_and_default() {
+        let flags = [FlagDoc {
+            flag: "--cache",
+            value: "DIR",
+            env: "DK_CACHE",
+            default: "/c",
+            help: "cache dir",
+        }];
+        let text = render_help("intro\n", &flags);
+        assert!(text.starts_with("intro\n"));
+        assert!(text.contains("--cache DIR") && text.contains("[env DK_CACHE; default: /c]"));
+    }
+
+    #[test]
     fn numbers_and_leftovers() {
         assert_eq!(parse_number::<u64>("--n", " 42 "), Ok(42));
-        assert!(parse_number::<u64>("--n", "x").unwrap_err().0.contains("--n"));
+        assert!(parse_number::<u64>("--n", "x")
+            .unwrap_err()
+            .0
+            .contains("--n"));
         assert!(reject_leftovers(vec![]).is_ok());
         assert!(reject_leftovers(vec!["--bogus".into()])
             .unwrap_err()

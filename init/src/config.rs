@@ -1,11 +1,13 @@
 //! Command line: every setting comes from its flag, else its environment variable, else its
-//! default. `--help` is generated from [`FLAGS`], so the documented names cannot drift.
+//! default. `--help` is rendered from [`FLAGS`], so the documented names cannot drift.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use diffkeeper_ebpf::cli::{flag_bool, parse_bool, parse_number, reject_leftovers, UsageError};
+use diffkeeper_ebpf::cli::{
+    env_bool, flag_bool, parse_number, reject_leftovers, render_help, FlagDoc, UsageError,
+};
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/cache/diffkeeper/btf";
 pub const DEFAULT_BAKED_DIR: &str = "/opt/diffkeeper/btf";
@@ -15,63 +17,42 @@ const DEFAULT_RETRIES: u32 = 3;
 const DEFAULT_MAX_DOWNLOAD_BYTES: u64 = 64 << 20;
 const DEFAULT_MAX_BTF_BYTES: u64 = 512 << 20;
 
-/// One documented flag: name, value placeholder (none for switches), env variable, default.
-pub struct Flag {
-    pub name: &'static str,
-    pub value: Option<&'static str>,
-    pub env: Option<&'static str>,
-    pub default: &'static str,
-    pub help: &'static str,
-}
-
-const fn flag(
-    name: &'static str,
-    value: Option<&'static str>,
-    env: Option<&'static str>,
-    default: &'static str,
-    help: &'static str,
-) -> Flag {
-    Flag {
-        name,
-        value,
-        env,
-        default,
-        help,
-    }
-}
-
-pub const FLAGS: &[Flag] = &[
-    flag("--btf-cache-dir", Some("DIR"), Some("DIFFKEEPER_BTF_CACHE_DIR"), DEFAULT_CACHE_DIR,
-        "where <release>.btf and <release>.json are kept"),
-    flag("--baked-btf-dir", Some("DIR"), Some("DIFFKEEPER_BTF_BAKED_DIR"), DEFAULT_BAKED_DIR,
-        "BTFs shipped with the image: <release>.btf, <release>.btf.tar.xz or <distro>/<version>/<arch>/<release>.btf[.tar.xz]"),
-    flag("--btfhub-mirror", Some("URL"), Some("DIFFKEEPER_BTF_MIRROR"), DEFAULT_MIRROR,
-        "BTFHub archive base URL (https://, file://, or http:// with --allow-http)"),
-    flag("--disable-btfhub-download", None, Some("DIFFKEEPER_BTF_ALLOW_DOWNLOAD=0"), "downloads enabled",
-        "never touch the network"),
-    flag("--ca-file", Some("PEM"), Some("DIFFKEEPER_BTF_CA_FILE"), "bundled web roots only",
-        "extra trust anchors (PEM certificates) for an internal mirror"),
-    flag("--allow-http", None, Some("DIFFKEEPER_BTF_ALLOW_HTTP=1"), "http:// refused",
-        "allow a plain http:// mirror (file:// is always allowed)"),
-    flag("--host-root", Some("DIR"), Some("DIFFKEEPER_HOST_ROOT"), "/host if it exists, else /",
-        "the host's root file system; its etc/os-release names the distro"),
-    flag("--kernel-release", Some("R"), Some("DIFFKEEPER_KERNEL_RELEASE"), "uname -r",
-        "kernel release to provision"),
-    flag("--arch", Some("A"), Some("DIFFKEEPER_ARCH"), "uname -m in BTFHub naming",
-        "architecture (x86_64, arm64)"),
-    flag("--timeout", Some("SECS"), Some("DIFFKEEPER_BTF_TIMEOUT"), "30",
-        "per-request timeout for downloads"),
-    flag("--retries", Some("N"), Some("DIFFKEEPER_BTF_RETRIES"), "3",
-        "retries (with backoff) after timeouts, connection errors and 5xx; never after 404"),
-    flag("--max-download-bytes", Some("N"), None, "67108864 (64 MiB)",
-        "cap on the compressed download"),
-    flag("--max-btf-bytes", Some("N"), None, "536870912 (512 MiB)",
-        "cap on the extracted archive and on a BTF file"),
-    flag("--required", None, Some("DIFFKEEPER_BTF_REQUIRED=1"), "off",
-        "exit 1 when no BTF can be provided (otherwise warn and exit 0)"),
-    flag("--debug", None, Some("DIFFKEEPER_DEBUG=1"), "off", "debug logging"),
-    flag("--help", None, None, "", "print this help"),
-    flag("--version", None, None, "", "print the version"),
+#[rustfmt::skip]
+pub const FLAGS: &[FlagDoc] = &[
+    FlagDoc { flag: "--btf-cache-dir", value: "DIR", env: "DIFFKEEPER_BTF_CACHE_DIR", default: DEFAULT_CACHE_DIR,
+        help: "where <release>.btf and <release>.json are kept" },
+    FlagDoc { flag: "--baked-btf-dir", value: "DIR", env: "DIFFKEEPER_BTF_BAKED_DIR", default: DEFAULT_BAKED_DIR,
+        help: "BTFs shipped with the image: <release>.btf, <release>.btf.tar.xz or <distro>/<version>/<arch>/<release>.btf[.tar.xz]" },
+    FlagDoc { flag: "--btfhub-mirror", value: "URL", env: "DIFFKEEPER_BTF_MIRROR", default: DEFAULT_MIRROR,
+        help: "BTFHub archive base URL (https://, file://, or http:// with --allow-http)" },
+    FlagDoc { flag: "--disable-btfhub-download", value: "", env: "DIFFKEEPER_BTF_ALLOW_DOWNLOAD=0", default: "downloads enabled",
+        help: "never touch the network" },
+    FlagDoc { flag: "--ca-file", value: "PEM", env: "DIFFKEEPER_BTF_CA_FILE", default: "bundled web roots only",
+        help: "extra trust anchors (PEM certificates) for an internal mirror" },
+    FlagDoc { flag: "--allow-http", value: "", env: "DIFFKEEPER_BTF_ALLOW_HTTP=1", default: "http:// refused",
+        help: "allow a plain http:// mirror (file:// is always allowed)" },
+    FlagDoc { flag: "--host-root", value: "DIR", env: "DIFFKEEPER_HOST_ROOT", default: "/host if it exists, else /",
+        help: "the host's root file system; its etc/os-release names the distro" },
+    FlagDoc { flag: "--kernel-release", value: "R", env: "DIFFKEEPER_KERNEL_RELEASE", default: "uname -r",
+        help: "kernel release to provision" },
+    FlagDoc { flag: "--arch", value: "A", env: "DIFFKEEPER_ARCH", default: "uname -m in BTFHub naming",
+        help: "architecture (x86_64, arm64)" },
+    FlagDoc { flag: "--timeout", value: "SECS", env: "DIFFKEEPER_BTF_TIMEOUT", default: "30",
+        help: "per-request timeout for downloads" },
+    FlagDoc { flag: "--retries", value: "N", env: "DIFFKEEPER_BTF_RETRIES", default: "3",
+        help: "retries (with backoff) after timeouts, connection errors and 5xx; never after 404" },
+    FlagDoc { flag: "--max-download-bytes", value: "N", env: "", default: "67108864 (64 MiB)",
+        help: "cap on the compressed download" },
+    FlagDoc { flag: "--max-btf-bytes", value: "N", env: "", default: "536870912 (512 MiB)",
+        help: "cap on the extracted archive and on a BTF file" },
+    FlagDoc { flag: "--required", value: "", env: "DIFFKEEPER_BTF_REQUIRED=1", default: "off",
+        help: "exit 1 when no BTF can be provided (otherwise warn and exit 0)" },
+    FlagDoc { flag: "--debug", value: "", env: "DIFFKEEPER_DEBUG=1", default: "off",
+        help: "debug logging" },
+    FlagDoc { flag: "--help", value: "", env: "", default: "",
+        help: "print this help" },
+    FlagDoc { flag: "--version", value: "", env: "", default: "",
+        help: "print the version" },
 ];
 
 /// Everything diffkeeper-init needs to run, after precedence is applied.
@@ -102,31 +83,14 @@ pub enum Command {
 }
 
 pub fn help_text() -> String {
-    let mut out = format!(
+    let intro = format!(
         "diffkeeper-init {}: makes sure this node's kernel BTF is in diffkeeper's cache.\n\n\
          Order: system BTF (/sys/kernel/btf/vmlinux) -> cache -> baked dir -> BTFHub mirror.\n\
          Exit codes: 0 BTF available (or nothing found without --required), 1 failure with\n\
          --required, 2 bad usage. Flags win over environment, environment over defaults.\n\nFlags:\n",
         env!("CARGO_PKG_VERSION")
     );
-    for f in FLAGS {
-        let name = match f.value {
-            Some(v) => format!("{} {v}", f.name),
-            None => f.name.to_string(),
-        };
-        out.push_str(&format!("  {name:<28} {}\n", f.help));
-        let mut details = Vec::new();
-        if let Some(env) = f.env {
-            details.push(format!("env {env}"));
-        }
-        if !f.default.is_empty() {
-            details.push(format!("default: {}", f.default));
-        }
-        if !details.is_empty() {
-            out.push_str(&format!("  {:<28} [{}]\n", "", details.join("; ")));
-        }
-    }
-    out
+    render_help(&intro, FLAGS)
 }
 
 /// Parses the arguments (without the program name); `env` looks up environment variables.
@@ -142,17 +106,7 @@ pub fn parse(
         return Ok(Command::Version);
     }
     let env = |name: &str| env(name).filter(|v| !v.is_empty());
-    let env_bool = |name: &str| -> Result<Option<bool>, UsageError> {
-        env(name)
-            .map(|v| {
-                parse_bool(&v).ok_or_else(|| {
-                    UsageError(format!(
-                        "{name}={v:?} is not a boolean (use 1/0, true/false)"
-                    ))
-                })
-            })
-            .transpose()
-    };
+    let env_bool = |name: &str| env_bool(&env, name);
     let mut text = |flag: &'static str, var: &str| -> Result<Option<String>, UsageError> {
         Ok(args
             .opt_value_from_str::<_, String>(flag)
@@ -442,10 +396,8 @@ mod tests {
     fn help_lists_every_flag_with_env_and_default() {
         let help = help_text();
         for f in FLAGS {
-            assert!(help.contains(f.name), "{}", f.name);
-            if let Some(env) = f.env {
-                assert!(help.contains(env), "{env}");
-            }
+            assert!(help.contains(f.flag), "{}", f.flag);
+            assert!(help.contains(f.env), "{}", f.env);
             assert!(help.contains(f.default), "{}", f.default);
         }
         let parsed = parse(vec!["--help".into()], &|_| None).unwrap();

@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use diffkeeper_ebpf::cli::{flag_bool, parse_bool, parse_number, reject_leftovers, UsageError};
+use diffkeeper_ebpf::cli::{
+    env_bool, flag_bool, parse_bool, parse_number, reject_leftovers, render_help, FlagDoc,
+    UsageError,
+};
 
 use crate::ebpf::AttachMode;
 
@@ -16,39 +19,30 @@ const DEFAULT_COALESCE_MS: u64 = 50;
 const DEFAULT_RINGBUF_BYTES: u32 = 1 << 20;
 const MIN_RINGBUF_BYTES: u32 = 4096;
 
-/// One documented option: `--name VALUE`, its environment variable, default and meaning.
-struct Opt {
-    flag: &'static str,
-    value: &'static str,
-    env: &'static str,
-    default: &'static str,
-    help: &'static str,
-}
-
 #[rustfmt::skip]
-const OPTIONS: &[Opt] = &[
-    Opt { flag: "--state-dir", value: "DIR", env: "DIFFKEEPER_STATE_DIRS (colon-separated)", default: "required",
+const OPTIONS: &[FlagDoc] = &[
+    FlagDoc { flag: "--state-dir", value: "DIR", env: "DIFFKEEPER_STATE_DIRS (colon-separated)", default: "required",
         help: "directory to watch, recursively (repeatable)" },
-    Opt { flag: "--btf-cache-dir", value: "DIR", env: "DIFFKEEPER_BTF_CACHE_DIR", default: DEFAULT_BTF_CACHE_DIR,
+    FlagDoc { flag: "--btf-cache-dir", value: "DIR", env: "DIFFKEEPER_BTF_CACHE_DIR", default: DEFAULT_BTF_CACHE_DIR,
         help: "where diffkeeper-init keeps <uname -r>.btf (used when the kernel has no /sys/kernel/btf/vmlinux)" },
-    Opt { flag: "--enable-ebpf", value: "=BOOL", env: "DIFFKEEPER_ENABLE_EBPF", default: "true",
+    FlagDoc { flag: "--enable-ebpf", value: "=BOOL", env: "DIFFKEEPER_ENABLE_EBPF", default: "true",
         help: "use eBPF; false = inotify only" },
-    Opt { flag: "--attach", value: "MODE", env: "DIFFKEEPER_ATTACH", default: "auto",
+    FlagDoc { flag: "--attach", value: "MODE", env: "DIFFKEEPER_ATTACH", default: "auto",
         help: "auto | fentry | kprobe | tracepoint (auto: fentry -> kprobe -> tracepoint)" },
-    Opt { flag: "--fallback-fsnotify", value: "=BOOL", env: "DIFFKEEPER_EBPF_FALLBACK_FSNOTIFY", default: "true",
+    FlagDoc { flag: "--fallback-fsnotify", value: "=BOOL", env: "DIFFKEEPER_EBPF_FALLBACK_FSNOTIFY", default: "true",
         help: "fall back to inotify when eBPF is impossible; false = exit 1 instead" },
-    Opt { flag: "--journal", value: "PATH", env: "DIFFKEEPER_JOURNAL", default: "- (stdout)",
+    FlagDoc { flag: "--journal", value: "PATH", env: "DIFFKEEPER_JOURNAL", default: "- (stdout)",
         help: "where the JSON lines go (a file is appended to)" },
-    Opt { flag: "--coalesce-ms", value: "N", env: "DIFFKEEPER_COALESCE_MS", default: "50",
+    FlagDoc { flag: "--coalesce-ms", value: "N", env: "DIFFKEEPER_COALESCE_MS", default: "50",
         help: "merge writes to one path within N ms into one line with a count; 0 = every event" },
-    Opt { flag: "--ringbuf-bytes", value: "N", env: "", default: "1048576 (1 MiB)",
+    FlagDoc { flag: "--ringbuf-bytes", value: "N", env: "", default: "1048576 (1 MiB)",
         help: "eBPF ring buffer size: a power of two, at least 4096" },
-    Opt { flag: "--metrics-addr", value: "ADDR", env: "DIFFKEEPER_METRICS_ADDR", default: "off",
+    FlagDoc { flag: "--metrics-addr", value: "ADDR", env: "DIFFKEEPER_METRICS_ADDR", default: "off",
         help: "serve GET /metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9911" },
-    Opt { flag: "--debug", value: "", env: "DIFFKEEPER_DEBUG=1", default: "off",
+    FlagDoc { flag: "--debug", value: "", env: "DIFFKEEPER_DEBUG=1", default: "off",
         help: "debug logging" },
-    Opt { flag: "--help", value: "", env: "", default: "", help: "print this help" },
-    Opt { flag: "--version", value: "", env: "", default: "", help: "print the version" },
+    FlagDoc { flag: "--help", value: "", env: "", default: "", help: "print this help" },
+    FlagDoc { flag: "--version", value: "", env: "", default: "", help: "print the version" },
 ];
 
 /// Everything the sidecar needs to run, after precedence is applied.
@@ -75,7 +69,7 @@ pub enum Command {
 }
 
 pub fn help_text() -> String {
-    let mut out = format!(
+    let intro = format!(
         "diffkeeper-sidecar {}: reports file changes under the state directories as JSON lines,\n\
          using eBPF with the kernel's or the cached BTF (never the network), else inotify.\n\n\
          Usage: diffkeeper-sidecar --state-dir DIR [--state-dir DIR ...] [OPTIONS]\n\n\
@@ -83,27 +77,7 @@ pub fn help_text() -> String {
          Exit codes: 0 stopped by SIGTERM/SIGINT, 1 cannot run (the log says why), 2 bad usage.\n\nOptions:\n",
         env!("CARGO_PKG_VERSION")
     );
-    for o in OPTIONS {
-        let sep = if o.value.is_empty() || o.value.starts_with('=') {
-            ""
-        } else {
-            " "
-        };
-        out.push_str(&format!(
-            "  {:<26} {}\n",
-            format!("{}{sep}{}", o.flag, o.value),
-            o.help
-        ));
-        let origin: Vec<String> = [("env ", o.env), ("default: ", o.default)]
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| format!("{k}{v}"))
-            .collect();
-        if !origin.is_empty() {
-            out.push_str(&format!("  {:<26} [{}]\n", "", origin.join("; ")));
-        }
-    }
-    out
+    render_help(&intro, OPTIONS)
 }
 
 /// Parses the arguments (without the program name); `env` looks up environment variables
@@ -252,14 +226,9 @@ fn boolean(
     env: &dyn Fn(&str) -> Option<String>,
     var: &'static str,
 ) -> Result<Option<bool>, UsageError> {
-    match origin(flag_value, flag, env, var) {
-        None => Ok(None),
-        Some((origin, v)) if origin == var => parse_bool(&v).map(Some).ok_or_else(|| {
-            UsageError(format!(
-                "{var}={v:?} is not a boolean (use 1/0, true/false)"
-            ))
-        }),
-        Some((origin, v)) => flag_bool(origin, &v).map(Some),
+    match flag_value {
+        Some(v) => flag_bool(flag, &v).map(Some),
+        None => env_bool(env, var),
     }
 }
 

@@ -70,3 +70,38 @@ fn forced_fentry_and_kprobe_fall_back_with_reasons() {
         "{kprobe:?}"
     );
 }
+
+#[test]
+fn a_burst_above_ring_capacity_counts_every_lost_event() {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+
+    capture_logs();
+    let scratch = Scratch::new("tp-overflow");
+    let root = scratch.dir("state");
+    let mut cfg = config(AttachMode::Tracepoint, &scratch, vec![root.clone()]);
+    cfg.ringbuf_bytes = 4096; // room for about 40 records
+    let (tx, rx) = mpsc::channel();
+    let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
+    let lost = session.lost_counter();
+
+    const WRITES: u64 = 300_000;
+    let mut f = std::fs::File::create(root.join("burst")).unwrap(); // + 1 create event
+    for _ in 0..WRITES {
+        f.write_all(b"x").unwrap();
+    }
+    drop(f);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    session.stop(); // drains the ring and refreshes the lost counter; drops the sink
+    let received = rx.iter().count() as u64;
+    let lost = lost.load(Ordering::Relaxed);
+    assert!(
+        lost > 0,
+        "a 4 KiB ring kept up with {WRITES} writes: nothing was lost"
+    );
+    assert_eq!(
+        received + lost,
+        WRITES + 1,
+        "received {received} + lost {lost}"
+    );
+}

@@ -115,7 +115,8 @@ impl EbpfSession {
             .collect()
     }
 
-    /// Detaches and unloads every program, then drains and joins the reader.
+    /// Detaches and unloads every program, then drains and joins the reader. Dropping the
+    /// session does the same.
     pub fn stop(self) {
         let Self { reader, ebpf, .. } = self;
         drop(ebpf);

@@ -80,8 +80,14 @@ impl Reader {
         })
     }
 
-    /// Drains what is left and ends the thread.
-    pub fn stop(mut self) {
+    /// Drains what is left and ends the thread (dropping the reader does the same).
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {

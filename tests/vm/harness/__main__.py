@@ -43,11 +43,6 @@ def parse_args(argv):
         metavar="GLOB",
         help="only cases whose id matches (repeatable; sanity always runs)",
     )
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="also run the harness self-tests (a hanging case, a kernel crash)",
-    )
     p.add_argument("--jobs", type=int, default=2, help="VMs booted in parallel")
     p.add_argument(
         "--vm-timeout",
@@ -63,10 +58,7 @@ def select_cases(args) -> list[matrix.Case]:
     selected = [
         c for c in matrix.all_cases() if not args.only or any(fnmatch.fnmatch(c.id, g) for g in args.only)
     ]
-    cases += selected
-    if args.smoke:
-        cases += matrix.smoke_cases()
-    return cases
+    return cases + selected
 
 
 def check_inputs(args, cases) -> None:

@@ -34,6 +34,9 @@ class CaseOutput:
     output: str
     rc: int | None  # None: the guest never finished this case (hang, panic, outer timeout)
     secs: float | None
+    # Set for the case the guest was in when it ended without finishing it:
+    console_tail: str = ""  # the last lines of the guest console
+    killed: bool = False  # qemu was killed by the outer timeout (otherwise the guest ended itself)
 
 
 @dataclasses.dataclass
@@ -115,4 +118,8 @@ def boot(name: str, vmlinux: Path, initrd: Path, workdir: Path, timeout: float) 
         (workdir / "qemu.out").write_bytes(qemu_out)
     text = result.read_text(errors="replace") if result.exists() else ""
     boot_info, cases, done = parse_result_port(text)
-    return VmRun(name, console, boot_info, cases, done, timed_out, secs)
+    vm = VmRun(name, console, boot_info, cases, done, timed_out, secs)
+    for case in cases.values():
+        if case.rc is None:
+            case.console_tail, case.killed = vm.console_tail(80), timed_out
+    return vm

@@ -28,7 +28,12 @@ def judge(kernel: str, case: Case, run: VmRun, logs: Path) -> Row:
     verdict = case.check(out, kernel)
     if not verdict.ok and out.rc is None:
         if case.id not in run.cases:
-            note = "not run: the guest ended before this case"
+            ended = (
+                f"qemu was killed after {run.secs:.0f} s (outer timeout)"
+                if run.timed_out
+                else "the guest ended"
+            )
+            note = f"not run: {ended} before this case"
         elif run.timed_out:
             note = f"unfinished: qemu killed after {run.secs:.0f} s (outer timeout)"
         else:
@@ -40,7 +45,8 @@ def judge(kernel: str, case: Case, run: VmRun, logs: Path) -> Row:
         f"# rc={out.rc} secs={out.secs}\n{out.output}"
     )
     if out.rc is None:
-        text += f"\n# ---- console log (last lines) ----\n{run.console_tail(80)}\n"
+        tail = out.console_tail or run.console_tail(80)
+        text += f"\n# ---- console log (last lines) ----\n{tail}\n"
     log_file.write_text(text)
     return Row(
         kernel,
@@ -58,7 +64,7 @@ def judge(kernel: str, case: Case, run: VmRun, logs: Path) -> Row:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    head = "| kernel | BTF source / case | mode | expected | seen | events | result | s |"
+    head = "| kernel | BTF source / case | mode | expected | seen | events (seen/expected) | result | s |"
     lines = [head, "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         secs = f"{r.secs:.1f}" if r.secs is not None else "-"

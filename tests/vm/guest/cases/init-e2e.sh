@@ -42,9 +42,11 @@ sidecar=$(pidof diffkeeper-sidecar)
 echo "== bpftool prog show (while the sidecar runs)"
 bpftool prog show | grep ' name dk_'
 evidence bpftool_kprobe_progs "$(bpftool prog show | grep -c '^[0-9]*: kprobe .* name dk_')"
-echo "== bpftool perf show (what those programs are attached to)"
-bpftool perf show
-evidence kprobe_attachments "$(bpftool perf show | grep -c 'kprobe .*func ')"
+echo "== bpftool link show + the kernel's kprobe list (where they are attached)"
+bpftool link show
+cat /sys/kernel/debug/kprobes/list
+evidence perf_event_links "$(bpftool link show | grep -c ': perf_event ')"
+evidence kprobe_attachments "$(grep -c -E ' [kr] +(vfs_write|security_inode_)' /sys/kernel/debug/kprobes/list)"
 # The same from the sidecar's own fds: prog_type 2 is BPF_PROG_TYPE_KPROBE.
 types=""
 for fd in /proc/"$sidecar"/fd/*; do
