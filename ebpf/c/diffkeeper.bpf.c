@@ -5,8 +5,12 @@
  *
  *   kprobe     kprobe+kretprobe on vfs_write/vfs_writev, kprobes on security_inode_*
  *   fentry     fexit on vfs_write/vfs_writev, fentry on security_inode_*
- *   tracepoint raw_tracepoint sys_exit (attached by name: no tracefs, no kernel BTF ids)
+ *   tracepoint raw_tracepoint sys_exit (attached by name: no tracefs, no kernel BTF ids):
+ *              write, pwrite64, writev, pwritev, pwritev2 by fd, and files created by
+ *              open/openat/creat/openat2 (FMODE_CREATED). unlink/rename are not seen: their
+ *              paths are user strings relative to a cwd/dirfd/root that BPF cannot look up.
  *
+ * Every family reports bytes as the call's return value (kretprobe, fexit, sys_exit).
  * Why these kernel functions (prototypes checked in the BTF of Debian 6.1.0-56,
  * 6.12.117 and the 6.18 build kernel; all identical and all non-inlined FUNCs):
  *   vfs_write(file, buf, count, pos)              write(2), pwrite64(2)
@@ -370,7 +374,7 @@ static __always_inline int report_rename(struct dentry *from, struct dentry *to)
 	return submit(s, DK_OP_RENAME, 0);
 }
 
-/* ---- fentry family: typed arguments, fexit sees the return value directly ---- */
+/* ---- fentry family writes: typed arguments, fexit sees the return value directly ---- */
 
 SEC("fexit/vfs_write")
 int BPF_PROG(dk_fexit_vfs_write, struct file *file, const char *buf, __u64 count, void *pos,
@@ -386,26 +390,7 @@ int BPF_PROG(dk_fexit_vfs_writev, struct file *file, const void *vec, unsigned l
 	return ret > 0 ? report_file(file, DK_OP_WRITE, ret) : 0;
 }
 
-SEC("fentry/security_inode_create")
-int BPF_PROG(dk_fentry_inode_create, struct inode *dir, struct dentry *dentry)
-{
-	return report_dentry(dentry, DK_OP_CREATE, 0);
-}
-
-SEC("fentry/security_inode_unlink")
-int BPF_PROG(dk_fentry_inode_unlink, struct inode *dir, struct dentry *dentry)
-{
-	return report_dentry(dentry, DK_OP_DELETE, 0);
-}
-
-SEC("fentry/security_inode_rename")
-int BPF_PROG(dk_fentry_inode_rename, struct inode *old_dir, struct dentry *old_dentry,
-	     struct inode *new_dir, struct dentry *new_dentry)
-{
-	return report_rename(old_dentry, new_dentry);
-}
-
-/* ---- kprobe family: the entry remembers a watched-device file, the return reports ---- */
+/* ---- kprobe family writes: the entry remembers a watched-device file, the return reports ---- */
 
 SEC("kprobe/vfs_write")
 int BPF_KPROBE(dk_kprobe_write, struct file *file)
@@ -436,24 +421,18 @@ int BPF_KRETPROBE(dk_kretprobe_write, long ret)
 	return ret > 0 ? report_file(file, DK_OP_WRITE, ret) : 0;
 }
 
-SEC("kprobe/security_inode_create")
-int BPF_KPROBE(dk_kprobe_inode_create, struct inode *dir, struct dentry *dentry)
-{
-	return report_dentry(dentry, DK_OP_CREATE, 0);
-}
+/* ---- security hooks: one body, an fentry and a kprobe program per hook ---- */
 
-SEC("kprobe/security_inode_unlink")
-int BPF_KPROBE(dk_kprobe_inode_unlink, struct inode *dir, struct dentry *dentry)
-{
-	return report_dentry(dentry, DK_OP_DELETE, 0);
-}
+#define DK_HOOK(hook, report, ...)                                                    \
+	SEC("fentry/security_inode_" #hook)                                           \
+	int BPF_PROG(dk_fentry_inode_##hook, __VA_ARGS__) { return report; }          \
+	SEC("kprobe/security_inode_" #hook)                                           \
+	int BPF_KPROBE(dk_kprobe_inode_##hook, __VA_ARGS__) { return report; }
 
-SEC("kprobe/security_inode_rename")
-int BPF_KPROBE(dk_kprobe_inode_rename, struct inode *old_dir, struct dentry *old_dentry,
-	       struct inode *new_dir, struct dentry *new_dentry)
-{
-	return report_rename(old_dentry, new_dentry);
-}
+DK_HOOK(create, report_dentry(dentry, DK_OP_CREATE, 0), struct inode *dir, struct dentry *dentry)
+DK_HOOK(unlink, report_dentry(dentry, DK_OP_DELETE, 0), struct inode *dir, struct dentry *dentry)
+DK_HOOK(rename, report_rename(old_dentry, new_dentry), struct inode *old_dir,
+	struct dentry *old_dentry, struct inode *new_dir, struct dentry *new_dentry)
 
 /* ---- tracepoint family: raw sys_exit sees every syscall's return ---- */
 
@@ -479,9 +458,22 @@ static __always_inline int report_open(long fd)
 	return (mode & DK_FMODE_CREATED) ? report_file(file, DK_OP_CREATE, 0) : 0;
 }
 
-_Static_assert(__builtin_offsetof(struct pt_regs, orig_rax) ==
-		       __builtin_offsetof(struct pt_regs, rdi) + 8,
-	       "one read fetches the first argument and the syscall number");
+/* O_CREAT on x86_64 (asm-generic/fcntl.h): an open without it cannot create a file. */
+#define DK_O_CREAT 0100
+
+/* rdx, rsi, rdi, orig_rax: the first three syscall arguments and the syscall number. */
+struct dk_sys_regs {
+	unsigned long rdx;
+	unsigned long rsi;
+	unsigned long rdi;
+	unsigned long orig_rax;
+};
+
+_Static_assert(__builtin_offsetof(struct pt_regs, rsi) == __builtin_offsetof(struct pt_regs, rdx) + 8 &&
+		       __builtin_offsetof(struct pt_regs, rdi) == __builtin_offsetof(struct pt_regs, rdx) + 16 &&
+		       __builtin_offsetof(struct pt_regs, orig_rax) ==
+			       __builtin_offsetof(struct pt_regs, rdx) + 24,
+	       "one read fetches the arguments and the syscall number");
 
 SEC("raw_tracepoint/sys_exit")
 int dk_sys_exit(struct bpf_raw_tracepoint_args *ctx)
@@ -491,12 +483,9 @@ int dk_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	if (ret < 0) /* failed calls change nothing; costs no memory read */
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	struct {
-		unsigned long rdi;
-		unsigned long orig_rax;
-	} r;
+	struct dk_sys_regs r;
 
-	if (bpf_probe_read_kernel(&r, sizeof(r), &regs->rdi))
+	if (bpf_probe_read_kernel(&r, sizeof(r), &regs->rdx))
 		return 0;
 	switch (r.orig_rax) {
 	case DK_NR_write:
@@ -505,10 +494,12 @@ int dk_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	case DK_NR_pwritev:
 	case DK_NR_pwritev2:
 		return ret > 0 ? report_file(fd_file((long)(int)r.rdi), DK_OP_WRITE, ret) : 0;
-	case DK_NR_open:
+	case DK_NR_open: /* open(path, flags, mode) */
+		return (r.rsi & DK_O_CREAT) ? report_open(ret) : 0;
+	case DK_NR_openat: /* openat(dirfd, path, flags, mode) */
+		return (r.rdx & DK_O_CREAT) ? report_open(ret) : 0;
 	case DK_NR_creat:
-	case DK_NR_openat:
-	case DK_NR_openat2:
+	case DK_NR_openat2: /* flags live in user memory (struct open_how): check the file */
 		return report_open(ret);
 	default:
 		return 0;

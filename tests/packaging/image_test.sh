@@ -24,6 +24,19 @@ else
 fi
 
 work="$(mktemp -d /tmp/diffkeeper-image-test.XXXXXX)"
+tag="diffkeeper:pkgtest-$$"
+plain_tag="diffkeeper:pkgtest-plain-$$"
+volume="diffkeeper-pkgtest-$$"
+cleanup() {
+  if [[ -n $ENGINE ]]; then
+    engine volume rm -f "$volume" >/dev/null 2>&1 || true
+    engine image rm -f "$tag" "$plain_tag" >/dev/null 2>&1 || true
+  fi
+  engine_down
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # The README's multi-stage Dockerfile (for builders with internet access) is linted too: every
 # ```dockerfile block of README.md, and there must be one.
@@ -41,18 +54,6 @@ if [[ -e ${readme_blocks[0]} ]]; then
 else
   fail "hadolint: README.md's multi-stage Dockerfile" "README.md has no \`\`\`dockerfile block (the multi-stage build for connected builders)"
 fi
-tag="diffkeeper:pkgtest-$$"
-volume="diffkeeper-pkgtest-$$"
-cleanup() {
-  if [[ -n $ENGINE ]]; then
-    engine volume rm -f "$volume" >/dev/null 2>&1 || true
-    engine image rm -f "$tag" >/dev/null 2>&1 || true
-  fi
-  engine_down
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 plain_release="6.1.0-99-pkgtest-amd64"   # baked as <release>.btf
 tree_release="6.1.0-98-pkgtest-amd64"    # baked as debian/12/x86_64/<release>.btf.tar.xz
@@ -63,6 +64,15 @@ echo "not a BTF, must not be baked" >"$work/bake/README.txt"
 printf 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n' >"$work/host/etc/os-release"
 
 engine_up
+# The default image: nothing baked, /opt/diffkeeper/btf empty.
+image_build "$bin_dir" "" "$plain_tag" 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
+size="$(engine image inspect -f '{{.Size}}' "$plain_tag")"
+echo "INFO image $plain_tag (nothing baked): $size bytes ($((size / 1024)) KiB)"
+engine create --name "pkgtest-plain-$$" "$plain_tag" >/dev/null
+baked_in_plain="$(engine export "pkgtest-plain-$$" | tar -t | grep -c '^opt/diffkeeper/btf/.' || true)"
+engine rm "pkgtest-plain-$$" >/dev/null
+expect_eq "default image: /opt/diffkeeper/btf is empty" "0" "$baked_in_plain"
+
 image_build "$bin_dir" "$work/bake" "$tag" 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
 pass "image builds ($ENGINE, FROM scratch, 2 BTFs baked)"
 size="$(engine image inspect -f '{{.Size}}' "$tag")"

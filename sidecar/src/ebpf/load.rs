@@ -7,7 +7,7 @@ use std::io;
 
 use aya::maps::{HashMap, MapData};
 use aya::programs::kprobe::KProbeError;
-use aya::programs::{FEntry, FExit, KProbe, ProgramError, RawTracePoint};
+use aya::programs::{FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
 use diffkeeper_ebpf::object::{self, maps, programs};
 
@@ -101,38 +101,34 @@ pub fn attach(ebpf: &mut Ebpf, backend: Backend, btf: &SelectedBtf) -> Result<()
 fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
     for (name, function) in programs::FEXIT_WRITES {
         let step = format!("fexit {name} on {function}");
-        let prog: &mut FExit = program(ebpf, name)
-            .try_into()
-            .map_err(|e| explain(&step, &e))?;
-        prog.load(function, &btf.btf)
-            .map_err(|e| explain(&step, &e))?;
-        prog.attach().map_err(|e| explain(&step, &e))?;
+        with_program(ebpf, name, &step, |prog: &mut FExit| {
+            prog.load(function, &btf.btf)?;
+            prog.attach().map(drop)
+        })?;
     }
     for (name, function) in programs::FENTRY_HOOKS {
         let step = format!("fentry {name} on {function}");
-        let prog: &mut FEntry = program(ebpf, name)
-            .try_into()
-            .map_err(|e| explain(&step, &e))?;
-        prog.load(function, &btf.btf)
-            .map_err(|e| explain(&step, &e))?;
-        prog.attach().map_err(|e| explain(&step, &e))?;
+        with_program(ebpf, name, &step, |prog: &mut FEntry| {
+            prog.load(function, &btf.btf)?;
+            prog.attach().map(drop)
+        })?;
     }
     Ok(())
 }
 
 fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), Failure> {
+    // One kprobe and one kretprobe program serve both write functions: load once, attach twice.
     let writes = [programs::KPROBE_WRITE, programs::KRETPROBE_WRITE]
         .into_iter()
         .flat_map(|name| programs::WRITE_FUNCTIONS.map(|function| (name, function)));
     for (name, function) in writes.chain(programs::KPROBE_HOOKS) {
         let step = format!("kprobe {name} on {function}");
-        let prog: &mut KProbe = program(ebpf, name)
-            .try_into()
-            .map_err(|e| explain(&step, &e))?;
-        if prog.fd().is_err() {
-            prog.load().map_err(|e| explain(&step, &e))?;
-        }
-        prog.attach(function, 0).map_err(|e| explain(&step, &e))?;
+        with_program(ebpf, name, &step, |prog: &mut KProbe| {
+            if prog.fd().is_err() {
+                prog.load()?;
+            }
+            prog.attach(function, 0).map(drop)
+        })?;
     }
     Ok(())
 }
@@ -140,15 +136,29 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), Failure> {
 fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), Failure> {
     let (name, tracepoint) = programs::SYS_EXIT;
     let step = format!("raw tracepoint {name} on {tracepoint}");
-    let prog: &mut RawTracePoint = program(ebpf, name)
-        .try_into()
-        .map_err(|e| explain(&step, &e))?;
-    prog.load().map_err(|e| explain(&step, &e))?;
-    prog.attach(tracepoint).map_err(|e| explain(&step, &e))?;
-    Ok(())
+    with_program(ebpf, name, &step, |prog: &mut RawTracePoint| {
+        prog.load()?;
+        prog.attach(tracepoint).map(drop)
+    })
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut aya::programs::Program {
+/// Runs `step` on the program `name` as type `P`, turning errors into a [`Failure`].
+fn with_program<'a, P: 'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    step: &str,
+    run: impl FnOnce(&mut P) -> Result<(), ProgramError>,
+) -> Result<(), Failure>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let prog: &mut P = program(ebpf, name)
+        .try_into()
+        .map_err(|e| explain(step, &e))?;
+    run(prog).map_err(|e| explain(step, &e))
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut Program {
     ebpf.program_mut(name)
         .unwrap_or_else(|| panic!("the eBPF object has no program {name}"))
 }

@@ -227,26 +227,24 @@ mod tests {
     #[test]
     fn plans_follow_the_contract() {
         use Backend::*;
-        assert_eq!(
-            plan(AttachMode::Auto, BtfSource::System),
-            [Fentry, Kprobe, Tracepoint]
-        );
-        assert_eq!(
-            plan(AttachMode::Auto, BtfSource::Cache),
-            [Kprobe, Tracepoint]
-        );
-        assert_eq!(
-            plan(AttachMode::Fentry, BtfSource::Cache),
-            [Fentry, Kprobe, Tracepoint]
-        );
-        assert_eq!(
-            plan(AttachMode::Kprobe, BtfSource::System),
-            [Kprobe, Tracepoint]
-        );
-        assert_eq!(
-            plan(AttachMode::Tracepoint, BtfSource::System),
-            [Tracepoint]
-        );
+        let cases: [(AttachMode, BtfSource, &[Backend]); 5] = [
+            (
+                AttachMode::Auto,
+                BtfSource::System,
+                &[Fentry, Kprobe, Tracepoint],
+            ),
+            (AttachMode::Auto, BtfSource::Cache, &[Kprobe, Tracepoint]),
+            (
+                AttachMode::Fentry,
+                BtfSource::Cache,
+                &[Fentry, Kprobe, Tracepoint],
+            ),
+            (AttachMode::Kprobe, BtfSource::System, &[Kprobe, Tracepoint]),
+            (AttachMode::Tracepoint, BtfSource::System, &[Tracepoint]),
+        ];
+        for (attach, source, want) in cases {
+            assert_eq!(plan(attach, source), want, "{attach:?} with {source:?} BTF");
+        }
     }
 
     #[test]

@@ -299,8 +299,9 @@ def _check_broken(out: CaseOutput, release: str) -> Verdict:
         else "",
     ]
     problems = [p for p in problems if p]
-    note = "" if problems else "canary rejected kprobe, then tracepoint"
-    return Verdict(not problems, seen, scenario_events(out.output), "; ".join(problems) or note)
+    if canary:
+        seen = f"{seen or 'none'} (canary failed: {', '.join(canary)})"
+    return Verdict(not problems, seen, scenario_events(out.output), "; ".join(problems))
 
 
 def broken_case() -> Case:
@@ -310,7 +311,7 @@ def broken_case() -> Case:
         ["broken", "auto", "inotify"],
         "cache: d_name moved +64 bits (broken), sysfs hidden",
         "auto",
-        "inotify",
+        "inotify (canary fails kprobe, tracepoint)",
         _check_broken,
         needs=("diffkeeper-sidecar", "diffkeeper-scenario", "diffkeeper-btf-edit"),
         btf_variants=("broken",),

@@ -1,6 +1,7 @@
 """Boots one kernel under qemu (TCG) and reads back the guest's result port."""
 
 import dataclasses
+import shlex
 import subprocess
 import time
 from pathlib import Path
@@ -97,7 +98,7 @@ def boot(name: str, vmlinux: Path, initrd: Path, workdir: Path, timeout: float) 
         "-serial",
         f"file:{result}",
     ]
-    (workdir / "qemu.cmd").write_text(" ".join(cmd) + "\n")
+    (workdir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")  # to rerun a guest by hand
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
