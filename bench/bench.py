@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dkbench import init_rows, kernel_rows, static_rows, system  # noqa: E402
+from dkbench import init_rows, kernel_rows, static_rows, stats, system  # noqa: E402
 from dkbench.context import Context, Sizes  # noqa: E402
 from dkbench.procs import Bins  # noqa: E402
 from dkbench.table import Row, error_row, render  # noqa: E402
@@ -110,7 +110,7 @@ def main() -> int:
     (args.out_dir / f"{stem}.md").write_text(table + "\n\n" + header + "\n")
     (args.out_dir / f"{stem}.json").write_text(json.dumps(
         {"machine": before, "machine_after": after, "sizes": sizes.__dict__,
-         "rows": [r.as_dict() for r in rows]}, indent=2, default=str))
+         "rows": [r.as_dict() for r in rows], "samples": stats.RECORDED}, indent=2, default=str))
     print(f"bench: written {args.out_dir / stem}.md and .json", file=sys.stderr)
 
     empty = [r.metric for r in rows if r.subject is None and not r.optional]

@@ -179,10 +179,15 @@ def write_overhead_inside(ctx: Context) -> list[Row]:
         "tracepoint": lambda: _with_sidecar(ctx, lambda sc: loop()),
         "inotify": lambda: _with_sidecar(ctx, lambda sc: loop(), backend="inotify"),
         "inotifywait": with_inotifywait,
+        "kernel_only": lambda: _with_helper(ctx, "unfiltered", ctx.fs_a, lambda _: loop()),
     })
     what = "write() 1 B inside the watched dir, journal written (--coalesce-ms 0)"
     return [
         _vs_unprobed(f"{what}: sidecar tracepoint vs unprobed", s, "tracepoint"),
+        _vs_unprobed("  same program reporting every write, ring drained every 1 ms by the bench helper "
+                     "(no sidecar, no journal) vs unprobed", s, "kernel_only",
+                     note="splits the sidecar's per-event cost into the kernel program's own work and what "
+                          "the sidecar's reading adds (wake-ups, cache lines shared with the reader)"),
         _vs_unprobed("  same, sidecar inotify backend vs unprobed", s, "inotify"),
         _overhead_vs_peer("  same, inotify backend overhead vs `inotifywait -m -r` overhead", s, "inotify",
                           "inotifywait", "inotifywait overhead"),
@@ -269,10 +274,13 @@ def start_to_ready(ctx: Context) -> list[Row]:
     cached_btf = cache / f"{release}.btf"
     cached_btf.write_bytes(system.SYSTEM_BTF_DIR.joinpath("vmlinux").read_bytes())
 
-    def sidecar_start(backend="tracepoint", cache_dir=None, expect_btf="/sys/kernel/btf/vmlinux"):
+    cpu_at_ready: dict[str, list[float]] = {}
+
+    def sidecar_start(backend="tracepoint", cache_dir=None, expect_btf="/sys/kernel/btf/vmlinux", key=""):
         def run():
             with _sidecar(ctx, backend, cache_dir=cache_dir or ctx.empty_cache) as sc:
                 seconds = sc.ready()
+                cpu_at_ready.setdefault(key, []).append(sc.cpu_ms())
                 btf = sc.btf_path()
                 sc.stop()
             if btf != expect_btf:
@@ -282,7 +290,7 @@ def start_to_ready(ctx: Context) -> list[Row]:
 
     def cached_start():
         with system.hidden_system_btf(ctx.empty_dir):
-            return sidecar_start(cache_dir=cache, expect_btf=str(cached_btf))()
+            return sidecar_start(cache_dir=cache, expect_btf=str(cached_btf), key="cached")()
 
     def bpftrace_first_probe():
         # Keep a write happening every 0.5 ms so "first probe" is not waiting on idle time.
@@ -305,17 +313,20 @@ def start_to_ready(ctx: Context) -> list[Row]:
             ticker.join()
 
     s = stats.interleaved(ctx.sizes.start_reps, {
-        "system": sidecar_start(),
+        "system": sidecar_start(key="system"),
         "cached": cached_start,
-        "auto": sidecar_start("auto"),
+        "auto": sidecar_start("auto", key="auto"),
         "bpftrace": bpftrace_first_probe,
     })
     bt = Value(stats.median(s["bpftrace"]), "ms")
     label = "bpftrace start to first probe hit"
+    cpu = {k: stats.median(v) for k, v in cpu_at_ready.items()}
+    cpu_note = (f"sidecar CPU time at ready (all live threads; robust to this machine's load): system "
+                f"{cpu['system']:.0f} ms, cached {cpu['cached']:.0f} ms, auto {cpu['auto']:.0f} ms")
     return [
         Row("sidecar start -> ready (probes attached + canary), system BTF, --attach tracepoint",
             Value(stats.median(s["system"]), "ms"), bt, label, stats.paired_ratio(s["system"], s["bpftrace"]),
-            "<= 100 ms", check=lambda v, r: v <= 100),
+            "<= 100 ms", check=lambda v, r: v <= 100, note=cpu_note),
         Row("  same, cached BTF (/sys/kernel/btf hidden)",
             Value(stats.median(s["cached"]), "ms"), bt, label, stats.paired_ratio(s["cached"], s["bpftrace"]),
             "report"),

@@ -164,6 +164,16 @@ class Sidecar(Background):
                 ids.append(int(m.group(1)))
         return sorted(set(ids))
 
+    def cpu_ms(self) -> float:
+        """CPU time used so far by the process's live threads (scheduler runtime, exact)."""
+        total = 0
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+        return total / 1e6
+
     def memory_kib(self) -> tuple[int, int]:
         """(VmRSS, VmHWM) in KiB."""
         status = Path(f"/proc/{self.proc.pid}/status").read_text()

@@ -5,6 +5,10 @@ import statistics
 from typing import Callable, Mapping
 
 
+# Every interleaved() result of this run, in order (bench.py writes them into results.json).
+RECORDED: list[dict[str, list[float]]] = []
+
+
 def interleaved(reps: int, conditions: Mapping[str, Callable[[], float]]) -> dict[str, list[float]]:
     names = list(conditions)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -12,6 +16,7 @@ def interleaved(reps: int, conditions: Mapping[str, Callable[[], float]]) -> dic
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
             samples[name].append(conditions[name]())
+    RECORDED.append(samples)
     return samples
 
 

@@ -51,7 +51,10 @@ fn wait(root_id: u32, name: &str, events: &Receiver<Event>) -> Result<(), String
             ev.path.map(|(_, p)| p).unwrap_or_default(),
             ev.bytes,
         ),
-        None => format!("no event for the canary write of {} bytes to {name:?} within {WAIT:?}", want.1),
+        None => format!(
+            "no event for the canary write of {} bytes to {name:?} within {WAIT:?}",
+            want.1
+        ),
     })
 }
 

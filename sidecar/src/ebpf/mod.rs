@@ -141,6 +141,7 @@ pub fn start(cfg: &EbpfConfig, sink: Sender<Change>) -> Result<EbpfSession, Ebpf
     let roots = RootTable::build(paths).map_err(|e| unavailable(format!("roots: {e}")))?;
 
     let mut reasons = Vec::new();
+    let mut spare = None;
     for backend in plan(cfg.attach, btf.source) {
         let attempt = if backend == Backend::Fentry && btf.source != BtfSource::System {
             Err(Failure::new(
@@ -151,7 +152,7 @@ pub fn start(cfg: &EbpfConfig, sink: Sender<Change>) -> Result<EbpfSession, Ebpf
                 "fentry works only with /sys/kernel/btf/vmlinux; kprobe and tracepoint work with cached BTF",
             ))
         } else {
-            try_mode(backend, &btf, &roots, canary_id, cfg, &sink)
+            try_mode(backend, &btf, &roots, canary_id, cfg, &sink, &mut spare)
         };
         match attempt {
             Ok(session) => return Ok(session),
@@ -185,9 +186,18 @@ fn try_mode(
     canary_id: u32,
     cfg: &EbpfConfig,
     sink: &Sender<Change>,
+    spare: &mut Option<Ebpf>,
 ) -> Result<EbpfSession, Failure> {
-    let mut ebpf = load::load(btf, roots, cfg.ringbuf_bytes)?;
-    load::attach(&mut ebpf, backend, btf)?;
+    // `spare`: the object of a mode that failed to attach, maps intact and programs unloaded.
+    let mut ebpf = match spare.take() {
+        Some(ebpf) => ebpf,
+        None => load::load(btf, roots, cfg.ringbuf_bytes)?,
+    };
+    if let Err(failure) = load::attach(&mut ebpf, backend, btf) {
+        load::unload_programs(&mut ebpf);
+        *spare = Some(ebpf);
+        return Err(failure);
+    }
     let reader = Reader::spawn(
         &mut ebpf,
         backend,

@@ -1,5 +1,6 @@
-"""diffkeeper VM matrix: boots Debian 6.1 and 6.12 kernels under qemu and runs the sidecar/init
-cases in each. Usage: tests/vm/run.sh BIN_DIR [options] (see --help)."""
+"""diffkeeper VM matrix: boots the newest Debian 6.1 and 6.12 cloud kernels under qemu (TCG) and
+runs the sidecar/init cases in each; prints a summary table, writes target/vm/results.json and
+per-case logs, and exits 1 if any case differs from its expectation (2: setup problem)."""
 
 import argparse
 import fnmatch
@@ -18,11 +19,13 @@ BOOT_ALLOWANCE = 60  # seconds of the outer timeout for boot and shutdown
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="tests/vm/run.sh", description=__doc__)
+    ids = " ".join(c.id for c in [matrix.sanity_case(), *matrix.all_cases()])
+    p = argparse.ArgumentParser(prog="tests/vm/run.sh", description=__doc__, epilog=f"case ids: {ids}")
     p.add_argument(
         "bin_dir",
         type=Path,
-        help="dir with the static diffkeeper-init, diffkeeper-sidecar, diffkeeper-scenario",
+        help="dir with the static (musl) diffkeeper-init, diffkeeper-sidecar, diffkeeper-scenario, "
+        "diffkeeper-btf-edit",
     )
     p.add_argument(
         "--cache",
@@ -49,7 +52,12 @@ def parse_args(argv):
         type=float,
         help="outer limit per VM in seconds (default: sum of the case timeouts + 60)",
     )
-    p.add_argument("--bpf-object", type=Path, default=REPO / "ebpf" / "obj" / "diffkeeper.bpf.o")
+    p.add_argument(
+        "--bpf-object",
+        type=Path,
+        default=REPO / "ebpf" / "obj" / "diffkeeper.bpf.o",
+        help="the eBPF object the minimised BTF is made for (as `just min-btf` does)",
+    )
     return p.parse_args(argv)
 
 
@@ -127,7 +135,7 @@ def main(argv) -> int:
     refreshed = [False]
     series = args.kernel or list(kernels.SERIES)
     kernel_list = [kernels.prepare(s, args.cache, refreshed) for s in series]
-    common = image.common_segment(args.bin_dir, args.bpf_object if args.bpf_object.exists() else None)
+    common = image.common_segment(args.bin_dir)
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(lambda k: run_kernel(k, cases, common, args), kernel_list))
     runs = [vm for vm, _ in results]
@@ -143,6 +151,6 @@ def main(argv) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
-    except HarnessError as e:
+    except (HarnessError, OSError) as e:  # OSError: names the path, e.g. an unwritable --cache
         print(f"vm-test: {e}", file=sys.stderr)
         sys.exit(2)

@@ -61,7 +61,13 @@ def _cached_debs(debs: Path, series: str) -> list[Path]:
 def fetch_deb(series: str, cache: Path, lists_refreshed: list[bool]) -> Path:
     """The newest package of the series, downloaded only if the cache lacks it."""
     debs = cache / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
+    try:
+        debs.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HarnessError(
+            f"cannot create the kernel cache {debs}: {e.strerror}; "
+            "point DIFFKEEPER_VM_CACHE (or --cache) at a writable directory"
+        ) from e
     package = _newest_package(series)
     if package is None and not lists_refreshed[0]:
         log("apt lists have no cloud kernel packages: running apt-get update")

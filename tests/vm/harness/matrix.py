@@ -64,6 +64,12 @@ def ready_backend(text: str) -> str:
     return found[-1] if found else ""
 
 
+def _verdict(seen: str, events: str, problems: list[str]) -> Verdict:
+    """PASS when no problem was found; the problems ("" entries ignored) become the note."""
+    problems = [p for p in problems if p]
+    return Verdict(not problems, seen, events, "; ".join(problems))
+
+
 def _finished(out: CaseOutput) -> Verdict | None:
     if out.rc is None:
         return Verdict(False)  # the report explains how the guest ended
@@ -76,15 +82,19 @@ def _check_sanity(out: CaseOutput, _release: str) -> Verdict:
     if (v := _finished(out)) is not None:
         return v
     ev = evidence(out)
-    problems = []
-    if ev.get("host_btf_matches_sysfs") != "yes":
-        problems.append("host-extracted .BTF differs from /sys/kernel/btf/vmlinux")
-    if ev.get("hidden_btf_entries") != "0":
-        problems.append("hiding /sys/kernel/btf did not work")
-    if not ev.get("kprobe_pmu", "").isdigit():
-        problems.append("no kprobe PMU")
-    ok = out.rc == 0 and not problems
-    return Verdict(ok, "ok" if ok else "broken", "", "; ".join(problems) or f"rc={out.rc}")
+    verdict = _verdict(
+        "",
+        "",
+        [
+            f"sanity.sh exited {out.rc}" if out.rc != 0 else "",
+            "host-extracted .BTF differs from /sys/kernel/btf/vmlinux"
+            if ev.get("host_btf_matches_sysfs") != "yes"
+            else "",
+            "hiding /sys/kernel/btf did not work" if ev.get("hidden_btf_entries") != "0" else "",
+            "no kprobe PMU" if not ev.get("kprobe_pmu", "").isdigit() else "",
+        ],
+    )
+    return dataclasses.replace(verdict, seen="ok" if verdict.ok else "broken")
 
 
 def _check_selftest_hang(out: CaseOutput, _release: str) -> Verdict:
@@ -153,21 +163,34 @@ def _btf_problem(row: str, text: str, release: str) -> str:
     return ""
 
 
-def _cell_check(row: str, expect: str) -> Callable[[CaseOutput, str], Verdict]:
+def _fallback_reason(row: str, mode: str) -> str:
+    """Regex for the sidecar's log line that must explain an expected fallback ("" if none)."""
+    if row == "none":
+        return r"\[eBPF\] btf: no usable BTF"
+    if mode == "fentry" and row != "system":
+        return r"\[eBPF\] fentry: needs the running kernel's own BTF type ids"
+    return ""
+
+
+def _cell_check(row: str, mode: str, expect: str) -> Callable[[CaseOutput, str], Verdict]:
+    reason = _fallback_reason(row, mode)
+
     def check(out: CaseOutput, release: str) -> Verdict:
         if (v := _finished(out)) is not None:
             return v
         seen = ready_backend(out.output)
-        problems = [
-            p
-            for p in [
+        return _verdict(
+            seen,
+            scenario_events(out.output),
+            [
                 scenario_problem(out),
                 f"backend {seen or 'none'} instead of {expect}" if seen != expect else "",
                 _btf_problem(row, out.output, release),
-            ]
-            if p
-        ]
-        return Verdict(not problems, seen, scenario_events(out.output), "; ".join(problems))
+                f"no log line explaining the fallback (/{reason}/)"
+                if reason and not re.search(reason, out.output)
+                else "",
+            ],
+        )
 
     return check
 
@@ -203,7 +226,7 @@ def cell_cases() -> list[Case]:
             label,
             mode,
             EXPECTED[row][mode],
-            _cell_check(row, EXPECTED[row][mode]),
+            _cell_check(row, mode, EXPECTED[row][mode]),
             needs=("diffkeeper-sidecar", "diffkeeper-scenario"),
             btf_variants=("min",) if row == "min" else (),
         )
@@ -224,33 +247,39 @@ def _init_check(status_source: str) -> Callable[[CaseOutput, str], Verdict]:
         journal = [line for line in out.output.splitlines() if line.startswith("{")]
         wrote = [j for j in journal if '"op":"write"' in j and "/e2e.txt" in j]
         types = [t for t in ev.get("sidecar_prog_types", "").split(",") if t]
-        problems = [
-            f"diffkeeper-init exited {ev.get('init_rc')}" if ev.get("init_rc") != "0" else "",
-            f"{release}.btf not in the cache ({ev.get('cache_files')})"
-            if f"{release}.btf," not in ev.get("cache_files", "")
-            else "",
-            f'status file does not say "source": "{status_source}"'
-            if f'"source": "{status_source}"' not in ev.get("init_status", "")
-            else "",
-            _btf_problem("cache", out.output, release),
-            f"backend {seen or 'none'} instead of kprobe" if seen != "kprobe" else "",
-            "bpftool lists no dk_ kprobe programs" if ev.get("bpftool_kprobe_progs", "0") == "0" else "",
-            "no kprobe attached to vfs_write/security_inode_* in debugfs kprobes/list"
-            if ev.get("kprobe_attachments", "0") == "0"
-            else "",
-            "bpftool link show lists no perf_event link" if ev.get("perf_event_links", "0") == "0" else "",
-            f"sidecar prog types {types} are not all kprobe (2)" if not types or set(types) != {"2"} else "",
-            "journal has no kprobe write of e2e.txt with 5 bytes"
-            if not any('"backend":"kprobe"' in j and '"bytes":5' in j for j in wrote)
-            else "",
-            f"sidecar exited {ev.get('sidecar_rc')} after SIGTERM" if ev.get("sidecar_rc") != "0" else "",
-        ]
-        problems = [p for p in problems if p]
         events = (
             f"{len(journal)} journal lines; {len(types)} kprobe progs, "
             f"{ev.get('kprobe_attachments', 0)} kprobe attachments"
         )
-        return Verdict(not problems, seen, events, "; ".join(problems))
+        return _verdict(
+            seen,
+            events,
+            [
+                f"diffkeeper-init exited {ev.get('init_rc')}" if ev.get("init_rc") != "0" else "",
+                f"{release}.btf not in the cache ({ev.get('cache_files')})"
+                if f"{release}.btf," not in ev.get("cache_files", "")
+                else "",
+                f'status file does not say "source": "{status_source}"'
+                if f'"source": "{status_source}"' not in ev.get("init_status", "")
+                else "",
+                _btf_problem("cache", out.output, release),
+                f"backend {seen or 'none'} instead of kprobe" if seen != "kprobe" else "",
+                "bpftool lists no dk_ kprobe programs" if ev.get("bpftool_kprobe_progs", "0") == "0" else "",
+                "no kprobe attached to vfs_write/security_inode_* in debugfs kprobes/list"
+                if ev.get("kprobe_attachments", "0") == "0"
+                else "",
+                "bpftool link show lists no perf_event link"
+                if ev.get("perf_event_links", "0") == "0"
+                else "",
+                f"sidecar prog types {types} are not all kprobe (2)"
+                if not types or set(types) != {"2"}
+                else "",
+                "journal has no kprobe write of e2e.txt with 5 bytes"
+                if not any('"backend":"kprobe"' in j and '"bytes":5' in j for j in wrote)
+                else "",
+                f"sidecar exited {ev.get('sidecar_rc')} after SIGTERM" if ev.get("sidecar_rc") != "0" else "",
+            ],
+        )
 
     return check
 
@@ -298,10 +327,9 @@ def _check_broken(out: CaseOutput, release: str) -> Verdict:
         if "does not match this kernel" not in out.output
         else "",
     ]
-    problems = [p for p in problems if p]
     if canary:
         seen = f"{seen or 'none'} (canary failed: {', '.join(canary)})"
-    return Verdict(not problems, seen, scenario_events(out.output), "; ".join(problems))
+    return _verdict(seen, scenario_events(out.output), problems)
 
 
 def broken_case() -> Case:
