@@ -30,7 +30,8 @@ from dkbench.table import Row, error_row, render  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = ["bpftrace", "bpftool", "inotifywait", "curl", "tar", "xz", "grep"]
 
-# (name, what its rows are called if it fails, function)
+# (name, what its rows are called if it fails, function); every section but "program" runs with
+# kernel.bpf_stats_enabled=0, whatever another session left it at.
 SECTIONS = [
     ("program", "BPF program cost per run", kernel_rows.program_cost),
     ("outside", "write() overhead outside watched dirs", kernel_rows.write_overhead_outside),
@@ -51,6 +52,7 @@ def machine() -> dict:
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "loadavg": open("/proc/loadavg").read().split()[:3],
+        "bpf_stats_enabled": system.BPF_STATS_SYSCTL.read_text().strip(),
     }
 
 
@@ -86,10 +88,11 @@ def main() -> int:
             print(f"bench: {name} ...", file=sys.stderr, flush=True)
             t0 = time.monotonic()
             try:
-                if section is None:
-                    rows += static_rows.size_rows(ctx, with_image=not args.smoke)
-                else:
-                    rows += section(ctx)
+                with system.bpf_stats(False):
+                    if section is None:
+                        rows += static_rows.size_rows(ctx, with_image=not args.smoke)
+                    else:
+                        rows += section(ctx)
             except Exception as e:  # one broken section must not hide the others' numbers
                 traceback.print_exc()
                 rows.append(error_row(label, e))
@@ -102,6 +105,7 @@ def main() -> int:
     print(table)
     header = (f"machine: {before['cpus']} x {before['cpu']}, kernel {before['kernel']}; "
               f"loadavg {' '.join(before['loadavg'])} -> {' '.join(after['loadavg'])}; "
+              f"kernel.bpf_stats_enabled found at {before['bpf_stats_enabled']} (0 outside the program section); "
               f"{before['date']}; {'smoke' if args.smoke else 'full'} run, "
               f"{time.monotonic() - started:.0f} s; sizes {sizes}")
     print("\n" + header)

@@ -74,7 +74,7 @@ def program_cost(ctx: Context) -> list[Row]:
     def helper_cost(mode, arg):
         return lambda: _with_helper(ctx, mode, arg, lambda prog_id: cost([prog_id], ctx.outside_same_fs))
 
-    with system.bpf_stats_enabled():
+    with system.bpf_stats(True):
         s = stats.interleaved(ctx.sizes.reps, {
             "same_fs": sidecar_cost(ctx.outside_same_fs),
             "other_fs": sidecar_cost(ctx.outside_other_fs),

@@ -71,10 +71,12 @@ def hidden_system_btf(empty_dir: Path):
 
 
 @contextlib.contextmanager
-def bpf_stats_enabled():
-    """Turns on kernel.bpf_stats_enabled (run_time_ns/run_cnt) and restores the old value."""
+def bpf_stats(enabled: bool):
+    """Sets kernel.bpf_stats_enabled for the block and restores the old value. On, every BPF
+    program run reads the clock twice (run_time_ns/run_cnt); the per-write sections turn it
+    off so that cost is not part of what they measure."""
     old = BPF_STATS_SYSCTL.read_text().strip()
-    BPF_STATS_SYSCTL.write_text("1\n")
+    BPF_STATS_SYSCTL.write_text("1\n" if enabled else "0\n")
     try:
         yield
     finally:

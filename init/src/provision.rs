@@ -71,6 +71,17 @@ impl From<CacheError> for ProvisionError {
 
 pub fn run(cfg: &Config) -> Result<Provided, ProvisionError> {
     let mut looked = Vec::new();
+    if let Some(running) = other_running_kernel(cfg.kernel_release.as_deref()) {
+        // Provisioning for another kernel (e.g. pre-populating a cache): this one's BTF won't do.
+        log::info!(
+            "--kernel-release differs from the running kernel {running}: {SYSTEM_BTF_PATH} \
+             does not describe it, provisioning into the cache"
+        );
+        looked.push(format!(
+            "system BTF {SYSTEM_BTF_PATH}: describes the running kernel {running}"
+        ));
+        return provision_into_cache(cfg, looked);
+    }
     match btf::check_file(Path::new(SYSTEM_BTF_PATH)) {
         Ok(_) => {
             log::info!(
@@ -89,6 +100,18 @@ pub fn run(cfg: &Config) -> Result<Provided, ProvisionError> {
         }
     }
 
+    provision_into_cache(cfg, looked)
+}
+
+/// The running kernel's release when `requested` names a different one.
+fn other_running_kernel(requested: Option<&str>) -> Option<String> {
+    let running = nix::sys::utsname::uname().ok()?;
+    let running = running.release().to_string_lossy().into_owned();
+    (requested? != running).then_some(running)
+}
+
+/// Steps 2-5: cache, baked dir, mirror, nothing.
+fn provision_into_cache(cfg: &Config, looked: Vec<String>) -> Result<Provided, ProvisionError> {
     let id = identity::detect(
         &cfg.host_root,
         cfg.kernel_release.as_deref(),
@@ -186,8 +209,13 @@ impl Run<'_> {
                 .lock()
                 .and_then(|lock| write_status(&lock, &status_path, &status)),
         };
-        if let Err(e) = written {
-            log::warn!("cannot record the status of the cached BTF: {e}");
+        match written {
+            Ok(()) => {}
+            // Pods that share a node cache mount it read-only: only the writer records status.
+            Err(e) if e.source.raw_os_error() == Some(nix::libc::EROFS) => {
+                log::info!("cache is read-only: status of the cached BTF not recorded ({e})")
+            }
+            Err(e) => log::warn!("cannot record the status of the cached BTF: {e}"),
         }
         provided
     }

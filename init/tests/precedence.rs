@@ -29,6 +29,25 @@ fn system_btf_present_writes_nothing() {
 }
 
 #[test]
+fn another_kernels_release_is_provisioned_despite_system_btf() {
+    // Pre-populating a cache for other nodes: this kernel's BTF must not stand in for theirs.
+    let env = Env::new("other-release");
+    let other = "5.15.0-92-generic";
+    let mirror = Mirror::https();
+    let path = format!("/ubuntu/22.04/x86_64/{other}.btf.tar.xz");
+    mirror.route(&path, Behaviour::Serve(system_btf_archive()));
+    let mut cmd = env.init_with_system_btf();
+    cmd.arg("--btfhub-mirror")
+        .arg(mirror.url())
+        .arg("--ca-file")
+        .arg(mirror.ca_file())
+        .args(["--kernel-release", other, "--required"]);
+    run(&mut cmd).expect(0, &["differs from the running kernel"]);
+    assert_cached(&env.cache.join(format!("{other}.btf")), &system_btf());
+    assert_eq!(mirror.requests_to(&path), 1);
+}
+
+#[test]
 fn download_and_cache_btf() {
     let env = Env::new("download");
     let mirror = Mirror::https();

@@ -56,7 +56,7 @@ fn forced_fentry_and_kprobe_fall_back_with_reasons() {
     assert!(
         fentry
             .iter()
-            .any(|l| l.contains("(grant CAP_BPF and CAP_PERFMON, or run privileged)")),
+            .any(|l| l.contains("(grant CAP_BPF and CAP_PERFMON, or run privileged;")),
         "fentry reason missing: {fentry:?}"
     );
     let kprobe = logs_containing("kprobe: kprobe dk_kprobe_write on vfs_write: kprobe PMU missing");

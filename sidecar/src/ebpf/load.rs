@@ -15,7 +15,11 @@ use super::roots::RootTable;
 use crate::btf_select::SelectedBtf;
 use crate::change::Backend;
 
-const HINT_EPERM: &str = "grant CAP_BPF and CAP_PERFMON, or run privileged";
+// EPERM also comes with both capabilities granted: from an old runtime seccomp profile that
+// allows bpf(2) only with CAP_SYS_ADMIN, or from a kernel that refuses this program type.
+const HINT_EPERM: &str =
+    "grant CAP_BPF and CAP_PERFMON, or run privileged; if both are granted, the \
+     runtime's seccomp profile or the kernel forbids this program type";
 const HINT_NO_KPROBES: &str = "the kernel has no kprobes (CONFIG_KPROBES is off)";
 const HINT_WRONG_BTF: &str =
     "the BTF does not describe this kernel: provide its own BTF as <cache>/<release>.btf (diffkeeper-init)";
