@@ -1,5 +1,5 @@
-# cell.sh BTF MODE EXPECT: one matrix cell: the sidecar's journal scenario with the given BTF
-# source (system | full | min | none) and --attach MODE; EXPECT is the backend it must end up on.
+# cell.sh BTF MODE EXPECT: one matrix cell, the sidecar's journal scenario with the given BTF
+# (system | full | min | none | broken) and --attach MODE; EXPECT: the backend it must end on.
 . /vm/lib.sh
 btf=$1 mode=$2 expect=$3
 cache=/tmp/case/btf-cache
@@ -13,4 +13,4 @@ hide=--hide-system-btf
 [ "$btf" = system ] && hide=
 # --verbose: the sidecar's log (ready line, BTF line, fallback reasons) goes to the case log.
 diffkeeper-scenario --sidecar /usr/local/bin/diffkeeper-sidecar --expect-backend "$expect" \
-    --ready-timeout 20 --verbose $hide -- --attach "$mode" --btf-cache-dir "$cache"
+    --workdir /tmp/case --ready-timeout 20 --verbose $hide -- --attach "$mode" --btf-cache-dir "$cache"
