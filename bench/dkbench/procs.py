@@ -121,7 +121,8 @@ class Background:
 
 class Sidecar(Background):
     def __init__(self, bins: Bins, state_dirs: list[Path], journal: Path, *, cache_dir: Path,
-                 backend: str = "tracepoint", coalesce_ms: int = 0, metrics_port: int | None = None):
+                 backend: str = "tracepoint", coalesce_ms: int = 0, metrics_port: int | None = None,
+                 extra: tuple[str, ...] = ()):
         self.backend_wanted = backend
         argv = [str(bins.sidecar), "--journal", str(journal), "--coalesce-ms", str(coalesce_ms),
                 "--btf-cache-dir", str(cache_dir), "--fallback-fsnotify=true"]
@@ -134,6 +135,7 @@ class Sidecar(Background):
         self.metrics_port = metrics_port
         if metrics_port:
             argv += ["--metrics-addr", f"127.0.0.1:{metrics_port}"]
+        argv += extra
         super().__init__(argv, stream="stderr", name="diffkeeper-sidecar")
 
     def ready(self, timeout: float = 30.0) -> float:

@@ -8,7 +8,7 @@ kernel_btf=${1:?usage: min-btf.sh KERNEL_BTF OUT [BPF_OBJECT]}
 out=${2:?usage: min-btf.sh KERNEL_BTF OUT [BPF_OBJECT]}
 object=${3:-$repo/ebpf/obj/diffkeeper.bpf.o}
 [ -r "$kernel_btf" ] || { echo "min-btf: cannot read kernel BTF $kernel_btf" >&2; exit 1; }
-[ -r "$object" ] || { echo "min-btf: cannot read the eBPF object $object (build it: cargo build -p diffkeeper-ebpf)" >&2; exit 1; }
+[ -r "$object" ] || { echo "min-btf: cannot read the eBPF object $object (it is committed in ebpf/obj/; 'just ebpf' rebuilds it)" >&2; exit 1; }
 command -v bpftool >/dev/null || { echo "min-btf: bpftool not found (apt-get install bpftool)" >&2; exit 1; }
 mkdir -p "$(dirname "$out")"
 tmp="$out.tmp.$$"
