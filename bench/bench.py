@@ -56,11 +56,25 @@ def machine() -> dict:
     }
 
 
+def paste_results(doc: Path, text: str) -> None:
+    begin, end = "<!-- RESULTS:BEGIN", "<!-- RESULTS:END -->"
+    content = doc.read_text()
+    if begin not in content or end not in content:
+        raise SystemExit(f"bench: {doc} has no {begin} ... {end} markers to paste the results between")
+    head, rest = content.split(begin, 1)
+    marker_line, _ = rest.split("\n", 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}{marker_line}\n{text}\n{end}{tail}")
+    print(f"bench: pasted the results into {doc}", file=sys.stderr)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin-dir", type=Path, required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--out-dir", type=Path, default=REPO / "target" / "bench")
+    ap.add_argument("--update-doc", type=Path, metavar="MD",
+                    help="also paste the table between the RESULTS markers of MD (e.g. BENCHMARKS.md)")
     ap.add_argument("--only", default="", help="comma-separated sections: " + ",".join(s[0] for s in SECTIONS))
     args = ap.parse_args()
 
@@ -116,6 +130,8 @@ def main() -> int:
         {"machine": before, "machine_after": after, "sizes": sizes.__dict__,
          "rows": [r.as_dict() for r in rows], "samples": stats.RECORDED}, indent=2, default=str))
     print(f"bench: written {args.out_dir / stem}.md and .json", file=sys.stderr)
+    if args.update_doc:
+        paste_results(args.update_doc, table + "\n\n" + header)
 
     empty = [r.metric for r in rows if r.subject is None and not r.optional]
     if empty:

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +66,12 @@ class Context:
 
     @classmethod
     def create(cls, bins: Bins, sizes: Sizes, repo: Path) -> "Context":
-        ws = Path(os.environ.get("DIFFKEEPER_BENCH_DIR", "/tmp/diffkeeper-bench"))
-        if ws.exists():
-            shutil.rmtree(ws)
+        # A fresh directory per run: two benches at once (e.g. CI beside a developer) must not
+        # share, or remove, each other's workspace.
+        parent = os.environ.get("DIFFKEEPER_BENCH_DIR")
+        if parent:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        ws = Path(tempfile.mkdtemp(prefix="diffkeeper-bench.", dir=parent))
         ctx = cls(bins, sizes, ws, system.mount_tmpfs(ws / "a"), system.mount_tmpfs(ws / "b"),
                   system.mount_tmpfs(ws / "out"), repo)
         for d in (ctx.watched, ctx.outside_same_fs.parent, ctx.empty_cache, ctx.empty_dir):

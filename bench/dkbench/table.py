@@ -17,6 +17,8 @@ class Value:
             return f"{n:.3f} %"
         if self.unit in ("ns", "ns/write", "ns/run", "ms", "CPU ns/write"):
             return f"{n:.0f} {self.unit}" if n >= 100 else f"{n:.1f} {self.unit}"
+        if self.unit == "events":
+            return f"{n:,.0f} events"
         if self.unit == "MiB":
             return f"{n:.1f} MiB"
         return f"{n:g} {self.unit}".strip()
