@@ -36,8 +36,10 @@ pub mod programs {
         ("dk_kprobe_inode_unlink", "security_inode_unlink"),
         ("dk_kprobe_inode_rename", "security_inode_rename"),
     ];
-    /// The raw tracepoint program and the tracepoint it attaches to by name.
+    /// The raw tracepoint program and the tracepoint it attaches to by name (any BTF).
     pub const SYS_EXIT: (&str, &str) = ("dk_sys_exit", "sys_exit");
+    /// The same body as a BTF-typed tracepoint (cheaper; needs the running kernel's BTF ids).
+    pub const SYS_EXIT_BTF: (&str, &str) = ("dk_sys_exit_btf", "sys_exit");
 }
 
 /// Map names, as the C file defines them.
@@ -46,6 +48,14 @@ pub mod maps {
     pub const DEVS: &str = "dk_devs";
     pub const EVENTS: &str = "dk_events";
     pub const LOST: &str = "dk_lost";
+}
+
+/// Read-only globals (`const volatile`) user space sets at load.
+pub mod globals {
+    /// `u32`: the size of [`super::maps::EVENTS`] in bytes (its max_entries).
+    pub const RING_BYTES: &str = "dk_ring_bytes";
+    /// `u64`: bit `id` set for every root id in [`super::maps::ROOTS`].
+    pub const ALL_ROOTS: &str = "dk_all_roots";
 }
 
 #[cfg(test)]

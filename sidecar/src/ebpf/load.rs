@@ -7,12 +7,12 @@ use std::io;
 
 use aya::maps::{HashMap, MapData};
 use aya::programs::kprobe::KProbeError;
-use aya::programs::{FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint};
+use aya::programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
-use diffkeeper_ebpf::object::{self, maps, programs};
+use diffkeeper_ebpf::object::{self, globals, maps, programs};
 
 use super::roots::RootTable;
-use crate::btf_select::SelectedBtf;
+use crate::btf_select::{BtfSource, SelectedBtf};
 use crate::change::Backend;
 
 // EPERM also comes with both capabilities granted: from an old runtime seccomp profile that
@@ -52,9 +52,12 @@ impl fmt::Display for Failure {
 
 /// Creates the maps and relocates the programs against `btf`; no program is loaded yet.
 pub fn load(btf: &SelectedBtf, roots: &RootTable, ringbuf_bytes: u32) -> Result<Ebpf, Failure> {
+    let all_roots = roots.id_mask();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf.btf))
         .map_max_entries(maps::EVENTS, ringbuf_bytes)
+        .override_global(globals::RING_BYTES, &ringbuf_bytes, true)
+        .override_global(globals::ALL_ROOTS, &all_roots, true)
         .load(object::object())
         .map_err(|e| {
             explain(
@@ -97,7 +100,7 @@ pub fn attach(ebpf: &mut Ebpf, backend: Backend, btf: &SelectedBtf) -> Result<()
     match backend {
         Backend::Fentry => attach_fentry(ebpf, btf),
         Backend::Kprobe => attach_kprobe(ebpf),
-        Backend::Tracepoint => attach_tracepoint(ebpf),
+        Backend::Tracepoint => attach_tracepoint(ebpf, btf),
         Backend::Inotify => unreachable!("inotify is not an eBPF mode"),
     }
 }
@@ -137,13 +140,35 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), Failure> {
     Ok(())
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf) -> Result<(), Failure> {
+/// The tp_btf program when the BTF is the system one (its ids are the running kernel's), else
+/// or if that fails the raw tracepoint; the log says which one is attached.
+fn attach_tracepoint(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
+    if btf.source == BtfSource::System {
+        let (name, tracepoint) = programs::SYS_EXIT_BTF;
+        let step = format!("tp_btf {name} on {tracepoint}");
+        let attached = with_program(ebpf, name, &step, |prog: &mut BtfTracePoint| {
+            prog.load(tracepoint, &btf.btf)?;
+            prog.attach().map(drop)
+        });
+        match attached {
+            Ok(()) => {
+                log::info!("[eBPF] tracepoint mode: tp_btf {tracepoint} attached");
+                return Ok(());
+            }
+            Err(failure) => {
+                log::info!("[eBPF] tracepoint mode: {failure}; using raw_tracepoint instead");
+                unload_programs(ebpf);
+            }
+        }
+    }
     let (name, tracepoint) = programs::SYS_EXIT;
     let step = format!("raw tracepoint {name} on {tracepoint}");
     with_program(ebpf, name, &step, |prog: &mut RawTracePoint| {
         prog.load()?;
         prog.attach(tracepoint).map(drop)
-    })
+    })?;
+    log::info!("[eBPF] tracepoint mode: raw_tracepoint {tracepoint} attached");
+    Ok(())
 }
 
 /// Detaches and unloads every program, keeping the maps: after a mode fails to attach, the
@@ -155,6 +180,7 @@ pub fn unload_programs(ebpf: &mut Ebpf) {
             Program::FExit(p) => p.unload(),
             Program::KProbe(p) => p.unload(),
             Program::RawTracePoint(p) => p.unload(),
+            Program::BtfTracePoint(p) => p.unload(),
             _ => Ok(()),
         };
         // NotLoaded is the common case: only the failed family was ever loaded.
@@ -280,7 +306,6 @@ fn missing_kprobe_pmu(err: &(dyn StdError + 'static)) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::btf_select::BtfSource;
     use std::path::PathBuf;
 
     /// This kernel has no kprobe PMU (attach fails) and refuses fentry, but kprobe programs

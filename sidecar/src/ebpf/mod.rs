@@ -12,6 +12,7 @@ mod reader;
 mod roots;
 
 use std::fmt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
@@ -86,6 +87,8 @@ pub struct EbpfSession {
     btf_path: PathBuf,
     reader: Reader,
     ebpf: Ebpf,
+    /// [`RootTable::pins`], declared after `ebpf`: they close only once the programs are gone.
+    _pins: Vec<File>,
 }
 
 impl EbpfSession {
@@ -155,7 +158,16 @@ pub fn start(cfg: &EbpfConfig, sink: Sender<Change>) -> Result<EbpfSession, Ebpf
             try_mode(backend, &btf, &roots, canary_id, cfg, &sink, &mut spare)
         };
         match attempt {
-            Ok(session) => return Ok(session),
+            Ok((reader, ebpf)) => {
+                return Ok(EbpfSession {
+                    backend,
+                    btf_source: btf.source,
+                    btf_path: btf.path,
+                    reader,
+                    ebpf,
+                    _pins: roots.pins,
+                })
+            }
             Err(failure) => {
                 let reason = format!("{}: {failure}", backend.as_str());
                 log::warn!("[eBPF] {reason}");
@@ -187,7 +199,7 @@ fn try_mode(
     cfg: &EbpfConfig,
     sink: &Sender<Change>,
     spare: &mut Option<Ebpf>,
-) -> Result<EbpfSession, Failure> {
+) -> Result<(Reader, Ebpf), Failure> {
     // `spare`: the object of a mode that failed to attach, maps intact and programs unloaded.
     let mut ebpf = match spare.take() {
         Some(ebpf) => ebpf,
@@ -198,6 +210,7 @@ fn try_mode(
         *spare = Some(ebpf);
         return Err(failure);
     }
+    roots.teach_kernel();
     let reader = Reader::spawn(
         &mut ebpf,
         backend,
@@ -221,13 +234,7 @@ fn try_mode(
         "[eBPF] {} attached and the canary came back",
         backend.as_str()
     );
-    Ok(EbpfSession {
-        backend,
-        btf_source: btf.source,
-        btf_path: btf.path.clone(),
-        reader,
-        ebpf,
-    })
+    Ok((reader, ebpf))
 }
 
 #[cfg(test)]

@@ -1,27 +1,50 @@
 //! Watched roots as the kernel side sees them: `dk_roots` maps (device, inode) to a root id
 //! (the index into [`RootTable::paths`]), and `dk_devs` lists the root inodes per device, the
 //! cheap first filter every write passes through.
+//!
+//! Each root is also held open ([`RootTable::pins`]): the kernel side learns root dentry
+//! addresses to walk parents by pointer, which is only sound while those dentries are pinned.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use diffkeeper_ebpf::event::{kernel_dev, DkDevRoots, DkRootKey, DK_MAX_ROOTS_PER_DEV};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{major, minor};
+
+/// dk_roots' max_entries in the C object (also the width of its learned-root bitmask).
+const MAX_ROOTS: usize = 64;
 
 pub struct RootTable {
     /// Root directories; a root's id is its index.
     pub paths: Vec<PathBuf>,
     pub keys: Vec<(DkRootKey, u32)>,
     pub devs: BTreeMap<u32, DkDevRoots>,
+    /// An O_PATH descriptor per root, kept open as long as programs may compare its dentry.
+    pub pins: Vec<File>,
 }
 
 impl RootTable {
     pub fn build(paths: Vec<PathBuf>) -> Result<Self, String> {
+        if paths.len() > MAX_ROOTS {
+            return Err(format!(
+                "{} watched directories (with the canary's): at most {MAX_ROOTS}",
+                paths.len()
+            ));
+        }
         let mut keys = Vec::with_capacity(paths.len());
         let mut devs: BTreeMap<u32, DkDevRoots> = BTreeMap::new();
+        let mut pins = Vec::with_capacity(paths.len());
         for (id, path) in paths.iter().enumerate() {
-            let meta = std::fs::metadata(path)
+            let pin = OpenOptions::new()
+                .read(true)
+                .custom_flags((OFlag::O_PATH | OFlag::O_DIRECTORY).bits())
+                .open(path)
+                .map_err(|e| format!("cannot open watched directory {}: {e}", path.display()))?;
+            let meta = pin
+                .metadata()
                 .map_err(|e| format!("cannot stat watched directory {}: {e}", path.display()))?;
             let dev = kernel_dev(major(meta.dev()), minor(meta.dev()));
             keys.push((
@@ -43,8 +66,30 @@ impl RootTable {
             }
             roots.ino[slot] = meta.ino();
             roots.count += 1;
+            pins.push(pin);
         }
-        Ok(Self { paths, keys, devs })
+        Ok(Self {
+            paths,
+            keys,
+            devs,
+            pins,
+        })
+    }
+
+    /// dk_all_roots: bit `id` set for every root id.
+    pub fn id_mask(&self) -> u64 {
+        let unused = (MAX_ROOTS - self.paths.len()) as u32;
+        u64::MAX.checked_shr(unused).unwrap_or(0)
+    }
+
+    /// Lets the tracepoint program learn each root's dentry now (it watches fstatfs() for
+    /// that), so walks compare pointers from the first write on. Failure only costs speed.
+    pub fn teach_kernel(&self) {
+        for (pin, path) in self.pins.iter().zip(&self.paths) {
+            if let Err(e) = nix::sys::statfs::fstatfs(pin) {
+                log::debug!("[eBPF] fstatfs {}: {e}", path.display());
+            }
+        }
     }
 }
 
@@ -61,6 +106,7 @@ mod tests {
         assert_eq!(table.keys[2].1, 2);
         let total: u32 = table.devs.values().map(|d| d.count).sum();
         assert_eq!(total, 3);
+        assert_eq!((table.pins.len(), table.id_mask()), (3, 0b111));
     }
 
     #[test]
