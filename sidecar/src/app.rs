@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use diffkeeper_ebpf::cli::{env_var, init_logging};
 use nix::sys::signal::Signal;
 
-use crate::change::{Backend, Change};
+use crate::change::{self, Backend, ChangeSink};
 use crate::config::{self, Command, Config};
 use crate::ebpf::{self, EbpfConfig, EbpfSession};
 use crate::inotify::{self, Inotify};
@@ -160,14 +160,14 @@ fn start_journal(
     config: &Config,
     metrics: Arc<Metrics>,
     stop: Sender<Stop>,
-) -> Result<(Sender<Change>, JournalThread), Fatal> {
+) -> Result<(ChangeSink, JournalThread), Fatal> {
     let out = journal::open(&config.journal).map_err(|e| {
         Fatal(format!(
             "cannot open the journal {} (--journal): {e}",
             config.journal.display()
         ))
     })?;
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
     let coalesce = config.coalesce;
     let path = config.journal.clone();
     let thread = std::thread::Builder::new()
@@ -195,7 +195,7 @@ fn start_backend(
     config: &Config,
     roots: &[PathBuf],
     canary: Option<&Result<CanaryDir, String>>,
-    changes: Sender<Change>,
+    changes: ChangeSink,
     metrics: &Arc<Metrics>,
 ) -> Result<Running, Fatal> {
     let unavailable = match canary {

@@ -56,3 +56,17 @@ pub struct Change {
     pub comm: Option<String>,
     pub bytes: Option<u64>,
 }
+
+/// Where backends send changes: bounded, so a journal that cannot keep up makes the reader
+/// wait (the ring buffer then absorbs, and counts, the excess in the kernel) instead of the
+/// sidecar's memory growing without limit under a write flood.
+pub type ChangeSink = std::sync::mpsc::SyncSender<Change>;
+
+/// Changes queued between the backends and the journal (the slots are allocated up front:
+/// 8 k × ~140 B ≈ 1.1 MiB; each queued change also holds its path strings).
+pub const QUEUE_CAPACITY: usize = 8 * 1024;
+
+/// A change queue of `capacity` entries.
+pub fn queue(capacity: usize) -> (ChangeSink, std::sync::mpsc::Receiver<Change>) {
+    std::sync::mpsc::sync_channel(capacity)
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
 use notify::{Config, Event, INotifyWatcher, RecursiveMode, Watcher};
 
-use crate::change::{Backend, Change, Op};
+use crate::change::{Backend, Change, ChangeSink, Op};
 use crate::metrics::Metrics;
 
 /// A running inotify backend; [`Inotify::stop`] removes the watches and ends its thread.
@@ -46,7 +46,7 @@ enum Msg {
 /// Watches every root recursively; returns once all watches are in place.
 pub fn start(
     roots: &[PathBuf],
-    sink: Sender<Change>,
+    sink: ChangeSink,
     metrics: Arc<Metrics>,
 ) -> Result<Inotify, InotifyError> {
     let (control, rx) = mpsc::channel();
@@ -106,7 +106,7 @@ const CREATE_DEDUP_WINDOW: Duration = Duration::from_secs(5);
 struct Translator {
     watcher: INotifyWatcher,
     roots: Vec<PathBuf>,
-    sink: Sender<Change>,
+    sink: ChangeSink,
     metrics: Arc<Metrics>,
     /// First halves of renames (notify's tracker = inotify cookie), waiting for the second.
     unpaired_moves: Vec<(usize, PathBuf, SystemTime, Instant)>,
@@ -120,7 +120,7 @@ impl Translator {
     fn new(
         watcher: INotifyWatcher,
         roots: Vec<PathBuf>,
-        sink: Sender<Change>,
+        sink: ChangeSink,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -325,7 +325,7 @@ mod tests {
     use notify::event::{DataChange, Flag, RemoveKind};
 
     fn translator(root: &Path) -> (Translator, Receiver<Change>, Arc<Metrics>) {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = crate::change::queue(crate::change::QUEUE_CAPACITY);
         let metrics = Arc::new(Metrics::default());
         let watcher = INotifyWatcher::new(|_| {}, Config::default()).unwrap();
         let t = Translator::new(watcher, vec![root.to_owned()], tx, metrics.clone());

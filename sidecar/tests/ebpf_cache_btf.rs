@@ -4,9 +4,7 @@
 
 mod ebpf_common;
 
-use std::sync::mpsc;
-
-use diffkeeper_sidecar::change::Backend;
+use diffkeeper_sidecar::change::{self, Backend};
 use diffkeeper_sidecar::ebpf::{self, AttachMode};
 use diffkeeper_tests::btf::system_btf;
 use diffkeeper_tests::btf_edit::shift_member;
@@ -24,7 +22,7 @@ fn tracepoint_with_cached_btf_when_system_btf_is_hidden() {
     let cached = cfg.cache_dir.join(format!("{}.btf", cfg.kernel_release));
     std::fs::write(&cached, real.as_slice()).unwrap();
 
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
     let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
     // auto with a cached BTF skips fentry; this kernel has no kprobes; tracepoint remains.
     assert_eq!(session.backend(), Backend::Tracepoint);
@@ -54,7 +52,7 @@ fn canary_rejects_a_cached_btf_with_a_wrong_member_offset() {
     let cached = cfg.cache_dir.join(format!("{}.btf", cfg.kernel_release));
     std::fs::write(&cached, &edited).unwrap();
 
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
     let err = match ebpf::start(&cfg, tx) {
         Ok(session) => panic!(
             "a BTF with a wrong d_name offset passed the canary ({:?})",
@@ -88,7 +86,7 @@ fn no_btf_anywhere_says_what_to_provide() {
     hide_system_btf_in_this_thread();
     let scratch = Scratch::new("no-btf");
     let cfg = config(AttachMode::Auto, &scratch, vec![scratch.dir("state")]);
-    let (tx, _rx) = mpsc::channel();
+    let (tx, _rx) = change::queue(change::QUEUE_CAPACITY);
     let err = ebpf::start(&cfg, tx)
         .err()
         .expect("no BTF: eBPF must be unavailable");

@@ -3,9 +3,7 @@
 
 mod ebpf_common;
 
-use std::sync::mpsc;
-
-use diffkeeper_sidecar::change::Backend;
+use diffkeeper_sidecar::change::{self, Backend};
 use diffkeeper_sidecar::ebpf::{self, AttachMode};
 use ebpf_common::*;
 
@@ -16,7 +14,7 @@ fn tracepoint_with_system_btf_reports_exact_writes() {
     let root = scratch.dir("state");
     let outside = scratch.dir("outside");
     let cfg = config(AttachMode::Tracepoint, &scratch, vec![root.clone()]);
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
     let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
     assert_eq!(session.backend(), Backend::Tracepoint);
     assert_eq!(session.btf_source(), "system");
@@ -44,7 +42,7 @@ fn forced_fentry_and_kprobe_fall_back_with_reasons() {
         let root = scratch.dir(&format!("state-{attach:?}"));
         let outside = scratch.dir(&format!("outside-{attach:?}"));
         let cfg = config(attach, &scratch, vec![root.clone()]);
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
         let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
         // This kernel refuses fentry (EPERM) and has no kprobes: tracepoint is what is left.
         assert_eq!(session.backend(), Backend::Tracepoint, "{attach:?}");
@@ -81,9 +79,11 @@ fn a_burst_above_ring_capacity_counts_every_lost_event() {
     let root = scratch.dir("state");
     let mut cfg = config(AttachMode::Tracepoint, &scratch, vec![root.clone()]);
     cfg.ringbuf_bytes = 4096; // room for about 40 records
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
     let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
     let lost = session.lost_counter();
+    // Drained alongside, as the journal does: the queue is bounded.
+    let received = std::thread::spawn(move || rx.iter().count() as u64);
 
     const WRITES: u64 = 300_000;
     let mut f = std::fs::File::create(root.join("burst")).unwrap(); // + 1 create event
@@ -93,7 +93,7 @@ fn a_burst_above_ring_capacity_counts_every_lost_event() {
     drop(f);
     std::thread::sleep(std::time::Duration::from_millis(100));
     session.stop(); // drains the ring and refreshes the lost counter; drops the sink
-    let received = rx.iter().count() as u64;
+    let received = received.join().unwrap();
     let lost = lost.load(Ordering::Relaxed);
     assert!(
         lost > 0,

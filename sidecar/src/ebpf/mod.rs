@@ -16,13 +16,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::AtomicU64;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use aya::Ebpf;
 
 use crate::btf_select::{self, BtfSource};
-use crate::change::{Backend, Change};
+use crate::change::{Backend, ChangeSink};
 use load::Failure;
 use reader::Reader;
 use roots::RootTable;
@@ -129,7 +128,7 @@ impl EbpfSession {
 
 /// Selects BTF, then tries the modes `cfg.attach` allows in order until one attaches and
 /// passes the canary. Each failure is logged once, with its cause and a hint.
-pub fn start(cfg: &EbpfConfig, sink: Sender<Change>) -> Result<EbpfSession, EbpfUnavailable> {
+pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnavailable> {
     let unavailable = |reason: String| {
         log::warn!("[eBPF] {reason}");
         EbpfUnavailable {
@@ -197,7 +196,7 @@ fn try_mode(
     roots: &RootTable,
     canary_id: u32,
     cfg: &EbpfConfig,
-    sink: &Sender<Change>,
+    sink: &ChangeSink,
     spare: &mut Option<Ebpf>,
 ) -> Result<(Reader, Ebpf), Failure> {
     // `spare`: the object of a mode that failed to attach, maps intact and programs unloaded.

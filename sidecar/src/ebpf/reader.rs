@@ -16,7 +16,7 @@ use diffkeeper_ebpf::object::maps;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::load::{explain, Failure};
-use crate::change::{Backend, Change, Op};
+use crate::change::{Backend, Change, ChangeSink, Op};
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
@@ -33,9 +33,10 @@ pub struct Reader {
 
 struct Routing {
     backend: Backend,
-    roots: Vec<PathBuf>,
+    /// Root directories by id, as text: every event's path is built on one of them.
+    roots: Vec<String>,
     canary_id: u32,
-    sink: Sender<Change>,
+    sink: ChangeSink,
     canary: Sender<Event>,
 }
 
@@ -46,7 +47,7 @@ impl Reader {
         backend: Backend,
         roots: Vec<PathBuf>,
         canary_id: u32,
-        sink: Sender<Change>,
+        sink: ChangeSink,
     ) -> Result<Self, Failure> {
         let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).expect("object has dk_events"))
             .map_err(|e| explain("opening the dk_events ring buffer", &e))?;
@@ -58,7 +59,10 @@ impl Reader {
         let lost = Arc::new(AtomicU64::new(0));
         let routing = Routing {
             backend,
-            roots,
+            roots: roots
+                .iter()
+                .map(|root| root.to_string_lossy().into_owned())
+                .collect(),
             canary_id,
             sink,
             canary: canary_tx,
@@ -152,10 +156,15 @@ impl Routing {
         }
     }
 
+    /// `root/relative` in one allocation (this runs for every event at full write rate).
     fn absolute(&self, end: Option<(u32, String)>) -> Option<String> {
         let (id, relative) = end?;
-        let root = self.roots.get(id as usize)?;
-        Some(root.join(relative).to_string_lossy().into_owned())
+        let root = self.roots.get(id as usize)?.trim_end_matches('/');
+        let mut path = String::with_capacity(root.len() + 1 + relative.len());
+        path.push_str(root);
+        path.push('/');
+        path.push_str(&relative);
+        Some(path)
     }
 
     fn to_change(&self, event: Event) -> Option<Change> {
@@ -190,11 +199,11 @@ mod tests {
     use super::*;
 
     fn routing() -> (Routing, Receiver<Change>, Receiver<Event>) {
-        let (sink, changes) = mpsc::channel();
+        let (sink, changes) = crate::change::queue(crate::change::QUEUE_CAPACITY);
         let (canary, canaries) = mpsc::channel();
         let routing = Routing {
             backend: Backend::Tracepoint,
-            roots: vec![PathBuf::from("/state"), PathBuf::from("/canary")],
+            roots: vec!["/state".into(), "/canary".into()],
             canary_id: 1,
             sink,
             canary,
@@ -213,6 +222,24 @@ mod tests {
             from: from.map(|(i, p)| (i, p.to_string())),
             truncated: false,
         }
+    }
+
+    #[test]
+    fn paths_join_on_any_root_including_slash() {
+        let (r, _, _) = routing();
+        assert_eq!(
+            r.absolute(Some((0, "a/b".into()))).as_deref(),
+            Some("/state/a/b")
+        );
+        assert_eq!(r.absolute(Some((7, "a".into()))), None);
+        let top = Routing {
+            roots: vec!["/".into()],
+            ..r
+        };
+        assert_eq!(
+            top.absolute(Some((0, "a/b".into()))).as_deref(),
+            Some("/a/b")
+        );
     }
 
     #[test]
