@@ -378,6 +378,9 @@ static __always_inline int submit(struct dk_scratch *s, __u16 op, __u64 bytes)
 	s->ev.tid = (__u32)id;
 	s->ev.op = op;
 	s->ev.bytes = bytes;
+	/* Boot time, not ktime_get_ns: it keeps counting across suspend like CLOCK_REALTIME,
+	 * so user space's one wall-clock offset stays valid after a resume. */
+	s->ev.ts_ns = bpf_ktime_get_boot_ns();
 	bpf_get_current_comm(s->ev.comm, sizeof(s->ev.comm));
 
 	__u64 size = sizeof(struct dk_event) + s->ev.path_len + s->ev.from_len;

@@ -39,6 +39,7 @@ enum dk_flag {
  */
 struct dk_event {
 	__u64 bytes;        /* write: bytes the write returned; otherwise 0 */
+	__u64 ts_ns;        /* bpf_ktime_get_boot_ns() at the change: CLOCK_BOOTTIME */
 	__u32 pid;          /* thread group id of the writer (init pid namespace) */
 	__u32 tid;          /* thread id */
 	__u32 root_id;      /* id (dk_roots value) of the root holding `path` */

@@ -26,6 +26,8 @@ pub const DK_F_TRUNCATED: u16 = 4;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DkEvent {
     pub bytes: u64,
+    /// `bpf_ktime_get_boot_ns()` when the change was seen (`CLOCK_BOOTTIME`, nanoseconds).
+    pub ts_ns: u64,
     pub pid: u32,
     pub tid: u32,
     pub root_id: u32,
@@ -99,6 +101,8 @@ pub enum EventOp {
 pub struct Event {
     pub op: EventOp,
     pub bytes: u64,
+    /// Kernel time of the change: `CLOCK_BOOTTIME` in nanoseconds.
+    pub ts_ns: u64,
     pub pid: u32,
     pub tid: u32,
     pub comm: String,
@@ -138,18 +142,20 @@ impl DkEvent {
         }
         let u16_at = |at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
         let u32_at = |at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let u64_at = |at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let mut comm = [0u8; DK_COMM_LEN];
-        comm.copy_from_slice(&b[32..32 + DK_COMM_LEN]);
+        comm.copy_from_slice(&b[40..40 + DK_COMM_LEN]);
         Ok(Self {
-            bytes: u64::from_ne_bytes(b[0..8].try_into().expect("8 bytes")),
-            pid: u32_at(8),
-            tid: u32_at(12),
-            root_id: u32_at(16),
-            from_root_id: u32_at(20),
-            op: u16_at(24),
-            flags: u16_at(26),
-            path_len: u16_at(28),
-            from_len: u16_at(30),
+            bytes: u64_at(0),
+            ts_ns: u64_at(8),
+            pid: u32_at(16),
+            tid: u32_at(20),
+            root_id: u32_at(24),
+            from_root_id: u32_at(28),
+            op: u16_at(32),
+            flags: u16_at(34),
+            path_len: u16_at(36),
+            from_len: u16_at(38),
             comm,
         })
     }
@@ -184,6 +190,7 @@ impl Event {
         Ok(Self {
             op,
             bytes: head.bytes,
+            ts_ns: head.ts_ns,
             pid: head.pid,
             tid: head.tid,
             comm: text(&head.comm[..comm_len]),
@@ -218,6 +225,7 @@ mod tests {
         );
         for m in [
             "bytes",
+            "ts_ns",
             "pid",
             "tid",
             "root_id",
@@ -305,6 +313,7 @@ mod tests {
         let c = c_layout();
         let mut rust: Vec<(String, usize)> = Vec::new();
         rust.extend(field!(DkEvent, "dk_event", bytes));
+        rust.extend(field!(DkEvent, "dk_event", ts_ns));
         rust.extend(field!(DkEvent, "dk_event", pid));
         rust.extend(field!(DkEvent, "dk_event", tid));
         rust.extend(field!(DkEvent, "dk_event", root_id));
@@ -351,6 +360,7 @@ mod tests {
     #[test]
     fn parses_a_rename_record() {
         let head = DkEvent {
+            ts_ns: 0x0102_0304_0506_0708,
             pid: 7,
             tid: 8,
             root_id: 1,
@@ -364,6 +374,7 @@ mod tests {
         };
         let mut rec = Vec::new();
         rec.extend_from_slice(&head.bytes.to_ne_bytes());
+        rec.extend_from_slice(&head.ts_ns.to_ne_bytes());
         for w in [head.pid, head.tid, head.root_id, head.from_root_id] {
             rec.extend_from_slice(&w.to_ne_bytes());
         }
@@ -377,6 +388,7 @@ mod tests {
         let ev = Event::parse(&rec).unwrap();
         assert_eq!(ev.op, EventOp::Rename);
         assert_eq!(ev.comm, "mv");
+        assert_eq!(ev.ts_ns, 0x0102_0304_0506_0708);
         assert_eq!(ev.path, Some((1, "a/new".into())));
         assert_eq!(ev.from, Some((2, "old".into())));
         assert!(matches!(

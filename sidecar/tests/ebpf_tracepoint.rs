@@ -34,6 +34,56 @@ fn tracepoint_with_system_btf_reports_exact_writes() {
     stop_and_check_unloaded(session);
 }
 
+/// `ts` is the kernel's time of each write, not when the reader (which reads in batches, up
+/// to 10 ms late) received it: each lies between the wall-clock reads around its write call.
+#[test]
+fn change_time_is_when_the_write_happened() {
+    use std::time::{Duration, SystemTime};
+
+    capture_logs();
+    let scratch = Scratch::new("tp-time");
+    let root = scratch.dir("state");
+    let cfg = config(AttachMode::Tracepoint, &scratch, vec![root.clone()]);
+    let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
+    let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
+    let timed_write = |name: &str| {
+        let before = SystemTime::now();
+        std::fs::write(root.join(name), b"tick").unwrap();
+        (before, SystemTime::now())
+    };
+    let first = timed_write("first");
+    std::thread::sleep(Duration::from_millis(40));
+    let second = timed_write("second");
+    let changes = collect_until(&rx, &root.join("second"));
+    stop_and_check_unloaded(session);
+
+    let write_ts = |name: &str| {
+        let path = root.join(name).to_string_lossy().into_owned();
+        changes
+            .iter()
+            .find(|c| c.op == change::Op::Write && c.path == path)
+            .unwrap_or_else(|| panic!("no write of {path} in {changes:#?}"))
+            .ts
+    };
+    // The conversion's own error is microseconds (the offset is sampled between two reads).
+    let slack = Duration::from_millis(1);
+    for (name, (before, after)) in [("first", first), ("second", second)] {
+        let ts = write_ts(name);
+        assert!(
+            ts + slack >= before && ts <= after + slack,
+            "{name}: ts {ts:?} outside its write call [{before:?}, {after:?}]"
+        );
+    }
+    let apart = write_ts("second")
+        .duration_since(write_ts("first"))
+        .expect("the first write's ts comes first");
+    assert!(apart >= Duration::from_millis(40) - slack, "{apart:?}");
+    let age = SystemTime::now()
+        .duration_since(write_ts("second"))
+        .unwrap();
+    assert!(age < Duration::from_secs(1), "{age:?}");
+}
+
 #[test]
 fn forced_fentry_and_kprobe_fall_back_with_reasons() {
     capture_logs();

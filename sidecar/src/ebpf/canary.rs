@@ -67,6 +67,7 @@ mod tests {
         Event {
             op: EventOp::Write,
             bytes,
+            ts_ns: 0,
             pid: std::process::id(),
             tid: 0,
             comm: String::new(),

@@ -5,8 +5,10 @@
 //! * [`load`]: loading with BTF, attaching each family, failure causes and hints.
 //! * [`reader`]: the ring buffer reader thread.
 //! * [`canary`]: the self-check that catches a BTF that does not match the kernel.
+//! * [`clock`]: kernel event time (boot clock) to wall-clock time.
 
 mod canary;
+mod clock;
 mod load;
 mod reader;
 mod roots;

@@ -4,10 +4,10 @@
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
@@ -15,13 +15,21 @@ use diffkeeper_ebpf::event::{Event, EventOp};
 use diffkeeper_ebpf::object::maps;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use super::clock::WallClock;
 use super::load::{explain, Failure};
 use crate::change::{Backend, Change, ChangeSink, Op};
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
 const POLL_MS: u16 = 10;
-const LOST_REFRESH: Duration = Duration::from_millis(250);
+/// How often the lost-event count and the wall-clock offset are re-read.
+const REFRESH: Duration = Duration::from_millis(250);
+/// While the change queue is full the reader re-tries after a pause that doubles up to this:
+/// short next to the time the journal needs to drain the queue, so it never runs dry.
+const FULL_PAUSE_MAX: Duration = Duration::from_micros(200);
+const FULL_PAUSE_MIN: Duration = Duration::from_micros(10);
+/// After stop() the reader waits on a full queue this long in all, then drops what is left.
+const STOP_GRACE: Duration = Duration::from_millis(200);
 
 pub struct Reader {
     stop: Arc<AtomicBool>,
@@ -38,6 +46,12 @@ struct Routing {
     canary_id: u32,
     sink: ChangeSink,
     canary: Sender<Event>,
+    clock: WallClock,
+    stop: Arc<AtomicBool>,
+    /// Set when the reader first sees `stop`: from then on it waits until this at most.
+    give_up_at: Option<Instant>,
+    /// Changes dropped because the queue stayed full past the stop grace.
+    dropped: u64,
 }
 
 impl Reader {
@@ -66,12 +80,16 @@ impl Reader {
             canary_id,
             sink,
             canary: canary_tx,
+            clock: WallClock::new(),
+            stop: stop.clone(),
+            give_up_at: None,
+            dropped: 0,
         };
         let thread = {
-            let (stop, lost) = (stop.clone(), lost.clone());
+            let lost = lost.clone();
             std::thread::Builder::new()
                 .name("ebpf-events".into())
-                .spawn(move || run(ring, lost_map, routing, &stop, &lost))
+                .spawn(move || run(ring, lost_map, routing, &lost))
                 .map_err(|e| {
                     Failure::new(format!("cannot start the event reader thread: {e}"), "")
                 })?
@@ -104,13 +122,12 @@ impl Drop for Reader {
 fn run(
     mut ring: RingBuf<MapData>,
     lost_map: PerCpuArray<MapData, u64>,
-    routing: Routing,
-    stop: &AtomicBool,
+    mut routing: Routing,
     lost: &AtomicU64,
 ) {
-    let mut lost_checked = Instant::now();
+    let mut refreshed = Instant::now();
     loop {
-        let stopping = stop.load(Ordering::Acquire);
+        let stopping = routing.stopping();
         if !stopping {
             let mut fds = [PollFd::new(ring.as_fd(), PollFlags::POLLIN)];
             if let Err(e) = poll(&mut fds, PollTimeout::from(POLL_MS)) {
@@ -123,27 +140,29 @@ fn run(
         while let Some(record) = ring.next() {
             routing.route(&record);
         }
-        if stopping || lost_checked.elapsed() >= LOST_REFRESH {
+        if stopping || refreshed.elapsed() >= REFRESH {
             if let Ok(per_cpu) = lost_map.get(&0, 0) {
                 lost.store(per_cpu.iter().sum(), Ordering::Relaxed);
             }
-            lost_checked = Instant::now();
+            routing.clock.refresh();
+            refreshed = Instant::now();
         }
         if stopping {
+            routing.report_dropped();
             return;
         }
     }
 }
 
 impl Routing {
-    fn route(&self, record: &[u8]) {
+    fn route(&mut self, record: &[u8]) {
         match Event::parse(record) {
             Ok(event) => self.dispatch(event),
             Err(e) => log::warn!("[eBPF] dropping a malformed event: {e}"),
         }
     }
 
-    fn dispatch(&self, event: Event) {
+    fn dispatch(&mut self, event: Event) {
         let is_canary =
             |end: &Option<(u32, String)>| end.as_ref().is_some_and(|(id, _)| *id == self.canary_id);
         if is_canary(&event.path) || is_canary(&event.from) {
@@ -151,8 +170,54 @@ impl Routing {
             return;
         }
         if let Some(change) = self.to_change(event) {
-            // A closed sink means the sidecar is shutting down; keep draining quietly.
-            let _ = self.sink.send(change);
+            self.deliver(change);
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Queues a change for the journal. While running this waits as long as the queue is full:
+    /// the reader then stops reading, and the kernel ring absorbs (and counts) the excess.
+    /// Once stopping it waits at most [`STOP_GRACE`] in all, then drops (and counts) what is
+    /// left, so a journal stuck on a blocked output cannot hang shutdown. (std's SyncSender
+    /// has no send with timeout, hence try_send and short pauses while the queue is full.)
+    fn deliver(&mut self, mut change: Change) {
+        let mut pause = FULL_PAUSE_MIN;
+        loop {
+            match self.sink.try_send(change) {
+                // A closed sink means the sidecar is shutting down; keep draining quietly.
+                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(back)) => change = back,
+            }
+            if self.past_stop_grace() {
+                self.dropped += 1;
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(FULL_PAUSE_MAX);
+        }
+    }
+
+    fn past_stop_grace(&mut self) -> bool {
+        if !self.stopping() {
+            return false;
+        }
+        let give_up_at = *self
+            .give_up_at
+            .get_or_insert_with(|| Instant::now() + STOP_GRACE);
+        Instant::now() >= give_up_at
+    }
+
+    fn report_dropped(&self) {
+        if self.dropped > 0 {
+            log::warn!(
+                "[eBPF] stopping: dropped {} changes the journal did not take within {} ms \
+                 (is its output blocked, e.g. a stalled stdout pipe?)",
+                self.dropped,
+                STOP_GRACE.as_millis()
+            );
         }
     }
 
@@ -182,7 +247,7 @@ impl Routing {
             _ => return None,
         };
         Some(Change {
-            ts: SystemTime::now(),
+            ts: self.clock.wall_time(event.ts_ns),
             backend: self.backend,
             op,
             path,
@@ -199,7 +264,11 @@ mod tests {
     use super::*;
 
     fn routing() -> (Routing, Receiver<Change>, Receiver<Event>) {
-        let (sink, changes) = crate::change::queue(crate::change::QUEUE_CAPACITY);
+        routing_with_queue(crate::change::QUEUE_CAPACITY)
+    }
+
+    fn routing_with_queue(capacity: usize) -> (Routing, Receiver<Change>, Receiver<Event>) {
+        let (sink, changes) = crate::change::queue(capacity);
         let (canary, canaries) = mpsc::channel();
         let routing = Routing {
             backend: Backend::Tracepoint,
@@ -207,6 +276,10 @@ mod tests {
             canary_id: 1,
             sink,
             canary,
+            clock: WallClock::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            give_up_at: None,
+            dropped: 0,
         };
         (routing, changes, canaries)
     }
@@ -215,6 +288,7 @@ mod tests {
         Event {
             op,
             bytes: 5,
+            ts_ns: 0,
             pid: 9,
             tid: 9,
             comm: "app".into(),
@@ -274,7 +348,7 @@ mod tests {
 
     #[test]
     fn canary_events_never_reach_the_sink() {
-        let (r, changes, canaries) = routing();
+        let (mut r, changes, canaries) = routing();
         let ev = event(EventOp::Write, Some((1, "canary")), None);
         r.dispatch(ev.clone());
         r.route(&[]); // malformed: dropped
@@ -282,5 +356,73 @@ mod tests {
         assert_eq!(canaries.try_recv().unwrap(), ev);
         r.dispatch(event(EventOp::Write, Some((0, "f")), None));
         assert_eq!(changes.try_recv().unwrap().path, "/state/f");
+    }
+
+    #[test]
+    fn a_full_queue_holds_the_reader_until_the_journal_takes_a_change() {
+        let (mut r, changes, _) = routing_with_queue(1);
+        r.dispatch(event(EventOp::Write, Some((0, "first")), None));
+        let journal = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let first = changes.recv().unwrap();
+            (first, changes.recv().unwrap())
+        });
+        // Blocks until the "journal" above takes the first change: nothing is dropped.
+        r.dispatch(event(EventOp::Write, Some((0, "second")), None));
+        let (first, second) = journal.join().unwrap();
+        assert_eq!(
+            (first.path.as_str(), second.path.as_str()),
+            ("/state/first", "/state/second")
+        );
+        assert_eq!(r.dropped, 0);
+    }
+
+    #[test]
+    fn stopping_with_a_stuck_journal_drops_and_counts_instead_of_hanging() {
+        let (mut r, changes, _) = routing_with_queue(1);
+        let stop = r.stop.clone();
+        r.dispatch(event(EventOp::Write, Some((0, "queued")), None));
+        // The journal never reads again (its output is stuck); the reader is blocked in
+        // deliver() when stop arrives, and must come back with its changes counted.
+        let (done_tx, done) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            r.dispatch(event(EventOp::Write, Some((0, "waiting")), None));
+            r.dispatch(event(EventOp::Write, Some((0, "after")), None));
+            done_tx.send(()).unwrap();
+            r
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            done.try_recv().is_err(),
+            "the reader must wait while running"
+        );
+        stop.store(true, Ordering::Release);
+        done.recv_timeout(Duration::from_secs(5))
+            .expect("the reader came back after stop");
+        let r = reader.join().unwrap();
+        assert_eq!(r.dropped, 2);
+        assert_eq!(changes.try_recv().unwrap().path, "/state/queued");
+    }
+
+    #[test]
+    fn change_time_is_the_kernel_stamp_on_the_wall_clock() {
+        let (r, _, _) = routing();
+        let boot_ns =
+            |t: nix::sys::time::TimeSpec| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64;
+        let now = boot_ns(nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).unwrap());
+        let mut early = event(EventOp::Write, Some((0, "f")), None);
+        early.ts_ns = now - 2_000_000_000;
+        let mut late = early.clone();
+        late.ts_ns = now - 1_000_000_000;
+        let (early, late) = (
+            r.to_change(early).unwrap().ts,
+            r.to_change(late).unwrap().ts,
+        );
+        assert_eq!(late.duration_since(early).unwrap(), Duration::from_secs(1));
+        let age = std::time::SystemTime::now().duration_since(late).unwrap();
+        assert!(
+            age >= Duration::from_secs(1) && age < Duration::from_millis(1100),
+            "{age:?}"
+        );
     }
 }

@@ -1,0 +1,128 @@
+//! Kernel event time to wall-clock time.
+//!
+//! The eBPF programs stamp each event with `bpf_ktime_get_boot_ns()` (`CLOCK_BOOTTIME`).
+//! Wall time is that plus `CLOCK_REALTIME − CLOCK_BOOTTIME`. Both clocks are advanced and
+//! NTP-slewed by the same timekeeper and both keep counting across suspend, so this offset
+//! only moves when the wall clock is *stepped* (settimeofday, an NTP/chrony step, a leap
+//! second). The reader re-samples it every few hundred milliseconds (three vDSO reads, no
+//! syscall) and adopts a new value only when it differs by more than [`STEP`]: sampling
+//! jitter then never reorders the timestamps of consecutive events, and a real step is
+//! followed within one refresh period.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::time::{clock_gettime, ClockId};
+
+/// Offset changes smaller than this are sampling noise, not a step of the wall clock.
+const STEP: Duration = Duration::from_millis(1);
+
+/// A sample is trusted only if both boot-time reads around the wall-clock read were closer
+/// than this (the thread was not preempted in between).
+const MAX_SAMPLE_WINDOW_NS: i128 = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    /// `CLOCK_REALTIME − CLOCK_BOOTTIME` in nanoseconds.
+    offset_ns: i128,
+}
+
+impl WallClock {
+    pub fn new() -> Self {
+        // No previous value to keep yet: take the tightest of a few samples.
+        let (offset_ns, _) = (0..4)
+            .map(|_| sample())
+            .min_by_key(|&(_, window)| window)
+            .expect("four samples");
+        Self { offset_ns }
+    }
+
+    /// Re-reads the offset and adopts it when the wall clock was stepped.
+    pub fn refresh(&mut self) {
+        if let Some(offset) = sample_offset() {
+            if (offset - self.offset_ns).unsigned_abs() > STEP.as_nanos() {
+                self.offset_ns = offset;
+            }
+        }
+    }
+
+    /// The wall-clock time of a kernel `CLOCK_BOOTTIME` stamp.
+    pub fn wall_time(&self, boot_ns: u64) -> SystemTime {
+        let unix_ns = i128::from(boot_ns) + self.offset_ns;
+        if unix_ns <= 0 {
+            return UNIX_EPOCH;
+        }
+        let secs = (unix_ns / 1_000_000_000) as u64;
+        let nanos = (unix_ns % 1_000_000_000) as u32;
+        UNIX_EPOCH + Duration::new(secs, nanos)
+    }
+}
+
+fn boot_ns() -> i128 {
+    let t = clock_gettime(ClockId::CLOCK_BOOTTIME).expect("CLOCK_BOOTTIME exists on Linux");
+    i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+}
+
+fn real_ns() -> i128 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(before) => -(before.duration().as_nanos() as i128),
+    }
+}
+
+/// Wall minus boot time, read between two boot-time reads, and how far apart those were.
+fn sample() -> (i128, i128) {
+    let before = boot_ns();
+    let real = real_ns();
+    let after = boot_ns();
+    (real - (before + after) / 2, after - before)
+}
+
+/// A sample, unless the thread was preempted while taking it.
+fn sample_offset() -> Option<i128> {
+    let (offset, window) = sample();
+    (window <= MAX_SAMPLE_WINDOW_NS).then_some(offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_time_now_maps_to_wall_time_now() {
+        let clock = WallClock::new();
+        let now = clock.wall_time(boot_ns() as u64);
+        let wall = SystemTime::now();
+        let diff = match wall.duration_since(now) {
+            Ok(d) => d,
+            Err(e) => e.duration(),
+        };
+        assert!(diff < Duration::from_millis(5), "{diff:?}");
+    }
+
+    #[test]
+    fn small_offset_changes_are_noise_and_steps_are_adopted() {
+        let real = WallClock::new();
+        let mut clock = WallClock {
+            offset_ns: real.offset_ns + 200_000, // 0.2 ms: jitter, kept
+        };
+        clock.refresh();
+        assert_eq!(clock.offset_ns, real.offset_ns + 200_000);
+        clock.offset_ns = real.offset_ns - 5_000_000_000; // a 5 s step: adopted
+                                                          // A sample may be refused when the thread is preempted; a few tries are plenty.
+        for _ in 0..100 {
+            clock.refresh();
+        }
+        assert!((clock.offset_ns - real.offset_ns).abs() < 1_000_000);
+    }
+
+    #[test]
+    fn converts_nanoseconds_exactly() {
+        let clock = WallClock { offset_ns: 10 };
+        assert_eq!(
+            clock.wall_time(1_999_999_995),
+            UNIX_EPOCH + Duration::new(2, 5)
+        );
+        let early = WallClock { offset_ns: -100 };
+        assert_eq!(early.wall_time(5), UNIX_EPOCH);
+    }
+}
