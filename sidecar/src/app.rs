@@ -118,7 +118,14 @@ pub fn run(config: &Config) -> Result<(), Fatal> {
         Running::Inotify(inotify) => inotify.stop(),
     }
     // The backends held the last senders: the journal drains, flushes and ends.
-    let journal_result = journal.join();
+    let Some(journal_result) = join_within(journal, JOURNAL_FLUSH_LIMIT) else {
+        drop(canary);
+        return Err(Fatal(format!(
+            "the journal {} did not take the last changes within {JOURNAL_FLUSH_LIMIT:?}: \
+             its output is blocked (a stalled pipe?); exiting without them",
+            config.journal.display()
+        )));
+    };
     drop(canary);
     match (failure, journal_result) {
         (Some(e), _) => Err(Fatal(e)),
@@ -129,6 +136,25 @@ pub fn run(config: &Config) -> Result<(), Fatal> {
         (None, Ok(Err(e))) => Err(Fatal(journal_error(&config.journal, &e))),
         (None, Err(_)) => Err(Fatal("the journal thread panicked".into())),
     }
+}
+
+/// How long a stopping sidecar waits for the journal to flush: Kubernetes' grace period is
+/// short, and a blocked output (a stalled stdout pipe) would otherwise hold the exit forever.
+const JOURNAL_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// Joins `thread` if it ends within `limit`; `None` leaves it running (process exit ends it).
+fn join_within<T>(
+    thread: JoinHandle<T>,
+    limit: std::time::Duration,
+) -> Option<std::thread::Result<T>> {
+    let deadline = std::time::Instant::now() + limit;
+    while !thread.is_finished() {
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Some(thread.join())
 }
 
 /// Every state directory must exist; the backends get canonical paths (eBPF matches roots by

@@ -408,3 +408,38 @@ fn sigint_stops_the_inotify_backend_cleanly_too() {
         "{journal}"
     );
 }
+
+#[test]
+fn a_stalled_journal_reader_cannot_hold_the_exit() {
+    let _serial = serial();
+    let scratch = Scratch::new("sidecar-stalled");
+    let state = scratch.dir("state");
+    // stdout is a pipe that is held open but never read: once its 64 KiB fill up, every
+    // journal write blocks, as behind a stuck log shipper.
+    let (_reader, writer) = nix::unistd::pipe().unwrap();
+    let mut cmd = sidecar(&[
+        "--state-dir",
+        path(&state),
+        "--coalesce-ms",
+        "0",
+        "--attach",
+        "tracepoint",
+    ]);
+    cmd.stdout(Stdio::from(writer));
+    let mut sidecar = spawn(&mut cmd);
+    assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "tracepoint");
+    let mut f = File::create(state.join("flood.bin")).unwrap();
+    for _ in 0..20_000 {
+        std::io::Write::write_all(&mut f, b"x").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    let (status, took) = sidecar.terminate();
+    let log = sidecar.log();
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(2)),
+        "exit took {took:?}: {log}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    assert!(log.contains("did not take the last changes"), "{log}");
+}
