@@ -21,6 +21,11 @@ const HINT_EPERM: &str =
     "grant CAP_BPF and CAP_PERFMON, or run privileged; if both are granted, the \
      runtime's seccomp profile or the kernel forbids this program type";
 const HINT_NO_KPROBES: &str = "the kernel has no kprobes (CONFIG_KPROBES is off)";
+// The programs call bpf_loop (Linux 5.17; some distributions backport it) and the ring
+// buffer (5.8): an older kernel's verifier rejects the call by helper number.
+const HINT_OLD_KERNEL: &str =
+    "the kernel lacks a BPF helper the programs need (bpf_loop: Linux >= \
+     5.17, ring buffer: >= 5.8); on such kernels diffkeeper uses inotify";
 const HINT_WRONG_BTF: &str =
     "the BTF does not describe this kernel: provide its own BTF as <cache>/<release>.btf (diffkeeper-init)";
 
@@ -245,10 +250,21 @@ pub fn explain(step: &str, err: &(dyn StdError + 'static)) -> Failure {
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Failure::new(
             format!("{step}: {chain}; verifier: {}", tail.join(" | ")),
-            "",
+            verifier_hint(&log),
         );
     }
     Failure::new(format!("{step}: {chain}"), "")
+}
+
+/// A hint from the verifier's log, where it names a cause the operator can act on.
+fn verifier_hint(log: &str) -> &'static str {
+    // check_helper_call(): "invalid func unknown#181" (helper unknown to this kernel), or
+    // "unknown func bpf_loop#181" (not allowed for this program type on this kernel).
+    if log.contains("invalid func ") || log.contains("unknown func ") {
+        HINT_OLD_KERNEL
+    } else {
+        ""
+    }
 }
 
 fn sources<'a>(
@@ -327,6 +343,19 @@ mod tests {
             prog.load()
                 .unwrap_or_else(|e| panic!("{name}: {}", explain(name, &e)));
         }
+    }
+
+    #[test]
+    fn a_helper_the_kernel_lacks_gets_the_kernel_version_hint() {
+        // As 5.10's verifier words it for bpf_loop (helper 181), and as newer kernels do.
+        let old = "; return bpf_loop(DK_MAX_DEPTH, find_step, &l, 0);\n\
+                   12: (85) call unknown#181\ninvalid func unknown#181\n";
+        assert_eq!(verifier_hint(old), HINT_OLD_KERNEL);
+        assert_eq!(
+            verifier_hint("unknown func bpf_loop#181\n"),
+            HINT_OLD_KERNEL
+        );
+        assert_eq!(verifier_hint("R1 invalid mem access 'scalar'\n"), "");
     }
 
     #[test]
