@@ -2,9 +2,8 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 target := "x86_64-unknown-linux-musl"
-bin_dir := "target/" + target + "/release"
-# The bench builds where cargo puts things (CARGO_TARGET_DIR respected).
-bench_bin_dir := env_var_or_default("CARGO_TARGET_DIR", "target") + "/" + target + "/release"
+# Where cargo puts the static binaries (CARGO_TARGET_DIR respected).
+bin_dir := env_var_or_default("CARGO_TARGET_DIR", "target") + "/" + target + "/release"
 
 # The whole test suite (the README's test command runs this).
 default: test
@@ -59,11 +58,11 @@ packaging-test: build
 
 # Benchmarks (root): each metric next to its peer, same run -> stdout, target/bench/results.md (ARGS: bench/bench.py --help).
 bench *ARGS: _bench-build
-    python3 bench/bench.py --bin-dir {{bench_bin_dir}} {{ARGS}}
+    python3 bench/bench.py --bin-dir {{bin_dir}} {{ARGS}}
 
 # The bench harness with tiny sizes (run by `test`): fails only if a row produced no number.
 bench-smoke: _bench-build
-    python3 bench/bench.py --bin-dir {{bench_bin_dir}} --smoke
+    python3 bench/bench.py --bin-dir {{bin_dir}} --smoke
 
 _bench-build:
     cargo build --release --locked --target {{target}} -p diffkeeper-init -p diffkeeper-sidecar -p diffkeeper-bench
