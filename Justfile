@@ -23,13 +23,17 @@ ebpf:
     DIFFKEEPER_UPDATE_BPF_OBJ=1 cargo build --locked -p diffkeeper-ebpf
     cargo test --locked -p diffkeeper-ebpf object::
 
+# The set-up's pip step from a fresh venv (real pip, PyPI): installs, is idempotent, names failures.
+setup-test:
+    tests/setup/run.sh
+
 # Formatting and lints.
 lint:
     cargo fmt --all -- --check
     cargo clippy --locked --workspace --all-targets -- -D warnings
 
 # Everything: lints, unit and integration tests (real eBPF, needs root), VM matrix, packaging.
-test: lint build
+test: lint build setup-test
     cargo test --locked --workspace
     just bench-smoke
     just vm-test

