@@ -2,21 +2,27 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 target := "x86_64-unknown-linux-musl"
-# Where cargo puts the static binaries (CARGO_TARGET_DIR respected).
-bin_dir := env_var_or_default("CARGO_TARGET_DIR", "target") + "/" + target + "/release"
+# Where cargo puts the static binaries (CARGO_TARGET_DIR respected): x86_64, which the tests run,
+# and aarch64 (cross-built, see scripts/build.sh).
+target_dir := env_var_or_default("CARGO_TARGET_DIR", "target")
+bin_dir := target_dir + "/" + target + "/release"
+arm64_bin_dir := target_dir + "/aarch64-unknown-linux-musl/release"
 
 # The whole test suite (the README's test command runs this).
 default: test
 
-# Install build and test prerequisites (apt packages, musl target, just).
+# Install build and test prerequisites (apt packages, musl targets, just, zig + cargo-zigbuild).
 setup:
     scripts/setup.sh
 
-# Static musl binaries of diffkeeper-init and diffkeeper-sidecar.
+# Static musl binaries of diffkeeper-init and diffkeeper-sidecar for x86_64 and aarch64, checked
+# (static, ELF machine, size limits) and listed.
 build:
-    cargo build --release --locked --target {{target}} -p diffkeeper-init -p diffkeeper-sidecar
-    file {{bin_dir}}/diffkeeper-init {{bin_dir}}/diffkeeper-sidecar
-    ls -l {{bin_dir}}/diffkeeper-init {{bin_dir}}/diffkeeper-sidecar
+    scripts/build.sh x86_64 aarch64
+
+# The same for one architecture (x86_64 or aarch64), for quicker local rebuilds.
+build-arch ARCH:
+    scripts/build.sh {{ARCH}}
 
 # Regenerate the committed eBPF object ebpf/obj/diffkeeper.bpf.o from ebpf/c (needs clang + libbpf-dev).
 ebpf:
@@ -40,7 +46,7 @@ test: lint build setup-test
     just packaging-test
 
 # Demo: init provisions the BTF cache, the sidecar attaches and prints journal lines.
-demo: build
+demo: (build-arch "x86_64")
     scripts/demo.sh {{bin_dir}}
 
 # Multi-kernel matrix under qemu (Debian 6.1, 6.12) -> target/vm/; ARGS go to tests/vm/run.sh.
@@ -52,13 +58,14 @@ vm-test *ARGS: build
 min-btf KERNEL_BTF OUT:
     tests/vm/min-btf.sh "{{KERNEL_BTF}}" "{{OUT}}"
 
-# The container image (FROM scratch, the static binaries): `just image [--bake BTF_DIR] [--tag NAME:TAG] [--save FILE]`.
+# The multi-arch container image (OCI index of linux/amd64 + linux/arm64, FROM scratch, the static
+# binaries): `just image [--bake BTF_DIR] [--tag NAME:TAG] [--save FILE.oci.tar] [--platform LIST]`.
 image *ARGS: build
-    scripts/image.sh --bin-dir {{bin_dir}} {{ARGS}}
+    scripts/image.sh --bin-dir amd64={{bin_dir}} --bin-dir arm64={{arm64_bin_dir}} {{ARGS}}
 
 # Image built and run, Kubernetes manifests validated, least privilege proven (needs root).
 packaging-test: build
-    tests/packaging/run.sh {{bin_dir}}
+    tests/packaging/run.sh {{bin_dir}} {{arm64_bin_dir}}
 
 # Benchmarks (root): each metric next to its peer, same run -> stdout, target/bench/results.md (ARGS: bench/bench.py --help).
 bench *ARGS: _bench-build

@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# The image, for real: hadolint, `scripts/image.sh` builds it with two BTFs baked in (a plain
-# .btf and a BTFHub-shaped .btf.tar.xz tree), then containers run it the way the Kubernetes
-# manifests do (uid 65532, read-only root, no capabilities, no network) and diffkeeper-init
-# provisions from the baked directory into a mounted cache volume.
+# The image, for real: hadolint; `scripts/image.sh` builds the multi-arch OCI index (linux/amd64 +
+# linux/arm64, podman) twice, plain and with two BTFs baked in (a plain .btf and a BTFHub-shaped
+# .btf.tar.xz tree); both manifests of each index are inspected from the OCI archive (platform,
+# ELF machine and static linking of the binaries in each platform's layer, size, baked files);
+# then the amd64 image of the index runs the way the Kubernetes manifests do (uid 65532,
+# read-only root, no capabilities, no network) and diffkeeper-init provisions from the baked
+# directory into a mounted cache volume.
 #
 # How the container sees /sys: the engine mounts the host's sysfs, so /sys/kernel/btf/vmlinux
 # is visible and init would rightly use the system BTF and touch nothing. An empty read-only
 # bind mount over /sys/kernel/btf hides it, as on a node whose kernel has no BTF; together
 # with --kernel-release naming a baked release, init must take the baked path.
 #
-# usage: tests/packaging/image_test.sh BIN_DIR
+# usage: tests/packaging/image_test.sh BIN_DIR [ARM64_BIN_DIR]
+#   BIN_DIR: the x86_64 binaries; ARM64_BIN_DIR defaults to the aarch64 directory next to it.
 set -euo pipefail
 # shellcheck source=tests/packaging/lib.sh
 source "$(dirname "$0")/lib.sh"
-bin_dir="$(cd "${1:?usage: $0 BIN_DIR}" && pwd)"
+bin_dir="$(cd "${1:?usage: $0 BIN_DIR [ARM64_BIN_DIR]}" && pwd)"
+arm64_bin_dir="${2:-$(dirname "$(dirname "$bin_dir")")/aarch64-unknown-linux-musl/release}"
+[[ -d $arm64_bin_dir ]] || { echo "image_test: $arm64_bin_dir is missing: run just build (both architectures)" >&2; exit 1; }
+arm64_bin_dir="$(cd "$arm64_bin_dir" && pwd)"
 
 # --- hadolint (and proof that it does flag a bad Dockerfile, so a silent linter cannot pass)
 check "hadolint: Dockerfile is clean" hadolint --failure-threshold style "$repo/Dockerfile"
@@ -63,35 +70,79 @@ pack_btf_archive "$SYSTEM_BTF" "$work/bake/debian/12/x86_64" "$tree_release.btf"
 echo "not a BTF, must not be baked" >"$work/bake/README.txt"
 printf 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n' >"$work/host/etc/os-release"
 
-engine_up
-# The default image: nothing baked, /opt/diffkeeper/btf empty.
-image_build "$bin_dir" "" "$plain_tag" 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
-size="$(engine image inspect -f '{{.Size}}' "$plain_tag")"
-echo "INFO image $plain_tag (nothing baked): $size bytes ($((size / 1024)) KiB)"
-engine create --name "pkgtest-plain-$$" "$plain_tag" >/dev/null
-baked_in_plain="$(engine export "pkgtest-plain-$$" | tar -t | grep -c '^opt/diffkeeper/btf/.' || true)"
-engine rm "pkgtest-plain-$$" >/dev/null
-expect_eq "default image: /opt/diffkeeper/btf is empty" "0" "$baked_in_plain"
+DIFFKEEPER_IMAGE_ENGINE=podman engine_up
+version="$(workspace_version)"
 
-image_build "$bin_dir" "$work/bake" "$tag" 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
-pass "image builds ($ENGINE, FROM scratch, 2 BTFs baked)"
-size="$(engine image inspect -f '{{.Size}}' "$tag")"
-echo "INFO image $tag: $size bytes ($((size / 1024)) KiB) with 2 baked BTFs of $(stat -c %s "$SYSTEM_BTF") bytes each (one xz-compressed)"
+# expect_index NAME ARCHIVE BAKED(yes|no): PASS/FAIL lines about both manifests of the index.
+expect_index() {
+  python3 "$repo/scripts/oci_inspect.py" "$2" >"$work/index.json" || { fail "$1: OCI archive readable" "see stderr"; return 0; }
+  python3 - "$1" "$work/index.json" "$3" "$version" "$plain_release" "$tree_release" <<'PY'
+import json, sys
+name, path, baked, version, plain_release, tree_release = sys.argv[1:]
+d = json.load(open(path))
+def check(what, ok, detail):
+    print(f"PASS {name}: {what}" if ok else f"FAIL {name}: {what}: {detail}")
+check("an OCI image index", d["index_media_type"] == "application/vnd.oci.image.index.v1+json", d["index_media_type"])
+plats = sorted(m["platform"] for m in d["manifests"])
+check("platforms linux/amd64 + linux/arm64", plats == ["linux/amd64", "linux/arm64"], plats)
+machine = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+for m in d["manifests"]:
+    p = m["platform"]
+    check(f"{p}: config says {p}", m["config_platform"] == p, m["config_platform"])
+    check(f"{p}: default user 65532", m["user"] == "65532:65532", m["user"])
+    check(f"{p}: OCI version label", m["labels"].get("org.opencontainers.image.version") == version, m["labels"])
+    for b in ("diffkeeper-init", "diffkeeper-sidecar"):
+        elf = m["elf"].get(f"usr/local/bin/{b}")
+        check(f"{p}: {b} is a static {machine.get(p)} ELF", elf == {"machine": machine.get(p), "static": True}, elf)
+    check(f"{p}: cache dir present", "var/cache/diffkeeper/btf/" in m["files"], m["files"])
+    btfs = sorted(f for f in m["files"] if f.startswith("opt/diffkeeper/btf/") and not f.endswith("/"))
+    if baked == "no":
+        check(f"{p}: /opt/diffkeeper/btf is empty", btfs == [], btfs)
+        check(f"{p}: image size <= 9 MB", m["uncompressed_bytes"] <= 9_000_000, f"{m['uncompressed_bytes']} bytes")
+        print(f"INFO {p}: {m['uncompressed_bytes']} bytes ({m['compressed_bytes']} compressed), {m['digest']}")
+    else:
+        want = [f"opt/diffkeeper/btf/{plain_release}.btf", f"opt/diffkeeper/btf/debian/12/x86_64/{tree_release}.btf.tar.xz"]
+        check(f"{p}: only the two BTF files are baked", btfs == want, btfs)
+PY
+}
 
-expect_eq "image: default user is 65532" "65532:65532" "$(engine image inspect -f '{{.Config.User}}' "$tag")"
-expect_eq "image: OCI version label" "$(workspace_version)" \
-  "$(engine image inspect -f '{{index .Config.Labels "org.opencontainers.image.version"}}' "$tag")"
+plain_oci="$work/plain.oci.tar"
+index_oci="$work/index.oci.tar"
+# The default image: nothing baked.
+image_build_index "" "$plain_tag" "$plain_oci" "amd64=$bin_dir" "arm64=$arm64_bin_dir" 2>"$work/build.log" \
+  || { cat "$work/build.log" >&2; exit 1; }
+pass "multi-arch index builds (podman, FROM scratch, nothing baked)"
+expect_index "default index" "$plain_oci" no
 
-# The file list: two binaries, the baked BTFs (tree kept, README.txt filtered out), the cache dir.
-engine create --name "pkgtest-$$" "$tag" >/dev/null
-engine export "pkgtest-$$" | tar -t | sort >"$work/files"
-engine rm "pkgtest-$$" >/dev/null
-for path in usr/local/bin/diffkeeper-init usr/local/bin/diffkeeper-sidecar \
-  "opt/diffkeeper/btf/$plain_release.btf" "opt/diffkeeper/btf/debian/12/x86_64/$tree_release.btf.tar.xz" \
-  var/cache/diffkeeper/btf/; do
-  expect_in "image contains /$path" "$path" "$work/files"
-done
-expect_not_in "image: only BTF files are baked" "README.txt" "$work/files"
+image_build_index "$work/bake" "$tag" "$index_oci" "amd64=$bin_dir" "arm64=$arm64_bin_dir" 2>"$work/build.log" \
+  || { cat "$work/build.log" >&2; exit 1; }
+pass "multi-arch index builds (podman, FROM scratch, 2 BTFs baked)"
+expect_index "baked index" "$index_oci" yes
+
+# The image that runs below is the index's amd64 image: its id is the amd64 config's digest (the
+# config names the layers by their uncompressed digests; pulling recompresses, so the manifest
+# digest itself changes).
+amd64_config="$(python3 -c 'import json,sys; print([m["config_digest"] for m in json.load(open(sys.argv[1]))["manifests"] if m["platform"] == "linux/amd64"][0])' "$work/index.json")"
+expect_eq "the local $tag is the index's amd64 image" "${amd64_config#sha256:}" "$(engine image inspect -f '{{.Id}}' "$tag")"
+expect_eq "the local $tag is linux/amd64" "linux/amd64" "$(engine image inspect -f '{{.Os}}/{{.Architecture}}' "$tag")"
+
+# Bad input is refused with a message naming it: binaries of the wrong architecture, an unknown
+# platform, and an index through docker.
+if (image_build_index "" "$plain_tag" "$work/bad.oci.tar" "arm64=$bin_dir") >/dev/null 2>"$work/bad.log"; then
+  fail "index: x86_64 binaries given as arm64 are refused" "image_build_index succeeded"
+else
+  expect_in "index: x86_64 binaries given as arm64 are refused" "is a amd64 binary, not arm64: wrong --bin-dir for arm64" "$work/bad.log"
+fi
+if "$repo/scripts/image.sh" --platform linux/s390x >/dev/null 2>"$work/bad.log"; then
+  fail "image.sh: --platform linux/s390x is refused" "it succeeded"
+else
+  expect_in "image.sh: --platform linux/s390x is refused" "supported are linux/amd64 and linux/arm64" "$work/bad.log"
+fi
+if DIFFKEEPER_IMAGE_ENGINE=docker "$repo/scripts/image.sh" >/dev/null 2>"$work/bad.log"; then
+  fail "image.sh: an index through docker is refused" "it succeeded"
+else
+  expect_in "image.sh: an index through docker is refused" "a multi-arch index needs podman" "$work/bad.log"
+fi
 
 # Runs a container as the pods do: default user 65532, read-only root, no capabilities, no
 # network, no privilege escalation, system BTF hidden.
@@ -101,11 +152,10 @@ run_hardened() {
 }
 
 # --- --version of both binaries
-version="$(workspace_version)"
 out="$(engine run --rm --network none "$tag" --version 2>&1 || true)"
-expect_eq "docker run IMAGE --version (diffkeeper-init)" "diffkeeper-init $version" "$out"
+expect_eq "run IMAGE --version (diffkeeper-init)" "diffkeeper-init $version" "$out"
 out="$(engine run --rm --network none --entrypoint /usr/local/bin/diffkeeper-sidecar "$tag" --version 2>&1 || true)"
-expect_eq "docker run --entrypoint diffkeeper-sidecar IMAGE --version" "diffkeeper-sidecar $version" "$out"
+expect_eq "run --entrypoint diffkeeper-sidecar IMAGE --version" "diffkeeper-sidecar $version" "$out"
 
 # --- init provisions a baked plain .btf into a bind-mounted cache dir owned by 65532
 mkdir -p "$work/cache"
@@ -139,10 +189,8 @@ else
   fail "init in the image extracts a baked BTFHub tree archive into a named volume (exit 0)" "$(tail -n 15 "$work/tree.log")"
 fi
 expect_in "distro read from the host's os-release" "distro debian 12" "$work/tree.log"
-if [[ $ENGINE == docker ]]; then
-  mountpoint="$(engine volume inspect -f '{{.Mountpoint}}' "$volume")"
-  same_file "baked archive extracted byte-identical into the named volume" "$SYSTEM_BTF" "$mountpoint/$tree_release.btf"
-fi
+mountpoint="$(engine volume inspect -f '{{.Mountpoint}}' "$volume")"
+same_file "baked archive extracted byte-identical into the named volume" "$SYSTEM_BTF" "$mountpoint/$tree_release.btf"
 
 # --- nothing baked for this release, downloads off, --required: exit 1 naming what is missing
 set +e

@@ -3,16 +3,19 @@
 # the Kubernetes manifests rendered and validated, least privilege proven. Needs root.
 # Each suite prints PASS/FAIL lines; a suite that dies without a FAIL line counts as one failure.
 #
-# usage: tests/packaging/run.sh BIN_DIR
+# usage: tests/packaging/run.sh BIN_DIR [ARM64_BIN_DIR]
+#   BIN_DIR: the x86_64 static binaries; ARM64_BIN_DIR: the aarch64 ones (the image test builds
+#   the multi-arch index from both; default: the aarch64 directory next to BIN_DIR).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-bin_dir="${1:?usage: tests/packaging/run.sh BIN_DIR (the directory of the static binaries)}"
+bin_dir="${1:?usage: tests/packaging/run.sh BIN_DIR [ARM64_BIN_DIR] (the directories of the static binaries)}"
+arm64_args=("${@:2}")
 log_dir="$(mktemp -d /tmp/diffkeeper-packaging.XXXXXX)"
 passed=0 failed=0
 
 for suite in image_test.sh manifests_test.py caps_test.sh pod_sidecar_test.sh; do
   echo "== packaging: $suite"
-  "$here/$suite" "$bin_dir" 2>"$log_dir/$suite.stderr" | tee "$log_dir/$suite.out"
+  "$here/$suite" "$bin_dir" "${arm64_args[@]}" 2>"$log_dir/$suite.stderr" | tee "$log_dir/$suite.out"
   rc=${PIPESTATUS[0]}
   p=$(grep -c '^PASS ' "$log_dir/$suite.out")
   f=$(grep -c '^FAIL ' "$log_dir/$suite.out")
