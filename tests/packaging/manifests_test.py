@@ -152,10 +152,10 @@ def check_init(label, init, volumes, kind, init_flags):
     result(f"{label}: only flags diffkeeper-init knows", not unknown, f"unknown: {unknown}")
 
 
-def check_sidecar(label, sidecar, native, sidecar_flags):
+def check_sidecar(label, sidecar, native, sidecar_flags, caps_wanted):
     sc = sidecar.get("securityContext", {})
     caps = sc.get("capabilities", {})
-    result(f"{label}: adds exactly BPF and PERFMON", sorted(caps.get("add", [])) == ["BPF", "PERFMON"], str(caps))
+    result(f"{label}: adds exactly {' and '.join(caps_wanted)}", sorted(caps.get("add", [])) == caps_wanted, str(caps))
     if native:
         result(f"{label}: native sidecar (restartPolicy: Always)", sidecar.get("restartPolicy") == "Always",
                str(sidecar.get("restartPolicy")))
@@ -179,7 +179,7 @@ def check_sidecar(label, sidecar, native, sidecar_flags):
     result(f"{label}: only flags diffkeeper-sidecar knows", not unknown, f"unknown: {unknown}")
 
 
-def check_pods(name, objects, init_flags, sidecar_flags):
+def check_pods(name, objects, init_flags, sidecar_flags, caps_wanted):
     for label, kind, spec in pod_specs(objects):
         label = f"{name}: {label}"
         inits, containers = spec.get("initContainers", []), spec.get("containers", [])
@@ -198,7 +198,8 @@ def check_pods(name, objects, init_flags, sidecar_flags):
         classic = find(containers, "diffkeeper-sidecar")
         result(f"{label}: exactly one diffkeeper-sidecar", (native is None) != (classic is None), "")
         if native or classic:
-            check_sidecar(f"{label}/diffkeeper-sidecar", native or classic, native is not None, sidecar_flags)
+            check_sidecar(f"{label}/diffkeeper-sidecar", native or classic, native is not None, sidecar_flags,
+                          caps_wanted)
 
 
 def init_args(objects, kind="Deployment"):
@@ -213,6 +214,16 @@ def volume(objects, kind, name):
         if k == kind:
             return next((v for v in spec.get("volumes", []) if v["name"] == name), {})
     return {}
+
+
+def sidecar_caps(name):
+    """The capabilities the sidecar must add: BPF and PERFMON, unless an old-kernel component
+    (no CAP_BPF before 5.8; RLIMIT_MEMLOCK charging before 5.11) is in the build."""
+    if "kernel-pre-5.8" in name:
+        return ["SYS_ADMIN", "SYS_RESOURCE"]
+    if "kernel-pre-5.11" in name:
+        return ["BPF", "PERFMON", "SYS_RESOURCE"]
+    return ["BPF", "PERFMON"]
 
 
 def check_scenario(name, objects):
@@ -258,17 +269,40 @@ def main():
 
     out_dir = tempfile.mkdtemp(prefix="diffkeeper-k8s-")
     builds = [(d, doc) for d, kind, doc in all_kustomizations if kind == "Kustomization"]
-    # Components compose with the scenario overlays: node-cache on a pre-1.29 cluster.
-    combo = os.path.join(out_dir, "node-cache-classic")
-    os.makedirs(combo)
-    with open(os.path.join(combo, "kustomization.yaml"), "w") as f:
-        yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                        "resources": [os.path.relpath(os.path.join(K8S, "overlays/node-cache"), combo)],
-                        "components": [os.path.relpath(os.path.join(K8S, "components/classic-sidecar"), combo)]}, f)
-    builds.append((combo, {}))
+    # Components compose with the scenario overlays: node-cache on a pre-1.29 cluster, and the
+    # old-kernel capability sets on top of other overlays (before classic-sidecar).
+    combos = {
+        "node-cache + classic-sidecar component": ("overlays/node-cache", ["classic-sidecar"]),
+        "base + kernel-pre-5.8 component": ("base", ["kernel-pre-5.8"]),
+        "air-gapped + kernel-pre-5.11 + classic-sidecar components":
+            ("overlays/air-gapped", ["kernel-pre-5.11", "classic-sidecar"]),
+        "node-cache + kernel-pre-5.8 + classic-sidecar components":
+            ("overlays/node-cache", ["kernel-pre-5.8", "classic-sidecar"]),
+    }
+    for title, (base, components) in combos.items():
+        combo = os.path.join(out_dir, re.sub(r"[^a-z0-9.]+", "-", title))
+        os.makedirs(combo)
+        with open(os.path.join(combo, "kustomization.yaml"), "w") as f:
+            yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                            "resources": [os.path.relpath(os.path.join(K8S, base), combo)],
+                            "components": [os.path.relpath(os.path.join(K8S, "components", c), combo)
+                                           for c in components]}, f)
+        builds.append((combo, {"title": title}))
 
-    for directory, _doc in builds:
-        name = rel(directory) if directory.startswith(REPO) else "node-cache + classic-sidecar component"
+    # In the wrong order the capability patch cannot find the sidecar: the build must fail
+    # loudly instead of leaving BPF/PERFMON on a kernel that does not know them.
+    wrong = os.path.join(out_dir, "wrong-order")
+    os.makedirs(wrong)
+    with open(os.path.join(wrong, "kustomization.yaml"), "w") as f:
+        yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                        "resources": [os.path.relpath(os.path.join(K8S, "base"), wrong)],
+                        "components": [os.path.relpath(os.path.join(K8S, "components", c), wrong)
+                                       for c in ("classic-sidecar", "kernel-pre-5.8")]}, f)
+    rc, _rendered, err = render(wrong)
+    result("classic-sidecar before kernel-pre-5.8 fails the build (never silently)", rc != 0, err[:300])
+
+    for directory, doc in builds:
+        name = rel(directory) if directory.startswith(REPO) else doc["title"]
         rc, rendered, err = render(directory)
         result(f"kustomize build {name}", rc == 0 and rendered.strip() != "", err)
         if rc != 0:
@@ -293,7 +327,7 @@ def main():
                    not ok and "restartPolicy" in out, out)
         else:
             result(f"{name}: classic sidecar validates on {PRE_SIDECAR_VERSION} too", ok, out)
-        check_pods(name, objects, init_flags, sidecar_flags)
+        check_pods(name, objects, init_flags, sidecar_flags, sidecar_caps(name))
         check_scenario(name, objects)
     shutil.rmtree(out_dir)
     return 1 if failures else 0
