@@ -24,6 +24,7 @@ pub struct Metrics {
     /// Indexed `[backend][op]` in the order of `BACKENDS` and `OPS`.
     events: [[AtomicU64; 4]; 4],
     inotify_overflows: AtomicU64,
+    inotify_dropped: AtomicU64,
     active: OnceLock<Active>,
 }
 
@@ -43,6 +44,12 @@ impl Metrics {
 
     pub fn count_inotify_overflow(&self) -> u64 {
         self.inotify_overflows.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds `n` events the inotify backend dropped because the journal did not take them;
+    /// returns the new total.
+    pub fn count_inotify_dropped(&self, n: u64) -> u64 {
+        self.inotify_dropped.fetch_add(n, Ordering::Relaxed) + n
     }
 
     /// Marks the sidecar ready: from now on `/healthz` answers 200.
@@ -100,6 +107,17 @@ impl Metrics {
             out,
             "diffkeeper_inotify_overflows_total {}",
             self.inotify_overflows.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "diffkeeper_inotify_dropped_events_total",
+            "counter",
+            "inotify events dropped because the journal did not keep up (its output blocked or too slow).",
+        );
+        let _ = writeln!(
+            out,
+            "diffkeeper_inotify_dropped_events_total {}",
+            self.inotify_dropped.load(Ordering::Relaxed)
         );
         family(
             &mut out,
