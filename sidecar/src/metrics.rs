@@ -1,12 +1,15 @@
 //! Counters and state for `/metrics`, and a tiny HTTP/1.1 server for `/metrics` and `/healthz`
 //! on std::net (the sidecar links no HTTP crate).
+//!
+//! Each connection gets its own thread, up to [`MAX_CONNECTIONS`], and [`REQUEST_DEADLINE`] to
+//! send its request: a slow or idle client can never delay kubelet's probes.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::change::{Backend, Op};
 
@@ -24,6 +27,7 @@ pub struct Metrics {
     /// Indexed `[backend][op]` in the order of `BACKENDS` and `OPS`.
     events: [[AtomicU64; 4]; 4],
     inotify_overflows: AtomicU64,
+    inotify_dropped: AtomicU64,
     active: OnceLock<Active>,
 }
 
@@ -43,6 +47,12 @@ impl Metrics {
 
     pub fn count_inotify_overflow(&self) -> u64 {
         self.inotify_overflows.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Adds `n` events the inotify backend dropped because the journal did not take them;
+    /// returns the new total.
+    pub fn count_inotify_dropped(&self, n: u64) -> u64 {
+        self.inotify_dropped.fetch_add(n, Ordering::Relaxed) + n
     }
 
     /// Marks the sidecar ready: from now on `/healthz` answers 200.
@@ -103,6 +113,17 @@ impl Metrics {
         );
         family(
             &mut out,
+            "diffkeeper_inotify_dropped_events_total",
+            "counter",
+            "inotify events dropped because the journal did not keep up (its output blocked or too slow).",
+        );
+        let _ = writeln!(
+            out,
+            "diffkeeper_inotify_dropped_events_total {}",
+            self.inotify_dropped.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
             "diffkeeper_ready",
             "gauge",
             "1 once the backend is attached (and its canary passed) or inotify watches are in place.",
@@ -141,34 +162,118 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Binds `addr` and answers requests on a background thread. Returns the bound address (useful
+/// Binds `addr` and answers requests on background threads. Returns the bound address (useful
 /// with port 0).
 pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             for stream in listener.incoming() {
-                let result = stream.and_then(|s| answer(s, &metrics));
-                if let Err(e) = result {
-                    log::debug!("metrics: request failed: {e}");
+                match stream {
+                    Ok(stream) => dispatch(stream, &metrics, &open),
+                    Err(e) => {
+                        // E.g. out of file descriptors: do not spin on it.
+                        log::debug!("metrics: accept failed: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
             }
         })?;
     Ok(bound)
 }
 
-/// Requests are answered one at a time; a client that stalls is cut off by the timeouts.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections served at once; kubelet and Prometheus need a few.
+const MAX_CONNECTIONS: usize = 32;
+/// How long a client has, from its connection, to send its request; then it is cut off.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_REQUEST_HEAD_BYTES: u64 = 8 * 1024;
+/// The answers are small and built on the heap.
+const CONNECTION_STACK_BYTES: usize = 64 * 1024;
 
-fn answer(stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-    let mut reader = BufReader::new((&stream).take(MAX_REQUEST_HEAD_BYTES));
+/// A connection slot, given back when the connection's thread ends (or never starts).
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn dispatch(stream: TcpStream, metrics: &Arc<Metrics>, open: &Arc<AtomicUsize>) {
+    if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        open.fetch_sub(1, Ordering::AcqRel);
+        turn_away(stream);
+        return;
+    }
+    let slot = Slot(open.clone());
+    let metrics = metrics.clone();
+    let spawned = std::thread::Builder::new()
+        .name("metrics-conn".into())
+        .stack_size(CONNECTION_STACK_BYTES)
+        .spawn(move || {
+            let _slot = slot;
+            if let Err(e) = answer(stream, &metrics, Instant::now() + REQUEST_DEADLINE) {
+                log::debug!("metrics: request failed: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("metrics: cannot start a connection thread: {e}");
+    }
+}
+
+/// Every slot is taken: a short 503 without waiting on the client, then a clean close.
+fn turn_away(stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    // What the client already sent is read first, so that the close is a FIN, not a reset.
+    let mut request = [0u8; 1024];
+    let _ = (&stream).read(&mut request);
+    let body = "busy: too many connections\n";
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = (&stream).write_all(response.as_bytes());
+    let _ = stream.shutdown(Shutdown::Write);
+    log::debug!("metrics: {MAX_CONNECTIONS} connections open: turned one away");
+}
+
+/// Reads from a stream until a deadline: each read waits at most for what is left of it, so a
+/// client sending a byte at a time cannot stretch the request.
+struct DeadlineReader<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no complete request within {REQUEST_DEADLINE:?}"),
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+fn answer(stream: TcpStream, metrics: &Metrics, deadline: Instant) -> io::Result<()> {
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let within = DeadlineReader {
+        stream: &stream,
+        deadline,
+    };
+    let mut reader = BufReader::new(within.take(MAX_REQUEST_HEAD_BYTES));
     let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
+    if reader.read_line(&mut request_line)? == 0 {
+        return Ok(()); // connected and closed without a request
+    }
     // Read (and ignore) the headers up to the blank line so the client sees a clean close.
     let mut header = String::new();
     loop {
@@ -177,7 +282,15 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
             break;
         }
     }
-    let (status, content_type, body) = route(&request_line, metrics);
+    let (status, content_type, body) = if reader.get_ref().limit() == 0 {
+        (
+            "431 Request Header Fields Too Large",
+            "text/plain; charset=utf-8",
+            format!("the request head is limited to {MAX_REQUEST_HEAD_BYTES} bytes\n"),
+        )
+    } else {
+        route(&request_line, metrics)
+    };
     let head_only = request_line.starts_with("HEAD ");
     let mut response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

@@ -1,0 +1,276 @@
+//! The inotify backend from the outside (real inotify, the real sidecar binary): symlinks are
+//! never followed out of a state dir, a directory re-created under the same name is journaled
+//! again, and a journal nobody reads neither holds the exit nor grows memory.
+
+use std::fs::{self, File};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use diffkeeper_tests::scenario::{http_get, SidecarProcess};
+use diffkeeper_tests::scratch::Scratch;
+
+const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// An inotify sidecar on `state`, journal to `journal`, no coalescing.
+fn start(state: &Path, journal: &Path) -> SidecarProcess {
+    let mut cmd = Command::new(SIDECAR);
+    cmd.args(["--enable-ebpf=false", "--coalesce-ms", "0"])
+        .args(["--state-dir", path(state), "--journal", path(journal)])
+        .stdout(Stdio::null());
+    let mut sidecar = SidecarProcess::spawn(&mut cmd).expect("run diffkeeper-sidecar");
+    assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "inotify");
+    sidecar
+}
+
+/// Creates `<state>/done` and waits until the journal has its create line: inotify reports the
+/// events of one watcher in order, so everything done before is journaled by then. Returns the
+/// journal as `op path` / `rename from -> path` lines, paths relative to `state`.
+fn journal_until_done(sidecar: &SidecarProcess, state: &Path, journal: &Path) -> Vec<String> {
+    File::create(state.join("done")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = read_journal(state, journal);
+        if lines.iter().any(|l| l == "create done") {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no `create done` in the journal within 10 s: {lines:#?}\n{}",
+            sidecar.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_journal(state: &Path, journal: &Path) -> Vec<String> {
+    let state = format!("{}/", state.canonicalize().unwrap().display());
+    let rel = |v: &serde_json::Value| -> String {
+        let p = v.as_str().unwrap();
+        p.strip_prefix(&state).unwrap_or(p).to_string()
+    };
+    fs::read_to_string(journal)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| match v.get("from") {
+            Some(from) => format!(
+                "{} {} -> {}",
+                v["op"].as_str().unwrap(),
+                rel(from),
+                rel(&v["path"])
+            ),
+            None => format!("{} {}", v["op"].as_str().unwrap(), rel(&v["path"])),
+        })
+        .collect()
+}
+
+#[test]
+fn inotify_never_follows_a_symlink_out_of_the_state_dir() {
+    let scratch = Scratch::new("inotify-symlink");
+    let (state, journal) = (scratch.dir("state"), scratch.path().join("journal.jsonl"));
+    let (before, after) = (scratch.dir("outside-a"), scratch.dir("outside-b"));
+    fs::write(after.join("already-there"), b"x").unwrap();
+    // One link exists when the sidecar starts (the initial recursive walk), one is made later.
+    std::os::unix::fs::symlink(&before, state.join("link-at-start")).unwrap();
+    let mut sidecar = start(&state, &journal);
+    std::os::unix::fs::symlink(&after, state.join("link")).unwrap();
+    for dir in [&before, &after] {
+        fs::write(dir.join("x"), b"written outside").unwrap();
+        fs::create_dir(dir.join("sub")).unwrap();
+        fs::write(dir.join("sub/y"), b"y").unwrap();
+    }
+    let lines = journal_until_done(&sidecar, &state, &journal);
+    assert_eq!(lines, ["create link", "create done"], "{}", sidecar.log());
+    let (status, _) = sidecar.terminate();
+    assert!(status.is_some_and(|s| s.success()), "{}", sidecar.log());
+}
+
+#[test]
+fn a_directory_recreated_under_the_same_name_is_journaled_again() {
+    let scratch = Scratch::new("inotify-recreate");
+    let (state, journal) = (scratch.dir("state"), scratch.path().join("journal.jsonl"));
+    let mut sidecar = start(&state, &journal);
+    // mkdir tmp; touch tmp/f; mv tmp v1; mkdir tmp; touch tmp/f -- all within a fraction of a
+    // second. Each step waits for its line first: a directory created and renamed before
+    // inotify watches it is a different (inotify) limit, not the one this test is about.
+    let steps: [(&dyn Fn(), &str); 4] = [
+        (&|| fs::create_dir(state.join("tmp")).unwrap(), "create tmp"),
+        (
+            &|| drop(File::create(state.join("tmp/f")).unwrap()),
+            "create tmp/f",
+        ),
+        (
+            &|| fs::rename(state.join("tmp"), state.join("v1")).unwrap(),
+            "rename tmp -> v1",
+        ),
+        (&|| fs::create_dir(state.join("tmp")).unwrap(), "create tmp"),
+    ];
+    let started = Instant::now();
+    for (n, (step, line)) in steps.iter().enumerate() {
+        step();
+        wait_for_lines(&sidecar, &state, &journal, n + 1, line);
+    }
+    File::create(state.join("tmp/f")).unwrap();
+    let lines: Vec<String> = journal_until_done(&sidecar, &state, &journal)
+        .into_iter()
+        .filter(|l| !l.starts_with("write "))
+        .collect();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        lines,
+        [
+            "create tmp",
+            "create tmp/f",
+            "rename tmp -> v1",
+            "create tmp",
+            "create tmp/f",
+            "create done"
+        ],
+        "{}",
+        sidecar.log()
+    );
+    let (status, _) = sidecar.terminate();
+    assert!(status.is_some_and(|s| s.success()), "{}", sidecar.log());
+}
+
+/// Waits until the journal has `count` lines (writes aside), the last one `last`.
+fn wait_for_lines(
+    sidecar: &SidecarProcess,
+    state: &Path,
+    journal: &Path,
+    count: usize,
+    last: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<String> = read_journal(state, journal)
+            .into_iter()
+            .filter(|l| !l.starts_with("write "))
+            .collect();
+        if lines.len() >= count {
+            assert_eq!(lines[count - 1], last, "{lines:#?}\n{}", sidecar.log());
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {last:?} in the journal within 10 s: {lines:#?}\n{}",
+            sidecar.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `VmHWM` (peak resident set) of a process, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"))
+}
+
+fn metrics_addr(sidecar: &mut SidecarProcess) -> SocketAddr {
+    let line = sidecar.wait_for("serving http://", READY_TIMEOUT).unwrap();
+    let rest = line.split_once("http://").unwrap().1;
+    rest.split('/').next().unwrap().parse().unwrap()
+}
+
+fn sample(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `count` new files with long names (so that whatever is queued per change weighs).
+fn create_files(dir: &Path, round: usize, count: usize) {
+    let pad = "p".repeat(180);
+    for i in 0..count {
+        File::create(dir.join(format!("{round}-{i:05}-{pad}"))).unwrap();
+    }
+}
+
+#[test]
+fn a_journal_nobody_reads_bounds_memory_counts_drops_and_cannot_hold_the_exit() {
+    let scratch = Scratch::new("inotify-stalled");
+    let state = scratch.dir("state");
+    // stdout is a pipe that is held open but never read: once its 64 KiB are full, every
+    // journal write blocks, as behind a stuck log shipper.
+    let (_reader, writer) = nix::unistd::pipe().unwrap();
+    let mut cmd = Command::new(SIDECAR);
+    cmd.args(["--enable-ebpf=false", "--coalesce-ms", "0"])
+        .args(["--state-dir", path(&state), "--metrics-addr", "127.0.0.1:0"])
+        .stdout(Stdio::from(writer));
+    let mut sidecar = SidecarProcess::spawn(&mut cmd).expect("run diffkeeper-sidecar");
+    let addr = metrics_addr(&mut sidecar);
+    assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "inotify");
+    let dropped = |addr| {
+        let (_, metrics) = http_get(addr, "/metrics").unwrap();
+        sample(&metrics, "diffkeeper_inotify_dropped_events_total")
+            .unwrap_or_else(|| panic!("no drop counter in /metrics:\n{metrics}"))
+    };
+    assert_eq!(dropped(addr), 0);
+
+    // Far more than the pipe, the journal queue and the event queue hold together.
+    const CREATES: usize = 12_000;
+    create_files(&state, 1, CREATES);
+    // Wait (deterministically) until the sidecar counts drops: everything queued is full.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dropped(addr) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no drops counted: {}",
+            sidecar.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let peak_full = peak_rss_kib(sidecar.pid());
+    // As many again: with every queue full, they are dropped, not kept.
+    create_files(&state, 2, CREATES);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = 0;
+    loop {
+        let now = dropped(addr);
+        if now >= CREATES as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {now} drops counted after {CREATES} more creates (last {last}): {}",
+            sidecar.log()
+        );
+        last = now;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let peak_after = peak_rss_kib(sidecar.pid());
+    assert!(
+        peak_after <= peak_full + 2048,
+        "memory grew by {} KiB while every queue was full ({peak_full} -> {peak_after} KiB)",
+        peak_after - peak_full
+    );
+    assert!(peak_after < 64 * 1024, "peak RSS {peak_after} KiB");
+
+    let (status, took) = sidecar.terminate();
+    let log = sidecar.log();
+    // The README's bound: 0.2 s for the backend to hand over, 0.8 s for the journal.
+    assert!(
+        took.is_some_and(|t| t < Duration::from_millis(1500)),
+        "exit took {took:?}: {log}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    assert!(log.contains("did not take the last changes"), "{log}");
+    assert!(log.contains("inotify: dropped"), "{log}");
+    assert!(log.contains("inotify: stopping: dropped"), "{log}");
+}
