@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use diffkeeper_ebpf::cli::{
+use diffkeeper_cli::{
     env_bool, flag_bool, parse_number, reject_leftovers, render_help, FlagDoc, UsageError,
 };
 

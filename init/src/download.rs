@@ -293,7 +293,7 @@ fn read_file(path: &Path, max_bytes: u64, url: &str) -> Result<Vec<u8>, Download
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diffkeeper_ebpf::identity::KernelIdentity;
+    use crate::identity::KernelIdentity;
 
     #[test]
     fn url_for_the_seed_example() {

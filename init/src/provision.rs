@@ -8,10 +8,10 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use diffkeeper_ebpf::btf::{self, BtfFileError};
-use diffkeeper_ebpf::cache::{BtfCache, CacheError, CacheLock, InvalidRelease};
-use diffkeeper_ebpf::identity::{self, IdentityError, KernelIdentity};
-use diffkeeper_ebpf::SYSTEM_BTF_PATH;
+use crate::identity::{self, IdentityError, KernelIdentity};
+use diffkeeper_btf::cache::{BtfCache, CacheError, CacheLock, InvalidRelease};
+use diffkeeper_btf::validate::{self as btf, BtfFileError};
+use diffkeeper_btf::SYSTEM_BTF_PATH;
 
 use crate::archive;
 use crate::baked::{self, Shape};

@@ -78,7 +78,7 @@ impl<W: Write> Write for Digesting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
-        let want = diffkeeper_ebpf::btf::HEADER_LEN.saturating_sub(self.head.len());
+        let want = diffkeeper_btf::validate::HEADER_LEN.saturating_sub(self.head.len());
         self.head.extend_from_slice(&buf[..n.min(want)]);
         self.len += n as u64;
         Ok(n)

@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use diffkeeper_ebpf::cli::{env_var, init_logging};
+use diffkeeper_cli::{env_var, init_logging};
 use nix::sys::signal::Signal;
 
 use crate::change::{self, Backend, ChangeSink};
@@ -37,7 +37,8 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Run(config)) => {
-            init_logging(config.debug);
+            // notify logs every stale watch descriptor after an rmdir at INFO: noise for operators.
+            init_logging(config.debug, &["notify"]);
             match run(&config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

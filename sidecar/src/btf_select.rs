@@ -7,9 +7,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use aya::{Btf, Endianness};
-use diffkeeper_ebpf::btf::check_file;
-use diffkeeper_ebpf::cache::BtfCache;
-use diffkeeper_ebpf::SYSTEM_BTF_PATH;
+use diffkeeper_btf::cache::BtfCache;
+use diffkeeper_btf::validate::check_file;
+use diffkeeper_btf::SYSTEM_BTF_PATH;
 
 /// Where the BTF came from; fentry needs [`BtfSource::System`] (the running kernel's type ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

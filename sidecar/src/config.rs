@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use diffkeeper_ebpf::cli::{
+use diffkeeper_cli::{
     env_bool, flag_bool, parse_bool, parse_number, reject_leftovers, render_help, FlagDoc,
     UsageError,
 };

@@ -67,6 +67,6 @@ mod tests {
 
     #[test]
     fn tiny_btf_is_valid() {
-        diffkeeper_ebpf::btf::check_bytes(&tiny_btf()).unwrap();
+        diffkeeper_btf::validate::check_bytes(&tiny_btf()).unwrap();
     }
 }

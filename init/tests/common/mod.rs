@@ -163,7 +163,7 @@ pub fn spawn(cmd: &mut Command) -> Child {
 
 /// The cached file exists, is a valid BTF and equals `expected` byte for byte.
 pub fn assert_cached(path: &Path, expected: &[u8]) {
-    diffkeeper_ebpf::btf::check_file(path).expect("cached BTF is valid");
+    diffkeeper_btf::validate::check_file(path).expect("cached BTF is valid");
     let got = std::fs::read(path).unwrap();
     assert!(
         got == expected,

@@ -330,7 +330,7 @@ mod tests {
     fn kprobe_programs_pass_the_verifier() {
         let btf = SelectedBtf {
             source: BtfSource::System,
-            path: PathBuf::from(diffkeeper_ebpf::SYSTEM_BTF_PATH),
+            path: PathBuf::from(diffkeeper_btf::SYSTEM_BTF_PATH),
             btf: aya::Btf::from_sys_fs().expect("system BTF"),
         };
         let roots = RootTable::build(vec![std::env::temp_dir()]).unwrap();

@@ -244,5 +244,5 @@ pub fn hide_system_btf_in_this_thread() {
         None::<&str>,
     )
     .expect("mount an empty tmpfs over /sys/kernel/btf");
-    assert!(!Path::new(diffkeeper_ebpf::SYSTEM_BTF_PATH).exists());
+    assert!(!Path::new(diffkeeper_btf::SYSTEM_BTF_PATH).exists());
 }

@@ -113,20 +113,22 @@ pub fn render_help(intro: &str, flags: &[FlagDoc]) -> String {
     out
 }
 
-/// Logs to stderr with timestamps; `debug` turns on debug records.
-pub fn init_logging(debug: bool) {
+/// Logs to stderr with timestamps; `debug` turns on debug records. `quiet_modules` are
+/// dependencies whose INFO records are noise for operators: only their warnings are shown.
+pub fn init_logging(debug: bool, quiet_modules: &[&str]) {
     let level = if debug {
         log::LevelFilter::Debug
     } else {
         log::LevelFilter::Info
     };
+    let logger = quiet_modules.iter().fold(
+        simple_logger::SimpleLogger::new()
+            .with_level(level)
+            .with_utc_timestamps(),
+        |logger, module| logger.with_module_level(module, log::LevelFilter::Warn),
+    );
     // A second initialisation (e.g. in tests) is harmless; keep the first.
-    let _ = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .with_utc_timestamps()
-        // notify logs every stale watch descriptor after an rmdir at INFO: noise for operators.
-        .with_module_level("notify", log::LevelFilter::Warn)
-        .init();
+    let _ = logger.init();
 }
 
 #[cfg(test)]
