@@ -7,6 +7,7 @@ mod archive;
 mod baked;
 mod config;
 mod download;
+mod errors;
 mod identity;
 mod provision;
 mod status;
