@@ -10,6 +10,8 @@ use std::mem::size_of;
 pub const DK_COMM_LEN: usize = 16;
 pub const DK_PATH_MAX: usize = 4096;
 pub const DK_MAX_DEPTH: usize = 32;
+/// dk_roots' max_entries, and the width of the kernel's learned-root bitmask (a `u64`).
+pub const DK_MAX_ROOTS: usize = 64;
 pub const DK_MAX_ROOTS_PER_DEV: usize = 8;
 
 pub const DK_OP_WRITE: u16 = 1;
@@ -251,6 +253,7 @@ mod tests {
             "DK_COMM_LEN",
             "DK_PATH_MAX",
             "DK_MAX_DEPTH",
+            "DK_MAX_ROOTS",
             "DK_MAX_ROOTS_PER_DEV",
             "DK_OP_WRITE",
             "DK_OP_CREATE",
@@ -336,6 +339,7 @@ mod tests {
             ("DK_COMM_LEN", DK_COMM_LEN),
             ("DK_PATH_MAX", DK_PATH_MAX),
             ("DK_MAX_DEPTH", DK_MAX_DEPTH),
+            ("DK_MAX_ROOTS", DK_MAX_ROOTS),
             ("DK_MAX_ROOTS_PER_DEV", DK_MAX_ROOTS_PER_DEV),
             ("DK_OP_WRITE", DK_OP_WRITE.into()),
             ("DK_OP_CREATE", DK_OP_CREATE.into()),

@@ -5,19 +5,53 @@ use std::time::SystemTime;
 /// Which mechanism saw the change; printed as the journal's `backend` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
-    Fentry,
-    Kprobe,
-    Tracepoint,
+    /// The eBPF programs of one attach family.
+    Ebpf(Family),
     Inotify,
 }
 
 impl Backend {
+    /// Every backend, in the order metrics list them.
+    pub const ALL: [Backend; 4] = [
+        Self::Ebpf(Family::Fentry),
+        Self::Ebpf(Family::Kprobe),
+        Self::Ebpf(Family::Tracepoint),
+        Self::Inotify,
+    ];
+
+    /// This backend's position in [`Backend::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Ebpf(Family::Fentry) => 0,
+            Self::Ebpf(Family::Kprobe) => 1,
+            Self::Ebpf(Family::Tracepoint) => 2,
+            Self::Inotify => 3,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ebpf(family) => family.as_str(),
+            Self::Inotify => "inotify",
+        }
+    }
+}
+
+/// An eBPF attach family: the programs that see writes, creates, deletes and renames. Defined
+/// here, beside [`Backend`], because the journal names it; the eBPF wing attaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Fentry,
+    Kprobe,
+    Tracepoint,
+}
+
+impl Family {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Fentry => "fentry",
             Self::Kprobe => "kprobe",
             Self::Tracepoint => "tracepoint",
-            Self::Inotify => "inotify",
         }
     }
 }
@@ -69,4 +103,16 @@ pub const QUEUE_CAPACITY: usize = 8 * 1024;
 /// A change queue of `capacity` entries.
 pub fn queue(capacity: usize) -> (ChangeSink, std::sync::mpsc::Receiver<Change>) {
     std::sync::mpsc::sync_channel(capacity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_follows_all() {
+        for (i, backend) in Backend::ALL.into_iter().enumerate() {
+            assert_eq!(backend.index(), i, "{backend:?}");
+        }
+    }
 }

@@ -12,7 +12,7 @@ use diffkeeper_cli::{
     UsageError,
 };
 
-use crate::ebpf::AttachMode;
+use crate::ebpf::{AttachMode, UnknownAttachMode};
 
 pub const DEFAULT_BTF_CACHE_DIR: &str = "/var/cache/diffkeeper/btf";
 const DEFAULT_COALESCE_MS: u64 = 50;
@@ -151,11 +151,9 @@ pub fn parse(
     }
     let attach = match attach {
         None => AttachMode::Auto,
-        Some((origin, v)) => v.trim().parse().map_err(|_| {
-            UsageError(format!(
-                "{origin}={v:?} is not an attach mode (use auto, fentry, kprobe or tracepoint)"
-            ))
-        })?,
+        Some((origin, v)) => v
+            .parse()
+            .map_err(|e: UnknownAttachMode| UsageError(format!("{origin}={e}")))?,
     };
     let coalesce_ms = match coalesce {
         Some((origin, v)) => parse_number::<u64>(origin, &v)?,

@@ -429,7 +429,7 @@ fn push_json_string(buf: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::Backend;
+    use crate::change::{Backend, Family};
     use std::sync::Mutex;
 
     /// A `Write` whose contents the test can read after the journal is done.
@@ -458,7 +458,7 @@ mod tests {
     fn change(op: Op, path: &str, pid: u32, bytes: u64) -> Change {
         Change {
             ts: UNIX_EPOCH + Duration::new(1_795_000_000, 5),
-            backend: Backend::Tracepoint,
+            backend: Backend::Ebpf(Family::Tracepoint),
             op,
             path: path.into(),
             from: None,
@@ -496,7 +496,7 @@ mod tests {
         let (mut j, out) = journal(0);
         let mut c = change(Op::Write, "/state/a/b.txt", 123, 42);
         c.comm = Some("nginx".into());
-        c.backend = Backend::Kprobe;
+        c.backend = Backend::Ebpf(Family::Kprobe);
         c.ts = UNIX_EPOCH + Duration::new(1_795_654_923, 123_456_789);
         j.push(c).unwrap();
         let mut r = change(Op::Rename, "/s/new", 7, 0);

@@ -16,8 +16,9 @@ use diffkeeper_ebpf::object::maps;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::clock::WallClock;
-use super::load::{explain, Failure};
-use crate::change::{Backend, Change, ChangeSink, Op};
+use super::error::{Cause, Failure, Hint};
+use super::load::explain;
+use crate::change::{Backend, Change, ChangeSink, Family, Op};
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
@@ -58,7 +59,7 @@ impl Reader {
     /// Takes the ring buffer and lost-counter maps out of `ebpf` and starts the thread.
     pub fn spawn(
         ebpf: &mut Ebpf,
-        backend: Backend,
+        family: Family,
         roots: Vec<PathBuf>,
         canary_id: u32,
         sink: ChangeSink,
@@ -72,7 +73,7 @@ impl Reader {
         let stop = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicU64::new(0));
         let routing = Routing {
-            backend,
+            backend: Backend::Ebpf(family),
             roots: roots
                 .iter()
                 .map(|root| root.to_string_lossy().into_owned())
@@ -90,8 +91,12 @@ impl Reader {
             std::thread::Builder::new()
                 .name("ebpf-events".into())
                 .spawn(move || run(ring, lost_map, routing, &lost))
-                .map_err(|e| {
-                    Failure::new(format!("cannot start the event reader thread: {e}"), "")
+                .map_err(|source| {
+                    let cause = Cause::Syscall {
+                        call: "clone",
+                        source,
+                    };
+                    Failure::new("starting the event reader thread", cause, Hint::None)
                 })?
         };
         Ok(Self {
@@ -271,7 +276,7 @@ mod tests {
         let (sink, changes) = crate::change::queue(capacity);
         let (canary, canaries) = mpsc::channel();
         let routing = Routing {
-            backend: Backend::Tracepoint,
+            backend: Backend::Ebpf(Family::Tracepoint),
             roots: vec!["/state".into(), "/canary".into()],
             canary_id: 1,
             sink,

@@ -86,11 +86,10 @@ pub fn kernel_release() -> String {
 pub fn config(attach: AttachMode, scratch: &Scratch, roots: Vec<PathBuf>) -> EbpfConfig {
     EbpfConfig {
         attach,
-        cache_dir: scratch.dir("btf-cache"),
+        btf_cache_dir: scratch.dir("btf-cache"),
         kernel_release: kernel_release(),
         roots,
         ringbuf_bytes: 1 << 20,
-        canary_dir: scratch.dir("canary"),
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{Btf, Endianness};
 use diffkeeper_btf::cache::BtfCache;
-use diffkeeper_btf::validate::check_file;
+use diffkeeper_btf::validate::{check_file, BtfFileError};
 use diffkeeper_btf::SYSTEM_BTF_PATH;
 
 /// Where the BTF came from; fentry needs [`BtfSource::System`] (the running kernel's type ids).
@@ -36,20 +36,49 @@ pub struct SelectedBtf {
 }
 
 /// No usable BTF: each candidate and why it was not used.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct NoBtf {
-    pub tried: Vec<String>,
+    pub tried: Vec<Unusable>,
     pub cache_file: PathBuf,
 }
 
 impl fmt::Display for NoBtf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no usable BTF (")?;
+        for (i, why) in self.tried.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            why.fmt(f)?;
+        }
         write!(
             f,
-            "no usable BTF ({}) (provide {}: run diffkeeper-init)",
-            self.tried.join("; "),
+            ") (provide {}: run diffkeeper-init)",
             self.cache_file.display()
         )
+    }
+}
+
+/// Why one BTF candidate was not used.
+#[derive(Debug)]
+pub enum Unusable {
+    Missing(PathBuf),
+    Invalid(BtfFileError),
+    Unparsable {
+        path: PathBuf,
+        source: aya::BtfError,
+    },
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing(path) => write!(f, "{} does not exist", path.display()),
+            Self::Invalid(e) => e.fmt(f),
+            Self::Unparsable { path, source } => {
+                write!(f, "cannot parse BTF {}: {source}", path.display())
+            }
+        }
     }
 }
 
@@ -80,13 +109,15 @@ pub fn select(cache_dir: &Path, release: &str) -> Result<SelectedBtf, NoBtf> {
     Err(NoBtf { tried, cache_file })
 }
 
-fn load(path: &Path) -> Result<Btf, String> {
+fn load(path: &Path) -> Result<Btf, Unusable> {
     if !path.exists() {
-        return Err(format!("{} does not exist", path.display()));
+        return Err(Unusable::Missing(path.to_owned()));
     }
-    check_file(path).map_err(|e| e.to_string())?;
-    Btf::parse_file(path, Endianness::default())
-        .map_err(|e| format!("cannot parse BTF {}: {e}", path.display()))
+    check_file(path).map_err(Unusable::Invalid)?;
+    Btf::parse_file(path, Endianness::default()).map_err(|source| Unusable::Unparsable {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -97,9 +128,10 @@ mod tests {
     fn missing_everything_names_the_cache_file() {
         let dir = std::env::temp_dir().join(format!("dk-btf-select-{}", std::process::id()));
         let err = load(&dir.join("x.btf")).unwrap_err();
-        assert!(err.contains("does not exist"), "{err}");
+        assert!(matches!(err, Unusable::Missing(_)), "{err}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
         let no = NoBtf {
-            tried: vec!["a".into(), "b".into()],
+            tried: vec![Unusable::Missing("a".into()), Unusable::Missing("b".into())],
             cache_file: dir.join("6.1.0.btf"),
         };
         let text = no.to_string();
@@ -113,7 +145,7 @@ mod tests {
     fn rejects_a_file_that_is_not_btf() {
         let path = std::env::temp_dir().join(format!("dk-not-btf-{}.btf", std::process::id()));
         std::fs::write(&path, vec![0x7f; 64]).unwrap();
-        let err = load(&path).unwrap_err();
+        let err = load(&path).unwrap_err().to_string();
         std::fs::remove_file(&path).ok();
         assert!(err.contains("bad magic"), "{err}");
     }
