@@ -76,7 +76,7 @@ fn provision_into_cache(cfg: &Config, looked: Vec<Attempt>) -> Result<Provided, 
     )
     .map_err(ProvisionError::Identity)?;
     log::info!("{id}");
-    let cache = BtfCache::new(&cfg.cache_dir);
+    let cache = BtfCache::new(&cfg.btf_cache_dir);
     let dest = cache
         .btf_path(&id.release)
         .map_err(ProvisionError::Release)?;

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use diffkeeper_tests::readme;
 use diffkeeper_tests::scenario::{http_get, SidecarProcess};
 use diffkeeper_tests::scratch::Scratch;
 
@@ -101,6 +102,18 @@ fn a_missing_state_dir_is_named_and_exits_1() {
         "{stderr}"
     );
     assert!(stderr.contains("--state-dir"), "{stderr}");
+}
+
+#[test]
+fn readme_flag_table_matches_help() {
+    let help = Command::new(SIDECAR).arg("--help").output().unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let problems = readme::disagreements(
+        &readme::readme_flags(&readme, "diffkeeper-sidecar"),
+        &readme::help_flags(&String::from_utf8(help.stdout).unwrap()),
+    );
+    assert!(problems.is_empty(), "README.md vs --help: {problems:#?}");
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod btf_edit;
 pub mod mirror;
 pub mod mountns;
 pub mod pki;
+pub mod readme;
 pub mod scenario;
 pub mod scratch;
 pub mod tarball;
