@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""diffkeeper benchmarks: every metric of issue 6 next to its peer, measured in the same run.
+"""diffkeeper benchmarks: every metric next to its peer, measured in the same run.
 
     bench/bench.py --bin-dir DIR [--smoke] [--out-dir DIR] [--only SECTION,...]
 

@@ -8,6 +8,7 @@
 
 mod args;
 mod flag;
+pub mod ready;
 
 use std::fmt;
 

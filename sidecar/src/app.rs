@@ -7,6 +7,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use diffkeeper_cli::ready::ready_line;
 use diffkeeper_cli::{env_var, init_logging};
 use nix::sys::signal::Signal;
 
@@ -77,14 +78,11 @@ pub fn run(config: &Config) -> Result<(), Fatal> {
     let (changes, journal) = start_journal(config, metrics.clone(), stop_tx)?;
 
     let running = start_backend(config, &roots, changes, &metrics)?;
-    log::info!(
-        "diffkeeper-sidecar ready: backend={}",
-        match &running {
-            Running::Ebpf(session) => session.backend(),
-            Running::Inotify(_) => Backend::Inotify,
-        }
-        .as_str()
-    );
+    let backend = match &running {
+        Running::Ebpf(session) => session.backend(),
+        Running::Inotify(_) => Backend::Inotify,
+    };
+    log::info!("{}", ready_line(backend.as_str()));
 
     let stop = stop_rx.recv();
     let failure = match stop {

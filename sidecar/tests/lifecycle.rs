@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use diffkeeper_cli::ready::READY_PREFIX;
 use diffkeeper_tests::readme;
 use diffkeeper_tests::scenario::{http_get, SidecarProcess};
 use diffkeeper_tests::scratch::Scratch;
@@ -174,7 +175,7 @@ fn without_ebpf_and_without_fallback_it_exits_1_with_the_reason() {
         stderr.contains("no usable BTF") || stderr.contains(".btf"),
         "{stderr}"
     );
-    assert!(!stderr.contains("ready: backend="), "{stderr}");
+    assert!(!stderr.contains(READY_PREFIX), "{stderr}");
     // The private canary directory went away with the failed attempt.
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
 }

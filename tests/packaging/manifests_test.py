@@ -3,7 +3,7 @@
 kustomize Go API through kustomize_build.py; cross-checked against `kubectl kustomize` when a kubectl
 is installed), every resource file and every rendered output is validated by
 `kubernetes-validate --strict` against Kubernetes 1.29 and 1.37, and the rendered pods are checked
-for what the packaging issue promises (native sidecar with /healthz probes, least privilege,
+for what the packaging promises (native sidecar with /healthz probes, least privilege,
 requests and limits, each scenario's flags, only flags the real binaries know).
 
 usage: manifests_test.py BIN_DIR      (prints PASS/FAIL lines for tests/packaging/run.sh)

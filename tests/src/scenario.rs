@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 /// The name of the thread that makes the changes: the `comm` eBPF backends must report.
 pub const WRITER_COMM: &str = "dk-scenario";
 /// The stderr line the sidecar logs once it watches (contract line).
-pub const READY_MARKER: &str = "diffkeeper-sidecar ready: backend=";
+use diffkeeper_cli::ready::READY_PREFIX as READY_MARKER;
 
 /// Whether `backend` reports the scenario step `step`. Steps are finer than journal ops so a
 /// backend can see e.g. `write(2)` but not `pwritev(2)`:
