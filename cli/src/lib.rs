@@ -9,6 +9,7 @@
 mod args;
 mod flag;
 pub mod ready;
+pub mod time;
 
 use std::fmt;
 

@@ -89,19 +89,32 @@ impl DkDevRoots {
     }
 }
 
-/// What happened, decoded from `op` (and, for renames, which ends are watched).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventOp {
+/// What happened: `enum dk_op`. The sidecar's journal names changes with the same four ops
+/// (a rename with only one end watched becomes a create or a delete there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
     Write,
     Create,
     Delete,
     Rename,
 }
 
+impl Op {
+    /// The journal's `op` field: the C name without `DK_OP_`, in lower case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Write => "write",
+            Self::Create => "create",
+            Self::Delete => "delete",
+            Self::Rename => "rename",
+        }
+    }
+}
+
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    pub op: EventOp,
+    pub op: Op,
     pub bytes: u64,
     /// Kernel time of the change: `CLOCK_BOOTTIME` in nanoseconds.
     pub ts_ns: u64,
@@ -168,10 +181,10 @@ impl Event {
     pub fn parse(record: &[u8]) -> Result<Self, EventError> {
         let head = DkEvent::from_bytes(record)?;
         let op = match head.op {
-            DK_OP_WRITE => EventOp::Write,
-            DK_OP_CREATE => EventOp::Create,
-            DK_OP_DELETE => EventOp::Delete,
-            DK_OP_RENAME => EventOp::Rename,
+            DK_OP_WRITE => Op::Write,
+            DK_OP_CREATE => Op::Create,
+            DK_OP_DELETE => Op::Delete,
+            DK_OP_RENAME => Op::Rename,
             other => return Err(EventError::UnknownOp(other)),
         };
         let start = size_of::<DkEvent>();
@@ -390,7 +403,7 @@ mod tests {
         rec.extend_from_slice(b"a/new");
         rec.extend_from_slice(b"old");
         let ev = Event::parse(&rec).unwrap();
-        assert_eq!(ev.op, EventOp::Rename);
+        assert_eq!(ev.op, Op::Rename);
         assert_eq!(ev.comm, "mv");
         assert_eq!(ev.ts_ns, 0x0102_0304_0506_0708);
         assert_eq!(ev.path, Some((1, "a/new".into())));

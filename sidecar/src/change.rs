@@ -56,25 +56,8 @@ impl Family {
     }
 }
 
-/// The journal's `op` field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
-    Write,
-    Create,
-    Delete,
-    Rename,
-}
-
-impl Op {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Write => "write",
-            Self::Create => "create",
-            Self::Delete => "delete",
-            Self::Rename => "rename",
-        }
-    }
-}
+/// The journal's `op` field: the eBPF ABI's four ops, which inotify events map onto too.
+pub use diffkeeper_ebpf::event::Op;
 
 /// A change under a watched state directory. `path` (and `from` for renames) are absolute:
 /// the watched root joined with the path below it. pid/comm/bytes are `None` where the

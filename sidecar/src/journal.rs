@@ -13,6 +13,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use diffkeeper_cli::time::{format_second, put_padded};
+
 use crate::change::{Change, Op};
 use crate::metrics::Metrics;
 
@@ -340,46 +342,10 @@ impl TimestampCache {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` for seconds since the Unix epoch (proleptic Gregorian, UTC).
-fn format_second(secs: u64) -> [u8; 19] {
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let in_day = secs % 86_400;
-    let mut out = Vec::with_capacity(19);
-    push_padded(&mut out, year, 4);
-    out.push(b'-');
-    push_padded(&mut out, month, 2);
-    out.push(b'-');
-    push_padded(&mut out, day, 2);
-    out.push(b'T');
-    push_padded(&mut out, in_day / 3600, 2);
-    out.push(b':');
-    push_padded(&mut out, in_day % 3600 / 60, 2);
-    out.push(b':');
-    push_padded(&mut out, in_day % 60, 2);
-    out.try_into().expect("19 bytes")
-}
-
-/// Days since 1970-01-01 to (year, month, day); Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
-
-fn push_padded(buf: &mut Vec<u8>, mut value: u64, width: usize) {
+fn push_padded(buf: &mut Vec<u8>, value: u64, width: usize) {
     let start = buf.len();
     buf.resize(start + width, b'0');
-    for slot in buf[start..].iter_mut().rev() {
-        *slot = b'0' + (value % 10) as u8;
-        value /= 10;
-    }
+    put_padded(&mut buf[start..], value);
 }
 
 fn push_decimal(buf: &mut Vec<u8>, mut value: u64) {

@@ -2,6 +2,9 @@
 //! /metrics, SIGTERM handling (and that no program of ours stays loaded), ring-buffer overflow.
 //! Real eBPF on this kernel; needs root.
 
+// Test set-up: a step that fails should panic on the spot.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};

@@ -8,6 +8,9 @@
 //! ```
 //!
 //! Unless told otherwise, init runs with `/sys/kernel/btf` hidden, as on a kernel without BTF.
+
+// Test set-up: a step that fails should panic on the spot.
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::path::{Path, PathBuf};

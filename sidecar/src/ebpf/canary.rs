@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use diffkeeper_ebpf::event::{Event, EventOp};
+use diffkeeper_ebpf::event::{Event, Op};
 
 use super::error::{CanaryDirError, CanaryError};
 
@@ -43,7 +43,7 @@ fn wait(root_id: u32, name: &str, events: &Receiver<Event>) -> Result<(), Canary
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match events.recv_timeout(left) {
-            Ok(ev) if ev.op != EventOp::Write => continue,
+            Ok(ev) if ev.op != Op::Write => continue,
             Ok(ev) if (ev.path.clone(), ev.bytes) == want => return Ok(()),
             Ok(ev) => seen = Some(ev),
             Err(RecvTimeoutError::Timeout) => break,
@@ -117,7 +117,7 @@ mod tests {
 
     fn write_event(path: &str, bytes: u64) -> Event {
         Event {
-            op: EventOp::Write,
+            op: Op::Write,
             bytes,
             ts_ns: 0,
             pid: std::process::id(),

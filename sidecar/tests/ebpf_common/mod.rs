@@ -1,6 +1,8 @@
 //! Shared by the sidecar/tests/ebpf_*.rs tests: scratch dirs, a log capture, a config, and the
 //! write scenario every eBPF mode must report exactly.
 
+// Test set-up: a step that fails should panic on the spot.
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::fs::{self, File, OpenOptions};
