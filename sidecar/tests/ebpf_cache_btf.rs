@@ -8,6 +8,7 @@ use diffkeeper_sidecar::change::{self, Backend, Family};
 use diffkeeper_sidecar::ebpf::{self, AttachMode, Cause, EbpfUnavailable};
 use diffkeeper_tests::btf::system_btf;
 use diffkeeper_tests::btf_edit::shift_member;
+use diffkeeper_tests::mountns::hide_system_btf_in_this_thread;
 use ebpf_common::*;
 
 #[test]

@@ -15,9 +15,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use diffkeeper_cli::ready::READY_PREFIX;
+use diffkeeper_tests::http::http_get;
 use diffkeeper_tests::readme;
-use diffkeeper_tests::scenario::{http_get, SidecarProcess};
 use diffkeeper_tests::scratch::Scratch;
+use diffkeeper_tests::sidecar::SidecarProcess;
 
 const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::tarball;
 
-pub const SYSTEM_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub use diffkeeper_btf::SYSTEM_BTF_PATH as SYSTEM_BTF;
 
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> String {
