@@ -243,11 +243,7 @@ mod tests {
     ];
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Args, UsageError> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let lookup = move |name: &str| env.get(name).cloned();
+        let lookup = crate::env_from_pairs(env);
         match parse(TABLE, args.iter().map(OsString::from).collect(), &lookup)? {
             Parsed::Run(args) => Ok(args),
             other => panic!("expected a run, got {other:?}"),

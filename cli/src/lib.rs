@@ -37,6 +37,22 @@ pub fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// An environment given as `(name, value)` pairs, for callers that must not read the process's
+/// own (tests, and anything that builds a command line for another process).
+pub fn env_from_pairs(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+}
+
 /// Reads an environment variable; unset and empty both count as "not given".
 pub fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())

@@ -166,18 +166,13 @@ fn check_mirror(mirror: &str, allow_http: bool) -> Result<(), UsageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     /// Arguments, environment, and what the usage error must mention.
     type UsageCase<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, UsageError> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         let args = args.iter().map(OsString::from).collect();
-        match parse(args, &|name| env.get(name).cloned())? {
+        match parse(args, &diffkeeper_cli::env_from_pairs(env))? {
             Command::Run(c) => Ok(*c),
             other => panic!("{other:?}"),
         }

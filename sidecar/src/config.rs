@@ -145,14 +145,9 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, UsageError> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let lookup = move |name: &str| env.get(name).cloned();
+        let lookup = diffkeeper_cli::env_from_pairs(env);
         match parse(args.iter().map(OsString::from).collect(), &lookup)? {
             Command::Run(config) => Ok(*config),
             other => panic!("expected a run, got {other:?}"),

@@ -4,7 +4,7 @@
 
 mod ebpf_common;
 
-use diffkeeper_sidecar::change::{self, Backend, Family};
+use diffkeeper_sidecar::change::{self, Family};
 use diffkeeper_sidecar::ebpf::{self, AttachMode, Cause, EbpfUnavailable};
 use diffkeeper_tests::btf::system_btf;
 use diffkeeper_tests::btf_edit::shift_member;
@@ -28,7 +28,7 @@ fn tracepoint_with_cached_btf_when_system_btf_is_hidden() {
     let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
     let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
     // auto with a cached BTF skips fentry; this kernel has no kprobes; tracepoint remains.
-    assert_eq!(session.backend(), Backend::Ebpf(Family::Tracepoint));
+    assert_eq!(session.backend(), TRACEPOINT);
     assert_eq!(session.btf_source(), "cache");
     assert_eq!(session.btf_path(), cached);
     let line = format!("[eBPF] Loaded BTF spec from {}", cached.display());
@@ -37,13 +37,7 @@ fn tracepoint_with_cached_btf_when_system_btf_is_hidden() {
         "log line {line:?} missing"
     );
 
-    write_scenario(
-        Backend::Ebpf(Family::Tracepoint),
-        &root,
-        &outside,
-        &rx,
-        true,
-    );
+    write_scenario(TRACEPOINT, &root, &outside, &rx, true);
     stop_and_check_unloaded(session);
 }
 

@@ -30,12 +30,14 @@ mod os_release;
 #[cfg(test)]
 mod tests;
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use diffkeeper_btf::cache::check_release;
 use nix::errno::Errno;
+use nix::sys::utsname::UtsName;
 
 use btfhub::{btfhub_arch, is_path_segment, BTFHUB_ARCHES};
 use hints::hint_from_release;
@@ -182,18 +184,28 @@ pub fn detect(
     })
 }
 
-fn uname() -> Result<nix::sys::utsname::UtsName, IdentityError> {
+fn uname() -> Result<UtsName, IdentityError> {
     nix::sys::utsname::uname().map_err(IdentityError::Uname)
 }
 
+/// The override (trimmed), else uname's field, each with the name an error cites.
+fn given_or_uname(
+    given: Option<&str>,
+    flag: &'static str,
+    (field, command): (fn(&UtsName) -> &OsStr, &'static str),
+) -> Result<(String, &'static str), IdentityError> {
+    Ok(match given {
+        Some(value) => (value.trim().to_string(), flag),
+        None => (field(&uname()?).to_string_lossy().into_owned(), command),
+    })
+}
+
 fn detect_release(release_override: Option<&str>) -> Result<String, IdentityError> {
-    let (release, origin) = match release_override {
-        Some(release) => (release.trim().to_string(), "the --kernel-release override"),
-        None => (
-            uname()?.release().to_string_lossy().into_owned(),
-            "uname -r",
-        ),
-    };
+    let (release, origin) = given_or_uname(
+        release_override,
+        "the --kernel-release override",
+        (UtsName::release, "uname -r"),
+    )?;
     match check_release(&release) {
         Ok(()) => Ok(release),
         Err(_) => Err(IdentityError::InvalidRelease { release, origin }),
@@ -201,13 +213,11 @@ fn detect_release(release_override: Option<&str>) -> Result<String, IdentityErro
 }
 
 fn detect_arch(arch_override: Option<&str>) -> Result<String, IdentityError> {
-    let (machine, origin) = match arch_override {
-        Some(arch) => (arch.trim().to_string(), "the --arch override"),
-        None => (
-            uname()?.machine().to_string_lossy().into_owned(),
-            "uname -m",
-        ),
-    };
+    let (machine, origin) = given_or_uname(
+        arch_override,
+        "the --arch override",
+        (UtsName::machine, "uname -m"),
+    )?;
     // An arch BTFHub lacks is kept: only a download needs BTFHub's arch list.
     let arch = btfhub_arch(&machine).map_or(machine, str::to_string);
     if is_path_segment(&arch) {

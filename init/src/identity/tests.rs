@@ -3,50 +3,41 @@
 use super::fixtures::*;
 use super::os_release::parse_os_release;
 use super::*;
+use diffkeeper_tests::scratch::Scratch;
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A scratch host root, removed on drop.
-struct HostRoot(PathBuf);
+struct HostRoot(Scratch);
 
 impl HostRoot {
     fn new(name: &str) -> Self {
-        static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "dk-identity-{name}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Self(dir)
+        Self(Scratch::new(&format!("identity-{name}")))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 
     fn write(&self, rel: &str, text: &str) -> &Self {
-        let path = self.0.join(rel);
+        let path = self.path().join(rel);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, text).unwrap();
         self
     }
 
     fn link(&self, rel: &str, target: &str) -> &Self {
-        let path = self.0.join(rel);
+        let path = self.path().join(rel);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         symlink(target, path).unwrap();
         self
     }
 
     fn detect(&self, release: &str) -> Result<KernelIdentity, IdentityError> {
-        detect(&self.0, Some(release), Some("x86_64"))
+        detect(self.path(), Some(release), Some("x86_64"))
     }
 }
 
-impl Drop for HostRoot {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 fn identity(
     release: &str,
     arch: &str,
@@ -146,7 +137,7 @@ fn hints_reach_real_archive_paths() {
     ];
     let empty = HostRoot::new("archive");
     for (release, arch, want) in cases {
-        let id = detect(&empty.0, Some(release), Some(arch)).unwrap();
+        let id = detect(empty.path(), Some(release), Some(arch)).unwrap();
         assert_eq!(id.btfhub_path().as_deref(), Some(*want), "{release}");
     }
 }
@@ -259,7 +250,7 @@ fn detect_reports_unreadable_os_release() {
     assert!(text.contains("--host-root"), "{text}");
 
     let dir = HostRoot::new("dir");
-    fs::create_dir_all(dir.0.join("etc/os-release")).unwrap();
+    fs::create_dir_all(dir.path().join("etc/os-release")).unwrap();
     let text = dir.detect("5.15.0-92-generic").unwrap_err().to_string();
     assert!(text.contains("not a regular file"), "{text}");
 }
@@ -277,7 +268,12 @@ fn detect_rejects_a_bad_host_root() {
 
     let root = HostRoot::new("file");
     root.write("not-a-dir", "x");
-    let err = detect(&root.0.join("not-a-dir"), Some("5.15.0-92-generic"), None).unwrap_err();
+    let err = detect(
+        &root.path().join("not-a-dir"),
+        Some("5.15.0-92-generic"),
+        None,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("os error 20"), "{err}");
 }
 
@@ -285,7 +281,7 @@ fn detect_rejects_a_bad_host_root() {
 fn detect_rejects_bad_overrides() {
     let root = HostRoot::new("overrides");
     for release in ["", "  ", "../../etc/passwd", "a/b", ".hidden"] {
-        let err = detect(&root.0, Some(release), Some("x86_64")).unwrap_err();
+        let err = detect(root.path(), Some(release), Some("x86_64")).unwrap_err();
         assert!(
             matches!(err, IdentityError::InvalidRelease { .. }),
             "{release:?}: {err}"
@@ -293,14 +289,14 @@ fn detect_rejects_bad_overrides() {
         assert!(err.to_string().contains("--kernel-release"), "{err}");
     }
     for arch in ["", "x86/64", "..", "x 86"] {
-        let err = detect(&root.0, Some("5.15.0-92-generic"), Some(arch)).unwrap_err();
+        let err = detect(root.path(), Some("5.15.0-92-generic"), Some(arch)).unwrap_err();
         assert!(
             matches!(err, IdentityError::InvalidArch { .. }),
             "{arch:?}: {err}"
         );
         assert!(err.to_string().contains("--arch"), "{err}");
     }
-    let riscv = detect(&root.0, Some("6.8.0-40-generic"), Some("riscv64")).unwrap();
+    let riscv = detect(root.path(), Some("6.8.0-40-generic"), Some("riscv64")).unwrap();
     assert_eq!(
         riscv.arch, "riscv64",
         "an arch BTFHub lacks is kept, not an error"

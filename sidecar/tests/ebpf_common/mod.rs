@@ -14,10 +14,13 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use diffkeeper_sidecar::change::{Backend, Change, Op};
+use diffkeeper_sidecar::change::{Backend, Change, Family, Op};
 use diffkeeper_sidecar::ebpf::{AttachMode, EbpfConfig, EbpfSession};
 
 pub use diffkeeper_tests::scratch::Scratch;
+
+/// The backend every eBPF test on this machine ends up with (no kprobes, no fentry here).
+pub const TRACEPOINT: Backend = Backend::Ebpf(Family::Tracepoint);
 
 static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
