@@ -5,7 +5,7 @@
 //! checked field by field against the C header by a test that compiles it with `offsetof()`.
 
 use std::fmt;
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 
 pub const DK_COMM_LEN: usize = 16;
 pub const DK_PATH_MAX: usize = 4096;
@@ -159,18 +159,19 @@ impl DkEvent {
         let u32_at = |at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         let u64_at = |at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let mut comm = [0u8; DK_COMM_LEN];
-        comm.copy_from_slice(&b[40..40 + DK_COMM_LEN]);
+        let comm_at = offset_of!(DkEvent, comm);
+        comm.copy_from_slice(&b[comm_at..comm_at + DK_COMM_LEN]);
         Ok(Self {
-            bytes: u64_at(0),
-            ts_ns: u64_at(8),
-            pid: u32_at(16),
-            tid: u32_at(20),
-            root_id: u32_at(24),
-            from_root_id: u32_at(28),
-            op: u16_at(32),
-            flags: u16_at(34),
-            path_len: u16_at(36),
-            from_len: u16_at(38),
+            bytes: u64_at(offset_of!(DkEvent, bytes)),
+            ts_ns: u64_at(offset_of!(DkEvent, ts_ns)),
+            pid: u32_at(offset_of!(DkEvent, pid)),
+            tid: u32_at(offset_of!(DkEvent, tid)),
+            root_id: u32_at(offset_of!(DkEvent, root_id)),
+            from_root_id: u32_at(offset_of!(DkEvent, from_root_id)),
+            op: u16_at(offset_of!(DkEvent, op)),
+            flags: u16_at(offset_of!(DkEvent, flags)),
+            path_len: u16_at(offset_of!(DkEvent, path_len)),
+            from_len: u16_at(offset_of!(DkEvent, from_len)),
             comm,
         })
     }

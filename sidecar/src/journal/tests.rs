@@ -68,7 +68,7 @@ fn summary(lines: &[serde_json::Value]) -> Vec<String> {
 }
 
 #[test]
-fn line_matches_the_design_schema() {
+fn line_matches_the_readme_schema() {
     let (mut j, out) = journal(0);
     let mut c = change(Op::Write, "/state/a/b.txt", 123, 42);
     c.comm = Some("nginx".into());
