@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""diffkeeper benchmarks: every metric of issue 6 next to its peer, measured in the same run.
+"""diffkeeper benchmarks: every metric next to its peer, measured in the same run.
 
     bench/bench.py --bin-dir DIR [--smoke] [--out-dir DIR] [--only SECTION,...]
 
@@ -20,12 +20,11 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from dkbench import init_rows, kernel_rows, static_rows, stats, system  # noqa: E402
-from dkbench.context import Context, Sizes  # noqa: E402
-from dkbench.procs import Bins  # noqa: E402
-from dkbench.table import Row, error_row, render  # noqa: E402
+# `python3 bench/bench.py` puts bench/ first on the module path, so dkbench imports as is.
+from dkbench import init_rows, kernel_rows, static_rows, stats, system
+from dkbench.context import Context, Sizes
+from dkbench.procs import Bins
+from dkbench.table import Row, error_row, render
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = ["bpftrace", "bpftool", "inotifywait", "curl", "tar", "xz", "grep"]

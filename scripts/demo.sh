@@ -10,6 +10,9 @@
 # the cache and the sidecar loads it from there. Nothing is downloaded.
 set -euo pipefail
 
+# The sidecar's readiness line up to the backend's name (cli/src/ready.rs, READY_PREFIX).
+ready_line="diffkeeper-sidecar ready: backend="
+
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
@@ -22,12 +25,12 @@ watch_changes() {
   "$sidecar" --state-dir "$demo" --journal "$journal" "$@" 2>"$log" &
   sidecar_pid=$!
   for _ in $(seq 300); do
-    grep -q 'diffkeeper-sidecar ready: backend=' "$log" && break
+    grep -qF "$ready_line" "$log" && break
     kill -0 "$sidecar_pid" 2>/dev/null || { cat "$log" >&2; die "the sidecar exited early"; }
     sleep 0.1
   done
-  grep -q 'diffkeeper-sidecar ready: backend=' "$log" || { cat "$log" >&2; die "the sidecar never got ready"; }
-  grep -E '\[eBPF\] Loaded BTF spec|eBPF attached|unavailable|ready: backend=' "$log" | sed 's/^/  sidecar log: /'
+  grep -qF "$ready_line" "$log" || { cat "$log" >&2; die "the sidecar never got ready"; }
+  grep -E '\[eBPF\] Loaded BTF spec|eBPF attached|unavailable|'"$ready_line" "$log" | sed 's/^/  sidecar log: /'
 
   say "$label: changes in $demo (and one outside it, which must not show up)"
   (

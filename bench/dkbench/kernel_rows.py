@@ -196,7 +196,7 @@ def write_overhead_inside(ctx: Context) -> list[Row]:
 
 
 def _count_journal_writes(journal, path) -> int:
-    """Lines for `path` with op write (fields as DESIGN.md orders them: op before path)."""
+    """Lines for `path` with op write (fields as the journal writes them: op before path)."""
     needle = f'"op":"write","path":"{path}"'
     out = subprocess.run(["grep", "-c", "-F", needle, str(journal)], capture_output=True, text=True)
     if out.returncode not in (0, 1):

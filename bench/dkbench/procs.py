@@ -13,7 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-READY_RE = re.compile(r"diffkeeper-sidecar ready: backend=(\w+)")
+# The sidecar's readiness line up to the backend's name (cli/src/ready.rs, READY_PREFIX).
+READY_PREFIX = "diffkeeper-sidecar ready: backend="
+READY_RE = re.compile(re.escape(READY_PREFIX) + r"(\w+)")
 BTF_RE = re.compile(r"\[eBPF\] Loaded BTF spec from (\S+)")
 
 

@@ -27,7 +27,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
         pad: 0,
         ino: meta.ino(),
     };
-    let mut roots: HashMap<&mut MapData, [u8; 16], u32> = HashMap::try_from(
+    let mut roots: HashMap<&mut MapData, [u8; size_of::<DkRootKey>()], u32> = HashMap::try_from(
         ebpf.map_mut(maps::ROOTS)
             .expect("the object defines dk_roots"),
     )
@@ -40,7 +40,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
         ..Default::default()
     };
     dev_roots.ino[0] = meta.ino();
-    let mut devs: HashMap<&mut MapData, u32, [u8; 72]> = HashMap::try_from(
+    let mut devs: HashMap<&mut MapData, u32, [u8; size_of::<DkDevRoots>()]> = HashMap::try_from(
         ebpf.map_mut(maps::DEVS)
             .expect("the object defines dk_devs"),
     )

@@ -16,6 +16,8 @@
 #define DK_NAME_BUF 256
 /* Parent links walked from a file towards its watched root (>= 16 by contract). */
 #define DK_MAX_DEPTH 32
+/* Watched roots in all: dk_roots' max_entries, and the width of the learned-root bitmask. */
+#define DK_MAX_ROOTS 64
 /* Watched roots that may share one device (filesystem). */
 #define DK_MAX_ROOTS_PER_DEV 8
 

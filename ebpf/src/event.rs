@@ -5,11 +5,13 @@
 //! checked field by field against the C header by a test that compiles it with `offsetof()`.
 
 use std::fmt;
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
 
 pub const DK_COMM_LEN: usize = 16;
 pub const DK_PATH_MAX: usize = 4096;
 pub const DK_MAX_DEPTH: usize = 32;
+/// dk_roots' max_entries, and the width of the kernel's learned-root bitmask (a `u64`).
+pub const DK_MAX_ROOTS: usize = 64;
 pub const DK_MAX_ROOTS_PER_DEV: usize = 8;
 
 pub const DK_OP_WRITE: u16 = 1;
@@ -87,19 +89,32 @@ impl DkDevRoots {
     }
 }
 
-/// What happened, decoded from `op` (and, for renames, which ends are watched).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventOp {
+/// What happened: `enum dk_op`. The sidecar's journal names changes with the same four ops
+/// (a rename with only one end watched becomes a create or a delete there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
     Write,
     Create,
     Delete,
     Rename,
 }
 
+impl Op {
+    /// The journal's `op` field: the C name without `DK_OP_`, in lower case.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Write => "write",
+            Self::Create => "create",
+            Self::Delete => "delete",
+            Self::Rename => "rename",
+        }
+    }
+}
+
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    pub op: EventOp,
+    pub op: Op,
     pub bytes: u64,
     /// Kernel time of the change: `CLOCK_BOOTTIME` in nanoseconds.
     pub ts_ns: u64,
@@ -144,18 +159,19 @@ impl DkEvent {
         let u32_at = |at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
         let u64_at = |at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let mut comm = [0u8; DK_COMM_LEN];
-        comm.copy_from_slice(&b[40..40 + DK_COMM_LEN]);
+        let comm_at = offset_of!(DkEvent, comm);
+        comm.copy_from_slice(&b[comm_at..comm_at + DK_COMM_LEN]);
         Ok(Self {
-            bytes: u64_at(0),
-            ts_ns: u64_at(8),
-            pid: u32_at(16),
-            tid: u32_at(20),
-            root_id: u32_at(24),
-            from_root_id: u32_at(28),
-            op: u16_at(32),
-            flags: u16_at(34),
-            path_len: u16_at(36),
-            from_len: u16_at(38),
+            bytes: u64_at(offset_of!(DkEvent, bytes)),
+            ts_ns: u64_at(offset_of!(DkEvent, ts_ns)),
+            pid: u32_at(offset_of!(DkEvent, pid)),
+            tid: u32_at(offset_of!(DkEvent, tid)),
+            root_id: u32_at(offset_of!(DkEvent, root_id)),
+            from_root_id: u32_at(offset_of!(DkEvent, from_root_id)),
+            op: u16_at(offset_of!(DkEvent, op)),
+            flags: u16_at(offset_of!(DkEvent, flags)),
+            path_len: u16_at(offset_of!(DkEvent, path_len)),
+            from_len: u16_at(offset_of!(DkEvent, from_len)),
             comm,
         })
     }
@@ -166,10 +182,10 @@ impl Event {
     pub fn parse(record: &[u8]) -> Result<Self, EventError> {
         let head = DkEvent::from_bytes(record)?;
         let op = match head.op {
-            DK_OP_WRITE => EventOp::Write,
-            DK_OP_CREATE => EventOp::Create,
-            DK_OP_DELETE => EventOp::Delete,
-            DK_OP_RENAME => EventOp::Rename,
+            DK_OP_WRITE => Op::Write,
+            DK_OP_CREATE => Op::Create,
+            DK_OP_DELETE => Op::Delete,
+            DK_OP_RENAME => Op::Rename,
             other => return Err(EventError::UnknownOp(other)),
         };
         let start = size_of::<DkEvent>();
@@ -251,6 +267,7 @@ mod tests {
             "DK_COMM_LEN",
             "DK_PATH_MAX",
             "DK_MAX_DEPTH",
+            "DK_MAX_ROOTS",
             "DK_MAX_ROOTS_PER_DEV",
             "DK_OP_WRITE",
             "DK_OP_CREATE",
@@ -336,6 +353,7 @@ mod tests {
             ("DK_COMM_LEN", DK_COMM_LEN),
             ("DK_PATH_MAX", DK_PATH_MAX),
             ("DK_MAX_DEPTH", DK_MAX_DEPTH),
+            ("DK_MAX_ROOTS", DK_MAX_ROOTS),
             ("DK_MAX_ROOTS_PER_DEV", DK_MAX_ROOTS_PER_DEV),
             ("DK_OP_WRITE", DK_OP_WRITE.into()),
             ("DK_OP_CREATE", DK_OP_CREATE.into()),
@@ -386,7 +404,7 @@ mod tests {
         rec.extend_from_slice(b"a/new");
         rec.extend_from_slice(b"old");
         let ev = Event::parse(&rec).unwrap();
-        assert_eq!(ev.op, EventOp::Rename);
+        assert_eq!(ev.op, Op::Rename);
         assert_eq!(ev.comm, "mv");
         assert_eq!(ev.ts_ns, 0x0102_0304_0506_0708);
         assert_eq!(ev.path, Some((1, "a/new".into())));

@@ -1,16 +1,9 @@
-//! The kernel contract shared by both diffkeeper binaries.
+//! The kernel contract of diffkeeper-sidecar: the CO-RE eBPF object and its event ABI.
 //!
-//! * [`identity`]: who the node's kernel is (release, arch, host distro) in BTFHub's naming.
-//! * [`btf`]: validation of BTF files before anyone trusts them.
-//! * [`cache`]: the BTF cache layout (`<cache>/<release>.btf`) and its atomic, locked writes.
-//! * [`cli`]: flag/env/default precedence and logging set-up used by both command lines.
+//! * [`object`]: the compiled object (committed under `obj/`, checked against `c/`) and the names
+//!   of its programs, maps and globals.
+//! * [`event`]: the records the programs write and the map keys the loader fills, mirrored from
+//!   `c/diffkeeper_event.h` and checked against it.
 
-pub mod btf;
-pub mod cache;
-pub mod cli;
 pub mod event;
-pub mod identity;
 pub mod object;
-
-/// Where the running kernel exposes its own BTF.
-pub const SYSTEM_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";

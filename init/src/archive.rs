@@ -31,7 +31,7 @@ impl fmt::Display for ArchiveError {
             Self::NotXz { found } => write!(
                 f,
                 "not an xz archive (starts with {}; want fd 37 7a 58 5a 00)",
-                hex(found)
+                leading_bytes(found)
             ),
             Self::TooLarge { limit } => write!(
                 f,
@@ -60,12 +60,12 @@ impl fmt::Display for ArchiveError {
 
 impl std::error::Error for ArchiveError {}
 
-fn hex(bytes: &[u8]) -> String {
-    let parts: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    if parts.is_empty() {
+/// The first bytes of a file that should have been xz, for the error message.
+fn leading_bytes(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
         "nothing (empty file)".into()
     } else {
-        parts.join(" ")
+        crate::status::hex(bytes, " ")
     }
 }
 

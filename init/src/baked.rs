@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use diffkeeper_ebpf::identity::KernelIdentity;
+use crate::identity::KernelIdentity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {

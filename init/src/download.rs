@@ -46,7 +46,7 @@ pub enum DownloadError {
         url: String,
         limit: u64,
     },
-    Setup(String),
+    Tls(tls::TlsError),
     File {
         path: PathBuf,
         source: io::Error,
@@ -87,7 +87,7 @@ impl fmt::Display for DownloadError {
                 "{url} is larger than the {limit}-byte cap (--max-download-bytes); raise the cap \
                  if the mirror is trusted"
             ),
-            Self::Setup(msg) => f.write_str(msg),
+            Self::Tls(e) => e.fmt(f),
             Self::File { path, source } if source.kind() == io::ErrorKind::NotFound => write!(
                 f,
                 "{} does not exist: the file:// mirror has no BTF for this kernel; {WHAT_TO_DO}",
@@ -132,7 +132,7 @@ pub fn fetch(url: &str, opts: &DownloadOptions) -> Result<Vec<u8>, DownloadError
 }
 
 fn agent(opts: &DownloadOptions) -> Result<ureq::Agent, DownloadError> {
-    let tls_config = tls::client_config(opts.ca_file).map_err(DownloadError::Setup)?;
+    let tls_config = tls::client_config(opts.ca_file).map_err(DownloadError::Tls)?;
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(opts.timeout))
         .http_status_as_error(false)
@@ -293,7 +293,7 @@ fn read_file(path: &Path, max_bytes: u64, url: &str) -> Result<Vec<u8>, Download
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diffkeeper_ebpf::identity::KernelIdentity;
+    use crate::identity::KernelIdentity;
 
     #[test]
     fn url_for_the_seed_example() {

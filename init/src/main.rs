@@ -7,6 +7,8 @@ mod archive;
 mod baked;
 mod config;
 mod download;
+mod errors;
+mod identity;
 mod provision;
 mod status;
 mod tls;
@@ -14,7 +16,7 @@ mod tls;
 use std::process::ExitCode;
 
 use config::Command;
-use diffkeeper_ebpf::cli::init_logging;
+use diffkeeper_cli::init_logging;
 
 fn main() -> ExitCode {
     let args = std::env::args_os().skip(1).collect();
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(config.debug);
+    init_logging(config.debug, &[]);
     match provision::run(&config) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) if config.required => {

@@ -3,20 +3,20 @@
 //! The cache is checked once without the lock (the common, read-only case) and again under it,
 //! so when many inits start at once on one cache only the first one writes or downloads.
 
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use diffkeeper_ebpf::btf::{self, BtfFileError};
-use diffkeeper_ebpf::cache::{BtfCache, CacheError, CacheLock, InvalidRelease};
-use diffkeeper_ebpf::identity::{self, IdentityError, KernelIdentity};
-use diffkeeper_ebpf::SYSTEM_BTF_PATH;
+use crate::identity::{self, KernelIdentity};
+use diffkeeper_btf::cache::{BtfCache, CacheError, CacheLock};
+use diffkeeper_btf::validate::{self as btf, BtfFileError};
+use diffkeeper_btf::SYSTEM_BTF_PATH;
 
 use crate::archive;
 use crate::baked::{self, Shape};
 use crate::config::Config;
 use crate::download::{self, DownloadOptions};
+use crate::errors::{Attempt, InstallError, ProvisionError};
 use crate::status::{self, Digesting, Source, Status};
 
 /// A BTF is available for the sidecar.
@@ -28,47 +28,6 @@ pub enum Provided {
     Cached { source: Source, path: PathBuf },
 }
 
-#[derive(Debug)]
-pub enum ProvisionError {
-    Identity(IdentityError),
-    Release(InvalidRelease),
-    Cache(CacheError),
-    /// No BTF anywhere: every place looked at, with what was found there.
-    NotFound {
-        release: String,
-        looked: Vec<String>,
-    },
-}
-
-impl fmt::Display for ProvisionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Identity(e) => write!(f, "cannot identify the kernel: {e}"),
-            Self::Release(e) => e.fmt(f),
-            Self::Cache(e) => write!(f, "BTF cache unusable: {e}"),
-            Self::NotFound { release, looked } => {
-                write!(f, "no BTF found for kernel {release}; looked at:")?;
-                for place in looked {
-                    write!(f, "\n  - {place}")?;
-                }
-                write!(
-                    f,
-                    "\nthe sidecar can only use the inotify fallback on this node; provide a BTF \
-                     (bake it into --baked-btf-dir, or allow a BTFHub mirror that has it)"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for ProvisionError {}
-
-impl From<CacheError> for ProvisionError {
-    fn from(e: CacheError) -> Self {
-        Self::Cache(e)
-    }
-}
-
 pub fn run(cfg: &Config) -> Result<Provided, ProvisionError> {
     let mut looked = Vec::new();
     if let Some(running) = other_running_kernel(cfg.kernel_release.as_deref()) {
@@ -77,9 +36,7 @@ pub fn run(cfg: &Config) -> Result<Provided, ProvisionError> {
             "--kernel-release differs from the running kernel {running}: {SYSTEM_BTF_PATH} \
              does not describe it, provisioning into the cache"
         );
-        looked.push(format!(
-            "system BTF {SYSTEM_BTF_PATH}: describes the running kernel {running}"
-        ));
+        looked.push(Attempt::SystemDescribesOther { running });
         return provision_into_cache(cfg, looked);
     }
     match btf::check_file(Path::new(SYSTEM_BTF_PATH)) {
@@ -92,11 +49,11 @@ pub fn run(cfg: &Config) -> Result<Provided, ProvisionError> {
         }
         Err(BtfFileError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             log::info!("no system BTF at {SYSTEM_BTF_PATH}: provisioning one");
-            looked.push(format!("system BTF {SYSTEM_BTF_PATH}: absent"));
+            looked.push(Attempt::SystemAbsent);
         }
         Err(e) => {
             log::warn!("system BTF unusable: {e}; provisioning one");
-            looked.push(format!("system BTF: {e}"));
+            looked.push(Attempt::SystemInvalid(e));
         }
     }
 
@@ -111,7 +68,7 @@ fn other_running_kernel(requested: Option<&str>) -> Option<String> {
 }
 
 /// Steps 2-5: cache, baked dir, mirror, nothing.
-fn provision_into_cache(cfg: &Config, looked: Vec<String>) -> Result<Provided, ProvisionError> {
+fn provision_into_cache(cfg: &Config, looked: Vec<Attempt>) -> Result<Provided, ProvisionError> {
     let id = identity::detect(
         &cfg.host_root,
         cfg.kernel_release.as_deref(),
@@ -119,7 +76,7 @@ fn provision_into_cache(cfg: &Config, looked: Vec<String>) -> Result<Provided, P
     )
     .map_err(ProvisionError::Identity)?;
     log::info!("{id}");
-    let cache = BtfCache::new(&cfg.cache_dir);
+    let cache = BtfCache::new(&cfg.btf_cache_dir);
     let dest = cache
         .btf_path(&id.release)
         .map_err(ProvisionError::Release)?;
@@ -138,7 +95,7 @@ struct Run<'a> {
     id: KernelIdentity,
     cache: BtfCache,
     dest: PathBuf,
-    looked: Vec<String>,
+    looked: Vec<Attempt>,
 }
 
 impl Run<'_> {
@@ -151,13 +108,12 @@ impl Run<'_> {
         match btf::check_file(&self.dest) {
             Ok(_) => return Ok(self.cache_hit(Some(&lock))),
             Err(BtfFileError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                self.looked
-                    .push(format!("cache {}: absent", self.dest.display()));
+                self.looked.push(Attempt::CacheAbsent(self.dest.clone()));
             }
             Err(e) => {
                 log::warn!("cached BTF is unusable ({e}): replacing it");
-                self.looked.push(format!("cache: {e} (removed)"));
                 lock.remove(&self.dest)?;
+                self.looked.push(Attempt::CacheInvalid(e));
             }
         }
         if let Some(provided) = self.try_baked(&lock) {
@@ -224,8 +180,7 @@ impl Run<'_> {
         for candidate in baked::candidates(&self.cfg.baked_dir, &self.id) {
             let path = &candidate.path;
             if !path.exists() {
-                self.looked
-                    .push(format!("baked {}: absent", path.display()));
+                self.looked.push(Attempt::BakedAbsent(path.clone()));
                 continue;
             }
             let origin = path.display().to_string();
@@ -234,17 +189,20 @@ impl Run<'_> {
                     copy_btf_file(path, self.cfg.max_btf_bytes, out)
                 }),
                 Shape::Archive => self.install(lock, Source::Baked, &origin, |out| {
-                    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+                    let file = File::open(path).map_err(InstallError::Open)?;
                     archive::extract_single_btf(file, self.cfg.max_btf_bytes, out)
                         .map(drop)
-                        .map_err(|e| e.to_string())
+                        .map_err(InstallError::Archive)
                 }),
             };
             match installed {
                 Ok(provided) => return Some(provided),
                 Err(e) => {
                     log::warn!("baked BTF {origin} not used: {e}");
-                    self.looked.push(format!("baked {origin}: {e}"));
+                    self.looked.push(Attempt::BakedUnusable {
+                        path: path.clone(),
+                        error: e,
+                    });
                 }
             }
         }
@@ -253,33 +211,20 @@ impl Run<'_> {
 
     fn try_mirror(&mut self, lock: &CacheLock) -> Option<Provided> {
         if !self.cfg.download {
-            self.looked.push(
-                "BTFHub download: disabled (--disable-btfhub-download / \
-                 DIFFKEEPER_BTF_ALLOW_DOWNLOAD=0)"
-                    .into(),
-            );
+            self.looked.push(Attempt::DownloadDisabled);
             return None;
         }
         if !self.id.btfhub_arch_supported() {
-            let msg = format!(
-                "unsupported architecture for BTFHub: {} (BTFHub has x86_64 and arm64 only); \
-                 bake a BTF for this kernel into --baked-btf-dir",
-                self.id.arch
-            );
-            log::error!("{msg}");
-            self.looked.push(format!("BTFHub download: {msg}"));
+            self.skip_mirror(Attempt::UnsupportedArch {
+                arch: self.id.arch.clone(),
+            });
             return None;
         }
         let Some(relative) = self.id.btfhub_path() else {
-            let msg = format!(
-                "BTFHub download: skipped, the host distro/version is unknown (no usable \
-                 os-release under {} and no hint in release {}); mount the host's / and pass \
-                 --host-root",
-                self.cfg.host_root.display(),
-                self.id.release
-            );
-            log::warn!("{msg}");
-            self.looked.push(msg);
+            self.skip_mirror(Attempt::UnknownDistro {
+                host_root: self.cfg.host_root.clone(),
+                release: self.id.release.clone(),
+            });
             return None;
         };
         let url = download::join_url(&self.cfg.mirror, &relative);
@@ -292,19 +237,22 @@ impl Run<'_> {
             ca_file: self.cfg.ca_file.as_deref(),
         };
         let result = download::fetch(&url, &opts)
-            .map_err(|e| e.to_string())
+            .map_err(InstallError::Download)
             .and_then(|bytes| {
                 self.install(lock, Source::Download, &url, |out| {
                     archive::extract_single_btf(&bytes[..], self.cfg.max_btf_bytes, out)
                         .map(drop)
-                        .map_err(|e| format!("archive {url}: {e}"))
+                        .map_err(|source| InstallError::DownloadedArchive {
+                            url: url.clone(),
+                            source,
+                        })
                 })
             });
         match result {
             Ok(provided) => Some(provided),
             Err(e) => {
                 log::error!("{e}");
-                self.looked.push(format!("BTFHub mirror {url}: {e}"));
+                self.looked.push(Attempt::Mirror { url, error: e });
                 None
             }
         }
@@ -317,15 +265,17 @@ impl Run<'_> {
         lock: &CacheLock,
         source: Source,
         origin: &str,
-        fill: impl FnOnce(&mut dyn Write) -> Result<(), String>,
-    ) -> Result<Provided, String> {
-        let mut temp = lock.create_temp().map_err(|e| e.to_string())?;
+        fill: impl FnOnce(&mut dyn Write) -> Result<(), InstallError>,
+    ) -> Result<Provided, InstallError> {
+        let mut temp = lock.create_temp()?;
         let mut out = Digesting::new(temp.file());
         fill(&mut out)?;
-        btf::check_header(out.head(), out.len())
-            .map_err(|e| format!("the data from {origin} is not a usable BTF: {e}"))?;
+        btf::check_header(out.head(), out.len()).map_err(|source| InstallError::InvalidData {
+            origin: origin.to_string(),
+            source,
+        })?;
         let (sha256, size) = (out.sha256_hex(), out.len());
-        temp.commit(&self.dest).map_err(|e| e.to_string())?;
+        temp.commit(&self.dest)?;
         log::info!(
             "cached BTF {} ({size} bytes, sha256 {sha256}) from {origin}",
             self.dest.display()
@@ -334,7 +284,7 @@ impl Run<'_> {
         let status_path = self
             .cache
             .status_path(&self.id.release)
-            .map_err(|e| e.to_string())?;
+            .map_err(InstallError::Release)?;
         if let Err(e) = write_status(lock, &status_path, &status) {
             log::warn!("BTF cached, but its status file was not written: {e}");
         }
@@ -342,6 +292,15 @@ impl Run<'_> {
             source,
             path: self.dest.clone(),
         })
+    }
+
+    /// The mirror cannot be asked at all: said loudly (a download was expected) and recorded.
+    fn skip_mirror(&mut self, attempt: Attempt) {
+        match attempt {
+            Attempt::UnsupportedArch { .. } => log::error!("{attempt}"),
+            _ => log::warn!("{attempt}"),
+        }
+        self.looked.push(attempt);
     }
 
     fn status(&self, source: Source, origin: &str, sha256: String, size: u64) -> Status {
@@ -373,15 +332,12 @@ fn write_status(lock: &CacheLock, path: &Path, status: &Status) -> Result<(), Ca
 
 /// Copies a plain BTF file, refusing files over the cap (checked while reading, not trusted
 /// from metadata).
-fn copy_btf_file(path: &Path, max_bytes: u64, out: &mut dyn Write) -> Result<(), String> {
-    btf::check_file(path).map_err(|e| e.to_string())?;
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let copied =
-        io::copy(&mut file.take(max_bytes + 1), out).map_err(|e| format!("cannot copy: {e}"))?;
+fn copy_btf_file(path: &Path, max_bytes: u64, out: &mut dyn Write) -> Result<(), InstallError> {
+    btf::check_file(path).map_err(InstallError::NotBtf)?;
+    let file = File::open(path).map_err(InstallError::Open)?;
+    let copied = io::copy(&mut file.take(max_bytes + 1), out).map_err(InstallError::Copy)?;
     if copied > max_bytes {
-        return Err(format!(
-            "larger than the {max_bytes}-byte cap (--max-btf-bytes)"
-        ));
+        return Err(InstallError::TooLarge { max_bytes });
     }
     Ok(())
 }

@@ -70,7 +70,7 @@ impl<W: Write> Digesting<W> {
     }
 
     pub fn sha256_hex(&self) -> String {
-        hex(&self.hasher.clone().finalize())
+        hex(&self.hasher.clone().finalize(), "")
     }
 }
 
@@ -78,7 +78,7 @@ impl<W: Write> Write for Digesting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
-        let want = diffkeeper_ebpf::btf::HEADER_LEN.saturating_sub(self.head.len());
+        let want = diffkeeper_btf::validate::HEADER_LEN.saturating_sub(self.head.len());
         self.head.extend_from_slice(&buf[..n.min(want)]);
         self.len += n as u64;
         Ok(n)
@@ -109,8 +109,10 @@ pub fn read(path: &Path) -> Option<Status> {
     serde_json::from_slice(&bytes).ok()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Bytes as lower-case hex, `separator` between them.
+pub fn hex(bytes: &[u8], separator: &str) -> String {
+    let parts: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    parts.join(separator)
 }
 
 /// Now as RFC 3339 UTC (`2026-11-26T01:02:03Z`), without a date crate.
@@ -123,29 +125,8 @@ pub fn now_rfc3339() -> String {
 }
 
 fn rfc3339(unix_secs: u64) -> String {
-    let days = (unix_secs / 86_400) as i64;
-    let rem = unix_secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let second = diffkeeper_cli::time::format_second(unix_secs);
+    format!("{}Z", String::from_utf8_lossy(&second))
 }
 
 #[cfg(test)]

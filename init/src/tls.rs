@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -15,32 +15,83 @@ use ureq::unversioned::transport::{
     TransportAdapter,
 };
 
+/// Why the TLS client could not be set up: names `--ca-file` where the file is at fault.
+#[derive(Debug)]
+pub enum TlsError {
+    ReadCaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    NotPem {
+        path: PathBuf,
+        detail: String,
+    },
+    BadCertificate {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    NoCertificate {
+        path: PathBuf,
+    },
+    Setup(rustls::Error),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ReadCaFile { path, source } => {
+                write!(f, "cannot read --ca-file {}: {source}", path.display())
+            }
+            Self::NotPem { path, detail } => {
+                write!(f, "--ca-file {} is not valid PEM: {detail}", path.display())
+            }
+            Self::BadCertificate { path, source } => write!(
+                f,
+                "--ca-file {}: unusable certificate: {source}",
+                path.display()
+            ),
+            Self::NoCertificate { path } => write!(
+                f,
+                "--ca-file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ),
+            Self::Setup(e) => write!(f, "TLS set-up failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
 /// Loads the trust anchors: webpki roots, then every certificate of `ca_file`.
-pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read --ca-file {}: {e}", path.display()))?;
+        let pem = std::fs::read(path).map_err(|source| TlsError::ReadCaFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut added = 0;
         for item in ureq::tls::parse_pem(&pem) {
-            let item =
-                item.map_err(|e| format!("--ca-file {} is not valid PEM: {e}", path.display()))?;
+            let item = item.map_err(|e| TlsError::NotPem {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
             if let ureq::tls::PemItem::Certificate(cert) = item {
                 roots
                     .add(CertificateDer::from(cert.der().to_vec()))
-                    .map_err(|e| {
-                        format!("--ca-file {}: unusable certificate: {e}", path.display())
+                    .map_err(|source| TlsError::BadCertificate {
+                        path: path.to_path_buf(),
+                        source,
                     })?;
                 added += 1;
             }
         }
         if added == 0 {
-            return Err(format!(
-                "--ca-file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                path.display()
-            ));
+            return Err(TlsError::NoCertificate {
+                path: path.to_path_buf(),
+            });
         }
         log::debug!(
             "trusting {added} extra CA certificate(s) from {}",
@@ -50,7 +101,7 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up failed: {e}"))?
+        .map_err(TlsError::Setup)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

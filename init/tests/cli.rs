@@ -5,6 +5,7 @@ mod common;
 
 use common::{assert_cached, run, Env, BIN};
 use diffkeeper_tests::btf::tiny_btf;
+use diffkeeper_tests::readme;
 use std::process::Command;
 
 /// Arguments, environment, and what the usage error must mention.
@@ -52,6 +53,18 @@ fn help_lists_every_flag_with_env_and_default() {
             r.stdout
         );
     }
+}
+
+#[test]
+fn readme_flag_table_matches_help() {
+    let r = run(Command::new(BIN).arg("--help"));
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("read README.md");
+    let problems = readme::disagreements(
+        &readme::readme_flags(&readme, "diffkeeper-init"),
+        &readme::help_flags(&r.stdout),
+    );
+    assert!(problems.is_empty(), "README.md vs --help: {problems:#?}");
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! Crash safety (kill -9 at any moment) and concurrency (many inits on one cache).
 
+// Test set-up: a step that fails should panic on the spot.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

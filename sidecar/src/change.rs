@@ -5,42 +5,59 @@ use std::time::SystemTime;
 /// Which mechanism saw the change; printed as the journal's `backend` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
-    Fentry,
-    Kprobe,
-    Tracepoint,
+    /// The eBPF programs of one attach family.
+    Ebpf(Family),
     Inotify,
 }
 
 impl Backend {
+    /// Every backend, in the order metrics list them.
+    pub const ALL: [Backend; 4] = [
+        Self::Ebpf(Family::Fentry),
+        Self::Ebpf(Family::Kprobe),
+        Self::Ebpf(Family::Tracepoint),
+        Self::Inotify,
+    ];
+
+    /// This backend's position in [`Backend::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Self::Ebpf(Family::Fentry) => 0,
+            Self::Ebpf(Family::Kprobe) => 1,
+            Self::Ebpf(Family::Tracepoint) => 2,
+            Self::Inotify => 3,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Fentry => "fentry",
-            Self::Kprobe => "kprobe",
-            Self::Tracepoint => "tracepoint",
+            Self::Ebpf(family) => family.as_str(),
             Self::Inotify => "inotify",
         }
     }
 }
 
-/// The journal's `op` field.
+/// An eBPF attach family: the programs that see writes, creates, deletes and renames. Defined
+/// here, beside [`Backend`], because the journal names it; the eBPF wing attaches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
-    Write,
-    Create,
-    Delete,
-    Rename,
+pub enum Family {
+    Fentry,
+    Kprobe,
+    Tracepoint,
 }
 
-impl Op {
+impl Family {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Write => "write",
-            Self::Create => "create",
-            Self::Delete => "delete",
-            Self::Rename => "rename",
+            Self::Fentry => "fentry",
+            Self::Kprobe => "kprobe",
+            Self::Tracepoint => "tracepoint",
         }
     }
 }
+
+/// The journal's `op` field: the eBPF ABI's four ops, which inotify events map onto too.
+pub use diffkeeper_ebpf::event::Op;
 
 /// A change under a watched state directory. `path` (and `from` for renames) are absolute:
 /// the watched root joined with the path below it. pid/comm/bytes are `None` where the
@@ -69,4 +86,16 @@ pub const QUEUE_CAPACITY: usize = 8 * 1024;
 /// A change queue of `capacity` entries.
 pub fn queue(capacity: usize) -> (ChangeSink, std::sync::mpsc::Receiver<Change>) {
     std::sync::mpsc::sync_channel(capacity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_follows_all() {
+        for (i, backend) in Backend::ALL.into_iter().enumerate() {
+            assert_eq!(backend.index(), i, "{backend:?}");
+        }
+    }
 }

@@ -1,48 +1,44 @@
 //! Command line of diffkeeper-sidecar: a flag wins over its environment variable, which wins
-//! over the default. `--help` is rendered from [`OPTIONS`], so the documented names are the
-//! parsed ones.
+//! over the default. [`OPTIONS`] defines each flag once: parsing, `--help` and the README check
+//! read it.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use diffkeeper_ebpf::cli::{
-    env_bool, flag_bool, parse_bool, parse_number, reject_leftovers, render_help, FlagDoc,
-    UsageError,
-};
+use diffkeeper_btf::DEFAULT_CACHE_DIR;
+use diffkeeper_cli::{render_help, Flag, Kind, Parsed, UsageError};
 
-use crate::ebpf::AttachMode;
+use crate::ebpf::{AttachMode, UnknownAttachMode};
+use crate::journal;
 
-pub const DEFAULT_BTF_CACHE_DIR: &str = "/var/cache/diffkeeper/btf";
-const DEFAULT_COALESCE_MS: u64 = 50;
-const DEFAULT_RINGBUF_BYTES: u32 = 1 << 20;
 const MIN_RINGBUF_BYTES: u32 = 4096;
 
 #[rustfmt::skip]
-const OPTIONS: &[FlagDoc] = &[
-    FlagDoc { flag: "--state-dir", value: "DIR", env: "DIFFKEEPER_STATE_DIRS (colon-separated)", default: "required",
+pub const OPTIONS: &[Flag] = &[
+    Flag { name: "--state-dir", value: "DIR", env: "DIFFKEEPER_STATE_DIRS (colon-separated)", default: "required", note: "", kind: Kind::Repeated,
         help: "directory to watch, recursively (repeatable)" },
-    FlagDoc { flag: "--btf-cache-dir", value: "DIR", env: "DIFFKEEPER_BTF_CACHE_DIR", default: DEFAULT_BTF_CACHE_DIR,
+    Flag { name: "--btf-cache-dir", value: "DIR", env: "DIFFKEEPER_BTF_CACHE_DIR", default: DEFAULT_CACHE_DIR, note: "", kind: Kind::Value,
         help: "where diffkeeper-init keeps <uname -r>.btf (used when the kernel has no /sys/kernel/btf/vmlinux)" },
-    FlagDoc { flag: "--enable-ebpf", value: "=BOOL", env: "DIFFKEEPER_ENABLE_EBPF", default: "true",
+    Flag { name: "--enable-ebpf", value: "=BOOL", env: "DIFFKEEPER_ENABLE_EBPF", default: "true", note: "", kind: Kind::Bool,
         help: "use eBPF; false = inotify only" },
-    FlagDoc { flag: "--attach", value: "MODE", env: "DIFFKEEPER_ATTACH", default: "auto",
+    Flag { name: "--attach", value: "MODE", env: "DIFFKEEPER_ATTACH", default: "auto", note: "", kind: Kind::Value,
         help: "auto | fentry | kprobe | tracepoint (auto: fentry -> kprobe -> tracepoint)" },
-    FlagDoc { flag: "--fallback-fsnotify", value: "=BOOL", env: "DIFFKEEPER_EBPF_FALLBACK_FSNOTIFY", default: "true",
+    Flag { name: "--fallback-fsnotify", value: "=BOOL", env: "DIFFKEEPER_EBPF_FALLBACK_FSNOTIFY", default: "true", note: "", kind: Kind::Bool,
         help: "fall back to inotify when eBPF is impossible; false = exit 1 instead" },
-    FlagDoc { flag: "--journal", value: "PATH", env: "DIFFKEEPER_JOURNAL", default: "- (stdout)",
+    Flag { name: "--journal", value: "PATH", env: "DIFFKEEPER_JOURNAL", default: journal::STDOUT, note: "(stdout)", kind: Kind::Value,
         help: "where the JSON lines go (a file is appended to)" },
-    FlagDoc { flag: "--coalesce-ms", value: "N", env: "DIFFKEEPER_COALESCE_MS", default: "50",
+    Flag { name: "--coalesce-ms", value: "N", env: "DIFFKEEPER_COALESCE_MS", default: "50", note: "", kind: Kind::Value,
         help: "merge writes to one path within N ms into one line with a count; 0 = every event" },
-    FlagDoc { flag: "--ringbuf-bytes", value: "N", env: "", default: "1048576 (1 MiB)",
+    Flag { name: "--ringbuf-bytes", value: "N", env: "", default: "1048576", note: "(1 MiB)", kind: Kind::Value,
         help: "eBPF ring buffer size: a power of two, at least 4096" },
-    FlagDoc { flag: "--metrics-addr", value: "ADDR", env: "DIFFKEEPER_METRICS_ADDR", default: "off",
+    Flag { name: "--metrics-addr", value: "ADDR", env: "DIFFKEEPER_METRICS_ADDR", default: "off", note: "", kind: Kind::Value,
         help: "serve GET /metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9911" },
-    FlagDoc { flag: "--debug", value: "", env: "DIFFKEEPER_DEBUG=1", default: "off",
+    Flag { name: "--debug", value: "", env: "DIFFKEEPER_DEBUG=1", default: "off", note: "", kind: Kind::Bare,
         help: "debug logging" },
-    FlagDoc { flag: "--help", value: "", env: "", default: "", help: "print this help" },
-    FlagDoc { flag: "--version", value: "", env: "", default: "", help: "print the version" },
+    Flag { name: "--help", value: "", env: "", default: "", note: "", kind: Kind::Action, help: "print this help" },
+    Flag { name: "--version", value: "", env: "", default: "", note: "", kind: Kind::Action, help: "print the version" },
 ];
 
 /// Everything the sidecar needs to run, after precedence is applied.
@@ -86,188 +82,72 @@ pub fn parse(
     args: Vec<OsString>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Command, UsageError> {
-    let mut args = pico_args::Arguments::from_vec(spell_out_booleans(args));
-    if args.contains(["-h", "--help"]) {
-        return Ok(Command::Help);
-    }
-    if args.contains(["-V", "--version"]) {
-        return Ok(Command::Version);
-    }
-    let env = |name: &str| env(name).filter(|v| !v.is_empty());
-    let mut flag = |name: &'static str| -> Result<Option<String>, UsageError> {
-        args.opt_value_from_str::<_, String>(name)
-            .map_err(|e| UsageError(format!("{e} (see --help)")))
+    let args = match diffkeeper_cli::parse(OPTIONS, args, env)? {
+        Parsed::Help => return Ok(Command::Help),
+        Parsed::Version => return Ok(Command::Version),
+        Parsed::Run(args) => args,
     };
-    let state_dir_flags = repeated(&mut flag, "--state-dir")?;
-    let btf_cache_dir = flag("--btf-cache-dir")?.or_else(|| env("DIFFKEEPER_BTF_CACHE_DIR"));
-    let attach = flag("--attach")?.map(|v| ("--attach", v));
-    let attach = attach.or_else(|| env("DIFFKEEPER_ATTACH").map(|v| ("DIFFKEEPER_ATTACH", v)));
-    let journal = flag("--journal")?.or_else(|| env("DIFFKEEPER_JOURNAL"));
-    let coalesce = origin(
-        flag("--coalesce-ms")?,
-        "--coalesce-ms",
-        &env,
-        "DIFFKEEPER_COALESCE_MS",
-    );
-    let ringbuf = flag("--ringbuf-bytes")?;
-    let metrics = origin(
-        flag("--metrics-addr")?,
-        "--metrics-addr",
-        &env,
-        "DIFFKEEPER_METRICS_ADDR",
-    );
-    let enable_ebpf = boolean(
-        flag("--enable-ebpf")?,
-        "--enable-ebpf",
-        &env,
-        "DIFFKEEPER_ENABLE_EBPF",
-    )?;
-    let fallback = boolean(
-        flag("--fallback-fsnotify")?,
-        "--fallback-fsnotify",
-        &env,
-        "DIFFKEEPER_EBPF_FALLBACK_FSNOTIFY",
-    )?;
-    let debug =
-        args.contains("--debug") || boolean(None, "", &env, "DIFFKEEPER_DEBUG")?.unwrap_or(false);
-    reject_leftovers(args.finish())?;
-
-    let state_dirs: Vec<PathBuf> = if state_dir_flags.is_empty() {
-        env("DIFFKEEPER_STATE_DIRS")
+    // Repeated flags replace the variable's colon-separated list as a whole.
+    let state_dirs: Vec<PathBuf> = match args.all("--state-dir") {
+        [] => args
+            .env("--state-dir")
             .map(|v| {
                 v.split(':')
                     .filter(|d| !d.is_empty())
                     .map(PathBuf::from)
                     .collect()
             })
-            .unwrap_or_default()
-    } else {
-        state_dir_flags.into_iter().map(PathBuf::from).collect()
+            .unwrap_or_default(),
+        flags => flags.iter().map(PathBuf::from).collect(),
     };
     if state_dirs.is_empty() {
         return Err(UsageError(
             "no state directory given: use --state-dir DIR (repeatable) or DIFFKEEPER_STATE_DIRS=DIR1:DIR2".into(),
         ));
     }
-    let attach = match attach {
+    let attach = match args.get("--attach") {
         None => AttachMode::Auto,
-        Some((origin, v)) => v.trim().parse().map_err(|_| {
-            UsageError(format!(
-                "{origin}={v:?} is not an attach mode (use auto, fentry, kprobe or tracepoint)"
-            ))
-        })?,
+        Some(given) => given
+            .value
+            .parse()
+            .map_err(|e: UnknownAttachMode| UsageError(format!("{}={e}", given.origin)))?,
     };
-    let coalesce_ms = match coalesce {
-        Some((origin, v)) => parse_number::<u64>(origin, &v)?,
-        None => DEFAULT_COALESCE_MS,
-    };
-    let ringbuf_bytes = match ringbuf {
-        Some(v) => parse_number::<u32>("--ringbuf-bytes", &v)?,
-        None => DEFAULT_RINGBUF_BYTES,
-    };
+    let ringbuf_bytes: u32 = args.number("--ringbuf-bytes")?;
     if !ringbuf_bytes.is_power_of_two() || ringbuf_bytes < MIN_RINGBUF_BYTES {
         return Err(UsageError(format!(
             "--ringbuf-bytes={ringbuf_bytes} must be a power of two of at least {MIN_RINGBUF_BYTES} (e.g. 1048576)"
         )));
     }
-    let metrics_addr = match metrics {
+    let metrics_addr = match args.get("--metrics-addr") {
         None => None,
-        Some((_, v)) if v.eq_ignore_ascii_case("off") => None,
-        Some((origin, v)) => Some(v.trim().parse::<SocketAddr>().map_err(|_| {
+        Some(given) if given.value.eq_ignore_ascii_case("off") => None,
+        Some(given) => Some(given.value.trim().parse::<SocketAddr>().map_err(|_| {
             UsageError(format!(
-                "{origin}={v:?} is not an IP:PORT address (e.g. 0.0.0.0:9911)"
+                "{}={:?} is not an IP:PORT address (e.g. 0.0.0.0:9911)",
+                given.origin, given.value
             ))
         })?),
     };
     Ok(Command::Run(Box::new(Config {
         state_dirs,
-        btf_cache_dir: btf_cache_dir
-            .unwrap_or_else(|| DEFAULT_BTF_CACHE_DIR.into())
-            .into(),
-        enable_ebpf: enable_ebpf.unwrap_or(true),
+        btf_cache_dir: args.text_or_default("--btf-cache-dir").into(),
+        enable_ebpf: args.boolean("--enable-ebpf")?,
         attach,
-        fallback_fsnotify: fallback.unwrap_or(true),
-        journal: journal
-            .unwrap_or_else(|| crate::journal::STDOUT.into())
-            .into(),
-        coalesce: Duration::from_millis(coalesce_ms),
+        fallback_fsnotify: args.boolean("--fallback-fsnotify")?,
+        journal: args.text_or_default("--journal").into(),
+        coalesce: Duration::from_millis(args.number("--coalesce-ms")?),
         ringbuf_bytes,
         metrics_addr,
-        debug,
+        debug: args.boolean("--debug")?,
     })))
-}
-
-fn repeated(
-    flag: &mut dyn FnMut(&'static str) -> Result<Option<String>, UsageError>,
-    name: &'static str,
-) -> Result<Vec<String>, UsageError> {
-    let mut values = Vec::new();
-    while let Some(v) = flag(name)? {
-        values.push(v);
-    }
-    Ok(values)
-}
-
-/// The flag's value, else the variable's, each with the name to cite in an error.
-fn origin(
-    flag_value: Option<String>,
-    flag: &'static str,
-    env: &dyn Fn(&str) -> Option<String>,
-    var: &'static str,
-) -> Option<(&'static str, String)> {
-    flag_value
-        .map(|v| (flag, v))
-        .or_else(|| env(var).map(|v| (var, v)))
-}
-
-fn boolean(
-    flag_value: Option<String>,
-    flag: &'static str,
-    env: &dyn Fn(&str) -> Option<String>,
-    var: &'static str,
-) -> Result<Option<bool>, UsageError> {
-    match flag_value {
-        Some(v) => flag_bool(flag, &v).map(Some),
-        None => env_bool(env, var),
-    }
-}
-
-/// Boolean options take `--flag=BOOL`; also accept a bare `--flag` (true) and `--flag BOOL`.
-fn spell_out_booleans(args: Vec<OsString>) -> Vec<OsString> {
-    const BOOLEAN_OPTIONS: [&str; 2] = ["--enable-ebpf", "--fallback-fsnotify"];
-    let mut out = Vec::with_capacity(args.len());
-    let mut args = args.into_iter().peekable();
-    while let Some(arg) = args.next() {
-        match BOOLEAN_OPTIONS.iter().find(|name| arg == **name) {
-            Some(name) => {
-                let next_is_bool = args
-                    .peek()
-                    .and_then(|v| v.to_str())
-                    .is_some_and(|v| parse_bool(v).is_some());
-                let value = if next_is_bool {
-                    args.next().unwrap_or_default()
-                } else {
-                    "true".into()
-                };
-                out.push(format!("{name}={}", value.to_string_lossy()).into());
-            }
-            None => out.push(arg),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, UsageError> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let lookup = move |name: &str| env.get(name).cloned();
+        let lookup = diffkeeper_cli::env_from_pairs(env);
         match parse(args.iter().map(OsString::from).collect(), &lookup)? {
             Command::Run(config) => Ok(*config),
             other => panic!("expected a run, got {other:?}"),
@@ -278,7 +158,7 @@ mod tests {
     fn defaults() {
         let c = run(&["--state-dir", "/s"], &[]).unwrap();
         assert_eq!(c.state_dirs, [PathBuf::from("/s")]);
-        assert_eq!(c.btf_cache_dir, PathBuf::from(DEFAULT_BTF_CACHE_DIR));
+        assert_eq!(c.btf_cache_dir, PathBuf::from(DEFAULT_CACHE_DIR));
         assert!(c.enable_ebpf && c.fallback_fsnotify && !c.debug);
         assert!(matches!(c.attach, AttachMode::Auto));
         assert_eq!(c.journal, PathBuf::from("-"));
@@ -446,7 +326,7 @@ mod tests {
             "DIFFKEEPER_STATE_DIRS",
             "--btf-cache-dir DIR",
             "DIFFKEEPER_BTF_CACHE_DIR",
-            DEFAULT_BTF_CACHE_DIR,
+            DEFAULT_CACHE_DIR,
             "--enable-ebpf=BOOL",
             "DIFFKEEPER_ENABLE_EBPF",
             "--attach MODE",

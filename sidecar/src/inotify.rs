@@ -37,11 +37,29 @@ pub struct Inotify {
 
 /// Why inotify could not start, with what to do about it.
 #[derive(Debug)]
-pub struct InotifyError(pub String);
+pub enum InotifyError {
+    /// inotify_init1(2) failed.
+    Init(notify::Error),
+    /// inotify_add_watch(2) failed for a root (or a directory under it).
+    Watch {
+        root: PathBuf,
+        source: notify::Error,
+    },
+    Thread(std::io::Error),
+}
 
 impl fmt::Display for InotifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::Init(e) => write!(f, "cannot initialise inotify: {}", describe(e)),
+            Self::Watch { root, source } => write!(
+                f,
+                "cannot watch {} with inotify: {}",
+                root.display(),
+                describe(source)
+            ),
+            Self::Thread(e) => write!(f, "cannot start the inotify thread: {e}"),
+        }
     }
 }
 
@@ -65,23 +83,21 @@ pub fn start(
         metrics: metrics.clone(),
         warned_at: None,
     };
-    let mut watcher = INotifyWatcher::new(handler, watcher_config())
-        .map_err(|e| InotifyError(format!("cannot initialise inotify: {}", describe(&e))))?;
+    let mut watcher = INotifyWatcher::new(handler, watcher_config()).map_err(InotifyError::Init)?;
     for root in roots {
-        watcher.watch(root, RecursiveMode::Recursive).map_err(|e| {
-            InotifyError(format!(
-                "cannot watch {} with inotify: {}",
-                root.display(),
-                describe(&e)
-            ))
-        })?;
+        watcher
+            .watch(root, RecursiveMode::Recursive)
+            .map_err(|source| InotifyError::Watch {
+                root: root.clone(),
+                source,
+            })?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut translator = Translator::new(watcher, roots.to_vec(), sink, metrics, stop.clone());
     let thread = std::thread::Builder::new()
         .name("inotify".into())
         .spawn(move || translator.run(rx))
-        .map_err(|e| InotifyError(format!("cannot start the inotify thread: {e}")))?;
+        .map_err(InotifyError::Thread)?;
     Ok(Inotify { stop, wake, thread })
 }
 

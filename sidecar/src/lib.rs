@@ -5,10 +5,10 @@
 //! tests can reach them.
 
 pub mod app;
-pub mod btf_select;
 pub mod change;
 pub mod config;
 pub mod ebpf;
+pub mod fatal;
 pub mod inotify;
 pub mod journal;
 pub mod metrics;

@@ -13,18 +13,12 @@ use std::time::{Duration, Instant};
 
 use crate::change::{Backend, Op};
 
-const BACKENDS: [Backend; 4] = [
-    Backend::Fentry,
-    Backend::Kprobe,
-    Backend::Tracepoint,
-    Backend::Inotify,
-];
 const OPS: [Op; 4] = [Op::Write, Op::Create, Op::Delete, Op::Rename];
 
 /// Shared between the journal (event counts), the backends (loss counters) and the server.
 #[derive(Default)]
 pub struct Metrics {
-    /// Indexed `[backend][op]` in the order of `BACKENDS` and `OPS`.
+    /// Indexed `[backend][op]` in the order of `Backend::ALL` and `OPS`.
     events: [[AtomicU64; 4]; 4],
     inotify_overflows: AtomicU64,
     inotify_dropped: AtomicU64,
@@ -42,7 +36,7 @@ pub struct Active {
 
 impl Metrics {
     pub fn count_event(&self, backend: Backend, op: Op) {
-        self.events[backend as usize][op as usize].fetch_add(1, Ordering::Relaxed);
+        self.events[backend.index()][op as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_inotify_overflow(&self) -> u64 {
@@ -74,8 +68,8 @@ impl Metrics {
             "counter",
             "File changes seen under the state directories, by backend and operation (before coalescing).",
         );
-        for backend in BACKENDS {
-            let counts = &self.events[backend as usize];
+        for backend in Backend::ALL {
+            let counts = &self.events[backend.index()];
             let in_use = active.is_some_and(|a| a.backend == backend);
             if !in_use && counts.iter().all(|c| c.load(Ordering::Relaxed) == 0) {
                 continue;
@@ -326,6 +320,7 @@ fn route(request_line: &str, metrics: &Metrics) -> (&'static str, &'static str, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::change::Family;
 
     fn get(addr: SocketAddr, request: &str) -> String {
         let mut stream = TcpStream::connect(addr).unwrap();
@@ -343,11 +338,11 @@ mod tests {
         assert!(get(addr, health).starts_with("HTTP/1.1 503 "));
         let lost = Arc::new(AtomicU64::new(7));
         metrics.set_ready(Active {
-            backend: Backend::Tracepoint,
+            backend: Backend::Ebpf(Family::Tracepoint),
             btf_source: Some("cache"),
             lost_events: Some(lost.clone()),
         });
-        metrics.count_event(Backend::Tracepoint, Op::Rename);
+        metrics.count_event(Backend::Ebpf(Family::Tracepoint), Op::Rename);
         lost.fetch_add(1, Ordering::Relaxed);
         assert!(get(addr, health).starts_with("HTTP/1.1 200 OK\r\n"));
         let response = get(addr, "GET /metrics?x=1 HTTP/1.0\r\n\r\n");

@@ -4,10 +4,11 @@
 
 mod ebpf_common;
 
-use diffkeeper_sidecar::change::{self, Backend};
-use diffkeeper_sidecar::ebpf::{self, AttachMode};
+use diffkeeper_sidecar::change::{self, Family};
+use diffkeeper_sidecar::ebpf::{self, AttachMode, Cause, EbpfUnavailable};
 use diffkeeper_tests::btf::system_btf;
 use diffkeeper_tests::btf_edit::shift_member;
+use diffkeeper_tests::mountns::hide_system_btf_in_this_thread;
 use ebpf_common::*;
 
 #[test]
@@ -19,13 +20,15 @@ fn tracepoint_with_cached_btf_when_system_btf_is_hidden() {
     let root = scratch.dir("state");
     let outside = scratch.dir("outside");
     let cfg = config(AttachMode::Auto, &scratch, vec![root.clone()]);
-    let cached = cfg.cache_dir.join(format!("{}.btf", cfg.kernel_release));
+    let cached = cfg
+        .btf_cache_dir
+        .join(format!("{}.btf", cfg.kernel_release));
     std::fs::write(&cached, real.as_slice()).unwrap();
 
     let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
     let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
     // auto with a cached BTF skips fentry; this kernel has no kprobes; tracepoint remains.
-    assert_eq!(session.backend(), Backend::Tracepoint);
+    assert_eq!(session.backend(), TRACEPOINT);
     assert_eq!(session.btf_source(), "cache");
     assert_eq!(session.btf_path(), cached);
     let line = format!("[eBPF] Loaded BTF spec from {}", cached.display());
@@ -34,7 +37,7 @@ fn tracepoint_with_cached_btf_when_system_btf_is_hidden() {
         "log line {line:?} missing"
     );
 
-    write_scenario(Backend::Tracepoint, &root, &outside, &rx, true);
+    write_scenario(TRACEPOINT, &root, &outside, &rx, true);
     stop_and_check_unloaded(session);
 }
 
@@ -49,7 +52,9 @@ fn canary_rejects_a_cached_btf_with_a_wrong_member_offset() {
     let scratch = Scratch::new("canary-btf");
     let root = scratch.dir("state");
     let cfg = config(AttachMode::Tracepoint, &scratch, vec![root]);
-    let cached = cfg.cache_dir.join(format!("{}.btf", cfg.kernel_release));
+    let cached = cfg
+        .btf_cache_dir
+        .join(format!("{}.btf", cfg.kernel_release));
     std::fs::write(&cached, &edited).unwrap();
 
     let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
@@ -60,13 +65,25 @@ fn canary_rejects_a_cached_btf_with_a_wrong_member_offset() {
         ),
         Err(e) => e,
     };
-    assert_eq!(err.reasons.len(), 1, "{err}");
+    let EbpfUnavailable::Families(failures) = &err else {
+        panic!("expected the tracepoint family to fail, got {err}");
+    };
+    assert_eq!(failures.len(), 1, "{err}");
+    assert_eq!(failures[0].family, Family::Tracepoint, "{err}");
     assert!(
-        err.reasons[0].starts_with("tracepoint: canary check failed:"),
+        matches!(failures[0].failure.cause, Cause::Canary(_)),
         "{err}"
     );
     assert!(
-        err.reasons[0].contains("(the BTF does not match this kernel"),
+        failures[0]
+            .to_string()
+            .starts_with("tracepoint: canary check failed:"),
+        "{err}"
+    );
+    assert!(
+        failures[0]
+            .to_string()
+            .contains("(the BTF does not match this kernel"),
         "{err}"
     );
     let warned = logs_containing(&format!(
@@ -90,7 +107,9 @@ fn no_btf_anywhere_says_what_to_provide() {
     let err = ebpf::start(&cfg, tx)
         .err()
         .expect("no BTF: eBPF must be unavailable");
-    let cached = cfg.cache_dir.join(format!("{}.btf", cfg.kernel_release));
+    let cached = cfg
+        .btf_cache_dir
+        .join(format!("{}.btf", cfg.kernel_release));
     let text = err.to_string();
     assert!(text.starts_with("btf: no usable BTF"), "{text}");
     assert!(

@@ -3,7 +3,7 @@
 
 mod ebpf_common;
 
-use diffkeeper_sidecar::change::{self, Backend};
+use diffkeeper_sidecar::change;
 use diffkeeper_sidecar::ebpf::{self, AttachMode};
 use ebpf_common::*;
 
@@ -16,7 +16,7 @@ fn tracepoint_with_system_btf_reports_exact_writes() {
     let cfg = config(AttachMode::Tracepoint, &scratch, vec![root.clone()]);
     let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
     let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
-    assert_eq!(session.backend(), Backend::Tracepoint);
+    assert_eq!(session.backend(), TRACEPOINT);
     assert_eq!(session.btf_source(), "system");
     assert_eq!(
         session.btf_path(),
@@ -24,7 +24,7 @@ fn tracepoint_with_system_btf_reports_exact_writes() {
     );
     assert!(!logs_containing("[eBPF] Loaded BTF spec from /sys/kernel/btf/vmlinux").is_empty());
 
-    write_scenario(Backend::Tracepoint, &root, &outside, &rx, true);
+    write_scenario(TRACEPOINT, &root, &outside, &rx, true);
     assert_eq!(
         session
             .lost_counter()
@@ -95,8 +95,8 @@ fn forced_fentry_and_kprobe_fall_back_with_reasons() {
         let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
         let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
         // This kernel refuses fentry (EPERM) and has no kprobes: tracepoint is what is left.
-        assert_eq!(session.backend(), Backend::Tracepoint, "{attach:?}");
-        write_scenario(Backend::Tracepoint, &root, &outside, &rx, true);
+        assert_eq!(session.backend(), TRACEPOINT, "{attach:?}");
+        write_scenario(TRACEPOINT, &root, &outside, &rx, true);
         stop_and_check_unloaded(session);
     }
     let fentry =

@@ -2,14 +2,18 @@
 //! never followed out of a state dir, a directory re-created under the same name is journaled
 //! again, and a journal nobody reads neither holds the exit nor grows memory.
 
+// Test set-up: a step that fails should panic on the spot.
+#![allow(clippy::unwrap_used)]
+
 use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use diffkeeper_tests::scenario::{http_get, SidecarProcess};
+use diffkeeper_tests::http::http_get;
 use diffkeeper_tests::scratch::Scratch;
+use diffkeeper_tests::sidecar::SidecarProcess;
 
 const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

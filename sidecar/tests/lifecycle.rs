@@ -2,6 +2,9 @@
 //! /metrics, SIGTERM handling (and that no program of ours stays loaded), ring-buffer overflow.
 //! Real eBPF on this kernel; needs root.
 
+// Test set-up: a step that fails should panic on the spot.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -11,8 +14,11 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use diffkeeper_tests::scenario::{http_get, SidecarProcess};
+use diffkeeper_cli::ready::READY_PREFIX;
+use diffkeeper_tests::http::http_get;
+use diffkeeper_tests::readme;
 use diffkeeper_tests::scratch::Scratch;
+use diffkeeper_tests::sidecar::SidecarProcess;
 
 const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -104,6 +110,18 @@ fn a_missing_state_dir_is_named_and_exits_1() {
 }
 
 #[test]
+fn readme_flag_table_matches_help() {
+    let help = Command::new(SIDECAR).arg("--help").output().unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let problems = readme::disagreements(
+        &readme::readme_flags(&readme, "diffkeeper-sidecar"),
+        &readme::help_flags(&String::from_utf8(help.stdout).unwrap()),
+    );
+    assert!(problems.is_empty(), "README.md vs --help: {problems:#?}");
+}
+
+#[test]
 fn usage_errors_exit_2_and_help_documents_every_flag() {
     for args in [
         &["--bogus"][..],
@@ -161,7 +179,7 @@ fn without_ebpf_and_without_fallback_it_exits_1_with_the_reason() {
         stderr.contains("no usable BTF") || stderr.contains(".btf"),
         "{stderr}"
     );
-    assert!(!stderr.contains("ready: backend="), "{stderr}");
+    assert!(!stderr.contains(READY_PREFIX), "{stderr}");
     // The private canary directory went away with the failed attempt.
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
 }

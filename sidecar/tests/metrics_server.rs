@@ -1,13 +1,16 @@
 //! The `/metrics` and `/healthz` server against slow, idle and too many clients (real sockets,
 //! the real sidecar binary): probes are answered at once whatever the other clients do.
 
+// Test set-up: a step that fails should panic on the spot.
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use diffkeeper_tests::scenario::SidecarProcess;
 use diffkeeper_tests::scratch::Scratch;
+use diffkeeper_tests::sidecar::SidecarProcess;
 
 const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -64,7 +64,7 @@ run_sidecar() {
     --state-dir "$state" --btf-cache-dir "$work/$name/cache" --journal "$journal" --coalesce-ms 0 \
     --metrics-addr "127.0.0.1:$port" >"$work/$name/stdout" 2>"$log" &
   sidecar_pid=$!
-  if wait_for_line "$log" "diffkeeper-sidecar ready: backend=" 20 "$sidecar_pid"; then
+  if wait_for_line "$log" "$READY_LINE" 20 "$sidecar_pid"; then
     pass "$name: sidecar became ready"
   else
     fail "$name: sidecar became ready" "no ready line within 20 s: $(tail -n 15 "$log")"
@@ -86,7 +86,7 @@ stop_sidecar() {
 run_sidecar bpf-perfmon cap_bpf,cap_perfmon
 expect_eq "bpf-perfmon: the sidecar process holds exactly CAP_BPF+CAP_PERFMON (CapEff)" \
   "000000c000000000" "$(sed -n 's/^CapEff:\t//p' "/proc/$sidecar_pid/status" 2>/dev/null)"
-expect_in "bpf-perfmon: attached in tracepoint mode" "diffkeeper-sidecar ready: backend=tracepoint" "$log"
+expect_in "bpf-perfmon: attached in tracepoint mode" "${READY_LINE}tracepoint" "$log"
 expect_in "bpf-perfmon: system BTF used" "[eBPF] Loaded BTF spec from /sys/kernel/btf/vmlinux" "$log"
 health="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz" || true)"
 expect_eq "bpf-perfmon: /healthz answers 200" "200" "$health"
@@ -109,7 +109,7 @@ stop_sidecar bpf-perfmon
 run_sidecar no-caps ""
 expect_eq "no-caps: the sidecar process holds no capability (CapEff)" \
   "0000000000000000" "$(sed -n 's/^CapEff:\t//p' "/proc/$sidecar_pid/status" 2>/dev/null)"
-expect_in "no-caps: falls back to inotify" "diffkeeper-sidecar ready: backend=inotify" "$log"
+expect_in "no-caps: falls back to inotify" "${READY_LINE}inotify" "$log"
 tp_line="$(grep -F '[eBPF] tracepoint:' "$log" | head -n 1)"
 if [[ $tp_line == *EPERM* && $tp_line == *"CAP_BPF and CAP_PERFMON"* ]]; then
   pass "no-caps: the tracepoint failure names EPERM and the CAP_BPF and CAP_PERFMON hint"

@@ -9,6 +9,10 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=scripts/image.sh
 source "$repo/scripts/image.sh"
 
+# The sidecar's readiness line up to the backend's name (cli/src/ready.rs, READY_PREFIX).
+# shellcheck disable=SC2034 # used by the suites
+READY_LINE="diffkeeper-sidecar ready: backend="
+
 pass() { echo "PASS $1"; }
 fail() { echo "FAIL $1: $2"; }
 

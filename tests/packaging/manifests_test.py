@@ -3,7 +3,7 @@
 kustomize Go API through kustomize_build.py; cross-checked against `kubectl kustomize` when a kubectl
 is installed), every resource file and every rendered output is validated by
 `kubernetes-validate --strict` against Kubernetes 1.29 and 1.37, and the rendered pods are checked
-for what the packaging issue promises (native sidecar with /healthz probes, least privilege,
+for what the packaging promises (native sidecar with /healthz probes, least privilege,
 requests and limits, each scenario's flags, only flags the real binaries know).
 
 usage: manifests_test.py BIN_DIR      (prints PASS/FAIL lines for tests/packaging/run.sh)
@@ -25,16 +25,18 @@ VERSIONS = ["1.29.0", "1.37.0"]
 # The last release without native sidecars: the classic overlay must validate there, the base must not.
 PRE_SIDECAR_VERSION = "1.27.0"
 
-failures = 0
+class Checks:
+    """PASS/FAIL lines for run.sh to count, and how many failed."""
 
+    def __init__(self):
+        self.failures = 0
 
-def result(name, ok, detail=""):
-    global failures
-    if ok:
-        print(f"PASS {name}")
-    else:
-        failures += 1
-        print(f"FAIL {name}: {detail}")
+    def result(self, name, ok, detail=""):
+        if ok:
+            print(f"PASS {name}")
+        else:
+            self.failures += 1
+            print(f"FAIL {name}: {detail}")
 
 
 def rel(path):
@@ -81,7 +83,7 @@ def kustomizations():
     return sorted(found)
 
 
-def check_inventory(all_kustomizations):
+def check_inventory(checks, all_kustomizations):
     """Every YAML file in k8s/ is a kustomization, a resource (validated on its own below) or a
     patch used by a kustomization (validated through the rendered output): none escapes."""
     resources, patches = [], set()
@@ -99,7 +101,7 @@ def check_inventory(all_kustomizations):
             if not name.endswith((".yaml", ".yml")) or name == "kustomization.yaml":
                 continue
             used = path in resources or path in patches
-            result(f"{rel(path)} is used by a kustomization", used, "not referenced as a resource or patch")
+            checks.result(f"{rel(path)} is used by a kustomization", used, "not referenced as a resource or patch")
     return sorted(set(resources))
 
 
@@ -119,87 +121,88 @@ def args_of(container):
     return container.get("args", [])
 
 
-def check_container_hardening(label, container):
+def check_container_hardening(checks, label, container):
     sc = container.get("securityContext", {})
     caps = sc.get("capabilities", {})
-    result(f"{label}: not privileged", not sc.get("privileged", False), "privileged: true")
-    result(f"{label}: allowPrivilegeEscalation false", sc.get("allowPrivilegeEscalation") is False, str(sc))
-    result(f"{label}: read-only root filesystem", sc.get("readOnlyRootFilesystem") is True, str(sc))
-    result(f"{label}: drops ALL capabilities", caps.get("drop") == ["ALL"], str(caps))
+    checks.result(f"{label}: not privileged", not sc.get("privileged", False), "privileged: true")
+    checks.result(f"{label}: allowPrivilegeEscalation false", sc.get("allowPrivilegeEscalation") is False, str(sc))
+    checks.result(f"{label}: read-only root filesystem", sc.get("readOnlyRootFilesystem") is True, str(sc))
+    checks.result(f"{label}: drops ALL capabilities", caps.get("drop") == ["ALL"], str(caps))
     res = container.get("resources", {})
     complete = all(k in res.get(kind, {}) for kind in ("requests", "limits") for k in ("cpu", "memory"))
-    result(f"{label}: cpu/memory requests and limits", complete, str(res))
+    checks.result(f"{label}: cpu/memory requests and limits", complete, str(res))
 
 
-def check_init(label, init, volumes, kind, init_flags):
+def check_init(checks, label, init, volumes, kind, init_flags):
     sc = init.get("securityContext", {})
     if kind == "DaemonSet":
         # The node-cache writer: uid 0 only because the kubelet creates the hostPath root-owned;
         # still no capability at all (checked by check_container_hardening).
-        result(f"{label}: node writer adds no capabilities", "add" not in sc.get("capabilities", {}), str(sc))
+        checks.result(f"{label}: node writer adds no capabilities", "add" not in sc.get("capabilities", {}), str(sc))
     else:
-        result(f"{label}: runs as uid/gid 65532, non-root",
+        checks.result(f"{label}: runs as uid/gid 65532, non-root",
                sc.get("runAsUser") == 65532 and sc.get("runAsGroup") == 65532 and sc.get("runAsNonRoot") is True,
                str(sc))
     mounts = {m["mountPath"]: m for m in init.get("volumeMounts", [])}
     osr = mounts.get("/host/etc/os-release")
     host_vol = volumes.get(osr["name"], {}) if osr else {}
-    result(f"{label}: host /etc/os-release mounted read-only at /host/etc/os-release",
+    checks.result(f"{label}: host /etc/os-release mounted read-only at /host/etc/os-release",
            bool(osr) and osr.get("readOnly") is True and host_vol.get("hostPath", {}).get("path") == "/etc/os-release",
            str(osr))
-    result(f"{label}: --host-root=/host", "--host-root=/host" in args_of(init), str(args_of(init)))
+    checks.result(f"{label}: --host-root=/host", "--host-root=/host" in args_of(init), str(args_of(init)))
     unknown = [a for a in args_of(init) if a.split("=")[0] not in init_flags]
-    result(f"{label}: only flags diffkeeper-init knows", not unknown, f"unknown: {unknown}")
+    checks.result(f"{label}: only flags diffkeeper-init knows", not unknown, f"unknown: {unknown}")
 
 
-def check_sidecar(label, sidecar, native, sidecar_flags, caps_wanted):
+def check_sidecar(checks, label, sidecar, native, sidecar_flags, caps_wanted):
     sc = sidecar.get("securityContext", {})
     caps = sc.get("capabilities", {})
-    result(f"{label}: adds exactly {' and '.join(caps_wanted)}", sorted(caps.get("add", [])) == caps_wanted, str(caps))
+    checks.result(f"{label}: adds exactly {' and '.join(caps_wanted)}", sorted(caps.get("add", [])) == caps_wanted,
+                  str(caps))
     if native:
-        result(f"{label}: native sidecar (restartPolicy: Always)", sidecar.get("restartPolicy") == "Always",
+        checks.result(f"{label}: native sidecar (restartPolicy: Always)", sidecar.get("restartPolicy") == "Always",
                str(sidecar.get("restartPolicy")))
     else:
-        result(f"{label}: classic sidecar (no restartPolicy)", "restartPolicy" not in sidecar, "")
+        checks.result(f"{label}: classic sidecar (no restartPolicy)", "restartPolicy" not in sidecar, "")
     metrics_addr = next((a.split("=", 1)[1] for a in args_of(sidecar) if a.startswith("--metrics-addr=")), "")
     port = int(metrics_addr.rsplit(":", 1)[1]) if ":" in metrics_addr else None
     named = {p.get("name"): p["containerPort"] for p in sidecar.get("ports", [])}
     for probe in ("startupProbe", "readinessProbe"):
         get = sidecar.get(probe, {}).get("httpGet", {})
         probe_port = named.get(get.get("port"), get.get("port"))
-        result(f"{label}: {probe} GET /healthz on the --metrics-addr port {port}",
+        checks.result(f"{label}: {probe} GET /healthz on the --metrics-addr port {port}",
                get.get("path") == "/healthz" and port is not None and probe_port == port, str(get))
     mounts = sidecar.get("volumeMounts", [])
     writable = [m["mountPath"] for m in mounts if not m.get("readOnly") and m["mountPath"] != "/tmp"]
-    result(f"{label}: every mount read-only but /tmp (the canary dir)", not writable, f"writable: {writable}")
-    result(f"{label}: /tmp is mounted (read-only root fs)", any(m["mountPath"] == "/tmp" for m in mounts), "")
-    result(f"{label}: --metrics-addr listens on all interfaces (probes come from the kubelet)",
+    checks.result(f"{label}: every mount read-only but /tmp (the canary dir)", not writable, f"writable: {writable}")
+    checks.result(f"{label}: /tmp is mounted (read-only root fs)", any(m["mountPath"] == "/tmp" for m in mounts), "")
+    checks.result(f"{label}: --metrics-addr listens on all interfaces (probes come from the kubelet)",
            metrics_addr.startswith("0.0.0.0:"), metrics_addr)
     unknown = [a for a in args_of(sidecar) if a.split("=")[0] not in sidecar_flags]
-    result(f"{label}: only flags diffkeeper-sidecar knows", not unknown, f"unknown: {unknown}")
+    checks.result(f"{label}: only flags diffkeeper-sidecar knows", not unknown, f"unknown: {unknown}")
 
 
-def check_pods(name, objects, init_flags, sidecar_flags, caps_wanted):
+def check_pods(checks, name, objects, init_flags, sidecar_flags, caps_wanted):
     for label, kind, spec in pod_specs(objects):
         label = f"{name}: {label}"
         inits, containers = spec.get("initContainers", []), spec.get("containers", [])
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for c in inits + containers:
-            check_container_hardening(f"{label}/{c['name']}", c)
-        result(f"{label}: seccomp RuntimeDefault",
+            check_container_hardening(checks, f"{label}/{c['name']}", c)
+        checks.result(f"{label}: seccomp RuntimeDefault",
                spec.get("securityContext", {}).get("seccompProfile", {}).get("type") == "RuntimeDefault", "")
         init = find(inits, "diffkeeper-init")
-        result(f"{label}: diffkeeper-init is the first init container", bool(inits) and inits[0] is init, "")
+        checks.result(f"{label}: diffkeeper-init is the first init container", bool(inits) and inits[0] is init, "")
         if init:
-            check_init(f"{label}/diffkeeper-init", init, volumes, kind, init_flags)
+            check_init(checks, f"{label}/diffkeeper-init", init, volumes, kind, init_flags)
         if kind == "DaemonSet":
             continue
         native = find(inits, "diffkeeper-sidecar")
         classic = find(containers, "diffkeeper-sidecar")
-        result(f"{label}: exactly one diffkeeper-sidecar", (native is None) != (classic is None), "")
+        checks.result(f"{label}: exactly one diffkeeper-sidecar", (native is None) != (classic is None), "")
         if native or classic:
-            check_sidecar(f"{label}/diffkeeper-sidecar", native or classic, native is not None, sidecar_flags,
-                          caps_wanted)
+            check_sidecar(checks, f"{label}/diffkeeper-sidecar", native or classic, native is not None,
+                          sidecar_flags, caps_wanted)
 
 
 def init_args(objects, kind="Deployment"):
@@ -226,46 +229,47 @@ def sidecar_caps(name):
     return ["BPF", "PERFMON"]
 
 
-def check_scenario(name, objects):
+def check_scenario(checks, name, objects):
     """What makes each overlay the seed scenario it stands for."""
     args = init_args(objects)
     if name == "k8s/base":
-        result(f"{name}: per-pod emptyDir cache", "emptyDir" in volume(objects, "Deployment", "btf-cache"), "")
+        checks.result(f"{name}: per-pod emptyDir cache", "emptyDir" in volume(objects, "Deployment", "btf-cache"), "")
     elif name.endswith("/air-gapped"):
-        result(f"{name}: downloads disabled, baked dir used",
+        checks.result(f"{name}: downloads disabled, baked dir used",
                "--disable-btfhub-download" in args and "--baked-btf-dir=/opt/diffkeeper/btf" in args, str(args))
     elif name.endswith("/strict-firewall"):
         mirror = [a for a in args if a.startswith("--btfhub-mirror=https://")]
         ca = [a.split("=", 1)[1] for a in args if a.startswith("--ca-file=")]
         ca_volume = volume(objects, "Deployment", "mirror-ca").get("configMap", {}).get("name", "")
         configmaps = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == ca_volume]
-        result(f"{name}: internal https mirror", bool(mirror), str(args))
-        result(f"{name}: --ca-file inside the CA ConfigMap's mount, whose ConfigMap has ca.crt",
+        checks.result(f"{name}: internal https mirror", bool(mirror), str(args))
+        checks.result(f"{name}: --ca-file inside the CA ConfigMap's mount, whose ConfigMap has ca.crt",
                bool(ca) and ca[0].startswith("/etc/diffkeeper/mirror-ca/") and bool(configmaps)
                and os.path.basename(ca[0]) in configmaps[0].get("data", {}), f"{ca} {ca_volume}")
     elif name.endswith("/node-cache"):
         node = "/var/cache/diffkeeper/btf"
-        result(f"{name}: DaemonSet fills the node cache on hostPath {node}",
+        checks.result(f"{name}: DaemonSet fills the node cache on hostPath {node}",
                volume(objects, "DaemonSet", "btf-cache").get("hostPath", {}).get("path") == node, "")
-        result(f"{name}: pods mount the node cache",
+        checks.result(f"{name}: pods mount the node cache",
                volume(objects, "Deployment", "btf-cache").get("hostPath", {}).get("path") == node
                and "emptyDir" not in volume(objects, "Deployment", "btf-cache"), "")
-        result(f"{name}: pods' init never downloads", "--disable-btfhub-download" in args, str(args))
+        checks.result(f"{name}: pods' init never downloads", "--disable-btfhub-download" in args, str(args))
 
 
 # ---------------------------------------------------------------- main
 def main():
+    checks = Checks()
     bin_dir = sys.argv[1]
     init_flags = binary_flags(bin_dir, "diffkeeper-init")
     sidecar_flags = binary_flags(bin_dir, "diffkeeper-sidecar")
-    result("diffkeeper-init --help lists its flags", "--btf-cache-dir" in init_flags, str(sorted(init_flags)))
-    result("diffkeeper-sidecar --help lists its flags", "--state-dir" in sidecar_flags, str(sorted(sidecar_flags)))
+    checks.result("diffkeeper-init --help lists its flags", "--btf-cache-dir" in init_flags, str(sorted(init_flags)))
+    checks.result("diffkeeper-sidecar --help lists its flags", "--state-dir" in sidecar_flags, str(sorted(sidecar_flags)))
 
     all_kustomizations = kustomizations()
-    for path in check_inventory(all_kustomizations):
+    for path in check_inventory(checks, all_kustomizations):
         for version in VERSIONS:
             ok, out = validate(path, version)
-            result(f"kubernetes-validate --strict {version}: {rel(path)}", ok, out)
+            checks.result(f"kubernetes-validate --strict {version}: {rel(path)}", ok, out)
 
     out_dir = tempfile.mkdtemp(prefix="diffkeeper-k8s-")
     builds = [(d, doc) for d, kind, doc in all_kustomizations if kind == "Kustomization"]
@@ -299,38 +303,38 @@ def main():
                         "components": [os.path.relpath(os.path.join(K8S, "components", c), wrong)
                                        for c in ("classic-sidecar", "kernel-pre-5.8")]}, f)
     rc, _rendered, err = render(wrong)
-    result("classic-sidecar before kernel-pre-5.8 fails the build (never silently)", rc != 0, err[:300])
+    checks.result("classic-sidecar before kernel-pre-5.8 fails the build (never silently)", rc != 0, err[:300])
 
     for directory, doc in builds:
         name = rel(directory) if directory.startswith(REPO) else doc["title"]
         rc, rendered, err = render(directory)
-        result(f"kustomize build {name}", rc == 0 and rendered.strip() != "", err)
+        checks.result(f"kustomize build {name}", rc == 0 and rendered.strip() != "", err)
         if rc != 0:
             continue
         other = kubectl_kustomize(directory)
         if other is not None:
-            result(f"kubectl kustomize {name} renders the same", other == rendered, other[:300])
+            checks.result(f"kubectl kustomize {name} renders the same", other == rendered, other[:300])
         out_file = os.path.join(out_dir, name.replace("/", "_").replace(" ", "") + ".yaml")
         with open(out_file, "w") as f:
             f.write(rendered)
         objects = load_yaml_docs(out_file)
         for version in VERSIONS:
             ok, out = validate(out_file, version)
-            result(f"kubernetes-validate --strict {version}: kustomize build {name}", ok, out)
+            checks.result(f"kubernetes-validate --strict {version}: kustomize build {name}", ok, out)
             if ok:
                 passed = re.findall(r"passed for resource (\S+)", out)
                 print(f"INFO kubernetes-validate --strict -k {version} {name}: passed for {', '.join(passed)}")
         native = any(find(s.get("initContainers", []), "diffkeeper-sidecar") for _l, _k, s in pod_specs(objects))
         ok, out = validate(out_file, PRE_SIDECAR_VERSION)
         if native:
-            result(f"{name}: native sidecar rejected by the {PRE_SIDECAR_VERSION} schema (strict validation bites)",
+            checks.result(f"{name}: native sidecar rejected by the {PRE_SIDECAR_VERSION} schema (strict validation bites)",
                    not ok and "restartPolicy" in out, out)
         else:
-            result(f"{name}: classic sidecar validates on {PRE_SIDECAR_VERSION} too", ok, out)
-        check_pods(name, objects, init_flags, sidecar_flags, sidecar_caps(name))
-        check_scenario(name, objects)
+            checks.result(f"{name}: classic sidecar validates on {PRE_SIDECAR_VERSION} too", ok, out)
+        check_pods(checks, name, objects, init_flags, sidecar_flags, sidecar_caps(name))
+        check_scenario(checks, name, objects)
     shutil.rmtree(out_dir)
-    return 1 if failures else 0
+    return 1 if checks.failures else 0
 
 
 if __name__ == "__main__":

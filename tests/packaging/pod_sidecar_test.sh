@@ -86,7 +86,7 @@ sidecar() {
     --entrypoint /usr/local/bin/diffkeeper-sidecar "$tag" \
     --state-dir /state --btf-cache-dir /var/cache/diffkeeper/btf --coalesce-ms 0
   for ((i = 0; i < 200; i++)); do
-    podman logs "$container" 2>&1 | grep -q "diffkeeper-sidecar ready: backend=" && break
+    podman logs "$container" 2>&1 | grep -qF "$READY_LINE" && break
     [[ $(podman inspect -f '{{.State.Running}}' "$container") == true ]] || break
     sleep 0.1
   done
@@ -113,7 +113,7 @@ sidecar cached-btf "$work/containerd-style.json" -v "$work/no-btf:/sys/kernel/bt
   -v "$work/cache:/var/cache/diffkeeper/btf:ro"
 expect_in "no system BTF: the sidecar loads the BTF init cached" \
   "[eBPF] Loaded BTF spec from /var/cache/diffkeeper/btf/$release.btf" "$work/cached-btf/log"
-expect_in "no system BTF: attaches in tracepoint mode" "diffkeeper-sidecar ready: backend=tracepoint" "$work/cached-btf/log"
+expect_in "no system BTF: attaches in tracepoint mode" "${READY_LINE}tracepoint" "$work/cached-btf/log"
 expect_in "no system BTF: the app's write is journaled" \
   '"op":"write","path":"/state/app-write.bin"' "$work/cached-btf/stdout"
 expect_in "no system BTF: the journal line carries the byte count" '"bytes":777' "$work/cached-btf/stdout"
@@ -121,13 +121,13 @@ expect_in "no system BTF: the journal line carries the byte count" '"bytes":777'
 # --- 2. system BTF, containerd-style RuntimeDefault
 mkdir -p "$work/empty-cache"
 sidecar system-btf "$work/containerd-style.json" -v "$work/empty-cache:/var/cache/diffkeeper/btf:ro"
-expect_in "system BTF: attaches in tracepoint mode" "diffkeeper-sidecar ready: backend=tracepoint" "$work/system-btf/log"
+expect_in "system BTF: attaches in tracepoint mode" "${READY_LINE}tracepoint" "$work/system-btf/log"
 expect_in "system BTF: the journal line carries the byte count" '"bytes":777' "$work/system-btf/stdout"
 
 # --- 3. an old runtime's RuntimeDefault: bpf(2) needs CAP_SYS_ADMIN there
 sidecar old-runtime "$stock_profile" -v "$work/empty-cache:/var/cache/diffkeeper/btf:ro"
 expect_in "old runtime seccomp: EPERM with the capability hint" \
   "permission denied (EPERM) (grant CAP_BPF and CAP_PERFMON" "$work/old-runtime/log"
-expect_in "old runtime seccomp: falls back to inotify" "diffkeeper-sidecar ready: backend=inotify" "$work/old-runtime/log"
+expect_in "old runtime seccomp: falls back to inotify" "${READY_LINE}inotify" "$work/old-runtime/log"
 expect_in "old runtime seccomp: inotify journals the app's write" \
   '"backend":"inotify","op":"write","path":"/state/app-write.bin"' "$work/old-runtime/stdout"

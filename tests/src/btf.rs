@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::tarball;
 
-pub const SYSTEM_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub use diffkeeper_btf::SYSTEM_BTF_PATH as SYSTEM_BTF;
 
 /// The running kernel's release (`uname -r`).
 pub fn kernel_release() -> String {
@@ -67,6 +67,6 @@ mod tests {
 
     #[test]
     fn tiny_btf_is_valid() {
-        diffkeeper_ebpf::btf::check_bytes(&tiny_btf()).unwrap();
+        diffkeeper_btf::validate::check_bytes(&tiny_btf()).unwrap();
     }
 }

@@ -187,8 +187,8 @@ mod tests {
         // Still structurally valid: same length, header untouched, and the member moved back
         // restores the original bytes exactly.
         assert_eq!(
-            diffkeeper_ebpf::btf::check_bytes(&copy).unwrap(),
-            diffkeeper_ebpf::btf::check_bytes(&original).unwrap()
+            diffkeeper_btf::validate::check_bytes(&copy).unwrap(),
+            diffkeeper_btf::validate::check_bytes(&original).unwrap()
         );
         shift_member(&mut copy, "dentry", "d_name", -64).unwrap();
         assert_eq!(copy, *original);

@@ -2,9 +2,12 @@
 
 pub mod btf;
 pub mod btf_edit;
+pub mod http;
 pub mod mirror;
 pub mod mountns;
 pub mod pki;
+pub mod readme;
 pub mod scenario;
 pub mod scratch;
+pub mod sidecar;
 pub mod tarball;

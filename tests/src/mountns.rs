@@ -1,5 +1,5 @@
-//! Emulating a kernel without system BTF (needs root): the command runs in a private mount
-//! namespace where an empty tmpfs covers `/sys/kernel/btf`.
+//! Emulating a kernel without system BTF (needs root): a private mount namespace where an empty
+//! tmpfs covers `/sys/kernel/btf`, for a child command or for the calling thread.
 
 use std::ffi::CStr;
 use std::os::unix::process::CommandExt;
@@ -11,26 +11,33 @@ use nix::sched::{unshare, CloneFlags};
 /// Makes `cmd` run with `/sys/kernel/btf` hidden; the rest of the system is unchanged.
 pub fn hide_system_btf(cmd: &mut Command) -> &mut Command {
     // SAFETY: between fork and exec only async-signal-safe syscalls run, with static strings.
-    unsafe {
-        cmd.pre_exec(|| {
-            unshare(CloneFlags::CLONE_NEWNS)?;
-            mount(
-                None::<&CStr>,
-                c"/",
-                None::<&CStr>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&CStr>,
-            )?;
-            mount(
-                Some(c"tmpfs"),
-                c"/sys/kernel/btf",
-                Some(c"tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                None::<&CStr>,
-            )?;
-            Ok(())
-        })
-    }
+    unsafe { cmd.pre_exec(|| Ok(cover_system_btf()?)) }
+}
+
+/// Hides `/sys/kernel/btf` from the calling thread (and threads it starts); other threads keep
+/// the real view, since unshare(CLONE_NEWNS) is per thread.
+pub fn hide_system_btf_in_this_thread() {
+    cover_system_btf().expect("a private mount namespace over /sys/kernel/btf (needs root)");
+    assert!(!std::path::Path::new(crate::btf::SYSTEM_BTF).exists());
+}
+
+/// unshare(CLONE_NEWNS), make `/` private, mount an empty tmpfs on `/sys/kernel/btf`.
+fn cover_system_btf() -> nix::Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&CStr>,
+        c"/",
+        None::<&CStr>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&CStr>,
+    )?;
+    mount(
+        Some(c"tmpfs"),
+        c"/sys/kernel/btf",
+        Some(c"tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&CStr>,
+    )
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ impl Scratch {
         ));
         let _ = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        // Canonical, because the sidecar reports paths under its canonical roots.
+        let path = path.canonicalize().unwrap_or(path);
         Scratch { path }
     }
 

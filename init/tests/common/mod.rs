@@ -8,6 +8,9 @@
 //! ```
 //!
 //! Unless told otherwise, init runs with `/sys/kernel/btf` hidden, as on a kernel without BTF.
+
+// Test set-up: a step that fails should panic on the spot.
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::path::{Path, PathBuf};
@@ -163,7 +166,7 @@ pub fn spawn(cmd: &mut Command) -> Child {
 
 /// The cached file exists, is a valid BTF and equals `expected` byte for byte.
 pub fn assert_cached(path: &Path, expected: &[u8]) {
-    diffkeeper_ebpf::btf::check_file(path).expect("cached BTF is valid");
+    diffkeeper_btf::validate::check_file(path).expect("cached BTF is valid");
     let got = std::fs::read(path).unwrap();
     assert!(
         got == expected,

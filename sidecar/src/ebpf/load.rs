@@ -2,58 +2,20 @@
 //! attach family. Failures carry a cause and a hint for the operator.
 
 use std::error::Error as StdError;
-use std::fmt;
 use std::io;
+use std::mem::size_of;
 
 use aya::maps::{HashMap, MapData};
 use aya::programs::kprobe::KProbeError;
 use aya::programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
+use diffkeeper_ebpf::event::{DkDevRoots, DkRootKey};
 use diffkeeper_ebpf::object::{self, globals, maps, programs};
 
+use super::btf_select::{BtfSource, SelectedBtf};
+use super::error::{Cause, Failure, Hint};
 use super::roots::RootTable;
-use crate::btf_select::{BtfSource, SelectedBtf};
-use crate::change::Backend;
-
-// EPERM also comes with both capabilities granted: from an old runtime seccomp profile that
-// allows bpf(2) only with CAP_SYS_ADMIN, or from a kernel that refuses this program type.
-const HINT_EPERM: &str =
-    "grant CAP_BPF and CAP_PERFMON, or run privileged; if both are granted, the \
-     runtime's seccomp profile or the kernel forbids this program type";
-const HINT_NO_KPROBES: &str = "the kernel has no kprobes (CONFIG_KPROBES is off)";
-// The programs call bpf_loop (Linux 5.17; some distributions backport it) and the ring
-// buffer (5.8): an older kernel's verifier rejects the call by helper number.
-const HINT_OLD_KERNEL: &str =
-    "the kernel lacks a BPF helper the programs need (bpf_loop: Linux >= \
-     5.17, ring buffer: >= 5.8); on such kernels diffkeeper uses inotify";
-const HINT_WRONG_BTF: &str =
-    "the BTF does not describe this kernel: provide its own BTF as <cache>/<release>.btf (diffkeeper-init)";
-
-/// Why a mode could not be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    pub cause: String,
-    pub hint: &'static str,
-}
-
-impl Failure {
-    pub fn new(cause: impl Into<String>, hint: &'static str) -> Self {
-        Self {
-            cause: cause.into(),
-            hint,
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.hint.is_empty() {
-            write!(f, "{}", self.cause)
-        } else {
-            write!(f, "{} ({})", self.cause, self.hint)
-        }
-    }
-}
+use crate::change::Family;
 
 /// Creates the maps and relocates the programs against `btf`; no program is loaded yet.
 pub fn load(btf: &SelectedBtf, roots: &RootTable, ringbuf_bytes: u32) -> Result<Ebpf, Failure> {
@@ -80,7 +42,7 @@ fn fill_roots(ebpf: &mut Ebpf, roots: &RootTable) -> Result<(), Failure> {
     let map = ebpf
         .map_mut(maps::ROOTS)
         .expect("the object defines dk_roots");
-    let mut root_map: HashMap<&mut MapData, [u8; 16], u32> =
+    let mut root_map: HashMap<&mut MapData, [u8; size_of::<DkRootKey>()], u32> =
         HashMap::try_from(map).map_err(|e| fill_err(maps::ROOTS, &e))?;
     for (key, id) in &roots.keys {
         root_map
@@ -90,7 +52,7 @@ fn fill_roots(ebpf: &mut Ebpf, roots: &RootTable) -> Result<(), Failure> {
     let map = ebpf
         .map_mut(maps::DEVS)
         .expect("the object defines dk_devs");
-    let mut dev_map: HashMap<&mut MapData, u32, [u8; 72]> =
+    let mut dev_map: HashMap<&mut MapData, u32, [u8; size_of::<DkDevRoots>()]> =
         HashMap::try_from(map).map_err(|e| fill_err(maps::DEVS, &e))?;
     for (dev, inos) in &roots.devs {
         dev_map
@@ -101,12 +63,11 @@ fn fill_roots(ebpf: &mut Ebpf, roots: &RootTable) -> Result<(), Failure> {
 }
 
 /// Loads and attaches the programs of one family.
-pub fn attach(ebpf: &mut Ebpf, backend: Backend, btf: &SelectedBtf) -> Result<(), Failure> {
-    match backend {
-        Backend::Fentry => attach_fentry(ebpf, btf),
-        Backend::Kprobe => attach_kprobe(ebpf),
-        Backend::Tracepoint => attach_tracepoint(ebpf, btf),
-        Backend::Inotify => unreachable!("inotify is not an eBPF mode"),
+pub fn attach(ebpf: &mut Ebpf, family: Family, btf: &SelectedBtf) -> Result<(), Failure> {
+    match family {
+        Family::Fentry => attach_fentry(ebpf, btf),
+        Family::Kprobe => attach_kprobe(ebpf),
+        Family::Tracepoint => attach_tracepoint(ebpf, btf),
     }
 }
 
@@ -221,16 +182,13 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut Program {
 /// Turns an aya error into cause + hint: EPERM, a missing kprobe PMU and CO-RE relocation
 /// failures (wrong BTF) get specific hints; anything else is reported with its source chain.
 pub fn explain(step: &str, err: &(dyn StdError + 'static)) -> Failure {
-    let chain = error_chain(err);
-    if let Some(filename) = missing_kprobe_pmu(err) {
-        return Failure::new(
-            format!("{step}: kprobe PMU missing ({filename} not found)"),
-            HINT_NO_KPROBES,
-        );
+    if let Some(file) = missing_kprobe_pmu(err) {
+        return Failure::new(step, Cause::NoKprobePmu { file }, Hint::NoKprobes);
     }
     if sources(err).any(|e| io_errno(e) == Some(libc_eperm())) {
-        return Failure::new(format!("{step}: permission denied (EPERM)"), HINT_EPERM);
+        return Failure::new(step, Cause::PermissionDenied, Hint::Capabilities);
     }
+    let chain = error_chain(err);
     let relocation = sources(err).any(|e| {
         e.downcast_ref::<aya::EbpfError>().is_some_and(|e| {
             matches!(
@@ -240,7 +198,7 @@ pub fn explain(step: &str, err: &(dyn StdError + 'static)) -> Failure {
         })
     });
     if relocation {
-        return Failure::new(format!("{step}: {chain}"), HINT_WRONG_BTF);
+        return Failure::new(step, Cause::Aya { chain }, Hint::WrongBtf);
     }
     if let Some(ProgramError::LoadError { verifier_log, .. }) =
         sources(err).find_map(|e| e.downcast_ref::<ProgramError>())
@@ -248,22 +206,23 @@ pub fn explain(step: &str, err: &(dyn StdError + 'static)) -> Failure {
         let log = verifier_log.to_string();
         let tail: Vec<&str> = log.lines().rev().take(3).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Failure::new(
-            format!("{step}: {chain}; verifier: {}", tail.join(" | ")),
-            verifier_hint(&log),
-        );
+        let cause = Cause::Verifier {
+            chain,
+            log_tail: tail.join(" | "),
+        };
+        return Failure::new(step, cause, verifier_hint(&log));
     }
-    Failure::new(format!("{step}: {chain}"), "")
+    Failure::new(step, Cause::Aya { chain }, Hint::None)
 }
 
 /// A hint from the verifier's log, where it names a cause the operator can act on.
-fn verifier_hint(log: &str) -> &'static str {
+fn verifier_hint(log: &str) -> Hint {
     // check_helper_call(): "invalid func unknown#181" (helper unknown to this kernel), or
     // "unknown func bpf_loop#181" (not allowed for this program type on this kernel).
     if log.contains("invalid func ") || log.contains("unknown func ") {
-        HINT_OLD_KERNEL
+        Hint::OldKernel
     } else {
-        ""
+        Hint::None
     }
 }
 
@@ -298,7 +257,7 @@ fn libc_eperm() -> i32 {
     nix::errno::Errno::EPERM as i32
 }
 
-fn missing_kprobe_pmu(err: &(dyn StdError + 'static)) -> Option<String> {
+fn missing_kprobe_pmu(err: &(dyn StdError + 'static)) -> Option<std::path::PathBuf> {
     // ProgramError::KProbeError is `#[error(transparent)]`: it hides itself from source().
     sources(err).find_map(|e| {
         let kprobe = e
@@ -312,7 +271,7 @@ fn missing_kprobe_pmu(err: &(dyn StdError + 'static)) -> Option<String> {
                 if io_error.kind() == io::ErrorKind::NotFound
                     && filename.ends_with("devices/kprobe/type") =>
             {
-                Some(filename.display().to_string())
+                Some(filename.clone())
             }
             _ => None,
         }
@@ -330,7 +289,7 @@ mod tests {
     fn kprobe_programs_pass_the_verifier() {
         let btf = SelectedBtf {
             source: BtfSource::System,
-            path: PathBuf::from(diffkeeper_ebpf::SYSTEM_BTF_PATH),
+            path: PathBuf::from(diffkeeper_btf::SYSTEM_BTF_PATH),
             btf: aya::Btf::from_sys_fs().expect("system BTF"),
         };
         let roots = RootTable::build(vec![std::env::temp_dir()]).unwrap();
@@ -350,21 +309,25 @@ mod tests {
         // As 5.10's verifier words it for bpf_loop (helper 181), and as newer kernels do.
         let old = "; return bpf_loop(DK_MAX_DEPTH, find_step, &l, 0);\n\
                    12: (85) call unknown#181\ninvalid func unknown#181\n";
-        assert_eq!(verifier_hint(old), HINT_OLD_KERNEL);
+        assert_eq!(verifier_hint(old), Hint::OldKernel);
         assert_eq!(
             verifier_hint("unknown func bpf_loop#181\n"),
-            HINT_OLD_KERNEL
+            Hint::OldKernel
         );
-        assert_eq!(verifier_hint("R1 invalid mem access 'scalar'\n"), "");
+        assert_eq!(
+            verifier_hint("R1 invalid mem access 'scalar'\n"),
+            Hint::None
+        );
     }
 
     #[test]
     fn explains_eperm_and_missing_kprobes() {
         let eperm = io::Error::from_raw_os_error(libc_eperm());
         let f = explain("fexit dk_fexit_vfs_write on vfs_write", &eperm);
-        assert_eq!(f.hint, HINT_EPERM, "{f}");
+        assert_eq!(f.hint, Hint::Capabilities, "{f}");
+        assert!(matches!(f.cause, Cause::PermissionDenied), "{f}");
         assert!(
-            f.cause.contains("vfs_write") && f.cause.contains("EPERM"),
+            f.to_string().contains("vfs_write") && f.to_string().contains("EPERM"),
             "{f}"
         );
 
@@ -373,7 +336,7 @@ mod tests {
             io_error: io::Error::from(io::ErrorKind::NotFound),
         });
         let f = explain("kprobe dk_kprobe_write on vfs_write", &pmu);
-        assert_eq!(f.hint, HINT_NO_KPROBES, "{f}");
+        assert_eq!(f.hint, Hint::NoKprobes, "{f}");
         assert!(f.to_string().contains("kprobe PMU missing"), "{f}");
     }
 }

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
-use diffkeeper_ebpf::event::{Event, EventOp};
+use diffkeeper_ebpf::event::Event;
 use diffkeeper_ebpf::object::maps;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::clock::WallClock;
-use super::load::{explain, Failure};
-use crate::change::{Backend, Change, ChangeSink, Op};
+use super::error::{Cause, Failure, Hint};
+use super::load::explain;
+use crate::change::{Backend, Change, ChangeSink, Family, Op};
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
@@ -58,7 +59,7 @@ impl Reader {
     /// Takes the ring buffer and lost-counter maps out of `ebpf` and starts the thread.
     pub fn spawn(
         ebpf: &mut Ebpf,
-        backend: Backend,
+        family: Family,
         roots: Vec<PathBuf>,
         canary_id: u32,
         sink: ChangeSink,
@@ -72,7 +73,7 @@ impl Reader {
         let stop = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicU64::new(0));
         let routing = Routing {
-            backend,
+            backend: Backend::Ebpf(family),
             roots: roots
                 .iter()
                 .map(|root| root.to_string_lossy().into_owned())
@@ -90,8 +91,12 @@ impl Reader {
             std::thread::Builder::new()
                 .name("ebpf-events".into())
                 .spawn(move || run(ring, lost_map, routing, &lost))
-                .map_err(|e| {
-                    Failure::new(format!("cannot start the event reader thread: {e}"), "")
+                .map_err(|source| {
+                    let cause = Cause::Syscall {
+                        call: "clone",
+                        source,
+                    };
+                    Failure::new("starting the event reader thread", cause, Hint::None)
                 })?
         };
         Ok(Self {
@@ -236,14 +241,14 @@ impl Routing {
         let path = self.absolute(event.path);
         let from = self.absolute(event.from);
         let (op, path, from) = match (event.op, path, from) {
-            (EventOp::Write, Some(p), _) => (Op::Write, p, None),
-            (EventOp::Create, Some(p), _) => (Op::Create, p, None),
-            (EventOp::Delete, Some(p), _) => (Op::Delete, p, None),
-            (EventOp::Rename, Some(p), Some(f)) => (Op::Rename, p, Some(f)),
+            (Op::Write, Some(p), _) => (Op::Write, p, None),
+            (Op::Create, Some(p), _) => (Op::Create, p, None),
+            (Op::Delete, Some(p), _) => (Op::Delete, p, None),
+            (Op::Rename, Some(p), Some(f)) => (Op::Rename, p, Some(f)),
             // Moved in from outside the watched roots: a new file here.
-            (EventOp::Rename, Some(p), None) => (Op::Create, p, None),
+            (Op::Rename, Some(p), None) => (Op::Create, p, None),
             // Moved out: gone from here.
-            (EventOp::Rename, None, Some(f)) => (Op::Delete, f, None),
+            (Op::Rename, None, Some(f)) => (Op::Delete, f, None),
             _ => return None,
         };
         Some(Change {
@@ -271,7 +276,7 @@ mod tests {
         let (sink, changes) = crate::change::queue(capacity);
         let (canary, canaries) = mpsc::channel();
         let routing = Routing {
-            backend: Backend::Tracepoint,
+            backend: Backend::Ebpf(Family::Tracepoint),
             roots: vec!["/state".into(), "/canary".into()],
             canary_id: 1,
             sink,
@@ -284,7 +289,7 @@ mod tests {
         (routing, changes, canaries)
     }
 
-    fn event(op: EventOp, path: Option<(u32, &str)>, from: Option<(u32, &str)>) -> Event {
+    fn event(op: Op, path: Option<(u32, &str)>, from: Option<(u32, &str)>) -> Event {
         Event {
             op,
             bytes: 5,
@@ -320,26 +325,24 @@ mod tests {
     fn renames_across_the_boundary_become_create_or_delete() {
         let (r, _, _) = routing();
         let c = r
-            .to_change(event(EventOp::Rename, Some((0, "a/b")), Some((0, "c"))))
+            .to_change(event(Op::Rename, Some((0, "a/b")), Some((0, "c"))))
             .unwrap();
         assert_eq!(
             (c.op, c.path.as_str(), c.from.as_deref()),
             (Op::Rename, "/state/a/b", Some("/state/c"))
         );
         let c = r
-            .to_change(event(EventOp::Rename, Some((0, "in")), None))
+            .to_change(event(Op::Rename, Some((0, "in")), None))
             .unwrap();
         assert_eq!(
             (c.op, c.path.as_str(), c.bytes),
             (Op::Create, "/state/in", None)
         );
         let c = r
-            .to_change(event(EventOp::Rename, None, Some((0, "out"))))
+            .to_change(event(Op::Rename, None, Some((0, "out"))))
             .unwrap();
         assert_eq!((c.op, c.path.as_str()), (Op::Delete, "/state/out"));
-        let c = r
-            .to_change(event(EventOp::Write, Some((0, "f")), None))
-            .unwrap();
+        let c = r.to_change(event(Op::Write, Some((0, "f")), None)).unwrap();
         assert_eq!(
             (c.bytes, c.pid, c.comm.as_deref()),
             (Some(5), Some(9), Some("app"))
@@ -349,26 +352,26 @@ mod tests {
     #[test]
     fn canary_events_never_reach_the_sink() {
         let (mut r, changes, canaries) = routing();
-        let ev = event(EventOp::Write, Some((1, "canary")), None);
+        let ev = event(Op::Write, Some((1, "canary")), None);
         r.dispatch(ev.clone());
         r.route(&[]); // malformed: dropped
         assert!(changes.try_recv().is_err());
         assert_eq!(canaries.try_recv().unwrap(), ev);
-        r.dispatch(event(EventOp::Write, Some((0, "f")), None));
+        r.dispatch(event(Op::Write, Some((0, "f")), None));
         assert_eq!(changes.try_recv().unwrap().path, "/state/f");
     }
 
     #[test]
     fn a_full_queue_holds_the_reader_until_the_journal_takes_a_change() {
         let (mut r, changes, _) = routing_with_queue(1);
-        r.dispatch(event(EventOp::Write, Some((0, "first")), None));
+        r.dispatch(event(Op::Write, Some((0, "first")), None));
         let journal = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             let first = changes.recv().unwrap();
             (first, changes.recv().unwrap())
         });
         // Blocks until the "journal" above takes the first change: nothing is dropped.
-        r.dispatch(event(EventOp::Write, Some((0, "second")), None));
+        r.dispatch(event(Op::Write, Some((0, "second")), None));
         let (first, second) = journal.join().unwrap();
         assert_eq!(
             (first.path.as_str(), second.path.as_str()),
@@ -381,13 +384,13 @@ mod tests {
     fn stopping_with_a_stuck_journal_drops_and_counts_instead_of_hanging() {
         let (mut r, changes, _) = routing_with_queue(1);
         let stop = r.stop.clone();
-        r.dispatch(event(EventOp::Write, Some((0, "queued")), None));
+        r.dispatch(event(Op::Write, Some((0, "queued")), None));
         // The journal never reads again (its output is stuck); the reader is blocked in
         // deliver() when stop arrives, and must come back with its changes counted.
         let (done_tx, done) = mpsc::channel();
         let reader = std::thread::spawn(move || {
-            r.dispatch(event(EventOp::Write, Some((0, "waiting")), None));
-            r.dispatch(event(EventOp::Write, Some((0, "after")), None));
+            r.dispatch(event(Op::Write, Some((0, "waiting")), None));
+            r.dispatch(event(Op::Write, Some((0, "after")), None));
             done_tx.send(()).unwrap();
             r
         });
@@ -410,7 +413,7 @@ mod tests {
         let boot_ns =
             |t: nix::sys::time::TimeSpec| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64;
         let now = boot_ns(nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).unwrap());
-        let mut early = event(EventOp::Write, Some((0, "f")), None);
+        let mut early = event(Op::Write, Some((0, "f")), None);
         early.ts_ns = now - 2_000_000_000;
         let mut late = early.clone();
         late.ts_ns = now - 1_000_000_000;

@@ -10,12 +10,13 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
-use diffkeeper_ebpf::event::{kernel_dev, DkDevRoots, DkRootKey, DK_MAX_ROOTS_PER_DEV};
+use diffkeeper_ebpf::event::{
+    kernel_dev, DkDevRoots, DkRootKey, DK_MAX_ROOTS, DK_MAX_ROOTS_PER_DEV,
+};
 use nix::fcntl::OFlag;
-use nix::sys::stat::{major, minor};
 
-/// dk_roots' max_entries in the C object (also the width of its learned-root bitmask).
-const MAX_ROOTS: usize = 64;
+use super::error::RootsError;
+use nix::sys::stat::{major, minor};
 
 pub struct RootTable {
     /// Root directories; a root's id is its index.
@@ -27,12 +28,12 @@ pub struct RootTable {
 }
 
 impl RootTable {
-    pub fn build(paths: Vec<PathBuf>) -> Result<Self, String> {
-        if paths.len() > MAX_ROOTS {
-            return Err(format!(
-                "{} watched directories (with the canary's): at most {MAX_ROOTS}",
-                paths.len()
-            ));
+    pub fn build(paths: Vec<PathBuf>) -> Result<Self, RootsError> {
+        if paths.len() > DK_MAX_ROOTS {
+            return Err(RootsError::TooMany {
+                count: paths.len(),
+                max: DK_MAX_ROOTS,
+            });
         }
         let mut keys = Vec::with_capacity(paths.len());
         let mut devs: BTreeMap<u32, DkDevRoots> = BTreeMap::new();
@@ -42,10 +43,14 @@ impl RootTable {
                 .read(true)
                 .custom_flags((OFlag::O_PATH | OFlag::O_DIRECTORY).bits())
                 .open(path)
-                .map_err(|e| format!("cannot open watched directory {}: {e}", path.display()))?;
-            let meta = pin
-                .metadata()
-                .map_err(|e| format!("cannot stat watched directory {}: {e}", path.display()))?;
+                .map_err(|source| RootsError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+            let meta = pin.metadata().map_err(|source| RootsError::Stat {
+                path: path.clone(),
+                source,
+            })?;
             let dev = kernel_dev(major(meta.dev()), minor(meta.dev()));
             keys.push((
                 DkRootKey {
@@ -58,11 +63,10 @@ impl RootTable {
             let roots = devs.entry(dev).or_default();
             let slot = roots.count as usize;
             if slot == DK_MAX_ROOTS_PER_DEV {
-                return Err(format!(
-                    "more than {DK_MAX_ROOTS_PER_DEV} watched directories on one file system \
-                     (at {}): watch a common parent instead",
-                    path.display()
-                ));
+                return Err(RootsError::TooManyOnOneDevice {
+                    path: path.clone(),
+                    max: DK_MAX_ROOTS_PER_DEV,
+                });
             }
             roots.ino[slot] = meta.ino();
             roots.count += 1;
@@ -78,7 +82,7 @@ impl RootTable {
 
     /// dk_all_roots: bit `id` set for every root id.
     pub fn id_mask(&self) -> u64 {
-        let unused = (MAX_ROOTS - self.paths.len()) as u32;
+        let unused = (DK_MAX_ROOTS - self.paths.len()) as u32;
         u64::MAX.checked_shr(unused).unwrap_or(0)
     }
 
@@ -114,6 +118,7 @@ mod tests {
         let err = RootTable::build(vec![PathBuf::from("/nonexistent/dk")])
             .err()
             .unwrap();
-        assert!(err.contains("/nonexistent/dk"), "{err}");
+        assert!(matches!(err, RootsError::Open { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/dk"), "{err}");
     }
 }

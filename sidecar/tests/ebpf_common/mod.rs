@@ -1,6 +1,8 @@
 //! Shared by the sidecar/tests/ebpf_*.rs tests: scratch dirs, a log capture, a config, and the
 //! write scenario every eBPF mode must report exactly.
 
+// Test set-up: a step that fails should panic on the spot.
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::fs::{self, File, OpenOptions};
@@ -12,32 +14,13 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use diffkeeper_sidecar::change::{Backend, Change, Op};
+use diffkeeper_sidecar::change::{Backend, Change, Family, Op};
 use diffkeeper_sidecar::ebpf::{AttachMode, EbpfConfig, EbpfSession};
 
-/// A fresh directory under /tmp, removed on drop.
-pub struct Scratch(pub PathBuf);
+pub use diffkeeper_tests::scratch::Scratch;
 
-impl Scratch {
-    pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("dk-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Self(dir.canonicalize().unwrap())
-    }
-
-    pub fn dir(&self, name: &str) -> PathBuf {
-        let d = self.0.join(name);
-        fs::create_dir_all(&d).unwrap();
-        d
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+/// The backend every eBPF test on this machine ends up with (no kprobes, no fentry here).
+pub const TRACEPOINT: Backend = Backend::Ebpf(Family::Tracepoint);
 
 static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -76,21 +59,15 @@ pub fn logs_containing(needle: &str) -> Vec<String> {
         .collect()
 }
 
-pub fn kernel_release() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease")
-        .unwrap()
-        .trim()
-        .to_string()
-}
+pub use diffkeeper_tests::btf::kernel_release;
 
 pub fn config(attach: AttachMode, scratch: &Scratch, roots: Vec<PathBuf>) -> EbpfConfig {
     EbpfConfig {
         attach,
-        cache_dir: scratch.dir("btf-cache"),
+        btf_cache_dir: scratch.dir("btf-cache"),
         kernel_release: kernel_release(),
         roots,
         ringbuf_bytes: 1 << 20,
-        canary_dir: scratch.dir("canary"),
     }
 }
 
@@ -219,30 +196,4 @@ pub fn stop_and_check_unloaded(session: EbpfSession) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Emulates a kernel without system BTF for the calling thread (and threads it starts): a
-/// private mount namespace where an empty tmpfs covers /sys/kernel/btf. Other test threads
-/// keep the real view (unshare(CLONE_NEWNS) is per thread).
-pub fn hide_system_btf_in_this_thread() {
-    use nix::mount::{mount, MsFlags};
-    use nix::sched::{unshare, CloneFlags};
-    unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS) (needs root)");
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .expect("make / private in the new mount namespace");
-    mount(
-        Some("tmpfs"),
-        "/sys/kernel/btf",
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID,
-        None::<&str>,
-    )
-    .expect("mount an empty tmpfs over /sys/kernel/btf");
-    assert!(!Path::new(diffkeeper_ebpf::SYSTEM_BTF_PATH).exists());
 }

@@ -1,6 +1,8 @@
 # Sourced by the case scripts.
 # shellcheck disable=SC2034 # used by the case scripts
 RELEASE=$(uname -r)
+# The sidecar's readiness line up to the backend's name (cli/src/ready.rs, READY_PREFIX).
+READY_LINE="diffkeeper-sidecar ready: backend="
 export RUST_BACKTRACE=1
 
 # Lines the host harness collects as evidence: "@evidence KEY=VALUE".

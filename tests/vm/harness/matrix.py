@@ -1,4 +1,4 @@
-"""What runs in each guest and what counts as passing: the issue's matrix
+"""What runs in each guest and what counts as passing: the matrix
 (BTF source x attach mode -> expected backend), the init end-to-end runs, the broken-BTF case."""
 
 import dataclasses
@@ -17,7 +17,7 @@ BTF_ROWS = [
 ]
 MODES = ["kprobe", "fentry", "tracepoint", "auto"]
 
-# The issue's table. fentry needs the running kernel's own BTF ids, so with a cached BTF it falls
+# The expected backend per cell. fentry needs the running kernel's own BTF ids, so with a cached BTF it falls
 # back (down the auto order: kprobe); without any BTF no eBPF mode can relocate -> inotify.
 EXPECTED = {
     "system": {"kprobe": "kprobe", "fentry": "fentry", "tracepoint": "tracepoint", "auto": "fentry"},
@@ -59,8 +59,12 @@ def evidence(out: CaseOutput) -> dict:
     return dict(m.groups() for m in re.finditer(r"^@evidence ([\w.-]+)=(.*)$", out.output, re.MULTILINE))
 
 
+# The sidecar's readiness line up to the backend's name (cli/src/ready.rs, READY_PREFIX).
+READY_PREFIX = "diffkeeper-sidecar ready: backend="
+
+
 def ready_backend(text: str) -> str:
-    found = re.findall(r"diffkeeper-sidecar ready: backend=(\w+)", text)
+    found = re.findall(re.escape(READY_PREFIX) + r"(\w+)", text)
     return found[-1] if found else ""
 
 

@@ -1,7 +1,7 @@
 # init-e2e.sh baked|mirror: diffkeeper-init provisions the BTF cache on a kernel whose sysfs BTF
 # is hidden (from the baked .btf.tar.xz, or over http from a BTFHub-shaped mirror on loopback),
-# then the sidecar runs from that cache with sysfs BTF still hidden. Prints the evidence the
-# issue asks for: the BTF line, <release>.btf in the cache, the attached program types.
+# then the sidecar runs from that cache with sysfs BTF still hidden. Prints the evidence of
+# each step: the BTF line, <release>.btf in the cache, the attached program types.
 . /vm/lib.sh
 source=$1
 cache=/tmp/case/cache
@@ -34,7 +34,7 @@ without_sysfs_btf diffkeeper-sidecar --state-dir "$state" --btf-cache-dir "$cach
     --coalesce-ms 0 --journal /tmp/case/journal.jsonl 2>/tmp/case/sidecar.log &
 job=$! # the shell running without_sysfs_btf; its exit status is the sidecar's
 for _ in $(seq 300); do
-    grep -q 'ready: backend=' /tmp/case/sidecar.log && break
+    grep -qF "$READY_LINE" /tmp/case/sidecar.log && break
     kill -0 "$job" 2>/dev/null || break
     sleep 0.1
 done

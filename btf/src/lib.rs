@@ -1,0 +1,16 @@
+//! Kernel BTF files as both diffkeeper binaries see them.
+//!
+//! * [`validate`]: the header checks a BTF file passes before anyone trusts it.
+//! * [`cache`]: the cache layout (`<cache>/<release>.btf`) and its atomic, locked writes.
+//!
+//! diffkeeper-init writes the cache, diffkeeper-sidecar reads it; neither needs the other's
+//! dependencies (HTTP for init, aya and the eBPF object for the sidecar), hence this crate.
+
+pub mod cache;
+pub mod validate;
+
+/// Where the running kernel exposes its own BTF.
+pub const SYSTEM_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// The default `--btf-cache-dir` of both binaries: init writes there, the sidecar reads there.
+pub const DEFAULT_CACHE_DIR: &str = "/var/cache/diffkeeper/btf";

@@ -1,0 +1,152 @@
+//! Which BTF the eBPF object is relocated against: the kernel's own (`/sys/kernel/btf/vmlinux`),
+//! else `<cache>/<release>.btf` (full or minimised, put there by diffkeeper-init), else none.
+//! The sidecar never downloads. Every file is checked with the shared header validation first,
+//! because aya itself does not check the BTF magic.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use aya::{Btf, Endianness};
+use diffkeeper_btf::cache::BtfCache;
+use diffkeeper_btf::validate::{check_file, BtfFileError};
+use diffkeeper_btf::SYSTEM_BTF_PATH;
+
+/// Where the BTF came from; fentry needs [`BtfSource::System`] (the running kernel's type ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BtfSource {
+    System,
+    Cache,
+}
+
+impl BtfSource {
+    /// The metrics/log label: `"system"` or `"cache"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::Cache => "cache",
+        }
+    }
+}
+
+/// A validated, parsed BTF.
+pub struct SelectedBtf {
+    pub source: BtfSource,
+    pub path: PathBuf,
+    pub btf: Btf,
+}
+
+/// No usable BTF: each candidate and why it was not used.
+#[derive(Debug)]
+pub struct NoBtf {
+    pub tried: Vec<Unusable>,
+    pub cache_file: PathBuf,
+}
+
+impl fmt::Display for NoBtf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no usable BTF (")?;
+        for (i, why) in self.tried.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            why.fmt(f)?;
+        }
+        write!(
+            f,
+            ") (provide {}: run diffkeeper-init)",
+            self.cache_file.display()
+        )
+    }
+}
+
+/// Why one BTF candidate was not used.
+#[derive(Debug)]
+pub enum Unusable {
+    Missing(PathBuf),
+    Invalid(BtfFileError),
+    Unparsable {
+        path: PathBuf,
+        source: aya::BtfError,
+    },
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing(path) => write!(f, "{} does not exist", path.display()),
+            Self::Invalid(e) => e.fmt(f),
+            Self::Unparsable { path, source } => {
+                write!(f, "cannot parse BTF {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for NoBtf {}
+
+/// Picks system BTF, then the cache file for `release`; logs `[eBPF] Loaded BTF spec from <path>`.
+pub fn select(cache_dir: &Path, release: &str) -> Result<SelectedBtf, NoBtf> {
+    let cache_file = BtfCache::new(cache_dir)
+        .btf_path(release)
+        .unwrap_or_else(|_| cache_dir.join(format!("{release}.btf")));
+    let candidates = [
+        (BtfSource::System, PathBuf::from(SYSTEM_BTF_PATH)),
+        (BtfSource::Cache, cache_file.clone()),
+    ];
+    let mut tried = Vec::new();
+    for (source, path) in candidates {
+        match load(&path) {
+            Ok(btf) => {
+                log::info!("[eBPF] Loaded BTF spec from {}", path.display());
+                return Ok(SelectedBtf { source, path, btf });
+            }
+            Err(why) => {
+                log::debug!("[eBPF] {} BTF not used: {why}", source.as_str());
+                tried.push(why);
+            }
+        }
+    }
+    Err(NoBtf { tried, cache_file })
+}
+
+fn load(path: &Path) -> Result<Btf, Unusable> {
+    if !path.exists() {
+        return Err(Unusable::Missing(path.to_owned()));
+    }
+    check_file(path).map_err(Unusable::Invalid)?;
+    Btf::parse_file(path, Endianness::default()).map_err(|source| Unusable::Unparsable {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_everything_names_the_cache_file() {
+        let dir = std::env::temp_dir().join(format!("dk-btf-select-{}", std::process::id()));
+        let err = load(&dir.join("x.btf")).unwrap_err();
+        assert!(matches!(err, Unusable::Missing(_)), "{err}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        let no = NoBtf {
+            tried: vec![Unusable::Missing("a".into()), Unusable::Missing("b".into())],
+            cache_file: dir.join("6.1.0.btf"),
+        };
+        let text = no.to_string();
+        assert!(
+            text.contains("6.1.0.btf") && text.contains("run diffkeeper-init"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rejects_a_file_that_is_not_btf() {
+        let path = std::env::temp_dir().join(format!("dk-not-btf-{}.btf", std::process::id()));
+        std::fs::write(&path, vec![0x7f; 64]).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        std::fs::remove_file(&path).ok();
+        assert!(err.contains("bad magic"), "{err}");
+    }
+}

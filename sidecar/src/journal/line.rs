@@ -1,0 +1,126 @@
+//! One change as one JSON line, built in a reused buffer with hand-written JSON (the journal is
+//! the hot path); the field order is the README's schema.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use diffkeeper_cli::time::{format_second, put_padded};
+
+use crate::change::Change;
+
+/// Builds one journal line in a reused buffer.
+#[derive(Default)]
+pub(super) struct LineBuilder {
+    buf: Vec<u8>,
+    clock: TimestampCache,
+}
+
+impl LineBuilder {
+    pub(super) fn build(&mut self, c: &Change, count: u64) -> &[u8] {
+        let buf = &mut self.buf;
+        buf.clear();
+        buf.extend_from_slice(b"{\"ts\":\"");
+        self.clock.write(buf, c.ts);
+        buf.extend_from_slice(b"\",\"backend\":\"");
+        buf.extend_from_slice(c.backend.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"op\":\"");
+        buf.extend_from_slice(c.op.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"path\":");
+        push_json_string(buf, &c.path);
+        if let Some(from) = &c.from {
+            buf.extend_from_slice(b",\"from\":");
+            push_json_string(buf, from);
+        }
+        if let Some(pid) = c.pid {
+            buf.extend_from_slice(b",\"pid\":");
+            push_decimal(buf, pid.into());
+        }
+        if let Some(comm) = &c.comm {
+            buf.extend_from_slice(b",\"comm\":");
+            push_json_string(buf, comm);
+        }
+        if let Some(bytes) = c.bytes {
+            buf.extend_from_slice(b",\"bytes\":");
+            push_decimal(buf, bytes);
+        }
+        if count > 1 {
+            buf.extend_from_slice(b",\"count\":");
+            push_decimal(buf, count);
+        }
+        buf.extend_from_slice(b"}\n");
+        buf
+    }
+}
+
+/// Formats `ts` as RFC 3339 UTC with nanoseconds, reusing the `YYYY-MM-DDTHH:MM:SS` part while
+/// the second does not change.
+#[derive(Default)]
+struct TimestampCache {
+    second: Option<u64>,
+    prefix: [u8; 19],
+}
+
+impl TimestampCache {
+    fn write(&mut self, buf: &mut Vec<u8>, ts: SystemTime) {
+        // Times before 1970 do not occur for events; clamp rather than fail.
+        let since_epoch = ts.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since_epoch.as_secs();
+        if self.second != Some(secs) {
+            self.prefix = format_second(secs);
+            self.second = Some(secs);
+        }
+        buf.extend_from_slice(&self.prefix);
+        buf.push(b'.');
+        push_padded(buf, since_epoch.subsec_nanos().into(), 9);
+        buf.push(b'Z');
+    }
+}
+
+fn push_padded(buf: &mut Vec<u8>, value: u64, width: usize) {
+    let start = buf.len();
+    buf.resize(start + width, b'0');
+    put_padded(&mut buf[start..], value);
+}
+
+fn push_decimal(buf: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `s` as a JSON string; the common case (nothing to escape) is one copy.
+pub(super) fn push_json_string(buf: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut plain_from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[plain_from..i]);
+        if escape.is_empty() {
+            buf.extend_from_slice(b"\\u00");
+            buf.push(HEX[usize::from(b >> 4)]);
+            buf.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            buf.extend_from_slice(escape);
+        }
+        plain_from = i + 1;
+    }
+    buf.extend_from_slice(&bytes[plain_from..]);
+    buf.push(b'"');
+}

@@ -1,0 +1,251 @@
+//! The journal from its inputs to its bytes: schema, escaping, coalescing, the thread.
+
+use super::line::push_json_string;
+use super::*;
+
+use crate::change::{Backend, Family};
+use diffkeeper_cli::time::format_second;
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+/// A `Write` whose contents the test can read after the journal is done.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    }
+}
+
+fn change(op: Op, path: &str, pid: u32, bytes: u64) -> Change {
+    Change {
+        ts: UNIX_EPOCH + Duration::new(1_795_000_000, 5),
+        backend: Backend::Ebpf(Family::Tracepoint),
+        op,
+        path: path.into(),
+        from: None,
+        pid: Some(pid),
+        comm: Some("app".into()),
+        bytes: (op == Op::Write).then_some(bytes),
+    }
+}
+
+fn journal(window_ms: u64) -> (Journal, Shared) {
+    let out = Shared::default();
+    (
+        Journal::new(Box::new(out.clone()), Duration::from_millis(window_ms)),
+        out,
+    )
+}
+
+fn summary(lines: &[serde_json::Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{} {} {} {}",
+                l["op"].as_str().unwrap(),
+                l["path"].as_str().unwrap(),
+                l["bytes"],
+                l["count"]
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn line_matches_the_readme_schema() {
+    let (mut j, out) = journal(0);
+    let mut c = change(Op::Write, "/state/a/b.txt", 123, 42);
+    c.comm = Some("nginx".into());
+    c.backend = Backend::Ebpf(Family::Kprobe);
+    c.ts = UNIX_EPOCH + Duration::new(1_795_654_923, 123_456_789);
+    j.push(c).unwrap();
+    let mut r = change(Op::Rename, "/s/new", 7, 0);
+    r.from = Some("/s/old".into());
+    r.pid = None;
+    r.comm = None;
+    j.push(r).unwrap();
+    j.finish().unwrap();
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        text,
+        "{\"ts\":\"2026-11-26T01:02:03.123456789Z\",\"backend\":\"kprobe\",\"op\":\"write\",\
+         \"path\":\"/state/a/b.txt\",\"pid\":123,\"comm\":\"nginx\",\"bytes\":42}\n\
+         {\"ts\":\"2026-11-18T11:06:40.000000005Z\",\"backend\":\"tracepoint\",\"op\":\"rename\",\
+         \"path\":\"/s/new\",\"from\":\"/s/old\"}\n"
+    );
+}
+
+#[test]
+fn a_journal_file_is_appended_to() {
+    let path = std::env::temp_dir().join(format!("dk-journal-append-{}", std::process::id()));
+    std::fs::write(&path, "earlier\n").unwrap();
+    for _ in 0..2 {
+        let mut j = Journal::new(open(&path).unwrap(), Duration::ZERO);
+        j.push(change(Op::Create, "/s/f", 1, 0)).unwrap();
+        j.finish().unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], "earlier");
+    assert!(
+        lines[1..].iter().all(|l| l.contains("\"op\":\"create\"")),
+        "{text}"
+    );
+}
+
+#[test]
+fn timestamps_across_dates() {
+    // Leap day, end of year, the epoch, and a date after 2100 (not a leap year).
+    for (secs, want) in [
+        (0, "1970-01-01T00:00:00"),
+        (951_782_400, "2000-02-29T00:00:00"),
+        (1_704_067_199, "2023-12-31T23:59:59"),
+        (4_107_542_400, "2100-03-01T00:00:00"),
+    ] {
+        assert_eq!(std::str::from_utf8(&format_second(secs)).unwrap(), want);
+    }
+}
+
+#[test]
+fn strings_are_escaped_so_any_path_stays_valid_json() {
+    let path = "/s/q\"uo\\te\nnl\ttab\u{1}ctl/ünï";
+    let mut buf = Vec::new();
+    push_json_string(&mut buf, path);
+    let back: String = serde_json::from_slice(&buf).unwrap();
+    assert_eq!(back, path);
+}
+
+#[test]
+fn zero_window_writes_every_event() {
+    let (mut j, out) = journal(0);
+    for _ in 0..3 {
+        j.push(change(Op::Write, "/s/f", 1, 10)).unwrap();
+    }
+    j.finish().unwrap();
+    assert_eq!(summary(&out.lines()), vec!["write /s/f 10 null"; 3]);
+}
+
+#[test]
+fn writes_to_one_path_are_summed_within_the_window() {
+    let (mut j, out) = journal(50);
+    let t0 = Instant::now();
+    j.push_at(change(Op::Write, "/s/f", 1, 10), t0).unwrap();
+    j.push_at(change(Op::Write, "/s/g", 1, 1), t0).unwrap();
+    j.push_at(
+        change(Op::Write, "/s/f", 1, 5),
+        t0 + Duration::from_millis(10),
+    )
+    .unwrap();
+    j.push_at(
+        change(Op::Write, "/s/f", 1, 7),
+        t0 + Duration::from_millis(49),
+    )
+    .unwrap();
+    j.emit_due(t0 + Duration::from_millis(49)).unwrap();
+    assert!(
+        out.lines().is_empty(),
+        "nothing is due before the window ends"
+    );
+    // The window closed: both held writes come out in opening order; a later write to the
+    // same path opens a new window.
+    j.push_at(
+        change(Op::Write, "/s/f", 1, 3),
+        t0 + Duration::from_millis(51),
+    )
+    .unwrap();
+    j.finish().unwrap();
+    let lines = out.lines();
+    assert_eq!(
+        summary(&lines),
+        ["write /s/f 22 3", "write /s/g 1 null", "write /s/f 3 null"]
+    );
+    // The merged line keeps the first event's timestamp and writer.
+    assert_eq!(lines[0]["ts"], "2026-11-18T11:06:40.000000005Z");
+    assert_eq!(lines[0]["pid"], 1);
+}
+
+#[test]
+fn other_changes_release_held_writes_first_so_order_is_kept() {
+    let (mut j, out) = journal(1000);
+    let t0 = Instant::now();
+    j.push_at(change(Op::Write, "/s/a", 1, 4), t0).unwrap();
+    j.push_at(change(Op::Write, "/s/a", 1, 4), t0).unwrap();
+    j.push_at(change(Op::Write, "/s/other", 1, 9), t0).unwrap();
+    let mut rename = change(Op::Rename, "/s/b", 1, 0);
+    rename.from = Some("/s/a".into());
+    j.push_at(rename, t0).unwrap();
+    j.push_at(change(Op::Write, "/s/b", 1, 1), t0).unwrap();
+    j.push_at(change(Op::Delete, "/s/b", 1, 0), t0).unwrap();
+    j.finish().unwrap();
+    assert_eq!(
+        summary(&out.lines()),
+        [
+            "write /s/a 8 2",
+            "rename /s/b null null",
+            "write /s/b 1 null",
+            "delete /s/b null null",
+            "write /s/other 9 null"
+        ]
+    );
+}
+
+#[test]
+fn a_different_writer_starts_a_new_line() {
+    let (mut j, out) = journal(1000);
+    let t0 = Instant::now();
+    j.push_at(change(Op::Write, "/s/f", 1, 1), t0).unwrap();
+    j.push_at(change(Op::Write, "/s/f", 1, 1), t0).unwrap();
+    j.push_at(change(Op::Write, "/s/f", 2, 5), t0).unwrap();
+    j.finish().unwrap();
+    let lines = out.lines();
+    assert_eq!(summary(&lines), ["write /s/f 2 2", "write /s/f 5 null"]);
+    assert_eq!(
+        (lines[0]["pid"].clone(), lines[1]["pid"].clone()),
+        (1.into(), 2.into())
+    );
+}
+
+#[test]
+fn run_counts_events_and_flushes_held_writes_at_disconnect() {
+    let out = Shared::default();
+    let metrics = Arc::new(Metrics::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..4 {
+        tx.send(change(Op::Write, "/s/f", 1, 2)).unwrap();
+    }
+    tx.send(change(Op::Create, "/s/g", 1, 0)).unwrap();
+    drop(tx);
+    run(
+        Box::new(out.clone()),
+        Duration::from_secs(60),
+        metrics.clone(),
+        rx,
+    )
+    .unwrap();
+    // Another path's change is not held back; the held write comes out at the end.
+    assert_eq!(
+        summary(&out.lines()),
+        ["create /s/g null null", "write /s/f 8 4"]
+    );
+    let text = metrics.render();
+    assert!(text.contains("diffkeeper_events_total{backend=\"tracepoint\",op=\"write\"} 4"));
+    assert!(text.contains("diffkeeper_events_total{backend=\"tracepoint\",op=\"create\"} 1"));
+}

@@ -1,0 +1,184 @@
+//! The scripted changes, made on a thread named [`WRITER_COMM`], and the journal lines each
+//! backend must write for them.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{IoSlice, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::{covers, journal_op, WRITER_COMM};
+
+/// Makes the changes on a thread named [`WRITER_COMM`] and returns the expected journal lines
+/// (without `ts`) for `backend`.
+pub(super) fn perform(state: &Path, outside: &Path, backend: &str) -> Result<Vec<Value>, String> {
+    let (state, outside, backend) = (state.to_owned(), outside.to_owned(), backend.to_owned());
+    std::thread::Builder::new()
+        .name(WRITER_COMM.into())
+        .spawn(move || {
+            let mut script = Script {
+                root: state,
+                backend,
+                expected: Vec::new(),
+            };
+            script.inside().map_err(|e| e.to_string())?;
+            Script::outside(&outside).map_err(|e| format!("outside the watched directory: {e}"))?;
+            script.after_outside().map_err(|e| e.to_string())?;
+            Ok(script.expected)
+        })
+        .map_err(|e| format!("cannot start the writer thread: {e}"))?
+        .join()
+        .map_err(|_| "the writer thread panicked".to_string())?
+}
+
+/// Pause after creating directories, so that inotify, which can only watch a directory once it
+/// exists, has added its watches before files appear in them (eBPF needs no pause).
+const NEW_DIRECTORY_PAUSE: Duration = Duration::from_millis(300);
+
+struct Script {
+    root: PathBuf,
+    backend: String,
+    expected: Vec<Value>,
+}
+
+type Io = std::io::Result<()>;
+
+impl Script {
+    fn inside(&mut self) -> Io {
+        for dir in ["a", "a/b", "a/b/c"] {
+            fs::create_dir(self.root.join(dir))?;
+            self.expect("mkdir", dir, None, None);
+        }
+        std::thread::sleep(NEW_DIRECTORY_PAUSE);
+        self.create("top.txt")?;
+        self.write("top.txt", 100)?;
+        self.create("a/b/c/deep.bin")?;
+        self.write("a/b/c/deep.bin", 4096)?;
+        self.pwrite("a/b/c/deep.bin", 10, 1000)?;
+        self.create("a/mid.txt")?;
+        self.writev("a/mid.txt", &[5, 6, 7])?;
+        self.pwritev("a/mid.txt", &[3, 4], 2)
+    }
+
+    /// Changes outside the watched directory: none may reach the journal.
+    fn outside(dir: &Path) -> Io {
+        let file = dir.join("o.txt");
+        fs::write(&file, [b'o'; 55])?;
+        open_for_write(&file)?.write_all_at(&[b'p'; 9], 3)?;
+        fs::rename(&file, dir.join("o2.txt"))?;
+        fs::remove_file(dir.join("o2.txt"))
+    }
+
+    fn after_outside(&mut self) -> Io {
+        for _ in 0..3 {
+            self.write("top.txt", 1)?;
+        }
+        self.rename("top.txt", "a/b/renamed.txt")?;
+        self.write("a/b/renamed.txt", 7)?;
+        self.write("a/b/renamed.txt", 65_536)?;
+        self.delete("a/mid.txt")?;
+        self.delete("a/b/c/deep.bin")?;
+        fs::remove_dir(self.root.join("a/b/c"))?;
+        self.expect("rmdir", "a/b/c", None, None);
+        Ok(())
+    }
+
+    fn create(&mut self, rel: &str) -> Io {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.root.join(rel))?;
+        self.expect("create", rel, None, None);
+        Ok(())
+    }
+
+    /// Every write opens its own descriptor: inotify merges identical consecutive events, and
+    /// the open/close events in between keep one event per write.
+    fn write(&mut self, rel: &str, len: usize) -> Io {
+        let mut file = OpenOptions::new().append(true).open(self.root.join(rel))?;
+        let written = file.write(&vec![b'w'; len])?;
+        check_len(written, len)?;
+        self.expect("write", rel, None, Some(len));
+        Ok(())
+    }
+
+    fn pwrite(&mut self, rel: &str, len: usize, offset: u64) -> Io {
+        let written = open_for_write(&self.root.join(rel))?.write_at(&vec![b'p'; len], offset)?;
+        check_len(written, len)?;
+        self.expect("pwrite", rel, None, Some(len));
+        Ok(())
+    }
+
+    fn writev(&mut self, rel: &str, lens: &[usize]) -> Io {
+        let bufs: Vec<Vec<u8>> = lens.iter().map(|&n| vec![b'v'; n]).collect();
+        let slices: Vec<IoSlice> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        let file = OpenOptions::new().append(true).open(self.root.join(rel))?;
+        let written = nix::sys::uio::writev(&file, &slices)?;
+        let total = lens.iter().sum();
+        check_len(written, total)?;
+        self.expect("writev", rel, None, Some(total));
+        Ok(())
+    }
+
+    fn pwritev(&mut self, rel: &str, lens: &[usize], offset: i64) -> Io {
+        let bufs: Vec<Vec<u8>> = lens.iter().map(|&n| vec![b'q'; n]).collect();
+        let slices: Vec<IoSlice> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        let file = open_for_write(&self.root.join(rel))?;
+        let written = nix::sys::uio::pwritev(&file, &slices, offset)?;
+        let total = lens.iter().sum();
+        check_len(written, total)?;
+        self.expect("pwritev", rel, None, Some(total));
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &str, to: &str) -> Io {
+        fs::rename(self.root.join(from), self.root.join(to))?;
+        self.expect("rename", to, Some(from), None);
+        Ok(())
+    }
+
+    fn delete(&mut self, rel: &str) -> Io {
+        fs::remove_file(self.root.join(rel))?;
+        self.expect("delete", rel, None, None);
+        Ok(())
+    }
+
+    /// Records the journal line `step` must produce, if the backend sees it.
+    fn expect(&mut self, step: &str, rel: &str, from: Option<&str>, bytes: Option<usize>) {
+        if !covers(&self.backend, step) {
+            return;
+        }
+        let path = |rel: &str| self.root.join(rel).to_string_lossy().into_owned();
+        let mut line = Map::new();
+        line.insert("backend".into(), json!(self.backend));
+        line.insert("op".into(), json!(journal_op(step)));
+        line.insert("path".into(), json!(path(rel)));
+        if let Some(from) = from {
+            line.insert("from".into(), json!(path(from)));
+        }
+        if self.backend != "inotify" {
+            line.insert("pid".into(), json!(std::process::id()));
+            line.insert("comm".into(), json!(WRITER_COMM));
+            if let Some(bytes) = bytes {
+                line.insert("bytes".into(), json!(bytes));
+            }
+        }
+        self.expected.push(Value::Object(line));
+    }
+}
+
+fn open_for_write(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().write(true).open(path)
+}
+
+fn check_len(written: usize, wanted: usize) -> Io {
+    if written == wanted {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "short write: {written} of {wanted} bytes"
+        )))
+    }
+}
