@@ -21,7 +21,7 @@ BOOT_ALLOWANCE = 60  # seconds of the outer timeout for boot and shutdown
 
 
 def parse_args(argv):
-    ids = " ".join(c.id for c in [matrix.sanity_case(), *arm64.cases(matrix.all_cases())])
+    ids = " ".join(c.id for c in [matrix.sanity_case(), *arm64.cases(matrix.all_cases(), True)])
     p = argparse.ArgumentParser(prog="tests/vm/run.sh", description=__doc__, epilog=f"case ids: {ids}")
     p.add_argument(
         "bin_dir",
@@ -178,10 +178,9 @@ def main(argv) -> int:
         targets += [Target("x86_64", k, k.series, cases, common) for k in kernel_list]
     if "arm64" in arches:
         series = [s for s in args.kernel or arm64.SERIES if s in arm64.SERIES]
-        cases = select_cases(args, arm64.cases(matrix.all_cases()))
         bin_dir = (args.arm64_bin_dir or args.bin_dir / "../../aarch64-unknown-linux-musl/release").resolve()
         if series:
-            check_inputs(args, cases, bin_dir)
+            check_inputs(args, select_cases(args, arm64.cases(matrix.all_cases(), True)), bin_dir)
             apt = arm64.Apt(args.cache)
             common = image.common_segment(bin_dir, arm64.userland(apt, args.cache))
         for s in series:
@@ -191,7 +190,7 @@ def main(argv) -> int:
                     "arm64",
                     k.kernel,
                     f"arm64-{s}",
-                    cases,
+                    select_cases(args, arm64.cases(matrix.all_cases(), k.fentry)),
                     common,
                     arm64.arch_segment(k),
                     arm64.BTFHUB_ARCH,

@@ -264,6 +264,14 @@ class Arm64Kernel:
     kernel: Kernel  # vmlinux is the raw arm64 Image
     modules: list[Path]  # uncompressed .ko files in load order
     cache_dir: Path
+    # fentry/fexit on kernel functions: the BPF trampoline is attached through ftrace direct
+    # calls, which arm64 has only from 6.4 (CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS); before,
+    # arm64 can poke trampolines into BPF programs only and refuses the attach with ENOTSUPP (524).
+    fentry: bool
+
+
+def fentry_supported(config: str) -> bool:
+    return "\nCONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS=y\n" in "\n" + config
 
 
 ARM64_IMAGE_MAGIC = b"ARM\x64"  # at offset 0x38 of a raw arm64 Image
@@ -366,10 +374,10 @@ def prepare_kernel(apt: Apt, series: str, cache: Path) -> Arm64Kernel:
     release = pattern.match(deb.name.split("_")[0]).group(1)
     out = cache / "arm64" / "kernels" / deb.stem
     kernel = Kernel(series, release, deb, out / "Image", out / f"{release}.btf")
-    order_file = out / "modules.order"
-    if kernel.vmlinux.exists() and kernel.btf.exists() and order_file.exists():
+    order_file, config = out / "modules.order", out / "config"
+    if kernel.vmlinux.exists() and kernel.btf.exists() and order_file.exists() and config.exists():
         modules = [out / "modules" / n for n in order_file.read_text().split()]
-        return Arm64Kernel(kernel, modules, out)
+        return Arm64Kernel(kernel, modules, out, fentry_supported(config.read_text()))
     log(f"extracting {deb.name}")
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         root = Path(tmp) / "root"
@@ -378,9 +386,13 @@ def prepare_kernel(apt: Apt, series: str, cache: Path) -> Arm64Kernel:
         if not vmlinuz.exists():
             raise HarnessError(f"{deb.name} has no boot/vmlinuz-{release}")
         image = raw_image(vmlinuz.read_bytes(), vmlinuz.name)
+        config = root / "boot" / f"config-{release}"
+        if not config.exists():
+            raise HarnessError(f"{deb.name} has no boot/config-{release}")
         staging = Path(tmp) / "out"
         (staging / "modules").mkdir(parents=True)
         (staging / "Image").write_bytes(image)
+        shutil.copy(config, staging / "config")
         (staging / f"{release}.btf").write_bytes(btf_from_image(image, vmlinuz.name))
         moddir = root / "lib" / "modules" / release
         if not moddir.is_dir():
@@ -495,16 +507,40 @@ def qemu_command(vmlinux: Path, initrd: Path, console: Path, result: Path) -> li
 # ---- the cases ----
 
 
-def cases(x86_cases: list[matrix.Case]) -> list[matrix.Case]:
+def cases(x86_cases: list[matrix.Case], fentry: bool) -> list[matrix.Case]:
     """The x86_64 cases, unchanged in what they run and check, with the xfail marks above, plus
-    the scenario with eBPF switched off (after the BTF rows, before the self-tests)."""
+    the scenario with eBPF switched off (after the BTF rows, before the self-tests). fentry: the
+    kernel attaches fentry to kernel functions; if not, the system-BTF fentry and auto cells
+    expect the sidecar to fall back to kprobe and to log the kernel's refusal."""
     marked = []
     for case in x86_cases:
         if case.id.startswith("selftest.") and not any(c.id == "ebpf-off.inotify" for c in marked):
             marked.append(ebpf_off_case())
+        if not fentry and case.id in ("cell.system.fentry", "cell.system.auto"):
+            case = _without_fentry(case)
         reason = next((r for g, r in XFAIL.items() if fnmatch.fnmatch(case.id, g)), "")
         marked.append(dataclasses.replace(case, xfail=reason) if reason else case)
     return marked
+
+
+FENTRY_REFUSED = r"\[eBPF\] fentry: .*\(os error 524\)"  # ENOTSUPP from the attach
+
+
+def _without_fentry(case: matrix.Case) -> matrix.Case:
+    row, mode, _ = case.args
+    cell = matrix._cell_check(row, mode, "kprobe")
+
+    def check(out, release):
+        verdict = cell(out, release)
+        if verdict.ok and not re.search(FENTRY_REFUSED, out.output):
+            return dataclasses.replace(
+                verdict, ok=False, note=f"no log line of the kernel refusing fentry (/{FENTRY_REFUSED}/)"
+            )
+        return verdict
+
+    return dataclasses.replace(
+        case, args=[row, mode, "kprobe"], expect="kprobe (no fentry on this kernel)", check=check
+    )
 
 
 def _check_ebpf_off(out, _release: str) -> matrix.Verdict:

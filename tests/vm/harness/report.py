@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 from .matrix import Case
@@ -72,7 +73,9 @@ def _result(case: Case, out: CaseOutput, verdict) -> tuple[str, str]:
     if verdict.ok:
         return "XPASS", f"passes although marked expected-to-fail ({case.xfail}): remove the mark"
     if out.rc is not None and out.rc != 137 and not verdict.hard:
-        return "XFAIL", f"expected: {case.xfail}. What happened: {verdict.note}"
+        found = re.findall(r"eBPF is unavailable: (.*?); falling back", out.output)
+        sidecar = f" The sidecar: eBPF is unavailable: {found[-1]}" if found else ""
+        return "XFAIL", f"expected: {case.xfail}. What happened: {verdict.note}.{sidecar}"
     why = verdict.hard or verdict.note
     return "FAIL", f"{why} (not the expected failure of this xfail row: {case.xfail})"
 
