@@ -49,10 +49,12 @@ test: lint build setup-test
 demo: (build-arch "x86_64")
     scripts/demo.sh {{bin_dir}}
 
-# Multi-kernel matrix under qemu (Debian 6.1, 6.12) -> target/vm/; ARGS go to tests/vm/run.sh.
+# Multi-kernel matrix under qemu (x86_64: Debian 6.1, 6.12; arm64: Debian 6.1) -> target/vm/;
+# ARGS go to tests/vm/run.sh (e.g. --arch arm64, --kernel 6.12, --only 'init.*').
 vm-test *ARGS: build
     cargo build --release --locked --target {{target}} -p diffkeeper-tests --bin diffkeeper-scenario --bin diffkeeper-btf-edit
-    tests/vm/run.sh {{bin_dir}} {{ARGS}}
+    cargo zigbuild --release --locked --target aarch64-unknown-linux-musl -p diffkeeper-tests --bin diffkeeper-scenario
+    tests/vm/run.sh {{bin_dir}} --arm64-bin-dir {{arm64_bin_dir}} {{ARGS}}
 
 # Minimal BTF for diffkeeper's eBPF object (bpftool gen min_core_btf), usable as <cache>/<release>.btf.
 min-btf KERNEL_BTF OUT:

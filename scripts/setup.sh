@@ -21,6 +21,7 @@ apt_packages=(
   libcap2-bin                       # capsh: least-privilege tests
   inotify-tools bpftrace            # peers for benchmarks
   qemu-system-x86 busybox-static    # VM test matrix
+  qemu-system-arm                   # VM test matrix: the arm64 rows (qemu-system-aarch64)
   zstd lz4                          # VM test matrix: unpack Debian's bzImage payloads
   docker.io podman                  # packaging tests: build and run the image (dockerd started on demand;
                                     # podman runs the sidecar with --cap-add BPF,PERFMON, which docker 20.10 refuses)

@@ -1,6 +1,7 @@
 #!/bin/busybox sh
 # Guest /init: mount the kernel filesystems, run every case in /vm/cases.list one after the
-# other, report each on the second serial port (the host's RESULT file), power off.
+# other, report each on the result port (x86_64: the second serial port; arm64: a virtio
+# console), which qemu writes to the host's result.log, power off.
 #
 # Result port protocol (one line each; case output lines are prefixed with "| "):
 #   @@BOOT release=<uname -r> sysfs_btf_sha256=<hash|none>
@@ -20,8 +21,13 @@ mount -t debugfs debugfs /sys/kernel/debug
 mount -t bpf bpffs /sys/fs/bpf
 mkdir -p /run /var/empty
 ip link set lo up
-stty -F /dev/ttyS1 raw -echo 2>/dev/null
-exec 3>/dev/ttyS1
+result_port=/dev/ttyS1
+# Per-architecture set-up, if the initramfs has one (arm64: loads the virtio modules and sets
+# result_port to the virtio console /dev/hvc0).
+# shellcheck disable=SC1091 # only in the arm64 initramfs
+[ -r /vm/arch.sh ] && . /vm/arch.sh
+stty -F "$result_port" raw -echo 2>/dev/null
+exec 3>"$result_port"
 
 uptime_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}"; }
 

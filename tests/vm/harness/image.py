@@ -15,7 +15,7 @@ from .util import HarnessError, log
 
 GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
 BINARIES = ("diffkeeper-init", "diffkeeper-sidecar", "diffkeeper-scenario")
-# What diffkeeper-init reads as the host's identity (BTFHub: debian/12/x86_64).
+# What diffkeeper-init reads as the host's identity (BTFHub: debian/12/<x86_64|arm64>).
 OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
 
 
@@ -37,16 +37,22 @@ def _static_busybox() -> Path:
     return Path(busybox)
 
 
-def common_segment(bin_dir: Path) -> bytes:
+def common_segment(bin_dir: Path, userland: dict[str, Path] | None = None) -> bytes:
+    """userland: guest path -> host file for busybox, bpftool and its libraries (another
+    architecture's, see arm64.userland); default: the host's static busybox and bpftool."""
     cpio = CpioWriter()
     for d in ("proc", "sys", "dev", "tmp", "etc", "var/empty", "root"):
         cpio.dir(d)
-    cpio.file("bin/busybox", _static_busybox(), 0o755)
+    if userland is None:
+        cpio.file("bin/busybox", _static_busybox(), 0o755)
+        bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+        if not Path(bpftool).exists():
+            raise HarnessError("bpftool not found: apt-get install bpftool")
+        _add_dynamic(cpio, Path(bpftool), "usr/sbin/bpftool")
+    else:
+        for guest_path, host_file in userland.items():
+            cpio.file(guest_path, host_file, 0o755)
     cpio.symlink("bin/sh", "busybox")
-    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
-    if not Path(bpftool).exists():
-        raise HarnessError("bpftool not found: apt-get install bpftool")
-    _add_dynamic(cpio, Path(bpftool), "usr/sbin/bpftool")
     for name in BINARIES:
         if (bin_dir / name).exists():
             cpio.file(f"usr/local/bin/{name}", bin_dir / name, 0o755)
@@ -71,7 +77,9 @@ def btf_tarball(kernel: Kernel) -> Path:
     return out
 
 
-def kernel_segment(kernel: Kernel, cases_list: str, btf_variants: dict[str, Path]) -> bytes:
+def kernel_segment(
+    kernel: Kernel, cases_list: str, btf_variants: dict[str, Path], btfhub_arch: str = "x86_64"
+) -> bytes:
     """The case list, the host-made BTF variants as /vm/btf/<variant>/<release>.btf, the baked
     tarball and the mirror tree."""
     cpio = CpioWriter()
@@ -83,7 +91,7 @@ def kernel_segment(kernel: Kernel, cases_list: str, btf_variants: dict[str, Path
     tarball = btf_tarball(kernel)
     cpio.file(f"vm/btf/baked/{rel}.btf.tar.xz", tarball, 0o644)
     # A BTFHub-shaped mirror tree, served over http on the guest's loopback.
-    cpio.file(f"vm/mirror/debian/12/x86_64/{rel}.btf.tar.xz", tarball, 0o644)
+    cpio.file(f"vm/mirror/debian/12/{btfhub_arch}/{rel}.btf.tar.xz", tarball, 0o644)
     return cpio.finish()
 
 

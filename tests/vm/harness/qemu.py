@@ -78,13 +78,9 @@ def parse_result_port(text: str) -> tuple[dict, dict, bool]:
     return boot, cases, done
 
 
-def boot(name: str, vmlinux: Path, initrd: Path, workdir: Path, timeout: float) -> VmRun:
-    """Runs the guest to completion or until timeout (then qemu is killed; unfinished cases
-    stay without rc). Never raises for guest failures, only for a missing qemu."""
-    console, result = workdir / "console.log", workdir / "result.log"
-    for f in (console, result):
-        f.unlink(missing_ok=True)
-    cmd = [
+def x86_command(vmlinux: Path, initrd: Path, console: Path, result: Path) -> list[str]:
+    """The x86_64 guest: ttyS0 is the console, ttyS1 the result port."""
+    return [
         QEMU,
         *QEMU_ARGS,
         "-kernel",
@@ -98,6 +94,18 @@ def boot(name: str, vmlinux: Path, initrd: Path, workdir: Path, timeout: float) 
         "-serial",
         f"file:{result}",
     ]
+
+
+def boot(
+    name: str, vmlinux: Path, initrd: Path, workdir: Path, timeout: float, command=x86_command
+) -> VmRun:
+    """Runs the guest to completion or until timeout (then qemu is killed; unfinished cases
+    stay without rc). Never raises for guest failures, only for a missing qemu. command builds
+    the qemu command line (x86_command, arm64.qemu_command)."""
+    console, result = workdir / "console.log", workdir / "result.log"
+    for f in (console, result):
+        f.unlink(missing_ok=True)
+    cmd = command(vmlinux, initrd, console, result)
     (workdir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")  # to rerun a guest by hand
     start = time.monotonic()
     try:
@@ -105,7 +113,8 @@ def boot(name: str, vmlinux: Path, initrd: Path, workdir: Path, timeout: float) 
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
     except FileNotFoundError:
-        raise HarnessError(f"{QEMU} not found: run scripts/setup.sh (Debian qemu-system-x86)")
+        package = "qemu-system-arm" if "aarch64" in cmd[0] else "qemu-system-x86"
+        raise HarnessError(f"{cmd[0]} not found: run scripts/setup.sh (Debian {package})")
     timed_out = False
     try:
         qemu_out, _ = proc.communicate(timeout=timeout)
