@@ -7,6 +7,7 @@
 
 pub mod btf;
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod event;
 pub mod identity;
