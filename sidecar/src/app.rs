@@ -233,6 +233,7 @@ fn start_backend(
         Some(Ok(canary)) => {
             let ebpf_config = EbpfConfig {
                 attach: config.attach,
+                object: config.ebpf_object,
                 cache_dir: config.btf_cache_dir.clone(),
                 kernel_release: kernel_release()?,
                 roots: roots.to_vec(),

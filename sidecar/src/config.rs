@@ -12,7 +12,7 @@ use diffkeeper_ebpf::cli::{
     UsageError,
 };
 
-use crate::ebpf::AttachMode;
+use crate::ebpf::{AttachMode, ObjectChoice};
 
 pub const DEFAULT_BTF_CACHE_DIR: &str = "/var/cache/diffkeeper/btf";
 const DEFAULT_COALESCE_MS: u64 = 50;
@@ -29,6 +29,8 @@ const OPTIONS: &[FlagDoc] = &[
         help: "use eBPF; false = inotify only" },
     FlagDoc { flag: "--attach", value: "MODE", env: "DIFFKEEPER_ATTACH", default: "auto",
         help: "auto | fentry | kprobe | tracepoint (auto: fentry -> kprobe -> tracepoint)" },
+    FlagDoc { flag: "--ebpf-object", value: "OBJ", env: "DIFFKEEPER_EBPF_OBJECT", default: "auto",
+        help: "auto | modern | compat (auto: modern where the kernel has bpf_loop and the ring buffer, else compat)" },
     FlagDoc { flag: "--fallback-fsnotify", value: "=BOOL", env: "DIFFKEEPER_EBPF_FALLBACK_FSNOTIFY", default: "true",
         help: "fall back to inotify when eBPF is impossible; false = exit 1 instead" },
     FlagDoc { flag: "--journal", value: "PATH", env: "DIFFKEEPER_JOURNAL", default: "- (stdout)",
@@ -36,7 +38,7 @@ const OPTIONS: &[FlagDoc] = &[
     FlagDoc { flag: "--coalesce-ms", value: "N", env: "DIFFKEEPER_COALESCE_MS", default: "50",
         help: "merge writes to one path within N ms into one line with a count; 0 = every event" },
     FlagDoc { flag: "--ringbuf-bytes", value: "N", env: "", default: "1048576 (1 MiB)",
-        help: "eBPF ring buffer size: a power of two, at least 4096" },
+        help: "eBPF ring buffer size (compat object: the perf buffers' total): a power of two, at least 4096" },
     FlagDoc { flag: "--metrics-addr", value: "ADDR", env: "DIFFKEEPER_METRICS_ADDR", default: "off",
         help: "serve GET /metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9911" },
     FlagDoc { flag: "--debug", value: "", env: "DIFFKEEPER_DEBUG=1", default: "off",
@@ -52,6 +54,7 @@ pub struct Config {
     pub btf_cache_dir: PathBuf,
     pub enable_ebpf: bool,
     pub attach: AttachMode,
+    pub ebpf_object: ObjectChoice,
     pub fallback_fsnotify: bool,
     /// `-` means stdout.
     pub journal: PathBuf,
@@ -102,6 +105,12 @@ pub fn parse(
     let btf_cache_dir = flag("--btf-cache-dir")?.or_else(|| env("DIFFKEEPER_BTF_CACHE_DIR"));
     let attach = flag("--attach")?.map(|v| ("--attach", v));
     let attach = attach.or_else(|| env("DIFFKEEPER_ATTACH").map(|v| ("DIFFKEEPER_ATTACH", v)));
+    let object = origin(
+        flag("--ebpf-object")?,
+        "--ebpf-object",
+        &env,
+        "DIFFKEEPER_EBPF_OBJECT",
+    );
     let journal = flag("--journal")?.or_else(|| env("DIFFKEEPER_JOURNAL"));
     let coalesce = origin(
         flag("--coalesce-ms")?,
@@ -157,6 +166,14 @@ pub fn parse(
             ))
         })?,
     };
+    let ebpf_object = match object {
+        None => ObjectChoice::Auto,
+        Some((origin, v)) => v.trim().parse().map_err(|_| {
+            UsageError(format!(
+                "{origin}={v:?} is not an eBPF object (use auto, modern or compat)"
+            ))
+        })?,
+    };
     let coalesce_ms = match coalesce {
         Some((origin, v)) => parse_number::<u64>(origin, &v)?,
         None => DEFAULT_COALESCE_MS,
@@ -186,6 +203,7 @@ pub fn parse(
             .into(),
         enable_ebpf: enable_ebpf.unwrap_or(true),
         attach,
+        ebpf_object,
         fallback_fsnotify: fallback.unwrap_or(true),
         journal: journal
             .unwrap_or_else(|| crate::journal::STDOUT.into())

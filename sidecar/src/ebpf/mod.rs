@@ -9,9 +9,13 @@
 
 mod canary;
 mod clock;
+mod features;
 mod load;
 mod reader;
 mod roots;
+mod source;
+
+pub use features::ObjectChoice;
 
 use std::fmt;
 use std::fs::File;
@@ -21,6 +25,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use aya::Ebpf;
+use diffkeeper_ebpf::object::ObjectKind;
+use features::KernelFeatures;
 
 use crate::btf_select::{self, BtfSource};
 use crate::change::{Backend, ChangeSink};
@@ -55,6 +61,8 @@ impl FromStr for AttachMode {
 
 pub struct EbpfConfig {
     pub attach: AttachMode,
+    /// `--ebpf-object`: modern, compat, or by the kernel's features.
+    pub object: ObjectChoice,
     /// `--btf-cache-dir`
     pub cache_dir: PathBuf,
     /// `uname -r`: names the cache file.
@@ -84,6 +92,7 @@ impl std::error::Error for EbpfUnavailable {}
 /// Attached programs and their reader; [`EbpfSession::stop`] (or drop) unloads everything.
 pub struct EbpfSession {
     backend: Backend,
+    object: ObjectKind,
     btf_source: BtfSource,
     btf_path: PathBuf,
     reader: Reader,
@@ -95,6 +104,11 @@ pub struct EbpfSession {
 impl EbpfSession {
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Which compiled object is loaded.
+    pub fn object(&self) -> ObjectKind {
+        self.object
     }
 
     /// `"system"` or `"cache"`.
@@ -144,6 +158,13 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
     let canary_id = (paths.len() - 1) as u32;
     let roots = RootTable::build(paths).map_err(|e| unavailable(format!("roots: {e}")))?;
 
+    let features = KernelFeatures::probe();
+    let (object, why) = features.pick(cfg.object);
+    log::info!("[eBPF] object {object}: {why} ({})", cfg.kernel_release);
+    if let Some(memlock) = features::raise_memlock(&features) {
+        log::warn!("[eBPF] {memlock}");
+    }
+
     let mut reasons = Vec::new();
     let mut spare = None;
     for backend in plan(cfg.attach, btf.source) {
@@ -156,12 +177,15 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
                 "fentry works only with /sys/kernel/btf/vmlinux; kprobe and tracepoint work with cached BTF",
             ))
         } else {
-            try_mode(backend, &btf, &roots, canary_id, cfg, &sink, &mut spare)
+            try_mode(
+                object, backend, &btf, &roots, canary_id, cfg, &sink, &mut spare,
+            )
         };
         match attempt {
             Ok((reader, ebpf)) => {
                 return Ok(EbpfSession {
                     backend,
+                    object,
                     btf_source: btf.source,
                     btf_path: btf.path,
                     reader,
@@ -192,7 +216,9 @@ fn plan(attach: AttachMode, source: BtfSource) -> Vec<Backend> {
     all[first..].to_vec()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn try_mode(
+    object: ObjectKind,
     backend: Backend,
     btf: &btf_select::SelectedBtf,
     roots: &RootTable,
@@ -204,9 +230,9 @@ fn try_mode(
     // `spare`: the object of a mode that failed to attach, maps intact and programs unloaded.
     let mut ebpf = match spare.take() {
         Some(ebpf) => ebpf,
-        None => load::load(btf, roots, cfg.ringbuf_bytes)?,
+        None => load::load(object, btf, roots, cfg.ringbuf_bytes)?,
     };
-    if let Err(failure) = load::attach(&mut ebpf, backend, btf) {
+    if let Err(failure) = load::attach(&mut ebpf, object, backend, btf) {
         load::unload_programs(&mut ebpf);
         *spare = Some(ebpf);
         return Err(failure);
@@ -214,10 +240,12 @@ fn try_mode(
     roots.teach_kernel();
     let reader = Reader::spawn(
         &mut ebpf,
+        object,
         backend,
         roots.paths.clone(),
         canary_id,
         sink.clone(),
+        cfg.ringbuf_bytes,
     )?;
     if let Err(e) = canary::check(&cfg.canary_dir, canary_id, &reader.canary) {
         drop(ebpf);

@@ -13,7 +13,7 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use diffkeeper_sidecar::change::{Backend, Change, Op};
-use diffkeeper_sidecar::ebpf::{AttachMode, EbpfConfig, EbpfSession};
+use diffkeeper_sidecar::ebpf::{AttachMode, EbpfConfig, EbpfSession, ObjectChoice};
 
 /// A fresh directory under /tmp, removed on drop.
 pub struct Scratch(pub PathBuf);
@@ -86,6 +86,7 @@ pub fn kernel_release() -> String {
 pub fn config(attach: AttachMode, scratch: &Scratch, roots: Vec<PathBuf>) -> EbpfConfig {
     EbpfConfig {
         attach,
+        object: ObjectChoice::Auto,
         cache_dir: scratch.dir("btf-cache"),
         kernel_release: kernel_release(),
         roots,
