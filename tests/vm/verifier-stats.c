@@ -28,16 +28,17 @@ static int quiet(enum libbpf_print_level level, const char *fmt, va_list args)
 	return 0;
 }
 
-/* The last non-empty line of the log: the refusal reason. */
-static const char *last_line(char *log)
+/* The refusal reason: the last log line before the statistics ("processed …" etc.). */
+static const char *reason(char *log)
 {
-	size_t n = strlen(log);
+	const char *found = log;
 
-	while (n && (log[n - 1] == '\n' || log[n - 1] == ' '))
-		log[--n] = '\0';
-	char *nl = strrchr(log, '\n');
-
-	return nl ? nl + 1 : log;
+	for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n")) {
+		if (strncmp(line, "processed ", 10) && strncmp(line, "verification time", 17) &&
+		    strncmp(line, "stack depth", 11))
+			found = line;
+	}
+	return found;
 }
 
 static int load_one(const char *path, const char *btf, const char *only)
@@ -93,7 +94,7 @@ static int load_one(const char *path, const char *btf, const char *only)
 	bpf_program__set_log_buf(target, log_buf, sizeof(log_buf));
 	err = bpf_object__load(obj);
 	printf("VERIFIER prog=%s section=%s insns=%zu result=refused errno=%d log=%s\n", only,
-	       sec, insns, -err, last_line(log_buf));
+	       sec, insns, -err, reason(log_buf));
 	bpf_object__close(obj);
 	return 1;
 }

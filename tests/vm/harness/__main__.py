@@ -116,7 +116,7 @@ def run_kernel(kernel, cases, common, args) -> tuple[qemu.VmRun, list[report.Row
     shutil.rmtree(work, ignore_errors=True)
     logs.mkdir(parents=True)
     variants = host_btf_variants(kernel, cases, args, work)
-    case_list = "".join(c.list_line() + "\n" for c in cases)
+    case_list = "".join(c.list_line(kernel.release) + "\n" for c in cases)
     initrd = image.write_initrd(
         work / "initrd.img", common, image.kernel_segment(kernel, case_list, variants)
     )
