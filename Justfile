@@ -18,10 +18,10 @@ build:
     file {{bin_dir}}/diffkeeper-init {{bin_dir}}/diffkeeper-sidecar
     ls -l {{bin_dir}}/diffkeeper-init {{bin_dir}}/diffkeeper-sidecar
 
-# Regenerate the committed eBPF object ebpf/obj/diffkeeper.bpf.o from ebpf/c (needs clang + libbpf-dev).
+# Regenerate the committed eBPF objects ebpf/obj/diffkeeper{,-compat}.bpf.o from ebpf/c (needs clang + libbpf-dev).
 ebpf:
     DIFFKEEPER_UPDATE_BPF_OBJ=1 cargo build --locked -p diffkeeper-ebpf
-    cargo test --locked -p diffkeeper-ebpf object::
+    cargo test --locked -p diffkeeper-ebpf -- object:: check::
 
 # The set-up's pip step from a fresh venv (real pip, PyPI): installs, is idempotent, names failures.
 setup-test:
@@ -43,12 +43,12 @@ test: lint build setup-test
 demo: build
     scripts/demo.sh {{bin_dir}}
 
-# Multi-kernel matrix under qemu (Debian 6.1, 6.12) -> target/vm/; ARGS go to tests/vm/run.sh.
+# Multi-kernel matrix under qemu (Debian 5.10, 6.1, 6.12) -> target/vm/; ARGS go to tests/vm/run.sh (e.g. --kernel 5.10).
 vm-test *ARGS: build
     cargo build --release --locked --target {{target}} -p diffkeeper-tests --bin diffkeeper-scenario --bin diffkeeper-btf-edit
     tests/vm/run.sh {{bin_dir}} {{ARGS}}
 
-# Minimal BTF for diffkeeper's eBPF object (bpftool gen min_core_btf), usable as <cache>/<release>.btf.
+# Minimal BTF for both diffkeeper eBPF objects (bpftool gen min_core_btf), usable as <cache>/<release>.btf.
 min-btf KERNEL_BTF OUT:
     tests/vm/min-btf.sh "{{KERNEL_BTF}}" "{{OUT}}"
 

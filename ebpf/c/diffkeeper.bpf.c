@@ -189,7 +189,8 @@ static __always_inline int watched_device(struct dentry *dentry, __u32 *dev,
 	return *roots != NULL;
 }
 
-/* Branch-free over the few slots: no early exit, so no jump back to a shared "return". */
+/* No early exit: a shared "return 1" gets laid out before some of the compares, which would
+ * jump back to it (the compat object has no backward jump). */
 static __always_inline int is_root_ino(const struct dk_dev_roots *roots, __u64 ino)
 {
 	__u32 count = roots->count;
@@ -197,7 +198,8 @@ static __always_inline int is_root_ino(const struct dk_dev_roots *roots, __u64 i
 
 #pragma unroll
 	for (int k = 0; k < DK_MAX_ROOTS_PER_DEV; k++)
-		hit |= (k < count) & (roots->ino[k] == ino);
+		if (k < count && roots->ino[k] == ino)
+			hit = 1;
 	return hit;
 }
 

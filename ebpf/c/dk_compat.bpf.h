@@ -128,7 +128,8 @@ static __always_inline int all_roots_learned(void)
 	__u64 all = set ? set->all_roots : 0;
 	__u64 got = learned ? *learned : 0;
 
-	/* Computed, not short-circuited: keeps the code free of jumps back into a shared tail. */
+	/* Not short-circuited: jump threading would send the last compare back into code laid
+	 * out before it (the compat object has no backward jump). */
 	return (all != 0) & (all == got);
 }
 
