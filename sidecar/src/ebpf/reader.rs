@@ -141,12 +141,10 @@ fn run(
         }
         source.drain(|record| routing.route(record));
         if stopping || refreshed.elapsed() >= REFRESH {
-            // Dropped by the programs (ring full, output failed) plus dropped by the perf
-            // buffers themselves (compat object).
-            let in_programs: u64 = lost_map
+            // Counted by the programs whenever an output fails (ring or perf buffer full).
+            let total: u64 = lost_map
                 .get(&0, 0)
                 .map_or(0, |per_cpu| per_cpu.iter().sum());
-            let total = in_programs + source.lost_in_transit();
             lost.store(total, Ordering::Relaxed);
             if total > reported_lost {
                 log::warn!(

@@ -19,8 +19,6 @@ pub enum EventSource {
 
 pub struct PerfBuffers {
     buffers: Vec<PerfEventArrayBuffer<MapData>>,
-    /// Samples the kernel dropped because a CPU's buffer was full (PERF_RECORD_LOST), so far.
-    lost: u64,
     /// A sample that wraps around a buffer's end, copied into one piece.
     joined: Vec<u8>,
 }
@@ -53,7 +51,6 @@ impl EventSource {
                     .collect::<Result<_, _>>()?;
                 Ok(Self::Perf(PerfBuffers {
                     buffers,
-                    lost: 0,
                     joined: Vec::new(),
                 }))
             }
@@ -77,7 +74,10 @@ impl EventSource {
         .map(drop)
     }
 
-    /// Hands every ready record to `route`.
+    /// Hands every ready record to `route`. Drops are not counted here: the programs count
+    /// every failed output in `dk_lost`, for both objects. (A full perf buffer also reports
+    /// its drops as PERF_RECORD_LOST, but those are the same drops, and reported late: only
+    /// once the buffer has room again.)
     pub fn drain(&mut self, mut route: impl FnMut(&[u8])) {
         match self {
             Self::Ring(ring) => {
@@ -86,11 +86,7 @@ impl EventSource {
                 }
             }
             Self::Perf(perf) => {
-                let PerfBuffers {
-                    buffers,
-                    lost,
-                    joined,
-                } = perf;
+                let PerfBuffers { buffers, joined } = perf;
                 for buffer in buffers.iter_mut().filter(|b| b.readable()) {
                     buffer.for_each(|event| match event {
                         PerfEvent::Sample { head, tail: [] } => route(head),
@@ -100,19 +96,10 @@ impl EventSource {
                             joined.extend_from_slice(tail);
                             route(joined);
                         }
-                        PerfEvent::Lost { count } => *lost += count,
+                        PerfEvent::Lost { .. } => {}
                     });
                 }
             }
-        }
-    }
-
-    /// Records the kernel dropped before they reached this source (perf buffers report them as
-    /// records; the ring buffer's drops are counted by the programs in `dk_lost` instead).
-    pub fn lost_in_transit(&self) -> u64 {
-        match self {
-            Self::Ring(_) => 0,
-            Self::Perf(perf) => perf.lost,
         }
     }
 }
