@@ -36,6 +36,12 @@ EXPECTED_PRE_5_17 = {
 }
 
 
+def kernel_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as 5.10.0-46-cloud-amd64."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
 def expected_backend(release: str, row: str, mode: str) -> str:
     return (EXPECTED_PRE_5_17 if release.startswith("5.") else EXPECTED)[row][mode]
 
@@ -43,16 +49,7 @@ def expected_backend(release: str, row: str, mode: str) -> str:
 # Rows that are known to fail, as (kernel release glob, case id glob, why). A listed row that
 # fails is reported as XFAIL (not a suite failure); a listed row that passes is a failure, so
 # the entry is removed as soon as the reason is gone.
-EXPECTED_FAILURES = [
-    (
-        "5.10.*",
-        "cell.[sfm]*",  # system, full, min: every row where eBPF should work
-        "the sidecar loads only the modern object, which 5.10 refuses (no bpf_loop): "
-        "object selection (modern/compat) is not wired into the sidecar yet",
-    ),
-    ("5.10.*", "broken.*", "same: no eBPF mode loads, so no canary runs"),
-    ("5.10.*", "init.*", "same: init provisions the BTF, the sidecar then ends on inotify"),
-]
+EXPECTED_FAILURES: list[tuple[str, str, str]] = []
 
 
 def expected_failure(release: str, case_id: str) -> str:
@@ -214,11 +211,33 @@ def _fallback_reason(row: str, mode: str) -> str:
     return ""
 
 
-def _cell_check(row: str, mode: str) -> Callable[[CaseOutput, str], Verdict]:
+def object_line(text: str) -> str:
+    """The sidecar's `[eBPF] object <kind>: <why>` line ("" if it never chose one)."""
+    found = re.findall(r"\[eBPF\] object (\w+: [^(\n]*)", text)
+    return found[-1].strip() if found else ""
+
+
+def _object_problem(row: str, release: str, forced: str, text: str) -> str:
+    """Whether the sidecar chose the object this kernel (or --ebpf-object) calls for."""
+    if row == "none":
+        return ""  # no BTF: it never gets as far as choosing
+    if forced:
+        want = f"{forced}: forced by --ebpf-object"
+    elif release.startswith("5."):
+        want = "compat: this kernel has no bpf_loop"
+    else:
+        want = "modern: this kernel has bpf_loop and the BPF ring buffer"
+    got = object_line(text)
+    return "" if got == want else f"expected `[eBPF] object {want}`, got `{got or 'no such line'}`"
+
+
+def _cell_check(row: str, mode: str, forced: str = "") -> Callable[[CaseOutput, str], Verdict]:
     def check(out: CaseOutput, release: str) -> Verdict:
         if (v := _finished(out)) is not None:
             return v
-        expect = expected_backend(release, row, mode)
+        expect = (
+            compat_backend(row, mode) if forced == "compat" else expected_backend(release, row, mode)
+        )
         # Before 5.17 fentry falls back because the compat object has no fentry programs.
         reason = _fallback_reason(row, mode) if not release.startswith("5.") or row == "none" else ""
         seen = ready_backend(out.output)
@@ -229,6 +248,7 @@ def _cell_check(row: str, mode: str) -> Callable[[CaseOutput, str], Verdict]:
                 scenario_problem(out),
                 f"backend {seen or 'none'} instead of {expect}" if seen != expect else "",
                 _btf_problem(row, out.output, release),
+                _object_problem(row, release, forced, out.output),
                 f"no log line explaining the fallback (/{reason}/)"
                 if reason and not re.search(reason, out.output)
                 else "",
@@ -284,6 +304,35 @@ def cell_cases() -> list[Case]:
     ]
 
 
+# The compat object forced on every kernel: the same journal as modern from kprobe and raw
+# tracepoint, with the system BTF and with the minimised one (the two objects interchangeable).
+COMPAT_ROWS = ["system", "min"]
+COMPAT_MODES = ["kprobe", "tracepoint"]
+
+
+def compat_backend(row: str, mode: str) -> str:
+    return EXPECTED_PRE_5_17[row][mode]
+
+
+def compat_cases() -> list[Case]:
+    return [
+        Case(
+            f"compat.{row}.{mode}",
+            "cell.sh",
+            [row, mode, compat_backend(row, mode), "compat"],
+            f"{label} (--ebpf-object compat)",
+            mode,
+            compat_backend(row, mode),
+            _cell_check(row, mode, forced="compat"),
+            needs=("diffkeeper-sidecar", "diffkeeper-scenario"),
+            btf_variants=("min",) if row == "min" else (),
+        )
+        for row, label in BTF_ROWS
+        if row in COMPAT_ROWS
+        for mode in COMPAT_MODES
+    ]
+
+
 def _init_check(status_source: str) -> Callable[[CaseOutput, str], Verdict]:
     """init provisioned <release>.btf from the expected source ("source" in <release>.json), and
     the sidecar then ran on kprobes from that cache with sysfs BTF hidden."""
@@ -317,9 +366,12 @@ def _init_check(status_source: str) -> Callable[[CaseOutput, str], Verdict]:
                 "no kprobe attached to vfs_write/security_inode_* in debugfs kprobes/list"
                 if ev.get("kprobe_attachments", "0") == "0"
                 else "",
+                # Kprobes are bpf_links (BPF_LINK_TYPE_PERF_EVENT) from 5.15; before, aya attaches
+                # them with the perf event ioctl and no link exists to list.
                 "bpftool link show lists no perf_event link"
-                if ev.get("perf_event_links", "0") == "0"
+                if ev.get("perf_event_links", "0") == "0" and kernel_version(release) >= (5, 15)
                 else "",
+                _object_problem("cache", release, "", out.output),
                 f"sidecar prog types {types} are not all kprobe (2)"
                 if not types or set(types) != {"2"}
                 else "",
@@ -503,4 +555,11 @@ def verifier_cases() -> list[Case]:
 
 def all_cases() -> list[Case]:
     """Every matrix case, in guest run order."""
-    return [*verifier_cases(), *cell_cases(), broken_case(), *init_cases(), *selftest_cases()]
+    return [
+        *verifier_cases(),
+        *cell_cases(),
+        *compat_cases(),
+        broken_case(),
+        *init_cases(),
+        *selftest_cases(),
+    ]
