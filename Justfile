@@ -24,10 +24,10 @@ build:
 build-arch ARCH:
     scripts/build.sh {{ARCH}}
 
-# Regenerate the committed eBPF object ebpf/obj/diffkeeper.bpf.o from ebpf/c (needs clang + libbpf-dev).
+# Regenerate the committed eBPF objects ebpf/obj/diffkeeper{,-compat}.bpf.o from ebpf/c (needs clang + libbpf-dev).
 ebpf:
     DIFFKEEPER_UPDATE_BPF_OBJ=1 cargo build --locked -p diffkeeper-ebpf
-    cargo test --locked -p diffkeeper-ebpf object::
+    cargo test --locked -p diffkeeper-ebpf -- object:: check::
 
 # The set-up's pip step from a fresh venv (real pip, PyPI): installs, is idempotent, names failures.
 setup-test:
@@ -49,14 +49,14 @@ test: lint build setup-test
 demo: (build-arch "x86_64")
     scripts/demo.sh {{bin_dir}}
 
-# Multi-kernel matrix under qemu (x86_64: Debian 6.1, 6.12; arm64: Debian 6.1) -> target/vm/;
-# ARGS go to tests/vm/run.sh (e.g. --arch arm64, --kernel 6.12, --only 'init.*').
+# Multi-kernel matrix under qemu (x86_64: Debian 5.10, 6.1, 6.12; arm64: Debian 6.1) -> target/vm/;
+# ARGS go to tests/vm/run.sh (e.g. --arch arm64, --kernel 5.10, --only 'init.*').
 vm-test *ARGS: build
     cargo build --release --locked --target {{target}} -p diffkeeper-tests --bin diffkeeper-scenario --bin diffkeeper-btf-edit
     cargo zigbuild --release --locked --target aarch64-unknown-linux-musl -p diffkeeper-tests --bin diffkeeper-scenario
     tests/vm/run.sh {{bin_dir}} --arm64-bin-dir {{arm64_bin_dir}} {{ARGS}}
 
-# Minimal BTF for diffkeeper's eBPF object (bpftool gen min_core_btf), usable as <cache>/<release>.btf.
+# Minimal BTF for both diffkeeper eBPF objects (bpftool gen min_core_btf), usable as <cache>/<release>.btf.
 min-btf KERNEL_BTF OUT:
     tests/vm/min-btf.sh "{{KERNEL_BTF}}" "{{OUT}}"
 

@@ -43,6 +43,7 @@
 #include <bpf/bpf_core_read.h>
 
 #include "diffkeeper_event.h"
+/* The differences between the modern and the compat object are all in dk_compat.bpf.h. */
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -134,12 +135,6 @@ struct {
 	__type(value, struct dk_dev_roots);
 } dk_devs SEC(".maps");
 
-/* Events to user space; user space sets the size at load (default 1 MiB). */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
-} dk_events SEC(".maps");
-
 /* Events dropped because the ring buffer (or dk_inflight) was full. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -166,48 +161,7 @@ struct {
 	__type(value, __u64);
 } dk_inflight SEC(".maps");
 
-/*
- * Learned root dentries, so that walks compare pointers (one probe read per level) instead
- * of reading each parent's inode number (three). User space sets bit `id` of dk_all_roots
- * for every root id and keeps every root directory open while the programs are attached: a
- * pinned dentry cannot be freed, so its address names that directory and nothing else
- * (a directory has one dentry). A root is learned when a walk finds it by (dev, ino), or
- * when the sidecar calls fstatfs() on the root (tracepoint mode), so even writes outside
- * take the cheap path from the start.
- */
-#define DK_MAX_ROOTS 64 /* dk_roots' max_entries */
-const volatile __u64 dk_all_roots = 0;
-__u64 dk_learned = 0;
-__u64 dk_root_dentry[DK_MAX_ROOTS];
-__u64 dk_root_sb[DK_MAX_ROOTS];  /* its super_block: replaces the dk_devs lookup */
-__u64 dk_root_top[DK_MAX_ROOTS]; /* its file system's top dentry: a walk stops there */
-
-/* Plain read-modify-write: a bit lost to a race with another CPU is learned again later. */
-static __always_inline void learn_root(__u32 id, struct dentry *root)
-{
-	dk_root_dentry[id & (DK_MAX_ROOTS - 1)] = (__u64)root;
-	dk_root_sb[id & (DK_MAX_ROOTS - 1)] = (__u64)BPF_CORE_READ(root, d_sb);
-	dk_root_top[id & (DK_MAX_ROOTS - 1)] = (__u64)BPF_CORE_READ(root, d_sb, s_root);
-	asm volatile("" ::: "memory"); /* the pointers are stored before the bit says so */
-	dk_learned |= 1ULL << (id & (DK_MAX_ROOTS - 1));
-}
-
-static __always_inline int all_roots_learned(void)
-{
-	return dk_all_roots && dk_learned == dk_all_roots;
-}
-
-/* The id of the root whose entry in `learned` (dk_root_dentry, _sb or _top) is `p`, or -1. */
-static __always_inline int learned_root_id(const __u64 *learned, void *p)
-{
-	for (int k = 0; k < DK_MAX_ROOTS; k++) {
-		if (!(dk_all_roots >> k))
-			return -1;
-		if (learned[k] == (__u64)p)
-			return k;
-	}
-	return -1;
-}
+#include "dk_compat.bpf.h"
 
 static __always_inline void count_lost(void)
 {
@@ -229,26 +183,30 @@ static __always_inline int watched_device(struct dentry *dentry, __u32 *dev,
 	*dev = 0;
 	*roots = NULL;
 	if (all_roots_learned())
-		return learned_root_id(dk_root_sb, BPF_CORE_READ(dentry, d_sb)) >= 0;
+		return learned_root_id(DK_T_SB, BPF_CORE_READ(dentry, d_sb)) >= 0;
 	*dev = BPF_CORE_READ(dentry, d_sb, s_dev);
 	*roots = bpf_map_lookup_elem(&dk_devs, dev);
 	return *roots != NULL;
 }
 
+/* No early exit: a shared "return 1" gets laid out before some of the compares, which would
+ * jump back to it (the compat object has no backward jump). */
 static __always_inline int is_root_ino(const struct dk_dev_roots *roots, __u64 ino)
 {
-	for (int k = 0; k < DK_MAX_ROOTS_PER_DEV; k++) {
-		if (k >= roots->count)
-			return 0;
-		if (roots->ino[k] == ino)
-			return 1;
-	}
-	return 0;
+	__u32 count = roots->count;
+	int hit = 0;
+
+#pragma unroll
+	for (int k = 0; k < DK_MAX_ROOTS_PER_DEV; k++)
+		if (k < count && roots->ino[k] == ino)
+			hit = 1;
+	return hit;
 }
 
 /*
- * The walk and the path assembly run as bpf_loop() callbacks (kernel >= 5.17; the verifier
- * inlines the loop): their state lives in the per-CPU scratch map, so each callback is
+ * The walk and the path assembly run as steps called by dk_loop(): bpf_loop() callbacks in
+ * modern (kernel >= 5.17; the verifier inlines the loop), functions called from an unrolled
+ * sequence in compat. Their state lives in the per-CPU scratch map, so each callback is
  * verified once instead of once per iteration and per exit path, which kept the rename
  * programs (two walks, two paths) far below the verifier's instruction limit.
  */
@@ -258,7 +216,7 @@ struct dk_loop {
 };
 
 /* One step up from s->w.cur: records it in chain[i]; stops at a watched root or the top. */
-static long find_step(__u32 i, void *data)
+DK_STEP find_step(__u32 i, void *data)
 {
 	struct dk_loop *l = data;
 	struct dk_scratch *s = l->s;
@@ -269,7 +227,7 @@ static long find_step(__u32 i, void *data)
 		return 1;
 	s->chain[i & (DK_MAX_DEPTH - 1)] = d;
 	if (!l->roots) {
-		int id = learned_root_id(dk_root_dentry, parent);
+		int id = learned_root_id(DK_T_DENTRY, parent);
 
 		if (id >= 0) {
 			s->w.root_id = id;
@@ -278,7 +236,7 @@ static long find_step(__u32 i, void *data)
 		}
 		s->w.cur = parent;
 		/* The top has no parent: stop without reading its d_parent. */
-		return learned_root_id(dk_root_top, parent) >= 0;
+		return learned_root_id(DK_T_TOP, parent) >= 0;
 	}
 	__u64 ino = BPF_CORE_READ(parent, d_inode, i_ino);
 
@@ -307,12 +265,12 @@ static __always_inline __u32 find_root(struct dk_scratch *s, const struct dk_dev
 	s->w.dev = dev;
 	s->w.depth = 0;
 	s->w.root_id = 0;
-	bpf_loop(DK_MAX_DEPTH, find_step, &l, 0);
+	dk_loop(DK_MAX_DEPTH, find_step, &l);
 	return s->w.depth;
 }
 
 /* Appends the j-th name from the root down (chain[depth-1-j]) and a '/' between names. */
-static long put_step(__u32 j, void *data)
+DK_STEP put_step(__u32 j, void *data)
 {
 	struct dk_loop *l = data;
 	struct dk_scratch *s = l->s;
@@ -346,31 +304,11 @@ static __always_inline __u32 put_path(struct dk_scratch *s, __u32 base)
 
 	s->w.base = base;
 	s->w.len = 0;
-	bpf_loop(DK_MAX_DEPTH, put_step, &l, 0);
+	dk_loop(DK_MAX_DEPTH, put_step, &l);
 	return s->w.len;
 }
 
-/* dk_events' size in bytes: user space sets it at load, with the map's max_entries. */
-const volatile __u32 dk_ring_bytes = 1 << 20;
-
-/*
- * Wake the reader once, when this record makes the ring cross an eighth full; it also polls
- * on a short timeout and drains everything once woken. A wake-up per record would cost the
- * writer an irq_work and the reader a context switch per event. Past half full the reader
- * is falling behind: then every record forces a wake-up, whose cost slows the writers
- * enough for the reader to catch up (without it a burst of 1-byte writes loses a third).
- */
-static __always_inline __u64 wakeup_flag(__u64 size)
-{
-	__u64 avail = bpf_ringbuf_query(&dk_events, BPF_RB_AVAIL_DATA);
-	__u64 after = avail + size + BPF_RINGBUF_HDR_SZ; /* records are 8-aligned, like the marks */
-
-	if (avail > dk_ring_bytes / 2 || (avail <= dk_ring_bytes / 8 && after > dk_ring_bytes / 8))
-		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
-}
-
-static __always_inline int submit(struct dk_scratch *s, __u16 op, __u64 bytes)
+static __always_inline int submit(void *ctx, struct dk_scratch *s, __u16 op, __u64 bytes)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
@@ -378,16 +316,14 @@ static __always_inline int submit(struct dk_scratch *s, __u16 op, __u64 bytes)
 	s->ev.tid = (__u32)id;
 	s->ev.op = op;
 	s->ev.bytes = bytes;
-	/* Boot time, not ktime_get_ns: it keeps counting across suspend like CLOCK_REALTIME,
-	 * so user space's one wall-clock offset stays valid after a resume. */
-	s->ev.ts_ns = bpf_ktime_get_boot_ns();
+	s->ev.ts_ns = dk_now_ns();
 	bpf_get_current_comm(s->ev.comm, sizeof(s->ev.comm));
 
 	__u64 size = sizeof(struct dk_event) + s->ev.path_len + s->ev.from_len;
 
 	if (size > sizeof(struct dk_event) + 2 * DK_PATH_MAX)
 		return 0;
-	if (bpf_ringbuf_output(&dk_events, s, size, wakeup_flag(size)))
+	if (dk_output(ctx, s, size))
 		count_lost();
 	return 0;
 }
@@ -400,7 +336,7 @@ static __always_inline struct dk_scratch *scratch(void)
 }
 
 /* Reports `op` on `dentry` when it lies below a watched root. */
-static __always_inline int report_dentry(struct dentry *dentry, __u16 op, __u64 bytes)
+static __always_inline int report_dentry(void *ctx, struct dentry *dentry, __u16 op, __u64 bytes)
 {
 	__u32 dev;
 	const struct dk_dev_roots *roots;
@@ -417,16 +353,16 @@ static __always_inline int report_dentry(struct dentry *dentry, __u16 op, __u64 
 	s->ev.from_len = 0;
 	s->ev.path_len = put_path(s, 0);
 	s->ev.flags = s->w.flags;
-	return submit(s, op, bytes);
+	return submit(ctx, s, op, bytes);
 }
 
-static __always_inline int report_file(struct file *file, __u16 op, __u64 bytes)
+static __always_inline int report_file(void *ctx, struct file *file, __u16 op, __u64 bytes)
 {
-	return report_dentry(BPF_CORE_READ(file, f_path.dentry), op, bytes);
+	return report_dentry(ctx, BPF_CORE_READ(file, f_path.dentry), op, bytes);
 }
 
 /* A rename is reported when either end is watched; flags say which ends are. */
-static __always_inline int report_rename(struct dentry *from, struct dentry *to)
+static __always_inline int report_rename(void *ctx, struct dentry *from, struct dentry *to)
 {
 	__u32 dev;
 	const struct dk_dev_roots *roots;
@@ -455,24 +391,28 @@ static __always_inline int report_rename(struct dentry *from, struct dentry *to)
 	if (!(s->w.flags & (DK_F_PATH | DK_F_FROM)))
 		return 0;
 	s->ev.flags = s->w.flags;
-	return submit(s, DK_OP_RENAME, 0);
+	return submit(ctx, s, DK_OP_RENAME, 0);
 }
 
 /* ---- fentry family writes: typed arguments, fexit sees the return value directly ---- */
+
+#if DK_HAVE_BTF_PROGS
 
 SEC("fexit/vfs_write")
 int BPF_PROG(dk_fexit_vfs_write, struct file *file, const char *buf, __u64 count, void *pos,
 	     long ret)
 {
-	return ret > 0 ? report_file(file, DK_OP_WRITE, ret) : 0;
+	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret) : 0;
 }
 
 SEC("fexit/vfs_writev")
 int BPF_PROG(dk_fexit_vfs_writev, struct file *file, const void *vec, unsigned long vlen,
 	     void *pos, int flags, long ret)
 {
-	return ret > 0 ? report_file(file, DK_OP_WRITE, ret) : 0;
+	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret) : 0;
 }
+
+#endif
 
 /* ---- kprobe family writes: the entry remembers a watched-device file, the return reports ---- */
 
@@ -503,20 +443,26 @@ int BPF_KRETPROBE(dk_kretprobe_write, long ret)
 	struct file *file = (struct file *)*ptr;
 
 	bpf_map_delete_elem(&dk_inflight, &id);
-	return ret > 0 ? report_file(file, DK_OP_WRITE, ret) : 0;
+	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret) : 0;
 }
 
 /* ---- security hooks: one body, an fentry and a kprobe program per hook ---- */
 
-#define DK_HOOK(hook, report, ...)                                                    \
+#if DK_HAVE_BTF_PROGS
+#define DK_FENTRY_HOOK(hook, report, ...)                                             \
 	SEC("fentry/security_inode_" #hook)                                           \
-	int BPF_PROG(dk_fentry_inode_##hook, __VA_ARGS__) { return report; }          \
+	int BPF_PROG(dk_fentry_inode_##hook, __VA_ARGS__) { return report; }
+#else
+#define DK_FENTRY_HOOK(hook, report, ...)
+#endif
+#define DK_HOOK(hook, report, ...)                                                    \
+	DK_FENTRY_HOOK(hook, report, __VA_ARGS__)                                     \
 	SEC("kprobe/security_inode_" #hook)                                           \
 	int BPF_KPROBE(dk_kprobe_inode_##hook, __VA_ARGS__) { return report; }
 
-DK_HOOK(create, report_dentry(dentry, DK_OP_CREATE, 0), struct inode *dir, struct dentry *dentry)
-DK_HOOK(unlink, report_dentry(dentry, DK_OP_DELETE, 0), struct inode *dir, struct dentry *dentry)
-DK_HOOK(rename, report_rename(old_dentry, new_dentry), struct inode *old_dir,
+DK_HOOK(create, report_dentry(ctx, dentry, DK_OP_CREATE, 0), struct inode *dir, struct dentry *dentry)
+DK_HOOK(unlink, report_dentry(ctx, dentry, DK_OP_DELETE, 0), struct inode *dir, struct dentry *dentry)
+DK_HOOK(rename, report_rename(ctx, old_dentry, new_dentry), struct inode *old_dir,
 	struct dentry *old_dentry, struct inode *new_dir, struct dentry *new_dentry)
 
 /*
@@ -551,12 +497,12 @@ static __always_inline struct file *fd_file(struct file **fds, long fd)
 }
 
 /* A successful open reports a create only when it created the file. */
-static __always_inline int report_open(struct file **fds, long fd)
+static __always_inline int report_open(void *ctx, struct file **fds, long fd)
 {
 	struct file *file = fd_file(fds, fd);
 	unsigned int mode = BPF_CORE_READ(file, f_mode);
 
-	return (mode & DK_FMODE_CREATED) ? report_file(file, DK_OP_CREATE, 0) : 0;
+	return (mode & DK_FMODE_CREATED) ? report_file(ctx, file, DK_OP_CREATE, 0) : 0;
 }
 
 /* fstatfs(fd) by anyone on a watched root directory teaches the kernel side its dentry. */
@@ -606,7 +552,7 @@ static __always_inline int sys_regs(struct pt_regs *regs, bool btf, struct dk_sy
 	return 0;
 }
 
-static __always_inline int on_sys_exit(struct pt_regs *regs, long ret, bool btf)
+static __always_inline int on_sys_exit(void *ctx, struct pt_regs *regs, long ret, bool btf)
 {
 	struct dk_sys_regs r;
 
@@ -622,14 +568,14 @@ static __always_inline int on_sys_exit(struct pt_regs *regs, long ret, bool btf)
 	case DK_NR_pwritev2:
 		if (ret == 0)
 			return 0;
-		return report_file(fd_file(task_fds(btf), (long)(int)r.rdi), DK_OP_WRITE, ret);
+		return report_file(ctx, fd_file(task_fds(btf), (long)(int)r.rdi), DK_OP_WRITE, ret);
 	case DK_NR_open: /* open(path, flags, mode) */
-		return (r.rsi & DK_O_CREAT) ? report_open(task_fds(btf), ret) : 0;
+		return (r.rsi & DK_O_CREAT) ? report_open(ctx, task_fds(btf), ret) : 0;
 	case DK_NR_openat: /* openat(dirfd, path, flags, mode) */
-		return (r.rdx & DK_O_CREAT) ? report_open(task_fds(btf), ret) : 0;
+		return (r.rdx & DK_O_CREAT) ? report_open(ctx, task_fds(btf), ret) : 0;
 	case DK_NR_creat:
 	case DK_NR_openat2: /* flags live in user memory (struct open_how): check the file */
-		return report_open(task_fds(btf), ret);
+		return report_open(ctx, task_fds(btf), ret);
 	case DK_NR_fstatfs: /* nothing left to learn: one global load */
 		return all_roots_learned() ? 0 : learn_from_fd(task_fds(btf), (long)(int)r.rdi);
 	default:
@@ -637,14 +583,17 @@ static __always_inline int on_sys_exit(struct pt_regs *regs, long ret, bool btf)
 	}
 }
 
+#if DK_HAVE_BTF_PROGS
 SEC("tp_btf/sys_exit")
 int BPF_PROG(dk_sys_exit_btf, struct pt_regs *regs, long ret)
 {
-	return on_sys_exit(regs, ret, true);
+	return on_sys_exit(ctx, regs, ret, true);
 }
+
+#endif
 
 SEC("raw_tracepoint/sys_exit")
 int dk_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-	return on_sys_exit((struct pt_regs *)ctx->args[0], (long)ctx->args[1], false);
+	return on_sys_exit(ctx, (struct pt_regs *)ctx->args[0], (long)ctx->args[1], false);
 }

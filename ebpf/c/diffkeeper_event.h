@@ -35,13 +35,13 @@ enum dk_flag {
 };
 
 /*
- * One change. The ring buffer record is this header followed by path_len bytes of
+ * One change. The ring buffer record (modern) or perf sample (compat) is this header followed by path_len bytes of
  * `path` and then from_len bytes of `from`, both relative to their watched root
  * ("sub/dir/file"), without NULs.
  */
 struct dk_event {
 	__u64 bytes;        /* write: bytes the write returned; otherwise 0 */
-	__u64 ts_ns;        /* bpf_ktime_get_boot_ns() at the change: CLOCK_BOOTTIME */
+	__u64 ts_ns;        /* time of the change: CLOCK_BOOTTIME (modern), CLOCK_MONOTONIC (compat) */
 	__u32 pid;          /* thread group id of the writer (init pid namespace) */
 	__u32 tid;          /* thread id */
 	__u32 root_id;      /* id (dk_roots value) of the root holding `path` */
@@ -65,6 +65,14 @@ struct dk_dev_roots {
 	__u32 count;
 	__u32 pad;
 	__u64 ino[DK_MAX_ROOTS_PER_DEV];
+};
+
+/*
+ * Value of the compat object's dk_settings ARRAY map (key 0), which the loader writes after
+ * load: what the modern object takes as `const volatile` globals.
+ */
+struct dk_settings {
+	__u64 all_roots; /* bit id set for every root id in dk_roots (modern: dk_all_roots) */
 };
 
 #endif /* DIFFKEEPER_EVENT_H */

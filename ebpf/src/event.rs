@@ -1,7 +1,8 @@
 //! The event ABI of the eBPF object: the Rust mirror of `c/diffkeeper_event.h`.
 //!
-//! A ring buffer record is a [`DkEvent`] header followed by `path_len` bytes of path and then
-//! `from_len` bytes of `from`, both relative to their watched root. The layouts here are
+//! A ring buffer record (modern object) or perf sample (compat object) is a [`DkEvent`] header
+//! followed by `path_len` bytes of path and then `from_len` bytes of `from`, both relative to
+//! their watched root (a perf sample may carry up to 7 bytes of padding after them). The layouts here are
 //! checked field by field against the C header by a test that compiles it with `offsetof()`.
 
 use std::fmt;
@@ -28,7 +29,8 @@ pub const DK_F_TRUNCATED: u16 = 4;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DkEvent {
     pub bytes: u64,
-    /// `bpf_ktime_get_boot_ns()` when the change was seen (`CLOCK_BOOTTIME`, nanoseconds).
+    /// When the change was seen, in nanoseconds: `CLOCK_BOOTTIME` from the modern object,
+    /// `CLOCK_MONOTONIC` from the compat one ([`crate::object::ObjectKind::clock`]).
     pub ts_ns: u64,
     pub pid: u32,
     pub tid: u32,
@@ -58,6 +60,21 @@ pub struct DkDevRoots {
     pub count: u32,
     pub pad: u32,
     pub ino: [u64; DK_MAX_ROOTS_PER_DEV],
+}
+
+/// `struct dk_settings`: value (key 0) of the compat object's `dk_settings` ARRAY map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DkSettings {
+    /// Bit `id` set for every root id in `dk_roots` (the modern object's `dk_all_roots`).
+    pub all_roots: u64,
+}
+
+impl DkSettings {
+    /// The bytes as the map stores them.
+    pub fn to_bytes(&self) -> [u8; size_of::<DkSettings>()] {
+        self.all_roots.to_ne_bytes()
+    }
 }
 
 /// The kernel's internal `dev_t` (`MKDEV`), which is what `super_block.s_dev` holds.
@@ -116,7 +133,8 @@ impl Op {
 pub struct Event {
     pub op: Op,
     pub bytes: u64,
-    /// Kernel time of the change: `CLOCK_BOOTTIME` in nanoseconds.
+    /// Kernel time of the change in nanoseconds, on the object's clock
+    /// ([`crate::object::ObjectKind::clock`]).
     pub ts_ns: u64,
     pub pid: u32,
     pub tid: u32,
@@ -260,7 +278,8 @@ mod tests {
         for m in ["count", "pad", "ino"] {
             prog += &format!("F(dk_dev_roots, {m})\n");
         }
-        for s in ["dk_event", "dk_root_key", "dk_dev_roots"] {
+        prog += "F(dk_settings, all_roots)\n";
+        for s in ["dk_event", "dk_root_key", "dk_dev_roots", "dk_settings"] {
             prog += &format!("S({s})\n");
         }
         for c in [
@@ -346,9 +365,11 @@ mod tests {
         rust.extend(field!(DkDevRoots, "dk_dev_roots", count));
         rust.extend(field!(DkDevRoots, "dk_dev_roots", pad));
         rust.extend(field!(DkDevRoots, "dk_dev_roots", ino));
+        rust.extend(field!(DkSettings, "dk_settings", all_roots));
         rust.push(("dk_event".into(), size_of::<DkEvent>()));
         rust.push(("dk_root_key".into(), size_of::<DkRootKey>()));
         rust.push(("dk_dev_roots".into(), size_of::<DkDevRoots>()));
+        rust.push(("dk_settings".into(), size_of::<DkSettings>()));
         for (name, value) in [
             ("DK_COMM_LEN", DK_COMM_LEN),
             ("DK_PATH_MAX", DK_PATH_MAX),

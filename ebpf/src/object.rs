@@ -1,14 +1,88 @@
-//! The compiled CO-RE eBPF object (`c/diffkeeper.bpf.c`), embedded in the binary.
+//! The two compiled CO-RE eBPF objects (`c/diffkeeper.bpf.c`), embedded in the binary.
 //!
-//! build.rs recompiles it when clang is present and otherwise falls back to the committed
-//! `obj/diffkeeper.bpf.o`; [`ORIGIN`] says which happened.
+//! * [`ObjectKind::Modern`] (`diffkeeper.bpf.o`), Linux >= 5.17: ring buffer, `bpf_loop`,
+//!   global data, fentry/fexit/`tp_btf` besides kprobe and raw tracepoint.
+//! * [`ObjectKind::Compat`] (`diffkeeper-compat.bpf.o`), Linux 4.18-5.16: perf event array,
+//!   unrolled walk, settings in [`maps::SETTINGS`] instead of globals, kprobe/kretprobe and
+//!   raw tracepoint only, `CLOCK_MONOTONIC` timestamps. The differences are listed in
+//!   `c/dk_compat.bpf.h`.
+//!
+//! build.rs recompiles both when clang is present and otherwise falls back to the committed
+//! `obj/*.bpf.o`; [`ORIGIN`] says which happened.
 
-/// The object's bytes as aya loads them.
-pub fn object() -> &'static [u8] {
-    OBJECT
+use std::fmt;
+
+/// Which of the two objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    Modern,
+    Compat,
 }
 
-static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/diffkeeper.bpf.o"));
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 2] = [ObjectKind::Modern, ObjectKind::Compat];
+
+    /// The object's bytes as aya loads them.
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            Self::Modern => MODERN,
+            Self::Compat => COMPAT,
+        }
+    }
+
+    /// `"modern"` or `"compat"` (as in logs and `--ebpf-object`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Modern => "modern",
+            Self::Compat => "compat",
+        }
+    }
+
+    /// The committed file under `ebpf/obj/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Modern => "diffkeeper.bpf.o",
+            Self::Compat => "diffkeeper-compat.bpf.o",
+        }
+    }
+
+    /// The clock of `dk_event.ts_ns`: modern has `bpf_ktime_get_boot_ns` (5.8+), compat only
+    /// `bpf_ktime_get_ns`.
+    pub fn clock(self) -> Clock {
+        match self {
+            Self::Modern => Clock::Boottime,
+            Self::Compat => Clock::Monotonic,
+        }
+    }
+
+    /// Parses `"modern"` / `"compat"`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The kernel clock an object stamps events with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// `CLOCK_BOOTTIME`: keeps counting across suspend.
+    Boottime,
+    /// `CLOCK_MONOTONIC`: stops during suspend.
+    Monotonic,
+}
+
+/// The modern object's bytes (what this function returned before there were two objects).
+pub fn object() -> &'static [u8] {
+    MODERN
+}
+
+static MODERN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/diffkeeper.bpf.o"));
+static COMPAT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/diffkeeper-compat.bpf.o"));
 
 /// `"compiled"` (from source by build.rs) or `"committed"` (clang was not found).
 pub const ORIGIN: &str = env!("DIFFKEEPER_BPF_OBJECT_ORIGIN");
@@ -39,18 +113,41 @@ pub mod programs {
     /// The raw tracepoint program and the tracepoint it attaches to by name (any BTF).
     pub const SYS_EXIT: (&str, &str) = ("dk_sys_exit", "sys_exit");
     /// The same body as a BTF-typed tracepoint (cheaper; needs the running kernel's BTF ids).
+    /// Modern only.
     pub const SYS_EXIT_BTF: (&str, &str) = ("dk_sys_exit_btf", "sys_exit");
+
+    /// Every program of an object: the compat object has the kprobe, kretprobe and raw
+    /// tracepoint programs, the modern one also the fentry/fexit and tp_btf ones.
+    pub fn all(kind: super::ObjectKind) -> Vec<&'static str> {
+        let mut names = vec![KPROBE_WRITE, KRETPROBE_WRITE];
+        names.extend(KPROBE_HOOKS.map(|(p, _)| p));
+        names.push(SYS_EXIT.0);
+        if kind == super::ObjectKind::Modern {
+            names.extend(FEXIT_WRITES.map(|(p, _)| p));
+            names.extend(FENTRY_HOOKS.map(|(p, _)| p));
+            names.push(SYS_EXIT_BTF.0);
+        }
+        names
+    }
 }
 
 /// Map names, as the C file defines them.
 pub mod maps {
     pub const ROOTS: &str = "dk_roots";
     pub const DEVS: &str = "dk_devs";
+    /// Modern: a `RINGBUF`. Compat: a `PERF_EVENT_ARRAY` (one perf buffer per CPU; a sample's
+    /// raw data is the same record as modern's, followed by up to 7 bytes of perf padding).
     pub const EVENTS: &str = "dk_events";
     pub const LOST: &str = "dk_lost";
+    /// Compat only: `ARRAY`, 1 entry, key `0u32`, value
+    /// [`DkSettings`](crate::event::DkSettings), written by the loader after load and before
+    /// attach (modern takes the same values as [`super::globals`]).
+    pub const SETTINGS: &str = "dk_settings";
 }
 
-/// Read-only globals (`const volatile`) user space sets at load.
+/// Read-only globals (`const volatile`) user space sets at load: modern object only (compat
+/// has no global data; its `all_roots` is a field of [`maps::SETTINGS`], and it has no ring
+/// size).
 pub mod globals {
     /// `u32`: the size of [`super::maps::EVENTS`] in bytes (its max_entries).
     pub const RING_BYTES: &str = "dk_ring_bytes";
@@ -64,26 +161,31 @@ mod tests {
     use std::path::Path;
     use std::process::Command;
 
-    /// The committed object must be exactly what the source compiles to, so `cargo build`
+    /// The committed objects must be exactly what the source compiles to, so `cargo build`
     /// without clang ships the same programs. Regenerate with `just ebpf`.
     #[test]
-    fn committed_object_matches_source() {
+    fn committed_objects_match_source() {
         assert_eq!(
             ORIGIN, "compiled",
-            "build.rs did not find clang, so the committed object could not be checked: \
+            "build.rs did not find clang, so the committed objects could not be checked: \
              install clang and libbpf-dev (scripts/setup.sh)"
         );
-        let committed =
-            std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("obj/diffkeeper.bpf.o"))
-                .expect("read ebpf/obj/diffkeeper.bpf.o");
-        assert!(
-            committed == OBJECT,
-            "ebpf/obj/diffkeeper.bpf.o ({} bytes) differs from what ebpf/c compiles to ({} bytes) \
-             with {}: run `just ebpf` and commit the result",
-            committed.len(),
-            OBJECT.len(),
-            clang_version()
-        );
+        for kind in ObjectKind::ALL {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("obj")
+                .join(kind.file_name());
+            let committed =
+                std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            assert!(
+                committed == kind.bytes(),
+                "ebpf/obj/{} ({} bytes) differs from what ebpf/c compiles to ({} bytes) \
+                 with {}: run `just ebpf` and commit the result",
+                kind.file_name(),
+                committed.len(),
+                kind.bytes().len(),
+                clang_version()
+            );
+        }
     }
 
     fn clang_version() -> String {
@@ -97,9 +199,15 @@ mod tests {
     }
 
     #[test]
-    fn object_is_an_ebpf_elf() {
-        assert_eq!(&OBJECT[..4], b"\x7fELF");
-        // e_machine 247 = EM_BPF.
-        assert_eq!(u16::from_le_bytes([OBJECT[18], OBJECT[19]]), 247);
+    fn objects_are_ebpf_elfs_and_differ() {
+        for kind in ObjectKind::ALL {
+            let b = kind.bytes();
+            assert_eq!(&b[..4], b"\x7fELF", "{kind}");
+            // e_machine 247 = EM_BPF.
+            assert_eq!(u16::from_le_bytes([b[18], b[19]]), 247, "{kind}");
+            assert_eq!(ObjectKind::from_name(kind.name()), Some(kind));
+        }
+        assert_ne!(MODERN, COMPAT);
+        assert_eq!(object(), ObjectKind::Modern.bytes());
     }
 }

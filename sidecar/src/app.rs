@@ -196,6 +196,7 @@ fn start_backend(
     if config.enable_ebpf {
         let ebpf_config = EbpfConfig {
             attach: config.attach,
+            object: config.ebpf_object,
             btf_cache_dir: config.btf_cache_dir.clone(),
             kernel_release: kernel_release()?,
             roots: roots.to_vec(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use diffkeeper_btf::DEFAULT_CACHE_DIR;
 use diffkeeper_cli::{render_help, Flag, Kind, Parsed, UsageError};
 
-use crate::ebpf::{AttachMode, UnknownAttachMode};
+use crate::ebpf::{AttachMode, ObjectChoice, UnknownAttachMode, UnknownObject};
 use crate::journal;
 
 const MIN_RINGBUF_BYTES: u32 = 4096;
@@ -25,6 +25,8 @@ pub const OPTIONS: &[Flag] = &[
         help: "use eBPF; false = inotify only" },
     Flag { name: "--attach", value: "MODE", env: "DIFFKEEPER_ATTACH", default: "auto", note: "", kind: Kind::Value,
         help: "auto | fentry | kprobe | tracepoint (auto: fentry -> kprobe -> tracepoint)" },
+    Flag { name: "--ebpf-object", value: "OBJ", env: "DIFFKEEPER_EBPF_OBJECT", default: "auto", note: "", kind: Kind::Value,
+        help: "auto | modern | compat (auto: modern where the kernel has bpf_loop and the ring buffer, else compat)" },
     Flag { name: "--fallback-fsnotify", value: "=BOOL", env: "DIFFKEEPER_EBPF_FALLBACK_FSNOTIFY", default: "true", note: "", kind: Kind::Bool,
         help: "fall back to inotify when eBPF is impossible; false = exit 1 instead" },
     Flag { name: "--journal", value: "PATH", env: "DIFFKEEPER_JOURNAL", default: journal::STDOUT, note: "(stdout)", kind: Kind::Value,
@@ -32,7 +34,7 @@ pub const OPTIONS: &[Flag] = &[
     Flag { name: "--coalesce-ms", value: "N", env: "DIFFKEEPER_COALESCE_MS", default: "50", note: "", kind: Kind::Value,
         help: "merge writes to one path within N ms into one line with a count; 0 = every event" },
     Flag { name: "--ringbuf-bytes", value: "N", env: "", default: "1048576", note: "(1 MiB)", kind: Kind::Value,
-        help: "eBPF ring buffer size: a power of two, at least 4096" },
+        help: "eBPF ring buffer size (compat object: the perf buffers' total): a power of two, at least 4096" },
     Flag { name: "--metrics-addr", value: "ADDR", env: "DIFFKEEPER_METRICS_ADDR", default: "off", note: "", kind: Kind::Value,
         help: "serve GET /metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9911" },
     Flag { name: "--debug", value: "", env: "DIFFKEEPER_DEBUG=1", default: "off", note: "", kind: Kind::Bare,
@@ -48,6 +50,7 @@ pub struct Config {
     pub btf_cache_dir: PathBuf,
     pub enable_ebpf: bool,
     pub attach: AttachMode,
+    pub ebpf_object: ObjectChoice,
     pub fallback_fsnotify: bool,
     /// `-` means stdout.
     pub journal: PathBuf,
@@ -112,6 +115,13 @@ pub fn parse(
             .parse()
             .map_err(|e: UnknownAttachMode| UsageError(format!("{}={e}", given.origin)))?,
     };
+    let ebpf_object = match args.get("--ebpf-object") {
+        None => ObjectChoice::Auto,
+        Some(given) => given
+            .value
+            .parse()
+            .map_err(|e: UnknownObject| UsageError(format!("{}={e}", given.origin)))?,
+    };
     let ringbuf_bytes: u32 = args.number("--ringbuf-bytes")?;
     if !ringbuf_bytes.is_power_of_two() || ringbuf_bytes < MIN_RINGBUF_BYTES {
         return Err(UsageError(format!(
@@ -133,6 +143,7 @@ pub fn parse(
         btf_cache_dir: args.text_or_default("--btf-cache-dir").into(),
         enable_ebpf: args.boolean("--enable-ebpf")?,
         attach,
+        ebpf_object,
         fallback_fsnotify: args.boolean("--fallback-fsnotify")?,
         journal: args.text_or_default("--journal").into(),
         coalesce: Duration::from_millis(args.number("--coalesce-ms")?),

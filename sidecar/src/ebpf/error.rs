@@ -98,8 +98,9 @@ pub enum Cause {
     NoKprobePmu { file: PathBuf },
     /// aya's error and its sources.
     Aya { chain: String },
-    /// The verifier refused a program: aya's error and the last lines of the verifier log.
-    Verifier { chain: String, log_tail: String },
+    /// The verifier refused a program: the syscall's error and the log line that says why (the
+    /// whole log goes to --debug).
+    Verifier { errno: String, reason: String },
     /// A system call of the sidecar itself failed.
     Syscall {
         call: &'static str,
@@ -109,6 +110,8 @@ pub enum Cause {
     CachedBtf { path: PathBuf },
     /// Attached, but the canary write did not come back right.
     Canary(CanaryError),
+    /// fentry was asked for, but the compat object has no fentry programs.
+    NoFentryInCompat,
 }
 
 impl fmt::Display for Cause {
@@ -119,7 +122,9 @@ impl fmt::Display for Cause {
                 write!(f, "kprobe PMU missing ({} not found)", file.display())
             }
             Self::Aya { chain } => f.write_str(chain),
-            Self::Verifier { chain, log_tail } => write!(f, "{chain}; verifier: {log_tail}"),
+            Self::Verifier { errno, reason } => {
+                write!(f, "the kernel's verifier refused it ({errno}): {reason}")
+            }
             Self::Syscall { call, source } => write!(f, "{call}: {source}"),
             Self::CachedBtf { path } => write!(
                 f,
@@ -127,6 +132,7 @@ impl fmt::Display for Cause {
                 path.display()
             ),
             Self::Canary(e) => write!(f, "canary check failed: {e}"),
+            Self::NoFentryInCompat => f.write_str("the compat object has no fentry programs"),
         }
     }
 }
@@ -138,12 +144,18 @@ pub enum Hint {
     // EPERM also comes with both capabilities granted: from an old runtime seccomp profile that
     // allows bpf(2) only with CAP_SYS_ADMIN, or from a kernel that refuses this program type.
     Capabilities,
+    // Before 5.8 the kernel knows no CAP_BPF/CAP_PERFMON: bpf(2) and perf need CAP_SYS_ADMIN.
+    CapabilitiesBefore58,
     NoKprobes,
-    // The programs call bpf_loop (Linux 5.17; some distributions backport it) and the ring
-    // buffer (5.8): an older kernel's verifier rejects the call by helper number.
+    // The modern object calls bpf_loop (Linux 5.17; some distributions backport it) and the
+    // ring buffer (5.8): an older kernel's verifier rejects the call by helper number. `auto`
+    // picks the compat object there, so this shows only when modern was forced.
     OldKernel,
+    // The verifier's 1M-instruction budget ran out.
+    TooComplex,
     WrongBtf,
     FentryNeedsSystemBtf,
+    FentryNeedsModern,
     CanaryMismatch,
 }
 
@@ -155,10 +167,22 @@ impl Hint {
                 "grant CAP_BPF and CAP_PERFMON, or run privileged; if both are granted, the \
                  runtime's seccomp profile or the kernel forbids this program type"
             }
+            Self::CapabilitiesBefore58 => {
+                "this kernel predates CAP_BPF (Linux < 5.8): grant CAP_SYS_ADMIN, or run \
+                 privileged; if it is granted, the runtime's seccomp profile forbids bpf(2)"
+            }
             Self::NoKprobes => "the kernel has no kprobes (CONFIG_KPROBES is off)",
             Self::OldKernel => {
-                "the kernel lacks a BPF helper the programs need (bpf_loop: Linux >= \
-                 5.17, ring buffer: >= 5.8); on such kernels diffkeeper uses inotify"
+                "the kernel lacks a BPF helper the modern object needs (bpf_loop: Linux >= \
+                 5.17, ring buffer: >= 5.8): use --ebpf-object=compat (or auto)"
+            }
+            Self::TooComplex => {
+                "this kernel's verifier gave up on the program (complexity limit): try the \
+                 other --ebpf-object, or another --attach mode"
+            }
+            Self::FentryNeedsModern => {
+                "fentry needs the modern object (a kernel with bpf_loop and the ring buffer); \
+                 kprobe and tracepoint work with compat"
             }
             Self::WrongBtf => {
                 "the BTF does not describe this kernel: provide its own BTF as \

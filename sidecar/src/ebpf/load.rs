@@ -5,35 +5,64 @@ use std::error::Error as StdError;
 use std::io;
 use std::mem::size_of;
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData};
 use aya::programs::kprobe::KProbeError;
 use aya::programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
-use diffkeeper_ebpf::event::{DkDevRoots, DkRootKey};
-use diffkeeper_ebpf::object::{self, globals, maps, programs};
+use diffkeeper_ebpf::event::{DkDevRoots, DkRootKey, DkSettings};
+use diffkeeper_ebpf::object::{globals, maps, programs, ObjectKind};
 
 use super::btf_select::{BtfSource, SelectedBtf};
 use super::error::{Cause, Failure, Hint};
+use super::features;
 use super::roots::RootTable;
 use crate::change::Family;
 
-/// Creates the maps and relocates the programs against `btf`; no program is loaded yet.
-pub fn load(btf: &SelectedBtf, roots: &RootTable, ringbuf_bytes: u32) -> Result<Ebpf, Failure> {
+/// Creates the maps and relocates the programs of `object` against `btf`; no program is
+/// loaded yet. The modern object takes its settings as read-only globals at load, the compat
+/// object (no global data before 5.2) in the `dk_settings` map right after.
+pub fn load(
+    object: ObjectKind,
+    btf: &SelectedBtf,
+    roots: &RootTable,
+    ringbuf_bytes: u32,
+) -> Result<Ebpf, Failure> {
     let all_roots = roots.id_mask();
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&btf.btf))
-        .map_max_entries(maps::EVENTS, ringbuf_bytes)
-        .override_global(globals::RING_BYTES, &ringbuf_bytes, true)
-        .override_global(globals::ALL_ROOTS, &all_roots, true)
-        .load(object::object())
-        .map_err(|e| {
-            explain(
-                &format!("loading the eBPF object with BTF {}", btf.path.display()),
-                &e,
-            )
-        })?;
+    let mut loader = EbpfLoader::new();
+    loader.btf(Some(&btf.btf));
+    if object == ObjectKind::Modern {
+        loader
+            .map_max_entries(maps::EVENTS, ringbuf_bytes)
+            .override_global(globals::RING_BYTES, &ringbuf_bytes, true)
+            .override_global(globals::ALL_ROOTS, &all_roots, true);
+    }
+    let mut ebpf = loader.load(object.bytes()).map_err(|e| {
+        explain(
+            &format!(
+                "loading the {object} eBPF object with BTF {}",
+                btf.path.display()
+            ),
+            &e,
+        )
+    })?;
+    if object == ObjectKind::Compat {
+        fill_settings(&mut ebpf, DkSettings { all_roots })?;
+    }
     fill_roots(&mut ebpf, roots)?;
     Ok(ebpf)
+}
+
+fn fill_settings(ebpf: &mut Ebpf, settings: DkSettings) -> Result<(), Failure> {
+    let fill_err =
+        |e: &(dyn StdError + 'static)| explain(&format!("filling {}", maps::SETTINGS), e);
+    let map = ebpf
+        .map_mut(maps::SETTINGS)
+        .expect("the compat object defines dk_settings");
+    let mut array: Array<&mut MapData, [u8; size_of::<DkSettings>()]> =
+        Array::try_from(map).map_err(|e| fill_err(&e))?;
+    array
+        .set(0, settings.to_bytes(), 0)
+        .map_err(|e| fill_err(&e))
 }
 
 fn fill_roots(ebpf: &mut Ebpf, roots: &RootTable) -> Result<(), Failure> {
@@ -63,11 +92,21 @@ fn fill_roots(ebpf: &mut Ebpf, roots: &RootTable) -> Result<(), Failure> {
 }
 
 /// Loads and attaches the programs of one family.
-pub fn attach(ebpf: &mut Ebpf, family: Family, btf: &SelectedBtf) -> Result<(), Failure> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    object: ObjectKind,
+    family: Family,
+    btf: &SelectedBtf,
+) -> Result<(), Failure> {
     match family {
+        Family::Fentry if object == ObjectKind::Compat => Err(Failure::new(
+            "",
+            Cause::NoFentryInCompat,
+            Hint::FentryNeedsModern,
+        )),
         Family::Fentry => attach_fentry(ebpf, btf),
         Family::Kprobe => attach_kprobe(ebpf),
-        Family::Tracepoint => attach_tracepoint(ebpf, btf),
+        Family::Tracepoint => attach_tracepoint(ebpf, object, btf),
     }
 }
 
@@ -106,10 +145,15 @@ fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The tp_btf program when the BTF is the system one (its ids are the running kernel's), else
-/// or if that fails the raw tracepoint; the log says which one is attached.
-fn attach_tracepoint(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
-    if btf.source == BtfSource::System {
+/// The tp_btf program when the object has it and the BTF is the system one (its ids are the
+/// running kernel's), else or if that fails the raw tracepoint; the log says which one is
+/// attached.
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    object: ObjectKind,
+    btf: &SelectedBtf,
+) -> Result<(), Failure> {
+    if object == ObjectKind::Modern && btf.source == BtfSource::System {
         let (name, tracepoint) = programs::SYS_EXIT_BTF;
         let step = format!("tp_btf {name} on {tracepoint}");
         let attached = with_program(ebpf, name, &step, |prog: &mut BtfTracePoint| {
@@ -186,7 +230,7 @@ pub fn explain(step: &str, err: &(dyn StdError + 'static)) -> Failure {
         return Failure::new(step, Cause::NoKprobePmu { file }, Hint::NoKprobes);
     }
     if sources(err).any(|e| io_errno(e) == Some(libc_eperm())) {
-        return Failure::new(step, Cause::PermissionDenied, Hint::Capabilities);
+        return Failure::new(step, Cause::PermissionDenied, features::capability_hint());
     }
     let chain = error_chain(err);
     let relocation = sources(err).any(|e| {
@@ -200,27 +244,52 @@ pub fn explain(step: &str, err: &(dyn StdError + 'static)) -> Failure {
     if relocation {
         return Failure::new(step, Cause::Aya { chain }, Hint::WrongBtf);
     }
-    if let Some(ProgramError::LoadError { verifier_log, .. }) =
-        sources(err).find_map(|e| e.downcast_ref::<ProgramError>())
+    if let Some(ProgramError::LoadError {
+        verifier_log,
+        io_error,
+    }) = sources(err).find_map(|e| e.downcast_ref::<ProgramError>())
     {
+        // The whole log can run to thousands of lines: it goes to --debug, the warning gets
+        // the one line that says why.
         let log = verifier_log.to_string();
-        let tail: Vec<&str> = log.lines().rev().take(3).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        log::debug!("[eBPF] {step}: verifier log:\n{log}");
         let cause = Cause::Verifier {
-            chain,
-            log_tail: tail.join(" | "),
+            errno: io_error.to_string(),
+            reason: verifier_reason(&log).to_string(),
         };
         return Failure::new(step, cause, verifier_hint(&log));
     }
     Failure::new(step, Cause::Aya { chain }, Hint::None)
 }
 
+/// The line of a verifier log that says why: the last one before the statistics.
+fn verifier_reason(log: &str) -> &str {
+    let statistics = [
+        "processed ",
+        "verification time",
+        "stack depth",
+        "max_states",
+    ];
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !statistics.iter().any(|s| line.starts_with(s)))
+        .unwrap_or("(no verifier output)")
+}
+
 /// A hint from the verifier's log, where it names a cause the operator can act on.
 fn verifier_hint(log: &str) -> Hint {
     // check_helper_call(): "invalid func unknown#181" (helper unknown to this kernel), or
-    // "unknown func bpf_loop#181" (not allowed for this program type on this kernel).
-    if log.contains("invalid func ") || log.contains("unknown func ") {
+    // "unknown func bpf_loop#181" (not allowed for this program type on this kernel). Before
+    // 5.13 the verifier does not count bpf_loop callbacks as subprograms and refuses the object
+    // before reading an instruction: "number of funcs in func_info doesn't match".
+    if log.contains("invalid func ")
+        || log.contains("unknown func ")
+        || log.contains("func_info doesn't match")
+    {
         Hint::OldKernel
+    } else if log.contains("BPF program is too large") {
+        Hint::TooComplex
     } else {
         Hint::None
     }
@@ -284,23 +353,25 @@ mod tests {
     use std::path::PathBuf;
 
     /// This kernel has no kprobe PMU (attach fails) and refuses fentry, but kprobe programs
-    /// still go through the verifier at load: all of them must pass it here.
+    /// still go through the verifier at load: all of them, of both objects, must pass it here.
     #[test]
-    fn kprobe_programs_pass_the_verifier() {
+    fn kprobe_programs_of_both_objects_pass_the_verifier() {
         let btf = SelectedBtf {
             source: BtfSource::System,
             path: PathBuf::from(diffkeeper_btf::SYSTEM_BTF_PATH),
             btf: aya::Btf::from_sys_fs().expect("system BTF"),
         };
         let roots = RootTable::build(vec![std::env::temp_dir()]).unwrap();
-        let mut ebpf = load(&btf, &roots, 1 << 16).unwrap();
-        let names = [programs::KPROBE_WRITE, programs::KRETPROBE_WRITE]
-            .into_iter()
-            .chain(programs::KPROBE_HOOKS.map(|(name, _)| name));
-        for name in names {
-            let prog: &mut KProbe = program(&mut ebpf, name).try_into().unwrap();
-            prog.load()
-                .unwrap_or_else(|e| panic!("{name}: {}", explain(name, &e)));
+        for object in ObjectKind::ALL {
+            let mut ebpf = load(object, &btf, &roots, 1 << 16).unwrap();
+            let names = [programs::KPROBE_WRITE, programs::KRETPROBE_WRITE]
+                .into_iter()
+                .chain(programs::KPROBE_HOOKS.map(|(name, _)| name));
+            for name in names {
+                let prog: &mut KProbe = program(&mut ebpf, name).try_into().unwrap();
+                prog.load()
+                    .unwrap_or_else(|e| panic!("{object} {name}: {}", explain(name, &e)));
+            }
         }
     }
 
@@ -318,13 +389,29 @@ mod tests {
             verifier_hint("R1 invalid mem access 'scalar'\n"),
             Hint::None
         );
+        // 5.10 refuses the bpf_loop callbacks before verifying anything.
+        let v510 = "number of funcs in func_info doesn't match number of subprogs\n\
+                    processed 0 insns (limit 1000000) max_states_per_insn 0\n";
+        assert_eq!(verifier_hint(v510), Hint::OldKernel);
+        assert_eq!(
+            verifier_reason(v510),
+            "number of funcs in func_info doesn't match number of subprogs"
+        );
+        let big = "2368: (57) r6 &= 1\nBPF program is too large. Processed 1000001 insn\n\
+                   verification time 7152952 usec\nstack depth 120+152+8\n\
+                   processed 1000001 insns (limit 1000000) max_states_per_insn 48\n";
+        assert_eq!(verifier_hint(big), Hint::TooComplex);
+        assert_eq!(
+            verifier_reason(big),
+            "BPF program is too large. Processed 1000001 insn"
+        );
     }
 
     #[test]
     fn explains_eperm_and_missing_kprobes() {
         let eperm = io::Error::from_raw_os_error(libc_eperm());
         let f = explain("fexit dk_fexit_vfs_write on vfs_write", &eperm);
-        assert_eq!(f.hint, Hint::Capabilities, "{f}");
+        assert_eq!(f.hint, features::capability_hint(), "{f}");
         assert!(matches!(f.cause, Cause::PermissionDenied), "{f}");
         assert!(
             f.to_string().contains("vfs_write") && f.to_string().contains("EPERM"),

@@ -9,21 +9,25 @@
 //! * [`btf_select`]: system BTF, else the cached `<release>.btf`.
 //! * [`roots`]: watched roots as (device, inode) map entries.
 //! * [`load`]: loading with BTF, attaching each family, failure causes and hints.
-//! * [`reader`]: the ring buffer reader thread.
+//! * [`features`]: what this kernel's BPF can do (probed), and so which object loads.
+//! * [`source`]: where events arrive: the ring buffer (modern) or per-CPU perf buffers (compat).
+//! * [`reader`]: the event reader thread.
 //! * [`canary`]: the private canary directory and the self-check that catches a BTF that does
 //!   not match the kernel.
-//! * [`clock`]: kernel event time (boot clock) to wall-clock time.
+//! * [`clock`]: kernel event time (boot or monotonic clock) to wall-clock time.
 //! * [`error`]: every way this can fail, with step, cause and hint as data.
 
 mod btf_select;
 mod canary;
 mod clock;
 mod error;
+mod features;
 mod load;
 mod mode;
 mod reader;
 mod roots;
 mod session;
+mod source;
 
 use std::path::PathBuf;
 
@@ -31,12 +35,15 @@ pub use btf_select::{BtfSource, NoBtf, Unusable};
 pub use error::{
     CanaryDirError, CanaryError, Cause, EbpfUnavailable, Failure, FamilyFailure, Hint, RootsError,
 };
+pub use features::{ObjectChoice, UnknownObject};
 pub use mode::{AttachMode, UnknownAttachMode};
 pub use session::{start, EbpfSession};
 
 /// What [`start`] needs.
 pub struct EbpfConfig {
     pub attach: AttachMode,
+    /// `--ebpf-object`: modern, compat, or by the kernel's features.
+    pub object: ObjectChoice,
     /// `--btf-cache-dir`: where `<release>.btf` is looked for and the canary directory made.
     pub btf_cache_dir: PathBuf,
     /// `uname -r`: names the cache file.

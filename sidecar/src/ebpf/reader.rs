@@ -1,7 +1,7 @@
-//! The ring buffer reader thread: decodes records, keeps canary events apart, turns the rest
-//! into [`Change`]s with absolute paths, and keeps the kernel's lost-event count current.
+//! The event reader thread: decodes records from the [`EventSource`] (ring or perf buffers),
+//! keeps canary events apart, turns the rest into [`Change`]s with absolute paths, and keeps
+//! the kernel's lost-event count current.
 
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TrySendError};
@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray};
 use aya::Ebpf;
 use diffkeeper_ebpf::event::Event;
-use diffkeeper_ebpf::object::maps;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use diffkeeper_ebpf::object::{maps, ObjectKind};
 
 use super::clock::WallClock;
 use super::error::{Cause, Failure, Hint};
 use super::load::explain;
+use super::source::EventSource;
 use crate::change::{Backend, Change, ChangeSink, Family, Op};
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
@@ -56,16 +56,18 @@ struct Routing {
 }
 
 impl Reader {
-    /// Takes the ring buffer and lost-counter maps out of `ebpf` and starts the thread.
+    /// Takes the event and lost-counter maps out of `ebpf` and starts the thread.
+    /// `buffer_bytes` sizes the compat object's perf buffers (the ring is sized at load).
     pub fn spawn(
         ebpf: &mut Ebpf,
+        object: ObjectKind,
         family: Family,
         roots: Vec<PathBuf>,
         canary_id: u32,
         sink: ChangeSink,
+        buffer_bytes: u32,
     ) -> Result<Self, Failure> {
-        let ring = RingBuf::try_from(ebpf.take_map(maps::EVENTS).expect("object has dk_events"))
-            .map_err(|e| explain("opening the dk_events ring buffer", &e))?;
+        let source = EventSource::open(ebpf, object, buffer_bytes)?;
         let lost_map: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(ebpf.take_map(maps::LOST).expect("object has dk_lost"))
                 .map_err(|e| explain("opening the dk_lost counter", &e))?;
@@ -81,7 +83,7 @@ impl Reader {
             canary_id,
             sink,
             canary: canary_tx,
-            clock: WallClock::new(),
+            clock: WallClock::new(object.clock()),
             stop: stop.clone(),
             give_up_at: None,
             dropped: 0,
@@ -90,7 +92,7 @@ impl Reader {
             let lost = lost.clone();
             std::thread::Builder::new()
                 .name("ebpf-events".into())
-                .spawn(move || run(ring, lost_map, routing, &lost))
+                .spawn(move || run(source, lost_map, routing, &lost))
                 .map_err(|source| {
                     let cause = Cause::Syscall {
                         call: "clone",
@@ -125,29 +127,37 @@ impl Drop for Reader {
 }
 
 fn run(
-    mut ring: RingBuf<MapData>,
+    mut source: EventSource,
     lost_map: PerCpuArray<MapData, u64>,
     mut routing: Routing,
     lost: &AtomicU64,
 ) {
     let mut refreshed = Instant::now();
+    let mut reported_lost = 0;
     loop {
         let stopping = routing.stopping();
         if !stopping {
-            let mut fds = [PollFd::new(ring.as_fd(), PollFlags::POLLIN)];
-            if let Err(e) = poll(&mut fds, PollTimeout::from(POLL_MS)) {
+            if let Err(e) = source.wait(POLL_MS) {
                 if e != nix::errno::Errno::EINTR {
-                    log::error!("[eBPF] poll on the ring buffer failed: {e}");
+                    log::error!("[eBPF] poll on the event buffers failed: {e}");
                     std::thread::sleep(Duration::from_millis(u64::from(POLL_MS)));
                 }
             }
         }
-        while let Some(record) = ring.next() {
-            routing.route(&record);
-        }
+        source.drain(|record| routing.route(record));
         if stopping || refreshed.elapsed() >= REFRESH {
-            if let Ok(per_cpu) = lost_map.get(&0, 0) {
-                lost.store(per_cpu.iter().sum(), Ordering::Relaxed);
+            // Counted by the programs whenever an output fails (ring or perf buffer full).
+            let total: u64 = lost_map
+                .get(&0, 0)
+                .map_or(0, |per_cpu| per_cpu.iter().sum());
+            lost.store(total, Ordering::Relaxed);
+            if total > reported_lost {
+                log::warn!(
+                    "[eBPF] the kernel dropped {} events (buffers full; {total} in all): \
+                     the journal missed changes; raise --ringbuf-bytes",
+                    total - reported_lost
+                );
+                reported_lost = total;
             }
             routing.clock.refresh();
             refreshed = Instant::now();
@@ -281,7 +291,7 @@ mod tests {
             canary_id: 1,
             sink,
             canary,
-            clock: WallClock::new(),
+            clock: WallClock::new(diffkeeper_ebpf::object::Clock::Boottime),
             stop: Arc::new(AtomicBool::new(false)),
             give_up_at: None,
             dropped: 0,

@@ -7,10 +7,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use aya::Ebpf;
+use diffkeeper_ebpf::object::ObjectKind;
 
 use super::btf_select::{self, BtfSource, SelectedBtf};
 use super::canary::{self, CanaryDir};
 use super::error::{Cause, EbpfUnavailable, Failure, FamilyFailure, Hint};
+use super::features::{self, KernelFeatures};
 use super::load;
 use super::reader::Reader;
 use super::roots::RootTable;
@@ -20,6 +22,7 @@ use crate::change::{Backend, ChangeSink, Family};
 /// Attached programs and their reader; [`EbpfSession::stop`] (or drop) unloads everything.
 pub struct EbpfSession {
     family: Family,
+    object: ObjectKind,
     btf_source: BtfSource,
     btf_path: PathBuf,
     reader: Reader,
@@ -33,6 +36,11 @@ pub struct EbpfSession {
 impl EbpfSession {
     pub fn backend(&self) -> Backend {
         Backend::Ebpf(self.family)
+    }
+
+    /// Which compiled object is loaded.
+    pub fn object(&self) -> ObjectKind {
+        self.object
     }
 
     /// `"system"` or `"cache"`.
@@ -91,6 +99,13 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
     let canary_id = (paths.len() - 1) as u32;
     let roots = RootTable::build(paths).map_err(|e| unavailable(EbpfUnavailable::Roots(e)))?;
 
+    let features = KernelFeatures::probe();
+    let (object, why) = features.pick(cfg.object);
+    log::info!("[eBPF] object {object}: {why} ({})", cfg.kernel_release);
+    if let Some(memlock) = features::raise_memlock(&features) {
+        log::warn!("[eBPF] {memlock}");
+    }
+
     let mut failures = Vec::new();
     let mut spare = None;
     for family in cfg.attach.plan(btf.source) {
@@ -104,12 +119,13 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
             ))
         } else {
             let canary = (canary_dir.path(), canary_id);
-            try_family(family, &btf, &roots, canary, cfg, &sink, &mut spare)
+            try_family(object, family, &btf, &roots, canary, cfg, &sink, &mut spare)
         };
         match attempt {
             Ok((reader, ebpf)) => {
                 return Ok(EbpfSession {
                     family,
+                    object,
                     btf_source: btf.source,
                     btf_path: btf.path,
                     reader,
@@ -128,7 +144,9 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
     Err(EbpfUnavailable::Families(failures))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn try_family(
+    object: ObjectKind,
     family: Family,
     btf: &SelectedBtf,
     roots: &RootTable,
@@ -140,9 +158,9 @@ fn try_family(
     // `spare`: the object of a family that failed to attach, maps intact and programs unloaded.
     let mut ebpf = match spare.take() {
         Some(ebpf) => ebpf,
-        None => load::load(btf, roots, cfg.ringbuf_bytes)?,
+        None => load::load(object, btf, roots, cfg.ringbuf_bytes)?,
     };
-    if let Err(failure) = load::attach(&mut ebpf, family, btf) {
+    if let Err(failure) = load::attach(&mut ebpf, object, family, btf) {
         load::unload_programs(&mut ebpf);
         *spare = Some(ebpf);
         return Err(failure);
@@ -150,10 +168,12 @@ fn try_family(
     roots.teach_kernel();
     let reader = Reader::spawn(
         &mut ebpf,
+        object,
         family,
         roots.paths.clone(),
         canary_id,
         sink.clone(),
+        cfg.ringbuf_bytes,
     )?;
     if let Err(e) = canary::check(canary_dir, canary_id, &reader.canary) {
         drop(ebpf);

@@ -15,7 +15,7 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use diffkeeper_sidecar::change::{Backend, Change, Family, Op};
-use diffkeeper_sidecar::ebpf::{AttachMode, EbpfConfig, EbpfSession};
+use diffkeeper_sidecar::ebpf::{AttachMode, EbpfConfig, EbpfSession, ObjectChoice};
 
 pub use diffkeeper_tests::scratch::Scratch;
 
@@ -64,6 +64,7 @@ pub use diffkeeper_tests::btf::kernel_release;
 pub fn config(attach: AttachMode, scratch: &Scratch, roots: Vec<PathBuf>) -> EbpfConfig {
     EbpfConfig {
         attach,
+        object: ObjectChoice::Auto,
         btf_cache_dir: scratch.dir("btf-cache"),
         kernel_release: kernel_release(),
         roots,

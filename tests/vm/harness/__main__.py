@@ -1,7 +1,8 @@
-"""diffkeeper VM matrix: boots the newest Debian 6.1 and 6.12 cloud kernels (x86_64) and the 6.1
-cloud-arm64 kernel (arm64, qemu-system-aarch64) under qemu (TCG) and runs the sidecar/init cases
-in each; prints a summary table, writes target/vm/results.json and per-case logs, and exits 1 if
-any case differs from its expectation (XFAIL rows do not count; XPASS does), 2: setup problem."""
+"""diffkeeper VM matrix: boots the newest Debian 5.10, 6.1 and 6.12 cloud kernels (x86_64) and the
+6.1 cloud-arm64 kernel (arm64, qemu-system-aarch64) under qemu (TCG) and runs the sidecar/init
+cases in each; prints a summary table, writes target/vm/results.json and per-case logs, and exits
+1 if any case differs from its expectation (XFAIL rows do not count; XPASS does), 2: setup
+problem."""
 
 import argparse
 import dataclasses
@@ -72,10 +73,13 @@ def parse_args(argv):
     p.add_argument(
         "--bpf-object",
         type=Path,
-        default=REPO / "ebpf" / "obj" / "diffkeeper.bpf.o",
-        help="the eBPF object the minimised BTF is made for (as `just min-btf` does)",
+        action="append",
+        help="an eBPF object the minimised BTF is made for (repeatable; default: both committed "
+        "objects, as `just min-btf` does)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.bpf_object = args.bpf_object or [REPO / "ebpf" / "obj" / n for n in image.BPF_OBJECTS]
+    return args
 
 
 ARCHES = ("x86_64", "arm64")
@@ -109,8 +113,8 @@ def check_inputs(args, cases, guest_bin_dir: Path) -> None:
         for b in sorted(needed)
         if not ((args.bin_dir if b in HOST_TOOLS else guest_bin_dir) / b).exists()
     ]
-    if any("min" in c.btf_variants for c in cases) and not args.bpf_object.exists():
-        missing.append(str(args.bpf_object))
+    if any("min" in c.btf_variants for c in cases):
+        missing += [str(o) for o in args.bpf_object if not o.exists()]
     if missing:
         raise HarnessError(
             "missing: " + ", ".join(missing) + ". `just vm-test` builds them all; by hand: `just build` "
@@ -128,7 +132,7 @@ def host_btf_variants(kernel: kernels.Kernel, cases, args, work: Path) -> dict[s
     if "min" in wanted:
         made["min"] = work / f"{kernel.release}.min.btf"
         run(
-            [str(REPO / "tests/vm/min-btf.sh"), str(kernel.btf), str(made["min"]), str(args.bpf_object)],
+            [str(REPO / "tests/vm/min-btf.sh"), str(kernel.btf), str(made["min"]), *map(str, args.bpf_object)],
             capture=True,
         )
     if "broken" in wanted:
@@ -152,7 +156,7 @@ def run_kernel(t: Target, args) -> tuple[qemu.VmRun, list[report.Row]]:
     shutil.rmtree(work, ignore_errors=True)
     logs.mkdir(parents=True)
     variants = host_btf_variants(kernel, cases, args, work)
-    case_list = "".join(c.list_line() + "\n" for c in cases)
+    case_list = "".join(c.list_line(kernel.release) + "\n" for c in cases)
     segment = image.kernel_segment(kernel, case_list, variants, t.btfhub_arch)
     initrd = image.write_initrd(work / "initrd.img", t.common, segment + t.extra)
     timeout = args.vm_timeout or BOOT_ALLOWANCE + sum(c.timeout for c in cases)
@@ -177,7 +181,11 @@ def main(argv) -> int:
             check_inputs(args, cases, args.bin_dir)
         refreshed = [False]
         kernel_list = [kernels.prepare(s, args.cache, refreshed) for s in series]
-        common = image.common_segment(args.bin_dir) if kernel_list else b""
+        common = (
+            image.common_segment(args.bin_dir, verifier_stats=image.build_verifier_stats(args.out))
+            if kernel_list
+            else b""
+        )
         targets += [Target("x86_64", k, k.series, cases, common) for k in kernel_list]
     if "arm64" in arches:
         series = [s for s in args.kernel or arm64.SERIES if s in arm64.SERIES]

@@ -14,6 +14,9 @@ from .kernels import Kernel
 from .util import HarnessError, log
 
 GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
+REPO = GUEST_DIR.parents[2]
+# Both eBPF objects, as committed (the verifier cases load them with bpftool/verifier-stats).
+BPF_OBJECTS = ("diffkeeper.bpf.o", "diffkeeper-compat.bpf.o")
 BINARIES = ("diffkeeper-init", "diffkeeper-sidecar", "diffkeeper-scenario")
 # What diffkeeper-init reads as the host's identity (BTFHub: debian/12/<x86_64|arm64>).
 OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
@@ -37,9 +40,33 @@ def _static_busybox() -> Path:
     return Path(busybox)
 
 
-def common_segment(bin_dir: Path, userland: dict[str, Path] | None = None) -> bytes:
+def build_verifier_stats(out: Path) -> Path:
+    """tests/vm/verifier-stats.c as a static binary (libbpf, libelf and zlib from libbpf-dev)."""
+    src = GUEST_DIR.parent / "verifier-stats.c"
+    exe = out / "verifier-stats"
+    if exe.exists() and exe.stat().st_mtime >= src.stat().st_mtime:
+        return exe
+    cc = shutil.which("clang") or shutil.which("cc")
+    res = subprocess.run(
+        [cc or "clang", "-O2", "-static", "-o", str(exe), str(src), "-lbpf", "-lelf", "-lz"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        raise HarnessError(
+            f"building {src.name} failed (needs clang and libbpf-dev: scripts/setup.sh): "
+            f"{res.stderr.strip()[-600:]}"
+        )
+    return exe
+
+
+def common_segment(
+    bin_dir: Path, userland: dict[str, Path] | None = None, verifier_stats: Path | None = None
+) -> bytes:
     """userland: guest path -> host file for busybox, bpftool and its libraries (another
-    architecture's, see arm64.userland); default: the host's static busybox and bpftool."""
+    architecture's, see arm64.userland); default: the host's static busybox and bpftool.
+    verifier_stats: the host-built tool the verifier cases run (x86_64 guests only)."""
     cpio = CpioWriter()
     for d in ("proc", "sys", "dev", "tmp", "etc", "var/empty", "root"):
         cpio.dir(d)
@@ -56,6 +83,10 @@ def common_segment(bin_dir: Path, userland: dict[str, Path] | None = None) -> by
     for name in BINARIES:
         if (bin_dir / name).exists():
             cpio.file(f"usr/local/bin/{name}", bin_dir / name, 0o755)
+    if verifier_stats is not None:
+        cpio.file("usr/local/bin/verifier-stats", verifier_stats, 0o755)
+    for name in BPF_OBJECTS:
+        cpio.file(f"vm/obj/{name}", REPO / "ebpf" / "obj" / name, 0o644)
     cpio.data("etc/os-release", OS_RELEASE)
     cpio.file("init", GUEST_DIR / "init.sh", 0o755)
     cpio.file("vm/lib.sh", GUEST_DIR / "lib.sh", 0o644)

@@ -1,6 +1,10 @@
 """Debian kernels for the matrix: pick the newest package per series, download it once into a
 cache that outlives the checkout, and extract what the VM needs (ELF vmlinux + its BTF).
 
+6.1 and 6.12 come from the machine's own apt sources (bookworm). 5.10 comes from Debian 11
+(bullseye, bullseye-security) through an apt configuration of the harness's own, kept in the
+cache dir (`<cache>/apt-bullseye/`): the machine's apt config is never touched.
+
 Debian's cloud bzImages carry the kernel as an LZ4 (6.1) or zstd (6.12) payload; booting the
 ELF vmlinux inside it (PVH entry) saves the slow in-guest decompression under TCG.
 """
@@ -18,9 +22,60 @@ from .util import HarnessError, log, run
 
 # Series -> regex over package names; group 1 is the kernel release (uname -r).
 SERIES = {
+    # bullseye-security serves only the signed image of the newest 5.10 (the -unsigned one 404s).
+    "5.10": re.compile(r"^linux-image-(5\.10\.0-\d+-cloud-amd64)$"),
     "6.1": re.compile(r"^linux-image-(6\.1\.0-\d+-cloud-amd64)-unsigned$"),
     "6.12": re.compile(r"^linux-image-(6\.12\.\d+\+deb12-cloud-amd64)-unsigned$"),
 }
+# Series served by suites the machine's apt sources do not list: suite names of the harness's
+# own sources list.
+OWN_SUITES = {"5.10": ("bullseye", "bullseye-security")}
+_SOURCE_FILES = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+
+
+def debian_mirror() -> tuple[str, str]:
+    """(archive URL, security URL) of the Debian mirror the machine's own sources use."""
+    urls = []
+    for f in _SOURCE_FILES:
+        if f.suffix not in (".list", ".sources") and f.name != "sources.list":
+            continue
+        try:
+            text = f.read_text()
+        except OSError:
+            continue
+        urls += re.findall(r"(?:^URIs:|^deb(?:\s+\[[^\]]*\])?)\s+(https?://\S+)", text, re.MULTILINE)
+    main = next((u for u in urls if u.rstrip("/").endswith("/debian")), "http://deb.debian.org/debian")
+    security = next(
+        (u for u in urls if u.rstrip("/").endswith("/debian-security")),
+        main.rstrip("/").removesuffix("/debian") + "/debian-security",
+    )
+    return main.rstrip("/"), security.rstrip("/")
+
+
+def _apt_options(series: str, cache: Path) -> list[str]:
+    """apt options for a series: none for the machine's suites; for OWN_SUITES a sources list,
+    lists and package cache under <cache>/apt-<suite>/ (created on first use)."""
+    suites = OWN_SUITES.get(series)
+    if not suites:
+        return []
+    root = cache / f"apt-{suites[0]}"
+    (root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    main, security = debian_mirror()
+    keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    lines = [f"deb [signed-by={keyring}] {main} {suites[0]} main"]
+    lines += [f"deb [signed-by={keyring}] {security} {s} main" for s in suites[1:]]
+    sources = root / "sources.list"
+    text = "\n".join(lines) + "\n"
+    if not sources.exists() or sources.read_text() != text:
+        sources.write_text(text)
+    return [
+        "-o", f"Dir::Etc::sourcelist={sources}",
+        "-o", "Dir::Etc::sourceparts=-",
+        "-o", f"Dir::State::lists={root / 'lists'}",
+        "-o", f"Dir::Cache={root / 'cache'}",
+        "-o", "APT::Sandbox::User=root",
+    ]  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -36,14 +91,14 @@ def _version_key(name: str):
     return [int(n) for n in re.findall(r"\d+", name)]
 
 
-def _newest_package(series: str) -> str | None:
-    names = run(["apt-cache", "pkgnames", "linux-image-"], capture=True).splitlines()
+def _newest_package(series: str, apt: list[str]) -> str | None:
+    names = run(["apt-cache", *apt, "pkgnames", "linux-image-"], capture=True, check=False).splitlines()
     matches = [n for n in names if SERIES[series].match(n)]
     return max(matches, key=_version_key) if matches else None
 
 
-def _candidate_version(package: str) -> str | None:
-    out = run(["apt-cache", "show", "--no-all-versions", package], capture=True, check=False)
+def _candidate_version(package: str, apt: list[str]) -> str | None:
+    out = run(["apt-cache", *apt, "show", "--no-all-versions", package], capture=True, check=False)
     m = re.search(r"^Version: (\S+)$", out, re.MULTILINE)
     return m.group(1) if m else None
 
@@ -68,13 +123,16 @@ def fetch_deb(series: str, cache: Path, lists_refreshed: list[bool]) -> Path:
             f"cannot create the kernel cache {debs}: {e.strerror}; "
             "point DIFFKEEPER_VM_CACHE (or --cache) at a writable directory"
         ) from e
-    package = _newest_package(series)
-    if package is None and not lists_refreshed[0]:
-        log("apt lists have no cloud kernel packages: running apt-get update")
-        run(["apt-get", "update", "-qq"], check=False)
-        lists_refreshed[0] = True
-        package = _newest_package(series)
-    version = _candidate_version(package) if package else None
+    apt = _apt_options(series, cache)
+    package = _newest_package(series, apt)
+    if package is None and (apt or not lists_refreshed[0]):
+        where = f"{cache}/apt-{OWN_SUITES[series][0]}" if apt else "the machine's apt lists"
+        log(f"{where}: no {series} cloud kernel package listed: running apt-get update")
+        run(["apt-get", *apt, "update", "-qq"], check=False)
+        if not apt:
+            lists_refreshed[0] = True
+        package = _newest_package(series, apt)
+    version = _candidate_version(package, apt) if package else None
     if package and version:
         target = debs / _deb_name(package, version)
         if target.exists():
@@ -83,7 +141,7 @@ def fetch_deb(series: str, cache: Path, lists_refreshed: list[bool]) -> Path:
         with tempfile.TemporaryDirectory(dir=debs) as tmp:
             # Sandbox user root: the _apt user cannot write into a root-owned cache dir.
             res = subprocess.run(
-                ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", package],
+                ["apt-get", *apt, "download", "-q", "-o", "APT::Sandbox::User=root", package],
                 check=False,
                 cwd=tmp,
                 capture_output=True,
@@ -102,7 +160,8 @@ def fetch_deb(series: str, cache: Path, lists_refreshed: list[bool]) -> Path:
     raise HarnessError(
         f"no Debian linux-image-{series} cloud kernel available: apt-cache found "
         f"{package or 'no package'} and {debs} has no cached .deb; check the apt sources "
-        "(bookworm + bookworm-security) and network access to the Debian mirror"
+        "(bookworm + bookworm-security; bullseye for 5.10, in the cache's apt-bullseye/) and "
+        "network access to the Debian mirror"
     )
 
 

@@ -1,5 +1,6 @@
-"""What runs in each guest and what counts as passing: the matrix
-(BTF source x attach mode -> expected backend), the init end-to-end runs, the broken-BTF case."""
+"""What runs in each guest and what counts as passing: the matrix (BTF source x attach mode ->
+expected backend), the forced-compat rows, the init end-to-end runs, the broken-BTF case, and
+the verifier's verdict on both eBPF objects."""
 
 import dataclasses
 import json
@@ -25,6 +26,24 @@ EXPECTED = {
     "min": {"kprobe": "kprobe", "fentry": "kprobe", "tracepoint": "tracepoint", "auto": "kprobe"},
     "none": {m: "inotify" for m in MODES},
 }
+
+# Before 5.17 (no bpf_loop, no ring buffer before 5.8) only the compat object can load, and it
+# has no fentry/tp_btf programs: fentry falls back to kprobe even with the system BTF.
+EXPECTED_PRE_5_17 = {
+    row: {m: ("kprobe" if b == "fentry" else b) for m, b in modes.items()}
+    for row, modes in EXPECTED.items()
+}
+
+
+def kernel_version(release: str) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as 5.10.0-46-cloud-amd64."""
+    m = re.match(r"(\d+)\.(\d+)", release)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def expected_backend(release: str, row: str, mode: str) -> str:
+    return (EXPECTED_PRE_5_17 if release.startswith("5.") else EXPECTED)[row][mode]
+
 
 CASE_TIMEOUT = 40  # seconds inside the guest (TCG); a case normally takes 1-5 s
 
@@ -55,9 +74,14 @@ class Case:
     # Why this case is expected to fail on this platform ("" = must pass). It runs and is checked
     # all the same: XFAIL when it fails without a hard problem, XPASS (a failure) when it passes.
     xfail: str = ""
+    # The expectation on a given kernel release, when it depends on the kernel.
+    expect_on: Callable[[str], str] | None = None
+    # The script's arguments on a given kernel release, when they depend on the kernel.
+    args_on: Callable[[str], list[str]] | None = None
 
-    def list_line(self) -> str:
-        return " ".join([self.id, str(self.timeout), self.script, *self.args])
+    def list_line(self, release: str) -> str:
+        args = self.args_on(release) if self.args_on else self.args
+        return " ".join([self.id, str(self.timeout), self.script, *args])
 
 
 def evidence(out: CaseOutput) -> dict:
@@ -188,20 +212,49 @@ def _fallback_reason(row: str, mode: str) -> str:
     return ""
 
 
-def _cell_check(row: str, mode: str, expect: str) -> Callable[[CaseOutput, str], Verdict]:
-    reason = _fallback_reason(row, mode)
+def object_line(text: str) -> str:
+    """The sidecar's `[eBPF] object <kind>: <why>` line ("" if it never chose one)."""
+    found = re.findall(r"\[eBPF\] object (\w+: [^(\n]*)", text)
+    return found[-1].strip() if found else ""
+
+
+def _object_problem(row: str, release: str, forced: str, text: str) -> str:
+    """Whether the sidecar chose the object this kernel (or --ebpf-object) calls for."""
+    if row == "none":
+        return ""  # no BTF: it never gets as far as choosing
+    if forced:
+        want = f"{forced}: forced by --ebpf-object"
+    elif release.startswith("5."):
+        want = "compat: this kernel has no bpf_loop"
+    else:
+        want = "modern: this kernel has bpf_loop and the BPF ring buffer"
+    got = object_line(text)
+    return "" if got == want else f"expected `[eBPF] object {want}`, got `{got or 'no such line'}`"
+
+
+def _cell_check(
+    row: str, mode: str, forced: str = "", expect: str = ""
+) -> Callable[[CaseOutput, str], Verdict]:
+    """forced: the --ebpf-object the cell passes ("" = auto); expect: the backend, where the
+    platform decides it (else from the kernel release and the object)."""
 
     def check(out: CaseOutput, release: str) -> Verdict:
         if (v := _finished(out)) is not None:
             return v
+        want = expect or (
+            compat_backend(row, mode) if forced == "compat" else expected_backend(release, row, mode)
+        )
+        # Before 5.17 fentry falls back because the compat object has no fentry programs.
+        reason = _fallback_reason(row, mode) if not release.startswith("5.") or row == "none" else ""
         seen = ready_backend(out.output)
         return _verdict(
             seen,
             scenario_events(out.output),
             [
                 scenario_problem(out),
-                f"backend {seen or 'none'} instead of {expect}" if seen != expect else "",
+                f"backend {seen or 'none'} instead of {want}" if seen != want else "",
                 _btf_problem(row, out.output, release),
+                _object_problem(row, release, forced, out.output),
                 f"no log line explaining the fallback (/{reason}/)"
                 if reason and not re.search(reason, out.output)
                 else "",
@@ -239,16 +292,51 @@ def cell_cases() -> list[Case]:
         Case(
             f"cell.{row}.{mode}",
             "cell.sh",
-            [row, mode, EXPECTED[row][mode]],
+            [row, mode],
             label,
             mode,
             EXPECTED[row][mode],
-            _cell_check(row, mode, EXPECTED[row][mode]),
+            _cell_check(row, mode),
+            expect_on=lambda release, row=row, mode=mode: expected_backend(release, row, mode),
+            args_on=lambda release, row=row, mode=mode: [
+                row,
+                mode,
+                expected_backend(release, row, mode),
+            ],
             needs=("diffkeeper-sidecar", "diffkeeper-scenario"),
             btf_variants=("min",) if row == "min" else (),
         )
         for row, label in BTF_ROWS
         for mode in MODES
+    ]
+
+
+# The compat object forced on every kernel: the same journal as modern from kprobe and raw
+# tracepoint, with the system BTF and with the minimised one (the two objects interchangeable).
+COMPAT_ROWS = ["system", "min"]
+COMPAT_MODES = ["kprobe", "tracepoint"]
+
+
+def compat_backend(row: str, mode: str) -> str:
+    return EXPECTED_PRE_5_17[row][mode]
+
+
+def compat_cases() -> list[Case]:
+    return [
+        Case(
+            f"compat.{row}.{mode}",
+            "cell.sh",
+            [row, mode, compat_backend(row, mode), "compat"],
+            f"{label} (--ebpf-object compat)",
+            mode,
+            compat_backend(row, mode),
+            _cell_check(row, mode, forced="compat"),
+            needs=("diffkeeper-sidecar", "diffkeeper-scenario"),
+            btf_variants=("min",) if row == "min" else (),
+        )
+        for row, label in BTF_ROWS
+        if row in COMPAT_ROWS
+        for mode in COMPAT_MODES
     ]
 
 
@@ -288,9 +376,12 @@ def _init_check(status_source: str) -> Callable[[CaseOutput, str], Verdict]:
                 "no kprobe attached to vfs_write/security_inode_* in debugfs kprobes/list"
                 if ev.get("kprobe_attachments", "0") == "0"
                 else "",
+                # Kprobes are bpf_links (BPF_LINK_TYPE_PERF_EVENT) from 5.15; before, aya attaches
+                # them with the perf event ioctl and no link exists to list.
                 "bpftool link show lists no perf_event link"
-                if ev.get("perf_event_links", "0") == "0"
+                if ev.get("perf_event_links", "0") == "0" and kernel_version(release) >= (5, 15)
                 else "",
+                _object_problem("cache", release, "", out.output),
                 f"sidecar prog types {types} are not all kprobe (2)"
                 if not types or set(types) != {"2"}
                 else "",
@@ -375,6 +466,119 @@ def broken_case() -> Case:
     )
 
 
+# The verifier's limit on processed instructions before 5.2 (BPF_COMPLEXITY_LIMIT_INSNS): the
+# compat object must stay below it to load on 4.18-era kernels we cannot boot here.
+VERIFIER_LIMIT_4_18 = 131072
+PROGRAMS = {
+    "compat": [
+        "dk_kprobe_write",
+        "dk_kretprobe_write",
+        "dk_kprobe_inode_create",
+        "dk_kprobe_inode_unlink",
+        "dk_kprobe_inode_rename",
+        "dk_sys_exit",
+    ],
+}
+PROGRAMS["modern"] = PROGRAMS["compat"] + [
+    "dk_fexit_vfs_write",
+    "dk_fexit_vfs_writev",
+    "dk_fentry_inode_create",
+    "dk_fentry_inode_unlink",
+    "dk_fentry_inode_rename",
+    "dk_sys_exit_btf",
+]
+OBJECT_FILES = {"modern": "diffkeeper.bpf.o", "compat": "diffkeeper-compat.bpf.o"}
+
+
+def verifier_lines(text: str) -> dict[str, dict]:
+    """prog name -> fields of its `VERIFIER prog=… result=…` line from verifier-stats."""
+    found = {}
+    for m in re.finditer(r"^VERIFIER (prog=.*)$", text, re.MULTILINE):
+        fields = dict(re.findall(r"(\w+)=(\S*)", m.group(1).split(" log=")[0]))
+        fields["log"] = m.group(1).split(" log=", 1)[1] if " log=" in m.group(1) else ""
+        found[fields["prog"]] = fields
+    return found
+
+
+def _verifier_expect(kind: str, release: str) -> str:
+    if kind == "modern" and release.startswith("5."):
+        return "refused (all but dk_kprobe_write)"
+    return f"loads, each <= {VERIFIER_LIMIT_4_18} processed" if kind == "compat" else "loads"
+
+
+def _check_verifier(kind: str) -> Callable[[CaseOutput, str], Verdict]:
+    """compat: every program loads (verifier-stats and bpftool loadall), each within the
+    pre-5.2 limit. modern: loads on >= 5.17, every program refused on 5.10."""
+
+    def check(out: CaseOutput, release: str) -> Verdict:
+        if (v := _finished(out)) is not None:
+            return v
+        ev = evidence(out)
+        progs = verifier_lines(out.output)
+        refuse = kind == "modern" and release.startswith("5.")
+        problems = [
+            f"verifier-stats saw {sorted(progs)} instead of {sorted(PROGRAMS[kind])}"
+            if sorted(progs) != sorted(PROGRAMS[kind])
+            else ""
+        ]
+        counts = []
+        for name in PROGRAMS[kind]:
+            p = progs.get(name, {})
+            if refuse:
+                # dk_kprobe_write has no walk (no bpf_loop): the one modern program 5.10 takes.
+                want = "ok" if name == "dk_kprobe_write" else "refused"
+                if p.get("result") != want:
+                    problems.append(f"{name} {p.get('result', 'missing')}, expected {want}")
+                continue
+            if p.get("result") != "ok":
+                problems.append(f"{name} refused: {p.get('log', 'no line')}")
+                continue
+            processed = int(p.get("processed", "-1"))
+            counts.append(f"{name} {processed}")
+            if kind == "compat" and not 0 < processed <= VERIFIER_LIMIT_4_18:
+                problems.append(f"{name}: {processed} processed > {VERIFIER_LIMIT_4_18}")
+        bpftool_rc = ev.get("bpftool_loadall_rc")
+        if refuse:
+            problems.append("bpftool prog loadall succeeded" if bpftool_rc == "0" else "")
+            logs = sorted({p["log"] for p in progs.values() if p.get("log")})
+            seen = f"refused ({'; '.join(logs)[:160]})"
+            return _verdict(seen, "", problems)
+        problems.append(f"bpftool prog loadall exited {bpftool_rc}" if bpftool_rc != "0" else "")
+        loaded = ev.get("bpftool_loaded", "0")
+        problems.append(
+            f"bpftool prog show lists {loaded} programs, not {len(PROGRAMS[kind])}"
+            if loaded != str(len(PROGRAMS[kind]))
+            else ""
+        )
+        return _verdict("loads", "processed: " + ", ".join(counts), problems)
+
+    return check
+
+
+def verifier_cases() -> list[Case]:
+    return [
+        Case(
+            f"verifier.{kind}",
+            "verifier.sh",
+            [OBJECT_FILES[kind]],
+            f"verifier: {kind} object (verifier-stats, bpftool prog loadall)",
+            "-",
+            _verifier_expect(kind, "6"),
+            _check_verifier(kind),
+            expect_on=lambda release, kind=kind: _verifier_expect(kind, release),
+            timeout=90,
+        )
+        for kind in ("compat", "modern")
+    ]
+
+
 def all_cases() -> list[Case]:
     """Every matrix case, in guest run order."""
-    return [*cell_cases(), broken_case(), *init_cases(), *selftest_cases()]
+    return [
+        *verifier_cases(),
+        *cell_cases(),
+        *compat_cases(),
+        broken_case(),
+        *init_cases(),
+        *selftest_cases(),
+    ]

@@ -55,7 +55,7 @@ def judge(kernel: str, case: Case, run: VmRun, logs: Path) -> Row:
         case.id,
         case.group,
         case.mode,
-        case.expect,
+        case.expect_on(kernel) if case.expect_on else case.expect,
         verdict.seen,
         verdict.events,
         result,

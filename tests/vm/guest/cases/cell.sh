@@ -1,7 +1,8 @@
-# cell.sh BTF MODE EXPECT: one matrix cell, the sidecar's journal scenario with the given BTF
-# (system | full | min | none | broken) and --attach MODE; EXPECT: the backend it must end on.
+# cell.sh BTF MODE EXPECT [OBJECT]: one matrix cell, the sidecar's journal scenario with the
+# given BTF (system | full | min | none | broken) and --attach MODE; EXPECT: the backend it must
+# end on; OBJECT: --ebpf-object (default auto).
 . /vm/lib.sh
-btf=$1 mode=$2 expect=$3
+btf=$1 mode=$2 expect=$3 object=${4:-auto}
 cache=/tmp/case/btf-cache
 mkdir -p "$cache"
 case "$btf" in
@@ -13,4 +14,4 @@ hide=--hide-system-btf
 [ "$btf" = system ] && hide=
 # --verbose: the sidecar's log (ready line, BTF line, fallback reasons) goes to the case log.
 diffkeeper-scenario --sidecar /usr/local/bin/diffkeeper-sidecar --expect-backend "$expect" \
-    --workdir /tmp/case --ready-timeout 20 --verbose $hide -- --attach "$mode" --btf-cache-dir "$cache"
+    --workdir /tmp/case --ready-timeout 20 --verbose $hide -- --attach "$mode" --ebpf-object "$object" --btf-cache-dir "$cache"

@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Everything that differs between diffkeeper's two objects, built from one source:
+ *
+ *   modern (default)   Linux >= 5.17: ring buffer, bpf_loop, global data, fentry/fexit/tp_btf
+ *   compat (-DDK_COMPAT) Linux 4.18-5.16: what 4.18 has, nothing more
+ *
+ *                   modern                              compat
+ *   event output    dk_events RINGBUF, bpf_ringbuf_output  dk_events PERF_EVENT_ARRAY,
+ *                                                       bpf_perf_event_output(BPF_F_CURRENT_CPU)
+ *   timestamps      bpf_ktime_get_boot_ns: BOOTTIME     bpf_ktime_get_ns: MONOTONIC (no
+ *                                                       boot clock helper before 5.8)
+ *   parent walk     bpf_loop callbacks                  the same callbacks, called from a
+ *                                                       fully unrolled sequence (no backward
+ *                                                       jump: no loops before 5.3)
+ *   settings        const volatile dk_all_roots,        ARRAY map dk_settings (no global data
+ *                   dk_ring_bytes (.rodata)             before 5.2)
+ *   learned roots   .bss dk_learned, dk_root_dentry[],  ARRAY dk_learned, HASH dk_root_dentry,
+ *                   dk_root_sb[], dk_root_top[]         dk_root_sb, dk_root_top
+ *   kernel reads    bpf_probe_read_kernel{,_str}        bpf_probe_read{,_str} (_kernel is 5.5)
+ *   programs        + fentry/fexit, tp_btf              kprobe/kretprobe, raw_tracepoint only
+ *
+ * Loader contract of the compat object (the maps both objects share, dk_roots, dk_devs,
+ * dk_lost, dk_scratch and dk_inflight, are identical):
+ *   dk_settings   ARRAY, 1 entry, key u32 0, value struct dk_settings { u64 all_roots }:
+ *                 the loader writes all_roots (bit id set for every root id in dk_roots, the
+ *                 value modern takes as the dk_all_roots global) after load, before attach.
+ *                 0 (the initial value) means "learn nothing, never take the learned path".
+ *   dk_events     PERF_EVENT_ARRAY, max_entries 0 (loaders size it to the CPU count): one
+ *                 perf buffer per CPU. A sample's raw data is struct dk_event + path_len +
+ *                 from_len bytes (the ring buffer record of modern), then up to 7 bytes of
+ *                 perf padding. Losses: dk_lost (output failed) + the perf ring's own
+ *                 PERF_RECORD_LOST counts. No dk_ring_bytes: the buffer size is user space's.
+ *   dk_learned, dk_root_dentry, dk_root_sb, dk_root_top: written by the programs only.
+ *   ts_ns         CLOCK_MONOTONIC (modern: CLOCK_BOOTTIME): convert with a monotonic offset.
+ */
+#ifndef DK_COMPAT_BPF_H
+#define DK_COMPAT_BPF_H
+
+/* DK_MAX_ROOTS (diffkeeper_event.h) is dk_roots' max_entries and the learned bitmask's width. */
+
+/* Which learned-root table learned_root_id() searches. */
+enum dk_table {
+	DK_T_DENTRY, /* the root's own dentry */
+	DK_T_SB,     /* its super_block: replaces the dk_devs lookup once all roots are learned */
+	DK_T_TOP,    /* its file system's top dentry: a walk stops there */
+};
+
+#ifdef DK_COMPAT
+
+/* 4.18 has only the unsplit probe helpers; on x86 they read kernel memory. This also turns
+ * every BPF_CORE_READ (which expands to bpf_probe_read_kernel) into bpf_probe_read. */
+#define bpf_probe_read_kernel bpf_probe_read
+#define bpf_probe_read_kernel_str bpf_probe_read_str
+
+/* fentry/fexit/tp_btf need the running kernel's own BTF: not on the kernels compat is for. */
+#define DK_HAVE_BTF_PROGS 0
+
+/* A walk step is a real (bpf-to-bpf) function, called DK_MAX_DEPTH times, so the unrolled
+ * walk costs a call per level instead of a copy of the step. */
+#define DK_STEP static __noinline long
+
+/* Calls cb(0, data), cb(1, data), ... until one returns non-zero: unrolled, so the program
+ * has no backward jump (the 4.18 verifier rejects any). */
+#define dk_loop(n, cb, data)                                                          \
+	do {                                                                          \
+		_Pragma("unroll") for (__u32 dk_i = 0; dk_i < (n); dk_i++) if (cb(dk_i, data)) \
+			break;                                                        \
+	} while (0)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} dk_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dk_settings);
+} dk_settings SEC(".maps");
+
+/* Bit id set once root id's pointers are in the three tables below. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} dk_learned SEC(".maps");
+
+/* Learned pointer -> root id: one hash lookup replaces modern's compare with every root. */
+#define DK_LEARNED_TABLE(name)                                                        \
+	struct {                                                                      \
+		__uint(type, BPF_MAP_TYPE_HASH);                                      \
+		__uint(max_entries, DK_MAX_ROOTS);                                    \
+		__type(key, __u64);                                                   \
+		__type(value, __u32);                                                 \
+	} name SEC(".maps")
+DK_LEARNED_TABLE(dk_root_dentry);
+DK_LEARNED_TABLE(dk_root_sb);
+DK_LEARNED_TABLE(dk_root_top);
+
+static __always_inline void learn_root(__u32 id, struct dentry *root)
+{
+	__u32 zero = 0;
+	__u64 *learned = bpf_map_lookup_elem(&dk_learned, &zero);
+	__u64 dentry = (__u64)root;
+	__u64 sb = (__u64)BPF_CORE_READ(root, d_sb);
+	__u64 top = (__u64)BPF_CORE_READ(root, d_sb, s_root);
+
+	if (!learned)
+		return;
+	bpf_map_update_elem(&dk_root_dentry, &dentry, &id, BPF_ANY);
+	bpf_map_update_elem(&dk_root_sb, &sb, &id, BPF_ANY);
+	bpf_map_update_elem(&dk_root_top, &top, &id, BPF_ANY);
+	/* Plain read-modify-write (no atomic OR before 5.12): a lost bit is learned again. */
+	*learned |= 1ULL << (id & (DK_MAX_ROOTS - 1));
+}
+
+static __always_inline int all_roots_learned(void)
+{
+	__u32 zero = 0;
+	struct dk_settings *set = bpf_map_lookup_elem(&dk_settings, &zero);
+	__u64 *learned = bpf_map_lookup_elem(&dk_learned, &zero);
+
+	__u64 all = set ? set->all_roots : 0;
+	__u64 got = learned ? *learned : 0;
+
+	/* Not short-circuited: jump threading would send the last compare back into code laid
+	 * out before it (the compat object has no backward jump). */
+	return (all != 0) & (all == got);
+}
+
+static __always_inline int learned_root_id(enum dk_table table, void *p)
+{
+	__u64 key = (__u64)p;
+	__u32 *id = bpf_map_lookup_elem(table == DK_T_DENTRY ? (void *)&dk_root_dentry
+				       : table == DK_T_SB    ? (void *)&dk_root_sb
+							     : (void *)&dk_root_top,
+				       &key);
+
+	return id ? (int)(*id & (DK_MAX_ROOTS - 1)) : -1;
+}
+
+static __always_inline __u64 dk_now_ns(void)
+{
+	return bpf_ktime_get_ns();
+}
+
+static __always_inline long dk_output(void *ctx, void *data, __u64 size)
+{
+	return bpf_perf_event_output(ctx, &dk_events, BPF_F_CURRENT_CPU, data, size);
+}
+
+#else /* modern */
+
+#define DK_HAVE_BTF_PROGS 1
+#define DK_STEP static long
+#define dk_loop(n, cb, data) bpf_loop(n, cb, data, 0)
+
+/* Events to user space; user space sets the size at load (default 1 MiB). */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} dk_events SEC(".maps");
+
+/*
+ * Learned root dentries, so that walks compare pointers (one probe read per level) instead
+ * of reading each parent's inode number (three). User space sets bit `id` of dk_all_roots
+ * for every root id and keeps every root directory open while the programs are attached: a
+ * pinned dentry cannot be freed, so its address names that directory and nothing else
+ * (a directory has one dentry). A root is learned when a walk finds it by (dev, ino), or
+ * when the sidecar calls fstatfs() on the root (tracepoint mode), so even writes outside
+ * take the cheap path from the start.
+ */
+const volatile __u64 dk_all_roots = 0;
+__u64 dk_learned = 0;
+__u64 dk_root_dentry[DK_MAX_ROOTS];
+__u64 dk_root_sb[DK_MAX_ROOTS];
+__u64 dk_root_top[DK_MAX_ROOTS];
+
+/* Plain read-modify-write: a bit lost to a race with another CPU is learned again later. */
+static __always_inline void learn_root(__u32 id, struct dentry *root)
+{
+	dk_root_dentry[id & (DK_MAX_ROOTS - 1)] = (__u64)root;
+	dk_root_sb[id & (DK_MAX_ROOTS - 1)] = (__u64)BPF_CORE_READ(root, d_sb);
+	dk_root_top[id & (DK_MAX_ROOTS - 1)] = (__u64)BPF_CORE_READ(root, d_sb, s_root);
+	asm volatile("" ::: "memory"); /* the pointers are stored before the bit says so */
+	dk_learned |= 1ULL << (id & (DK_MAX_ROOTS - 1));
+}
+
+static __always_inline int all_roots_learned(void)
+{
+	return dk_all_roots && dk_learned == dk_all_roots;
+}
+
+/* The id of the root whose entry in `table` is `p`, or -1. */
+static __always_inline int learned_root_id(enum dk_table table, void *p)
+{
+	const __u64 *learned = table == DK_T_DENTRY ? dk_root_dentry
+			       : table == DK_T_SB   ? dk_root_sb
+						    : dk_root_top;
+
+	for (int k = 0; k < DK_MAX_ROOTS; k++) {
+		if (!(dk_all_roots >> k))
+			return -1;
+		if (learned[k] == (__u64)p)
+			return k;
+	}
+	return -1;
+}
+
+/* Boot time, not ktime_get_ns: it keeps counting across suspend like CLOCK_REALTIME, so user
+ * space's one wall-clock offset stays valid after a resume. */
+static __always_inline __u64 dk_now_ns(void)
+{
+	return bpf_ktime_get_boot_ns();
+}
+
+/* dk_events' size in bytes: user space sets it at load, with the map's max_entries. */
+const volatile __u32 dk_ring_bytes = 1 << 20;
+
+/*
+ * Wake the reader once, when this record makes the ring cross an eighth full; it also polls
+ * on a short timeout and drains everything once woken. A wake-up per record would cost the
+ * writer an irq_work and the reader a context switch per event. Past half full the reader
+ * is falling behind: then every record forces a wake-up, whose cost slows the writers
+ * enough for the reader to catch up (without it a burst of 1-byte writes loses a third).
+ */
+static __always_inline __u64 wakeup_flag(__u64 size)
+{
+	__u64 avail = bpf_ringbuf_query(&dk_events, BPF_RB_AVAIL_DATA);
+	__u64 after = avail + size + BPF_RINGBUF_HDR_SZ; /* records are 8-aligned, like the marks */
+
+	if (avail > dk_ring_bytes / 2 || (avail <= dk_ring_bytes / 8 && after > dk_ring_bytes / 8))
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline long dk_output(void *ctx, void *data, __u64 size)
+{
+	return bpf_ringbuf_output(&dk_events, data, size, wakeup_flag(size));
+}
+
+#endif /* DK_COMPAT */
+#endif /* DK_COMPAT_BPF_H */

@@ -1,0 +1,158 @@
+//! Where kernel events arrive: the modern object's one ring buffer, or the compat object's
+//! per-CPU perf buffers (kernels before 5.8 have no ring buffer). The reader polls and drains
+//! either the same way and never sees the difference.
+
+use std::os::fd::AsFd;
+
+use aya::maps::perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer};
+use aya::maps::{MapData, RingBuf};
+use aya::Ebpf;
+use diffkeeper_ebpf::object::{maps, ObjectKind};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::error::{Cause, Failure, Hint};
+use super::load::explain;
+
+pub enum EventSource {
+    Ring(RingBuf<MapData>),
+    Perf(PerfBuffers),
+}
+
+pub struct PerfBuffers {
+    buffers: Vec<PerfEventArrayBuffer<MapData>>,
+    /// A sample that wraps around a buffer's end, copied into one piece.
+    joined: Vec<u8>,
+}
+
+impl EventSource {
+    /// Takes the object's event map out of `ebpf`. `bytes` is the ring size, or for the perf
+    /// buffers the total shared out over the CPUs (see [`perf_pages_per_cpu`]).
+    pub fn open(ebpf: &mut Ebpf, kind: ObjectKind, bytes: u32) -> Result<Self, Failure> {
+        let map = ebpf
+            .take_map(maps::EVENTS)
+            .expect("both objects define dk_events");
+        match kind {
+            ObjectKind::Modern => RingBuf::try_from(map)
+                .map(Self::Ring)
+                .map_err(|e| explain("opening the dk_events ring buffer", &e)),
+            ObjectKind::Compat => {
+                let mut array = PerfEventArray::try_from(map)
+                    .map_err(|e| explain("opening the dk_events perf event array", &e))?;
+                let cpus = aya::util::online_cpus().map_err(|(file, source)| {
+                    let cause = Cause::Syscall {
+                        call: "read",
+                        source,
+                    };
+                    Failure::new(
+                        format!("reading the online CPUs from {file}"),
+                        cause,
+                        Hint::None,
+                    )
+                })?;
+                let pages = perf_pages_per_cpu(bytes, cpus.len(), page_size());
+                let buffers = cpus
+                    .iter()
+                    .map(|&cpu| {
+                        array.open(cpu, Some(pages)).map_err(|e| {
+                            explain(&format!("opening the perf buffer of CPU {cpu}"), &e)
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Self::Perf(PerfBuffers {
+                    buffers,
+                    joined: Vec::new(),
+                }))
+            }
+        }
+    }
+
+    /// Waits until a record may be ready, at most `timeout_ms`.
+    pub fn wait(&self, timeout_ms: u16) -> nix::Result<()> {
+        let timeout = PollTimeout::from(timeout_ms);
+        match self {
+            Self::Ring(ring) => poll(&mut [PollFd::new(ring.as_fd(), PollFlags::POLLIN)], timeout),
+            Self::Perf(perf) => {
+                let mut fds: Vec<PollFd> = perf
+                    .buffers
+                    .iter()
+                    .map(|b| PollFd::new(b.as_fd(), PollFlags::POLLIN))
+                    .collect();
+                poll(&mut fds, timeout)
+            }
+        }
+        .map(drop)
+    }
+
+    /// Hands every ready record to `route`. Drops are not counted here: the programs count
+    /// every failed output in `dk_lost`, for both objects. (A full perf buffer also reports
+    /// its drops as PERF_RECORD_LOST, but those are the same drops, and reported late: only
+    /// once the buffer has room again.)
+    pub fn drain(&mut self, mut route: impl FnMut(&[u8])) {
+        match self {
+            Self::Ring(ring) => {
+                while let Some(record) = ring.next() {
+                    route(&record);
+                }
+            }
+            Self::Perf(perf) => {
+                let PerfBuffers { buffers, joined } = perf;
+                for buffer in buffers.iter_mut().filter(|b| b.readable()) {
+                    buffer.for_each(|event| match event {
+                        PerfEvent::Sample { head, tail: [] } => route(head),
+                        PerfEvent::Sample { head, tail } => {
+                            joined.clear();
+                            joined.extend_from_slice(head);
+                            joined.extend_from_slice(tail);
+                            route(joined);
+                        }
+                        PerfEvent::Lost { .. } => {}
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |n| n as usize)
+}
+
+/// Data pages per CPU buffer: `total` bytes shared out over `cpus`, rounded down to a power of
+/// two (the kernel requires one), and never below [`MIN_PERF_BUFFER`] so the largest record
+/// fits. A 1 MiB total gives 2 CPUs 512 KiB each and 64 CPUs 16 KiB each: the memory pinned
+/// stays near the configured size on big nodes.
+pub fn perf_pages_per_cpu(total: u32, cpus: usize, page_size: usize) -> usize {
+    let page_size = page_size.max(1);
+    let floor = MIN_PERF_BUFFER.div_ceil(page_size).next_power_of_two();
+    let per_cpu = total as usize / cpus.max(1) / page_size;
+    let pages = if per_cpu == 0 {
+        1
+    } else {
+        1 << per_cpu.ilog2()
+    };
+    pages.max(floor)
+}
+
+/// The largest record (header and two full paths) plus perf's own sample header, rounded up.
+const MIN_PERF_BUFFER: usize = 16 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perf_buffers_share_the_configured_size_in_powers_of_two() {
+        assert_eq!(perf_pages_per_cpu(1 << 20, 2, 4096), 128);
+        assert_eq!(perf_pages_per_cpu(1 << 20, 64, 4096), 4);
+        assert_eq!(perf_pages_per_cpu(1 << 20, 3, 4096), 64);
+        // Never below the 16 KiB the largest record (header + two 4 KiB paths) needs.
+        assert_eq!(perf_pages_per_cpu(4096, 256, 4096), 4);
+        assert!(
+            MIN_PERF_BUFFER > std::mem::size_of::<diffkeeper_ebpf::event::DkEvent>() + 2 * 4096
+        );
+        assert_eq!(perf_pages_per_cpu(1 << 20, 1, 65536), 16);
+    }
+}
