@@ -20,10 +20,7 @@ fn tracepoint_with_cached_btf_when_system_btf_is_hidden() {
     let root = scratch.dir("state");
     let outside = scratch.dir("outside");
     let cfg = config(AttachMode::Auto, &scratch, vec![root.clone()]);
-    let cached = cfg
-        .btf_cache_dir
-        .join(format!("{}.btf", cfg.kernel_release));
-    std::fs::write(&cached, real.as_slice()).unwrap();
+    let cached = write_cached_btf(&cfg, &real);
 
     let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
     let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));

@@ -68,10 +68,7 @@ fn compat_object_journals_the_same_scenario_with_cached_btf() {
     let root = scratch.dir("state");
     let outside = scratch.dir("outside");
     let cfg = compat(config(AttachMode::Auto, &scratch, vec![root.clone()]));
-    let cached = cfg
-        .btf_cache_dir
-        .join(format!("{}.btf", cfg.kernel_release));
-    std::fs::write(&cached, real.as_slice()).unwrap();
+    write_cached_btf(&cfg, &real);
     let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
     let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
     assert_eq!(
@@ -110,32 +107,16 @@ fn compat_change_time_is_when_the_write_happened() {
     );
 }
 
-/// The perf buffers' own drops (PERF_RECORD_LOST) are counted: every write is either received
-/// or counted as lost, exactly.
+/// Every write is either received or counted as lost, exactly, and the losses are logged.
 #[test]
 fn compat_perf_buffer_overflow_counts_every_lost_event() {
-    use std::io::Write;
-
     capture_logs();
     let scratch = Scratch::new("compat-overflow");
     let root = scratch.dir("state");
     let mut cfg = compat(config(AttachMode::Tracepoint, &scratch, vec![root.clone()]));
     cfg.ringbuf_bytes = 4096; // the perf buffers' floor: 16 KiB per CPU
-    let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
-    let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
-    let lost = session.lost_counter();
-    let received = std::thread::spawn(move || rx.iter().count() as u64);
-
     const WRITES: u64 = 300_000;
-    let mut f = std::fs::File::create(root.join("burst")).unwrap(); // + 1 create event
-    for _ in 0..WRITES {
-        f.write_all(b"x").unwrap();
-    }
-    drop(f);
-    std::thread::sleep(Duration::from_millis(100));
-    session.stop();
-    let received = received.join().unwrap();
-    let lost = lost.load(Ordering::Relaxed);
+    let (received, lost) = burst(&cfg, &root, WRITES);
     assert!(lost > 0, "16 KiB perf buffers kept up with {WRITES} writes");
     assert_eq!(
         received + lost,

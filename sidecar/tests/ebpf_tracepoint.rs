@@ -121,30 +121,13 @@ fn forced_fentry_and_kprobe_fall_back_with_reasons() {
 
 #[test]
 fn a_burst_above_ring_capacity_counts_every_lost_event() {
-    use std::io::Write;
-    use std::sync::atomic::Ordering;
-
     capture_logs();
     let scratch = Scratch::new("tp-overflow");
     let root = scratch.dir("state");
     let mut cfg = config(AttachMode::Tracepoint, &scratch, vec![root.clone()]);
     cfg.ringbuf_bytes = 4096; // room for about 40 records
-    let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
-    let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
-    let lost = session.lost_counter();
-    // Drained alongside, as the journal does: the queue is bounded.
-    let received = std::thread::spawn(move || rx.iter().count() as u64);
-
     const WRITES: u64 = 300_000;
-    let mut f = std::fs::File::create(root.join("burst")).unwrap(); // + 1 create event
-    for _ in 0..WRITES {
-        f.write_all(b"x").unwrap();
-    }
-    drop(f);
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    session.stop(); // drains the ring and refreshes the lost counter; drops the sink
-    let received = received.join().unwrap();
-    let lost = lost.load(Ordering::Relaxed);
+    let (received, lost) = burst(&cfg, &root, WRITES);
     assert!(
         lost > 0,
         "a 4 KiB ring kept up with {WRITES} writes: nothing was lost"

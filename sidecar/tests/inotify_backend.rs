@@ -6,12 +6,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs::{self, File};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use diffkeeper_tests::http::http_get;
+use diffkeeper_tests::http::{http_get, metric_sample};
 use diffkeeper_tests::scratch::Scratch;
 use diffkeeper_tests::sidecar::SidecarProcess;
 
@@ -186,18 +185,6 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{status}"))
 }
 
-fn metrics_addr(sidecar: &mut SidecarProcess) -> SocketAddr {
-    let line = sidecar.wait_for("serving http://", READY_TIMEOUT).unwrap();
-    let rest = line.split_once("http://").unwrap().1;
-    rest.split('/').next().unwrap().parse().unwrap()
-}
-
-fn sample(metrics: &str, series: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// `count` new files with long names (so that whatever is queued per change weighs).
 fn create_files(dir: &Path, round: usize, count: usize) {
     let pad = "p".repeat(180);
@@ -218,11 +205,11 @@ fn a_journal_nobody_reads_bounds_memory_counts_drops_and_cannot_hold_the_exit() 
         .args(["--state-dir", path(&state), "--metrics-addr", "127.0.0.1:0"])
         .stdout(Stdio::from(writer));
     let mut sidecar = SidecarProcess::spawn(&mut cmd).expect("run diffkeeper-sidecar");
-    let addr = metrics_addr(&mut sidecar);
+    let addr = sidecar.metrics_addr(READY_TIMEOUT).unwrap();
     assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "inotify");
     let dropped = |addr| {
         let (_, metrics) = http_get(addr, "/metrics").unwrap();
-        sample(&metrics, "diffkeeper_inotify_dropped_events_total")
+        metric_sample(&metrics, "diffkeeper_inotify_dropped_events_total")
             .unwrap_or_else(|| panic!("no drop counter in /metrics:\n{metrics}"))
     };
     assert_eq!(dropped(addr), 0);

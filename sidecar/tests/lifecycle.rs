@@ -8,14 +8,13 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use diffkeeper_cli::ready::READY_PREFIX;
-use diffkeeper_tests::http::http_get;
+use diffkeeper_tests::http::{http_get, metric_sample};
 use diffkeeper_tests::readme;
 use diffkeeper_tests::scratch::Scratch;
 use diffkeeper_tests::sidecar::SidecarProcess;
@@ -38,20 +37,6 @@ fn sidecar(args: &[&str]) -> Command {
 
 fn spawn(cmd: &mut Command) -> SidecarProcess {
     SidecarProcess::spawn(cmd).expect("run diffkeeper-sidecar")
-}
-
-/// The address the sidecar serves metrics on (it was given port 0), from its log.
-fn metrics_addr(sidecar: &mut SidecarProcess) -> SocketAddr {
-    let line = sidecar.wait_for("serving http://", READY_TIMEOUT).unwrap();
-    let rest = line.split_once("http://").unwrap().1;
-    rest.split('/').next().unwrap().parse().unwrap()
-}
-
-/// `name{labels} value` → value, from Prometheus text.
-fn sample(metrics: &str, series: &str) -> Option<u64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 fn path(p: &Path) -> &str {
@@ -205,12 +190,16 @@ fn healthz_answers_503_until_ready_then_200() {
         "--attach",
         "tracepoint",
     ]));
-    let addr = metrics_addr(&mut sidecar);
+    let addr = sidecar.metrics_addr(READY_TIMEOUT).unwrap();
     let (status, body) = http_get(addr, "/healthz").unwrap();
     assert_eq!((status, body.as_str()), (503, "starting\n"));
     let (status, metrics) = http_get(addr, "/metrics").unwrap();
     assert_eq!(status, 200);
-    assert_eq!(sample(&metrics, "diffkeeper_ready"), Some(0), "{metrics}");
+    assert_eq!(
+        metric_sample(&metrics, "diffkeeper_ready"),
+        Some(0),
+        "{metrics}"
+    );
 
     let reader = std::thread::spawn(move || {
         let mut journal = String::new();
@@ -228,13 +217,17 @@ fn healthz_answers_503_until_ready_then_200() {
     );
     std::fs::write(state.join("hello.txt"), b"hello").unwrap();
     let (_, metrics) = http_get(addr, "/metrics").unwrap();
-    assert_eq!(sample(&metrics, "diffkeeper_ready"), Some(1), "{metrics}");
     assert_eq!(
-        sample(&metrics, "diffkeeper_backend_info{backend=\"tracepoint\"}"),
+        metric_sample(&metrics, "diffkeeper_ready"),
+        Some(1),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_sample(&metrics, "diffkeeper_backend_info{backend=\"tracepoint\"}"),
         Some(1)
     );
     assert_eq!(
-        sample(&metrics, "diffkeeper_btf_source_info{source=\"system\"}"),
+        metric_sample(&metrics, "diffkeeper_btf_source_info{source=\"system\"}"),
         Some(1)
     );
 
@@ -336,7 +329,7 @@ fn a_burst_far_above_ring_capacity_counts_lost_events_without_crashing() {
         ],
     );
     let sidecar = &mut w.sidecar;
-    let addr = metrics_addr(sidecar);
+    let addr = sidecar.metrics_addr(READY_TIMEOUT).unwrap();
     assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "tracepoint");
 
     const WRITES: u64 = 200_000;
@@ -352,8 +345,8 @@ fn a_burst_far_above_ring_capacity_counts_lost_events_without_crashing() {
     let (mut seen, mut lost) = (0, 0);
     while Instant::now() < deadline {
         let (_, metrics) = http_get(addr, "/metrics").unwrap();
-        seen = sample(&metrics, series).unwrap();
-        lost = sample(&metrics, "diffkeeper_lost_events_total").unwrap();
+        seen = metric_sample(&metrics, series).unwrap();
+        lost = metric_sample(&metrics, "diffkeeper_lost_events_total").unwrap();
         if seen + lost >= WRITES {
             break;
         }

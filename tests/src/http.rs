@@ -23,3 +23,10 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16,
         .ok_or_else(bad)?;
     Ok((status, body.to_string()))
 }
+
+/// `name{labels} value` -> value, from Prometheus text (`series` is everything before the space).
+pub fn metric_sample(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}

@@ -17,6 +17,18 @@ pub struct SidecarProcess {
 }
 
 impl SidecarProcess {
+    /// The address the sidecar serves /metrics on (given port 0, it logs the real one).
+    pub fn metrics_addr(&mut self, timeout: Duration) -> Result<std::net::SocketAddr, String> {
+        let line = self.wait_for("serving http://", timeout)?;
+        let rest = line
+            .split_once("http://")
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let addr = rest.split('/').next().unwrap_or_default();
+        addr.parse()
+            .map_err(|e| format!("no IP:PORT in the log line {line:?}: {e}"))
+    }
+
     /// Spawns `cmd` with stdin closed and stderr captured (stdout is left as configured).
     pub fn spawn(cmd: &mut Command) -> std::io::Result<Self> {
         let mut child = cmd.stdin(Stdio::null()).stderr(Stdio::piped()).spawn()?;

@@ -198,3 +198,34 @@ pub fn stop_and_check_unloaded(session: EbpfSession) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `btf` as the cache's `<release>.btf` for `cfg`; returns its path.
+pub fn write_cached_btf(cfg: &EbpfConfig, btf: &[u8]) -> PathBuf {
+    let cached = cfg
+        .btf_cache_dir
+        .join(format!("{}.btf", cfg.kernel_release));
+    fs::write(&cached, btf).unwrap();
+    cached
+}
+
+/// Starts eBPF with `cfg` (whose buffers should be far too small), makes one file under `root`
+/// and writes 1 byte to it `writes` times while the changes are drained as the journal does
+/// (the queue is bounded), then stops: (changes received, events counted lost).
+pub fn burst(cfg: &EbpfConfig, root: &Path, writes: u64) -> (u64, u64) {
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+
+    let (tx, rx) = diffkeeper_sidecar::change::queue(diffkeeper_sidecar::change::QUEUE_CAPACITY);
+    let session = diffkeeper_sidecar::ebpf::start(cfg, tx)
+        .unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
+    let lost = session.lost_counter();
+    let received = std::thread::spawn(move || rx.iter().count() as u64);
+    let mut f = fs::File::create(root.join("burst")).unwrap(); // + 1 create event
+    for _ in 0..writes {
+        f.write_all(b"x").unwrap();
+    }
+    drop(f);
+    std::thread::sleep(Duration::from_millis(100));
+    session.stop(); // drains the buffers and refreshes the lost counter; drops the sink
+    (received.join().unwrap(), lost.load(Ordering::Relaxed))
+}
