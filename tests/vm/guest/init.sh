@@ -26,6 +26,12 @@ result_port=/dev/ttyS1
 # result_port to the virtio console /dev/hvc0).
 # shellcheck disable=SC1091 # only in the arm64 initramfs
 [ -r /vm/arch.sh ] && . /vm/arch.sh
+# A virtio console's node can exist before its port opens (ENODEV), most often on a loaded
+# host; a failed `exec 3>` would end /init and panic the guest, so wait for it in a subshell.
+for _ in $(seq 200); do
+    (: >"$result_port") 2>/dev/null && break
+    sleep 0.05
+done
 stty -F "$result_port" raw -echo 2>/dev/null
 exec 3>"$result_port"
 
