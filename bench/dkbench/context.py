@@ -61,6 +61,17 @@ class Context:
         return compile_empty_program(self.repo / "bench" / "empty_sys_exit.bpf.c", self.out / "empty.bpf.o")
 
     @property
+    def system_btf_cache(self) -> Path:
+        """A --btf-cache-dir holding a copy of this kernel's system BTF as <release>.btf (made
+        once per run): what the sidecar loads when /sys/kernel/btf is hidden."""
+        cache = self.out / "btf-cache"
+        cached = cache / f"{os.uname().release}.btf"
+        if not cached.exists():
+            cache.mkdir(exist_ok=True)
+            cached.write_bytes(system.SYSTEM_BTF_DIR.joinpath("vmlinux").read_bytes())
+        return cache
+
+    @property
     def empty_dir(self) -> Path:
         return self.ws / "empty"
 

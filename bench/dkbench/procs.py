@@ -17,6 +17,9 @@ from pathlib import Path
 READY_PREFIX = "diffkeeper-sidecar ready: backend="
 READY_RE = re.compile(re.escape(READY_PREFIX) + r"(\w+)")
 BTF_RE = re.compile(r"\[eBPF\] Loaded BTF spec from (\S+)")
+# sidecar/src/ebpf/session.rs and load.rs: which object was loaded, which sys_exit program attached.
+OBJECT_RE = re.compile(r"\[eBPF\] object (\w+):")
+TRACEPOINT_RE = re.compile(r"\[eBPF\] tracepoint mode: (tp_btf|raw_tracepoint) \S+ attached")
 
 
 class BenchError(RuntimeError):
@@ -124,8 +127,9 @@ class Background:
 class Sidecar(Background):
     def __init__(self, bins: Bins, state_dirs: list[Path], journal: Path, *, cache_dir: Path,
                  backend: str = "tracepoint", coalesce_ms: int = 0, metrics_port: int | None = None,
-                 extra: tuple[str, ...] = ()):
+                 ebpf_object: str = "auto", extra: tuple[str, ...] = ()):
         self.backend_wanted = backend
+        self.object_wanted = ebpf_object
         argv = [str(bins.sidecar), "--journal", str(journal), "--coalesce-ms", str(coalesce_ms),
                 "--btf-cache-dir", str(cache_dir), "--fallback-fsnotify=true"]
         for d in state_dirs:
@@ -133,7 +137,7 @@ class Sidecar(Background):
         if backend == "inotify":
             argv.append("--enable-ebpf=false")
         else:
-            argv += ["--attach", backend]
+            argv += ["--attach", backend, "--ebpf-object", ebpf_object]
         self.metrics_port = metrics_port
         if metrics_port:
             argv += ["--metrics-addr", f"127.0.0.1:{metrics_port}"]
@@ -141,19 +145,32 @@ class Sidecar(Background):
         super().__init__(argv, stream="stderr", name="diffkeeper-sidecar")
 
     def ready(self, timeout: float = 30.0) -> float:
-        """Seconds from spawn to the ready line; checks the backend is the one asked for."""
+        """Seconds from spawn to the ready line; checks the backend (and a forced eBPF object)
+        is the one asked for."""
         seconds, m = self.wait_for(READY_RE, timeout)
         if m.group(1) != self.backend_wanted and not (self.backend_wanted == "auto" and m.group(1) != "inotify"):
             raise BenchError(f"sidecar came up with backend={m.group(1)}, not {self.backend_wanted}; log:\n"
                              + "\n".join(self.log[-20:]))
+        if self.backend_wanted != "inotify" and self.object_wanted != "auto" \
+                and self._logged(OBJECT_RE) != self.object_wanted:
+            raise BenchError(f"sidecar loaded the {self._logged(OBJECT_RE)} eBPF object, not {self.object_wanted}; "
+                             "log:\n" + "\n".join(self.log[-20:]))
         return seconds
 
-    def btf_path(self) -> str | None:
+    def _logged(self, regex: re.Pattern) -> str | None:
+        """Group 1 of the first log line matching `regex` so far."""
         self.drain_log()
         for line in self.log:
-            if m := BTF_RE.search(line):
+            if m := regex.search(line):
                 return m.group(1)
         return None
+
+    def sys_exit_program(self) -> str | None:
+        """tp_btf or raw_tracepoint: the kind of sys_exit program tracepoint mode attached."""
+        return self._logged(TRACEPOINT_RE)
+
+    def btf_path(self) -> str | None:
+        return self._logged(BTF_RE)
 
     def prog_ids(self) -> list[int]:
         """Ids of the BPF programs this process holds (from /proc/PID/fdinfo)."""
