@@ -24,7 +24,7 @@ build:
 build-arch ARCH:
     scripts/build.sh {{ARCH}}
 
-# Regenerate the committed eBPF objects ebpf/obj/diffkeeper{,-compat}.bpf.o from ebpf/c (needs clang + libbpf-dev).
+# Regenerate the committed eBPF objects ebpf/obj/{x86_64,aarch64}/diffkeeper{,-compat}.bpf.o from ebpf/c (needs clang + libbpf-dev).
 ebpf:
     DIFFKEEPER_UPDATE_BPF_OBJ=1 cargo build --locked -p diffkeeper-ebpf
     cargo test --locked -p diffkeeper-ebpf -- object:: check::
@@ -56,7 +56,7 @@ vm-test *ARGS: build
     cargo zigbuild --release --locked --target aarch64-unknown-linux-musl -p diffkeeper-tests --bin diffkeeper-scenario
     tests/vm/run.sh {{bin_dir}} --arm64-bin-dir {{arm64_bin_dir}} {{ARGS}}
 
-# Minimal BTF for both diffkeeper eBPF objects (bpftool gen min_core_btf), usable as <cache>/<release>.btf.
+# Minimal BTF for both diffkeeper eBPF objects of the kernel's architecture (bpftool gen min_core_btf), usable as <cache>/<release>.btf.
 min-btf KERNEL_BTF OUT:
     tests/vm/min-btf.sh "{{KERNEL_BTF}}" "{{OUT}}"
 

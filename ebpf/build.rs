@@ -1,7 +1,9 @@
-//! Compiles the two CO-RE objects from `c/` into OUT_DIR when clang is available, so they
-//! always match the source; without clang the committed `obj/*.bpf.o` are used and
-//! `cargo build` still works. `DIFFKEEPER_UPDATE_BPF_OBJ=1` (the `just ebpf` recipe) also
-//! copies the fresh objects over the committed ones.
+//! Compiles the two CO-RE objects from `c/`, for each architecture (`src/arch.rs`: x86_64
+//! and aarch64), into OUT_DIR/<arch>/ when clang is available, so they always match the
+//! source; without clang the committed `obj/<arch>/*.bpf.o` are used and `cargo build` still
+//! works. `DIFFKEEPER_UPDATE_BPF_OBJ=1` (the `just ebpf` recipe) also copies the fresh objects
+//! over the committed ones. All four are built whatever the crate's target: the tests check
+//! every one, and a cross build needs no second clang run.
 //!
 //! * modern (`diffkeeper.bpf.o`): ring buffer, bpf_loop, global data, BTF-typed programs.
 //! * compat (`diffkeeper-compat.bpf.o`): `-DDK_COMPAT`, for kernels 4.18-5.16 (see
@@ -19,9 +21,13 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "src/arch.rs"]
+mod arch;
+use arch::Arch;
+
 const SOURCE: &str = "c/diffkeeper.bpf.c";
 
-/// (file name in OUT_DIR and obj/, extra clang arguments)
+/// (file name in OUT_DIR/<arch>/ and obj/<arch>/, extra clang arguments)
 const OBJECTS: [(&str, &[&str]); 2] = [
     ("diffkeeper.bpf.o", &[]),
     (
@@ -37,6 +43,13 @@ const OBJECTS: [(&str, &[&str]); 2] = [
     ),
 ];
 
+/// Every (architecture, file name, extra clang arguments) build.rs makes.
+fn objects() -> impl Iterator<Item = (Arch, &'static str, &'static [&'static str])> {
+    Arch::ALL
+        .into_iter()
+        .flat_map(|arch| OBJECTS.map(|(name, extra)| (arch, name, extra)))
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=c");
     println!("cargo:rerun-if-changed=obj");
@@ -48,10 +61,12 @@ fn main() {
     let clang = env::var("DIFFKEEPER_CLANG").unwrap_or_else(|_| "clang".to_string());
 
     let mut origin = "compiled";
-    for (name, extra) in OBJECTS {
-        let committed = Path::new("obj").join(name);
-        let out = out_dir.join(name);
-        match compile(&clang, &manifest_dir, extra, &out) {
+    for (arch, name, extra) in objects() {
+        let committed = Path::new("obj").join(arch.name()).join(name);
+        let dir = out_dir.join(arch.name());
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let out = dir.join(name);
+        match compile(&clang, &manifest_dir, arch, extra, &out) {
             Ok(()) => {}
             Err(CompileError::NoClang) => {
                 println!(
@@ -63,15 +78,19 @@ fn main() {
                 });
                 origin = "committed";
             }
-            Err(CompileError::Failed(msg)) => panic!("compiling {SOURCE} ({name}) failed: {msg}"),
+            Err(CompileError::Failed(msg)) => {
+                panic!("compiling {SOURCE} ({arch} {name}) failed: {msg}")
+            }
         }
     }
     println!("cargo:rustc-env=DIFFKEEPER_BPF_OBJECT_ORIGIN={origin}");
 
     if origin == "compiled" && env::var_os("DIFFKEEPER_UPDATE_BPF_OBJ").is_some() {
-        for (name, _) in OBJECTS {
-            let committed = Path::new("obj").join(name);
-            fs::copy(out_dir.join(name), manifest_dir.join(&committed))
+        for (arch, name, _) in objects() {
+            let committed = manifest_dir.join("obj").join(arch.name()).join(name);
+            fs::create_dir_all(committed.parent().expect("obj/<arch>"))
+                .unwrap_or_else(|e| panic!("create {}: {e}", committed.display()));
+            fs::copy(out_dir.join(arch.name()).join(name), &committed)
                 .unwrap_or_else(|e| panic!("update {}: {e}", committed.display()));
         }
     }
@@ -85,14 +104,16 @@ enum CompileError {
 fn compile(
     clang: &str,
     manifest_dir: &Path,
+    arch: Arch,
     extra: &[&str],
     out: &Path,
 ) -> Result<(), CompileError> {
     let prefix_map = format!("-fdebug-prefix-map={}=.", manifest_dir.display());
     let result = Command::new(clang)
         .current_dir(manifest_dir)
-        .args(["-O2", "-g", "-target", "bpf", "-D__TARGET_ARCH_x86"])
-        .args(["-I/usr/include/x86_64-linux-gnu", "-Ic", &prefix_map])
+        .args(["-O2", "-g", "-target", "bpf"])
+        .args(arch.clang_args())
+        .args(["-Ic", &prefix_map])
         .args(extra)
         .args(["-c", SOURCE, "-o"])
         .arg(out)

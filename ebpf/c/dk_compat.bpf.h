@@ -48,7 +48,8 @@ enum dk_table {
 
 #ifdef DK_COMPAT
 
-/* 4.18 has only the unsplit probe helpers; on x86 they read kernel memory. This also turns
+/* 4.18 has only the unsplit probe helpers; they read kernel memory on x86_64 and arm64, where
+ * newer kernels keep them (CONFIG_ARCH_HAS_NON_OVERLAPPING_ADDRESS_SPACE). This also turns
  * every BPF_CORE_READ (which expands to bpf_probe_read_kernel) into bpf_probe_read. */
 #define bpf_probe_read_kernel bpf_probe_read
 #define bpf_probe_read_kernel_str bpf_probe_read_str
@@ -67,6 +68,11 @@ enum dk_table {
 		_Pragma("unroll") for (__u32 dk_i = 0; dk_i < (n); dk_i++) if (cb(dk_i, data)) \
 			break;                                                        \
 	} while (0)
+
+/* Keeps the compares on v as written: clang would merge them into a switch, which it lowers
+ * with bit tests for dense case values (arm64's write family) and a range check whose
+ * failure jumps back to a block laid out before it. */
+#define dk_keep_compares(v) barrier_var(v)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
@@ -157,6 +163,7 @@ static __always_inline long dk_output(void *ctx, void *data, __u64 size)
 
 #define DK_HAVE_BTF_PROGS 1
 #define DK_STEP static long
+#define dk_keep_compares(v)
 #define dk_loop(n, cb, data) bpf_loop(n, cb, data, 0)
 
 /* Events to user space; user space sets the size at load (default 1 MiB). */

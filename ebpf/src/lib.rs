@@ -6,6 +6,7 @@
 //! * [`event`]: the records the programs write and the map keys the loader fills, mirrored from
 //!   `c/diffkeeper_event.h` and checked against it.
 
+pub mod arch;
 pub mod check;
 pub mod event;
 pub mod object;

@@ -1,4 +1,6 @@
-//! The two compiled CO-RE eBPF objects (`c/diffkeeper.bpf.c`), embedded in the binary.
+//! The two compiled CO-RE eBPF objects (`c/diffkeeper.bpf.c`), embedded in the binary: those
+//! of the architecture the crate is compiled for ([`TARGET`]; each kind exists for x86_64 and
+//! aarch64, see [`crate::arch`]).
 //!
 //! * [`ObjectKind::Modern`] (`diffkeeper.bpf.o`), Linux >= 5.17: ring buffer, `bpf_loop`,
 //!   global data, fentry/fexit/`tp_btf` besides kprobe and raw tracepoint.
@@ -7,10 +9,20 @@
 //!   raw tracepoint only, `CLOCK_MONOTONIC` timestamps. The differences are listed in
 //!   `c/dk_compat.bpf.h`.
 //!
-//! build.rs recompiles both when clang is present and otherwise falls back to the committed
-//! `obj/*.bpf.o`; [`ORIGIN`] says which happened.
+//! build.rs recompiles all four when clang is present and otherwise falls back to the
+//! committed `obj/<arch>/*.bpf.o`; [`ORIGIN`] says which happened.
 
 use std::fmt;
+
+pub use crate::arch::Arch;
+
+/// The architecture whose objects [`ObjectKind::bytes`] returns: the crate's target.
+#[cfg(target_arch = "x86_64")]
+pub const TARGET: Arch = Arch::X86_64;
+#[cfg(target_arch = "aarch64")]
+pub const TARGET: Arch = Arch::Aarch64;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("diffkeeper's eBPF objects exist for x86_64 and aarch64 only");
 
 /// Which of the two objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,12 +34,22 @@ pub enum ObjectKind {
 impl ObjectKind {
     pub const ALL: [ObjectKind; 2] = [ObjectKind::Modern, ObjectKind::Compat];
 
-    /// The object's bytes as aya loads them.
+    /// The object's bytes for the target architecture, as aya loads them.
     pub fn bytes(self) -> &'static [u8] {
-        match self {
-            Self::Modern => MODERN,
-            Self::Compat => COMPAT,
-        }
+        self.bytes_for(TARGET)
+            .expect("the target architecture's objects are always embedded")
+    }
+
+    /// The object of `arch`: only the target's are embedded, except in this crate's tests.
+    pub fn bytes_for(self, arch: Arch) -> Option<&'static [u8]> {
+        let pair = match arch {
+            Arch::X86_64 => X86_64,
+            Arch::Aarch64 => AARCH64,
+        };
+        pair.map(|[modern, compat]| match self {
+            Self::Modern => modern,
+            Self::Compat => compat,
+        })
     }
 
     /// `"modern"` or `"compat"` (as in logs and `--ebpf-object`).
@@ -38,7 +60,7 @@ impl ObjectKind {
         }
     }
 
-    /// The committed file under `ebpf/obj/`.
+    /// The committed file under `ebpf/obj/<arch>/`.
     pub fn file_name(self) -> &'static str {
         match self {
             Self::Modern => "diffkeeper.bpf.o",
@@ -78,11 +100,33 @@ pub enum Clock {
 
 /// The modern object's bytes (what this function returned before there were two objects).
 pub fn object() -> &'static [u8] {
-    MODERN
+    ObjectKind::Modern.bytes()
 }
 
-static MODERN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/diffkeeper.bpf.o"));
-static COMPAT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/diffkeeper-compat.bpf.o"));
+/// [modern, compat] of one architecture from OUT_DIR/<arch>/.
+macro_rules! pair {
+    ($arch:literal) => {
+        Some([
+            include_bytes!(concat!(env!("OUT_DIR"), "/", $arch, "/diffkeeper.bpf.o")),
+            include_bytes!(concat!(
+                env!("OUT_DIR"),
+                "/",
+                $arch,
+                "/diffkeeper-compat.bpf.o"
+            )),
+        ])
+    };
+}
+
+type Pair = Option<[&'static [u8]; 2]>;
+#[cfg(any(test, target_arch = "x86_64"))]
+const X86_64: Pair = pair!("x86_64");
+#[cfg(not(any(test, target_arch = "x86_64")))]
+const X86_64: Pair = None;
+#[cfg(any(test, target_arch = "aarch64"))]
+const AARCH64: Pair = pair!("aarch64");
+#[cfg(not(any(test, target_arch = "aarch64")))]
+const AARCH64: Pair = None;
 
 /// `"compiled"` (from source by build.rs) or `"committed"` (clang was not found).
 pub const ORIGIN: &str = env!("DIFFKEEPER_BPF_OBJECT_ORIGIN");
@@ -170,21 +214,27 @@ mod tests {
             "build.rs did not find clang, so the committed objects could not be checked: \
              install clang and libbpf-dev (scripts/setup.sh)"
         );
-        for kind in ObjectKind::ALL {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("obj")
-                .join(kind.file_name());
-            let committed =
-                std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-            assert!(
-                committed == kind.bytes(),
-                "ebpf/obj/{} ({} bytes) differs from what ebpf/c compiles to ({} bytes) \
-                 with {}: run `just ebpf` and commit the result",
-                kind.file_name(),
-                committed.len(),
-                kind.bytes().len(),
-                clang_version()
-            );
+        for arch in Arch::ALL {
+            for kind in ObjectKind::ALL {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("obj")
+                    .join(arch.name())
+                    .join(kind.file_name());
+                let committed =
+                    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+                let built = kind
+                    .bytes_for(arch)
+                    .expect("tests embed every architecture");
+                assert!(
+                    committed == built,
+                    "ebpf/obj/{arch}/{} ({} bytes) differs from what ebpf/c compiles to ({} \
+                     bytes) with {}: run `just ebpf` and commit the result",
+                    kind.file_name(),
+                    committed.len(),
+                    built.len(),
+                    clang_version()
+                );
+            }
         }
     }
 
@@ -200,14 +250,61 @@ mod tests {
 
     #[test]
     fn objects_are_ebpf_elfs_and_differ() {
-        for kind in ObjectKind::ALL {
-            let b = kind.bytes();
-            assert_eq!(&b[..4], b"\x7fELF", "{kind}");
-            // e_machine 247 = EM_BPF.
-            assert_eq!(u16::from_le_bytes([b[18], b[19]]), 247, "{kind}");
-            assert_eq!(ObjectKind::from_name(kind.name()), Some(kind));
+        let mut all = Vec::new();
+        for arch in Arch::ALL {
+            for kind in ObjectKind::ALL {
+                let b = kind
+                    .bytes_for(arch)
+                    .expect("tests embed every architecture");
+                assert_eq!(&b[..4], b"\x7fELF", "{arch} {kind}");
+                // e_machine 247 = EM_BPF.
+                assert_eq!(u16::from_le_bytes([b[18], b[19]]), 247, "{arch} {kind}");
+                assert_eq!(ObjectKind::from_name(kind.name()), Some(kind));
+                assert!(
+                    !all.contains(&b),
+                    "{arch} {kind} is the same as another object"
+                );
+                all.push(b);
+            }
         }
-        assert_ne!(MODERN, COMPAT);
         assert_eq!(object(), ObjectKind::Modern.bytes());
+    }
+
+    /// `bytes()` is the target's object, so an aarch64 sidecar embeds the arm64 programs.
+    #[test]
+    fn bytes_are_the_target_architectures() {
+        for kind in ObjectKind::ALL {
+            assert_eq!(Some(kind.bytes()), kind.bytes_for(TARGET));
+        }
+        assert_eq!(TARGET.name(), std::env::consts::ARCH);
+    }
+
+    /// The arm64 programs read arm64 registers: their raw sys_exit reads pt_regs at
+    /// orig_x0/syscallno (272, 280: one read from pstate at 264), the x86_64 ones at rdx (96).
+    #[test]
+    fn each_architecture_reads_its_own_registers() {
+        let disasm = |arch: Arch| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("obj")
+                .join(arch.name())
+                .join(ObjectKind::Modern.file_name());
+            let out = Command::new("llvm-objdump")
+                .args(["-d", "--section=raw_tracepoint/sys_exit"])
+                .arg(&path)
+                .output()
+                .expect("run llvm-objdump (llvm, with clang: scripts/setup.sh)");
+            assert!(out.status.success(), "llvm-objdump {}", path.display());
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let x86 = disasm(Arch::X86_64);
+        let arm = disasm(Arch::Aarch64);
+        assert!(
+            x86.contains("+= 96\n"),
+            "x86_64 sys_exit does not read from rdx:\n{x86}"
+        );
+        assert!(
+            arm.contains("+= 264\n"),
+            "aarch64 sys_exit does not read from pstate:\n{arm}"
+        );
     }
 }

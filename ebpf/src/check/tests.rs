@@ -1,21 +1,34 @@
-//! The checks run on the committed objects (compat passes, modern trips them), on an object
-//! built over the size limit, and on input that is not an object at all.
-
 use super::*;
-use crate::object::{programs, ObjectKind};
+use crate::object::{programs, Arch, ObjectKind};
 use std::process::Command;
 
-fn check(kind: ObjectKind) -> (Summary, Vec<Violation>) {
-    check_4_18(kind.bytes()).unwrap_or_else(|e| panic!("{kind}: {e}"))
+fn bytes(arch: Arch, kind: ObjectKind) -> &'static [u8] {
+    kind.bytes_for(arch)
+        .expect("tests embed every architecture")
 }
 
+fn check(arch: Arch, kind: ObjectKind) -> (Summary, Vec<Violation>) {
+    check_4_18(bytes(arch, kind)).unwrap_or_else(|e| panic!("{arch} {kind}: {e}"))
+}
+
+/// Both compat objects: the aarch64 one promises the same as the x86_64 one.
 #[test]
-fn compat_object_passes_every_check() {
-    let (summary, violations) = check(ObjectKind::Compat);
+fn compat_objects_pass_every_check() {
+    for arch in Arch::ALL {
+        compat_object_passes_every_check(arch);
+    }
+}
+
+fn compat_object_passes_every_check(arch: Arch) {
+    let (summary, violations) = check(arch, ObjectKind::Compat);
     let list: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
-    assert!(list.is_empty(), "compat object:\n{}", list.join("\n"));
+    assert!(
+        list.is_empty(),
+        "{arch} compat object:\n{}",
+        list.join("\n")
+    );
     for (program, (section, insns)) in &summary.programs {
-        eprintln!("compat {program:<24} {section:<32} {insns:>5} instructions");
+        eprintln!("{arch} compat {program:<24} {section:<32} {insns:>5} instructions");
     }
 
     // The reader did find what there is to check (an empty summary passes trivially).
@@ -37,10 +50,16 @@ fn compat_object_passes_every_check() {
     }
 }
 
-/// Each rule fails on an object that breaks it: the modern one breaks all but the size.
+/// Each rule fails on an object that breaks it: the modern ones break all but the size.
 #[test]
-fn modern_object_fails_the_checks() {
-    let (summary, violations) = check(ObjectKind::Modern);
+fn modern_objects_fail_the_checks() {
+    for arch in Arch::ALL {
+        modern_object_fails_the_checks(arch);
+    }
+}
+
+fn modern_object_fails_the_checks(arch: Arch) {
+    let (summary, violations) = check(arch, ObjectKind::Modern);
     let has = |f: &dyn Fn(&Violation) -> bool| violations.iter().any(f);
     assert!(has(&|v| matches!(v, Violation::BackwardJump { .. })));
     for id in [113, 115, 125, 130, 134, 158, 181] {
@@ -48,7 +67,7 @@ fn modern_object_fails_the_checks() {
         // get_current_task_btf, loop
         assert!(
             has(&|v| matches!(v, Violation::Helper { id: got, .. } if *got == id)),
-            "helper {id} not reported"
+            "{arch}: helper {id} not reported"
         );
     }
     assert!(has(
@@ -74,7 +93,7 @@ fn modern_object_fails_the_checks() {
     // them (a limit below the largest one fails), and fails on a real oversized object
     // in `oversized_program_fails_the_size_check`.
     let largest = summary.programs.values().map(|p| p.1).max().unwrap();
-    let (_, v) = check_with_limit(ObjectKind::Modern.bytes(), largest - 1).unwrap();
+    let (_, v) = check_with_limit(bytes(arch, ObjectKind::Modern), largest - 1).unwrap();
     assert!(v.iter().any(|v| matches!(v, Violation::TooLarge { .. })));
 }
 
@@ -121,7 +140,7 @@ fn oversized_program_fails_the_size_check() {
 #[test]
 fn garbage_is_an_error_not_a_pass() {
     assert!(check_4_18(b"not an elf").is_err());
-    let mut truncated = ObjectKind::Compat.bytes().to_vec();
+    let mut truncated = bytes(Arch::Aarch64, ObjectKind::Compat).to_vec();
     truncated.truncate(truncated.len() / 2);
     assert!(check_4_18(&truncated).is_err());
 }

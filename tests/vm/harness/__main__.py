@@ -75,11 +75,9 @@ def parse_args(argv):
         type=Path,
         action="append",
         help="an eBPF object the minimised BTF is made for (repeatable; default: both committed "
-        "objects, as `just min-btf` does)",
+        "objects of the guest's architecture, as `just min-btf` does)",
     )
-    args = p.parse_args(argv)
-    args.bpf_object = args.bpf_object or [REPO / "ebpf" / "obj" / n for n in image.BPF_OBJECTS]
-    return args
+    return p.parse_args(argv)
 
 
 ARCHES = ("x86_64", "arm64")
@@ -98,6 +96,7 @@ class Target:
     extra: bytes = b""  # per-kernel architecture part (arm64: modules, /vm/arch.sh)
     btfhub_arch: str = "x86_64"
     command: object = qemu.x86_command
+    bpf_objects: list = dataclasses.field(default_factory=lambda: image.bpf_objects("x86_64"))
 
 
 def select_cases(args, all_cases: list[matrix.Case]) -> list[matrix.Case]:
@@ -106,7 +105,7 @@ def select_cases(args, all_cases: list[matrix.Case]) -> list[matrix.Case]:
     return cases + selected
 
 
-def check_inputs(args, cases, guest_bin_dir: Path) -> None:
+def check_inputs(args, cases, guest_bin_dir: Path, bpf_objects: list[Path]) -> None:
     needed = {b for c in cases for b in c.needs}
     missing = [
         str((args.bin_dir if b in HOST_TOOLS else guest_bin_dir) / b)
@@ -114,7 +113,7 @@ def check_inputs(args, cases, guest_bin_dir: Path) -> None:
         if not ((args.bin_dir if b in HOST_TOOLS else guest_bin_dir) / b).exists()
     ]
     if any("min" in c.btf_variants for c in cases):
-        missing += [str(o) for o in args.bpf_object if not o.exists()]
+        missing += [str(o) for o in args.bpf_object or bpf_objects if not o.exists()]
     if missing:
         raise HarnessError(
             "missing: " + ", ".join(missing) + ". `just vm-test` builds them all; by hand: `just build` "
@@ -124,15 +123,17 @@ def check_inputs(args, cases, guest_bin_dir: Path) -> None:
         )
 
 
-def host_btf_variants(kernel: kernels.Kernel, cases, args, work: Path) -> dict[str, Path]:
+def host_btf_variants(t: Target, args, work: Path) -> dict[str, Path]:
     """BTF files made on the host from the kernel's BTF: "min" with the very command of
-    `just min-btf`, "broken" with dentry.d_name moved by 64 bits (still structurally valid)."""
-    wanted = {v for c in cases for v in c.btf_variants}
+    `just min-btf` (for the guest architecture's objects), "broken" with dentry.d_name moved by
+    64 bits (still structurally valid)."""
+    kernel = t.kernel
+    wanted = {v for c in t.cases for v in c.btf_variants}
     made = {}
     if "min" in wanted:
         made["min"] = work / f"{kernel.release}.min.btf"
         run(
-            [str(REPO / "tests/vm/min-btf.sh"), str(kernel.btf), str(made["min"]), *map(str, args.bpf_object)],
+            [str(REPO / "tests/vm/min-btf.sh"), str(kernel.btf), str(made["min"]), *map(str, args.bpf_object or t.bpf_objects)],
             capture=True,
         )
     if "broken" in wanted:
@@ -155,7 +156,7 @@ def run_kernel(t: Target, args) -> tuple[qemu.VmRun, list[report.Row]]:
     logs = work / "cases"
     shutil.rmtree(work, ignore_errors=True)
     logs.mkdir(parents=True)
-    variants = host_btf_variants(kernel, cases, args, work)
+    variants = host_btf_variants(t, args, work)
     case_list = "".join(c.list_line(kernel.release) + "\n" for c in cases)
     segment = image.kernel_segment(kernel, case_list, variants, t.btfhub_arch)
     initrd = image.write_initrd(work / "initrd.img", t.common, segment + t.extra)
@@ -178,11 +179,13 @@ def main(argv) -> int:
         series = [s for s in args.kernel or kernels.SERIES if s in kernels.SERIES]
         cases = select_cases(args, matrix.all_cases())
         if series:
-            check_inputs(args, cases, args.bin_dir)
+            check_inputs(args, cases, args.bin_dir, image.bpf_objects("x86_64"))
         refreshed = [False]
         kernel_list = [kernels.prepare(s, args.cache, refreshed) for s in series]
         common = (
-            image.common_segment(args.bin_dir, verifier_stats=image.build_verifier_stats(args.out))
+            image.common_segment(
+                args.bin_dir, "x86_64", verifier_stats=image.build_verifier_stats(args.out)
+            )
             if kernel_list
             else b""
         )
@@ -191,9 +194,19 @@ def main(argv) -> int:
         series = [s for s in args.kernel or arm64.SERIES if s in arm64.SERIES]
         bin_dir = (args.arm64_bin_dir or args.bin_dir / "../../aarch64-unknown-linux-musl/release").resolve()
         if series:
-            check_inputs(args, select_cases(args, arm64.cases(matrix.all_cases(), True)), bin_dir)
+            check_inputs(
+                args,
+                select_cases(args, arm64.cases(matrix.all_cases(), True)),
+                bin_dir,
+                image.bpf_objects("aarch64"),
+            )
             apt = arm64.Apt(args.cache)
-            common = image.common_segment(bin_dir, arm64.userland(apt, args.cache))
+            common = image.common_segment(
+                bin_dir,
+                "aarch64",
+                arm64.userland(apt, args.cache),
+                arm64.build_verifier_stats(apt, args.cache, args.out),
+            )
         for s in series:
             k = arm64.prepare_kernel(apt, s, args.cache)
             targets.append(
@@ -206,6 +219,7 @@ def main(argv) -> int:
                     arm64.arch_segment(k),
                     arm64.BTFHUB_ARCH,
                     arm64.qemu_command,
+                    image.bpf_objects("aarch64"),
                 )
             )
     if not targets:

@@ -26,12 +26,14 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from . import matrix
 from .cpio import CpioWriter
 from .kernels import Kernel, elf_section
+from .arm64_apt import Apt, _unpack
 from .util import HarnessError, log, run
 
 QEMU = "qemu-system-aarch64"
@@ -63,199 +65,19 @@ GUEST_MODULES = ("virtio_mmio", "virtio_console")
 # The guest userland: packages, and the files taken from them.
 USERLAND_PACKAGES = ("busybox-static", "bpftool", "libc6", "libcap2", "libelf1", "zlib1g")
 LIB_DIRS = ("lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib", "usr/lib")
+# What verifier-stats links for the arm64 guest: libbpf, libelf and zlib statically (the guest has
+# no libbpf), glibc dynamically (the guest has it for bpftool), and libgcc for the outline
+# atomics (__aarch64_ldadd4_sync, ...) Debian's gcc compiled libbpf with.
+VERIFIER_STATS_PACKAGES = ("libbpf-dev", "libelf-dev", "zlib1g-dev", "libgcc-12-dev")
+ZIG_TARGET = "aarch64-linux-gnu.2.36"  # bookworm's glibc
 # init maps `uname -m` aarch64 to BTFHub's directory name.
 BTFHUB_ARCH = "arm64"
 
-# eBPF rows that are expected to fail on arm64 while the eBPF object is built for x86 only
-# (x86 syscall numbers for the tracepoint family, x86 pt_regs for kprobe arguments): case id
-# glob -> reason. A row marked here is still run and checked exactly like on x86_64; it is
-# reported XFAIL when it fails in the expected way (the sidecar still comes up, on some backend)
-# and XPASS, which fails the run, once it passes: then drop its entry here.
-XFAIL_REASON = "the eBPF object is x86_64-only (x86 syscall numbers and pt_regs); needs the arm64 object"
-XFAIL = {
-    "cell.system.*": XFAIL_REASON,
-    "cell.full.*": XFAIL_REASON,
-    "cell.min.*": XFAIL_REASON,
-    "broken.d_name.auto": XFAIL_REASON,
-    "init.*": XFAIL_REASON + " (the provisioning half is checked strictly)",
-    "compat.*": XFAIL_REASON,
-    "verifier.*": XFAIL_REASON + " (and verifier-stats is built for the x86_64 host only)",
-}
-
-
-# ---- apt for arm64, in the harness's own directories ----
-
-
-def _host_debian_sources() -> list[tuple[str, str]]:
-    """(URI, suite) pairs of the machine's Debian bookworm sources, so the arm64 lists come from
-    the same mirror host; deb.debian.org if none are found."""
-    pairs: list[tuple[str, str]] = []
-    etc = Path("/etc/apt")
-    files = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list"))]
-    for f in files:
-        if not f.is_file():
-            continue
-        for line in f.read_text(errors="replace").splitlines():
-            words = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()
-            if len(words) >= 3 and words[0] == "deb":
-                pairs.append((words[1], words[2]))
-    for f in sorted((etc / "sources.list.d").glob("*.sources")):
-        if not f.is_file():
-            continue
-        for stanza in re.split(r"\n\s*\n", f.read_text(errors="replace")):
-            fields = {}
-            for line in stanza.splitlines():
-                if ":" in line and not line.lstrip().startswith("#"):
-                    key, value = line.split(":", 1)
-                    fields[key.strip().lower()] = value.split()
-            if "deb" in fields.get("types", []) and fields.get("enabled", ["yes"]) != ["no"]:
-                pairs += [(u, s) for u in fields.get("uris", []) for s in fields.get("suites", [])]
-    debian = [
-        (u.rstrip("/"), s)
-        for u, s in pairs
-        if re.search(r"/debian(-security)?$", u.rstrip("/")) and s.startswith("bookworm")
-    ]
-    return debian or [
-        ("http://deb.debian.org/debian", "bookworm"),
-        ("http://deb.debian.org/debian", "bookworm-updates"),
-        ("http://deb.debian.org/debian-security", "bookworm-security"),
-    ]
-
-
-class Apt:
-    """apt-get/apt-cache for the arm64 architecture with state under <cache>/arm64/apt."""
-
-    KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-
-    def __init__(self, cache: Path) -> None:
-        self.root = cache / "arm64" / "apt"
-        self.debs = cache / "arm64" / "debs"
-        try:
-            for d in (self.root / "lists" / "partial", self.root / "archives" / "partial", self.debs):
-                d.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise HarnessError(
-                f"cannot create the arm64 package cache under {cache}: {e.strerror}; "
-                "point DIFFKEEPER_VM_CACHE (or --cache) at a writable directory"
-            ) from e
-        sources = "".join(
-            f"deb [arch=arm64 signed-by={self.KEYRING}] {uri} {suite} main\n"
-            for uri, suite in _host_debian_sources()
-        )
-        self.sources = self.root / "sources.list"
-        if not self.sources.exists() or self.sources.read_text() != sources:
-            self.sources.write_text(sources)
-            shutil.rmtree(self.root / "lists", ignore_errors=True)
-            (self.root / "lists" / "partial").mkdir(parents=True)
-        (self.root / "status").touch()  # no packages installed for this "machine"
-        self.updated = False
-
-    def options(self) -> list[str]:
-        r = self.root
-        return [
-            "-o", "APT::Architecture=arm64",
-            "-o", "APT::Architectures::=arm64",
-            "-o", f"Dir::Etc::sourcelist={self.sources}",
-            "-o", "Dir::Etc::sourceparts=-",
-            "-o", f"Dir::State::lists={r / 'lists'}",
-            "-o", f"Dir::State::status={r / 'status'}",
-            "-o", f"Dir::Cache={r}",
-            "-o", f"Dir::Cache::archives={r / 'archives'}",
-            "-o", "APT::Sandbox::User=root",
-        ]  # fmt: skip
-
-    def update(self) -> None:
-        if self.updated:
-            return
-        log(f"apt-get update for arm64 ({self.sources})")
-        res = subprocess.run(
-            ["apt-get", "-q", *self.options(), "update"], capture_output=True, text=True, check=False
-        )
-        self.updated = True
-        if res.returncode != 0 or "\nE: " in "\n" + res.stderr:
-            raise HarnessError(
-                f"apt-get update for arm64 with {self.sources} failed (rc={res.returncode}): "
-                f"{res.stderr.strip()[-800:]}"
-            )
-
-    def _lists_empty(self) -> bool:
-        return not any((self.root / "lists").glob("*_Packages*"))
-
-    def newest(self, pattern: re.Pattern) -> str | None:
-        if self._lists_empty():
-            self.update()
-        names = run(["apt-cache", *self.options(), "pkgnames", "linux-image-"], capture=True)
-        matches = [n for n in names.splitlines() if pattern.match(n)]
-        if not matches and not self.updated:
-            self.update()
-            return self.newest(pattern)
-        return max(matches, key=_version_key) if matches else None
-
-    def version(self, package: str) -> str | None:
-        out = run(
-            ["apt-cache", *self.options(), "show", "--no-all-versions", f"{package}:arm64"],
-            capture=True,
-            check=False,
-        )
-        m = re.search(r"^Version: (\S+)$", out, re.MULTILINE)
-        return m.group(1) if m else None
-
-    def download(self, package: str) -> Path:
-        """<cache>/arm64/debs/<package>_<version>_arm64.deb, downloaded only if missing; older
-        versions of the package are removed. Raises naming the package and apt's message."""
-        if self._lists_empty():
-            self.update()
-        version = self.version(package)
-        if version is None and not self.updated:
-            self.update()
-            version = self.version(package)
-        if version is None:
-            cached = sorted(self.debs.glob(f"{package}_*_arm64.deb"), key=lambda p: _version_key(p.name))
-            if cached:
-                log(f"arm64 package {package} not in the apt lists: using cached {cached[-1].name}")
-                return cached[-1]
-            raise HarnessError(
-                f"arm64 package {package} is not in the apt lists from {self.sources} "
-                "(and not cached): check the Debian mirror and network access"
-            )
-        target = self.debs / f"{package}_{version.replace(':', '%3a')}_arm64.deb"
-        if target.exists():
-            return target
-        log(f"downloading arm64 {package} {version} into {self.debs}")
-        for attempt in (1, 2):
-            with tempfile.TemporaryDirectory(dir=self.debs) as tmp:
-                res = subprocess.run(
-                    ["apt-get", "-q", *self.options(), "download", f"{package}:arm64={version}"],
-                    cwd=tmp,
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                got = list(Path(tmp).glob("*.deb"))
-                if res.returncode == 0 and len(got) == 1:
-                    os.replace(got[0], target)
-                    for old in self.debs.glob(f"{package}_*_arm64.deb"):
-                        if old != target:
-                            old.unlink()
-                    return target
-            if attempt == 1 and not self.updated:
-                self.update()  # stale lists: the version may be gone from the mirror
-                continue
-            break
-        raise HarnessError(
-            f"apt-get download {package}:arm64={version} failed (rc={res.returncode}): "
-            f"{res.stderr.strip()[-600:]}"
-        )
-
-
-def _version_key(name: str):
-    return [int(n) for n in re.findall(r"\d+", name)]
-
-
-def _unpack(deb: Path, dest: Path) -> None:
-    res = subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise HarnessError(f"dpkg-deb -x {deb} failed: {res.stderr.strip()}")
+# Rows expected to fail on arm64: case id glob -> reason. A row marked here is still run and
+# checked exactly like on x86_64; it is reported XFAIL when it fails in the expected way (the
+# sidecar still comes up, on some backend) and XPASS, which fails the run, once it passes: then
+# drop its entry here. None today: the eBPF rows run the aarch64 objects (ebpf/obj/aarch64/).
+XFAIL: dict[str, str] = {}
 
 
 # ---- the kernel ----
@@ -464,6 +286,40 @@ def userland(apt: Apt, cache: Path) -> dict[str, Path]:
     return files
 
 
+def build_verifier_stats(apt: Apt, cache: Path, out: Path) -> Path:
+    """tests/vm/verifier-stats.c for the arm64 guest: cross-compiled by zig cc (PyPI `ziglang`,
+    the toolchain `just build` uses for aarch64) against Debian's arm64 libbpf, libelf and zlib
+    archives, unpacked into <cache>/arm64/sysroot/."""
+    src = Path(__file__).resolve().parent.parent / "verifier-stats.c"
+    debs = [apt.download(p) for p in VERIFIER_STATS_PACKAGES]
+    key = hashlib.sha256("\n".join(d.name for d in debs).encode()).hexdigest()[:16]
+    root = cache / "arm64" / "sysroot" / key
+    if not (root / ".complete").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        for deb in debs:
+            _unpack(deb, root)
+        (root / ".complete").touch()
+    exe = out / "verifier-stats-aarch64"
+    if exe.exists() and exe.stat().st_mtime >= max(src.stat().st_mtime, (root / ".complete").stat().st_mtime):
+        return exe
+    libs = root / "usr" / "lib" / "aarch64-linux-gnu"
+    archives = [libs / a for a in ("libbpf.a", "libelf.a", "libz.a")]
+    archives += sorted((root / "usr" / "lib" / "gcc" / "aarch64-linux-gnu").glob("*/libgcc.a"))[-1:]
+    missing = [str(a) for a in archives if not a.exists()]
+    if missing:
+        raise HarnessError(f"{', '.join(missing)} missing after unpacking {', '.join(d.name for d in debs)}")
+    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", ZIG_TARGET, "-O2", "-o", str(exe), str(src)]
+    cmd += ["-isystem", str(root / "usr" / "include"), *map(str, archives)]
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise HarnessError(
+            f"cross-compiling {src.name} for arm64 failed (needs zig: `pip install ziglang`, "
+            f"scripts/setup.sh): {res.stderr.strip()[-600:]}"
+        )
+    return exe
+
+
 def arch_segment(kernel: Arm64Kernel) -> bytes:
     """The per-kernel arm64 part: the modules and /vm/arch.sh, which init.sh sources."""
     cpio = CpioWriter()
@@ -478,8 +334,10 @@ def arch_segment(kernel: Arm64Kernel) -> bytes:
         )
     lines += [
         "result_port=/dev/hvc0",
-        "for _ in $(seq 100); do [ -c $result_port ] && break; sleep 0.05; done",
-        '[ -c $result_port ] || echo "arch.sh: $result_port did not appear" >/dev/console',
+        # The node appears before the port is ready (ENODEV on open until the host side has
+        # answered on the control queue): wait until it opens, not until it exists.
+        "for _ in $(seq 200); do { : >$result_port; } 2>/dev/null && break; sleep 0.05; done",
+        '{ : >$result_port; } 2>/dev/null || echo "arch.sh: $result_port does not open" >/dev/console',
     ]
     cpio.data("vm/arch.sh", ("\n".join(lines) + "\n").encode())
     return cpio.finish()

@@ -15,8 +15,14 @@ from .util import HarnessError, log
 
 GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
 REPO = GUEST_DIR.parents[2]
-# Both eBPF objects, as committed (the verifier cases load them with bpftool/verifier-stats).
+# Both eBPF objects, as committed per architecture in ebpf/obj/<arch>/ (the guest gets its
+# architecture's as /vm/obj/; the verifier cases load them with bpftool/verifier-stats).
 BPF_OBJECTS = ("diffkeeper.bpf.o", "diffkeeper-compat.bpf.o")
+
+
+def bpf_objects(arch: str) -> list[Path]:
+    """The committed objects of an architecture: "x86_64" or "aarch64" (`uname -m`)."""
+    return [REPO / "ebpf" / "obj" / arch / name for name in BPF_OBJECTS]
 BINARIES = ("diffkeeper-init", "diffkeeper-sidecar", "diffkeeper-scenario")
 # What diffkeeper-init reads as the host's identity (BTFHub: debian/12/<x86_64|arm64>).
 OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
@@ -62,11 +68,15 @@ def build_verifier_stats(out: Path) -> Path:
 
 
 def common_segment(
-    bin_dir: Path, userland: dict[str, Path] | None = None, verifier_stats: Path | None = None
+    bin_dir: Path,
+    arch: str,
+    userland: dict[str, Path] | None = None,
+    verifier_stats: Path | None = None,
 ) -> bytes:
-    """userland: guest path -> host file for busybox, bpftool and its libraries (another
-    architecture's, see arm64.userland); default: the host's static busybox and bpftool.
-    verifier_stats: the host-built tool the verifier cases run (x86_64 guests only)."""
+    """arch: whose eBPF objects go to /vm/obj ("x86_64" or "aarch64"). userland: guest path ->
+    host file for busybox, bpftool and its libraries (another architecture's, see
+    arm64.userland); default: the host's static busybox and bpftool. verifier_stats: the tool
+    the verifier cases run, built for the guest's architecture."""
     cpio = CpioWriter()
     for d in ("proc", "sys", "dev", "tmp", "etc", "var/empty", "root"):
         cpio.dir(d)
@@ -85,8 +95,8 @@ def common_segment(
             cpio.file(f"usr/local/bin/{name}", bin_dir / name, 0o755)
     if verifier_stats is not None:
         cpio.file("usr/local/bin/verifier-stats", verifier_stats, 0o755)
-    for name in BPF_OBJECTS:
-        cpio.file(f"vm/obj/{name}", REPO / "ebpf" / "obj" / name, 0o644)
+    for obj in bpf_objects(arch):
+        cpio.file(f"vm/obj/{obj.name}", obj, 0o644)
     cpio.data("etc/os-release", OS_RELEASE)
     cpio.file("init", GUEST_DIR / "init.sh", 0o755)
     cpio.file("vm/lib.sh", GUEST_DIR / "lib.sh", 0o644)

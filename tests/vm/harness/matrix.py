@@ -1,12 +1,23 @@
 """What runs in each guest and what counts as passing: the matrix (BTF source x attach mode ->
-expected backend), the forced-compat rows, the init end-to-end runs, the broken-BTF case, and
-the verifier's verdict on both eBPF objects."""
+expected backend), the forced-compat rows, the init end-to-end runs and the broken-BTF case
+(the verifier's verdict on both eBPF objects is in verifier.py)."""
 
 import dataclasses
 import json
 import re
 from collections.abc import Callable
 
+from . import verifier
+# Re-exported: arm64.py uses matrix.Case, matrix.Verdict, matrix.ready_backend.
+from .case import (  # noqa: F401
+    Case,
+    Verdict,
+    _finished,
+    _never_ready,
+    _verdict,
+    evidence,
+    ready_backend,
+)
 from .qemu import CaseOutput
 
 # BTF rows: (row id, label in the table). All but "system" run with sysfs BTF hidden.
@@ -43,79 +54,6 @@ def kernel_version(release: str) -> tuple[int, int]:
 
 def expected_backend(release: str, row: str, mode: str) -> str:
     return (EXPECTED_PRE_5_17 if release.startswith("5.") else EXPECTED)[row][mode]
-
-
-CASE_TIMEOUT = 40  # seconds inside the guest (TCG); a case normally takes 1-5 s
-
-
-@dataclasses.dataclass
-class Verdict:
-    ok: bool
-    seen: str = ""  # backend (or outcome) observed
-    events: str = ""  # events the journal/scenario reported
-    note: str = ""
-    # Problems that fail the case even when it is marked xfail: the product did not degrade
-    # gracefully (the sidecar never came up), or the part that is not expected to fail failed.
-    hard: str = ""
-
-
-@dataclasses.dataclass
-class Case:
-    id: str  # unique per guest; also the log file name
-    script: str  # tests/vm/guest/cases/<script>
-    args: list[str]
-    group: str  # table: BTF source / kind
-    mode: str
-    expect: str
-    check: Callable[[CaseOutput, str], Verdict]  # (output, kernel release)
-    timeout: int = CASE_TIMEOUT
-    needs: tuple = ()  # binaries from the bin dir the case runs
-    btf_variants: tuple = ()  # BTF files the host makes for the guest: "min", "broken"
-    # Why this case is expected to fail on this platform ("" = must pass). It runs and is checked
-    # all the same: XFAIL when it fails without a hard problem, XPASS (a failure) when it passes.
-    xfail: str = ""
-    # The expectation on a given kernel release, when it depends on the kernel.
-    expect_on: Callable[[str], str] | None = None
-    # The script's arguments on a given kernel release, when they depend on the kernel.
-    args_on: Callable[[str], list[str]] | None = None
-
-    def list_line(self, release: str) -> str:
-        args = self.args_on(release) if self.args_on else self.args
-        return " ".join([self.id, str(self.timeout), self.script, *args])
-
-
-def evidence(out: CaseOutput) -> dict:
-    """The "@evidence KEY=VALUE" lines a case printed (last value wins)."""
-    return dict(m.groups() for m in re.finditer(r"^@evidence ([\w.-]+)=(.*)$", out.output, re.MULTILINE))
-
-
-# The sidecar's readiness line up to the backend's name (cli/src/ready.rs, READY_PREFIX).
-READY_PREFIX = "diffkeeper-sidecar ready: backend="
-
-
-def ready_backend(text: str) -> str:
-    found = re.findall(re.escape(READY_PREFIX) + r"(\w+)", text)
-    return found[-1] if found else ""
-
-
-def _verdict(seen: str, events: str, problems: list[str], hard: list[str] = ()) -> Verdict:
-    """PASS when no problem was found; the problems ("" entries ignored) become the note. hard:
-    those of the problems an xfail mark does not excuse."""
-    problems = [p for p in problems if p]
-    hard = [p for p in hard if p]
-    return Verdict(not problems, seen, events, "; ".join(problems), "; ".join(hard))
-
-
-def _never_ready(seen: str) -> str:
-    return "" if seen else "the sidecar never reported ready on any backend"
-
-
-def _finished(out: CaseOutput) -> Verdict | None:
-    if out.rc is None:
-        return Verdict(False)  # the report explains how the guest ended
-    if out.rc == 137:
-        return Verdict(False, "", "", "killed by the per-case timeout")
-    return None
 
 
 def _check_sanity(out: CaseOutput, _release: str) -> Verdict:
@@ -466,116 +404,10 @@ def broken_case() -> Case:
     )
 
 
-# The verifier's limit on processed instructions before 5.2 (BPF_COMPLEXITY_LIMIT_INSNS): the
-# compat object must stay below it to load on 4.18-era kernels we cannot boot here.
-VERIFIER_LIMIT_4_18 = 131072
-PROGRAMS = {
-    "compat": [
-        "dk_kprobe_write",
-        "dk_kretprobe_write",
-        "dk_kprobe_inode_create",
-        "dk_kprobe_inode_unlink",
-        "dk_kprobe_inode_rename",
-        "dk_sys_exit",
-    ],
-}
-PROGRAMS["modern"] = PROGRAMS["compat"] + [
-    "dk_fexit_vfs_write",
-    "dk_fexit_vfs_writev",
-    "dk_fentry_inode_create",
-    "dk_fentry_inode_unlink",
-    "dk_fentry_inode_rename",
-    "dk_sys_exit_btf",
-]
-OBJECT_FILES = {"modern": "diffkeeper.bpf.o", "compat": "diffkeeper-compat.bpf.o"}
-
-
-def verifier_lines(text: str) -> dict[str, dict]:
-    """prog name -> fields of its `VERIFIER prog=… result=…` line from verifier-stats."""
-    found = {}
-    for m in re.finditer(r"^VERIFIER (prog=.*)$", text, re.MULTILINE):
-        fields = dict(re.findall(r"(\w+)=(\S*)", m.group(1).split(" log=")[0]))
-        fields["log"] = m.group(1).split(" log=", 1)[1] if " log=" in m.group(1) else ""
-        found[fields["prog"]] = fields
-    return found
-
-
-def _verifier_expect(kind: str, release: str) -> str:
-    if kind == "modern" and release.startswith("5."):
-        return "refused (all but dk_kprobe_write)"
-    return f"loads, each <= {VERIFIER_LIMIT_4_18} processed" if kind == "compat" else "loads"
-
-
-def _check_verifier(kind: str) -> Callable[[CaseOutput, str], Verdict]:
-    """compat: every program loads (verifier-stats and bpftool loadall), each within the
-    pre-5.2 limit. modern: loads on >= 5.17, every program refused on 5.10."""
-
-    def check(out: CaseOutput, release: str) -> Verdict:
-        if (v := _finished(out)) is not None:
-            return v
-        ev = evidence(out)
-        progs = verifier_lines(out.output)
-        refuse = kind == "modern" and release.startswith("5.")
-        problems = [
-            f"verifier-stats saw {sorted(progs)} instead of {sorted(PROGRAMS[kind])}"
-            if sorted(progs) != sorted(PROGRAMS[kind])
-            else ""
-        ]
-        counts = []
-        for name in PROGRAMS[kind]:
-            p = progs.get(name, {})
-            if refuse:
-                # dk_kprobe_write has no walk (no bpf_loop): the one modern program 5.10 takes.
-                want = "ok" if name == "dk_kprobe_write" else "refused"
-                if p.get("result") != want:
-                    problems.append(f"{name} {p.get('result', 'missing')}, expected {want}")
-                continue
-            if p.get("result") != "ok":
-                problems.append(f"{name} refused: {p.get('log', 'no line')}")
-                continue
-            processed = int(p.get("processed", "-1"))
-            counts.append(f"{name} {processed}")
-            if kind == "compat" and not 0 < processed <= VERIFIER_LIMIT_4_18:
-                problems.append(f"{name}: {processed} processed > {VERIFIER_LIMIT_4_18}")
-        bpftool_rc = ev.get("bpftool_loadall_rc")
-        if refuse:
-            problems.append("bpftool prog loadall succeeded" if bpftool_rc == "0" else "")
-            logs = sorted({p["log"] for p in progs.values() if p.get("log")})
-            seen = f"refused ({'; '.join(logs)[:160]})"
-            return _verdict(seen, "", problems)
-        problems.append(f"bpftool prog loadall exited {bpftool_rc}" if bpftool_rc != "0" else "")
-        loaded = ev.get("bpftool_loaded", "0")
-        problems.append(
-            f"bpftool prog show lists {loaded} programs, not {len(PROGRAMS[kind])}"
-            if loaded != str(len(PROGRAMS[kind]))
-            else ""
-        )
-        return _verdict("loads", "processed: " + ", ".join(counts), problems)
-
-    return check
-
-
-def verifier_cases() -> list[Case]:
-    return [
-        Case(
-            f"verifier.{kind}",
-            "verifier.sh",
-            [OBJECT_FILES[kind]],
-            f"verifier: {kind} object (verifier-stats, bpftool prog loadall)",
-            "-",
-            _verifier_expect(kind, "6"),
-            _check_verifier(kind),
-            expect_on=lambda release, kind=kind: _verifier_expect(kind, release),
-            timeout=90,
-        )
-        for kind in ("compat", "modern")
-    ]
-
-
 def all_cases() -> list[Case]:
     """Every matrix case, in guest run order."""
     return [
-        *verifier_cases(),
+        *verifier.verifier_cases(),
         *cell_cases(),
         *compat_cases(),
         broken_case(),

@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Everything that differs between the x86_64 and the aarch64 objects (build.rs compiles each
+ * kind once per architecture, with -D__TARGET_ARCH_x86 or -D__TARGET_ARCH_arm64):
+ *
+ *                  x86_64                                aarch64
+ *   syscalls       syscall_64.tbl: open and creat too    asm-generic/unistd.h: only openat(2)
+ *   kprobe args    UAPI struct pt_regs (rdi, rsi, ...)   struct user_pt_regs (regs[0..7])
+ *   sys_exit regs  orig_rax, rdi, rsi, rdx: one read     syscallno, orig_x0 (x0 holds the return
+ *                                                        value by then), regs[1], regs[2]
+ *   32-bit tasks   not told apart (ia32 numbers differ)  AArch32 tasks skipped (pstate)
+ *
+ * What the rest of the source uses:
+ *   DK_SYSCALLS(X)    X(name, number, kind) for every syscall sys_exit reports; `cargo test`
+ *                     compares each number with the kernel's own UAPI header (ebpf/src/arch.rs)
+ *   struct dk_sys     the syscall number and first argument, read at once by dk_sys_read()
+ *   dk_sys_arg()      argument 1 or 2 (only the open calls need one)
+ *   PT_REGS_PARMn     bpf_tracing.h's, given the register struct it casts a kprobe context to
+ */
+#ifndef DK_ARCH_BPF_H
+#define DK_ARCH_BPF_H
+
+/* What on_sys_exit() does with a syscall that returned >= 0. */
+enum dk_sys_kind {
+	DK_SYS_NONE,
+	DK_SYS_WRITE,     /* write family: fd in argument 0, bytes are the return value */
+	DK_SYS_OPEN_ARG1, /* open(path, flags, mode): O_CREAT in argument 1 */
+	DK_SYS_OPEN_ARG2, /* openat(dirfd, path, flags, mode): O_CREAT in argument 2 */
+	DK_SYS_OPEN,      /* creat, or flags in user memory (openat2's open_how): check the file */
+	DK_SYS_FSTATFS,   /* fstatfs(fd): how the sidecar teaches the kernel side its roots */
+};
+
+#if defined(__TARGET_ARCH_x86)
+
+#include <asm/ptrace.h> /* UAPI struct pt_regs: what bpf_tracing.h reads kprobe arguments from */
+
+/* arch/x86/entry/syscalls/syscall_64.tbl */
+#define DK_SYSCALLS(X)                                                                \
+	X(write, 1, WRITE)                                                            \
+	X(open, 2, OPEN_ARG1)                                                         \
+	X(pwrite64, 18, WRITE)                                                        \
+	X(writev, 20, WRITE)                                                          \
+	X(creat, 85, OPEN)                                                            \
+	X(fstatfs, 138, FSTATFS)                                                      \
+	X(openat, 257, OPEN_ARG2)                                                     \
+	X(pwritev, 296, WRITE)                                                        \
+	X(pwritev2, 328, WRITE)                                                       \
+	X(openat2, 437, OPEN)
+
+/* rdx, rsi, rdi, orig_rax: arguments 2, 1, 0 and the syscall number, adjacent in pt_regs. */
+struct dk_sys {
+	unsigned long rdx;
+	unsigned long rsi;
+	unsigned long rdi;
+	unsigned long orig_rax;
+};
+
+_Static_assert(__builtin_offsetof(struct pt_regs, rsi) == __builtin_offsetof(struct pt_regs, rdx) + 8 &&
+		       __builtin_offsetof(struct pt_regs, rdi) == __builtin_offsetof(struct pt_regs, rdx) + 16 &&
+		       __builtin_offsetof(struct pt_regs, orig_rax) ==
+			       __builtin_offsetof(struct pt_regs, rdx) + 24,
+	       "one read fetches the arguments and the syscall number");
+
+/*
+ * `regs` is the kernel's pt_regs; the UAPI one has the same fixed layout under other member
+ * names, which is what the tp_btf verifier checks the direct loads (btf) against.
+ * Returns non-zero when there is nothing to report.
+ */
+static __always_inline int dk_sys_read(void *regs, bool btf, struct dk_sys *r)
+{
+	struct pt_regs *p = regs;
+
+	if (!btf)
+		return bpf_probe_read_kernel(r, sizeof(*r), &p->rdx);
+	r->rdx = p->rdx;
+	r->rsi = p->rsi;
+	r->rdi = p->rdi;
+	r->orig_rax = p->orig_rax;
+	return 0;
+}
+
+static __always_inline long dk_sys_nr(const struct dk_sys *r)
+{
+	return (long)r->orig_rax;
+}
+
+static __always_inline unsigned long dk_sys_arg0(const struct dk_sys *r)
+{
+	return r->rdi;
+}
+
+/* Argument n (1 or 2): already read with the rest. */
+static __always_inline unsigned long dk_sys_arg(void *regs, bool btf, const struct dk_sys *r, int n)
+{
+	return n == 1 ? r->rsi : r->rdx;
+}
+
+#elif defined(__TARGET_ARCH_arm64)
+
+/*
+ * The UAPI register set (arch/arm64/include/uapi/asm/ptrace.h), which bpf_tracing.h casts a
+ * kprobe context to (PT_REGS_PARMn: regs[0..4], PT_REGS_RC: regs[0]). Declared here so that
+ * the arm64 objects need no arm64 UAPI headers on the build machine.
+ */
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+
+/*
+ * The start of the kernel's struct pt_regs (arch/arm64/include/asm/ptrace.h): the UAPI set,
+ * then orig_x0 (argument 0 as the syscall got it: x0 is overwritten by the return value) and
+ * syscallno. Not UAPI, but laid out like this from 4.x to 6.x (Debian 6.1's BTF: 264, 272,
+ * 280); the tp_btf verifier checks the direct loads against the running kernel's BTF.
+ */
+struct dk_pt_regs {
+	struct user_pt_regs user_regs;
+	__u64 orig_x0;
+	__s32 syscallno;
+};
+
+/* asm-generic/unistd.h (arm64 has no open or creat syscall; fstatfs is __NR3264_fstatfs). */
+#define DK_SYSCALLS(X)                                                                \
+	X(fstatfs, 44, FSTATFS)                                                       \
+	X(openat, 56, OPEN_ARG2)                                                      \
+	X(write, 64, WRITE)                                                           \
+	X(writev, 66, WRITE)                                                          \
+	X(pwrite64, 68, WRITE)                                                        \
+	X(pwritev, 70, WRITE)                                                         \
+	X(pwritev2, 287, WRITE)                                                       \
+	X(openat2, 437, OPEN)
+
+/* pstate, orig_x0, syscallno (and its padding): adjacent in pt_regs, so one read. */
+struct dk_sys {
+	__u64 pstate;
+	__u64 orig_x0;
+	__s32 syscallno;
+	__u32 pad;
+};
+
+_Static_assert(__builtin_offsetof(struct dk_pt_regs, user_regs.pstate) == 264 &&
+		       __builtin_offsetof(struct dk_pt_regs, orig_x0) == 272 &&
+		       __builtin_offsetof(struct dk_pt_regs, syscallno) == 280,
+	       "the kernel's arm64 pt_regs layout; one read fetches pstate, orig_x0, syscallno");
+
+/* An AArch32 task (PSR_MODE32_BIT): its syscall numbers are arm's EABI ones, not these. */
+#define DK_PSR_MODE32_BIT 0x10
+
+/* Returns non-zero when there is nothing to report. */
+static __always_inline int dk_sys_read(void *regs, bool btf, struct dk_sys *r)
+{
+	struct dk_pt_regs *p = regs;
+
+	if (!btf) {
+		if (bpf_probe_read_kernel(r, sizeof(*r), &p->user_regs.pstate))
+			return 1;
+	} else {
+		r->pstate = p->user_regs.pstate;
+		r->orig_x0 = p->orig_x0;
+		r->syscallno = p->syscallno;
+	}
+	return r->pstate & DK_PSR_MODE32_BIT;
+}
+
+static __always_inline long dk_sys_nr(const struct dk_sys *r)
+{
+	return r->syscallno;
+}
+
+static __always_inline unsigned long dk_sys_arg0(const struct dk_sys *r)
+{
+	return r->orig_x0;
+}
+
+/* Argument n (1 or 2): x1, x2 still hold it (only x0 is overwritten by the return value). */
+static __always_inline unsigned long dk_sys_arg(void *regs, bool btf, const struct dk_sys *r, int n)
+{
+	struct dk_pt_regs *p = regs;
+	unsigned long arg = 0;
+
+	if (btf)
+		return p->user_regs.regs[n & 7];
+	bpf_probe_read_kernel(&arg, sizeof(arg), &p->user_regs.regs[n & 7]);
+	return arg;
+}
+
+#else
+#error "diffkeeper's eBPF objects are built for __TARGET_ARCH_x86 or __TARGET_ARCH_arm64"
+#endif
+
+/*
+ * The kind of syscall number nr on this architecture. Written as compares: the modern object
+ * lets clang turn them into a compare tree (every syscall runs this), compat keeps them in
+ * order (dk_keep_compares, dk_compat.bpf.h).
+ */
+#define DK_SYS_IF(name, n, kind)                                                      \
+	if (nr == (n))                                                                \
+		return DK_SYS_##kind;                                                 \
+	dk_keep_compares(nr);
+static __always_inline enum dk_sys_kind dk_sys_kind(long nr)
+{
+	DK_SYSCALLS(DK_SYS_IF)
+	return DK_SYS_NONE;
+}
+#undef DK_SYS_IF
+
+#endif /* DK_ARCH_BPF_H */

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The tracepoint family: sys_exit sees every syscall's return. Included once, at the end of
+ * diffkeeper.bpf.c (it reports through report_file()); the syscall numbers and the register
+ * access are the architecture's, from dk_arch.bpf.h.
+ *
+ * Every syscall on the machine runs this, so the order is cheapest test first: the return
+ * value, then the syscall number, and the file only for the few calls we report. Two
+ * programs share the body: tp_btf (BTF-typed: regs and task->files->fdt->fd are direct
+ * loads, ~30 ns/write cheaper; needs the running kernel's own BTF ids, so only with the
+ * system BTF) and raw_tracepoint (any BTF: every kernel pointer is a bpf_probe_read_kernel).
+ */
+
+/* The current task's fd array: direct loads through BTF-typed pointers when `btf`. */
+static __always_inline struct file **task_fds(bool btf)
+{
+	if (btf)
+		return bpf_get_current_task_btf()->files->fdt->fd;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, files, fdt, fd);
+}
+
+static __always_inline struct file *fd_file(struct file **fds, long fd)
+{
+	struct file *file = NULL;
+
+	/* The syscall just succeeded on fd, so it is below max_fds; the read is fault-safe anyway. */
+	if (fd < 0 || fd > 0xfffff || !fds)
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* A successful open reports a create only when it created the file. */
+static __always_inline int report_open(void *ctx, struct file **fds, long fd)
+{
+	struct file *file = fd_file(fds, fd);
+	unsigned int mode = BPF_CORE_READ(file, f_mode);
+
+	return (mode & DK_FMODE_CREATED) ? report_file(ctx, file, DK_OP_CREATE, 0) : 0;
+}
+
+/* fstatfs(fd) by anyone on a watched root directory teaches the kernel side its dentry. */
+static __always_inline int learn_from_fd(struct file **fds, long fd)
+{
+	struct dentry *dentry = BPF_CORE_READ(fd_file(fds, fd), f_path.dentry);
+	struct dk_root_key key = {
+		.dev = BPF_CORE_READ(dentry, d_sb, s_dev),
+		.ino = BPF_CORE_READ(dentry, d_inode, i_ino),
+	};
+	__u32 *id = bpf_map_lookup_elem(&dk_roots, &key);
+
+	if (id)
+		learn_root(*id, dentry);
+	return 0;
+}
+
+
+/* O_CREAT (asm-generic/fcntl.h, the same on x86_64 and arm64): an open without it cannot
+ * create a file. */
+#define DK_O_CREAT 0100
+
+static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf)
+{
+	struct dk_sys r;
+
+	if (ret < 0) /* failed calls change nothing; costs no memory read */
+		return 0;
+	if (dk_sys_read(regs, btf, &r))
+		return 0;
+	switch (dk_sys_kind(dk_sys_nr(&r))) {
+	case DK_SYS_WRITE:
+		if (ret == 0)
+			return 0;
+		return report_file(ctx, fd_file(task_fds(btf), (long)(int)dk_sys_arg0(&r)), DK_OP_WRITE,
+				   ret);
+	case DK_SYS_OPEN_ARG1:
+		return (dk_sys_arg(regs, btf, &r, 1) & DK_O_CREAT) ? report_open(ctx, task_fds(btf), ret)
+								   : 0;
+	case DK_SYS_OPEN_ARG2:
+		return (dk_sys_arg(regs, btf, &r, 2) & DK_O_CREAT) ? report_open(ctx, task_fds(btf), ret)
+								   : 0;
+	case DK_SYS_OPEN:
+		return report_open(ctx, task_fds(btf), ret);
+	case DK_SYS_FSTATFS: /* nothing left to learn: one global load */
+		return all_roots_learned() ? 0 : learn_from_fd(task_fds(btf), (long)(int)dk_sys_arg0(&r));
+	default:
+		return 0;
+	}
+}
+
+#if DK_HAVE_BTF_PROGS
+SEC("tp_btf/sys_exit")
+int BPF_PROG(dk_sys_exit_btf, struct pt_regs *regs, long ret)
+{
+	return on_sys_exit(ctx, regs, ret, true);
+}
+
+#endif
+
+SEC("raw_tracepoint/sys_exit")
+int dk_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_sys_exit(ctx, (void *)ctx->args[0], (long)ctx->args[1], false);
+}

@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The parent walk and the path assembly every program shares: from a file's dentry up to a
+ * watched root (find_root), then the names from that root down as "a/b/c" (put_path), both in
+ * the per-CPU scratch map. Included once, by diffkeeper.bpf.c, after the maps and
+ * dk_compat.bpf.h.
+ */
+#ifndef DK_WALK_BPF_H
+#define DK_WALK_BPF_H
+
+/*
+ * The first filter: is `dentry` on a file system holding a watched root? Once every root is
+ * learned that is a compare with their super_block pointers, and *roots is NULL (walks then
+ * compare dentry pointers); before, the device number is looked up in dk_devs.
+ */
+static __always_inline int watched_device(struct dentry *dentry, __u32 *dev,
+					  const struct dk_dev_roots **roots)
+{
+	*dev = 0;
+	*roots = NULL;
+	if (all_roots_learned())
+		return learned_root_id(DK_T_SB, BPF_CORE_READ(dentry, d_sb)) >= 0;
+	*dev = BPF_CORE_READ(dentry, d_sb, s_dev);
+	*roots = bpf_map_lookup_elem(&dk_devs, dev);
+	return *roots != NULL;
+}
+
+/* No early exit: a shared "return 1" gets laid out before some of the compares, which would
+ * jump back to it (the compat object has no backward jump). */
+static __always_inline int is_root_ino(const struct dk_dev_roots *roots, __u64 ino)
+{
+	__u32 count = roots->count;
+	int hit = 0;
+
+#pragma unroll
+	for (int k = 0; k < DK_MAX_ROOTS_PER_DEV; k++)
+		if (k < count && roots->ino[k] == ino)
+			hit = 1;
+	return hit;
+}
+
+/*
+ * The walk and the path assembly run as steps called by dk_loop(): bpf_loop() callbacks in
+ * modern (kernel >= 5.17; the verifier inlines the loop), functions called from an unrolled
+ * sequence in compat. Their state lives in the per-CPU scratch map, so each callback is
+ * verified once instead of once per iteration and per exit path, which kept the rename
+ * programs (two walks, two paths) far below the verifier's instruction limit.
+ */
+struct dk_loop {
+	struct dk_scratch *s;
+	const struct dk_dev_roots *roots; /* NULL: compare learned dentry pointers instead */
+};
+
+/* One step up from s->w.cur: records it in chain[i]; stops at a watched root or the top. */
+DK_STEP find_step(__u32 i, void *data)
+{
+	struct dk_loop *l = data;
+	struct dk_scratch *s = l->s;
+	struct dentry *d = s->w.cur;
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+
+	if (!parent || parent == d)
+		return 1;
+	s->chain[i & (DK_MAX_DEPTH - 1)] = d;
+	if (!l->roots) {
+		int id = learned_root_id(DK_T_DENTRY, parent);
+
+		if (id >= 0) {
+			s->w.root_id = id;
+			s->w.depth = i + 1;
+			return 1;
+		}
+		s->w.cur = parent;
+		/* The top has no parent: stop without reading its d_parent. */
+		return learned_root_id(DK_T_TOP, parent) >= 0;
+	}
+	__u64 ino = BPF_CORE_READ(parent, d_inode, i_ino);
+
+	if (is_root_ino(l->roots, ino)) {
+		struct dk_root_key key = { .dev = s->w.dev, .ino = ino };
+		__u32 *id = bpf_map_lookup_elem(&dk_roots, &key);
+
+		if (id) {
+			learn_root(*id, parent);
+			s->w.root_id = *id;
+			s->w.depth = i + 1;
+			return 1;
+		}
+	}
+	s->w.cur = parent;
+	return 0;
+}
+
+/* Finds the watched root above `leaf` within DK_MAX_DEPTH links; returns the depth or 0. */
+static __always_inline __u32 find_root(struct dk_scratch *s, const struct dk_dev_roots *roots,
+				       struct dentry *leaf, __u32 dev)
+{
+	struct dk_loop l = { .s = s, .roots = roots };
+
+	s->w.cur = leaf;
+	s->w.dev = dev;
+	s->w.depth = 0;
+	s->w.root_id = 0;
+	dk_loop(DK_MAX_DEPTH, find_step, &l);
+	return s->w.depth;
+}
+
+/* Appends the j-th name from the root down (chain[depth-1-j]) and a '/' between names. */
+DK_STEP put_step(__u32 j, void *data)
+{
+	struct dk_loop *l = data;
+	struct dk_scratch *s = l->s;
+	int i = (int)s->w.depth - 1 - (int)j;
+
+	if (i < 0)
+		return 1;
+	if (s->w.len > DK_PATH_MAX - DK_NAME_BUF - 1) {
+		s->w.flags |= DK_F_TRUNCATED;
+		return 1;
+	}
+	struct dentry *d = s->chain[i & (DK_MAX_DEPTH - 1)];
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	long n = bpf_probe_read_kernel_str(&s->data[(s->w.base + s->w.len) & DK_DATA_MASK],
+					   DK_NAME_BUF, name);
+
+	if (n <= 1)
+		return 1;
+	s->w.len += n - 1;
+	if (i > 0) {
+		s->data[(s->w.base + s->w.len) & DK_DATA_MASK] = '/';
+		s->w.len += 1;
+	}
+	return 0;
+}
+
+/* Writes "a/b/c" for the last find_root() at data[base..]; returns its length. */
+static __always_inline __u32 put_path(struct dk_scratch *s, __u32 base)
+{
+	struct dk_loop l = { .s = s };
+
+	s->w.base = base;
+	s->w.len = 0;
+	dk_loop(DK_MAX_DEPTH, put_step, &l);
+	return s->w.len;
+}
+
+#endif /* DK_WALK_BPF_H */
