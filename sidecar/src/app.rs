@@ -63,6 +63,12 @@ enum Running {
 pub fn run(config: &Config) -> Result<(), Fatal> {
     // Before any thread exists, so that every thread inherits the blocked mask.
     let signals = signals::block_termination().map_err(Fatal::BlockSignals)?;
+    if !config.ignored_download_settings.is_empty() {
+        log::info!(
+            "{} given: ignored, the sidecar never downloads BTF (provisioning it is diffkeeper-init's job)",
+            config.ignored_download_settings.join(", ")
+        );
+    }
     let roots = canonical_state_dirs(&config.state_dirs)?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = config.metrics_addr {
