@@ -1,7 +1,7 @@
 //! The sidecar's life: check the state directories, open the journal, serve metrics, start a
 //! backend (eBPF, else inotify), say ready, wait for SIGTERM/SIGINT, then stop cleanly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
@@ -42,7 +42,7 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("{e}");
-                    ExitCode::from(1)
+                    ExitCode::from(e.exit_code())
                 }
             }
         }
@@ -70,6 +70,7 @@ pub fn run(config: &Config) -> Result<(), Fatal> {
         );
     }
     let roots = canonical_state_dirs(&config.state_dirs)?;
+    refuse_journal_in_state_dir(&config.journal, &roots)?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = config.metrics_addr {
         let bound = metrics::serve(addr, metrics.clone())
@@ -158,6 +159,33 @@ fn canonical_state_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, Fatal> {
             Ok(canonical)
         })
         .collect()
+}
+
+/// A journal file under a watched directory would report its own lines, each of which is a
+/// new change to report: refused. Symlinks are resolved (the file's, or its parent's when the
+/// file does not exist yet), so a link from outside into a state dir is caught too.
+fn refuse_journal_in_state_dir(journal: &Path, roots: &[PathBuf]) -> Result<(), Fatal> {
+    if journal.as_os_str() == journal::STDOUT {
+        return Ok(());
+    }
+    let resolved = journal.canonicalize().ok().or_else(|| {
+        let parent = match journal.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        Some(parent.canonicalize().ok()?.join(journal.file_name()?))
+    });
+    let Some(resolved) = resolved else {
+        // Its parent does not exist: opening it fails next, with its own message.
+        return Ok(());
+    };
+    match roots.iter().find(|root| resolved.starts_with(root)) {
+        Some(root) => Err(Fatal::JournalInStateDir {
+            journal: journal.to_owned(),
+            state_dir: root.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 type JournalThread = JoinHandle<std::io::Result<()>>;
