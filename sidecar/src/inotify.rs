@@ -194,6 +194,8 @@ const RENAME_PAIR_WAIT: Duration = Duration::from_millis(50);
 /// How long a path reported by a catch-up scan waits for its own inotify create (only to bound
 /// memory: a later delete or rename of the path ends the wait at once).
 const SCANNED_WAIT: Duration = Duration::from_secs(5);
+/// Directory renames whose old paths are followed at once (see `Translator::moved_dirs`).
+const MOVED_DIRS_MAX: usize = 64;
 /// While the journal queue is full the translator re-tries after a pause that doubles up to this.
 const FULL_PAUSE_MIN: Duration = Duration::from_micros(10);
 const FULL_PAUSE_MAX: Duration = Duration::from_micros(200);
@@ -214,6 +216,11 @@ struct Translator {
     /// above it) ends the entry, so a path created again is reported again.
     scanned: HashMap<PathBuf, Instant>,
     last_purge: Instant,
+    /// Directories renamed within the tree (from, to). notify names events by the watch they
+    /// came from, and re-watches a renamed directory only after the batch of events it read the
+    /// rename in: events from the old watches still carry the old path. They are renamed here
+    /// until the old path is created again (its own events then carry it rightly).
+    moved_dirs: Vec<(PathBuf, PathBuf)>,
     stop: Arc<AtomicBool>,
     /// Set when the translator first waits on a full queue after stop: it gives up then.
     give_up_at: Option<Instant>,
@@ -237,6 +244,7 @@ impl Translator {
             unpaired_moves: Vec::new(),
             scanned: HashMap::new(),
             last_purge: Instant::now(),
+            moved_dirs: Vec::new(),
             stop,
             give_up_at: None,
             dropped_at_stop: 0,
@@ -280,8 +288,26 @@ impl Translator {
         self.stop.load(Ordering::Acquire)
     }
 
-    fn handle(&mut self, event: Event) {
+    fn handle(&mut self, mut event: Event) {
         let tracker = event.attrs.tracker();
+        let renamed_both = matches!(
+            event.kind,
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+        );
+        if !self.moved_dirs.is_empty() {
+            if let (EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)), Some(path)) =
+                (event.kind, event.paths.last())
+            {
+                // The old name exists again: from now on its events are its own.
+                let path = path.clone();
+                self.moved_dirs.retain(|(from, _)| *from != path);
+            }
+            // A `Both` event's first path is the old name as it was: only its new name moves.
+            let skip = usize::from(renamed_both);
+            for path in event.paths.iter_mut().skip(skip) {
+                self.follow_moved_dirs(path);
+            }
+        }
         let mut paths = event.paths.into_iter();
         match event.kind {
             EventKind::Other if event.attrs.flag() == Some(notify::event::Flag::Rescan) => {
@@ -341,10 +367,30 @@ impl Translator {
                     self.forget_scanned_under(&from);
                     self.forget_scanned_under(&to);
                     self.emit(Op::Rename, &to, Some(&from));
+                    if is_directory(&to) {
+                        if self.moved_dirs.len() == MOVED_DIRS_MAX {
+                            self.moved_dirs.remove(0);
+                        }
+                        self.moved_dirs.push((from, to));
+                    }
                 }
             }
             // A watched root itself moved (no cookie), or kinds inotify does not produce.
             _ => {}
+        }
+    }
+
+    /// Renames `path` when it lies under a directory that was renamed (see `moved_dirs`),
+    /// latest rename last.
+    fn follow_moved_dirs(&self, path: &mut PathBuf) {
+        // Only what lies below: the old name itself is reported by its parent's watch, which
+        // names it rightly (a directory created again under that name).
+        for (from, to) in &self.moved_dirs {
+            if let Ok(rest) = path.strip_prefix(from) {
+                if !rest.as_os_str().is_empty() {
+                    *path = to.join(rest);
+                }
+            }
         }
     }
 
@@ -590,6 +636,37 @@ mod tests {
         t.expire_unpaired_moves(Some(Instant::now() + RENAME_PAIR_WAIT));
         t.handle(ev(EventKind::Remove(RemoveKind::File)));
         assert_eq!(lines(&rx), ["delete /s/out", "delete /s/f"]);
+    }
+
+    #[test]
+    fn events_from_a_renamed_directorys_old_watches_get_its_new_path() {
+        let root = std::env::temp_dir().join(format!("dk-inotify-moved-{}", std::process::id()));
+        let (d, e) = (root.join("d"), root.join("e"));
+        std::fs::create_dir_all(e.join("sub")).unwrap();
+        let (mut t, rx, _) = translator(&root);
+        let at = |p: &Path, rel: &str| p.join(rel).display().to_string();
+        let write = |p: String| {
+            Event::new(EventKind::Modify(ModifyKind::Data(DataChange::Any))).add_path(p.into())
+        };
+        t.handle(rename(RenameMode::From, 3, &[&at(&d, "")]));
+        t.handle(rename(RenameMode::To, 3, &[&at(&e, "")]));
+        t.handle(rename(RenameMode::Both, 3, &[&at(&d, ""), &at(&e, "")]));
+        // Still named by the old watch: the file is e/sub/g now.
+        t.handle(write(at(&d, "sub/g")));
+        // `d` made again: its own events are its own.
+        std::fs::create_dir(&d).unwrap();
+        t.handle(Event::new(EventKind::Create(CreateKind::Folder)).add_path(d.clone()));
+        t.handle(write(at(&d, "new")));
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(
+            lines(&rx),
+            [
+                format!("rename {} -> {}", at(&d, ""), at(&e, "")),
+                format!("write {}", at(&e, "sub/g")),
+                format!("create {}", d.display()),
+                format!("write {}", at(&d, "new")),
+            ]
+        );
     }
 
     #[test]
