@@ -12,4 +12,5 @@ pub mod fatal;
 pub mod inotify;
 pub mod journal;
 pub mod metrics;
+pub mod mounts;
 pub mod signals;

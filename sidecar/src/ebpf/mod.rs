@@ -22,6 +22,7 @@ mod canary;
 mod clock;
 mod error;
 mod features;
+mod learned;
 mod load;
 mod mode;
 mod reader;
