@@ -146,6 +146,20 @@ impl Metrics {
                 "diffkeeper_btf_source_info{{source=\"{}\"}} 1",
                 a.btf_source.unwrap_or("none")
             );
+            family(
+                &mut out,
+                "diffkeeper_op_reported",
+                "gauge",
+                "1 if the active backend reports this kind of change at all, 0 if it never does (tracepoint mode: delete, rename).",
+            );
+            for op in OPS {
+                let _ = writeln!(
+                    out,
+                    "diffkeeper_op_reported{{op=\"{}\"}} {}",
+                    op.as_str(),
+                    u8::from(a.backend.reports(op))
+                );
+            }
         }
         out
     }

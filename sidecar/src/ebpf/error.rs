@@ -313,16 +313,14 @@ pub enum CanaryError {
         source: io::Error,
     },
     ReaderStopped,
-    /// An event came back for the write, with the wrong name or size.
+    /// An event of the awaited kind came back, with the wrong name (or size, for the write).
     Mismatch {
-        bytes: u64,
-        name: String,
+        expected: String,
         got_name: String,
         got_bytes: u64,
     },
     NoEvent {
-        bytes: u64,
-        name: String,
+        expected: String,
         wait: Duration,
     },
 }
@@ -333,25 +331,22 @@ impl fmt::Display for CanaryError {
             Self::Write { path, source } => {
                 write!(
                     f,
-                    "cannot write the canary file {}: {source}",
+                    "cannot change the canary file {}: {source}",
                     path.display()
                 )
             }
             Self::ReaderStopped => f.write_str("the event reader stopped"),
             Self::Mismatch {
-                bytes,
-                name,
+                expected,
                 got_name,
                 got_bytes,
             } => write!(
                 f,
-                "the canary write of {bytes} bytes to {name:?} came back as {got_name:?}, \
-                 {got_bytes} bytes"
+                "the canary's {expected} came back as {got_name:?}, {got_bytes} bytes"
             ),
-            Self::NoEvent { bytes, name, wait } => write!(
-                f,
-                "no event for the canary write of {bytes} bytes to {name:?} within {wait:?}"
-            ),
+            Self::NoEvent { expected, wait } => {
+                write!(f, "no event for the canary's {expected} within {wait:?}")
+            }
         }
     }
 }

@@ -179,7 +179,7 @@ fn try_family(
         sink.clone(),
         cfg.ringbuf_bytes,
     )?;
-    if let Err(e) = canary::check(canary_dir, canary_id, &reader.canary) {
+    if let Err(e) = canary::check(canary_dir, canary_id, family, &reader.canary) {
         drop(ebpf);
         reader.stop();
         log::warn!(
