@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 
 use crate::change::{self, Backend, ChangeSink};
 use crate::config::{self, Command, Config};
+use crate::coverage::{Uncovered, Watchdog};
 use crate::ebpf::{self, EbpfConfig, EbpfSession};
 pub use crate::fatal::Fatal;
 use crate::inotify::{self, Inotify};
@@ -49,14 +50,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// What ends the wait in [`run`].
+/// What ends (or, for `Uncovered`, interrupts) the wait in [`run`].
 enum Stop {
     Signal(Signal),
     JournalFailed(Fatal),
+    /// eBPF no longer covers a watched directory: switch to inotify.
+    Uncovered(Uncovered),
 }
 
 enum Running {
-    Ebpf(EbpfSession),
+    Ebpf(Box<EbpfSession>),
     Inotify(Inotify),
 }
 
@@ -82,24 +85,41 @@ pub fn run(config: &Config) -> Result<(), Fatal> {
         name: "signal",
         source,
     })?;
-    let (changes, journal) = start_journal(config, metrics.clone(), stop_tx)?;
+    let (changes, journal) = start_journal(config, metrics.clone(), stop_tx.clone())?;
+    // For a switch to inotify while running; dropped before the journal is joined.
+    let mut spare_sink = Some(changes.clone());
 
-    let running = start_backend(config, &roots, changes, &metrics)?;
+    let mut running = start_backend(config, &roots, changes, &metrics)?;
+    let mut watchdog = watch_coverage(&running, &stop_tx);
+    drop(stop_tx);
     let backend = match &running {
         Running::Ebpf(session) => session.backend(),
         Running::Inotify(_) => Backend::Inotify,
     };
     log::info!("{}", ready_line(backend.as_str()));
 
-    let stop = stop_rx.recv();
-    let failure = match stop {
-        Ok(Stop::Signal(signal)) => {
-            log::info!("received {signal}: stopping");
-            None
+    let failure = loop {
+        match stop_rx.recv() {
+            Ok(Stop::Signal(signal)) => {
+                log::info!("received {signal}: stopping");
+                break None;
+            }
+            Ok(Stop::JournalFailed(e)) => break Some(e),
+            Ok(Stop::Uncovered(uncovered)) => {
+                drop(watchdog.take());
+                let Some(sink) = spare_sink.take() else {
+                    continue;
+                };
+                match switch_to_inotify(running, &uncovered, &roots, sink, &metrics) {
+                    Ok(inotify) => running = inotify,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(_) => break Some(Fatal::ThreadsGone),
         }
-        Ok(Stop::JournalFailed(e)) => Some(e),
-        Err(_) => Some(Fatal::ThreadsGone),
     };
+    drop(watchdog);
+    drop(spare_sink);
     match running {
         Running::Ebpf(session) => session.stop(),
         Running::Inotify(inotify) => inotify.stop(),
@@ -123,6 +143,59 @@ pub fn run(config: &Config) -> Result<(), Fatal> {
         }),
         (None, Err(_)) => Err(Fatal::JournalPanicked),
     }
+}
+
+/// While eBPF runs, a watchdog reports a watched directory that stops being covered.
+fn watch_coverage(running: &Running, stop: &Sender<Stop>) -> Option<Watchdog> {
+    let Running::Ebpf(session) = running else {
+        return None;
+    };
+    let stop = stop.clone();
+    let spawned = Watchdog::spawn(
+        session.root_identities().to_vec(),
+        session.covered_mounts().to_vec(),
+        move |uncovered| {
+            let _ = stop.send(Stop::Uncovered(uncovered));
+        },
+    );
+    match spawned {
+        Ok(watchdog) => Some(watchdog),
+        Err(e) => {
+            log::warn!(
+                "[eBPF] cannot watch the mount table ({}): a watched directory replaced, or a \
+                 file system mounted below one, after start would go unnoticed: {e}",
+                crate::mounts::MOUNTINFO
+            );
+            None
+        }
+    }
+}
+
+/// eBPF no longer covers a watched directory: detach it and watch every root with inotify.
+fn switch_to_inotify(
+    running: Running,
+    uncovered: &Uncovered,
+    roots: &[PathBuf],
+    sink: ChangeSink,
+    metrics: &Arc<Metrics>,
+) -> Result<Running, Fatal> {
+    let total = metrics.count_coverage_fallback();
+    log::error!(
+        "{uncovered}; switching to inotify for all watched directories (eBPF coverage \
+         fallback {total}; changes in the moment of the switch can be lost)"
+    );
+    match running {
+        Running::Ebpf(session) => session.stop(),
+        Running::Inotify(inotify) => return Ok(Running::Inotify(inotify)),
+    }
+    let inotify = inotify::start(roots, sink, metrics.clone()).map_err(Fatal::Inotify)?;
+    metrics.set_ready(Active {
+        backend: Backend::Inotify,
+        btf_source: None,
+        lost_events: None,
+    });
+    log::info!("{}", ready_line(Backend::Inotify.as_str()));
+    Ok(Running::Inotify(inotify))
 }
 
 /// How long a stopping sidecar waits for the journal to flush: Kubernetes' grace period is
@@ -263,7 +336,7 @@ fn start_backend(
                     btf_source: Some(session.btf_source()),
                     lost_events: Some(session.lost_counter()),
                 });
-                return Ok(Running::Ebpf(session));
+                return Ok(Running::Ebpf(Box::new(session)));
             }
             Err(reason) if !config.fallback_fsnotify => return Err(Fatal::EbpfRequired(reason)),
             Err(reason) => log::warn!(

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod change;
 pub mod config;
+pub mod coverage;
 pub mod ebpf;
 pub mod fatal;
 pub mod inotify;

@@ -2,6 +2,7 @@
 //! family and its reader, held together until [`EbpfSession::stop`].
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -32,6 +33,51 @@ pub struct EbpfSession {
     _pins: Vec<File>,
     /// Removed last, once nothing can write events for it any more.
     _canary: CanaryDir,
+    /// Mount points below the watched directories, watched as roots of their own.
+    covered_mounts: Vec<PathBuf>,
+    /// The watched directories as they were when the programs attached.
+    identities: Vec<RootIdentity>,
+}
+
+/// A watched directory and the (stat) device and inode it had when eBPF attached: a
+/// directory at that path with another identity is a replacement eBPF does not see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootIdentity {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Mount points below the watched directories (the programs' parent walk stops at a file
+/// system's top, so each is watched as a root of its own, with its own path); logged.
+fn nested_mounts(roots: &[PathBuf]) -> Vec<PathBuf> {
+    let table = match crate::mounts::read() {
+        Ok(table) => table,
+        Err(e) => {
+            log::warn!(
+                "[eBPF] cannot read {}: {e}; file systems mounted below the watched \
+                 directories are not covered",
+                crate::mounts::MOUNTINFO
+            );
+            return Vec::new();
+        }
+    };
+    let mut nested: Vec<PathBuf> = Vec::new();
+    for root in roots {
+        for m in crate::mounts::below(&table, root) {
+            if !nested.contains(&m.mount_point) && !roots.contains(&m.mount_point) {
+                log::info!(
+                    "[eBPF] {} ({}) is mounted below watched directory {}: watched as a root \
+                     of its own",
+                    m.mount_point.display(),
+                    m.fs_type,
+                    root.display()
+                );
+                nested.push(m.mount_point.clone());
+            }
+        }
+    }
+    nested
 }
 
 impl EbpfSession {
@@ -56,6 +102,16 @@ impl EbpfSession {
     /// Events the kernel dropped because the ring buffer was full (refreshed every 250 ms).
     pub fn lost_counter(&self) -> Arc<AtomicU64> {
         self.reader.lost.clone()
+    }
+
+    /// Mount points below the watched directories that are watched as roots of their own.
+    pub fn covered_mounts(&self) -> &[PathBuf] {
+        &self.covered_mounts
+    }
+
+    /// The watched directories' identities when the programs attached.
+    pub fn root_identities(&self) -> &[RootIdentity] {
+        &self.identities
     }
 
     /// Kernel ids of the loaded programs (diagnostics; tests check they are gone after stop).
@@ -95,7 +151,9 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
     let canary_dir = CanaryDir::create(&cfg.btf_cache_dir).map_err(EbpfUnavailable::CanaryDir)?;
     let btf = btf_select::select(&cfg.btf_cache_dir, &cfg.kernel_release)
         .map_err(|e| unavailable(EbpfUnavailable::Btf(e)))?;
+    let nested = nested_mounts(&cfg.roots);
     let mut paths = cfg.roots.clone();
+    paths.extend(nested.iter().cloned());
     paths.push(canary_dir.path().to_owned());
     let canary_id = (paths.len() - 1) as u32;
     let roots = RootTable::build(paths).map_err(|e| unavailable(EbpfUnavailable::Roots(e)))?;
@@ -124,7 +182,22 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
         };
         match attempt {
             Ok((reader, ebpf)) => {
+                let identities = cfg
+                    .roots
+                    .iter()
+                    .zip(&roots.pins)
+                    .filter_map(|(path, pin)| {
+                        let meta = pin.metadata().ok()?;
+                        Some(RootIdentity {
+                            path: path.clone(),
+                            dev: meta.dev(),
+                            ino: meta.ino(),
+                        })
+                    })
+                    .collect();
                 return Ok(EbpfSession {
+                    covered_mounts: nested,
+                    identities,
                     family,
                     object,
                     btf_source: btf.source,
@@ -133,7 +206,7 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
                     ebpf,
                     _pins: roots.pins,
                     _canary: canary_dir,
-                })
+                });
             }
             Err(failure) => {
                 let failure = FamilyFailure { family, failure };
