@@ -12,28 +12,15 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use diffkeeper_tests::filesystems::private_mounts_in_this_thread;
+use diffkeeper_tests::filesystems::{mount_tmpfs, private_mounts_in_this_thread};
 use diffkeeper_tests::http::http_get;
 use diffkeeper_tests::scratch::Scratch;
 use diffkeeper_tests::sidecar::SidecarProcess;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
 const READY: Duration = Duration::from_secs(30);
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn tmpfs_on(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    mount(
-        Some(c"tmpfs"),
-        dir,
-        Some(c"tmpfs"),
-        MsFlags::empty(),
-        Some(c"size=4m"),
-    )
-    .unwrap();
-}
 
 struct Run {
     sidecar: SidecarProcess,
@@ -138,7 +125,7 @@ fn a_mount_inside_a_root_before_start_is_watched_by_ebpf() {
     private_mounts_in_this_thread();
     let state = scratch.dir("state");
     let inner = state.join("cache");
-    tmpfs_on(&inner);
+    let _mounted = mount_tmpfs(&inner);
     let run = start(&state, &scratch);
     run.journals(&state.join("outer.txt"), "tracepoint");
     run.journals(&inner.join("inner.txt"), "tracepoint");
@@ -156,7 +143,6 @@ fn a_mount_inside_a_root_before_start_is_watched_by_ebpf() {
         Some(0)
     );
     run.stop();
-    umount2(&inner, MntFlags::MNT_DETACH).unwrap();
 }
 
 #[test]
@@ -167,7 +153,7 @@ fn a_mount_inside_a_root_after_start_switches_to_inotify() {
     let state = scratch.dir("state");
     let mut run = start(&state, &scratch);
     let inner = state.join("late");
-    tmpfs_on(&inner);
+    let _mounted = mount_tmpfs(&inner);
     run.switched(&format!(
         "a file system was mounted on {} below watched directory {}",
         inner.display(),
@@ -176,7 +162,6 @@ fn a_mount_inside_a_root_after_start_switches_to_inotify() {
     run.journals(&inner.join("inner.txt"), "inotify");
     run.journals(&state.join("outer.txt"), "inotify");
     run.stop();
-    umount2(&inner, MntFlags::MNT_DETACH).unwrap();
 }
 
 #[test]

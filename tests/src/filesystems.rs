@@ -136,6 +136,22 @@ pub fn make_and_mount(fs: Fs, work: &Path) -> Mounted {
     Mounted { path: mnt }
 }
 
+/// Mounts a small tmpfs on `dir` (created if missing), in the calling thread's mount namespace.
+pub fn mount_tmpfs(dir: &Path) -> Mounted {
+    std::fs::create_dir_all(dir).unwrap();
+    mount(
+        Some(c"tmpfs"),
+        dir,
+        Some(c"tmpfs"),
+        MsFlags::empty(),
+        Some(c"size=4m"),
+    )
+    .unwrap_or_else(|e| panic!("mount tmpfs on {}: {e}", dir.display()));
+    Mounted {
+        path: dir.to_owned(),
+    }
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd
         .output()
