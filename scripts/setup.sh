@@ -26,6 +26,7 @@ apt_packages=(
   docker.io podman                  # packaging tests: build and run the image (dockerd started on demand;
                                     # podman runs the sidecar with --cap-add BPF,PERFMON, which docker 20.10 refuses)
   python3-pip python3-venv          # pip tools below; venv for the set-up test
+  btrfs-progs xfsprogs e2fsprogs    # sidecar tests: state dirs on loop-mounted btrfs, XFS, ext4
 )
 
 install_apt() {

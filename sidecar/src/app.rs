@@ -1,7 +1,7 @@
 //! The sidecar's life: check the state directories, open the journal, serve metrics, start a
 //! backend (eBPF, else inotify), say ready, wait for SIGTERM/SIGINT, then stop cleanly.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 
 use crate::change::{self, Backend, ChangeSink};
 use crate::config::{self, Command, Config};
+use crate::coverage::{Uncovered, Watchdog};
 use crate::ebpf::{self, EbpfConfig, EbpfSession};
 pub use crate::fatal::Fatal;
 use crate::inotify::{self, Inotify};
@@ -42,28 +43,37 @@ pub fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("{e}");
-                    ExitCode::from(1)
+                    ExitCode::from(e.exit_code())
                 }
             }
         }
     }
 }
 
-/// What ends the wait in [`run`].
+/// What ends (or, for `Uncovered`, interrupts) the wait in [`run`].
 enum Stop {
     Signal(Signal),
     JournalFailed(Fatal),
+    /// eBPF no longer covers a watched directory: switch to inotify.
+    Uncovered(Uncovered),
 }
 
 enum Running {
-    Ebpf(EbpfSession),
+    Ebpf(Box<EbpfSession>),
     Inotify(Inotify),
 }
 
 pub fn run(config: &Config) -> Result<(), Fatal> {
     // Before any thread exists, so that every thread inherits the blocked mask.
     let signals = signals::block_termination().map_err(Fatal::BlockSignals)?;
+    if !config.ignored_download_settings.is_empty() {
+        log::info!(
+            "{} given: ignored, the sidecar never downloads BTF (provisioning it is diffkeeper-init's job)",
+            config.ignored_download_settings.join(", ")
+        );
+    }
     let roots = canonical_state_dirs(&config.state_dirs)?;
+    refuse_journal_in_state_dir(&config.journal, &roots)?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = config.metrics_addr {
         let bound = metrics::serve(addr, metrics.clone())
@@ -75,24 +85,41 @@ pub fn run(config: &Config) -> Result<(), Fatal> {
         name: "signal",
         source,
     })?;
-    let (changes, journal) = start_journal(config, metrics.clone(), stop_tx)?;
+    let (changes, journal) = start_journal(config, metrics.clone(), stop_tx.clone())?;
+    // For a switch to inotify while running; dropped before the journal is joined.
+    let mut spare_sink = Some(changes.clone());
 
-    let running = start_backend(config, &roots, changes, &metrics)?;
+    let mut running = start_backend(config, &roots, changes, &metrics)?;
+    let mut watchdog = watch_coverage(&running, &stop_tx);
+    drop(stop_tx);
     let backend = match &running {
         Running::Ebpf(session) => session.backend(),
         Running::Inotify(_) => Backend::Inotify,
     };
     log::info!("{}", ready_line(backend.as_str()));
 
-    let stop = stop_rx.recv();
-    let failure = match stop {
-        Ok(Stop::Signal(signal)) => {
-            log::info!("received {signal}: stopping");
-            None
+    let failure = loop {
+        match stop_rx.recv() {
+            Ok(Stop::Signal(signal)) => {
+                log::info!("received {signal}: stopping");
+                break None;
+            }
+            Ok(Stop::JournalFailed(e)) => break Some(e),
+            Ok(Stop::Uncovered(uncovered)) => {
+                drop(watchdog.take());
+                let Some(sink) = spare_sink.take() else {
+                    continue;
+                };
+                match switch_to_inotify(running, &uncovered, &roots, sink, &metrics) {
+                    Ok(inotify) => running = inotify,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(_) => break Some(Fatal::ThreadsGone),
         }
-        Ok(Stop::JournalFailed(e)) => Some(e),
-        Err(_) => Some(Fatal::ThreadsGone),
     };
+    drop(watchdog);
+    drop(spare_sink);
     match running {
         Running::Ebpf(session) => session.stop(),
         Running::Inotify(inotify) => inotify.stop(),
@@ -116,6 +143,59 @@ pub fn run(config: &Config) -> Result<(), Fatal> {
         }),
         (None, Err(_)) => Err(Fatal::JournalPanicked),
     }
+}
+
+/// While eBPF runs, a watchdog reports a watched directory that stops being covered.
+fn watch_coverage(running: &Running, stop: &Sender<Stop>) -> Option<Watchdog> {
+    let Running::Ebpf(session) = running else {
+        return None;
+    };
+    let stop = stop.clone();
+    let spawned = Watchdog::spawn(
+        session.root_identities().to_vec(),
+        session.covered_mounts().to_vec(),
+        move |uncovered| {
+            let _ = stop.send(Stop::Uncovered(uncovered));
+        },
+    );
+    match spawned {
+        Ok(watchdog) => Some(watchdog),
+        Err(e) => {
+            log::warn!(
+                "[eBPF] cannot watch the mount table ({}): a watched directory replaced, or a \
+                 file system mounted below one, after start would go unnoticed: {e}",
+                crate::mounts::MOUNTINFO
+            );
+            None
+        }
+    }
+}
+
+/// eBPF no longer covers a watched directory: detach it and watch every root with inotify.
+fn switch_to_inotify(
+    running: Running,
+    uncovered: &Uncovered,
+    roots: &[PathBuf],
+    sink: ChangeSink,
+    metrics: &Arc<Metrics>,
+) -> Result<Running, Fatal> {
+    let total = metrics.count_coverage_fallback();
+    log::error!(
+        "{uncovered}; switching to inotify for all watched directories (eBPF coverage \
+         fallback {total}; changes in the moment of the switch can be lost)"
+    );
+    match running {
+        Running::Ebpf(session) => session.stop(),
+        Running::Inotify(inotify) => return Ok(Running::Inotify(inotify)),
+    }
+    let inotify = inotify::start(roots, sink, metrics.clone()).map_err(Fatal::Inotify)?;
+    metrics.set_ready(Active {
+        backend: Backend::Inotify,
+        btf_source: None,
+        lost_events: None,
+    });
+    log::info!("{}", ready_line(Backend::Inotify.as_str()));
+    Ok(Running::Inotify(inotify))
 }
 
 /// How long a stopping sidecar waits for the journal to flush: Kubernetes' grace period is
@@ -152,6 +232,33 @@ fn canonical_state_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, Fatal> {
             Ok(canonical)
         })
         .collect()
+}
+
+/// A journal file under a watched directory would report its own lines, each of which is a
+/// new change to report: refused. Symlinks are resolved (the file's, or its parent's when the
+/// file does not exist yet), so a link from outside into a state dir is caught too.
+fn refuse_journal_in_state_dir(journal: &Path, roots: &[PathBuf]) -> Result<(), Fatal> {
+    if journal.as_os_str() == journal::STDOUT {
+        return Ok(());
+    }
+    let resolved = journal.canonicalize().ok().or_else(|| {
+        let parent = match journal.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        Some(parent.canonicalize().ok()?.join(journal.file_name()?))
+    });
+    let Some(resolved) = resolved else {
+        // Its parent does not exist: opening it fails next, with its own message.
+        return Ok(());
+    };
+    match roots.iter().find(|root| resolved.starts_with(root)) {
+        Some(root) => Err(Fatal::JournalInStateDir {
+            journal: journal.to_owned(),
+            state_dir: root.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 type JournalThread = JoinHandle<std::io::Result<()>>;
@@ -210,12 +317,26 @@ fn start_backend(
                     session.btf_source(),
                     session.btf_path().display()
                 );
+                let unreported: Vec<&str> = [change::Op::Delete, change::Op::Rename]
+                    .into_iter()
+                    .filter(|op| !session.backend().reports(*op))
+                    .map(|op| op.as_str())
+                    .collect();
+                if !unreported.is_empty() {
+                    log::warn!(
+                        "[eBPF] {} mode does not report {} (it sees only the write and open \
+                         system calls): those changes will not be journaled; where they matter \
+                         use a kernel with kprobes or fentry, or --enable-ebpf=false (inotify)",
+                        session.backend().as_str(),
+                        unreported.join(" or ")
+                    );
+                }
                 metrics.set_ready(Active {
                     backend: session.backend(),
                     btf_source: Some(session.btf_source()),
                     lost_events: Some(session.lost_counter()),
                 });
-                return Ok(Running::Ebpf(session));
+                return Ok(Running::Ebpf(Box::new(session)));
             }
             Err(reason) if !config.fallback_fsnotify => return Err(Fatal::EbpfRequired(reason)),
             Err(reason) => log::warn!(

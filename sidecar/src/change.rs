@@ -35,6 +35,15 @@ impl Backend {
             Self::Inotify => "inotify",
         }
     }
+
+    /// Whether this backend reports `op` at all (the README's coverage table): the tracepoint
+    /// family sees only the syscalls that write and open, never an unlink or a rename.
+    pub fn reports(self, op: Op) -> bool {
+        !matches!(
+            (self, op),
+            (Self::Ebpf(Family::Tracepoint), Op::Delete | Op::Rename)
+        )
+    }
 }
 
 /// An eBPF attach family: the programs that see writes, creates, deletes and renames. Defined

@@ -37,6 +37,10 @@ pub const OPTIONS: &[Flag] = &[
         help: "eBPF ring buffer size (compat object: the perf buffers' total): a power of two, at least 4096" },
     Flag { name: "--metrics-addr", value: "ADDR", env: "DIFFKEEPER_METRICS_ADDR", default: "off", note: "", kind: Kind::Value,
         help: "serve GET /metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9911" },
+    Flag { name: "--btfhub-mirror", value: "URL", env: "DIFFKEEPER_BTF_MIRROR", default: "ignored", note: "", kind: Kind::Value,
+        help: "accepted and ignored: the sidecar never downloads (diffkeeper-init provisions BTF)" },
+    Flag { name: "--disable-btfhub-download", value: "", env: "DIFFKEEPER_BTF_ALLOW_DOWNLOAD=0", default: "ignored", note: "", kind: Kind::Switch,
+        help: "accepted and ignored: the sidecar never downloads (diffkeeper-init provisions BTF)" },
     Flag { name: "--debug", value: "", env: "DIFFKEEPER_DEBUG=1", default: "off", note: "", kind: Kind::Bare,
         help: "debug logging" },
     Flag { name: "--help", value: "", env: "", default: "", note: "", kind: Kind::Action, help: "print this help" },
@@ -58,6 +62,9 @@ pub struct Config {
     pub ringbuf_bytes: u32,
     pub metrics_addr: Option<SocketAddr>,
     pub debug: bool,
+    /// diffkeeper-init's download settings given to the sidecar too (one container spec for
+    /// both): which ones, for the info line saying they change nothing here.
+    pub ignored_download_settings: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -138,6 +145,14 @@ pub fn parse(
             ))
         })?),
     };
+    // diffkeeper-init's download settings: accepted with any value (operators give both
+    // containers the same flags and variables; diffkeeper-init checks them) and only named in
+    // one info line.
+    let ignored_download_settings = ["--btfhub-mirror", "--disable-btfhub-download"]
+        .iter()
+        .filter_map(|name| args.get(name))
+        .map(|given| given.origin.to_string())
+        .collect();
     Ok(Command::Run(Box::new(Config {
         state_dirs,
         btf_cache_dir: args.text_or_default("--btf-cache-dir").into(),
@@ -150,6 +165,7 @@ pub fn parse(
         ringbuf_bytes,
         metrics_addr,
         debug: args.boolean("--debug")?,
+        ignored_download_settings,
     })))
 }
 
@@ -243,6 +259,36 @@ mod tests {
         assert_eq!(c.journal, PathBuf::from("-"));
         assert_eq!(c.coalesce, Duration::from_millis(5));
         assert_eq!((c.metrics_addr, c.ringbuf_bytes), (None, 4096));
+    }
+
+    #[test]
+    fn init_download_settings_are_accepted_and_named() {
+        let c = run(&["--state-dir", "/s"], &[]).unwrap();
+        assert!(c.ignored_download_settings.is_empty());
+        let c = run(
+            &[
+                "--state-dir",
+                "/s",
+                "--disable-btfhub-download",
+                "--btfhub-mirror=https://mirror.local/btf",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.ignored_download_settings,
+            ["--btfhub-mirror", "--disable-btfhub-download"]
+        );
+        // Any value: diffkeeper-init is the one that checks them.
+        let env = [
+            ("DIFFKEEPER_BTF_ALLOW_DOWNLOAD", "0"),
+            ("DIFFKEEPER_BTF_MIRROR", "not even a URL"),
+        ];
+        let c = run(&["--state-dir", "/s"], &env).unwrap();
+        assert_eq!(
+            c.ignored_download_settings,
+            ["DIFFKEEPER_BTF_MIRROR", "DIFFKEEPER_BTF_ALLOW_DOWNLOAD"]
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Why the sidecar cannot run or had to stop (exit code 1). Each variant carries what failed
+//! Why the sidecar cannot run or had to stop (exit code 1; 2 for a usage mistake found only
+//! once paths are resolved). Each variant carries what failed
 //! (the call, the path, the address) and renders, once, what to do about it.
 
 use std::fmt;
@@ -25,6 +26,12 @@ pub enum Fatal {
     },
     StateDirNotADir {
         path: PathBuf,
+    },
+    /// The journal file lies under a watched state directory: each line written would be a
+    /// change to report, forever. Bad usage (exit 2).
+    JournalInStateDir {
+        journal: PathBuf,
+        state_dir: PathBuf,
     },
     Listen {
         addr: SocketAddr,
@@ -71,6 +78,14 @@ impl fmt::Display for Fatal {
                 "state directory {} is not a directory; fix --state-dir / DIFFKEEPER_STATE_DIRS",
                 path.display()
             ),
+            Self::JournalInStateDir { journal, state_dir } => write!(
+                f,
+                "the journal {} (--journal) is inside the watched state directory {} \
+                 (--state-dir): every journal line would be a change to journal, without end; \
+                 put the journal outside every state directory (or use --journal - for stdout)",
+                journal.display(),
+                state_dir.display()
+            ),
             Self::Listen { addr, source } => {
                 write!(f, "cannot listen on {addr} (--metrics-addr): {source}")
             }
@@ -101,6 +116,16 @@ impl fmt::Display for Fatal {
             ),
             Self::JournalPanicked => f.write_str("the journal thread panicked"),
             Self::ThreadsGone => f.write_str("the signal and journal threads are gone"),
+        }
+    }
+}
+
+impl Fatal {
+    /// The process exit code: 2 for bad usage, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::JournalInStateDir { .. } => 2,
+            _ => 1,
         }
     }
 }

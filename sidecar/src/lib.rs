@@ -7,9 +7,11 @@
 pub mod app;
 pub mod change;
 pub mod config;
+pub mod coverage;
 pub mod ebpf;
 pub mod fatal;
 pub mod inotify;
 pub mod journal;
 pub mod metrics;
+pub mod mounts;
 pub mod signals;

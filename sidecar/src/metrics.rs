@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::change::{Backend, Op};
@@ -22,10 +22,11 @@ pub struct Metrics {
     events: [[AtomicU64; 4]; 4],
     inotify_overflows: AtomicU64,
     inotify_dropped: AtomicU64,
-    active: OnceLock<Active>,
+    coverage_fallbacks: AtomicU64,
+    active: RwLock<Option<Active>>,
 }
 
-/// What is running, set once when the sidecar becomes ready.
+/// What is running, set when the sidecar becomes ready (and again if it switches backends).
 pub struct Active {
     pub backend: Backend,
     /// "system" | "cache", or `None` for inotify.
@@ -49,18 +50,29 @@ impl Metrics {
         self.inotify_dropped.fetch_add(n, Ordering::Relaxed) + n
     }
 
-    /// Marks the sidecar ready: from now on `/healthz` answers 200.
+    /// Counts one switch from eBPF to inotify while running (a watched directory replaced, or
+    /// a mount made below one); returns the new total.
+    pub fn count_coverage_fallback(&self) -> u64 {
+        self.coverage_fallbacks.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Marks the sidecar ready with `active`: from now on `/healthz` answers 200. Called again
+    /// when the backend changes.
     pub fn set_ready(&self, active: Active) {
-        let _ = self.active.set(active);
+        *self.active.write().unwrap_or_else(|e| e.into_inner()) = Some(active);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.active.get().is_some()
+        self.active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// The Prometheus text exposition of everything above.
     pub fn render(&self) -> String {
-        let active = self.active.get();
+        let guard = self.active.read().unwrap_or_else(|e| e.into_inner());
+        let active = guard.as_ref();
         let mut out = String::with_capacity(2048);
         family(
             &mut out,
@@ -118,6 +130,17 @@ impl Metrics {
         );
         family(
             &mut out,
+            "diffkeeper_ebpf_coverage_fallbacks_total",
+            "counter",
+            "Switches from eBPF to inotify while running: a watched directory was replaced, or a file system mounted below one.",
+        );
+        let _ = writeln!(
+            out,
+            "diffkeeper_ebpf_coverage_fallbacks_total {}",
+            self.coverage_fallbacks.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
             "diffkeeper_ready",
             "gauge",
             "1 once the backend is attached (and its canary passed) or inotify watches are in place.",
@@ -146,6 +169,20 @@ impl Metrics {
                 "diffkeeper_btf_source_info{{source=\"{}\"}} 1",
                 a.btf_source.unwrap_or("none")
             );
+            family(
+                &mut out,
+                "diffkeeper_op_reported",
+                "gauge",
+                "1 if the active backend reports this kind of change at all, 0 if it never does (tracepoint mode: delete, rename).",
+            );
+            for op in OPS {
+                let _ = writeln!(
+                    out,
+                    "diffkeeper_op_reported{{op=\"{}\"}} {}",
+                    op.as_str(),
+                    u8::from(a.backend.reports(op))
+                );
+            }
         }
         out
     }

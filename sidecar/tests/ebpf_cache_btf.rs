@@ -94,6 +94,42 @@ fn canary_rejects_a_cached_btf_with_a_wrong_member_offset() {
     );
 }
 
+/// Writes come back right with this BTF, creates do not: tracepoint mode decides "created" by
+/// `file.f_mode`, which this BTF puts 32 bits early (onto `f_lock`, 0 while unlocked). A
+/// canary that checked writes only passed it, and every create was then lost.
+#[test]
+fn canary_rejects_a_cached_btf_that_breaks_only_creates() {
+    capture_logs();
+    let mut edited = system_btf().to_vec();
+    shift_member(&mut edited, "file", "f_mode", -32).unwrap();
+    hide_system_btf_in_this_thread();
+    let scratch = Scratch::new("canary-fmode");
+    let root = scratch.dir("state");
+    let cfg = config(AttachMode::Tracepoint, &scratch, vec![root]);
+    let cached = cfg
+        .btf_cache_dir
+        .join(format!("{}.btf", cfg.kernel_release));
+    std::fs::write(&cached, &edited).unwrap();
+
+    let (tx, _rx) = change::queue(change::QUEUE_CAPACITY);
+    let err = match ebpf::start(&cfg, tx) {
+        Ok(session) => panic!(
+            "a BTF with a wrong file.f_mode offset passed the canary ({:?})",
+            session.backend()
+        ),
+        Err(e) => e,
+    };
+    let EbpfUnavailable::Families(failures) = &err else {
+        panic!("expected the tracepoint family to fail, got {err}");
+    };
+    assert_eq!(failures.len(), 1, "{err}");
+    let text = failures[0].to_string();
+    assert!(
+        text.starts_with("tracepoint: canary check failed: no event for the canary's create of"),
+        "{text}"
+    );
+}
+
 #[test]
 fn no_btf_anywhere_says_what_to_provide() {
     capture_logs();

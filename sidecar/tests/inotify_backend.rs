@@ -23,8 +23,13 @@ fn path(p: &Path) -> &str {
 
 /// An inotify sidecar on `state`, journal to `journal`, no coalescing.
 fn start(state: &Path, journal: &Path) -> SidecarProcess {
+    start_coalescing(state, journal, 0)
+}
+
+fn start_coalescing(state: &Path, journal: &Path, coalesce_ms: u32) -> SidecarProcess {
     let mut cmd = Command::new(SIDECAR);
-    cmd.args(["--enable-ebpf=false", "--coalesce-ms", "0"])
+    cmd.arg("--enable-ebpf=false")
+        .arg(format!("--coalesce-ms={coalesce_ms}"))
         .args(["--state-dir", path(state), "--journal", path(journal)])
         .stdout(Stdio::null());
     let mut sidecar = SidecarProcess::spawn(&mut cmd).expect("run diffkeeper-sidecar");
@@ -145,6 +150,42 @@ fn a_directory_recreated_under_the_same_name_is_journaled_again() {
     );
     let (status, _) = sidecar.terminate();
     assert!(status.is_some_and(|s| s.success()), "{}", sidecar.log());
+}
+
+#[test]
+fn a_held_write_comes_out_before_the_rename_or_delete_of_its_directory() {
+    let scratch = Scratch::new("inotify-coalesce-dir");
+    let (state, journal) = (scratch.dir("state"), scratch.path().join("journal.jsonl"));
+    // A window long enough that only the rename/delete can release the write in time.
+    let mut sidecar = start_coalescing(&state, &journal, 2000);
+    fs::create_dir_all(state.join("d/sub")).unwrap();
+    wait_for_lines(&sidecar, &state, &journal, 2, "create d/sub");
+    fs::write(state.join("d/f"), b"held").unwrap();
+    fs::write(state.join("d/sub/g"), b"held too").unwrap();
+    fs::rename(state.join("d"), state.join("e")).unwrap();
+    // A held write to a file that is then deleted: the exact path releases it.
+    fs::write(state.join("x"), b"held").unwrap();
+    fs::remove_file(state.join("x")).unwrap();
+    journal_until_done(&sidecar, &state, &journal);
+    let (status, _) = sidecar.terminate();
+    assert!(status.is_some_and(|s| s.success()), "{}", sidecar.log());
+    // Everything, including what was still held at SIGTERM.
+    let lines: Vec<String> = read_journal(&state, &journal)
+        .into_iter()
+        .filter(|l| l.starts_with("write ") || l.starts_with("rename ") || l.starts_with("delete "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "write d/f",
+            "write d/sub/g",
+            "rename d -> e",
+            "write x",
+            "delete x",
+        ],
+        "{}",
+        sidecar.log()
+    );
 }
 
 /// Waits until the journal has `count` lines (writes aside), the last one `last`.

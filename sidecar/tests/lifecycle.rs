@@ -95,6 +95,53 @@ fn a_missing_state_dir_is_named_and_exits_1() {
 }
 
 #[test]
+fn a_journal_inside_a_state_dir_is_refused_with_exit_2() {
+    let _serial = serial();
+    let scratch = Scratch::new("sidecar-journal-inside");
+    let state = scratch.dir("state");
+    // Through a symlink from outside, too: what counts is where the lines would land.
+    std::os::unix::fs::symlink(&state, scratch.path().join("link")).unwrap();
+    for journal in [
+        state.join("journal.jsonl"),
+        scratch.path().join("link/journal.jsonl"),
+    ] {
+        let mut sidecar = spawn(&mut sidecar(&[
+            "--state-dir",
+            path(&state),
+            "--journal",
+            path(&journal),
+            "--attach",
+            "tracepoint",
+        ]));
+        // Without the check it starts, and one write feeds the journal its own lines forever.
+        if sidecar.wait_ready(Duration::from_secs(5)).is_ok() {
+            std::fs::write(state.join("one-write"), b"x").unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            let lines = std::fs::read_to_string(&journal).unwrap_or_default();
+            sidecar.terminate();
+            panic!(
+                "the sidecar ran with its journal {} inside {}; 2 s after one write it holds {} lines",
+                journal.display(),
+                state.display(),
+                lines.lines().count()
+            );
+        }
+        let status = sidecar.wait_exit(Duration::from_secs(5));
+        let log = sidecar.log();
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
+        assert!(
+            log.contains(&format!(
+                "the journal {} (--journal) is inside the watched state directory {}",
+                journal.display(),
+                state.display()
+            )) && log.contains("put the journal outside every state directory"),
+            "{log}"
+        );
+        assert!(!journal.exists(), "the refused journal was created");
+    }
+}
+
+#[test]
 fn readme_flag_table_matches_help() {
     let help = Command::new(SIDECAR).arg("--help").output().unwrap();
     let readme =
@@ -229,6 +276,18 @@ fn healthz_answers_503_until_ready_then_200() {
     assert_eq!(
         metric_sample(&metrics, "diffkeeper_btf_source_info{source=\"system\"}"),
         Some(1)
+    );
+    // Tracepoint mode never sees deletes or renames: said in /metrics and in the log.
+    for (op, reported) in [("write", 1), ("create", 1), ("delete", 0), ("rename", 0)] {
+        let series = format!("diffkeeper_op_reported{{op=\"{op}\"}}");
+        assert_eq!(sample(&metrics, &series), Some(reported), "{metrics}");
+    }
+    assert!(
+        sidecar
+            .log()
+            .contains("[eBPF] tracepoint mode does not report delete or rename"),
+        "{}",
+        sidecar.log()
     );
 
     let (status, _) = sidecar.terminate();

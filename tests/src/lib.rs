@@ -2,6 +2,7 @@
 
 pub mod btf;
 pub mod btf_edit;
+pub mod filesystems;
 pub mod http;
 pub mod mirror;
 pub mod mountns;

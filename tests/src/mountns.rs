@@ -14,6 +14,38 @@ pub fn hide_system_btf(cmd: &mut Command) -> &mut Command {
     unsafe { cmd.pre_exec(|| Ok(cover_system_btf()?)) }
 }
 
+/// Makes `cmd` run with `/sys/kernel/btf` hidden and `dir` read-only (a read-only bind mount of
+/// itself), as a directory baked into an image and mounted read-only would be.
+pub fn hide_system_btf_with_read_only<'a>(
+    cmd: &'a mut Command,
+    dir: &std::path::Path,
+) -> &'a mut Command {
+    let dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .expect("a path without NUL bytes");
+    // SAFETY: between fork and exec only async-signal-safe syscalls run; `dir` was allocated
+    // before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            cover_system_btf()?;
+            mount(
+                Some(dir.as_c_str()),
+                dir.as_c_str(),
+                None::<&CStr>,
+                MsFlags::MS_BIND,
+                None::<&CStr>,
+            )?;
+            mount(
+                None::<&CStr>,
+                dir.as_c_str(),
+                None::<&CStr>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                None::<&CStr>,
+            )?;
+            Ok(())
+        })
+    }
+}
+
 /// Hides `/sys/kernel/btf` from the calling thread (and threads it starts); other threads keep
 /// the real view, since unshare(CLONE_NEWNS) is per thread.
 pub fn hide_system_btf_in_this_thread() {

@@ -112,6 +112,9 @@ pub enum Cause {
     Canary(CanaryError),
     /// fentry was asked for, but the compat object has no fentry programs.
     NoFentryInCompat,
+    /// Attached, but the kernel filter did not match these watched directories by their
+    /// (device, inode): their changes would never be reported.
+    RootsNotMatched { paths: Vec<PathBuf> },
 }
 
 impl fmt::Display for Cause {
@@ -133,6 +136,19 @@ impl fmt::Display for Cause {
             ),
             Self::Canary(e) => write!(f, "canary check failed: {e}"),
             Self::NoFentryInCompat => f.write_str("the compat object has no fentry programs"),
+            Self::RootsNotMatched { paths } => {
+                f.write_str("the kernel filter does not match watched directory ")?;
+                for (i, path) in paths.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}", path.display())?;
+                }
+                f.write_str(
+                    " by its device and inode (its changes would never be reported): \
+                     a file system whose device number differs from the mount's",
+                )
+            }
         }
     }
 }
@@ -203,10 +219,35 @@ impl Hint {
 /// The watched roots cannot be put into the kernel's maps.
 #[derive(Debug)]
 pub enum RootsError {
-    TooMany { count: usize, max: usize },
-    Open { path: PathBuf, source: io::Error },
-    Stat { path: PathBuf, source: io::Error },
-    TooManyOnOneDevice { path: PathBuf, max: usize },
+    TooMany {
+        count: usize,
+        max: usize,
+    },
+    Open {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Stat {
+        path: PathBuf,
+        source: io::Error,
+    },
+    TooManyOnOneDevice {
+        path: PathBuf,
+        max: usize,
+    },
+    /// Two roots with the same (device, inode) as the kernel sees them (btrfs subvolumes share
+    /// one device and number their inodes alike).
+    SameIdentity {
+        first: PathBuf,
+        second: PathBuf,
+        dev: (u32, u32),
+        ino: u64,
+    },
+    /// A btrfs subvolume below a root: its inode numbers can repeat the root's.
+    NestedSubvolume {
+        root: PathBuf,
+        subvolume: PathBuf,
+    },
 }
 
 impl fmt::Display for RootsError {
@@ -230,6 +271,28 @@ impl fmt::Display for RootsError {
                     path.display()
                 )
             }
+            Self::SameIdentity {
+                first,
+                second,
+                dev: (major, minor),
+                ino,
+            } => write!(
+                f,
+                "watched directories {} and {} are the same to the kernel (device {major}:{minor}, \
+                 inode {ino}: btrfs subvolumes share one device and number their inodes alike), \
+                 so eBPF cannot tell their changes apart; watch a common parent instead",
+                first.display(),
+                second.display()
+            ),
+            Self::NestedSubvolume { root, subvolume } => write!(
+                f,
+                "below watched directory {}, {} is a btrfs subvolume: inode numbers start \
+                 afresh in each subvolume, so eBPF could take one of its directories for the \
+                 watched one and report files under a wrong path; watch directories without \
+                 subvolumes below them",
+                root.display(),
+                subvolume.display()
+            ),
             Self::TooManyOnOneDevice { path, max } => write!(
                 f,
                 "more than {max} watched directories on one file system (at {}): watch a \
@@ -250,16 +313,14 @@ pub enum CanaryError {
         source: io::Error,
     },
     ReaderStopped,
-    /// An event came back for the write, with the wrong name or size.
+    /// An event of the awaited kind came back, with the wrong name (or size, for the write).
     Mismatch {
-        bytes: u64,
-        name: String,
+        expected: String,
         got_name: String,
         got_bytes: u64,
     },
     NoEvent {
-        bytes: u64,
-        name: String,
+        expected: String,
         wait: Duration,
     },
 }
@@ -270,25 +331,22 @@ impl fmt::Display for CanaryError {
             Self::Write { path, source } => {
                 write!(
                     f,
-                    "cannot write the canary file {}: {source}",
+                    "cannot change the canary file {}: {source}",
                     path.display()
                 )
             }
             Self::ReaderStopped => f.write_str("the event reader stopped"),
             Self::Mismatch {
-                bytes,
-                name,
+                expected,
                 got_name,
                 got_bytes,
             } => write!(
                 f,
-                "the canary write of {bytes} bytes to {name:?} came back as {got_name:?}, \
-                 {got_bytes} bytes"
+                "the canary's {expected} came back as {got_name:?}, {got_bytes} bytes"
             ),
-            Self::NoEvent { bytes, name, wait } => write!(
-                f,
-                "no event for the canary write of {bytes} bytes to {name:?} within {wait:?}"
-            ),
+            Self::NoEvent { expected, wait } => {
+                write!(f, "no event for the canary's {expected} within {wait:?}")
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ mod canary;
 mod clock;
 mod error;
 mod features;
+mod learned;
 mod load;
 mod mode;
 mod reader;
@@ -37,7 +38,7 @@ pub use error::{
 };
 pub use features::{ObjectChoice, UnknownObject};
 pub use mode::{AttachMode, UnknownAttachMode};
-pub use session::{start, EbpfSession};
+pub use session::{start, EbpfSession, RootIdentity};
 
 /// What [`start`] needs.
 pub struct EbpfConfig {

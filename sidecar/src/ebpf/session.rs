@@ -2,6 +2,7 @@
 //! family and its reader, held together until [`EbpfSession::stop`].
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use super::btf_select::{self, BtfSource, SelectedBtf};
 use super::canary::{self, CanaryDir};
 use super::error::{Cause, EbpfUnavailable, Failure, FamilyFailure, Hint};
 use super::features::{self, KernelFeatures};
+use super::learned;
 use super::load;
 use super::reader::Reader;
 use super::roots::RootTable;
@@ -31,6 +33,51 @@ pub struct EbpfSession {
     _pins: Vec<File>,
     /// Removed last, once nothing can write events for it any more.
     _canary: CanaryDir,
+    /// Mount points below the watched directories, watched as roots of their own.
+    covered_mounts: Vec<PathBuf>,
+    /// The watched directories as they were when the programs attached.
+    identities: Vec<RootIdentity>,
+}
+
+/// A watched directory and the (stat) device and inode it had when eBPF attached: a
+/// directory at that path with another identity is a replacement eBPF does not see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootIdentity {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Mount points below the watched directories (the programs' parent walk stops at a file
+/// system's top, so each is watched as a root of its own, with its own path); logged.
+fn nested_mounts(roots: &[PathBuf]) -> Vec<PathBuf> {
+    let table = match crate::mounts::read() {
+        Ok(table) => table,
+        Err(e) => {
+            log::warn!(
+                "[eBPF] cannot read {}: {e}; file systems mounted below the watched \
+                 directories are not covered",
+                crate::mounts::MOUNTINFO
+            );
+            return Vec::new();
+        }
+    };
+    let mut nested: Vec<PathBuf> = Vec::new();
+    for root in roots {
+        for m in crate::mounts::below(&table, root) {
+            if !nested.contains(&m.mount_point) && !roots.contains(&m.mount_point) {
+                log::info!(
+                    "[eBPF] {} ({}) is mounted below watched directory {}: watched as a root \
+                     of its own",
+                    m.mount_point.display(),
+                    m.fs_type,
+                    root.display()
+                );
+                nested.push(m.mount_point.clone());
+            }
+        }
+    }
+    nested
 }
 
 impl EbpfSession {
@@ -55,6 +102,16 @@ impl EbpfSession {
     /// Events the kernel dropped because the ring buffer was full (refreshed every 250 ms).
     pub fn lost_counter(&self) -> Arc<AtomicU64> {
         self.reader.lost.clone()
+    }
+
+    /// Mount points below the watched directories that are watched as roots of their own.
+    pub fn covered_mounts(&self) -> &[PathBuf] {
+        &self.covered_mounts
+    }
+
+    /// The watched directories' identities when the programs attached.
+    pub fn root_identities(&self) -> &[RootIdentity] {
+        &self.identities
     }
 
     /// Kernel ids of the loaded programs (diagnostics; tests check they are gone after stop).
@@ -94,7 +151,9 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
     let canary_dir = CanaryDir::create(&cfg.btf_cache_dir).map_err(EbpfUnavailable::CanaryDir)?;
     let btf = btf_select::select(&cfg.btf_cache_dir, &cfg.kernel_release)
         .map_err(|e| unavailable(EbpfUnavailable::Btf(e)))?;
+    let nested = nested_mounts(&cfg.roots);
     let mut paths = cfg.roots.clone();
+    paths.extend(nested.iter().cloned());
     paths.push(canary_dir.path().to_owned());
     let canary_id = (paths.len() - 1) as u32;
     let roots = RootTable::build(paths).map_err(|e| unavailable(EbpfUnavailable::Roots(e)))?;
@@ -123,7 +182,22 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
         };
         match attempt {
             Ok((reader, ebpf)) => {
+                let identities = cfg
+                    .roots
+                    .iter()
+                    .zip(&roots.pins)
+                    .filter_map(|(path, pin)| {
+                        let meta = pin.metadata().ok()?;
+                        Some(RootIdentity {
+                            path: path.clone(),
+                            dev: meta.dev(),
+                            ino: meta.ino(),
+                        })
+                    })
+                    .collect();
                 return Ok(EbpfSession {
+                    covered_mounts: nested,
+                    identities,
                     family,
                     object,
                     btf_source: btf.source,
@@ -132,7 +206,7 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
                     ebpf,
                     _pins: roots.pins,
                     _canary: canary_dir,
-                })
+                });
             }
             Err(failure) => {
                 let failure = FamilyFailure { family, failure };
@@ -166,6 +240,9 @@ fn try_family(
         return Err(failure);
     }
     roots.teach_kernel();
+    if family == Family::Tracepoint {
+        verify_roots_matched(&ebpf, object, roots)?;
+    }
     let reader = Reader::spawn(
         &mut ebpf,
         object,
@@ -175,7 +252,7 @@ fn try_family(
         sink.clone(),
         cfg.ringbuf_bytes,
     )?;
-    if let Err(e) = canary::check(canary_dir, canary_id, &reader.canary) {
+    if let Err(e) = canary::check(canary_dir, canary_id, family, &reader.canary) {
         drop(ebpf);
         reader.stop();
         log::warn!(
@@ -189,4 +266,108 @@ fn try_family(
         family.as_str()
     );
     Ok((reader, ebpf))
+}
+
+/// Tracepoint mode: the fstatfs() on each root ([`RootTable::teach_kernel`]) made the programs
+/// look each one up by (device, inode); every root must have been matched, else its changes
+/// would never be reported (a device or inode the kernel sees differently).
+fn verify_roots_matched(ebpf: &Ebpf, object: ObjectKind, roots: &RootTable) -> Result<(), Failure> {
+    let mask = learned::mask(ebpf, object).map_err(|reason| {
+        Failure::new(
+            "reading dk_learned",
+            Cause::Aya { chain: reason },
+            Hint::None,
+        )
+    })?;
+    let unmatched: Vec<PathBuf> = learned::unmatched(mask, roots.paths.len())
+        .into_iter()
+        .map(|id| roots.paths[id].clone())
+        .collect();
+    if unmatched.is_empty() {
+        log::debug!(
+            "[eBPF] all {} watched directories matched by the kernel filter",
+            roots.paths.len()
+        );
+        return Ok(());
+    }
+    Err(Failure::new(
+        "",
+        Cause::RootsNotMatched { paths: unmatched },
+        Hint::None,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ebpf::{AttachMode, ObjectChoice};
+
+    fn system_btf() -> SelectedBtf {
+        SelectedBtf {
+            source: BtfSource::System,
+            path: PathBuf::from(diffkeeper_btf::SYSTEM_BTF_PATH),
+            btf: aya::Btf::from_sys_fs().expect("system BTF"),
+        }
+    }
+
+    /// Real eBPF (tracepoint mode, root): a root whose (device, inode) the kernel does not see
+    /// as the table says (here: the inode number is off by one, as the device was for btrfs
+    /// when it came from stat) fails the start-up check, naming the root; both objects.
+    #[test]
+    fn a_root_the_kernel_filter_does_not_match_fails_the_family() {
+        let base = std::env::temp_dir().join(format!("dk-unmatched-{}", std::process::id()));
+        let (state, canary) = (base.join("state"), base.join("canary"));
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::create_dir_all(&canary).unwrap();
+        let cfg = EbpfConfig {
+            attach: AttachMode::Tracepoint,
+            object: ObjectChoice::Auto,
+            btf_cache_dir: base.clone(),
+            kernel_release: String::new(),
+            roots: vec![state.clone()],
+            ringbuf_bytes: 1 << 16,
+        };
+        let (sink, _rx) = crate::change::queue(16);
+        for object in ObjectKind::ALL {
+            for tamper in [false, true] {
+                let mut roots = RootTable::build(vec![state.clone(), canary.clone()]).unwrap();
+                if tamper {
+                    let (key, _) = &mut roots.keys[0];
+                    let dev = roots.devs.get_mut(&key.dev).unwrap();
+                    let slot = dev.ino.iter().position(|&i| i == key.ino).unwrap();
+                    key.ino += 1_000_000;
+                    dev.ino[slot] = key.ino;
+                }
+                let result = try_family(
+                    object,
+                    Family::Tracepoint,
+                    &system_btf(),
+                    &roots,
+                    (&canary, 1),
+                    &cfg,
+                    &sink,
+                    &mut None,
+                );
+                match (tamper, result) {
+                    (false, Ok((reader, ebpf))) => {
+                        drop(ebpf);
+                        reader.stop();
+                    }
+                    (false, Err(e)) => panic!("{object}: {e}"),
+                    (true, Ok(_)) => panic!("{object}: an unmatched root passed"),
+                    (true, Err(e)) => {
+                        assert!(
+                            matches!(&e.cause, Cause::RootsNotMatched { paths } if paths == std::slice::from_ref(&state)),
+                            "{object}: {e}"
+                        );
+                        assert!(e.to_string().contains(&format!(
+                            "the kernel filter does not match watched directory {}",
+                            state.display()
+                        )));
+                    }
+                }
+            }
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

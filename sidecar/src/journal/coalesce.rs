@@ -1,5 +1,6 @@
 //! Coalescing: writes by one process to one path within the window become one line with a
 //! count; any other change to that path first releases what is held, so order per path is kept.
+//! A rename or delete also releases what is held below the path (it may be a directory).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -89,6 +90,27 @@ impl Coalescer {
         };
         self.next_seq += 1;
         released
+    }
+
+    /// Takes what is held for `dir` itself and for every path below it (`dir/...`), in the
+    /// order their windows opened: a rename or delete of a directory must come after the
+    /// writes to files under it, as it did in the kernel.
+    pub(super) fn take_under(&mut self, dir: &str) -> Vec<(Change, u64)> {
+        let base = dir.trim_end_matches('/');
+        let mut under: Vec<(u64, String)> = self
+            .held
+            .iter()
+            .filter(|(path, _)| {
+                path.strip_prefix(base)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .map(|(path, held)| (held.seq, path.clone()))
+            .collect();
+        under.sort_unstable();
+        under
+            .into_iter()
+            .filter_map(|(_, path)| self.take(&path))
+            .collect()
     }
 
     pub(super) fn take(&mut self, path: &str) -> Option<(Change, u64)> {

@@ -134,8 +134,17 @@ impl Journal {
             }
             return Ok(());
         }
+        // A rename or delete may be of a directory: what is held below it goes first (else a
+        // held `write d/f` would follow `rename d -> e`, naming a path that no longer exists).
+        // A create cannot have anything below it yet that is not already released by the
+        // delete or rename before it.
+        let subtree = matches!(change.op, Op::Rename | Op::Delete);
         for path in std::iter::once(&change.path).chain(change.from.as_ref()) {
-            if let Some((held, count)) = self.coalescer.take(path) {
+            if subtree {
+                for (held, count) in self.coalescer.take_under(path) {
+                    self.write(&held, count)?;
+                }
+            } else if let Some((held, count)) = self.coalescer.take(path) {
                 self.write(&held, count)?;
             }
         }

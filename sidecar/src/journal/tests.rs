@@ -208,6 +208,41 @@ fn other_changes_release_held_writes_first_so_order_is_kept() {
 }
 
 #[test]
+fn a_rename_or_delete_of_a_directory_releases_what_is_held_below_it_first() {
+    let (mut j, out) = journal(1000);
+    let t0 = Instant::now();
+    j.push_at(change(Op::Write, "/s/d/f", 1, 1), t0).unwrap();
+    j.push_at(change(Op::Write, "/s/dd/f", 1, 2), t0).unwrap();
+    j.push_at(change(Op::Write, "/s/d/sub/g", 1, 3), t0)
+        .unwrap();
+    j.push_at(change(Op::Write, "/s/d/f", 1, 1), t0).unwrap();
+    let mut rename = change(Op::Rename, "/s/e", 1, 0);
+    rename.from = Some("/s/d".into());
+    j.push_at(rename, t0).unwrap();
+    j.push_at(change(Op::Write, "/s/e/f", 1, 4), t0).unwrap();
+    j.push_at(change(Op::Write, "/s/e/sub/g", 1, 5), t0)
+        .unwrap();
+    j.push_at(change(Op::Delete, "/s/e/sub", 1, 0), t0).unwrap();
+    // A sibling whose name only starts the same ("/s/dd" vs "/s/d") stays held.
+    j.push_at(change(Op::Delete, "/s/e", 1, 0), t0).unwrap();
+    j.finish().unwrap();
+    assert_eq!(
+        summary(&out.lines()),
+        [
+            // In the order their windows opened, then the rename.
+            "write /s/d/f 2 2",
+            "write /s/d/sub/g 3 null",
+            "rename /s/e null null",
+            "write /s/e/sub/g 5 null",
+            "delete /s/e/sub null null",
+            "write /s/e/f 4 null",
+            "delete /s/e null null",
+            "write /s/dd/f 2 null",
+        ]
+    );
+}
+
+#[test]
 fn a_different_writer_starts_a_new_line() {
     let (mut j, out) = journal(1000);
     let t0 = Instant::now();
