@@ -56,6 +56,12 @@ vm-test *ARGS: build
     cargo zigbuild --release --locked --target aarch64-unknown-linux-musl -p diffkeeper-tests --bin diffkeeper-scenario
     tests/vm/run.sh {{bin_dir}} --arm64-bin-dir {{arm64_bin_dir}} {{ARGS}}
 
+# The BTF bundle: every kernel of a BTFHub-shaped ARCHIVE_DIR (<distro>/<version>/<arch>/<release>.btf.tar.xz)
+# minimised with bpftool for every eBPF object under ebpf/obj, in one indexed file OUT (e.g. bundle.dkbtf).
+btfgen ARCHIVE_DIR OUT:
+    cargo build --release --locked -p diffkeeper-btfgen
+    {{target_dir}}/release/diffkeeper-btfgen --objects ebpf/obj "{{ARCHIVE_DIR}}" "{{OUT}}"
+
 # Minimal BTF for both diffkeeper eBPF objects (bpftool gen min_core_btf), usable as <cache>/<release>.btf.
 min-btf KERNEL_BTF OUT:
     tests/vm/min-btf.sh "{{KERNEL_BTF}}" "{{OUT}}"

@@ -234,15 +234,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.btf_cache_dir, Path::new("/flag/cache"));
         assert_eq!(c.baked_dir, Path::new("/env/baked"));
+        assert_eq!(c.timeout, Duration::from_secs(3));
+        assert!(!c.required && c.download);
+        assert_eq!(c.kernel_release.as_deref(), Some("5.15.0-92-generic"));
         // The bundle's default follows the baked dir; its own flag or variable wins.
         assert_eq!(c.btf_bundle, Path::new("/env/baked/bundle.dkbtf"));
         let c = run(&["--btf-bundle", "/flag/b.dkbtf"], &env).unwrap();
         assert_eq!(c.btf_bundle, Path::new("/flag/b.dkbtf"));
         let c = run(&[], &[("DIFFKEEPER_BTF_BUNDLE", "/env/b.dkbtf")]).unwrap();
         assert_eq!(c.btf_bundle, Path::new("/env/b.dkbtf"));
-        assert_eq!(c.timeout, Duration::from_secs(3));
-        assert!(!c.required && c.download);
-        assert_eq!(c.kernel_release.as_deref(), Some("5.15.0-92-generic"));
     }
 
     #[test]
