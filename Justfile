@@ -53,6 +53,7 @@ demo: (build-arch "x86_64")
 # ARGS go to tests/vm/run.sh (e.g. --arch arm64, --kernel 5.10, --only 'init.*').
 vm-test *ARGS: build
     cargo build --release --locked --target {{target}} -p diffkeeper-tests --bin diffkeeper-scenario --bin diffkeeper-btf-edit
+    cargo build --release --locked -p diffkeeper-btfgen
     cargo zigbuild --release --locked --target aarch64-unknown-linux-musl -p diffkeeper-tests --bin diffkeeper-scenario
     tests/vm/run.sh {{bin_dir}} --arm64-bin-dir {{arm64_bin_dir}} {{ARGS}}
 
