@@ -86,3 +86,4 @@ bench-smoke: _bench-build
 
 _bench-build:
     cargo build --release --locked --target {{target}} -p diffkeeper-init -p diffkeeper-sidecar -p diffkeeper-bench
+    cargo build --release --locked -p diffkeeper-btfgen
