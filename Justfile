@@ -53,8 +53,15 @@ demo: (build-arch "x86_64")
 # ARGS go to tests/vm/run.sh (e.g. --arch arm64, --kernel 5.10, --only 'init.*').
 vm-test *ARGS: build
     cargo build --release --locked --target {{target}} -p diffkeeper-tests --bin diffkeeper-scenario --bin diffkeeper-btf-edit
+    cargo build --release --locked -p diffkeeper-btfgen
     cargo zigbuild --release --locked --target aarch64-unknown-linux-musl -p diffkeeper-tests --bin diffkeeper-scenario
     tests/vm/run.sh {{bin_dir}} --arm64-bin-dir {{arm64_bin_dir}} {{ARGS}}
+
+# The BTF bundle: every kernel of a BTFHub-shaped ARCHIVE_DIR (<distro>/<version>/<arch>/<release>.btf.tar.xz)
+# minimised with bpftool for every eBPF object under ebpf/obj, in one indexed file OUT (e.g. bundle.dkbtf).
+btfgen ARCHIVE_DIR OUT:
+    cargo build --release --locked -p diffkeeper-btfgen
+    {{target_dir}}/release/diffkeeper-btfgen --objects ebpf/obj "{{ARCHIVE_DIR}}" "{{OUT}}"
 
 # Minimal BTF for both diffkeeper eBPF objects of the kernel's architecture (bpftool gen min_core_btf), usable as <cache>/<release>.btf.
 min-btf KERNEL_BTF OUT:
@@ -79,3 +86,4 @@ bench-smoke: _bench-build
 
 _bench-build:
     cargo build --release --locked --target {{target}} -p diffkeeper-init -p diffkeeper-sidecar -p diffkeeper-bench
+    cargo build --release --locked -p diffkeeper-btfgen

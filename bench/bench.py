@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 # `python3 bench/bench.py` puts bench/ first on the module path, so dkbench imports as is.
-from dkbench import init_rows, kernel_rows, static_rows, stats, system
+from dkbench import bundle_rows, init_rows, kernel_rows, static_rows, stats, system
 from dkbench.context import Context, Sizes
 from dkbench.procs import Bins
 from dkbench.table import Row, error_row, render
@@ -38,6 +38,7 @@ SECTIONS = [
     ("flood", "events delivered at max rate / sidecar RSS", kernel_rows.delivery_and_memory),
     ("start", "sidecar start -> ready", kernel_rows.start_to_ready),
     ("init", "diffkeeper-init baked / download", init_rows.init_rows),
+    ("bundle", "BTF bundle size / init bundle -> cache", bundle_rows.bundle_rows),
     ("sizes", "binary and image sizes", None),
 ]
 

@@ -2,8 +2,8 @@
 # Builds the diffkeeper image (Dockerfile, FROM scratch) from the static binaries of `just build`:
 # by default a multi-arch OCI index with linux/amd64 and linux/arm64.
 #
-#   scripts/image.sh [--bin-dir [ARCH=]DIR]... [--platform LIST] [--bake BTF_DIR] [--tag NAME:TAG]
-#                    [--save FILE]
+#   scripts/image.sh [--bin-dir [ARCH=]DIR]... [--platform LIST] [--bake BTF_DIR]
+#                    [--btf-bundle FILE] [--tag NAME:TAG] [--save FILE]
 #
 #   --bin-dir   where one architecture's diffkeeper-init and diffkeeper-sidecar are; ARCH is amd64
 #               (the default when ARCH= is left out) or arm64. Defaults:
@@ -13,6 +13,8 @@
 #               without buildx); with one, a plain image with docker or podman as before.
 #   --bake      a directory of <release>.btf / <release>.btf.tar.xz files, or a BTFHub-shaped tree
 #               <distro>/<version>/<arch>/<release>.btf[.tar.xz]; copied to /opt/diffkeeper/btf
+#   --btf-bundle  a BTF bundle made by `just btfgen`; baked as /opt/diffkeeper/btf/bundle.dkbtf,
+#               where diffkeeper-init looks by default (checked to start with the bundle magic)
 #   --tag       image name (default diffkeeper:<workspace version>)
 #   --save      index: the OCI archive of the index (default target/image/<name>-<tag>.oci.tar);
 #               one platform: also write a `docker save` archive
@@ -130,6 +132,15 @@ elf_arch() {
   esac
 }
 
+# stage_bundle FILE CONTEXT_BTF_DIR: the bundle, checked to be one, as bundle.dkbtf.
+stage_bundle() {
+  local from="$1" to="$2"
+  [[ -f $from ]] || image_die "--btf-bundle $from: no such file (make one with \`just btfgen ARCHIVE_DIR OUT\`)"
+  [[ $(head -c 6 "$from") == DKBTFB ]] || image_die "--btf-bundle $from: not a BTF bundle (no DKBTFB magic); make it with \`just btfgen\`"
+  install -D -m 0644 "$from" "$to/bundle.dkbtf"
+  image_log "baking the BTF bundle $from ($(stat -c %s "$from") bytes) as /opt/diffkeeper/btf/bundle.dkbtf"
+}
+
 # stage_context CONTEXT BAKE_DIR(or "") ARCH=BIN_DIR...: the build context of the Dockerfile,
 # with each architecture's binaries in bin/ARCH/, checked to be executables of that architecture.
 stage_context() {
@@ -148,6 +159,7 @@ stage_context() {
     install -D -m 0755 "$dir/diffkeeper-sidecar" "$context/bin/$arch/diffkeeper-sidecar"
   done
   [[ -z $bake_dir ]] || stage_baked_btfs "$bake_dir" "$context/btf"
+  [[ -z ${IMAGE_BTF_BUNDLE:-} ]] || stage_bundle "$IMAGE_BTF_BUNDLE" "$context/btf"
 }
 
 revision() { git -C "$IMAGE_REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown; }
@@ -232,9 +244,10 @@ image_main() {
         shift 2 ;;
       --platform) platform_list="${2:?--platform needs a list such as linux/amd64,linux/arm64}"; shift 2 ;;
       --bake) bake_dir="${2:?--bake needs a directory}"; shift 2 ;;
+      --btf-bundle) IMAGE_BTF_BUNDLE="${2:?--btf-bundle needs a file}"; shift 2 ;;
       --tag) tag="${2:?--tag needs NAME:TAG}"; shift 2 ;;
       --save) save="${2:?--save needs a file}"; shift 2 ;;
-      -h | --help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; return 0 ;;
+      -h | --help) sed -n '2,31p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; return 0 ;;
       *) image_die "unknown argument: $1 (see --help)" ;;
     esac
   done

@@ -2,10 +2,12 @@
 //!
 //! * [`validate`]: the header checks a BTF file passes before anyone trusts it.
 //! * [`cache`]: the cache layout (`<cache>/<release>.btf`) and its atomic, locked writes.
+//! * [`bundle`]: the layout of a bundle of many kernels' minimised BTFs (`just btfgen`).
 //!
 //! diffkeeper-init writes the cache, diffkeeper-sidecar reads it; neither needs the other's
 //! dependencies (HTTP for init, aya and the eBPF object for the sidecar), hence this crate.
 
+pub mod bundle;
 pub mod cache;
 pub mod validate;
 

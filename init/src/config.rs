@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use diffkeeper_btf::bundle::DEFAULT_FILE_NAME;
 use diffkeeper_btf::DEFAULT_CACHE_DIR;
 use diffkeeper_cli::{render_help, Flag, Kind, Origin, Parsed, UsageError};
 
@@ -17,6 +18,8 @@ pub const FLAGS: &[Flag] = &[
         help: "where <release>.btf and <release>.json are kept" },
     Flag { name: "--baked-btf-dir", value: "DIR", env: "DIFFKEEPER_BTF_BAKED_DIR", default: DEFAULT_BAKED_DIR, note: "", kind: Kind::Value,
         help: "BTFs shipped with the image: <release>.btf, <release>.btf.tar.xz or <distro>/<version>/<arch>/<release>.btf[.tar.xz]" },
+    Flag { name: "--btf-bundle", value: "FILE", env: "DIFFKEEPER_BTF_BUNDLE", default: "<baked dir>/bundle.dkbtf", note: "", kind: Kind::Value,
+        help: "bundle of minimised BTFs (`just btfgen`), looked in after the cache, before the baked files and the mirror" },
     Flag { name: "--btfhub-mirror", value: "URL", env: "DIFFKEEPER_BTF_MIRROR", default: DEFAULT_MIRROR, note: "", kind: Kind::Value,
         help: "BTFHub archive base URL (https://, file://, or http:// with --allow-http)" },
     Flag { name: "--disable-btfhub-download", value: "", env: "DIFFKEEPER_BTF_ALLOW_DOWNLOAD=0", default: "downloads enabled", note: "", kind: Kind::Switch,
@@ -54,6 +57,7 @@ pub const FLAGS: &[Flag] = &[
 pub struct Config {
     pub btf_cache_dir: PathBuf,
     pub baked_dir: PathBuf,
+    pub btf_bundle: PathBuf,
     pub mirror: String,
     pub download: bool,
     pub ca_file: Option<PathBuf>,
@@ -79,7 +83,7 @@ pub enum Command {
 pub fn help_text() -> String {
     let intro = format!(
         "diffkeeper-init {}: makes sure this node's kernel BTF is in diffkeeper's cache.\n\n\
-         Order: system BTF (/sys/kernel/btf/vmlinux) -> cache -> baked dir -> BTFHub mirror.\n\
+         Order: system BTF (/sys/kernel/btf/vmlinux) -> cache -> bundle -> baked dir -> mirror.\n\
          Exit codes: 0 BTF available (or nothing found without --required), 1 failure with\n\
          --required, 2 bad usage. Flags win over environment, environment over defaults.\n\nFlags:\n",
         env!("CARGO_PKG_VERSION")
@@ -107,9 +111,14 @@ pub fn parse(
     if timeout_secs == 0 {
         return Err(UsageError("--timeout must be at least 1 second".into()));
     }
+    let baked_dir: PathBuf = args.text_or_default("--baked-btf-dir").into();
     let config = Config {
         btf_cache_dir: args.text_or_default("--btf-cache-dir").into(),
-        baked_dir: args.text_or_default("--baked-btf-dir").into(),
+        btf_bundle: args
+            .text("--btf-bundle")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| baked_dir.join(DEFAULT_FILE_NAME)),
+        baked_dir,
         mirror: args.text_or_default("--btfhub-mirror"),
         download,
         ca_file: args.text("--ca-file").map(PathBuf::from),
@@ -183,6 +192,7 @@ mod tests {
         let c = run(&[], &[]).unwrap();
         assert_eq!(c.btf_cache_dir, Path::new(DEFAULT_CACHE_DIR));
         assert_eq!(c.baked_dir, Path::new(DEFAULT_BAKED_DIR));
+        assert_eq!(c.btf_bundle, Path::new("/opt/diffkeeper/btf/bundle.dkbtf"));
         assert_eq!(c.mirror, DEFAULT_MIRROR);
         assert!(c.download && !c.allow_http && !c.required && !c.debug);
         assert_eq!(c.timeout, Duration::from_secs(30));
@@ -227,6 +237,12 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(3));
         assert!(!c.required && c.download);
         assert_eq!(c.kernel_release.as_deref(), Some("5.15.0-92-generic"));
+        // The bundle's default follows the baked dir; its own flag or variable wins.
+        assert_eq!(c.btf_bundle, Path::new("/env/baked/bundle.dkbtf"));
+        let c = run(&["--btf-bundle", "/flag/b.dkbtf"], &env).unwrap();
+        assert_eq!(c.btf_bundle, Path::new("/flag/b.dkbtf"));
+        let c = run(&[], &[("DIFFKEEPER_BTF_BUNDLE", "/env/b.dkbtf")]).unwrap();
+        assert_eq!(c.btf_bundle, Path::new("/env/b.dkbtf"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use diffkeeper_btf::validate::{BtfError, BtfFileError};
 use diffkeeper_btf::SYSTEM_BTF_PATH;
 
 use crate::archive::ArchiveError;
+use crate::bundle::BundleError;
 use crate::download::DownloadError;
 use crate::identity::IdentityError;
 
@@ -41,7 +42,8 @@ impl fmt::Display for ProvisionError {
                 write!(
                     f,
                     "\nthe sidecar can only use the inotify fallback on this node; provide a BTF \
-                     (bake it into --baked-btf-dir, or allow a BTFHub mirror that has it)"
+                     (a bundle made by `just btfgen` with this kernel in --btf-bundle, bake it into \
+                     --baked-btf-dir, or allow a BTFHub mirror that has it)"
                 )
             }
         }
@@ -68,6 +70,20 @@ pub enum Attempt {
     CacheAbsent(PathBuf),
     /// The cached file was invalid and has been removed.
     CacheInvalid(BtfFileError),
+    BundleAbsent(PathBuf),
+    /// The bundle has no entry for this kernel (`looked_for`: the key, or `*/<arch>/<release>`
+    /// when the distro is unknown; `ambiguous`: several distros have that release).
+    BundleNoEntry {
+        path: PathBuf,
+        looked_for: String,
+        entries: usize,
+        ambiguous: bool,
+    },
+    /// The bundle (or this kernel's entry in it) is corrupt.
+    BundleUnusable {
+        path: PathBuf,
+        error: InstallError,
+    },
     BakedAbsent(PathBuf),
     BakedUnusable {
         path: PathBuf,
@@ -98,6 +114,28 @@ impl fmt::Display for Attempt {
             Self::SystemInvalid(e) => write!(f, "system BTF: {e}"),
             Self::CacheAbsent(path) => write!(f, "cache {}: absent", path.display()),
             Self::CacheInvalid(e) => write!(f, "cache: {e} (removed)"),
+            Self::BundleAbsent(path) => write!(f, "bundle {}: absent", path.display()),
+            Self::BundleNoEntry {
+                path,
+                looked_for,
+                entries,
+                ambiguous: false,
+            } => write!(
+                f,
+                "bundle {}: no entry {looked_for} among its {entries}",
+                path.display()
+            ),
+            Self::BundleNoEntry {
+                path, looked_for, ..
+            } => write!(
+                f,
+                "bundle {}: several distros have an entry {looked_for} and the host distro is \
+                 unknown; mount the host's / and pass --host-root",
+                path.display()
+            ),
+            Self::BundleUnusable { path, error } => {
+                write!(f, "bundle {}: {error}", path.display())
+            }
             Self::BakedAbsent(path) => write!(f, "baked {}: absent", path.display()),
             Self::BakedUnusable { path, error } => write!(f, "baked {}: {error}", path.display()),
             Self::DownloadDisabled => write!(
@@ -137,6 +175,8 @@ pub enum InstallError {
     },
     /// A baked archive that could not be extracted.
     Archive(ArchiveError),
+    /// A bundle, or this kernel's entry in it, that could not be read.
+    Bundle(BundleError),
     /// A downloaded archive that could not be extracted.
     DownloadedArchive {
         url: String,
@@ -162,6 +202,7 @@ impl fmt::Display for InstallError {
                 write!(f, "larger than the {max_bytes}-byte cap (--max-btf-bytes)")
             }
             Self::Archive(e) => e.fmt(f),
+            Self::Bundle(e) => e.fmt(f),
             Self::DownloadedArchive { url, source } => write!(f, "archive {url}: {source}"),
             Self::Download(e) => e.fmt(f),
             Self::InvalidData { origin, source } => {

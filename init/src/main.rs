@@ -1,10 +1,11 @@
 //! diffkeeper-init: makes sure the node's kernel BTF is available before the sidecar starts.
 //!
-//! Exit codes: 0 = a BTF is available (system, cache, baked, downloaded) or none was found and
+//! Exit codes: 0 = a BTF is available (system, cache, bundle, baked, downloaded) or none was found and
 //! `--required` is off; 1 = failure with `--required`; 2 = bad usage.
 
 mod archive;
 mod baked;
+mod bundle;
 mod config;
 mod download;
 mod errors;

@@ -1,4 +1,4 @@
-//! The provisioning order: system BTF → cache → baked dir → mirror download → nothing.
+//! The provisioning order: system BTF → cache → bundle → baked dir → mirror download → nothing.
 //!
 //! The cache is checked once without the lock (the common, read-only case) and again under it,
 //! so when many inits start at once on one cache only the first one writes or downloads.
@@ -14,6 +14,7 @@ use diffkeeper_btf::SYSTEM_BTF_PATH;
 
 use crate::archive;
 use crate::baked::{self, Shape};
+use crate::bundle::{Bundle, Lookup};
 use crate::config::Config;
 use crate::download::{self, DownloadOptions};
 use crate::errors::{Attempt, InstallError, ProvisionError};
@@ -67,7 +68,7 @@ fn other_running_kernel(requested: Option<&str>) -> Option<String> {
     (requested? != running).then_some(running)
 }
 
-/// Steps 2-5: cache, baked dir, mirror, nothing.
+/// Steps 2-6: cache, bundle, baked dir, mirror, nothing.
 fn provision_into_cache(cfg: &Config, looked: Vec<Attempt>) -> Result<Provided, ProvisionError> {
     let id = identity::detect(
         &cfg.host_root,
@@ -115,6 +116,9 @@ impl Run<'_> {
                 lock.remove(&self.dest)?;
                 self.looked.push(Attempt::CacheInvalid(e));
             }
+        }
+        if let Some(provided) = self.try_bundle(&lock) {
+            return Ok(provided);
         }
         if let Some(provided) = self.try_baked(&lock) {
             return Ok(provided);
@@ -176,6 +180,65 @@ impl Run<'_> {
         provided
     }
 
+    /// This kernel's entry of the bundle. A corrupt bundle or entry is reported (naming the
+    /// entry) and the next source is tried.
+    fn try_bundle(&mut self, lock: &CacheLock) -> Option<Provided> {
+        let path = self.cfg.btf_bundle.clone();
+        let unusable = |error| Attempt::BundleUnusable {
+            path: path.clone(),
+            error: InstallError::Bundle(error),
+        };
+        let mut bundle = match Bundle::open(&path) {
+            Ok(Some(bundle)) => bundle,
+            Ok(None) => {
+                self.looked.push(Attempt::BundleAbsent(path));
+                return None;
+            }
+            Err(e) => {
+                let attempt = unusable(e);
+                log::warn!("{attempt}; trying the next source");
+                self.looked.push(attempt);
+                return None;
+            }
+        };
+        let (looked_for, ambiguous) = match bundle.find(&self.id) {
+            Lookup::Found(entry) => (entry.key.clone(), None),
+            Lookup::Missing(key) => (key, Some(false)),
+            Lookup::Ambiguous(pattern) => (pattern, Some(true)),
+        };
+        let entry = match (ambiguous, bundle.entry(&looked_for)) {
+            (None, Some(entry)) => entry.clone(),
+            (ambiguous, _) => {
+                let ambiguous = ambiguous.unwrap_or(false);
+                let attempt = Attempt::BundleNoEntry {
+                    path: path.clone(),
+                    looked_for,
+                    entries: bundle.len(),
+                    ambiguous,
+                };
+                log::info!("{attempt}");
+                self.looked.push(attempt);
+                return None;
+            }
+        };
+        let origin = format!("{}#{}", bundle.path().display(), entry.key);
+        let max_bytes = self.cfg.max_btf_bytes;
+        let installed = self.install(lock, Source::Bundle, &origin, Some(&entry.key), |out| {
+            let bytes = bundle
+                .extract(&entry, max_bytes)
+                .map_err(InstallError::Bundle)?;
+            out.write_all(&bytes).map_err(InstallError::Copy)
+        });
+        match installed {
+            Ok(provided) => Some(provided),
+            Err(e) => {
+                log::warn!("bundle {}: {e}; trying the next source", path.display());
+                self.looked.push(Attempt::BundleUnusable { path, error: e });
+                None
+            }
+        }
+    }
+
     fn try_baked(&mut self, lock: &CacheLock) -> Option<Provided> {
         for candidate in baked::candidates(&self.cfg.baked_dir, &self.id) {
             let path = &candidate.path;
@@ -185,10 +248,10 @@ impl Run<'_> {
             }
             let origin = path.display().to_string();
             let installed = match candidate.shape {
-                Shape::Btf => self.install(lock, Source::Baked, &origin, |out| {
+                Shape::Btf => self.install(lock, Source::Baked, &origin, None, |out| {
                     copy_btf_file(path, self.cfg.max_btf_bytes, out)
                 }),
-                Shape::Archive => self.install(lock, Source::Baked, &origin, |out| {
+                Shape::Archive => self.install(lock, Source::Baked, &origin, None, |out| {
                     let file = File::open(path).map_err(InstallError::Open)?;
                     archive::extract_single_btf(file, self.cfg.max_btf_bytes, out)
                         .map(drop)
@@ -239,7 +302,7 @@ impl Run<'_> {
         let result = download::fetch(&url, &opts)
             .map_err(InstallError::Download)
             .and_then(|bytes| {
-                self.install(lock, Source::Download, &url, |out| {
+                self.install(lock, Source::Download, &url, None, |out| {
                     archive::extract_single_btf(&bytes[..], self.cfg.max_btf_bytes, out)
                         .map(drop)
                         .map_err(|source| InstallError::DownloadedArchive {
@@ -265,6 +328,7 @@ impl Run<'_> {
         lock: &CacheLock,
         source: Source,
         origin: &str,
+        entry: Option<&str>,
         fill: impl FnOnce(&mut dyn Write) -> Result<(), InstallError>,
     ) -> Result<Provided, InstallError> {
         let mut temp = lock.create_temp()?;
@@ -280,7 +344,10 @@ impl Run<'_> {
             "cached BTF {} ({size} bytes, sha256 {sha256}) from {origin}",
             self.dest.display()
         );
-        let status = self.status(source, origin, sha256, size);
+        let status = Status {
+            entry: entry.map(str::to_string),
+            ..self.status(source, origin, sha256, size)
+        };
         let status_path = self
             .cache
             .status_path(&self.id.release)
@@ -314,6 +381,7 @@ impl Run<'_> {
             version: self.id.version.clone(),
             arch: self.id.arch.clone(),
             time: status::now_rfc3339(),
+            entry: None,
         }
     }
 }

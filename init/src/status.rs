@@ -16,6 +16,8 @@ pub enum Source {
     System,
     Cache,
     Baked,
+    /// An entry of the BTF bundle (`--btf-bundle`).
+    Bundle,
     Download,
 }
 
@@ -32,6 +34,9 @@ pub struct Status {
     pub arch: String,
     /// RFC 3339, UTC.
     pub time: String,
+    /// With `source: bundle`: the bundle entry, `<distro>/<version>/<arch>/<release>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
 }
 
 impl Status {
@@ -163,9 +168,24 @@ mod tests {
             version: Some("22.04".into()),
             arch: "x86_64".into(),
             time: "2026-11-26T01:02:03Z".into(),
+            entry: None,
         };
         let v: serde_json::Value = serde_json::from_slice(&s.to_json()).unwrap();
         assert_eq!(v["source"], "download");
         assert_eq!(v["kernel_release"], "5.15.0-92-generic");
+        assert!(v.get("entry").is_none(), "entry only with source bundle");
+        let from_bundle = Status {
+            source: Source::Bundle,
+            entry: Some("ubuntu/22.04/x86_64/5.15.0-92-generic".into()),
+            ..s
+        };
+        let v: serde_json::Value = serde_json::from_slice(&from_bundle.to_json()).unwrap();
+        assert_eq!(
+            (v["source"].as_str(), v["entry"].as_str()),
+            (
+                Some("bundle"),
+                Some("ubuntu/22.04/x86_64/5.15.0-92-generic")
+            )
+        );
     }
 }

@@ -406,11 +406,14 @@ def broken_case() -> Case:
 
 def all_cases() -> list[Case]:
     """Every matrix case, in guest run order."""
+    from . import bundle  # noqa: PLC0415 (bundle imports this module)
+
     return [
         *verifier.verifier_cases(),
         *cell_cases(),
         *compat_cases(),
         broken_case(),
         *init_cases(),
+        *bundle.cases(),
         *selftest_cases(),
     ]
