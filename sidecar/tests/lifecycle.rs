@@ -280,7 +280,11 @@ fn healthz_answers_503_until_ready_then_200() {
     // Tracepoint mode never sees deletes or renames: said in /metrics and in the log.
     for (op, reported) in [("write", 1), ("create", 1), ("delete", 0), ("rename", 0)] {
         let series = format!("diffkeeper_op_reported{{op=\"{op}\"}}");
-        assert_eq!(metric_sample(&metrics, &series), Some(reported), "{metrics}");
+        assert_eq!(
+            metric_sample(&metrics, &series),
+            Some(reported),
+            "{metrics}"
+        );
     }
     assert!(
         sidecar
