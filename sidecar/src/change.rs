@@ -1,6 +1,9 @@
 //! One observed file change: what every backend (eBPF or inotify) hands to the journal.
 
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::TrySendError;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 /// Which mechanism saw the change; printed as the journal's `backend` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +98,74 @@ pub const QUEUE_CAPACITY: usize = 8 * 1024;
 /// A change queue of `capacity` entries.
 pub fn queue(capacity: usize) -> (ChangeSink, std::sync::mpsc::Receiver<Change>) {
     std::sync::mpsc::sync_channel(capacity)
+}
+
+/// After stop, a backend waits on a full change queue this long in all, then drops what is left.
+pub const STOP_GRACE: Duration = Duration::from_millis(200);
+/// While the queue is full a backend re-tries after a pause that doubles up to the maximum:
+/// short next to the time the journal needs to drain the queue, so it never runs dry.
+const FULL_PAUSE_MIN: Duration = Duration::from_micros(10);
+const FULL_PAUSE_MAX: Duration = Duration::from_micros(200);
+
+/// How both backends hand changes to the journal. While running, [`Delivery::deliver`] waits as
+/// long as the queue is full: the backend then stops reading, and its own bounded buffer (the
+/// kernel ring, inotify's event queue) absorbs and counts the excess. Once `stop` is set it
+/// waits at most [`STOP_GRACE`] in all, then drops (and counts) what is left, so a journal stuck
+/// on a blocked output cannot hang shutdown. (std's SyncSender has no send with timeout, hence
+/// try_send and short pauses while the queue is full.)
+pub struct Delivery {
+    sink: ChangeSink,
+    stop: Arc<AtomicBool>,
+    /// Set when a full queue is first met after stop: the most it waits from then on.
+    give_up_at: Option<Instant>,
+    dropped: u64,
+}
+
+impl Delivery {
+    pub fn new(sink: ChangeSink, stop: Arc<AtomicBool>) -> Self {
+        Self {
+            sink,
+            stop,
+            give_up_at: None,
+            dropped: 0,
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Changes dropped because the queue stayed full past the stop grace.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub fn deliver(&mut self, mut change: Change) {
+        let mut pause = FULL_PAUSE_MIN;
+        loop {
+            match self.sink.try_send(change) {
+                // A closed queue means the sidecar is shutting down; nothing wants it any more.
+                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+                Err(TrySendError::Full(back)) => change = back,
+            }
+            if self.past_stop_grace() {
+                self.dropped += 1;
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(FULL_PAUSE_MAX);
+        }
+    }
+
+    fn past_stop_grace(&mut self) -> bool {
+        if !self.stopping() {
+            return false;
+        }
+        let give_up_at = *self
+            .give_up_at
+            .get_or_insert_with(|| Instant::now() + STOP_GRACE);
+        Instant::now() >= give_up_at
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -18,19 +18,13 @@ use super::clock::WallClock;
 use super::error::{Cause, Failure, Hint};
 use super::load::explain;
 use super::source::EventSource;
-use crate::change::{Backend, Change, ChangeSink, Family, Op};
+use crate::change::{Backend, Change, ChangeSink, Delivery, Family, Op, STOP_GRACE};
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
 const POLL_MS: u16 = 10;
 /// How often the lost-event count and the wall-clock offset are re-read.
 const REFRESH: Duration = Duration::from_millis(250);
-/// While the change queue is full the reader re-tries after a pause that doubles up to this:
-/// short next to the time the journal needs to drain the queue, so it never runs dry.
-const FULL_PAUSE_MAX: Duration = Duration::from_micros(200);
-const FULL_PAUSE_MIN: Duration = Duration::from_micros(10);
-/// After stop() the reader waits on a full queue this long in all, then drops what is left.
-const STOP_GRACE: Duration = Duration::from_millis(200);
 
 pub struct Reader {
     stop: Arc<AtomicBool>,
@@ -45,14 +39,10 @@ struct Routing {
     /// Root directories by id, as text: every event's path is built on one of them.
     roots: Vec<String>,
     canary_id: u32,
-    sink: ChangeSink,
+    /// Hands changes to the journal (bounded waits once stopping).
+    delivery: Delivery,
     canary: Sender<Event>,
     clock: WallClock,
-    stop: Arc<AtomicBool>,
-    /// Set when the reader first sees `stop`: from then on it waits until this at most.
-    give_up_at: Option<Instant>,
-    /// Changes dropped because the queue stayed full past the stop grace.
-    dropped: u64,
 }
 
 impl Reader {
@@ -81,12 +71,9 @@ impl Reader {
                 .map(|root| root.to_string_lossy().into_owned())
                 .collect(),
             canary_id,
-            sink,
+            delivery: Delivery::new(sink, stop.clone()),
             canary: canary_tx,
             clock: WallClock::new(object.clock()),
-            stop: stop.clone(),
-            give_up_at: None,
-            dropped: 0,
         };
         let thread = {
             let lost = lost.clone();
@@ -190,47 +177,19 @@ impl Routing {
     }
 
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
+        self.delivery.stopping()
     }
 
-    /// Queues a change for the journal. While running this waits as long as the queue is full:
-    /// the reader then stops reading, and the kernel ring absorbs (and counts) the excess.
-    /// Once stopping it waits at most [`STOP_GRACE`] in all, then drops (and counts) what is
-    /// left, so a journal stuck on a blocked output cannot hang shutdown. (std's SyncSender
-    /// has no send with timeout, hence try_send and short pauses while the queue is full.)
-    fn deliver(&mut self, mut change: Change) {
-        let mut pause = FULL_PAUSE_MIN;
-        loop {
-            match self.sink.try_send(change) {
-                // A closed sink means the sidecar is shutting down; keep draining quietly.
-                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(back)) => change = back,
-            }
-            if self.past_stop_grace() {
-                self.dropped += 1;
-                return;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(FULL_PAUSE_MAX);
-        }
-    }
-
-    fn past_stop_grace(&mut self) -> bool {
-        if !self.stopping() {
-            return false;
-        }
-        let give_up_at = *self
-            .give_up_at
-            .get_or_insert_with(|| Instant::now() + STOP_GRACE);
-        Instant::now() >= give_up_at
+    fn deliver(&mut self, change: Change) {
+        self.delivery.deliver(change);
     }
 
     fn report_dropped(&self) {
-        if self.dropped > 0 {
+        if self.delivery.dropped() > 0 {
             log::warn!(
                 "[eBPF] stopping: dropped {} changes the journal did not take within {} ms \
                  (is its output blocked, e.g. a stalled stdout pipe?)",
-                self.dropped,
+                self.delivery.dropped(),
                 STOP_GRACE.as_millis()
             );
         }
@@ -279,24 +238,26 @@ mod tests {
     use super::*;
 
     fn routing() -> (Routing, Receiver<Change>, Receiver<Event>) {
-        routing_with_queue(crate::change::QUEUE_CAPACITY)
+        let (routing, changes, canaries, _stop) = routing_with_queue(crate::change::QUEUE_CAPACITY);
+        (routing, changes, canaries)
     }
 
-    fn routing_with_queue(capacity: usize) -> (Routing, Receiver<Change>, Receiver<Event>) {
+    /// The routing, the journal's end of its queue, the canary events, and its stop flag.
+    fn routing_with_queue(
+        capacity: usize,
+    ) -> (Routing, Receiver<Change>, Receiver<Event>, Arc<AtomicBool>) {
         let (sink, changes) = crate::change::queue(capacity);
         let (canary, canaries) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
         let routing = Routing {
             backend: Backend::Ebpf(Family::Tracepoint),
             roots: vec!["/state".into(), "/canary".into()],
             canary_id: 1,
-            sink,
+            delivery: Delivery::new(sink, stop.clone()),
             canary,
             clock: WallClock::new(diffkeeper_ebpf::object::Clock::Boottime),
-            stop: Arc::new(AtomicBool::new(false)),
-            give_up_at: None,
-            dropped: 0,
         };
-        (routing, changes, canaries)
+        (routing, changes, canaries, stop)
     }
 
     fn event(op: Op, path: Option<(u32, &str)>, from: Option<(u32, &str)>) -> Event {
@@ -373,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_holds_the_reader_until_the_journal_takes_a_change() {
-        let (mut r, changes, _) = routing_with_queue(1);
+        let (mut r, changes, _, _) = routing_with_queue(1);
         r.dispatch(event(Op::Write, Some((0, "first")), None));
         let journal = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
@@ -387,13 +348,12 @@ mod tests {
             (first.path.as_str(), second.path.as_str()),
             ("/state/first", "/state/second")
         );
-        assert_eq!(r.dropped, 0);
+        assert_eq!(r.delivery.dropped(), 0);
     }
 
     #[test]
     fn stopping_with_a_stuck_journal_drops_and_counts_instead_of_hanging() {
-        let (mut r, changes, _) = routing_with_queue(1);
-        let stop = r.stop.clone();
+        let (mut r, changes, _, stop) = routing_with_queue(1);
         r.dispatch(event(Op::Write, Some((0, "queued")), None));
         // The journal never reads again (its output is stuck); the reader is blocked in
         // deliver() when stop arrives, and must come back with its changes counted.
@@ -413,7 +373,7 @@ mod tests {
         done.recv_timeout(Duration::from_secs(5))
             .expect("the reader came back after stop");
         let r = reader.join().unwrap();
-        assert_eq!(r.dropped, 2);
+        assert_eq!(r.delivery.dropped(), 2);
         assert_eq!(changes.try_recv().unwrap().path, "/state/queued");
     }
 

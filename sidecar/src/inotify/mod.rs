@@ -118,7 +118,7 @@ fn watcher_config() -> Config {
 }
 
 impl Inotify {
-    /// Hands the queued changes over to the journal, waiting at most [`STOP_GRACE`] on a full
+    /// Hands the queued changes over to the journal, waiting at most [`STOP_GRACE`](crate::change::STOP_GRACE) on a full
     /// journal queue (then drops and counts them), removes all watches and ends the thread.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Release);

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TrySendError};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,7 +12,7 @@ use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
 use notify::{Event, INotifyWatcher, RecursiveMode, Watcher};
 
 use super::{describe, is_directory, Msg};
-use crate::change::{Backend, Change, ChangeSink, Op};
+use crate::change::{Backend, Change, ChangeSink, Delivery, Op, STOP_GRACE};
 use crate::metrics::Metrics;
 
 /// How long the first half of a rename waits for its second half before it counts as a move
@@ -20,17 +20,12 @@ use crate::metrics::Metrics;
 pub(super) const RENAME_PAIR_WAIT: Duration = Duration::from_millis(50);
 /// Directory renames whose old paths are followed at once (see `Translator::moved_dirs`).
 pub(super) const MOVED_DIRS_MAX: usize = 64;
-/// While the journal queue is full the translator re-tries after a pause that doubles up to this.
-pub(super) const FULL_PAUSE_MIN: Duration = Duration::from_micros(10);
-pub(super) const FULL_PAUSE_MAX: Duration = Duration::from_micros(200);
-/// After stop() the translator waits on a full journal queue this long in all, then drops what
-/// is left.
-pub(super) const STOP_GRACE: Duration = Duration::from_millis(200);
 
 pub(super) struct Translator {
     pub(super) watcher: INotifyWatcher,
     pub(super) roots: Vec<PathBuf>,
-    pub(super) sink: ChangeSink,
+    /// Hands changes to the journal (bounded waits once stopping).
+    pub(super) delivery: Delivery,
     pub(super) metrics: Arc<Metrics>,
     /// First halves of renames (notify's tracker = inotify cookie), waiting for the second.
     pub(super) unpaired_moves: Vec<(usize, PathBuf, SystemTime, Instant)>,
@@ -45,11 +40,6 @@ pub(super) struct Translator {
     /// rename in: events from the old watches still carry the old path. They are renamed here
     /// until the old path is created again (its own events then carry it rightly).
     pub(super) moved_dirs: Vec<(PathBuf, PathBuf)>,
-    pub(super) stop: Arc<AtomicBool>,
-    /// Set when the translator first waits on a full queue after stop: it gives up then.
-    pub(super) give_up_at: Option<Instant>,
-    /// Changes dropped at shutdown because the journal did not take them.
-    pub(super) dropped_at_stop: u64,
 }
 
 impl Translator {
@@ -63,15 +53,12 @@ impl Translator {
         Self {
             watcher,
             roots,
-            sink,
+            delivery: Delivery::new(sink, stop),
             metrics,
             unpaired_moves: Vec::new(),
             scanned: HashMap::new(),
             last_purge: Instant::now(),
             moved_dirs: Vec::new(),
-            stop,
-            give_up_at: None,
-            dropped_at_stop: 0,
         }
     }
 
@@ -97,19 +84,20 @@ impl Translator {
             }
         }
         self.expire_unpaired_moves(None);
-        if self.dropped_at_stop > 0 {
-            let total = self.metrics.count_inotify_dropped(self.dropped_at_stop);
+        let dropped = self.delivery.dropped();
+        if dropped > 0 {
+            let total = self.metrics.count_inotify_dropped(dropped);
             log::warn!(
                 "inotify: stopping: dropped {} changes the journal did not take within {} ms \
                  ({total} dropped in all; is its output blocked, e.g. a stalled stdout pipe?)",
-                self.dropped_at_stop,
+                dropped,
                 STOP_GRACE.as_millis()
             );
         }
     }
 
     pub(super) fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
+        self.delivery.stopping()
     }
 
     pub(super) fn handle(&mut self, mut event: Event) {
@@ -291,35 +279,9 @@ impl Translator {
         self.deliver(change);
     }
 
-    /// Queues a change for the journal. While running this waits as long as the queue is full
-    /// (events then pile up in the bounded event queue, and past it are dropped and counted).
-    /// Once stopping it waits at most [`STOP_GRACE`] in all, then drops (and counts) what is
-    /// left, so a journal stuck on a blocked output cannot hang shutdown. (std's SyncSender
-    /// has no send with timeout, hence try_send and short pauses while the queue is full.)
-    pub(super) fn deliver(&mut self, mut change: Change) {
-        let mut pause = FULL_PAUSE_MIN;
-        loop {
-            match self.sink.try_send(change) {
-                // The journal only goes away at shutdown; nothing to do with a change then.
-                Ok(()) | Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(back)) => change = back,
-            }
-            if self.past_stop_grace() {
-                self.dropped_at_stop += 1;
-                return;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(FULL_PAUSE_MAX);
-        }
-    }
-
-    pub(super) fn past_stop_grace(&mut self) -> bool {
-        if !self.stopping() {
-            return false;
-        }
-        let give_up_at = *self
-            .give_up_at
-            .get_or_insert_with(|| Instant::now() + STOP_GRACE);
-        Instant::now() >= give_up_at
+    /// Queues a change for the journal (see [`Delivery`]: events pile up in the bounded event
+    /// queue meanwhile, and past it are dropped and counted).
+    pub(super) fn deliver(&mut self, change: Change) {
+        self.delivery.deliver(change);
     }
 }
