@@ -17,45 +17,92 @@ use object::{Object, ObjectSection, ObjectSymbol};
 
 const VARIABLE: &str = "dk_learned";
 
+/// Why the learned-root bitmask could not be read.
+#[derive(Debug)]
+pub enum LearnedError {
+    /// The embedded object could not be parsed, or lacks `.bss` / the variable in it.
+    Object(String),
+    NoMap {
+        map: &'static str,
+    },
+    NotArray {
+        map: &'static str,
+    },
+    Syscall {
+        call: &'static str,
+        map: &'static str,
+        errno: String,
+    },
+    OutOfBounds {
+        map: &'static str,
+        offset: usize,
+        value_size: usize,
+    },
+}
+
+impl std::fmt::Display for LearnedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Object(what) => write!(f, "the eBPF object: {what}"),
+            Self::NoMap { map } => write!(f, "the object has no map {map}"),
+            Self::NotArray { map } => write!(f, "the map {map} is not an array"),
+            Self::Syscall { call, map, errno } => write!(f, "{call}({map}): {errno}"),
+            Self::OutOfBounds {
+                map,
+                offset,
+                value_size,
+            } => write!(
+                f,
+                "{VARIABLE} at offset {offset} lies outside {map}'s {value_size} bytes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LearnedError {}
+
 /// Reads the learned-root bitmask.
-pub fn mask(ebpf: &Ebpf, object: ObjectKind) -> Result<u64, String> {
-    let (map_name, offset) = match object {
+pub fn mask(ebpf: &Ebpf, object: ObjectKind) -> Result<u64, LearnedError> {
+    let (map, offset) = match object {
         ObjectKind::Modern => (".bss", bss_offset(object.bytes())?),
         ObjectKind::Compat => (VARIABLE, 0),
     };
-    let data = match ebpf.map(map_name) {
+    let data = match ebpf.map(map) {
         Some(Map::Array(data)) => data,
-        Some(_) => return Err(format!("the map {map_name} is not an array")),
-        None => return Err(format!("the object has no map {map_name}")),
+        Some(_) => return Err(LearnedError::NotArray { map }),
+        None => return Err(LearnedError::NoMap { map }),
     };
+    let syscall = |call, errno: String| LearnedError::Syscall { call, map, errno };
     let value_size = data
         .info()
-        .map_err(|e| format!("bpf_obj_get_info_by_fd({map_name}): {e}"))?
+        .map_err(|e| syscall("bpf_obj_get_info_by_fd", e.to_string()))?
         .value_size() as usize;
     if offset + 8 > value_size {
-        return Err(format!(
-            "{VARIABLE} at offset {offset} lies outside {map_name}'s {value_size} bytes"
-        ));
+        return Err(LearnedError::OutOfBounds {
+            map,
+            offset,
+            value_size,
+        });
     }
     let mut value = vec![0u8; value_size];
     lookup(data.fd().as_fd().as_raw_fd(), 0, &mut value)
-        .map_err(|e| format!("bpf(BPF_MAP_LOOKUP_ELEM, {map_name}): {e}"))?;
+        .map_err(|e| syscall("bpf(BPF_MAP_LOOKUP_ELEM)", e.to_string()))?;
     let mut word = [0u8; 8];
     word.copy_from_slice(&value[offset..offset + 8]);
     Ok(u64::from_ne_bytes(word))
 }
 
 /// `dk_learned`'s offset in the `.bss` section of the object.
-fn bss_offset(elf: &[u8]) -> Result<usize, String> {
-    let file = object::File::parse(elf).map_err(|e| format!("reading the eBPF object: {e}"))?;
+fn bss_offset(elf: &[u8]) -> Result<usize, LearnedError> {
+    let file = object::File::parse(elf).map_err(|e| LearnedError::Object(e.to_string()))?;
     let bss = file
         .section_by_name(".bss")
-        .ok_or("the eBPF object has no .bss section")?
+        .ok_or_else(|| LearnedError::Object("no .bss section".into()))?
         .index();
     file.symbols()
         .find(|s| s.name() == Ok(VARIABLE) && s.section_index() == Some(bss))
         .map(|s| s.address() as usize)
-        .ok_or_else(|| format!("the eBPF object has no {VARIABLE} in .bss"))
+        .ok_or_else(|| LearnedError::Object(format!("no {VARIABLE} in .bss")))
 }
 
 /// BPF_MAP_LOOKUP_ELEM with a u32 key into `value` (exactly the map's value size).

@@ -272,10 +272,12 @@ fn try_family(
 /// look each one up by (device, inode); every root must have been matched, else its changes
 /// would never be reported (a device or inode the kernel sees differently).
 fn verify_roots_matched(ebpf: &Ebpf, object: ObjectKind, roots: &RootTable) -> Result<(), Failure> {
-    let mask = learned::mask(ebpf, object).map_err(|reason| {
+    let mask = learned::mask(ebpf, object).map_err(|e| {
         Failure::new(
             "reading dk_learned",
-            Cause::Aya { chain: reason },
+            Cause::Aya {
+                chain: e.to_string(),
+            },
             Hint::None,
         )
     })?;
