@@ -335,9 +335,10 @@ def arch_segment(kernel: Arm64Kernel) -> bytes:
     lines += [
         "result_port=/dev/hvc0",
         # The node appears before the port is ready (ENODEV on open until the host side has
-        # answered on the control queue): wait until it opens, not until it exists.
-        "for _ in $(seq 200); do { : >$result_port; } 2>/dev/null && break; sleep 0.05; done",
-        '{ : >$result_port; } 2>/dev/null || echo "arch.sh: $result_port does not open" >/dev/console',
+        # answered on the control queue): wait until it opens, not until it exists. A subshell:
+        # a failed redirection of a special builtin ends the shell itself, and this is /init.
+        "for _ in $(seq 200); do (: >$result_port) 2>/dev/null && break; sleep 0.05; done",
+        '(: >$result_port) 2>/dev/null || echo "arch.sh: $result_port does not open" >/dev/console',
     ]
     cpio.data("vm/arch.sh", ("\n".join(lines) + "\n").encode())
     return cpio.finish()
