@@ -16,10 +16,12 @@ use std::path::{Path, PathBuf};
 
 use diffkeeper_btf::bundle::check_key;
 
+use crate::errors::{BtfgenError, SkipReason};
+
 /// BTFHub's architecture dirs.
 pub const ARCHES: [&str; 2] = ["x86_64", "arm64"];
-const SUFFIX: &str = ".btf.tar.xz";
-const EM_BPF: u16 = 247;
+pub(crate) const SUFFIX: &str = ".btf.tar.xz";
+pub(crate) const EM_BPF: u16 = 247;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kernel {
@@ -30,45 +32,43 @@ pub struct Kernel {
 }
 
 /// A file of the archive that is not used, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Skipped {
     pub path: PathBuf,
-    pub reason: String,
+    pub reason: SkipReason,
 }
 
 /// Every kernel archive under `root`, sorted by key, and the archive files that cannot be used.
-pub fn kernels(root: &Path) -> Result<(Vec<Kernel>, Vec<Skipped>), String> {
+pub fn kernels(root: &Path) -> Result<(Vec<Kernel>, Vec<Skipped>), BtfgenError> {
     let mut files = Vec::new();
-    walk(root, root, &mut files)
-        .map_err(|e| format!("cannot list the archive {}: {e}", root.display()))?;
+    walk(root, root, &mut files).map_err(|error| BtfgenError::ListArchive {
+        root: root.to_path_buf(),
+        error,
+    })?;
     files.sort();
     let mut found = Vec::new();
     let mut skipped = Vec::new();
     for rel in files {
         let path = root.join(&rel);
         let parts: Vec<&str> = rel.split('/').collect();
-        let skip = |reason: String| Skipped {
+        let skip = |reason: SkipReason| Skipped {
             path: path.clone(),
             reason,
         };
         let [distro, version, arch, file] = parts[..] else {
-            skipped.push(skip(format!(
-                "not at <distro>/<version>/<arch>/<release>{SUFFIX} (depth {})",
-                parts.len()
-            )));
+            skipped.push(skip(SkipReason::NotBtfhubPath { depth: parts.len() }));
             continue;
         };
         if !ARCHES.contains(&arch) {
-            skipped.push(skip(format!(
-                "arch dir {arch:?} is not one of BTFHub's {}",
-                ARCHES.join(", ")
-            )));
+            skipped.push(skip(SkipReason::UnknownArch {
+                arch: arch.to_string(),
+            }));
             continue;
         }
         let release = &file[..file.len() - SUFFIX.len()];
         let key = format!("{distro}/{version}/{arch}/{release}");
         if let Err(reason) = check_key(&key) {
-            skipped.push(skip(format!("key {key:?} {reason}")));
+            skipped.push(skip(SkipReason::BadKey { key, reason }));
             continue;
         }
         found.push(Kernel {
@@ -123,16 +123,17 @@ impl Objects {
 }
 
 /// Every `*.bpf.o` under `dir`, each checked to be an eBPF ELF, sorted by path.
-pub fn objects(dir: &Path) -> Result<Objects, String> {
+pub fn objects(dir: &Path) -> Result<Objects, BtfgenError> {
     let mut files = Vec::new();
-    find_objects(dir, &mut files).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    find_objects(dir, &mut files).map_err(|error| BtfgenError::ListObjects {
+        dir: dir.to_path_buf(),
+        error,
+    })?;
     files.sort();
     if files.is_empty() {
-        return Err(format!(
-            "no *.bpf.o under {} (the objects are committed in ebpf/obj/; `just ebpf` rebuilds \
-             them)",
-            dir.display()
-        ));
+        return Err(BtfgenError::NoObjects {
+            dir: dir.to_path_buf(),
+        });
     }
     let mut by_arch = Vec::new();
     for path in files {
@@ -166,25 +167,23 @@ fn find_objects(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-fn check_bpf_elf(path: &Path) -> Result<(), String> {
+fn check_bpf_elf(path: &Path) -> Result<(), BtfgenError> {
     let mut head = [0u8; 20];
     fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
-        .map_err(|e| {
-            format!(
-                "eBPF object {}: cannot read its ELF header: {e}",
-                path.display()
-            )
+        .map_err(|error| BtfgenError::ObjectUnreadable {
+            path: path.to_path_buf(),
+            error,
         })?;
     let machine = match head[5] {
         1 => u16::from_le_bytes([head[18], head[19]]),
         _ => u16::from_be_bytes([head[18], head[19]]),
     };
     if &head[..4] != b"\x7fELF" || machine != EM_BPF {
-        return Err(format!(
-            "{} is not an eBPF ELF object (e_machine {machine}, want {EM_BPF})",
-            path.display()
-        ));
+        return Err(BtfgenError::NotBpfObject {
+            path: path.to_path_buf(),
+            machine,
+        });
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! settings and no timestamps, so the same inputs give the same bytes. A broken kernel is
 //! reported and skipped; the run fails only when no kernel at all could be used.
 
+pub mod errors;
 pub mod inputs;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use diffkeeper_btf::bundle::{self, PlannedEntry};
 use diffkeeper_btf::validate;
 use sha2::{Digest, Sha256};
 
+pub use errors::{BtfgenError, ExtractError, SkipReason};
 pub use inputs::{Kernel, Objects, Skipped};
 
 /// Cap on an extracted kernel BTF (a full one is ~5 MiB).
@@ -55,17 +57,20 @@ pub struct Report {
 }
 
 /// One kernel's outcome: what was made and the minimised BTF, or why it was skipped.
-type Minimised = Result<(Made, Vec<u8>), String>;
+type Minimised = Result<(Made, Vec<u8>), SkipReason>;
 
 /// Builds the bundle at `opts.out` (written through a temp file, renamed into place).
-pub fn generate(opts: &Options) -> Result<Report, String> {
+pub fn generate(opts: &Options) -> Result<Report, BtfgenError> {
     let objects = inputs::objects(&opts.objects)?;
     let (kernels, mut skipped) = inputs::kernels(&opts.archive)?;
     let out_dir = match opts.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&out_dir).map_err(|e| format!("mkdir {}: {e}", out_dir.display()))?;
+    fs::create_dir_all(&out_dir).map_err(|error| BtfgenError::Mkdir {
+        path: out_dir.clone(),
+        error,
+    })?;
     let work = WorkDir::new(&out_dir)?;
 
     let results: Vec<Mutex<Option<Minimised>>> = kernels.iter().map(|_| Mutex::new(None)).collect();
@@ -95,14 +100,14 @@ pub fn generate(opts: &Options) -> Result<Report, String> {
             .into_inner()
             .ok()
             .flatten()
-            .unwrap_or_else(|| Err("worker did not finish".into()));
+            .unwrap_or(Err(SkipReason::WorkerDidNotFinish));
         match result {
             Ok((mut made, min_btf)) => {
                 let sha256: [u8; 32] = Sha256::digest(&min_btf).into();
                 let blob = match blob_of.get(&sha256) {
                     Some(&b) => b,
                     None => {
-                        blobs.push(xz(&min_btf)?);
+                        blobs.push(xz(&min_btf).map_err(|e| e.of(&kernel.key))?);
                         blob_of.insert(sha256, blobs.len() - 1);
                         blobs.len() - 1
                     }
@@ -111,7 +116,10 @@ pub fn generate(opts: &Options) -> Result<Report, String> {
                 entries.push(PlannedEntry {
                     key: kernel.key.clone(),
                     blob,
-                    btf_len: u32::try_from(min_btf.len()).map_err(|_| "huge BTF")?,
+                    btf_len: u32::try_from(min_btf.len()).map_err(|_| BtfgenError::HugeBtf {
+                        key: kernel.key.clone(),
+                        len: min_btf.len(),
+                    })?,
                     sha256,
                 });
                 report.made.push(made);
@@ -123,17 +131,24 @@ pub fn generate(opts: &Options) -> Result<Report, String> {
         }
     }
     if entries.is_empty() {
-        return Err(format!(
-            "no kernel of {} could be minimised ({} skipped, see above): no bundle written",
-            opts.archive.display(),
-            skipped.len()
-        ));
+        skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        return Err(BtfgenError::NoKernel {
+            archive: opts.archive.clone(),
+            skipped,
+        });
     }
-    let bytes = bundle::encode(&entries, &blobs)?;
+    let bytes =
+        bundle::encode(&entries, &blobs).map_err(|reason| BtfgenError::Encode { reason })?;
     let temp = work.0.join("bundle.tmp");
-    fs::write(&temp, &bytes).map_err(|e| format!("write {}: {e}", temp.display()))?;
-    fs::rename(&temp, &opts.out)
-        .map_err(|e| format!("rename {} to {}: {e}", temp.display(), opts.out.display()))?;
+    fs::write(&temp, &bytes).map_err(|error| BtfgenError::Write {
+        path: temp.clone(),
+        error,
+    })?;
+    fs::rename(&temp, &opts.out).map_err(|error| BtfgenError::Rename {
+        from: temp.clone(),
+        to: opts.out.clone(),
+        error,
+    })?;
     skipped.sort_by(|a, b| a.path.cmp(&b.path));
     report.skipped = skipped;
     report.blobs = blobs.len();
@@ -142,26 +157,35 @@ pub fn generate(opts: &Options) -> Result<Report, String> {
 }
 
 /// Extract, check, minimise, check: the minimised BTF of one kernel.
-fn minimise(
-    kernel: &Kernel,
-    objects: &Objects,
-    bpftool: &str,
-    dir: &Path,
-) -> Result<(Made, Vec<u8>), String> {
+fn minimise(kernel: &Kernel, objects: &Objects, bpftool: &str, dir: &Path) -> Minimised {
     let objs = objects.for_arch(&kernel.arch);
     if objs.is_empty() {
-        return Err(format!("no eBPF object serves arch {}", kernel.arch));
+        return Err(SkipReason::NoObjectForArch {
+            arch: kernel.arch.clone(),
+        });
     }
-    fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    fs::create_dir_all(dir).map_err(|error| SkipReason::Mkdir {
+        path: dir.to_path_buf(),
+        error,
+    })?;
     let full = dir.join("kernel.btf");
     let min = dir.join("min.btf");
     let _ = fs::remove_file(&min);
-    let archive = fs::File::open(&kernel.archive).map_err(|e| format!("cannot open: {e}"))?;
-    let mut out = fs::File::create(&full).map_err(|e| format!("create {}: {e}", full.display()))?;
+    let archive = fs::File::open(&kernel.archive).map_err(|error| SkipReason::Open {
+        path: kernel.archive.clone(),
+        error,
+    })?;
+    let mut out = fs::File::create(&full).map_err(|error| SkipReason::Create {
+        path: full.clone(),
+        error,
+    })?;
     let kernel_btf_len = extract_single_btf(archive, MAX_KERNEL_BTF, &mut out)?;
     drop(out);
-    let head = fs::read(&full).map_err(|e| format!("read {}: {e}", full.display()))?;
-    validate::check_bytes(&head).map_err(|e| format!("the archive's *.btf is not a BTF: {e}"))?;
+    let head = fs::read(&full).map_err(|error| SkipReason::Read {
+        path: full.clone(),
+        error,
+    })?;
+    validate::check_bytes(&head).map_err(SkipReason::KernelNotBtf)?;
     drop(head);
     let output = Command::new(bpftool)
         .args(["gen", "min_core_btf"])
@@ -169,18 +193,23 @@ fn minimise(
         .arg(&min)
         .args(&objs)
         .output()
-        .map_err(|e| format!("cannot run {bpftool} (apt-get install bpftool): {e}"))?;
+        .map_err(|error| SkipReason::RunBpftool {
+            program: bpftool.to_string(),
+            error,
+        })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(format!(
-            "bpftool gen min_core_btf failed ({}): {}",
-            output.status,
-            stderr.trim().lines().last().unwrap_or("no message")
-        ));
+        return Err(SkipReason::BpftoolFailed {
+            program: bpftool.to_string(),
+            status: output.status,
+            message: stderr.trim().lines().last().map(str::to_string),
+        });
     }
-    let min_btf = fs::read(&min).map_err(|e| format!("read {}: {e}", min.display()))?;
-    validate::check_bytes(&min_btf)
-        .map_err(|e| format!("bpftool's minimised BTF is unusable: {e}"))?;
+    let min_btf = fs::read(&min).map_err(|error| SkipReason::Read {
+        path: min.clone(),
+        error,
+    })?;
+    validate::check_bytes(&min_btf).map_err(SkipReason::MinimisedNotBtf)?;
     let made = Made {
         key: kernel.key.clone(),
         kernel_btf_len,
@@ -191,13 +220,31 @@ fn minimise(
     Ok((made, min_btf))
 }
 
-fn xz(data: &[u8]) -> Result<Vec<u8>, String> {
+/// Why [`xz`] failed, before the caller names the kernel.
+enum XzFailure {
+    Encoder(xz2::stream::Error),
+    Write(io::Error),
+}
+
+impl XzFailure {
+    fn of(self, key: &str) -> BtfgenError {
+        match self {
+            Self::Encoder(e) => BtfgenError::XzEncoder(e),
+            Self::Write(error) => BtfgenError::Xz {
+                key: key.to_string(),
+                error,
+            },
+        }
+    }
+}
+
+fn xz(data: &[u8]) -> Result<Vec<u8>, XzFailure> {
     let stream = xz2::stream::Stream::new_easy_encoder(XZ_PRESET, xz2::stream::Check::Crc32)
-        .map_err(|e| format!("xz encoder: {e}"))?;
+        .map_err(XzFailure::Encoder)?;
     let mut enc = xz2::write::XzEncoder::new_stream(Vec::new(), stream);
     enc.write_all(data)
         .and_then(|_| enc.finish())
-        .map_err(|e| format!("xz: {e}"))
+        .map_err(XzFailure::Write)
 }
 
 /// The single regular `*.btf` of an xz tar into `out`, at most `cap` decompressed bytes in all;
@@ -206,40 +253,39 @@ pub fn extract_single_btf(
     archive: impl Read,
     cap: u64,
     out: &mut dyn Write,
-) -> Result<u64, String> {
+) -> Result<u64, ExtractError> {
     let mut head = [0u8; 6];
     let mut archive = io::BufReader::new(archive);
     archive
         .read_exact(&mut head)
-        .map_err(|e| format!("not an xz archive: cannot read 6 bytes ({e})"))?;
+        .map_err(ExtractError::ShortHead)?;
     if head != [0xFD, b'7', b'z', b'X', b'Z', 0x00] {
-        return Err(format!("not an xz archive (starts with {head:02x?})"));
+        return Err(ExtractError::NotXz { head });
     }
     let stream = io::Cursor::new(head).chain(archive);
     let capped = xz2::read::XzDecoder::new(stream).take(cap + 1);
     let mut tar = tar::Archive::new(capped);
     let mut taken: Option<(String, u64)> = None;
-    let corrupt = |e: io::Error| format!("archive is corrupt or truncated: {e}");
+    let corrupt = ExtractError::Corrupt;
     for entry in tar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         if path.starts_with('/') || path.split('/').any(|c| c == "..") {
-            return Err(format!(
-                "archive entry {path:?} escapes the archive: refused"
-            ));
+            return Err(ExtractError::Escapes { entry: path });
         }
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {}
             tar::EntryType::Directory | tar::EntryType::XGlobalHeader => continue,
-            other => return Err(format!("archive entry {path:?} is a {other:?}: refused")),
+            kind => return Err(ExtractError::Kind { entry: path, kind }),
         }
         if !path.ends_with(".btf") {
             continue;
         }
-        if let Some((first, _)) = &taken {
-            return Err(format!(
-                "archive holds two *.btf files ({first:?}, {path:?})"
-            ));
+        if let Some((first, _)) = taken {
+            return Err(ExtractError::TwoBtf {
+                first,
+                second: path,
+            });
         }
         let n = io::copy(&mut entry, out).map_err(corrupt)?;
         taken = Some((path, n));
@@ -247,23 +293,21 @@ pub fn extract_single_btf(
     let mut rest = tar.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(corrupt)?;
     if rest.limit() == 0 {
-        return Err(format!(
-            "archive decompresses to more than {cap} bytes: refused"
-        ));
+        return Err(ExtractError::TooLarge { cap });
     }
-    taken
-        .map(|(_, n)| n)
-        .ok_or_else(|| "archive holds no regular *.btf file".to_string())
+    taken.map(|(_, n)| n).ok_or(ExtractError::NoBtf)
 }
 
 /// `<out dir>/.btfgen.<pid>`, removed on drop.
 struct WorkDir(PathBuf);
 
 impl WorkDir {
-    fn new(parent: &Path) -> Result<WorkDir, String> {
+    fn new(parent: &Path) -> Result<WorkDir, BtfgenError> {
         let path = parent.join(format!(".btfgen.{}", std::process::id()));
         let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).map_err(|e| format!("mkdir {}: {e}", path.display()))?;
+        if let Err(error) = fs::create_dir_all(&path) {
+            return Err(BtfgenError::Mkdir { path, error });
+        }
         Ok(WorkDir(path))
     }
 }

@@ -1,6 +1,7 @@
 //! `diffkeeper-btfgen [--objects DIR] [--bpftool PATH] [--jobs N] ARCHIVE_DIR OUT`
 //! (`just btfgen ARCHIVE_DIR OUT`): see the crate docs.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,6 +15,26 @@ const USAGE: &str = "usage: diffkeeper-btfgen [--objects DIR] [--bpftool PATH] [
   --bpftool    the bpftool to run (default bpftool)\n\
   --jobs       kernels minimised in parallel (default: the number of CPUs)";
 
+/// A command line btfgen cannot run (exit status 2, with the usage).
+#[derive(Debug)]
+enum UsageError {
+    MissingValue { flag: &'static str },
+    BadJobs { value: String },
+    UnknownFlag { flag: String },
+    WantTwoPaths,
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingValue { flag } => write!(f, "{flag} needs a value"),
+            Self::BadJobs { value } => write!(f, "--jobs {value:?} is not a number"),
+            Self::UnknownFlag { flag } => write!(f, "unknown flag {flag}"),
+            Self::WantTwoPaths => write!(f, "want ARCHIVE_DIR and OUT"),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let mut objects = PathBuf::from("ebpf/obj");
@@ -21,20 +42,22 @@ fn main() -> ExitCode {
     let mut jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut positional = Vec::new();
     while let Some(arg) = args.next() {
-        let mut value = |flag: &str| args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let mut value = |flag: &'static str| args.next().ok_or(UsageError::MissingValue { flag });
         let parsed = match arg.as_str() {
             "--objects" => value("--objects").map(|v| objects = v.into()),
             "--bpftool" => value("--bpftool").map(|v| bpftool = v),
             "--jobs" => value("--jobs").and_then(|v| {
                 v.parse()
                     .map(|n| jobs = n)
-                    .map_err(|_| format!("--jobs {v:?} is not a number"))
+                    .map_err(|_| UsageError::BadJobs { value: v })
             }),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
             }
-            flag if flag.starts_with('-') => Err(format!("unknown flag {flag}")),
+            flag if flag.starts_with('-') => Err(UsageError::UnknownFlag {
+                flag: flag.to_string(),
+            }),
             _ => {
                 positional.push(arg);
                 Ok(())
@@ -46,7 +69,7 @@ fn main() -> ExitCode {
         }
     }
     let [archive, out] = &positional[..] else {
-        eprintln!("btfgen: want ARCHIVE_DIR and OUT\n{USAGE}");
+        eprintln!("btfgen: {}\n{USAGE}", UsageError::WantTwoPaths);
         return ExitCode::from(2);
     };
     let opts = Options {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use diffkeeper_btf::bundle::{parse_header, parse_index, HEADER_LEN};
-use diffkeeper_btfgen::{generate, Options, Report};
+use diffkeeper_btfgen::{generate, BtfgenError, ExtractError, Options, Report, SkipReason};
 use diffkeeper_tests::btf::{kernel_release, system_btf};
 use diffkeeper_tests::scratch::Scratch;
 use diffkeeper_tests::tarball::{tar_cjf, tar_xz, Entry};
@@ -46,7 +46,7 @@ fn archive(root: &Path) -> String {
     release
 }
 
-fn run(archive: &Path, objects: &Path, out: &Path) -> Result<Report, String> {
+fn run(archive: &Path, objects: &Path, out: &Path) -> Result<Report, BtfgenError> {
     generate(&Options {
         archive: archive.into(),
         objects: objects.into(),
@@ -101,6 +101,28 @@ fn bundle_of_this_kernel_skips_broken_entries_and_is_reproducible() {
             "{needle}: {skipped:#?}"
         );
     }
+    let reason_of = |needle: &str| {
+        let s = report
+            .skipped
+            .iter()
+            .find(|s| s.path.to_string_lossy().contains(needle));
+        &s.unwrap().reason
+    };
+    assert!(
+        matches!(
+            reason_of("0.0.0-cut"),
+            SkipReason::Extract(ExtractError::Corrupt(_))
+        ),
+        "{skipped:#?}"
+    );
+    assert!(
+        matches!(reason_of("0.0.0-text"), SkipReason::KernelNotBtf(_)),
+        "{skipped:#?}"
+    );
+    assert!(
+        matches!(reason_of("/amd64/"), SkipReason::UnknownArch { arch } if arch == "amd64"),
+        "{skipped:#?}"
+    );
 
     let bytes = std::fs::read(&out).unwrap();
     let entries = keys(&bytes);
@@ -160,14 +182,35 @@ fn objects_are_grouped_by_arch_dir_and_checked() {
     std::fs::remove_dir_all(objects.join("aarch64")).unwrap();
     let report = run(&root, &objects, &dir.child("c.dkbtf")).unwrap();
     assert_eq!(report.made.len(), 1);
-    assert!(report.skipped[0]
-        .reason
-        .contains("no eBPF object serves arch arm64"));
+    assert!(
+        matches!(&report.skipped[0].reason, SkipReason::NoObjectForArch { arch } if arch == "arm64"),
+        "{:?}",
+        report.skipped
+    );
+    assert_eq!(
+        report.skipped[0].reason.to_string(),
+        "no eBPF object serves arch arm64"
+    );
 
     // Something named *.bpf.o that is not an eBPF ELF stops the run: the bundle would be wrong.
+    // Too short for an ELF header:
     put(&objects, "x86_64/bogus.bpf.o", b"\x7fELF not really");
     let err = run(&root, &objects, &dir.child("d.dkbtf")).unwrap_err();
-    assert!(err.contains("bogus.bpf.o"), "{err}");
+    assert!(
+        matches!(&err, BtfgenError::ObjectUnreadable { path, .. } if path.ends_with("x86_64/bogus.bpf.o")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("bogus.bpf.o"), "{err}");
+    // A whole ELF header, for x86-64 (e_machine 62) rather than BPF:
+    let mut x86 = modern[..20].to_vec();
+    x86[18..20].copy_from_slice(&62u16.to_le_bytes());
+    put(&objects, "x86_64/bogus.bpf.o", &x86);
+    let err = run(&root, &objects, &dir.child("d.dkbtf")).unwrap_err();
+    assert!(
+        matches!(&err, BtfgenError::NotBpfObject { path, machine: 62 } if path.ends_with("x86_64/bogus.bpf.o")),
+        "{err}"
+    );
+    assert!(!dir.path().join("d.dkbtf").exists());
 }
 
 #[test]
@@ -199,9 +242,62 @@ fn hostile_archives_are_skipped() {
         );
     }
     let err = run(&root, &objects_dir(), &dir.child("b.dkbtf")).unwrap_err();
+    let text = err.to_string();
     assert!(
-        err.contains("no kernel") && err.contains("5 skipped"),
-        "{err}"
+        text.contains("no kernel") && text.contains("5 skipped"),
+        "{text}"
+    );
+    let BtfgenError::NoKernel { skipped, .. } = err else {
+        panic!("{text}")
+    };
+    let reasons: Vec<(String, &SkipReason)> = skipped
+        .iter()
+        .map(|s| {
+            (
+                s.path.file_name().unwrap().to_string_lossy().into_owned(),
+                &s.reason,
+            )
+        })
+        .collect();
+    let reason = |name: &str| {
+        let file = format!("0.0.0-{name}.btf.tar.xz");
+        reasons
+            .iter()
+            .find(|(f, _)| *f == file)
+            .map(|(_, r)| *r)
+            .unwrap()
+    };
+    assert!(
+        matches!(
+            reason("link"),
+            SkipReason::Extract(ExtractError::Kind {
+                kind: tar::EntryType::Symlink,
+                ..
+            })
+        ),
+        "{reasons:?}"
+    );
+    assert!(
+        matches!(reason("dotdot"), SkipReason::Extract(ExtractError::Escapes { entry }) if entry == "../x.btf"),
+        "{reasons:?}"
+    );
+    assert!(
+        matches!(
+            reason("two"),
+            SkipReason::Extract(ExtractError::TwoBtf { .. })
+        ),
+        "{reasons:?}"
+    );
+    assert!(
+        matches!(reason("none"), SkipReason::Extract(ExtractError::NoBtf)),
+        "{reasons:?}"
+    );
+    assert!(
+        matches!(
+            reason("empty"),
+            SkipReason::Extract(ExtractError::ShortHead(_))
+        ),
+        "{reasons:?}"
     );
     assert!(!dir.path().join("b.dkbtf").exists());
 }
