@@ -1,12 +1,15 @@
 //! Where kernel events arrive: the modern object's one ring buffer, or the compat object's
 //! per-CPU perf buffers (kernels before 5.8 have no ring buffer). The reader polls and drains
-//! either the same way and never sees the difference.
+//! either the same way and never sees the difference: perf buffers are ordered only per CPU
+//! (a writer that migrates between CPUs would see its changes journaled out of order), so each
+//! drain merges what all CPUs hold by the kernel's timestamp, as the single ring does.
 
 use std::os::fd::AsFd;
 
 use aya::maps::perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer};
 use aya::maps::{MapData, RingBuf};
 use aya::Ebpf;
+use diffkeeper_ebpf::event::DkEvent;
 use diffkeeper_ebpf::object::{maps, ObjectKind};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
@@ -20,8 +23,10 @@ pub enum EventSource {
 
 pub struct PerfBuffers {
     buffers: Vec<PerfEventArrayBuffer<MapData>>,
-    /// A sample that wraps around a buffer's end, copied into one piece.
-    joined: Vec<u8>,
+    /// The records of one drain, copied out of every CPU's buffer (reused between drains).
+    batch: Vec<u8>,
+    /// (timestamp, start, end) of each record in `batch`, sorted before routing.
+    order: Vec<(u64, usize, usize)>,
 }
 
 impl EventSource {
@@ -60,7 +65,8 @@ impl EventSource {
                     .collect::<Result<_, _>>()?;
                 Ok(Self::Perf(PerfBuffers {
                     buffers,
-                    joined: Vec::new(),
+                    batch: Vec::new(),
+                    order: Vec::new(),
                 }))
             }
         }
@@ -95,22 +101,40 @@ impl EventSource {
                 }
             }
             Self::Perf(perf) => {
-                let PerfBuffers { buffers, joined } = perf;
+                let PerfBuffers {
+                    buffers,
+                    batch,
+                    order,
+                } = perf;
+                batch.clear();
+                order.clear();
                 for buffer in buffers.iter_mut().filter(|b| b.readable()) {
-                    buffer.for_each(|event| match event {
-                        PerfEvent::Sample { head, tail: [] } => route(head),
-                        PerfEvent::Sample { head, tail } => {
-                            joined.clear();
-                            joined.extend_from_slice(head);
-                            joined.extend_from_slice(tail);
-                            route(joined);
+                    buffer.for_each(|event| {
+                        if let PerfEvent::Sample { head, tail } = event {
+                            let start = batch.len();
+                            batch.extend_from_slice(head);
+                            batch.extend_from_slice(tail);
+                            order.push((record_ts(&batch[start..]), start, batch.len()));
                         }
-                        PerfEvent::Lost { .. } => {}
                     });
+                }
+                // Stable: records of one CPU keep their order when their stamps are equal.
+                order.sort_by_key(|&(ts, _, _)| ts);
+                for &(_, start, end) in order.iter() {
+                    route(&batch[start..end]);
                 }
             }
         }
     }
+}
+
+/// A record's `ts_ns`; 0 for a record too short to hold one (the reader reports it as malformed).
+fn record_ts(record: &[u8]) -> u64 {
+    let at = std::mem::offset_of!(DkEvent, ts_ns);
+    record
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_ne_bytes)
 }
 
 fn page_size() -> usize {
@@ -142,6 +166,15 @@ const MIN_PERF_BUFFER: usize = 16 * 1024;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_is_ordered_by_its_kernel_stamp() {
+        let mut record = vec![0u8; std::mem::size_of::<DkEvent>()];
+        let at = std::mem::offset_of!(DkEvent, ts_ns);
+        record[at..at + 8].copy_from_slice(&42u64.to_ne_bytes());
+        assert_eq!(record_ts(&record), 42);
+        assert_eq!(record_ts(&record[..at + 4]), 0);
+    }
 
     #[test]
     fn perf_buffers_share_the_configured_size_in_powers_of_two() {
