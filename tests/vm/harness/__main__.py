@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import arm64, bundle, image, kernels, matrix, qemu, report
+from . import arm64, btrfs, bundle, image, kernels, matrix, qemu, report
 from .util import HarnessError, log, run
 
 REPO = Path(__file__).resolve().parents[3]
@@ -138,6 +138,8 @@ def host_btf_variants(t: Target, args, work: Path) -> dict[str, Path]:
         )
     if "bundle" in wanted:
         made["bundle"] = bundle.make(kernel, work)
+    if "btrfs" in wanted:
+        made["btrfs"] = btrfs.make(kernel, work)
     if "broken" in wanted:
         made["broken"] = work / f"{kernel.release}.broken.btf"
         run(

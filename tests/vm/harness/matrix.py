@@ -406,7 +406,7 @@ def broken_case() -> Case:
 
 def all_cases() -> list[Case]:
     """Every matrix case, in guest run order."""
-    from . import bundle  # noqa: PLC0415 (bundle imports this module)
+    from . import btrfs, bundle  # noqa: PLC0415 (both import this module)
 
     return [
         *verifier.verifier_cases(),
@@ -415,5 +415,6 @@ def all_cases() -> list[Case]:
         broken_case(),
         *init_cases(),
         *bundle.cases(),
+        *btrfs.cases(),
         *selftest_cases(),
     ]
