@@ -15,8 +15,9 @@
  *                                                       jump: no loops before 5.3)
  *   settings        const volatile dk_all_roots,        ARRAY map dk_settings (no global data
  *                   dk_ring_bytes (.rodata)             before 5.2)
- *   learned roots   .bss dk_learned, dk_root_dentry[],  ARRAY dk_learned, HASH dk_root_dentry,
- *                   dk_root_sb[], dk_root_top[]         dk_root_sb, dk_root_top
+ *   learned roots   .bss dk_learned, dk_root_dentry[],  ARRAY dk_learned (one value: the bits,
+ *                   dk_root_sb[], dk_root_top[]         all_roots and the pointers of ids < 4),
+ *                                                       HASH dk_root_{dentry,sb,top} (ids >= 4)
  *   kernel reads    bpf_probe_read_kernel{,_str}        bpf_probe_read{,_str} (_kernel is 5.5)
  *   programs        + fentry/fexit, tp_btf              kprobe/kretprobe, raw_tracepoint only
  *
@@ -87,15 +88,39 @@ struct {
 	__type(value, struct dk_settings);
 } dk_settings SEC(".maps");
 
-/* Bit id set once root id's pointers are in the three tables below. */
+/*
+ * Learned roots. Every write on the machine asks "is this file's super_block a learned one?"
+ * and every walk level on a watched file system "is this parent a learned root, or the top?".
+ * Hash maps answered with a helper call each (hashing and a bucket walk; 1 per write on
+ * another file system, 5 per write two levels below the top of the watched one), where modern
+ * compares with global arrays. Compat has no global data and no loops, so it keeps such arrays
+ * in the one value of an ARRAY map, whose lookup the verifier inlines into a few instructions
+ * (no helper call), and compares with an unrolled sequence of DK_FAST_ROOTS entries.
+ *
+ * Only root ids below DK_FAST_ROOTS are in the arrays. The compares are verified once per call
+ * of the walk step, and the unrolled walk is verified hundreds of times per program
+ * (DK_MAX_DEPTH calls per walk, a walk at each report site, with and without learned roots):
+ * every entry costs the sys_exit program about 1,700 verifier steps, out of the pre-5.2 budget
+ * of 131,072 it must stay within. User space numbers roots densely from 0, so four covers the
+ * usual sidecar (a few watched directories and the canary); the ids above it keep hash maps,
+ * looked up only when such ids exist.
+ */
+#define DK_FAST_ROOTS 4
+
+struct dk_learned_roots {
+	__u64 learned;   /* bit id set once root id's pointers are stored */
+	__u64 all_roots; /* dk_settings.all_roots, copied when learning: one lookup per run */
+	__u64 ptr[3][DK_FAST_ROOTS]; /* [enum dk_table][id]; 0 until learned */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct dk_learned_roots);
 } dk_learned SEC(".maps");
 
-/* Learned pointer -> root id: one hash lookup replaces modern's compare with every root. */
+/* Learned pointer -> root id, for ids >= DK_FAST_ROOTS. */
 #define DK_LEARNED_TABLE(name)                                                        \
 	struct {                                                                      \
 		__uint(type, BPF_MAP_TYPE_HASH);                                      \
@@ -107,46 +132,88 @@ DK_LEARNED_TABLE(dk_root_dentry);
 DK_LEARNED_TABLE(dk_root_sb);
 DK_LEARNED_TABLE(dk_root_top);
 
+static __always_inline struct dk_learned_roots *learned_roots(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&dk_learned, &zero);
+}
+
+/* Indexed by id, like modern's arrays: CPUs learning different roots at once write different
+ * entries, so a race can only lose a bit (learned again later), never mix two roots up. */
 static __always_inline void learn_root(__u32 id, struct dentry *root)
 {
 	__u32 zero = 0;
-	__u64 *learned = bpf_map_lookup_elem(&dk_learned, &zero);
+	struct dk_learned_roots *v = learned_roots();
+	struct dk_settings *set = bpf_map_lookup_elem(&dk_settings, &zero);
 	__u64 dentry = (__u64)root;
 	__u64 sb = (__u64)BPF_CORE_READ(root, d_sb);
 	__u64 top = (__u64)BPF_CORE_READ(root, d_sb, s_root);
 
-	if (!learned)
+	if (!v || !set)
 		return;
-	bpf_map_update_elem(&dk_root_dentry, &dentry, &id, BPF_ANY);
-	bpf_map_update_elem(&dk_root_sb, &sb, &id, BPF_ANY);
-	bpf_map_update_elem(&dk_root_top, &top, &id, BPF_ANY);
+	id &= DK_MAX_ROOTS - 1;
+	if (id < DK_FAST_ROOTS) {
+		v->ptr[DK_T_DENTRY][id & (DK_FAST_ROOTS - 1)] = dentry;
+		v->ptr[DK_T_SB][id & (DK_FAST_ROOTS - 1)] = sb;
+		v->ptr[DK_T_TOP][id & (DK_FAST_ROOTS - 1)] = top;
+	} else {
+		bpf_map_update_elem(&dk_root_dentry, &dentry, &id, BPF_ANY);
+		bpf_map_update_elem(&dk_root_sb, &sb, &id, BPF_ANY);
+		bpf_map_update_elem(&dk_root_top, &top, &id, BPF_ANY);
+	}
+	v->all_roots = set->all_roots;
+	asm volatile("" ::: "memory"); /* the pointers are stored before the bit says so */
 	/* Plain read-modify-write (no atomic OR before 5.12): a lost bit is learned again. */
-	*learned |= 1ULL << (id & (DK_MAX_ROOTS - 1));
+	v->learned |= 1ULL << id;
 }
 
 static __always_inline int all_roots_learned(void)
 {
-	__u32 zero = 0;
-	struct dk_settings *set = bpf_map_lookup_elem(&dk_settings, &zero);
-	__u64 *learned = bpf_map_lookup_elem(&dk_learned, &zero);
+	struct dk_learned_roots *v = learned_roots();
 
-	__u64 all = set ? set->all_roots : 0;
-	__u64 got = learned ? *learned : 0;
+	if (!v)
+		return 0;
+	__u64 all = v->all_roots;
+	__u64 got = v->learned;
 
 	/* Not short-circuited: jump threading would send the last compare back into code laid
 	 * out before it (the compat object has no backward jump). */
 	return (all != 0) & (all == got);
 }
 
+/* The id of the root whose entry in `table` is `p`, or -1. */
 static __always_inline int learned_root_id(enum dk_table table, void *p)
 {
+	struct dk_learned_roots *v = learned_roots();
 	__u64 key = (__u64)p;
-	__u32 *id = bpf_map_lookup_elem(table == DK_T_DENTRY ? (void *)&dk_root_dentry
-				       : table == DK_T_SB    ? (void *)&dk_root_sb
-							     : (void *)&dk_root_top,
-				       &key);
+	int id = -1;
 
-	return id ? (int)(*id & (DK_MAX_ROOTS - 1)) : -1;
+	/* 0 (a failed read) must not match an entry not learned yet. */
+	if (!v || !key)
+		return -1;
+	const __u64 *ptr = v->ptr[table];
+
+	/*
+	 * Every entry, without a bound from all_roots: unused entries are 0 and never match, and
+	 * a bound test per entry would cost as many verifier steps as the compare it saves.
+	 * Forward-only: a miss falls through to the next entry, a hit jumps past the last.
+	 */
+#pragma unroll
+	for (int k = 0; k < DK_FAST_ROOTS; k++) {
+		if (ptr[k] == key) {
+			id = k;
+			break;
+		}
+	}
+	if (id >= 0 || !(v->all_roots >> DK_FAST_ROOTS))
+		return id;
+	__u32 *found = bpf_map_lookup_elem(table == DK_T_DENTRY ? (void *)&dk_root_dentry
+					  : table == DK_T_SB    ? (void *)&dk_root_sb
+								: (void *)&dk_root_top,
+					  &key);
+
+	return found ? (int)(*found & (DK_MAX_ROOTS - 1)) : -1;
 }
 
 static __always_inline __u64 dk_now_ns(void)
