@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import matrix
+from . import matrix, qemu
 from .cpio import CpioWriter
 from .kernels import Kernel, elf_section
 from .arm64_apt import Apt, _unpack
@@ -245,17 +245,24 @@ def _needed(elf: Path) -> tuple[list[str], str]:
     return needed, interp.group(1) if interp else ""
 
 
-def userland(apt: Apt, cache: Path) -> dict[str, Path]:
-    """guest path -> host file: the static arm64 busybox, bpftool, its libraries and loader."""
-    debs = [apt.download(p) for p in USERLAND_PACKAGES]
+def _unpacked(debs: list[Path], base: Path) -> Path:
+    """The packages unpacked together into base/<hash of their names>, once: a directory is
+    used only when its .complete marker says the unpacking finished."""
     key = hashlib.sha256("\n".join(d.name for d in debs).encode()).hexdigest()[:16]
-    root = cache / "arm64" / "userland" / key
+    root = base / key
     if not (root / ".complete").exists():
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         for deb in debs:
             _unpack(deb, root)
         (root / ".complete").touch()
+    return root
+
+
+def userland(apt: Apt, cache: Path) -> dict[str, Path]:
+    """guest path -> host file: the static arm64 busybox, bpftool, its libraries and loader."""
+    debs = [apt.download(p) for p in USERLAND_PACKAGES]
+    root = _unpacked(debs, cache / "arm64" / "userland")
     files = {"bin/busybox": root / "bin" / "busybox", "usr/sbin/bpftool": root / "usr" / "sbin" / "bpftool"}
     for guest, host in files.items():
         if not host.exists():
@@ -292,14 +299,7 @@ def build_verifier_stats(apt: Apt, cache: Path, out: Path) -> Path:
     archives, unpacked into <cache>/arm64/sysroot/."""
     src = Path(__file__).resolve().parent.parent / "verifier-stats.c"
     debs = [apt.download(p) for p in VERIFIER_STATS_PACKAGES]
-    key = hashlib.sha256("\n".join(d.name for d in debs).encode()).hexdigest()[:16]
-    root = cache / "arm64" / "sysroot" / key
-    if not (root / ".complete").exists():
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        for deb in debs:
-            _unpack(deb, root)
-        (root / ".complete").touch()
+    root = _unpacked(debs, cache / "arm64" / "sysroot")
     exe = out / "verifier-stats-aarch64"
     if exe.exists() and exe.stat().st_mtime >= max(src.stat().st_mtime, (root / ".complete").stat().st_mtime):
         return exe
@@ -345,17 +345,9 @@ def arch_segment(kernel: Arm64Kernel) -> bytes:
 
 
 def qemu_command(vmlinux: Path, initrd: Path, console: Path, result: Path) -> list[str]:
+    """The arm64 guest: ttyAMA0 is the console, a virtio console (hvc0) the result port."""
     return [
-        QEMU,
-        *QEMU_ARGS,
-        "-kernel",
-        str(vmlinux),
-        "-initrd",
-        str(initrd),
-        "-append",
-        KERNEL_CMDLINE,
-        "-serial",
-        f"file:{console}",
+        *qemu.guest_command(QEMU, QEMU_ARGS, KERNEL_CMDLINE, vmlinux, initrd, console),
         "-chardev",
         f"file,id=result,path={result}",
         "-device",

@@ -78,19 +78,29 @@ def parse_result_port(text: str) -> tuple[dict, dict, bool]:
     return boot, cases, done
 
 
-def x86_command(vmlinux: Path, initrd: Path, console: Path, result: Path) -> list[str]:
-    """The x86_64 guest: ttyS0 is the console, ttyS1 the result port."""
+def guest_command(
+    qemu: str, qemu_args: list[str], cmdline: str, vmlinux: Path, initrd: Path, console: Path
+) -> list[str]:
+    """The part every guest shares: the kernel, its initramfs and command line, and the first
+    serial port as the console log; callers add their result port."""
     return [
-        QEMU,
-        *QEMU_ARGS,
+        qemu,
+        *qemu_args,
         "-kernel",
         str(vmlinux),
         "-initrd",
         str(initrd),
         "-append",
-        KERNEL_CMDLINE,
+        cmdline,
         "-serial",
         f"file:{console}",
+    ]
+
+
+def x86_command(vmlinux: Path, initrd: Path, console: Path, result: Path) -> list[str]:
+    """The x86_64 guest: ttyS0 is the console, ttyS1 the result port."""
+    return [
+        *guest_command(QEMU, QEMU_ARGS, KERNEL_CMDLINE, vmlinux, initrd, console),
         "-serial",
         f"file:{result}",
     ]
