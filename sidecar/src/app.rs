@@ -214,6 +214,7 @@ fn start_backend(
                     backend: session.backend(),
                     btf_source: Some(session.btf_source()),
                     lost_events: Some(session.lost_counter()),
+                    unreported: Some(session.unreported()),
                 });
                 return Ok(Running::Ebpf(session));
             }
@@ -230,6 +231,7 @@ fn start_backend(
         backend: Backend::Inotify,
         btf_source: None,
         lost_events: None,
+        unreported: None,
     });
     Ok(Running::Inotify(inotify))
 }

@@ -478,6 +478,7 @@ impl Translator {
             pid: None,
             comm: None,
             bytes: None,
+            truncated: false,
         };
         self.deliver(change);
     }
