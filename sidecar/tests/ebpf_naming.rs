@@ -7,6 +7,9 @@
 //!   the `#<ino>` or old name its dentry still carries;
 //! * a 32-bit (ia32) process's syscalls are not misread as the x86_64 writes with their numbers.
 
+// Test set-up: a step that fails should panic on the spot.
+#![allow(clippy::unwrap_used)]
+
 mod ebpf_common;
 
 use std::ffi::CString;
