@@ -18,6 +18,7 @@ apt_packages=(
   clang llvm libbpf-dev bpftool     # BPF C compiler, libbpf headers, min_core_btf / prog listing
   musl-tools                        # musl-gcc for the static C parts (xz, ring) on x86_64
   file xz-utils curl cpio           # checks and peers used by tests
+  gcc-multilib                      # a static 32-bit (ia32) test program (tracepoint mode)
   libcap2-bin                       # capsh: least-privilege tests
   inotify-tools bpftrace            # peers for benchmarks
   qemu-system-x86 busybox-static    # VM test matrix

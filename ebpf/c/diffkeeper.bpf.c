@@ -66,7 +66,12 @@ struct super_block {
 struct inode {
 	unsigned long i_ino;
 };
+struct hlist_bl_node {
+	void *next;
+	void **pprev;
+};
 struct dentry {
+	struct hlist_bl_node d_hash; /* pprev NULL: unhashed (no name: O_TMPFILE, deleted) */
 	struct dentry *d_parent;
 	struct qstr d_name;
 	struct inode *d_inode;
@@ -85,13 +90,21 @@ struct fdtable {
 struct files_struct {
 	struct fdtable *fdt;
 };
+/* x86_64: status & TS_COMPAT while a 32-bit (ia32) syscall runs (dk_arch.bpf.h). */
+struct thread_info {
+	__u32 status;
+};
 struct task_struct {
+	struct thread_info thread_info;
 	struct files_struct *files;
 };
 #pragma clang attribute pop
 
 /* Set in file->f_mode by open(2) when it created the file (include/linux/fs.h). */
 #define DK_FMODE_CREATED (1u << 20)
+
+/* IS_ERR_VALUE() for a returned pointer (include/linux/err.h: MAX_ERRNO 4095). */
+#define DK_IS_ERR(p) ((unsigned long)(p) >= (unsigned long)-4095)
 
 /* path goes to data[0..), from right after it; masks keep every access in bounds. */
 #define DK_DATA_MASK (2 * DK_PATH_MAX - 1)
@@ -105,14 +118,48 @@ struct dk_walk {
 	__u32 base;    /* where put_path writes in data[] */
 	__u32 len;
 	__u16 flags;
+	__u16 ended;   /* the walk reached the top of the file system (or a dentry without parent) */
+};
+
+/*
+ * Which return delivers a pending report (kprobe and fentry families): the VFS call that
+ * performs the operation whose security hook recorded it.
+ */
+enum dk_done {
+	DK_DONE_CREATE = 1, /* vfs_create(), or do_filp_open() returning the file it created */
+	DK_DONE_UNLINK,     /* vfs_unlink() */
+	DK_DONE_RENAME,     /* vfs_rename() */
+	DK_DONE_LINK,       /* vfs_link() */
+	DK_DONE_SYMLINK,    /* vfs_symlink() */
+};
+
+/*
+ * A report a security hook made, kept (dk_pending) until the VFS call returns: sent only if
+ * the operation succeeded. Its first fields are dk_scratch's, so the scratch is stored as is.
+ */
+struct dk_pending {
+	__u64 dentry; /* DK_DONE_CREATE: the dentry the open must have created */
+	__u32 done;   /* enum dk_done */
+	__u32 pad;
+	struct dk_event ev;
+	char data[2 * DK_PATH_MAX];
 };
 
 struct dk_scratch {
+	__u64 dentry;
+	__u32 done;
+	__u32 pad;
 	struct dk_event ev;
 	char data[2 * DK_PATH_MAX + DK_NAME_BUF];
 	struct dentry *chain[DK_MAX_DEPTH]; /* chain[i]: the dentry i links below the file */
 	struct dk_walk w;
 };
+
+_Static_assert(__builtin_offsetof(struct dk_scratch, ev) == __builtin_offsetof(struct dk_pending, ev) &&
+		       __builtin_offsetof(struct dk_scratch, data) ==
+			       __builtin_offsetof(struct dk_pending, data) &&
+		       sizeof(struct dk_pending) <= sizeof(struct dk_scratch),
+	       "dk_pending is the start of dk_scratch: keep_pending() stores the scratch as is");
 
 /* (dev, ino) of each watched root -> root id (user space numbers them). */
 struct {
@@ -129,6 +176,28 @@ struct {
 	__type(key, __u32);
 	__type(value, struct dk_dev_roots);
 } dk_devs SEC(".maps");
+
+/* Changes not reported on purpose, by enum dk_stat (diffkeeper_event.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DK_STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} dk_stats SEC(".maps");
+
+/*
+ * kprobe and fentry families: pid_tgid -> the report of a create, delete, rename or link whose
+ * security hook ran, until the VFS call returns (struct dk_pending). LRU: an entry whose return
+ * was never seen (kretprobe missed) cannot fill it up. Only operations below a watched root
+ * get an entry, and a thread has one operation in flight (stacked file systems such as
+ * overlayfs nest a second one on another device, which has no entry).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, struct dk_pending);
+} dk_pending SEC(".maps");
 
 /* Events dropped because the ring buffer (or dk_inflight) was full. */
 struct {
@@ -156,10 +225,6 @@ struct {
 	__type(value, __u64);
 } dk_inflight SEC(".maps");
 
-#include "dk_compat.bpf.h"
-#include "dk_arch.bpf.h"
-#include "dk_walk.bpf.h"
-
 static __always_inline void count_lost(void)
 {
 	__u32 zero = 0;
@@ -169,8 +234,45 @@ static __always_inline void count_lost(void)
 		*lost += 1;
 }
 
+static __always_inline void count_stat(__u32 stat)
+{
+	__u64 *n = bpf_map_lookup_elem(&dk_stats, &stat);
 
-static __always_inline int submit(void *ctx, struct dk_scratch *s, __u16 op, __u64 bytes)
+	if (n)
+		*n += 1;
+}
+
+#include "dk_compat.bpf.h"
+#include "dk_arch.bpf.h"
+#include "dk_walk.bpf.h"
+
+/* Where submit() sends a report: out now, or kept in dk_pending until the call returns. */
+enum dk_emit {
+	DK_EMIT_NOW = 0,
+	DK_EMIT_CREATE = DK_DONE_CREATE,
+	DK_EMIT_UNLINK = DK_DONE_UNLINK,
+	DK_EMIT_RENAME = DK_DONE_RENAME,
+	DK_EMIT_LINK = DK_DONE_LINK,
+	DK_EMIT_SYMLINK = DK_DONE_SYMLINK,
+};
+
+/* A report whose `done` call never returned (its kretprobe missed) is still there when the
+ * thread's next operation is recorded: count it, it is overwritten. */
+static __always_inline void keep_pending(struct dk_scratch *s, __u32 done, __u64 dentry)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (bpf_map_lookup_elem(&dk_pending, &id))
+		count_stat(DK_STAT_MISSED_RETURN);
+	s->done = done;
+	s->dentry = dentry;
+	if (bpf_map_update_elem(&dk_pending, &id, s, BPF_ANY))
+		count_lost();
+}
+
+
+static __always_inline int submit(void *ctx, struct dk_scratch *s, __u16 op, __u64 bytes,
+				  __u32 emit, __u64 dentry)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
@@ -185,8 +287,34 @@ static __always_inline int submit(void *ctx, struct dk_scratch *s, __u16 op, __u
 
 	if (size > sizeof(struct dk_event) + 2 * DK_PATH_MAX)
 		return 0;
-	if (dk_output(ctx, s, size))
+	if (emit != DK_EMIT_NOW) {
+		keep_pending(s, emit, dentry);
+		return 0;
+	}
+	if (dk_output(ctx, &s->ev, size))
 		count_lost();
+	return 0;
+}
+
+/*
+ * The return of the VFS call that performs a recorded operation: sends the report if `ok`
+ * (the call succeeded) and it is this call's (`done`; for a create through open, the file's
+ * dentry is the recorded one), and forgets it either way.
+ */
+static __always_inline int deliver_pending(void *ctx, __u32 done, int ok, __u64 dentry)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct dk_pending *p = bpf_map_lookup_elem(&dk_pending, &id);
+
+	if (!p || p->done != done)
+		return 0;
+	if (ok && (!dentry || p->dentry == dentry)) {
+		__u64 size = sizeof(struct dk_event) + p->ev.path_len + p->ev.from_len;
+
+		if (size <= sizeof(struct dk_event) + 2 * DK_PATH_MAX && dk_output(ctx, &p->ev, size))
+			count_lost();
+	}
+	bpf_map_delete_elem(&dk_pending, &id);
 	return 0;
 }
 
@@ -197,8 +325,14 @@ static __always_inline struct dk_scratch *scratch(void)
 	return bpf_map_lookup_elem(&dk_scratch, &zero);
 }
 
-/* Reports `op` on `dentry` when it lies below a watched root. */
-static __always_inline int report_dentry(void *ctx, struct dentry *dentry, __u16 op, __u64 bytes)
+/*
+ * Reports `op` on `dentry` when it lies below a watched root. `named`: the dentry came from an
+ * open file, which may have no name (O_TMPFILE, deleted): such a change is counted, never
+ * reported under the name the dentry still carries. `emit`: now, or kept until the VFS call
+ * returns (enum dk_emit).
+ */
+static __always_inline int report_dentry(void *ctx, struct dentry *dentry, __u16 op, __u64 bytes,
+					 bool named, __u32 emit)
 {
 	__u32 dev;
 	const struct dk_dev_roots *roots;
@@ -209,18 +343,23 @@ static __always_inline int report_dentry(void *ctx, struct dentry *dentry, __u16
 
 	if (!s || !find_root(s, roots, dentry, dev))
 		return 0;
+	if (named && !BPF_CORE_READ(dentry, d_hash.pprev)) {
+		count_stat(DK_STAT_UNLINKED);
+		return 0;
+	}
 	s->w.flags = DK_F_PATH;
 	s->ev.root_id = s->w.root_id;
 	s->ev.from_root_id = 0;
 	s->ev.from_len = 0;
 	s->ev.path_len = put_path(s, 0);
 	s->ev.flags = s->w.flags;
-	return submit(ctx, s, op, bytes);
+	return submit(ctx, s, op, bytes, emit, (__u64)dentry);
 }
 
+/* A change through an open file: reported now, and only while the file has a name. */
 static __always_inline int report_file(void *ctx, struct file *file, __u16 op, __u64 bytes)
 {
-	return report_dentry(ctx, BPF_CORE_READ(file, f_path.dentry), op, bytes);
+	return report_dentry(ctx, BPF_CORE_READ(file, f_path.dentry), op, bytes, true, DK_EMIT_NOW);
 }
 
 /* A rename is reported when either end is watched; flags say which ends are. */
@@ -253,7 +392,7 @@ static __always_inline int report_rename(void *ctx, struct dentry *from, struct 
 	if (!(s->w.flags & (DK_F_PATH | DK_F_FROM)))
 		return 0;
 	s->ev.flags = s->w.flags;
-	return submit(ctx, s, DK_OP_RENAME, 0);
+	return submit(ctx, s, DK_OP_RENAME, 0, DK_EMIT_RENAME, 0);
 }
 
 /* ---- fentry family writes: typed arguments, fexit sees the return value directly ---- */
@@ -278,15 +417,27 @@ int BPF_PROG(dk_fexit_vfs_writev, struct file *file, const void *vec, unsigned l
 
 /* ---- kprobe family writes: the entry remembers a watched-device file, the return reports ---- */
 
+/*
+ * An entry still in dk_inflight when the thread's next write starts is a return that was never
+ * seen (the kretprobe missed: maxactive exhausted): it is counted and replaced, or deleted when
+ * the new write is not on a watched device, so the new write's return cannot be blamed on the
+ * old file. (The lookup costs every write on the machine one hash lookup in kprobe mode.)
+ */
 SEC("kprobe/vfs_write")
 int BPF_KPROBE(dk_kprobe_write, struct file *file)
 {
 	__u32 dev;
 	const struct dk_dev_roots *roots;
-
-	if (!watched_device(BPF_CORE_READ(file, f_path.dentry), &dev, &roots))
-		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
+	int stale = bpf_map_lookup_elem(&dk_inflight, &id) != NULL;
+
+	if (stale)
+		count_stat(DK_STAT_MISSED_RETURN);
+	if (!watched_device(BPF_CORE_READ(file, f_path.dentry), &dev, &roots)) {
+		if (stale)
+			bpf_map_delete_elem(&dk_inflight, &id);
+		return 0;
+	}
 	__u64 ptr = (__u64)file;
 
 	if (bpf_map_update_elem(&dk_inflight, &id, &ptr, BPF_ANY))
@@ -308,7 +459,13 @@ int BPF_KRETPROBE(dk_kretprobe_write, long ret)
 	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret) : 0;
 }
 
-/* ---- security hooks: one body, an fentry and a kprobe program per hook ---- */
+/*
+ * ---- security hooks (kprobe, fentry): the paths as the hook sees them, kept in dk_pending;
+ * the return of the VFS call that performs the operation sends them only if it succeeded.
+ * A hook runs before the operation can fail (permission, LSM, ENOTEMPTY, ENOSPC...), and
+ * security_inode_create also runs for an open(O_CREAT) of an existing file whose dentry was
+ * not cached (may_o_create() precedes the lookup). ----
+ */
 
 #if DK_HAVE_BTF_PROGS
 #define DK_FENTRY_HOOK(hook, report, ...)                                             \
@@ -322,9 +479,77 @@ int BPF_KRETPROBE(dk_kretprobe_write, long ret)
 	SEC("kprobe/security_inode_" #hook)                                           \
 	int BPF_KPROBE(dk_kprobe_inode_##hook, __VA_ARGS__) { return report; }
 
-DK_HOOK(create, report_dentry(ctx, dentry, DK_OP_CREATE, 0), struct inode *dir, struct dentry *dentry)
-DK_HOOK(unlink, report_dentry(ctx, dentry, DK_OP_DELETE, 0), struct inode *dir, struct dentry *dentry)
+DK_HOOK(create, report_dentry(ctx, dentry, DK_OP_CREATE, 0, false, DK_EMIT_CREATE),
+	struct inode *dir, struct dentry *dentry)
+DK_HOOK(unlink, report_dentry(ctx, dentry, DK_OP_DELETE, 0, false, DK_EMIT_UNLINK),
+	struct inode *dir, struct dentry *dentry)
 DK_HOOK(rename, report_rename(ctx, old_dentry, new_dentry), struct inode *old_dir,
 	struct dentry *old_dentry, struct inode *new_dir, struct dentry *new_dentry)
+/* link(2), linkat(2) (also of an O_TMPFILE file) and symlink(2): a new name, a create. */
+DK_HOOK(link, report_dentry(ctx, new_dentry, DK_OP_CREATE, 0, false, DK_EMIT_LINK),
+	struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry)
+DK_HOOK(symlink, report_dentry(ctx, dentry, DK_OP_CREATE, 0, false, DK_EMIT_SYMLINK),
+	struct inode *dir, struct dentry *dentry)
+
+/*
+ * ---- the returns. The vfs_* prototypes changed (user_namespace, then mnt_idmap, first in
+ * 5.12 and 6.3; vfs_rename takes a struct renamedata from 5.12), so no program reads their
+ * arguments: kretprobes read the return register, fexit programs bpf_get_func_ret() (5.17,
+ * like everything in the modern object). do_filp_open(dfd, name, op) is the same from 4.18
+ * to 6.18; it returns the opened file, whose f_mode says whether this open created it. ----
+ */
+
+static __always_inline int opened(void *ctx, struct file *file)
+{
+	if (!file || DK_IS_ERR(file))
+		return deliver_pending(ctx, DK_DONE_CREATE, 0, 0);
+	__u64 dentry = (__u64)BPF_CORE_READ(file, f_path.dentry);
+
+	return deliver_pending(ctx, DK_DONE_CREATE, BPF_CORE_READ(file, f_mode) & DK_FMODE_CREATED,
+			       dentry);
+}
+
+#define DK_RETURNS(X)                                                                 \
+	X(vfs_create, DK_DONE_CREATE)                                                 \
+	X(vfs_unlink, DK_DONE_UNLINK)                                                 \
+	X(vfs_rename, DK_DONE_RENAME)                                                 \
+	X(vfs_link, DK_DONE_LINK)                                                     \
+	X(vfs_symlink, DK_DONE_SYMLINK)
+
+#define DK_KRETPROBE(fn, done)                                                        \
+	SEC("kretprobe/" #fn)                                                         \
+	int BPF_KRETPROBE(dk_kretprobe_##fn, long ret)                                \
+	{                                                                             \
+		return deliver_pending(ctx, done, (int)ret == 0, 0);                  \
+	}
+DK_RETURNS(DK_KRETPROBE)
+
+SEC("kretprobe/do_filp_open")
+int BPF_KRETPROBE(dk_kretprobe_do_filp_open, struct file *file)
+{
+	return opened(ctx, file);
+}
+
+#if DK_HAVE_BTF_PROGS
+#define DK_FEXIT(fn, done)                                                            \
+	SEC("fexit/" #fn)                                                             \
+	int dk_fexit_##fn(unsigned long long *ctx)                                    \
+	{                                                                             \
+		__u64 ret = 1;                                                        \
+                                                                                      \
+		bpf_get_func_ret(ctx, &ret);                                          \
+		return deliver_pending(ctx, done, (int)ret == 0, 0);                  \
+	}
+DK_RETURNS(DK_FEXIT)
+
+SEC("fexit/do_filp_open")
+int dk_fexit_do_filp_open(unsigned long long *ctx)
+{
+	__u64 ret = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	return opened(ctx, (struct file *)ret);
+}
+#endif
 
 #include "dk_sys_exit.bpf.h"

@@ -31,7 +31,24 @@ enum dk_op {
 enum dk_flag {
 	DK_F_PATH = 1,      /* path (the file, or a rename's target) is under a watched root */
 	DK_F_FROM = 2,      /* from (a rename's source) is under a watched root */
-	DK_F_TRUNCATED = 4, /* a path was longer than DK_PATH_MAX and was cut */
+	DK_F_TRUNCATED = 4, /* a path could not be assembled whole (longer than DK_PATH_MAX, or a
+			     * name unreadable): it is cut after its last whole name and ends
+			     * with '/' (or is empty) */
+};
+
+/*
+ * Indices of dk_stats (PERCPU_ARRAY of __u64): changes the kernel side did not report on
+ * purpose, because it could not name them truly. User space sums the CPUs (/metrics).
+ */
+enum dk_stat {
+	DK_STAT_TOO_DEEP = 0, /* a file on a watched file system more than DK_MAX_DEPTH links below
+			       * anything the walk could decide (may be outside the roots) */
+	DK_STAT_UNLINKED = 1, /* a change through a file with no name: O_TMPFILE (even once
+			       * linked: the descriptor keeps the unnamed dentry) or deleted */
+	DK_STAT_MISSED_RETURN = 2, /* kprobe mode: a vfs_write(v) or a VFS operation whose
+				    * kretprobe never ran (maxactive exhausted): found by the
+				    * thread's next call */
+	DK_STAT_COUNT = 3,
 };
 
 /*

@@ -8,7 +8,9 @@
  *   kprobe args    UAPI struct pt_regs (rdi, rsi, ...)   struct user_pt_regs (regs[0..7])
  *   sys_exit regs  orig_rax, rdi, rsi, rdx: one read     syscallno, orig_x0 (x0 holds the return
  *                                                        value by then), regs[1], regs[2]
- *   32-bit tasks   not told apart (ia32 numbers differ)  AArch32 tasks skipped (pstate)
+ *   32-bit calls   ia32 syscalls skipped (TS_COMPAT in   AArch32 tasks skipped (pstate)
+ *                  thread_info.status: int 0x80 from
+ *                  64-bit code too)
  *
  * What the rest of the source uses:
  *   DK_SYSCALLS(X)    X(name, number, kind) for every syscall sys_exit reports; `cargo test`
@@ -82,6 +84,23 @@ static __always_inline int dk_sys_read(void *regs, bool btf, struct dk_sys *r)
 static __always_inline long dk_sys_nr(const struct dk_sys *r)
 {
 	return (long)r->orig_rax;
+}
+
+/*
+ * TS_COMPAT (arch/x86/include/asm/thread_info.h, 0x0002 from 4.x to 6.x): set while the task
+ * runs a 32-bit syscall (ia32 entry, or int 0x80 from 64-bit code), still set at sys_exit.
+ * Its numbers are the ia32 table's (getpid is 20 = writev here, eventfd2 328 = pwritev2), its
+ * arguments in other registers: such calls are not reported (README: 32-bit processes).
+ */
+#define DK_TS_COMPAT 0x0002
+
+static __always_inline int dk_sys_compat(bool btf)
+{
+	if (btf)
+		return bpf_get_current_task_btf()->thread_info.status & DK_TS_COMPAT;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, thread_info.status) & DK_TS_COMPAT;
 }
 
 static __always_inline unsigned long dk_sys_arg0(const struct dk_sys *r)
@@ -167,6 +186,12 @@ static __always_inline int dk_sys_read(void *regs, bool btf, struct dk_sys *r)
 static __always_inline long dk_sys_nr(const struct dk_sys *r)
 {
 	return r->syscallno;
+}
+
+/* AArch32 tasks never get here: dk_sys_read() skips them by pstate. */
+static __always_inline int dk_sys_compat(bool btf)
+{
+	return 0;
 }
 
 static __always_inline unsigned long dk_sys_arg0(const struct dk_sys *r)

@@ -69,7 +69,12 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 		return 0;
 	if (dk_sys_read(regs, btf, &r))
 		return 0;
-	switch (dk_sys_kind(dk_sys_nr(&r))) {
+	enum dk_sys_kind kind = dk_sys_kind(dk_sys_nr(&r));
+
+	/* Only for the few numbers we report: a 32-bit syscall's number means something else. */
+	if (kind == DK_SYS_NONE || dk_sys_compat(btf))
+		return 0;
+	switch (kind) {
 	case DK_SYS_WRITE:
 		if (ret == 0)
 			return 0;

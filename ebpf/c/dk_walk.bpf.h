@@ -59,8 +59,10 @@ DK_STEP find_step(__u32 i, void *data)
 	struct dentry *d = s->w.cur;
 	struct dentry *parent = BPF_CORE_READ(d, d_parent);
 
-	if (!parent || parent == d)
+	if (!parent || parent == d) {
+		s->w.ended = 1;
 		return 1;
+	}
 	s->chain[i & (DK_MAX_DEPTH - 1)] = d;
 	if (!l->roots) {
 		int id = learned_root_id(DK_T_DENTRY, parent);
@@ -72,7 +74,10 @@ DK_STEP find_step(__u32 i, void *data)
 		}
 		s->w.cur = parent;
 		/* The top has no parent: stop without reading its d_parent. */
-		return learned_root_id(DK_T_TOP, parent) >= 0;
+		if (learned_root_id(DK_T_TOP, parent) < 0)
+			return 0;
+		s->w.ended = 1;
+		return 1;
 	}
 	__u64 ino = BPF_CORE_READ(parent, d_inode, i_ino);
 
@@ -91,7 +96,11 @@ DK_STEP find_step(__u32 i, void *data)
 	return 0;
 }
 
-/* Finds the watched root above `leaf` within DK_MAX_DEPTH links; returns the depth or 0. */
+/*
+ * Finds the watched root above `leaf` within DK_MAX_DEPTH links; returns the depth or 0. A walk
+ * that runs out of links before a root or the top cannot tell: it is counted (DK_STAT_TOO_DEEP)
+ * and nothing is reported.
+ */
 static __always_inline __u32 find_root(struct dk_scratch *s, const struct dk_dev_roots *roots,
 				       struct dentry *leaf, __u32 dev)
 {
@@ -101,11 +110,18 @@ static __always_inline __u32 find_root(struct dk_scratch *s, const struct dk_dev
 	s->w.dev = dev;
 	s->w.depth = 0;
 	s->w.root_id = 0;
+	s->w.ended = 0;
 	dk_loop(DK_MAX_DEPTH, find_step, &l);
+	if (!s->w.depth && !s->w.ended)
+		count_stat(DK_STAT_TOO_DEEP);
 	return s->w.depth;
 }
 
-/* Appends the j-th name from the root down (chain[depth-1-j]) and a '/' between names. */
+/*
+ * Appends the j-th name from the root down (chain[depth-1-j]) and a '/' between names. A name
+ * that cannot be read, or would take the path past DK_PATH_MAX, ends the path there with
+ * DK_F_TRUNCATED: it is then the names before it, each followed by '/'.
+ */
 DK_STEP put_step(__u32 j, void *data)
 {
 	struct dk_loop *l = data;
@@ -114,7 +130,8 @@ DK_STEP put_step(__u32 j, void *data)
 
 	if (i < 0)
 		return 1;
-	if (s->w.len > DK_PATH_MAX - DK_NAME_BUF - 1) {
+	/* base and len <= DK_PATH_MAX: the read stays below data[2 * DK_PATH_MAX + DK_NAME_BUF]. */
+	if (s->w.len >= DK_PATH_MAX) {
 		s->w.flags |= DK_F_TRUNCATED;
 		return 1;
 	}
@@ -123,8 +140,10 @@ DK_STEP put_step(__u32 j, void *data)
 	long n = bpf_probe_read_kernel_str(&s->data[(s->w.base + s->w.len) & DK_DATA_MASK],
 					   DK_NAME_BUF, name);
 
-	if (n <= 1)
+	if (n <= 1 || s->w.len + n - 1 + (i > 0) > DK_PATH_MAX) {
+		s->w.flags |= DK_F_TRUNCATED;
 		return 1;
+	}
 	s->w.len += n - 1;
 	if (i > 0) {
 		s->data[(s->w.base + s->w.len) & DK_DATA_MASK] = '/';

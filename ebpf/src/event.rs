@@ -24,6 +24,47 @@ pub const DK_F_PATH: u16 = 1;
 pub const DK_F_FROM: u16 = 2;
 pub const DK_F_TRUNCATED: u16 = 4;
 
+/// `enum dk_stat`: the indices of the `dk_stats` counters.
+pub const DK_STAT_TOO_DEEP: u32 = 0;
+pub const DK_STAT_UNLINKED: u32 = 1;
+pub const DK_STAT_MISSED_RETURN: u32 = 2;
+pub const DK_STAT_COUNT: u32 = 3;
+
+/// A `dk_stats` counter: changes the kernel side saw but did not report, because it could not
+/// name them truly (or, for kprobe returns, could not see them complete).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stat {
+    /// A file more than `DK_MAX_DEPTH` links below anything the walk could decide.
+    TooDeep,
+    /// A change through a file with no name (`O_TMPFILE`, deleted while open).
+    Unlinked,
+    /// kprobe mode: a return whose kretprobe never ran (maxactive exhausted).
+    MissedReturn,
+}
+
+impl Stat {
+    pub const ALL: [Stat; DK_STAT_COUNT as usize] =
+        [Self::TooDeep, Self::Unlinked, Self::MissedReturn];
+
+    /// The index in `dk_stats`.
+    pub fn index(self) -> u32 {
+        match self {
+            Self::TooDeep => DK_STAT_TOO_DEEP,
+            Self::Unlinked => DK_STAT_UNLINKED,
+            Self::MissedReturn => DK_STAT_MISSED_RETURN,
+        }
+    }
+
+    /// The `reason` label in `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TooDeep => "too_deep",
+            Self::Unlinked => "unlinked",
+            Self::MissedReturn => "missed_return",
+        }
+    }
+}
+
 /// `struct dk_event`: the fixed header of every record.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -295,6 +336,10 @@ mod tests {
             "DK_F_PATH",
             "DK_F_FROM",
             "DK_F_TRUNCATED",
+            "DK_STAT_TOO_DEEP",
+            "DK_STAT_UNLINKED",
+            "DK_STAT_MISSED_RETURN",
+            "DK_STAT_COUNT",
         ] {
             prog += &format!("C({c})\n");
         }
@@ -383,6 +428,10 @@ mod tests {
             ("DK_F_PATH", DK_F_PATH.into()),
             ("DK_F_FROM", DK_F_FROM.into()),
             ("DK_F_TRUNCATED", DK_F_TRUNCATED.into()),
+            ("DK_STAT_TOO_DEEP", DK_STAT_TOO_DEEP as usize),
+            ("DK_STAT_UNLINKED", DK_STAT_UNLINKED as usize),
+            ("DK_STAT_MISSED_RETURN", DK_STAT_MISSED_RETURN as usize),
+            ("DK_STAT_COUNT", DK_STAT_COUNT as usize),
         ] {
             rust.push((name.into(), value));
         }

@@ -138,21 +138,45 @@ pub mod programs {
         ("dk_fexit_vfs_write", "vfs_write"),
         ("dk_fexit_vfs_writev", "vfs_writev"),
     ];
-    /// fentry on a security hook: (program, kernel function).
-    pub const FENTRY_HOOKS: [(&str, &str); 3] = [
+    /// fentry on a security hook: (program, kernel function). A hook only records the
+    /// operation; the return of the VFS call that performs it ([`FEXIT_RETURNS`]) reports it
+    /// if it succeeded.
+    pub const FENTRY_HOOKS: [(&str, &str); 5] = [
         ("dk_fentry_inode_create", "security_inode_create"),
         ("dk_fentry_inode_unlink", "security_inode_unlink"),
         ("dk_fentry_inode_rename", "security_inode_rename"),
+        ("dk_fentry_inode_link", "security_inode_link"),
+        ("dk_fentry_inode_symlink", "security_inode_symlink"),
+    ];
+    /// fexit on the VFS calls whose success sends what a hook recorded.
+    pub const FEXIT_RETURNS: [(&str, &str); 6] = [
+        ("dk_fexit_vfs_create", "vfs_create"),
+        ("dk_fexit_vfs_unlink", "vfs_unlink"),
+        ("dk_fexit_vfs_rename", "vfs_rename"),
+        ("dk_fexit_vfs_link", "vfs_link"),
+        ("dk_fexit_vfs_symlink", "vfs_symlink"),
+        ("dk_fexit_do_filp_open", "do_filp_open"),
     ];
     /// The kprobe and kretprobe attached to every write function.
     pub const KPROBE_WRITE: &str = "dk_kprobe_write";
     pub const KRETPROBE_WRITE: &str = "dk_kretprobe_write";
     pub const WRITE_FUNCTIONS: [&str; 2] = ["vfs_write", "vfs_writev"];
     /// kprobe on a security hook: (program, kernel function).
-    pub const KPROBE_HOOKS: [(&str, &str); 3] = [
+    pub const KPROBE_HOOKS: [(&str, &str); 5] = [
         ("dk_kprobe_inode_create", "security_inode_create"),
         ("dk_kprobe_inode_unlink", "security_inode_unlink"),
         ("dk_kprobe_inode_rename", "security_inode_rename"),
+        ("dk_kprobe_inode_link", "security_inode_link"),
+        ("dk_kprobe_inode_symlink", "security_inode_symlink"),
+    ];
+    /// kretprobe on the VFS calls whose success sends what a hook recorded.
+    pub const KRETPROBE_RETURNS: [(&str, &str); 6] = [
+        ("dk_kretprobe_vfs_create", "vfs_create"),
+        ("dk_kretprobe_vfs_unlink", "vfs_unlink"),
+        ("dk_kretprobe_vfs_rename", "vfs_rename"),
+        ("dk_kretprobe_vfs_link", "vfs_link"),
+        ("dk_kretprobe_vfs_symlink", "vfs_symlink"),
+        ("dk_kretprobe_do_filp_open", "do_filp_open"),
     ];
     /// The raw tracepoint program and the tracepoint it attaches to by name (any BTF).
     pub const SYS_EXIT: (&str, &str) = ("dk_sys_exit", "sys_exit");
@@ -165,10 +189,12 @@ pub mod programs {
     pub fn all(kind: super::ObjectKind) -> Vec<&'static str> {
         let mut names = vec![KPROBE_WRITE, KRETPROBE_WRITE];
         names.extend(KPROBE_HOOKS.map(|(p, _)| p));
+        names.extend(KRETPROBE_RETURNS.map(|(p, _)| p));
         names.push(SYS_EXIT.0);
         if kind == super::ObjectKind::Modern {
             names.extend(FEXIT_WRITES.map(|(p, _)| p));
             names.extend(FENTRY_HOOKS.map(|(p, _)| p));
+            names.extend(FEXIT_RETURNS.map(|(p, _)| p));
             names.push(SYS_EXIT_BTF.0);
         }
         names
@@ -183,6 +209,9 @@ pub mod maps {
     /// raw data is the same record as modern's, followed by up to 7 bytes of perf padding).
     pub const EVENTS: &str = "dk_events";
     pub const LOST: &str = "dk_lost";
+    /// `PERCPU_ARRAY` of `u64` indexed by [`Stat`](crate::event::Stat): changes the kernel
+    /// side did not report on purpose (it could not name them truly).
+    pub const STATS: &str = "dk_stats";
     /// Compat only: `ARRAY`, 1 entry, key `0u32`, value
     /// [`DkSettings`](crate::event::DkSettings), written by the loader after load and before
     /// attach (modern takes the same values as [`super::globals`]).

@@ -193,6 +193,7 @@ fn switch_to_inotify(
         backend: Backend::Inotify,
         btf_source: None,
         lost_events: None,
+        unreported: None,
     });
     log::info!("{}", ready_line(Backend::Inotify.as_str()));
     Ok(Running::Inotify(inotify))
@@ -335,6 +336,7 @@ fn start_backend(
                     backend: session.backend(),
                     btf_source: Some(session.btf_source()),
                     lost_events: Some(session.lost_counter()),
+                    unreported: Some(session.unreported()),
                 });
                 return Ok(Running::Ebpf(Box::new(session)));
             }
@@ -351,6 +353,7 @@ fn start_backend(
         backend: Backend::Inotify,
         btf_source: None,
         lost_events: None,
+        unreported: None,
     });
     Ok(Running::Inotify(inotify))
 }

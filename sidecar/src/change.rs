@@ -84,6 +84,10 @@ pub struct Change {
     pub pid: Option<u32>,
     pub comm: Option<String>,
     pub bytes: Option<u64>,
+    /// The kernel side could not assemble the whole path (longer than it sends, or a name it
+    /// could not read): `path` (or `from`) is cut after its last whole name and ends with `/`.
+    /// Journaled as `"truncated": true`.
+    pub truncated: bool,
 }
 
 /// Where backends send changes: bounded, so a journal that cannot keep up makes the reader

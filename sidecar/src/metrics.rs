@@ -33,6 +33,8 @@ pub struct Active {
     pub btf_source: Option<&'static str>,
     /// Events the kernel dropped (ring buffer full); `None` for inotify.
     pub lost_events: Option<Arc<AtomicU64>>,
+    /// Changes the eBPF kernel side did not report on purpose; `None` for inotify.
+    pub unreported: Option<Arc<crate::ebpf::Unreported>>,
 }
 
 impl Metrics {
@@ -106,6 +108,22 @@ impl Metrics {
             "Events the kernel dropped because the eBPF ring buffer was full (raise --ringbuf-bytes).",
         );
         let _ = writeln!(out, "diffkeeper_lost_events_total {lost}");
+        family(
+            &mut out,
+            "diffkeeper_unreported_changes_total",
+            "counter",
+            "Changes the eBPF programs saw but did not journal because they could not name them truly: too_deep (more than 32 directories below anything the walk could place), unlinked (a file without a name: O_TMPFILE, deleted while open), missed_return (kprobe mode: a kretprobe that never ran).",
+        );
+        for stat in diffkeeper_ebpf::event::Stat::ALL {
+            let n = active
+                .and_then(|a| a.unreported.as_ref())
+                .map_or(0, |u| u.get(stat));
+            let _ = writeln!(
+                out,
+                "diffkeeper_unreported_changes_total{{reason=\"{}\"}} {n}",
+                stat.as_str()
+            );
+        }
         family(
             &mut out,
             "diffkeeper_inotify_overflows_total",
@@ -378,6 +396,7 @@ mod tests {
             backend: Backend::Ebpf(Family::Tracepoint),
             btf_source: Some("cache"),
             lost_events: Some(lost.clone()),
+            unreported: None,
         });
         metrics.count_event(Backend::Ebpf(Family::Tracepoint), Op::Rename);
         lost.fetch_add(1, Ordering::Relaxed);

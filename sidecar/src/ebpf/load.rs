@@ -118,6 +118,15 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
             prog.attach().map(drop)
         })?;
     }
+    // The returns before the hooks: a hook's record must never wait for a return that is not
+    // attached yet.
+    for (name, function) in programs::FEXIT_RETURNS {
+        let step = format!("fexit {name} on {function}");
+        with_program(ebpf, name, &step, |prog: &mut FExit| {
+            prog.load(function, &btf.btf)?;
+            prog.attach().map(drop)
+        })?;
+    }
     for (name, function) in programs::FENTRY_HOOKS {
         let step = format!("fentry {name} on {function}");
         with_program(ebpf, name, &step, |prog: &mut FEntry| {
@@ -128,12 +137,20 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
     Ok(())
 }
 
+/// kretprobes get the kernel's default maxactive (aya 0.14's `KProbe::attach(fn, offset)` has
+/// no way to set it, and the kprobe PMU none either): max(10, 2 × possible CPUs) returns in
+/// flight per function. A return missed beyond that is counted by the programs
+/// (`dk_stats[DK_STAT_MISSED_RETURN]`, `/metrics`) and can no longer be blamed on another file.
 fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), Failure> {
     // One kprobe and one kretprobe program serve both write functions: load once, attach twice.
     let writes = [programs::KPROBE_WRITE, programs::KRETPROBE_WRITE]
         .into_iter()
         .flat_map(|name| programs::WRITE_FUNCTIONS.map(|function| (name, function)));
-    for (name, function) in writes.chain(programs::KPROBE_HOOKS) {
+    // The returns before the hooks, as in attach_fentry.
+    let all = writes
+        .chain(programs::KRETPROBE_RETURNS)
+        .chain(programs::KPROBE_HOOKS);
+    for (name, function) in all {
         let step = format!("kprobe {name} on {function}");
         with_program(ebpf, name, &step, |prog: &mut KProbe| {
             if prog.fd().is_err() {
@@ -366,7 +383,8 @@ mod tests {
             let mut ebpf = load(object, &btf, &roots, 1 << 16).unwrap();
             let names = [programs::KPROBE_WRITE, programs::KRETPROBE_WRITE]
                 .into_iter()
-                .chain(programs::KPROBE_HOOKS.map(|(name, _)| name));
+                .chain(programs::KPROBE_HOOKS.map(|(name, _)| name))
+                .chain(programs::KRETPROBE_RETURNS.map(|(name, _)| name));
             for name in names {
                 let prog: &mut KProbe = program(&mut ebpf, name).try_into().unwrap();
                 prog.load()

@@ -38,6 +38,7 @@ pub use error::{
 };
 pub use features::{ObjectChoice, UnknownObject};
 pub use mode::{AttachMode, UnknownAttachMode};
+pub use reader::Unreported;
 pub use session::{start, EbpfSession, RootIdentity};
 
 /// What [`start`] needs.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray};
 use aya::Ebpf;
-use diffkeeper_ebpf::event::Event;
+use diffkeeper_ebpf::event::{Event, Stat};
 use diffkeeper_ebpf::object::{maps, ObjectKind};
 
 use super::clock::WallClock;
@@ -32,6 +32,19 @@ pub struct Reader {
     /// Events under the canary root (never forwarded to the sink).
     pub canary: Receiver<Event>,
     pub lost: Arc<AtomicU64>,
+    /// The kernel side's `dk_stats`: changes it did not report on purpose, by [`Stat`].
+    pub unreported: Arc<Unreported>,
+}
+
+/// Changes the kernel side saw but did not report, because it could not name them truly
+/// (`dk_stats`, refreshed with the lost count), by [`Stat::index`].
+#[derive(Debug, Default)]
+pub struct Unreported(pub [AtomicU64; Stat::ALL.len()]);
+
+impl Unreported {
+    pub fn get(&self, stat: Stat) -> u64 {
+        self.0[stat.index() as usize].load(Ordering::Relaxed)
+    }
 }
 
 struct Routing {
@@ -61,9 +74,13 @@ impl Reader {
         let lost_map: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(ebpf.take_map(maps::LOST).expect("object has dk_lost"))
                 .map_err(|e| explain("opening the dk_lost counter", &e))?;
+        let stats_map: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(ebpf.take_map(maps::STATS).expect("object has dk_stats"))
+                .map_err(|e| explain("opening the dk_stats counters", &e))?;
         let (canary_tx, canary) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicU64::new(0));
+        let unreported = Arc::new(Unreported::default());
         let routing = Routing {
             backend: Backend::Ebpf(family),
             roots: roots
@@ -77,9 +94,16 @@ impl Reader {
         };
         let thread = {
             let lost = lost.clone();
+            let unreported = unreported.clone();
+            let counters = Counters {
+                lost_map,
+                stats_map,
+                lost,
+                unreported,
+            };
             std::thread::Builder::new()
                 .name("ebpf-events".into())
-                .spawn(move || run(source, lost_map, routing, &lost))
+                .spawn(move || run(source, counters, routing))
                 .map_err(|source| {
                     let cause = Cause::Syscall {
                         call: "clone",
@@ -93,6 +117,7 @@ impl Reader {
             thread: Some(thread),
             canary,
             lost,
+            unreported,
         })
     }
 
@@ -113,12 +138,52 @@ impl Drop for Reader {
     }
 }
 
-fn run(
-    mut source: EventSource,
+/// The kernel's counters and where the reader publishes them.
+struct Counters {
     lost_map: PerCpuArray<MapData, u64>,
-    mut routing: Routing,
-    lost: &AtomicU64,
-) {
+    stats_map: PerCpuArray<MapData, u64>,
+    lost: Arc<AtomicU64>,
+    unreported: Arc<Unreported>,
+}
+
+impl Counters {
+    /// Re-reads `dk_stats` and warns once per refresh about each counter that grew.
+    fn refresh_unreported(&self) {
+        for stat in Stat::ALL {
+            let total: u64 = self
+                .stats_map
+                .get(&stat.index(), 0)
+                .map_or(0, |per_cpu| per_cpu.iter().sum());
+            let before = self.unreported.0[stat.index() as usize].swap(total, Ordering::Relaxed);
+            if total > before {
+                log::warn!(
+                    "[eBPF] {} changes not journaled: {} ({total} in all; \
+                     diffkeeper_unreported_changes_total{{reason=\"{}\"}})",
+                    total - before,
+                    match stat {
+                        Stat::TooDeep =>
+                            "files too deep below their file system's top for \
+                                          the kernel walk to place them",
+                        Stat::Unlinked =>
+                            "changes through files without a name (O_TMPFILE, \
+                                           deleted while open)",
+                        Stat::MissedReturn =>
+                            "kretprobes that never ran (maxactive \
+                                               exhausted): those changes were lost",
+                    },
+                    stat.as_str()
+                );
+            }
+        }
+    }
+}
+
+fn run(mut source: EventSource, counters: Counters, mut routing: Routing) {
+    let Counters {
+        ref lost_map,
+        ref lost,
+        ..
+    } = counters;
     let mut refreshed = Instant::now();
     let mut reported_lost = 0;
     loop {
@@ -146,6 +211,7 @@ fn run(
                 );
                 reported_lost = total;
             }
+            counters.refresh_unreported();
             routing.clock.refresh();
             refreshed = Instant::now();
         }
@@ -229,6 +295,7 @@ impl Routing {
             pid: Some(event.pid),
             comm: Some(event.comm),
             bytes: (op == Op::Write).then_some(event.bytes),
+            truncated: event.truncated,
         })
     }
 }

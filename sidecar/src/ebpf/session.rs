@@ -114,6 +114,11 @@ impl EbpfSession {
         &self.identities
     }
 
+    /// Changes the kernel side did not report on purpose (refreshed every 250 ms).
+    pub fn unreported(&self) -> Arc<super::reader::Unreported> {
+        self.reader.unreported.clone()
+    }
+
     /// Kernel ids of the loaded programs (diagnostics; tests check they are gone after stop).
     pub fn program_ids(&self) -> Vec<u32> {
         self.ebpf

@@ -275,6 +275,7 @@ impl Translator {
             pid: None,
             comm: None,
             bytes: None,
+            truncated: false,
         };
         self.deliver(change);
     }

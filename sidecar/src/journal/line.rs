@@ -30,6 +30,9 @@ impl LineBuilder {
             buf.extend_from_slice(b",\"from\":");
             push_json_string(buf, from);
         }
+        if c.truncated {
+            buf.extend_from_slice(b",\"truncated\":true");
+        }
         if let Some(pid) = c.pid {
             buf.extend_from_slice(b",\"pid\":");
             push_decimal(buf, pid.into());

@@ -41,6 +41,7 @@ fn change(op: Op, path: &str, pid: u32, bytes: u64) -> Change {
         pid: Some(pid),
         comm: Some("app".into()),
         bytes: (op == Op::Write).then_some(bytes),
+        truncated: false,
     }
 }
 

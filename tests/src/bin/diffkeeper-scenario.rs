@@ -25,6 +25,11 @@ Usage: diffkeeper-scenario --sidecar PATH --expect-backend B [OPTIONS] [-- SIDEC
                           hidden (root), so it must use --btf-cache-dir
   --ready-timeout SECS    how long the sidecar may take to log ready (default 30)
   --keep                  keep the scenario directory (journal.jsonl) for inspection
+  --ops                   the operations scenario instead: creates, renames and unlinks that
+                          fail after their security hook (ENOTEMPTY, EPERM, ENOSPC when the
+                          work dir is a tmpfs with few inodes), link(2), symlink(2), O_TMPFILE +
+                          linkat, writes to unnamed files: only completed operations, and no
+                          made-up path, may be journaled
   --verbose               copy the sidecar's log to stderr (it is always copied on failure)
   -- SIDECAR_ARGS...      appended to: --state-dir DIR --coalesce-ms 0 --journal FILE
 
@@ -67,6 +72,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
             }
             "--hide-system-btf" => options.hide_system_btf = true,
             "--keep" => options.keep = true,
+            "--ops" => options.ops = true,
             "--verbose" => verbose = true,
             "--" => {
                 options.sidecar_args = args.collect();

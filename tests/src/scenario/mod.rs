@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use crate::sidecar::SidecarProcess;
 use diff::{diff, normalise_journal};
-use script::perform;
+use script::{perform, perform_ops};
 
 /// The name of the thread that makes the changes: the `comm` eBPF backends must report.
 pub const WRITER_COMM: &str = "dk-scenario";
@@ -34,14 +34,15 @@ pub const WRITER_COMM: &str = "dk-scenario";
 /// Whether `backend` reports the scenario step `step`. Steps are finer than journal ops so a
 /// backend can see e.g. `write(2)` but not `pwritev(2)`:
 /// `mkdir`, `create` (open with O_CREAT), `write`, `pwrite`, `writev`, `pwritev`, `rename`,
-/// `delete` (unlink), `rmdir`.
+/// `delete` (unlink), `rmdir`, `link` (a new name from link(2), linkat(2) of an O_TMPFILE
+/// file, or symlink(2)).
 pub fn covers(backend: &str, step: &str) -> bool {
     match backend {
         "inotify" => true,
         "tracepoint" => matches!(step, "create" | "write" | "pwrite" | "writev" | "pwritev"),
         "kprobe" | "fentry" => matches!(
             step,
-            "write" | "pwrite" | "writev" | "pwritev" | "create" | "rename" | "delete"
+            "write" | "pwrite" | "writev" | "pwritev" | "create" | "rename" | "delete" | "link"
         ),
         _ => false,
     }
@@ -50,7 +51,7 @@ pub fn covers(backend: &str, step: &str) -> bool {
 /// The journal `op` a step produces.
 fn journal_op(step: &str) -> &'static str {
     match step {
-        "mkdir" | "create" => "create",
+        "mkdir" | "create" | "link" => "create",
         "rename" => "rename",
         "delete" | "rmdir" => "delete",
         _ => "write",
@@ -74,6 +75,9 @@ pub struct Options {
     pub ready_timeout: Duration,
     /// Keep the scenario directory (journal, sidecar log) for inspection.
     pub keep: bool,
+    /// Run the operations scenario instead (`--ops`): operations that fail after their
+    /// security hook ran, and new names from link/symlink/O_TMPFILE; see `script::perform_ops`.
+    pub ops: bool,
 }
 
 impl Options {
@@ -86,6 +90,7 @@ impl Options {
             hide_system_btf: false,
             ready_timeout: Duration::from_secs(30),
             keep: false,
+            ops: false,
         }
     }
 
@@ -187,7 +192,11 @@ fn run_in(opts: &Options, dirs: &Dirs, outcome: &mut Outcome) {
             ));
             None
         }
-        Ok(backend) => match perform(&dirs.state, &dirs.outside, &backend) {
+        Ok(backend) => match if opts.ops {
+            perform_ops(&dirs.state, &backend)
+        } else {
+            perform(&dirs.state, &dirs.outside, &backend)
+        } {
             Ok(expected) => Some(expected),
             Err(e) => {
                 outcome.fail(format!("the scenario itself failed: {e}"));

@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{IoSlice, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,6 +31,36 @@ pub(super) fn perform(state: &Path, outside: &Path, backend: &str) -> Result<Vec
         .map_err(|e| format!("cannot start the writer thread: {e}"))?
         .join()
         .map_err(|_| "the writer thread panicked".to_string())?
+}
+
+/// The operations scenario (`--ops`), on a thread named [`WRITER_COMM`]: returns the expected
+/// journal lines for `backend`. Each failing operation must leave no line: the kprobe and
+/// fentry families see its security hook, which runs before it fails.
+pub(super) fn perform_ops(state: &Path, backend: &str) -> Result<Vec<Value>, String> {
+    let (state, backend) = (state.to_owned(), backend.to_owned());
+    std::thread::Builder::new()
+        .name(WRITER_COMM.into())
+        .spawn(move || {
+            let mut script = Script {
+                root: state,
+                backend,
+                expected: Vec::new(),
+            };
+            script.ops().map_err(|e| e.to_string())?;
+            Ok(script.expected)
+        })
+        .map_err(|e| format!("cannot start the writer thread: {e}"))?
+        .join()
+        .map_err(|_| "the writer thread panicked".to_string())?
+}
+
+fn expect_err(what: &str, result: std::io::Result<()>) -> Io {
+    match result {
+        Err(_) => Ok(()),
+        Ok(()) => Err(std::io::Error::other(format!(
+            "{what} succeeded; it must fail"
+        ))),
+    }
 }
 
 /// Pause after creating directories, so that inotify, which can only watch a directory once it
@@ -82,6 +112,106 @@ impl Script {
         self.delete("a/b/c/deep.bin")?;
         fs::remove_dir(self.root.join("a/b/c"))?;
         self.expect("rmdir", "a/b/c", None, None);
+        Ok(())
+    }
+
+    fn ops(&mut self) -> Io {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        use std::os::unix::process::CommandExt;
+        self.create("new.txt")?;
+        // open(O_CREAT) of an existing file whose dentry is not cached runs the create hook
+        // (on disk file systems; tmpfs keeps every dentry, so there it is a plain open).
+        let _ = fs::write("/proc/sys/vm/drop_caches", "3");
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.root.join("new.txt"))?;
+        // rename onto a non-empty directory: the hook runs, the file system says ENOTEMPTY.
+        fs::create_dir(self.root.join("d1"))?;
+        fs::create_dir(self.root.join("d2"))?;
+        self.create("d2/f")?;
+        expect_err(
+            "rename onto a non-empty directory",
+            fs::rename(self.root.join("d1"), self.root.join("d2")),
+        )?;
+        // unlink by another user in a sticky directory: EPERM.
+        fs::create_dir(self.root.join("sticky"))?;
+        fs::set_permissions(self.root.join("sticky"), fs::Permissions::from_mode(0o1777))?;
+        self.create("sticky/owned")?;
+        let status = std::process::Command::new("rm")
+            .arg("-f")
+            .arg(self.root.join("sticky/owned"))
+            .uid(65534)
+            .gid(65534)
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        if status.success() || !self.root.join("sticky/owned").exists() {
+            return Err(std::io::Error::other(
+                "an unprivileged rm removed sticky/owned",
+            ));
+        }
+        self.rename("new.txt", "moved.txt")?;
+        // New names: link(2), symlink(2), and an O_TMPFILE file given one by linkat(2); the
+        // writes to the unnamed file are never journaled (under its "#<ino>" name or any).
+        fs::hard_link(self.root.join("moved.txt"), self.root.join("hard.txt"))?;
+        self.expect("link", "hard.txt", None, None);
+        symlink("moved.txt", self.root.join("sym"))?;
+        self.expect("link", "sym", None, None);
+        self.tmpfile_linked_as("linked.txt")?;
+        self.expect("link", "linked.txt", None, None);
+        // A write through a descriptor of a deleted file: no name, no line.
+        let mut gone = File::create(self.root.join("gone"))?;
+        self.expect("create", "gone", None, None);
+        self.delete("gone")?;
+        gone.write_all(b"after unlink")?;
+        drop(gone);
+        self.delete("moved.txt")?;
+        // Creates until the file system is out of inodes (only on a small tmpfs): the one that
+        // fails with ENOSPC ran the create hook and must leave no line.
+        let free = nix::sys::statvfs::statvfs(&self.root).map_err(std::io::Error::from)?;
+        if free.files_free() < 1000 {
+            for i in 0..1000 {
+                let rel = format!("fill-{i}");
+                match OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(self.root.join(&rel))
+                {
+                    Ok(_) => self.expect("create", &rel, None, None),
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+            return Err(std::io::Error::other("no ENOSPC after 1000 creates"));
+        }
+        Ok(())
+    }
+
+    fn tmpfile_linked_as(&mut self, rel: &str) -> Io {
+        use std::ffi::CString;
+        use std::os::fd::AsRawFd;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_TMPFILE)
+            .open(&self.root)?;
+        file.write_all(b"unnamed")?;
+        let to = CString::new(self.root.join(rel).to_string_lossy().into_owned())
+            .map_err(std::io::Error::other)?;
+        // SAFETY: a live descriptor and NUL-terminated paths.
+        let rc = unsafe {
+            nix::libc::linkat(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                nix::libc::AT_FDCWD,
+                to.as_ptr(),
+                nix::libc::AT_EMPTY_PATH,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        file.write_all(b" then named")?;
         Ok(())
     }
 

@@ -371,6 +371,15 @@ def cases(x86_cases: list[matrix.Case], fentry: bool) -> list[matrix.Case]:
             marked.append(ebpf_off_case())
         if not fentry and case.id in ("cell.system.fentry", "cell.system.auto"):
             case = _without_fentry(case)
+        if not fentry and case.id == "ops.fentry":
+            case = dataclasses.replace(
+                case,
+                args=["fentry", "kprobe"],
+                args_on=None,
+                expect="kprobe (no fentry on this kernel)",
+                expect_on=None,
+                check=matrix._ops_check("fentry", expect="kprobe"),
+            )
         reason = next((r for g, r in XFAIL.items() if fnmatch.fnmatch(case.id, g)), "")
         marked.append(dataclasses.replace(case, xfail=reason) if reason else case)
     return marked

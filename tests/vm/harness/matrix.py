@@ -404,6 +404,56 @@ def broken_case() -> Case:
     )
 
 
+# The operations scenario (issue 10 items 5, 6): every eBPF mode with the system BTF, and the
+# compat object's kprobe mode; only completed operations and true names may be journaled.
+OPS_MODES = ["kprobe", "fentry", "tracepoint"]
+
+
+def _ops_check(mode: str, forced: str = "", expect: str = "") -> Callable[[CaseOutput, str], Verdict]:
+    def check(out: CaseOutput, release: str) -> Verdict:
+        if (v := _finished(out)) is not None:
+            return v
+        want = expect or (
+            compat_backend("system", mode) if forced else expected_backend(release, "system", mode)
+        )
+        seen = ready_backend(out.output)
+        return _verdict(
+            seen,
+            scenario_events(out.output),
+            [scenario_problem(out), f"backend {seen or 'none'} instead of {want}" if seen != want else ""],
+            [_never_ready(seen)],
+        )
+
+    return check
+
+
+def ops_cases() -> list[Case]:
+    rows = [(mode, "") for mode in OPS_MODES] + [("kprobe", "compat")]
+    return [
+        Case(
+            f"ops.{mode}" + (f".{forced}" if forced else ""),
+            "ops.sh",
+            [mode, expected_backend("6.1", "system", mode)] + (["compat"] if forced else []),
+            "ops: failed operations, link/symlink/O_TMPFILE" + (" (--ebpf-object compat)" if forced else ""),
+            mode,
+            expected_backend("6.1", "system", mode),
+            _ops_check(mode, forced),
+            args_on=(
+                (lambda release, mode=mode: [mode, compat_backend("system", mode), "compat"])
+                if forced
+                else (lambda release, mode=mode: [mode, expected_backend(release, "system", mode)])
+            ),
+            expect_on=(
+                (lambda release, mode=mode: compat_backend("system", mode))
+                if forced
+                else (lambda release, mode=mode: expected_backend(release, "system", mode))
+            ),
+            needs=("diffkeeper-sidecar", "diffkeeper-scenario"),
+        )
+        for mode, forced in rows
+    ]
+
+
 def all_cases() -> list[Case]:
     """Every matrix case, in guest run order."""
     from . import btrfs, bundle  # noqa: PLC0415 (both import this module)
@@ -412,6 +462,7 @@ def all_cases() -> list[Case]:
         *verifier.verifier_cases(),
         *cell_cases(),
         *compat_cases(),
+        *ops_cases(),
         broken_case(),
         *init_cases(),
         *bundle.cases(),
