@@ -429,19 +429,21 @@ int BPF_KPROBE(dk_kprobe_write, struct file *file)
 	__u32 dev;
 	const struct dk_dev_roots *roots;
 	__u64 id = bpf_get_current_pid_tgid();
+	__u64 ptr = (__u64)file;
 	int stale = bpf_map_lookup_elem(&dk_inflight, &id) != NULL;
+	int watched = watched_device(BPF_CORE_READ(file, f_path.dentry), &dev, &roots);
 
+	/* Compat: materialise the verdict before branching on it, else clang threads the map
+	 * lookup's result straight into the update block it lays out above (a backward jump). */
+	dk_keep_compares(watched);
+	if (watched) {
+		if (bpf_map_update_elem(&dk_inflight, &id, &ptr, BPF_ANY))
+			count_lost();
+	} else if (stale) {
+		bpf_map_delete_elem(&dk_inflight, &id);
+	}
 	if (stale)
 		count_stat(DK_STAT_MISSED_RETURN);
-	if (!watched_device(BPF_CORE_READ(file, f_path.dentry), &dev, &roots)) {
-		if (stale)
-			bpf_map_delete_elem(&dk_inflight, &id);
-		return 0;
-	}
-	__u64 ptr = (__u64)file;
-
-	if (bpf_map_update_elem(&dk_inflight, &id, &ptr, BPF_ANY))
-		count_lost();
 	return 0;
 }
 
