@@ -101,13 +101,13 @@ impl Metrics {
         let lost = active
             .and_then(|a| a.lost_events.as_ref())
             .map_or(0, |c| c.load(Ordering::Relaxed));
-        family(
+        single(
             &mut out,
             "diffkeeper_lost_events_total",
             "counter",
             "Events the kernel dropped because the eBPF ring buffer was full (raise --ringbuf-bytes).",
+            lost,
         );
-        let _ = writeln!(out, "diffkeeper_lost_events_total {lost}");
         family(
             &mut out,
             "diffkeeper_unreported_changes_total",
@@ -124,38 +124,26 @@ impl Metrics {
                 stat.as_str()
             );
         }
-        family(
+        single(
             &mut out,
             "diffkeeper_inotify_overflows_total",
             "counter",
             "inotify queue overflows (events were lost; the watches were re-scanned).",
+            self.inotify_overflows.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "diffkeeper_inotify_overflows_total {}",
-            self.inotify_overflows.load(Ordering::Relaxed)
-        );
-        family(
+        single(
             &mut out,
             "diffkeeper_inotify_dropped_events_total",
             "counter",
             "inotify events dropped because the journal did not keep up (its output blocked or too slow).",
+            self.inotify_dropped.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "diffkeeper_inotify_dropped_events_total {}",
-            self.inotify_dropped.load(Ordering::Relaxed)
-        );
-        family(
+        single(
             &mut out,
             "diffkeeper_ebpf_coverage_fallbacks_total",
             "counter",
             "Switches from eBPF to inotify while running: a watched directory was replaced, or a file system mounted below one.",
-        );
-        let _ = writeln!(
-            out,
-            "diffkeeper_ebpf_coverage_fallbacks_total {}",
-            self.coverage_fallbacks.load(Ordering::Relaxed)
+            self.coverage_fallbacks.load(Ordering::Relaxed),
         );
         family(
             &mut out,
@@ -209,6 +197,12 @@ impl Metrics {
 /// Writes the `# HELP` and `# TYPE` lines of one metric family.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A family with one unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// Binds `addr` and answers requests on background threads. Returns the bound address (useful
