@@ -27,13 +27,14 @@ result_port=/dev/ttyS1
 # shellcheck disable=SC1091 # only in the arm64 initramfs
 [ -r /vm/arch.sh ] && . /vm/arch.sh
 # A virtio console's node can exist before its port opens (ENODEV), most often on a loaded
-# host; a failed `exec 3>` would end /init and panic the guest, so wait for it in a subshell.
+# host. The port is opened once and kept open (no probing open/close: the last close of a
+# virtio console port tells the host it went away), and through `command`, because a failed
+# redirection on a plain `exec` ends the shell, and this shell is /init.
 for _ in $(seq 200); do
-    (: >"$result_port") 2>/dev/null && break
+    command exec 3>"$result_port" && break
     sleep 0.05
 done
 stty -F "$result_port" raw -echo 2>/dev/null
-exec 3>"$result_port"
 
 uptime_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}"; }
 

@@ -335,10 +335,9 @@ def arch_segment(kernel: Arm64Kernel) -> bytes:
     lines += [
         "result_port=/dev/hvc0",
         # The node appears before the port is ready (ENODEV on open until the host side has
-        # answered on the control queue): wait until it opens, not until it exists. A subshell:
-        # a failed redirection of a special builtin ends the shell itself, and this is /init.
-        "for _ in $(seq 200); do (: >$result_port) 2>/dev/null && break; sleep 0.05; done",
-        '(: >$result_port) 2>/dev/null || echo "arch.sh: $result_port does not open" >/dev/console',
+        # answered on the control queue); /init opens it once, retrying until it opens.
+        "for _ in $(seq 200); do [ -c $result_port ] && break; sleep 0.05; done",
+        '[ -c $result_port ] || echo "arch.sh: $result_port did not appear" >/dev/console',
     ]
     cpio.data("vm/arch.sh", ("\n".join(lines) + "\n").encode())
     return cpio.finish()
