@@ -1,5 +1,5 @@
 //! Real eBPF on this kernel (root, tracepoint mode): the journal never names a change with a
-//! path the kernel side could not assemble truly (issue 10, items 6, 8 and 11).
+//! path the kernel side could not assemble truly: unnamed files, truncated paths, 32-bit callers.
 //!
 //! * a path longer than the kernel sends is flagged `truncated`, one too deep for the walk is
 //!   counted, neither is journaled as another path;

@@ -1,4 +1,4 @@
-"""VM rows for state dirs on btrfs (issue 10 item 2): kprobe (and fentry where the kernel attaches
+"""VM rows for state dirs on btrfs (root identity as the kernel sees it): kprobe (and fentry where the kernel attaches
 it) on a loop-mounted btrfs image, on every guest kernel. The build host has neither kprobes nor
 fentry, so sidecar/tests/filesystems.rs covers btrfs there in tracepoint mode only.
 

@@ -404,7 +404,7 @@ def broken_case() -> Case:
     )
 
 
-# The operations scenario (issue 10 items 5, 6): every eBPF mode with the system BTF, and the
+# The operations scenario (failed operations, link/symlink/O_TMPFILE): every eBPF mode with the system BTF, and the
 # compat object's kprobe mode; only completed operations and true names may be journaled.
 OPS_MODES = ["kprobe", "fentry", "tracepoint"]
 
