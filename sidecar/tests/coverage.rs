@@ -38,16 +38,7 @@ fn start(state: &Path, scratch: &Scratch) -> Run {
         .arg(&journal)
         .stdout(Stdio::null());
     let mut sidecar = SidecarProcess::spawn(&mut cmd).unwrap();
-    let line = sidecar.wait_for("serving http://", READY).unwrap();
-    let addr = line
-        .split_once("http://")
-        .unwrap()
-        .1
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = sidecar.metrics_addr(READY).unwrap();
     let backend = sidecar
         .wait_ready(READY)
         .unwrap_or_else(|e| panic!("{e}\n{}", sidecar.log()));

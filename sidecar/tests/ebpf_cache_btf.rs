@@ -4,8 +4,11 @@
 
 mod ebpf_common;
 
-use diffkeeper_sidecar::change::{self, Family};
-use diffkeeper_sidecar::ebpf::{self, AttachMode, Cause, EbpfUnavailable};
+use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
+
+use diffkeeper_sidecar::change::{self, Change, Family};
+use diffkeeper_sidecar::ebpf::{self, AttachMode, Cause, EbpfUnavailable, FamilyFailure};
 use diffkeeper_tests::btf::system_btf;
 use diffkeeper_tests::btf_edit::shift_member;
 use diffkeeper_tests::mountns::hide_system_btf_in_this_thread;
@@ -45,27 +48,8 @@ fn canary_rejects_a_cached_btf_with_a_wrong_member_offset() {
     // The programs read dentry.d_name.name; 64 bits further is another pointer (d_inode on
     // 6.x), so names come back as garbage while every load and attach succeeds.
     shift_member(&mut edited, "dentry", "d_name", 64).unwrap();
-    hide_system_btf_in_this_thread();
-    let scratch = Scratch::new("canary-btf");
-    let root = scratch.dir("state");
-    let cfg = config(AttachMode::Tracepoint, &scratch, vec![root]);
-    let cached = cfg
-        .btf_cache_dir
-        .join(format!("{}.btf", cfg.kernel_release));
-    std::fs::write(&cached, &edited).unwrap();
-
-    let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
-    let err = match ebpf::start(&cfg, tx) {
-        Ok(session) => panic!(
-            "a BTF with a wrong d_name offset passed the canary ({:?})",
-            session.backend()
-        ),
-        Err(e) => e,
-    };
-    let EbpfUnavailable::Families(failures) = &err else {
-        panic!("expected the tracepoint family to fail, got {err}");
-    };
-    assert_eq!(failures.len(), 1, "{err}");
+    let refused = start_refused("canary-btf", &edited, "a wrong d_name offset");
+    let (err, failures) = (&refused.err, refused.failures());
     assert_eq!(failures[0].family, Family::Tracepoint, "{err}");
     assert!(
         matches!(failures[0].failure.cause, Cause::Canary(_)),
@@ -85,11 +69,11 @@ fn canary_rejects_a_cached_btf_with_a_wrong_member_offset() {
     );
     let warned = logs_containing(&format!(
         "[eBPF] the BTF {} does not match this kernel",
-        cached.display()
+        refused.cached.display()
     ));
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(
-        rx.try_recv().is_err(),
+        refused.changes.try_recv().is_err(),
         "canary events must not reach the sink"
     );
 }
@@ -102,32 +86,55 @@ fn canary_rejects_a_cached_btf_that_breaks_only_creates() {
     capture_logs();
     let mut edited = system_btf().to_vec();
     shift_member(&mut edited, "file", "f_mode", -32).unwrap();
-    hide_system_btf_in_this_thread();
-    let scratch = Scratch::new("canary-fmode");
-    let root = scratch.dir("state");
-    let cfg = config(AttachMode::Tracepoint, &scratch, vec![root]);
-    let cached = cfg
-        .btf_cache_dir
-        .join(format!("{}.btf", cfg.kernel_release));
-    std::fs::write(&cached, &edited).unwrap();
-
-    let (tx, _rx) = change::queue(change::QUEUE_CAPACITY);
-    let err = match ebpf::start(&cfg, tx) {
-        Ok(session) => panic!(
-            "a BTF with a wrong file.f_mode offset passed the canary ({:?})",
-            session.backend()
-        ),
-        Err(e) => e,
-    };
-    let EbpfUnavailable::Families(failures) = &err else {
-        panic!("expected the tracepoint family to fail, got {err}");
-    };
-    assert_eq!(failures.len(), 1, "{err}");
+    let refused = start_refused("canary-fmode", &edited, "a wrong file.f_mode offset");
+    let failures = refused.failures();
     let text = failures[0].to_string();
     assert!(
         text.starts_with("tracepoint: canary check failed: no event for the canary's create of"),
         "{text}"
     );
+}
+
+/// A start that the canary refused, with what it left behind.
+struct Refused {
+    err: EbpfUnavailable,
+    cached: PathBuf,
+    changes: Receiver<Change>,
+    _scratch: Scratch,
+}
+
+impl Refused {
+    /// The one family tried (tracepoint), which must be the only failure.
+    fn failures(&self) -> &[FamilyFailure] {
+        let EbpfUnavailable::Families(failures) = &self.err else {
+            panic!("expected the tracepoint family to fail, got {}", self.err);
+        };
+        assert_eq!(failures.len(), 1, "{}", self.err);
+        failures
+    }
+}
+
+/// Starts tracepoint mode with `btf` as the cached BTF and sysfs BTF hidden; a BTF with `what`
+/// must not pass the canary.
+fn start_refused(tag: &str, btf: &[u8], what: &str) -> Refused {
+    hide_system_btf_in_this_thread();
+    let scratch = Scratch::new(tag);
+    let root = scratch.dir("state");
+    let cfg = config(AttachMode::Tracepoint, &scratch, vec![root]);
+    let cached = write_cached_btf(&cfg, btf);
+    let (tx, changes) = change::queue(change::QUEUE_CAPACITY);
+    match ebpf::start(&cfg, tx) {
+        Ok(session) => panic!(
+            "a BTF with {what} passed the canary ({:?})",
+            session.backend()
+        ),
+        Err(err) => Refused {
+            err,
+            cached,
+            changes,
+            _scratch: scratch,
+        },
+    }
 }
 
 #[test]

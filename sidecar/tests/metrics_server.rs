@@ -63,16 +63,7 @@ fn probes_are_answered_at_once_beside_slow_idle_and_surplus_clients() {
         .arg(scratch.path().join("journal.jsonl"))
         .stdout(Stdio::null());
     let mut sidecar = SidecarProcess::spawn(&mut cmd).expect("run diffkeeper-sidecar");
-    let line = sidecar.wait_for("serving http://", READY_TIMEOUT).unwrap();
-    let addr: SocketAddr = line
-        .split_once("http://")
-        .unwrap()
-        .1
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = sidecar.metrics_addr(READY_TIMEOUT).unwrap();
     assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "inotify");
 
     // A client that trickles a never-ending request, one byte every 200 ms.

@@ -2,12 +2,10 @@
 //! ext4 and XFS images, tmpfs and overlayfs, mounted in the calling thread's private mount
 //! namespace so nothing outside the test sees them (they go away with the thread).
 
-use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::mount::{mount, MsFlags};
-use nix::sched::{unshare, CloneFlags};
 
 /// The kinds of file system a state directory is tried on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,15 +34,8 @@ impl Fs {
 /// Gives the calling thread (and the processes it starts) a private mount namespace with `/`
 /// private, so mounts made from now on are seen by this thread and its children only.
 pub fn private_mounts_in_this_thread() {
-    unshare(CloneFlags::CLONE_NEWNS).expect("unshare(CLONE_NEWNS) (needs root)");
-    mount(
-        None::<&CStr>,
-        c"/",
-        None::<&CStr>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&CStr>,
-    )
-    .expect("make / private");
+    crate::mountns::private_mount_namespace()
+        .expect("unshare(CLONE_NEWNS) and a private / (needs root)");
 }
 
 /// A mounted file system, unmounted (lazily) when dropped: drop it before the scratch directory

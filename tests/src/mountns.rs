@@ -55,19 +55,25 @@ pub fn hide_system_btf_in_this_thread() {
 
 /// unshare(CLONE_NEWNS), make `/` private, mount an empty tmpfs on `/sys/kernel/btf`.
 fn cover_system_btf() -> nix::Result<()> {
+    private_mount_namespace()?;
+    mount(
+        Some(c"tmpfs"),
+        c"/sys/kernel/btf",
+        Some(c"tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&CStr>,
+    )
+}
+
+/// unshare(CLONE_NEWNS) for the calling thread and make `/` private in it, so mounts made from
+/// now on are seen by this thread and its children only.
+pub fn private_mount_namespace() -> nix::Result<()> {
     unshare(CloneFlags::CLONE_NEWNS)?;
     mount(
         None::<&CStr>,
         c"/",
         None::<&CStr>,
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&CStr>,
-    )?;
-    mount(
-        Some(c"tmpfs"),
-        c"/sys/kernel/btf",
-        Some(c"tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&CStr>,
     )
 }

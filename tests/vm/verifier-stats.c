@@ -41,16 +41,11 @@ static const char *reason(char *log)
 	return found;
 }
 
-static int load_one(const char *path, const char *btf, const char *only)
+/* Loads nothing but `only` of obj (the others' autoload off); returns it (NULL if absent). */
+static struct bpf_program *only_program(struct bpf_object *obj, const char *only)
 {
-	LIBBPF_OPTS(bpf_object_open_opts, opts, .btf_custom_path = btf);
-	struct bpf_object *obj = bpf_object__open_file(path, &opts);
 	struct bpf_program *prog, *target = NULL;
 
-	if (!obj) {
-		printf("VERIFIER open %s failed: %s\n", path, strerror(errno));
-		return 1;
-	}
 	bpf_object__for_each_program(prog, obj) {
 		int me = strcmp(bpf_program__name(prog), only) == 0;
 
@@ -58,6 +53,20 @@ static int load_one(const char *path, const char *btf, const char *only)
 		if (me)
 			target = prog;
 	}
+	return target;
+}
+
+static int load_one(const char *path, const char *btf, const char *only)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, opts, .btf_custom_path = btf);
+	struct bpf_object *obj = bpf_object__open_file(path, &opts);
+	struct bpf_program *target;
+
+	if (!obj) {
+		printf("VERIFIER open %s failed: %s\n", path, strerror(errno));
+		return 1;
+	}
+	target = only_program(obj, only);
 	log_buf[0] = '\0';
 	/* Statistics only, so the buffer cannot overflow on success. */
 	bpf_program__set_log_level(target, 4);
@@ -82,13 +91,7 @@ static int load_one(const char *path, const char *btf, const char *only)
 
 	/* Again with the plain log (level 1) for the reason. */
 	obj = bpf_object__open_file(path, &opts);
-	bpf_object__for_each_program(prog, obj) {
-		int me = strcmp(bpf_program__name(prog), only) == 0;
-
-		bpf_program__set_autoload(prog, me);
-		if (me)
-			target = prog;
-	}
+	target = only_program(obj, only);
 	log_buf[0] = '\0';
 	bpf_program__set_log_level(target, 1);
 	bpf_program__set_log_buf(target, log_buf, sizeof(log_buf));

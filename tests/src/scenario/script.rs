@@ -14,41 +14,38 @@ use super::{covers, journal_op, WRITER_COMM};
 /// Makes the changes on a thread named [`WRITER_COMM`] and returns the expected journal lines
 /// (without `ts`) for `backend`.
 pub(super) fn perform(state: &Path, outside: &Path, backend: &str) -> Result<Vec<Value>, String> {
-    let (state, outside, backend) = (state.to_owned(), outside.to_owned(), backend.to_owned());
-    std::thread::Builder::new()
-        .name(WRITER_COMM.into())
-        .spawn(move || {
-            let mut script = Script {
-                root: state,
-                backend,
-                expected: Vec::new(),
-            };
-            script.inside().map_err(|e| e.to_string())?;
-            Script::outside(&outside).map_err(|e| format!("outside the watched directory: {e}"))?;
-            script.after_outside().map_err(|e| e.to_string())?;
-            Ok(script.expected)
-        })
-        .map_err(|e| format!("cannot start the writer thread: {e}"))?
-        .join()
-        .map_err(|_| "the writer thread panicked".to_string())?
+    let outside = outside.to_owned();
+    on_writer_thread(state, backend, move |script| {
+        script.inside().map_err(|e| e.to_string())?;
+        Script::outside(&outside).map_err(|e| format!("outside the watched directory: {e}"))?;
+        script.after_outside().map_err(|e| e.to_string())
+    })
 }
 
 /// The operations scenario (`--ops`), on a thread named [`WRITER_COMM`]: returns the expected
 /// journal lines for `backend`. Each failing operation must leave no line: the kprobe and
 /// fentry families see its security hook, which runs before it fails.
 pub(super) fn perform_ops(state: &Path, backend: &str) -> Result<Vec<Value>, String> {
-    let (state, backend) = (state.to_owned(), backend.to_owned());
+    on_writer_thread(state, backend, |script| {
+        script.ops().map_err(|e| e.to_string())
+    })
+}
+
+/// Runs `changes` on a thread named [`WRITER_COMM`] (the comm the journal must show) with a
+/// script rooted at `state`; returns the lines it expects.
+fn on_writer_thread(
+    state: &Path,
+    backend: &str,
+    changes: impl FnOnce(&mut Script) -> Result<(), String> + Send + 'static,
+) -> Result<Vec<Value>, String> {
+    let mut script = Script {
+        root: state.to_owned(),
+        backend: backend.to_owned(),
+        expected: Vec::new(),
+    };
     std::thread::Builder::new()
         .name(WRITER_COMM.into())
-        .spawn(move || {
-            let mut script = Script {
-                root: state,
-                backend,
-                expected: Vec::new(),
-            };
-            script.ops().map_err(|e| e.to_string())?;
-            Ok(script.expected)
-        })
+        .spawn(move || changes(&mut script).map(|()| script.expected))
         .map_err(|e| format!("cannot start the writer thread: {e}"))?
         .join()
         .map_err(|_| "the writer thread panicked".to_string())?

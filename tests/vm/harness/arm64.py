@@ -39,22 +39,8 @@ from .util import HarnessError, log, run
 QEMU = "qemu-system-aarch64"
 # pauth-impdef: the implementation-defined pointer-auth algorithm; the architected one (QARMA)
 # makes TCG boot ~4x slower. One UART (ttyAMA0, the console); the result port is a virtio console.
-QEMU_ARGS = [
-    "-accel",
-    "tcg,thread=multi",
-    "-M",
-    "virt",
-    "-cpu",
-    "max,pauth-impdef=on",
-    "-m",
-    "1G",
-    "-smp",
-    "2",
-    "-nographic",
-    "-no-reboot",
-    "-nodefaults",
-]
-KERNEL_CMDLINE = "console=ttyAMA0 panic=-1 oops=panic quiet rdinit=/init"
+QEMU_ARGS = ["-M", "virt", "-cpu", "max,pauth-impdef=on", *qemu.GUEST_ARGS]
+KERNEL_CMDLINE = qemu.kernel_cmdline("ttyAMA0")
 
 # Series -> regex over package names; group 1 is the kernel release (uname -r).
 SERIES = {

@@ -9,24 +9,19 @@ from pathlib import Path
 from .util import HarnessError, log
 
 QEMU = "qemu-system-x86_64"
-# -nodefaults drops the default serial/monitor; the two -serial files are ttyS0 and ttyS1.
-QEMU_ARGS = [
-    "-accel",
-    "tcg,thread=multi",
-    "-cpu",
-    "max",
-    "-M",
-    "pc",
-    "-m",
-    "1G",
-    "-smp",
-    "2",
-    "-nographic",
-    "-no-reboot",
-    "-nodefaults",
-]
-# quiet: printk to the emulated 8250 is slow; warnings, oopses and panics still reach the log.
-KERNEL_CMDLINE = "console=ttyS0 panic=-1 oops=panic quiet rdinit=/init"
+# Every guest: TCG, 1 GiB, 2 CPUs, no display, no reboot on panic (qemu exits), and no default
+# devices (-nodefaults drops the default serial and monitor; each guest adds its own ports).
+GUEST_ARGS = ["-accel", "tcg,thread=multi", "-m", "1G", "-smp", "2", "-nographic", "-no-reboot", "-nodefaults"]
+# The x86_64 machine; its two -serial files are ttyS0 and ttyS1.
+QEMU_ARGS = ["-cpu", "max", "-M", "pc", *GUEST_ARGS]
+
+
+def kernel_cmdline(console: str) -> str:
+    # quiet: printk to an emulated UART is slow; warnings, oopses and panics still reach the log.
+    return f"console={console} panic=-1 oops=panic quiet rdinit=/init"
+
+
+KERNEL_CMDLINE = kernel_cmdline("ttyS0")
 
 
 @dataclasses.dataclass
