@@ -106,6 +106,18 @@ impl EventSource {
                     batch,
                     order,
                 } = perf;
+                // One CPU's records are already in order: route them straight from its buffer,
+                // without the copy and the sort (a flooding writer mostly stays on one CPU).
+                if buffers.iter().filter(|b| b.readable()).count() <= 1 {
+                    for buffer in buffers.iter_mut().filter(|b| b.readable()) {
+                        buffer.for_each(|event| {
+                            if let PerfEvent::Sample { head, tail } = event {
+                                route_sample(head, tail, batch, &mut route);
+                            }
+                        });
+                    }
+                    return;
+                }
                 batch.clear();
                 order.clear();
                 for buffer in buffers.iter_mut().filter(|b| b.readable()) {
@@ -125,6 +137,19 @@ impl EventSource {
                 }
             }
         }
+    }
+}
+
+/// Routes one sample; a record that wraps around the buffer's end (`tail` non-empty) is made
+/// whole in `scratch` first.
+fn route_sample(head: &[u8], tail: &[u8], scratch: &mut Vec<u8>, route: &mut impl FnMut(&[u8])) {
+    if tail.is_empty() {
+        route(head);
+    } else {
+        scratch.clear();
+        scratch.extend_from_slice(head);
+        scratch.extend_from_slice(tail);
+        route(scratch);
     }
 }
 
