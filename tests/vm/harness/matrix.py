@@ -456,7 +456,7 @@ def ops_cases() -> list[Case]:
 
 def all_cases() -> list[Case]:
     """Every matrix case, in guest run order."""
-    from . import btrfs, bundle  # noqa: PLC0415 (both import this module)
+    from . import btrfs, bundle, ext4  # noqa: PLC0415 (they import this module)
 
     return [
         *verifier.verifier_cases(),
@@ -467,5 +467,6 @@ def all_cases() -> list[Case]:
         *init_cases(),
         *bundle.cases(),
         *btrfs.cases(),
+        *ext4.cases(),
         *selftest_cases(),
     ]
