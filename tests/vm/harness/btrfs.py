@@ -203,25 +203,6 @@ def _short(line: dict) -> str:
     return text
 
 
-def _scenario_problem(name: str, text: str, want: str, release: str) -> tuple[str, str]:
-    """(problem, events) of a diffkeeper-scenario part."""
-    summary = matrix.scenario_summary(text)
-    events = f"{summary.get('events')}/{summary.get('expected')}" if summary else "-"
-    if not summary:
-        return f"{name}: no SCENARIO line", events
-    problems = [
-        f"{name}: scenario {summary.get('result')}: {summary.get('reason')}"
-        if summary.get("result") != "pass"
-        else "",
-        f"{name}: backend {summary.get('observed_backend')} instead of {want}"
-        if summary.get("observed_backend") != want
-        else "",
-        f"{name}: the scenario expected no journal lines" if not summary.get("expected") else "",
-        matrix._object_problem("system", release, "", text),
-    ]
-    return "; ".join(p for p in problems if p), events
-
-
 def journal_fields(text: str) -> list[dict]:
     """journal_lines with only the fields the checks compare (no ts, pid, comm)."""
     return [{k: j[k] for k in ("backend", "op", "path", "from", "bytes") if k in j} for j in journal_lines(text)]
@@ -281,8 +262,8 @@ def _check(mode: str):
         want = expected_backend(mode, release)
         ev = evidence(out)
         p = parts(out.output)
-        top, top_events = _scenario_problem("top-level dir", p.get("top", ""), want, release)
-        sub, sub_events = _scenario_problem("dir in a subvolume", p.get("sub", ""), want, release)
+        top, top_events = matrix.scenario_part_problem("top-level dir", p.get("top", ""), want, release)
+        sub, sub_events = matrix.scenario_part_problem("dir in a subvolume", p.get("sub", ""), want, release)
         both, both_events = _both_problem(p.get("both", ""), want)
         setup = [
             f"setup: {ev.get('setup')}" if ev.get("setup") != "ok" else "",
