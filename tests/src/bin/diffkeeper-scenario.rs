@@ -104,7 +104,8 @@ const EXT4_IOC_SHUTDOWN: u32 = 0x8004_587d;
 fn shutdown_fs(dir: &OsString) -> ExitCode {
     use std::os::fd::AsRawFd;
     let result = std::fs::File::open(dir).and_then(|file| {
-        let flags: u32 = 0; // EXT4_GOING_FLAGS_DEFAULT
+        // EXT4_GOING_FLAGS_DEFAULT.
+        let flags: u32 = 0;
         // SAFETY: a live descriptor and a pointer to a u32 the kernel only reads.
         let rc = unsafe { nix::libc::ioctl(file.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flags) };
         if rc == 0 {
