@@ -33,6 +33,11 @@ Usage: diffkeeper-scenario --sidecar PATH --expect-backend B [OPTIONS] [-- SIDEC
   --verbose               copy the sidecar's log to stderr (it is always copied on failure)
   -- SIDECAR_ARGS...      appended to: --state-dir DIR --coalesce-ms 0 --journal FILE
 
+Or: diffkeeper-scenario --shutdown-fs DIR
+  shut the ext4 file system holding DIR down (EXT4_IOC_SHUTDOWN, flags 0: frozen, marked shut
+  down, thawed; it stays mounted read-write) and exit, so that an unlink on it passes the VFS
+  checks and its security hook, then fails in ext4_unlink with EIO (the VM ext4 rows)
+
 Output: one line on stdout,
   SCENARIO {\"backend\":B,\"observed_backend\":..,\"result\":\"pass\"|\"fail\",\"reason\":..,
             \"events\":N,\"expected\":M,\"exit_code\":..,\"stop_ms\":..,\"diff\":[\"-missing\",\"+unexpected\",..]}
@@ -92,8 +97,40 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
     Ok(Some(Cli { options, verbose }))
 }
 
+/// EXT4_IOC_SHUTDOWN: _IOR('X', 125, __u32) (fs/ext4/ext4.h; the same number on x86_64 and
+/// aarch64).
+const EXT4_IOC_SHUTDOWN: u32 = 0x8004_587d;
+
+fn shutdown_fs(dir: &OsString) -> ExitCode {
+    use std::os::fd::AsRawFd;
+    let result = std::fs::File::open(dir).and_then(|file| {
+        // EXT4_GOING_FLAGS_DEFAULT.
+        let flags: u32 = 0;
+        // SAFETY: a live descriptor and a pointer to a u32 the kernel only reads.
+        let rc = unsafe { nix::libc::ioctl(file.as_raw_fd(), EXT4_IOC_SHUTDOWN as _, &flags) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("diffkeeper-scenario: --shutdown-fs {dir:?}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = match parse(std::env::args_os().skip(1).collect()) {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if let [flag, dir] = &args[..] {
+        if flag == "--shutdown-fs" {
+            return shutdown_fs(dir);
+        }
+    }
+    let cli = match parse(args) {
         Ok(Some(cli)) => cli,
         Ok(None) => {
             print!("{HELP}");

@@ -138,8 +138,8 @@ def host_btf_variants(t: Target, args, work: Path) -> dict[str, Path]:
         )
     if "bundle" in wanted:
         made["bundle"] = bundle.make(kernel, work)
-    if "btrfs" in wanted:
-        made["btrfs"] = btrfs.make(kernel, work)
+    if "disk" in wanted:
+        made["disk"] = btrfs.make(kernel, work)
     if "broken" in wanted:
         made["broken"] = work / f"{kernel.release}.broken.btf"
         run(

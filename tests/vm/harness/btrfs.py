@@ -5,9 +5,11 @@ fentry, so sidecar/tests/filesystems.rs covers btrfs there in tracepoint mode on
 Host side (`make`): a 64 MiB btrfs image made with mkfs.btrfs and filled through a loop mount in
 a private mount namespace (needs root and btrfs-progs), gzipped, and the kernel's own `loop` and
 `btrfs` modules with their dependencies (from the .modinfo of each, uncompressed for busybox
-insmod) taken from the same Debian kernel package the guest boots. Both go to the guest packed in
-one tar file as the "btrfs" BTF variant, /vm/btf/btrfs/<release>.btf (the file is a tar, not a
-BTF). The image's layout:
+insmod) taken from the same Debian kernel package the guest boots. They go to the guest packed in
+one tar file, the disk pack, with a small ext4 image (mkfs.ext4 on a plain file, empty; ext4 is
+built into these kernels) for the ext4 rows (ext4.py), as the "disk" BTF variant,
+/vm/btf/disk/<release>.btf (the file is a tar, not a BTF; the guest's load_disk_pack unpacks it
+and loads the modules). The btrfs image's layout:
 
     top/                 a directory in the top-level subvolume    (scenario 1)
     top/both             a root for the two-root run               (inode 258)
@@ -32,7 +34,6 @@ import gzip
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import tarfile
@@ -40,12 +41,13 @@ import tempfile
 from pathlib import Path
 
 from . import matrix
-from .case import Case, Verdict, _finished, _verdict, evidence, ready_backend
+from .case import Case, Verdict, _finished, _verdict, evidence, parts, ready_backend
 from .qemu import CaseOutput
 from .util import HarnessError
 
 MODULES = ("loop", "btrfs")
 IMAGE_MIB = 64  # the smallest btrfs mkfs.btrfs makes with single data and metadata is ~40 MiB
+EXT4_MIB = 8
 MOUNT = "/mnt/dk-btrfs"  # where the guest mounts the image (btrfs.sh)
 # The two-root run: (root, inode the host checked); the sidecar refuses two roots with the same
 # (s_dev, inode), and inode numbers restart in every subvolume.
@@ -118,8 +120,23 @@ def _modules(kernel) -> list[Path]:
     return _modules(kernel)
 
 
+def _ext4_image(work: Path) -> bytes:
+    """A gzipped empty ext4 image (no mount needed: the guest fills it)."""
+    if shutil.which("mkfs.ext4") is None:
+        raise HarnessError("mkfs.ext4 not found: the ext4 rows need e2fsprogs")
+    img = work / "ext4.img"
+    subprocess.run(["truncate", "-s", f"{EXT4_MIB}M", str(img)], check=True)
+    res = subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise HarnessError(f"mkfs.ext4 failed: {res.stderr.strip()[-400:]}")
+    data = gzip.compress(img.read_bytes(), compresslevel=6)
+    img.unlink()
+    return data
+
+
 def make(kernel, work: Path) -> Path:
-    """The tar the guest unpacks: modules/NN-name.ko, modules.order, btrfs.img.gz."""
+    """The disk pack the guest unpacks: modules/NN-name.ko, modules.order, btrfs.img.gz,
+    ext4.img.gz."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
 
@@ -133,7 +150,8 @@ def make(kernel, work: Path) -> Path:
             add(f"modules/{ko.name}", ko.read_bytes())
         add("modules.order", "".join(f"{ko.name}\n" for ko in modules).encode())
         add("btrfs.img.gz", _image(work))
-    out = work / f"{kernel.release}.btrfs.tar"
+        add("ext4.img.gz", _ext4_image(work))
+    out = work / f"{kernel.release}.disk.tar"
     out.write_bytes(buf.getvalue())
     return out
 
@@ -148,18 +166,6 @@ def expected_backend(mode: str, release: str) -> str:
         if not release.endswith("-arm64") or matrix.kernel_version(release) >= (6, 4):
             return "fentry"
     return "kprobe"
-
-
-def parts(text: str) -> dict[str, str]:
-    """The guest output split at its `== part NAME: ...` lines."""
-    found: dict[str, str] = {}
-    name = ""
-    for line in text.splitlines(keepends=True):
-        m = re.match(r"^== part (\w+):", line)
-        if m:
-            name = m.group(1)
-        found[name] = found.get(name, "") + line
-    return found
 
 
 def journal_lines(text: str) -> list[dict]:
@@ -197,30 +203,26 @@ def _short(line: dict) -> str:
     return text
 
 
-def _scenario_problem(name: str, text: str, want: str, release: str) -> tuple[str, str]:
-    """(problem, events) of a diffkeeper-scenario part."""
-    summary = matrix.scenario_summary(text)
-    events = f"{summary.get('events')}/{summary.get('expected')}" if summary else "-"
-    if not summary:
-        return f"{name}: no SCENARIO line", events
-    problems = [
-        f"{name}: scenario {summary.get('result')}: {summary.get('reason')}"
-        if summary.get("result") != "pass"
-        else "",
-        f"{name}: backend {summary.get('observed_backend')} instead of {want}"
-        if summary.get("observed_backend") != want
-        else "",
-        f"{name}: the scenario expected no journal lines" if not summary.get("expected") else "",
-        matrix._object_problem("system", release, "", text),
-    ]
-    return "; ".join(p for p in problems if p), events
+def journal_fields(text: str) -> list[dict]:
+    """journal_lines with only the fields the checks compare (no ts, pid, comm)."""
+    return [{k: j[k] for k in ("backend", "op", "path", "from", "bytes") if k in j} for j in journal_lines(text)]
+
+
+def journal_problem(what: str, got: list[dict], wanted: list[dict]) -> str:
+    """"" when the journal lines `got` are exactly `wanted`, in order; else what differs."""
+    if got == wanted:
+        return ""
+    missing = [_short(w) for w in wanted if w not in got]
+    extra = [_short(m) for m in got if m not in wanted]
+    order = "" if missing or extra else " (in another order)"
+    return f"{what} differs{order}: missing {missing}, unexpected {extra}"
 
 
 def _both_problem(text: str, want: str) -> tuple[str, str]:
     """(problem, events) of the two-root run: exactly the expected lines, per root in order."""
     roots = [f"{MOUNT}/{r}" for r in BOTH_ROOTS]
     expected = [dict(e, backend=want) for r in roots for e in expected_changes(r)]
-    got = [{k: j[k] for k in ("backend", "op", "path", "from", "bytes") if k in j} for j in journal_lines(text)]
+    got = journal_fields(text)
     events = f"{len(got)}/{len(expected)}"
     seen = ready_backend(text)
     problems = [f"two roots: backend {seen or 'none'} instead of {want}" if seen != want else ""]
@@ -228,11 +230,7 @@ def _both_problem(text: str, want: str) -> tuple[str, str]:
     for root in roots:
         mine = [g for g in got if g.get("path", "").startswith(root + "/")]
         wanted = [e for e in expected if e["path"].startswith(root + "/")]
-        if mine != wanted:
-            missing = [_short(w) for w in wanted if w not in mine]
-            extra = [_short(m) for m in mine if m not in wanted]
-            order = "" if missing or extra else " (in another order)"
-            problems.append(f"two roots: journal under {root} differs{order}: missing {missing}, unexpected {extra}")
+        problems.append(journal_problem(f"two roots: journal under {root}", mine, wanted))
     stray = [g for g in got if not any(g.get("path", "").startswith(r + "/") for r in roots)]
     if stray:
         problems.append(f"two roots: lines outside both roots: {stray}")
@@ -264,8 +262,8 @@ def _check(mode: str):
         want = expected_backend(mode, release)
         ev = evidence(out)
         p = parts(out.output)
-        top, top_events = _scenario_problem("top-level dir", p.get("top", ""), want, release)
-        sub, sub_events = _scenario_problem("dir in a subvolume", p.get("sub", ""), want, release)
+        top, top_events = matrix.scenario_part_problem("top-level dir", p.get("top", ""), want, release)
+        sub, sub_events = matrix.scenario_part_problem("dir in a subvolume", p.get("sub", ""), want, release)
         both, both_events = _both_problem(p.get("both", ""), want)
         setup = [
             f"setup: {ev.get('setup')}" if ev.get("setup") != "ok" else "",
@@ -299,7 +297,7 @@ def cases() -> list[Case]:
             _check(mode),
             timeout=150,
             needs=("diffkeeper-sidecar", "diffkeeper-scenario"),
-            btf_variants=("btrfs",),
+            btf_variants=("disk",),
             expect_on=lambda release, mode=mode: f"{expected_backend(mode, release)} x3, inotify",
             args_on=lambda release, mode=mode: [mode, expected_backend(mode, release)],
         )

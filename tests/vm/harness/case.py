@@ -31,7 +31,7 @@ class Case:
     check: Callable[[CaseOutput, str], Verdict]  # (output, kernel release)
     timeout: int = CASE_TIMEOUT
     needs: tuple = ()  # binaries from the bin dir the case runs
-    btf_variants: tuple = ()  # BTF files the host makes for the guest: "min", "broken"
+    btf_variants: tuple = ()  # files the host makes for the guest: "min", "broken", "bundle", "disk"
     # Why this case is expected to fail on this platform ("" = must pass). It runs and is checked
     # all the same: XFAIL when it fails without a hard problem, XPASS (a failure) when it passes.
     xfail: str = ""
@@ -57,6 +57,18 @@ READY_PREFIX = "diffkeeper-sidecar ready: backend="
 def ready_backend(text: str) -> str:
     found = re.findall(re.escape(READY_PREFIX) + r"(\w+)", text)
     return found[-1] if found else ""
+
+
+def parts(text: str) -> dict[str, str]:
+    """The guest output split at its `== part NAME: ...` lines ("" holds what came before)."""
+    found: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines(keepends=True):
+        m = re.match(r"^== part (\w+):", line)
+        if m:
+            name = m.group(1)
+        found[name] = found.get(name, "") + line
+    return found
 
 
 def _verdict(seen: str, events: str, problems: list[str], hard: list[str] = ()) -> Verdict:

@@ -6,7 +6,6 @@
 # subvolume below it, which must fall back to inotify and say why.
 . /vm/lib.sh
 mode=$1 expect=$2
-pack=/vm/btf/btrfs/$RELEASE.btf # a tar, not a BTF (the harness's variant mechanism)
 mnt=/mnt/dk-btrfs
 img=/tmp/dk-btrfs.img
 cache=/tmp/case/btf-cache
@@ -17,13 +16,7 @@ umount -d "$mnt" 2>/dev/null
 mkdir -p "$mnt" "$cache" "$unpacked"
 
 setup() {
-    tar -xf "$pack" -C "$unpacked" || return 1
-    for ko in $(cat "$unpacked/modules.order"); do
-        name=${ko#*-}
-        name=${name%.ko}
-        [ -d "/sys/module/$name" ] && continue # loaded by an earlier case
-        insmod "$unpacked/modules/$ko" || { echo "insmod $ko failed"; return 1; }
-    done
+    load_disk_pack "$unpacked" || return 1
     grep -qw btrfs /proc/filesystems || { echo "no btrfs in /proc/filesystems"; return 1; }
     zcat "$unpacked/btrfs.img.gz" >"$img" || return 1
     mount -t btrfs -o loop "$img" "$mnt" || { echo "mount -o loop failed"; return 1; }
@@ -33,35 +26,6 @@ if setup; then evidence setup ok; else
     evidence setup failed
     exit 1
 fi
-
-# start_sidecar LOG JOURNAL ROOT...: a sidecar in the background ($sidecar), waited for until ready.
-start_sidecar() {
-    log=$1 journal=$2
-    shift 2
-    roots=""
-    for r in "$@"; do roots="$roots --state-dir $r"; done
-    # shellcheck disable=SC2086 # roots: words by construction (no spaces in these paths)
-    diffkeeper-sidecar $roots --attach "$mode" --btf-cache-dir "$cache" --coalesce-ms 0 \
-        --journal "$journal" 2>"$log" &
-    sidecar=$!
-    for _ in $(seq 300); do
-        grep -qF "$READY_LINE" "$log" && return 0
-        kill -0 "$sidecar" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-
-# stop_sidecar LOG JOURNAL: SIGTERM, then the log and the journal.
-stop_sidecar() {
-    kill -TERM "$sidecar"
-    wait "$sidecar"
-    evidence "sidecar_rc_$part" "$?"
-    echo "== sidecar log"
-    cat "$1"
-    echo "== journal"
-    cat "$2"
-}
 
 for part in top sub; do
     dir=$mnt/top

@@ -1,7 +1,9 @@
 # init-e2e.sh baked|mirror: diffkeeper-init provisions the BTF cache on a kernel whose sysfs BTF
 # is hidden (from the baked .btf.tar.xz, or over http from a BTFHub-shaped mirror on loopback),
-# then the sidecar runs from that cache with sysfs BTF still hidden. Prints the evidence of
-# each step: the BTF line, <release>.btf in the cache, the attached program types.
+# then, with sysfs BTF still hidden and --attach auto, two parts (each starts with a
+# `== part NAME:` line the host splits at): attach, a sidecar from that cache inspected while it
+# runs (bpftool, the kernel's kprobe list, the program types of its fds); scenario, the journal
+# scenario (diffkeeper-scenario: exact journal) with a sidecar from that cache.
 . /vm/lib.sh
 source=$1
 cache=/tmp/case/cache
@@ -29,7 +31,7 @@ evidence cache_files "$(ls -A "$cache" | tr '\n' ',')"
 [ -f "$cache/$RELEASE.json" ] && evidence init_status "$(tr -d '\n' <"$cache/$RELEASE.json")"
 cmp -s "$cache/$RELEASE.btf" /sys/kernel/btf/vmlinux && evidence cache_equals_sysfs_btf yes
 
-echo "== diffkeeper-sidecar from that cache, sysfs BTF hidden"
+echo "== part attach: diffkeeper-sidecar from that cache, sysfs BTF hidden"
 without_sysfs_btf diffkeeper-sidecar --state-dir "$state" --btf-cache-dir "$cache" --attach auto \
     --coalesce-ms 0 --journal /tmp/case/journal.jsonl 2>/tmp/case/sidecar.log &
 job=$! # the shell running without_sysfs_btf; its exit status is the sidecar's
@@ -54,12 +56,13 @@ for fd in /proc/"$sidecar"/fd/*; do
     types="$types$(sed -n 's/^prog_type:[[:space:]]*//p' "/proc/$sidecar/fdinfo/${fd##*/}"),"
 done
 evidence sidecar_prog_types "$types"
-printf 'hello' >"$state/e2e.txt"
-sleep 1
 kill -TERM "$sidecar"
 wait "$job"
 evidence sidecar_rc "$?"
 echo "== sidecar log"
 cat /tmp/case/sidecar.log
-echo "== journal"
-cat /tmp/case/journal.jsonl
+
+echo "== part scenario: the journal scenario with --attach auto from that cache, sysfs BTF hidden"
+diffkeeper-scenario --sidecar /usr/local/bin/diffkeeper-sidecar --expect-backend kprobe \
+    --workdir /tmp/case --ready-timeout 30 --verbose --hide-system-btf -- --attach auto \
+    --btf-cache-dir "$cache"
