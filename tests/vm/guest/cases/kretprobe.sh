@@ -41,6 +41,10 @@ pmu)
     set -- unshare -m --propagation private sh -c "$hide" hide "$@"
     ;;
 esac
+# Unreclaimable slab before and after the start: the kretprobe instances' kernel memory (compare
+# the default and small variants).
+sunreclaim() { sed -n 's/^SUnreclaim: *\([0-9]*\) kB/\1/p' /proc/meminfo; }
+before=$(sunreclaim)
 "$@" 2>"$log" &
 sidecar=$!
 for _ in $(seq 300); do
@@ -48,6 +52,7 @@ for _ in $(seq 300); do
     kill -0 "$sidecar" 2>/dev/null || break
     sleep 0.1
 done
+evidence sunreclaim_kb_delta "$(($(sunreclaim) - before))"
 metric() { wget -qO- "$metrics" | sed -n "s/^$1 //p"; }
 evidence maxactive_gauge "$(metric diffkeeper_kretprobe_maxactive)"
 evidence tracefs_kretprobes "$(grep -c ':diffkeeper/' /sys/kernel/tracing/kprobe_events)"
