@@ -169,7 +169,9 @@ impl Kretprobes {
             match TracefsKretprobe::make(tracefs, self.maxactive, event, function, prog_fd) {
                 Ok(made) => {
                     self.made.push(made);
-                    self.stats.maxactive.store(self.maxactive, Ordering::Relaxed);
+                    self.stats
+                        .maxactive
+                        .store(self.maxactive, Ordering::Relaxed);
                     return Ok(());
                 }
                 Err(e) => {
@@ -252,7 +254,6 @@ impl TracefsKretprobe {
         made.perf = Some(perf);
         Ok(made)
     }
-
 }
 
 impl Drop for TracefsKretprobe {
@@ -369,7 +370,8 @@ fn stale_events(listing: &str, now_secs: u64) -> Vec<&str> {
             let (_, probe) = line.split_whitespace().next()?.split_once(':')?;
             let event = probe.strip_prefix(GROUP)?.strip_prefix('/')?;
             let made = event.split('_').nth(2).and_then(|s| s.parse::<u64>().ok());
-            let young = made.is_some_and(|made| made <= now_secs && now_secs - made < STALE_AFTER_SECS);
+            let young =
+                made.is_some_and(|made| made <= now_secs && now_secs - made < STALE_AFTER_SECS);
             (!young).then_some(event)
         })
         .collect()

@@ -58,12 +58,17 @@ impl Tracefs {
         }
         let target = Path::new(PLACES[0]);
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        nix::mount::mount(Some("tracefs"), target, Some("tracefs"), flags, None::<&str>).map_err(
-            |errno| TracefsError::Mount {
-                target: target.to_owned(),
-                errno,
-            },
-        )?;
+        nix::mount::mount(
+            Some("tracefs"),
+            target,
+            Some("tracefs"),
+            flags,
+            None::<&str>,
+        )
+        .map_err(|errno| TracefsError::Mount {
+            target: target.to_owned(),
+            errno,
+        })?;
         log::info!(
             "[eBPF] mounted tracefs at {} (none was mounted here) for the kretprobes' maxactive",
             target.display()
