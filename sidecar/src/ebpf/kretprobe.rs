@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::programs::{KProbe, ProgramError};
 use nix::errno::Errno;
@@ -34,6 +34,8 @@ const GROUP: &str = "diffkeeper";
 /// use by a live sidecar) was left by a sidecar that ended without removing it. The margin
 /// keeps another sidecar's event alive between its creation and its perf_event_open(2).
 const STALE_AFTER_SECS: u64 = 10;
+/// At most one warning about missed returns per this long (the metric is always current).
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// What `/metrics` shows about the kretprobes (kprobe mode).
 #[derive(Debug, Default)]
@@ -210,6 +212,8 @@ impl Kretprobes {
             maxactive: self.maxactive,
             stats: self.stats.clone(),
             failed: false,
+            warned_total: 0,
+            warned_at: None,
         })
     }
 }
@@ -291,6 +295,9 @@ pub struct MissWatch {
     stats: Arc<KretprobeStats>,
     /// The profile could not be read (logged once).
     failed: bool,
+    /// The total at the last warning, and when it was logged.
+    warned_total: u64,
+    warned_at: Option<Instant>,
 }
 
 impl MissWatch {
@@ -311,16 +318,20 @@ impl MissWatch {
             }
         };
         let total = missed(&text, &self.events);
-        let before = self.stats.missed.swap(total, Ordering::Relaxed);
-        if total > before {
+        self.stats.missed.store(total, Ordering::Relaxed);
+        // While the instances stay used up, calls miss all the time: one warning per interval.
+        let due = self.warned_at.is_none_or(|at| at.elapsed() >= WARN_EVERY);
+        if total > self.warned_total && due {
             log::warn!(
                 "[eBPF] the kernel missed {} kretprobe returns ({total} in all; \
                  diffkeeper_kretprobe_missed_total): more than {} threads were inside a probed \
                  call at once, and the changes of those it missed are not journaled; raise \
                  --kretprobe-maxactive (at most {MAXACTIVE_MAX})",
-                total - before,
+                total - self.warned_total,
                 self.maxactive
             );
+            self.warned_total = total;
+            self.warned_at = Some(Instant::now());
         }
     }
 }
@@ -553,12 +564,19 @@ mod tests {
             maxactive: 4096,
             stats: stats.clone(),
             failed: false,
+            warned_total: 0,
+            warned_at: None,
         };
         watch.refresh(); // no profile yet: logged, nothing counted
         assert_eq!(stats.missed.load(Ordering::Relaxed), 0);
         fs::write(tracefs.kprobe_profile(), "  dk_1_2_0000_vfs_write  9  2\n").unwrap();
         watch.refresh();
         assert_eq!(stats.missed.load(Ordering::Relaxed), 2);
+        // Growth within the warning interval: counted at once, warned about later.
+        fs::write(tracefs.kprobe_profile(), "  dk_1_2_0000_vfs_write  9  5\n").unwrap();
+        watch.refresh();
+        assert_eq!(stats.missed.load(Ordering::Relaxed), 5);
+        assert_eq!(watch.warned_total, 2);
         fs::remove_dir_all(&root).unwrap();
     }
 }
