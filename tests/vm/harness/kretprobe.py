@@ -8,6 +8,8 @@ have 2). Then one regular write:
   after SIGTERM.
 * kretprobe.small: --kretprobe-maxactive 4: its return is missed, and the miss is counted
   (diffkeeper_kretprobe_missed_total) and logged.
+* kretprobe.mount: tracefs and debugfs unmounted in the sidecar's mount namespace: it mounts
+  tracefs itself, says so, and must then pass like kretprobe.blocked.
 * kretprobe.pmu: tracefs hidden from the sidecar: it falls back to the kprobe PMU with the kernel's
   default maxactive, says so once, the gauge shows 0, and the write is lost (the limit the
   tracefs kretprobes remove).
@@ -23,6 +25,7 @@ from .qemu import CaseOutput
 WRITERS = 40
 FALLBACK_LINE = "kretprobes from vfs_write on are attached through the kprobe PMU"
 MISSED_LINE = r"\[eBPF\] the kernel missed \d+ kretprobe returns"
+MOUNTED_LINE = "[eBPF] mounted tracefs at /sys/kernel/tracing"
 
 
 def _check(variant: str):
@@ -43,8 +46,9 @@ def _check(variant: str):
             if ev.get("events_left") != "0"
             else "",
         ]
-        if variant == "default":
+        if variant in ("default", "mount"):
             problems = [
+                f"no `{MOUNTED_LINE}` line" if variant == "mount" and MOUNTED_LINE not in out.output else "",
                 f"maxactive gauge {ev.get('maxactive_gauge') or 'absent'} instead of 4096"
                 if ev.get("maxactive_gauge") != "4096"
                 else "",
@@ -88,11 +92,13 @@ def cases() -> list[Case]:
     rows = [
         ("kretprobe.blocked", "default", "auto"),
         ("kretprobe.blocked.compat", "default", "compat"),
+        ("kretprobe.mount", "mount", "auto"),
         ("kretprobe.small", "small", "auto"),
         ("kretprobe.pmu", "pmu", "auto"),
     ]
     labels = {
         "default": "kretprobes (maxactive 4096), 40 writers blocked",
+        "mount": "no tracefs mounted: the sidecar mounts it, 40 writers blocked",
         "small": "--kretprobe-maxactive 4, 40 writers blocked: miss counted",
         "pmu": "tracefs hidden: PMU fallback (kernel default), 40 writers blocked",
     }

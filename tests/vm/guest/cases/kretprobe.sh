@@ -5,7 +5,9 @@
 #            the kernel must report no missed return;
 #   small    --kretprobe-maxactive 4: the write's return is missed, and counted and logged;
 #   pmu      tracefs hidden from the sidecar: it falls back to the kprobe PMU (the kernel's
-#            default maxactive), says so, and the write is lost.
+#            default maxactive), says so, and the write is lost;
+#   mount    tracefs (and debugfs) unmounted in the sidecar's mount namespace: it mounts tracefs
+#            itself, says so, and then as default.
 # OBJECT: --ebpf-object. Prints evidence; the writers are killed on every path (and each ends
 # itself after 30 s should this script be killed first).
 . /vm/lib.sh
@@ -39,6 +41,10 @@ pmu)
     hide='mount --bind /tmp/case/no-tracefs /sys/kernel/tracing &&
         mount --bind /var/empty /sys/kernel/debug && exec "$@"'
     set -- unshare -m --propagation private sh -c "$hide" hide "$@"
+    ;;
+mount)
+    unmount='umount /sys/kernel/tracing && umount -l /sys/kernel/debug && exec "$@"'
+    set -- unshare -m --propagation private sh -c "$unmount" unmount "$@"
     ;;
 esac
 # Unreclaimable slab before and after the start: the kretprobe instances' kernel memory (compare
