@@ -32,7 +32,7 @@ impl fmt::Display for TracefsError {
         match self {
             Self::NoKprobeEvents { root } => write!(
                 f,
-                "tracefs at {} has no kprobe_events (a kernel without CONFIG_KPROBE_EVENTS)",
+                "{} has no kprobe_events (not a tracefs, or a kernel without CONFIG_KPROBE_EVENTS)",
                 root.display()
             ),
             Self::Mount { target, errno } => write!(
