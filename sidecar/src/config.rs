@@ -38,7 +38,7 @@ pub const OPTIONS: &[Flag] = &[
     Flag { name: "--ringbuf-bytes", value: "N", env: "", default: "1048576", note: "(1 MiB)", kind: Kind::Value,
         help: "eBPF ring buffer size (compat object: the perf buffers' total): a power of two, at least 4096" },
     Flag { name: "--kretprobe-maxactive", value: "N", env: "DIFFKEEPER_KRETPROBE_MAXACTIVE", default: "4096", note: "(the kernel's most)", kind: Kind::Value,
-        help: "kprobe mode: calls in flight per probed function whose return is seen, 1..4096 (each costs the kernel about 64 bytes)" },
+        help: "kprobe mode: calls in flight per probed function whose return is seen, 1..4096 (each costs the kernel 64-128 bytes, times 8 functions)" },
     Flag { name: "--metrics-addr", value: "ADDR", env: "DIFFKEEPER_METRICS_ADDR", default: "off", note: "", kind: Kind::Value,
         help: "serve GET /metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9911" },
     Flag { name: "--btfhub-mirror", value: "URL", env: "DIFFKEEPER_BTF_MIRROR", default: "ignored", note: "", kind: Kind::Value,
