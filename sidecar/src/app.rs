@@ -194,6 +194,7 @@ fn switch_to_inotify(
         btf_source: None,
         lost_events: None,
         unreported: None,
+        kretprobes: None,
     });
     log::info!("{}", ready_line(Backend::Inotify.as_str()));
     Ok(Running::Inotify(inotify))
@@ -309,6 +310,7 @@ fn start_backend(
             kernel_release: kernel_release()?,
             roots: roots.to_vec(),
             ringbuf_bytes: config.ringbuf_bytes,
+            kretprobe_maxactive: config.kretprobe_maxactive,
         };
         match ebpf::start(&ebpf_config, changes.clone()) {
             Ok(session) => {
@@ -337,6 +339,7 @@ fn start_backend(
                     btf_source: Some(session.btf_source()),
                     lost_events: Some(session.lost_counter()),
                     unreported: Some(session.unreported()),
+                    kretprobes: session.kretprobe_stats(),
                 });
                 return Ok(Running::Ebpf(Box::new(session)));
             }
@@ -354,6 +357,7 @@ fn start_backend(
         btf_source: None,
         lost_events: None,
         unreported: None,
+        kretprobes: None,
     });
     Ok(Running::Inotify(inotify))
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use diffkeeper_btf::DEFAULT_CACHE_DIR;
 use diffkeeper_cli::{render_help, Flag, Kind, Parsed, UsageError};
 
-use crate::ebpf::{AttachMode, ObjectChoice, UnknownAttachMode, UnknownObject};
+use crate::ebpf::{
+    AttachMode, ObjectChoice, UnknownAttachMode, UnknownObject, KRETPROBE_MAXACTIVE_MAX,
+};
 use crate::journal;
 
 const MIN_RINGBUF_BYTES: u32 = 4096;
@@ -35,6 +37,8 @@ pub const OPTIONS: &[Flag] = &[
         help: "merge writes to one path within N ms into one line with a count; 0 = every event" },
     Flag { name: "--ringbuf-bytes", value: "N", env: "", default: "1048576", note: "(1 MiB)", kind: Kind::Value,
         help: "eBPF ring buffer size (compat object: the perf buffers' total): a power of two, at least 4096" },
+    Flag { name: "--kretprobe-maxactive", value: "N", env: "DIFFKEEPER_KRETPROBE_MAXACTIVE", default: "4096", note: "(the kernel's most)", kind: Kind::Value,
+        help: "kprobe mode: calls in flight per probed function whose return is seen, 1..4096 (each costs the kernel 64-128 bytes, times 8 functions)" },
     Flag { name: "--metrics-addr", value: "ADDR", env: "DIFFKEEPER_METRICS_ADDR", default: "off", note: "", kind: Kind::Value,
         help: "serve GET /metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9911" },
     Flag { name: "--btfhub-mirror", value: "URL", env: "DIFFKEEPER_BTF_MIRROR", default: "ignored", note: "", kind: Kind::Value,
@@ -60,6 +64,7 @@ pub struct Config {
     pub journal: PathBuf,
     pub coalesce: Duration,
     pub ringbuf_bytes: u32,
+    pub kretprobe_maxactive: u32,
     pub metrics_addr: Option<SocketAddr>,
     pub debug: bool,
     /// diffkeeper-init's download settings given to the sidecar too (one container spec for
@@ -135,6 +140,17 @@ pub fn parse(
             "--ringbuf-bytes={ringbuf_bytes} must be a power of two of at least {MIN_RINGBUF_BYTES} (e.g. 1048576)"
         )));
     }
+    let kretprobe_maxactive: u32 = args.number("--kretprobe-maxactive")?;
+    if !(1..=KRETPROBE_MAXACTIVE_MAX).contains(&kretprobe_maxactive) {
+        // Out of range means given: the default is in range.
+        let origin = args
+            .get("--kretprobe-maxactive")
+            .map(|given| given.origin.to_string())
+            .unwrap_or_default();
+        return Err(UsageError(format!(
+            "{origin}={kretprobe_maxactive} must be between 1 and {KRETPROBE_MAXACTIVE_MAX} (the kernel's most)"
+        )));
+    }
     let metrics_addr = match args.get("--metrics-addr") {
         None => None,
         Some(given) if given.value.eq_ignore_ascii_case("off") => None,
@@ -163,6 +179,7 @@ pub fn parse(
         journal: args.text_or_default("--journal").into(),
         coalesce: Duration::from_millis(args.number("--coalesce-ms")?),
         ringbuf_bytes,
+        kretprobe_maxactive,
         metrics_addr,
         debug: args.boolean("--debug")?,
         ignored_download_settings,
@@ -191,6 +208,7 @@ mod tests {
         assert_eq!(c.journal, PathBuf::from("-"));
         assert_eq!(c.coalesce, Duration::from_millis(50));
         assert_eq!(c.ringbuf_bytes, 1 << 20);
+        assert_eq!(c.kretprobe_maxactive, 4096);
         assert_eq!(c.metrics_addr, None);
     }
 
@@ -206,6 +224,7 @@ mod tests {
             ("DIFFKEEPER_COALESCE_MS", "0"),
             ("DIFFKEEPER_METRICS_ADDR", "127.0.0.1:9911"),
             ("DIFFKEEPER_DEBUG", "1"),
+            ("DIFFKEEPER_KRETPROBE_MAXACTIVE", "64"),
         ];
         let c = run(&[], &env).unwrap();
         assert_eq!(c.state_dirs, [PathBuf::from("/a"), PathBuf::from("/b")]);
@@ -215,6 +234,7 @@ mod tests {
         assert_eq!(c.journal, PathBuf::from("/j.jsonl"));
         assert_eq!(c.coalesce, Duration::ZERO);
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9911".parse().unwrap()));
+        assert_eq!(c.kretprobe_maxactive, 64);
     }
 
     #[test]
@@ -351,6 +371,16 @@ mod tests {
                 "4096",
             ),
             (
+                &["--state-dir", "/s", "--kretprobe-maxactive", "4097"][..],
+                &[][..],
+                "between 1 and 4096",
+            ),
+            (
+                &["--state-dir", "/s"][..],
+                &[("DIFFKEEPER_KRETPROBE_MAXACTIVE", "0")][..],
+                "DIFFKEEPER_KRETPROBE_MAXACTIVE=0",
+            ),
+            (
                 &["--state-dir", "/s", "--metrics-addr", "localhost"][..],
                 &[][..],
                 "--metrics-addr",
@@ -398,6 +428,8 @@ mod tests {
             "default: 50",
             "--ringbuf-bytes N",
             "1048576",
+            "--kretprobe-maxactive N",
+            "DIFFKEEPER_KRETPROBE_MAXACTIVE",
             "--metrics-addr ADDR",
             "DIFFKEEPER_METRICS_ADDR",
             "--debug",

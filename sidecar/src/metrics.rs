@@ -35,6 +35,8 @@ pub struct Active {
     pub lost_events: Option<Arc<AtomicU64>>,
     /// Changes the eBPF kernel side did not report on purpose; `None` for inotify.
     pub unreported: Option<Arc<crate::ebpf::Unreported>>,
+    /// The kretprobes' maxactive and misses; `None` but in kprobe mode.
+    pub kretprobes: Option<Arc<crate::ebpf::KretprobeStats>>,
 }
 
 impl Metrics {
@@ -122,6 +124,23 @@ impl Metrics {
                 out,
                 "diffkeeper_unreported_changes_total{{reason=\"{}\"}} {n}",
                 stat.as_str()
+            );
+        }
+        let kretprobes = active.and_then(|a| a.kretprobes.as_ref());
+        single(
+            &mut out,
+            "diffkeeper_kretprobe_missed_total",
+            "counter",
+            "kprobe mode: returns the kernel missed on the kretprobes because all their maxactive instances were taken (tracefs kprobe_profile); those changes are not journaled.",
+            kretprobes.map_or(0, |k| k.missed.load(Ordering::Relaxed)),
+        );
+        if let Some(k) = kretprobes {
+            single(
+                &mut out,
+                "diffkeeper_kretprobe_maxactive",
+                "gauge",
+                "kprobe mode: calls in flight per probed function whose return the kretprobes can see; 0: the kernel's default, max(10, 2 x possible CPUs) (tracefs unusable: the log says why).",
+                k.maxactive.load(Ordering::Relaxed),
             );
         }
         single(
@@ -391,6 +410,7 @@ mod tests {
             btf_source: Some("cache"),
             lost_events: Some(lost.clone()),
             unreported: None,
+            kretprobes: None,
         });
         metrics.count_event(Backend::Ebpf(Family::Tracepoint), Op::Rename);
         lost.fetch_add(1, Ordering::Relaxed);
@@ -405,6 +425,7 @@ mod tests {
             "diffkeeper_events_total{backend=\"tracepoint\",op=\"rename\"} 1",
             "diffkeeper_events_total{backend=\"tracepoint\",op=\"write\"} 0",
             "diffkeeper_lost_events_total 8",
+            "diffkeeper_kretprobe_missed_total 0",
             "diffkeeper_backend_info{backend=\"tracepoint\"} 1",
             "diffkeeper_btf_source_info{source=\"cache\"} 1",
             "diffkeeper_ready 1",

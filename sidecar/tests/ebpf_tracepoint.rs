@@ -107,7 +107,8 @@ fn forced_fentry_and_kprobe_fall_back_with_reasons() {
             .any(|l| l.contains("(grant CAP_BPF and CAP_PERFMON, or run privileged;")),
         "fentry reason missing: {fentry:?}"
     );
-    let kprobe = logs_containing("kprobe: kprobe dk_kprobe_write on vfs_write: kprobe PMU missing");
+    let kprobe =
+        logs_containing("kprobe: kretprobe dk_kretprobe_write on vfs_write: kprobe PMU missing");
     assert_eq!(
         kprobe.len(),
         2,

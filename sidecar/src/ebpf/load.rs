@@ -15,6 +15,7 @@ use diffkeeper_ebpf::object::{globals, maps, programs, ObjectKind};
 use super::btf_select::{BtfSource, SelectedBtf};
 use super::error::{Cause, Failure, Hint};
 use super::features;
+use super::kretprobe::Kretprobes;
 use super::roots::RootTable;
 use crate::change::Family;
 
@@ -91,22 +92,24 @@ fn fill_roots(ebpf: &mut Ebpf, roots: &RootTable) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Loads and attaches the programs of one family.
+/// Loads and attaches the programs of one family. kprobe mode's kretprobes come back: they stay
+/// attached while the value lives.
 pub fn attach(
     ebpf: &mut Ebpf,
     object: ObjectKind,
     family: Family,
     btf: &SelectedBtf,
-) -> Result<(), Failure> {
+    kretprobe_maxactive: u32,
+) -> Result<Option<Kretprobes>, Failure> {
     match family {
         Family::Fentry if object == ObjectKind::Compat => Err(Failure::new(
             "",
             Cause::NoFentryInCompat,
             Hint::FentryNeedsModern,
         )),
-        Family::Fentry => attach_fentry(ebpf, btf),
-        Family::Kprobe => attach_kprobe(ebpf),
-        Family::Tracepoint => attach_tracepoint(ebpf, object, btf),
+        Family::Fentry => attach_fentry(ebpf, btf).map(|()| None),
+        Family::Kprobe => attach_kprobe(ebpf, kretprobe_maxactive).map(Some),
+        Family::Tracepoint => attach_tracepoint(ebpf, object, btf).map(|()| None),
     }
 }
 
@@ -137,27 +140,40 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
     Ok(())
 }
 
-/// kretprobes get the kernel's default maxactive (aya 0.14's `KProbe::attach(fn, offset)` has
-/// no way to set it, and the kprobe PMU none either): max(10, 2 × possible CPUs) returns in
-/// flight per function. A return missed beyond that is counted by the programs
-/// (`dk_stats[DK_STAT_MISSED_RETURN]`, `/metrics`) and can no longer be blamed on another file.
-fn attach_kprobe(ebpf: &mut Ebpf) -> Result<(), Failure> {
-    // One kprobe and one kretprobe program serve both write functions: load once, attach twice.
-    let writes = [programs::KPROBE_WRITE, programs::KRETPROBE_WRITE]
+/// The kretprobes through [`Kretprobes`] (tracefs, with `maxactive`), the kprobes through aya.
+/// One kprobe and one kretprobe program serve both write functions: loaded once, attached
+/// twice.
+fn attach_kprobe(ebpf: &mut Ebpf, maxactive: u32) -> Result<Kretprobes, Failure> {
+    let mut kretprobes = Kretprobes::new(maxactive);
+    let writes = |name| programs::WRITE_FUNCTIONS.map(|function| (name, function));
+    // The returns before the entries, as in attach_fentry: an entry's record must never wait
+    // for a return that is not attached yet (it would be counted as a missed return).
+    let returns = writes(programs::KRETPROBE_WRITE)
         .into_iter()
-        .flat_map(|name| programs::WRITE_FUNCTIONS.map(|function| (name, function)));
-    // The returns before the hooks, as in attach_fentry.
-    let all = writes
-        .chain(programs::KRETPROBE_RETURNS)
+        .chain(programs::KRETPROBE_RETURNS);
+    for (name, function) in returns {
+        let step = format!("kretprobe {name} on {function}");
+        with_program(ebpf, name, &step, |prog: &mut KProbe| {
+            load_once(prog)?;
+            kretprobes.attach(prog, function)
+        })?;
+    }
+    let entries = writes(programs::KPROBE_WRITE)
+        .into_iter()
         .chain(programs::KPROBE_HOOKS);
-    for (name, function) in all {
+    for (name, function) in entries {
         let step = format!("kprobe {name} on {function}");
         with_program(ebpf, name, &step, |prog: &mut KProbe| {
-            if prog.fd().is_err() {
-                prog.load()?;
-            }
+            load_once(prog)?;
             prog.attach(function, 0).map(drop)
         })?;
+    }
+    Ok(kretprobes)
+}
+
+fn load_once(prog: &mut KProbe) -> Result<(), ProgramError> {
+    if prog.fd().is_err() {
+        prog.load()?;
     }
     Ok(())
 }

@@ -9,6 +9,8 @@
 //! * [`btf_select`]: system BTF, else the cached `<release>.btf`.
 //! * [`roots`]: watched roots as (device, inode) map entries.
 //! * [`load`]: loading with BTF, attaching each family, failure causes and hints.
+//! * [`kretprobe`]: kprobe mode's kretprobes with an explicit maxactive, made through
+//!   [`tracefs`], and the kernel's count of their misses.
 //! * [`features`]: what this kernel's BPF can do (probed), and so which object loads.
 //! * [`source`]: where events arrive: the ring buffer (modern) or per-CPU perf buffers (compat).
 //! * [`reader`]: the event reader thread.
@@ -22,6 +24,7 @@ mod canary;
 mod clock;
 mod error;
 mod features;
+mod kretprobe;
 mod learned;
 mod load;
 mod mode;
@@ -29,6 +32,7 @@ mod reader;
 mod roots;
 mod session;
 mod source;
+mod tracefs;
 
 use std::path::PathBuf;
 
@@ -37,6 +41,7 @@ pub use error::{
     CanaryDirError, CanaryError, Cause, EbpfUnavailable, Failure, FamilyFailure, Hint, RootsError,
 };
 pub use features::{ObjectChoice, UnknownObject};
+pub use kretprobe::{KretprobeStats, MAXACTIVE_MAX as KRETPROBE_MAXACTIVE_MAX};
 pub use mode::{AttachMode, UnknownAttachMode};
 pub use reader::Unreported;
 pub use session::{start, EbpfSession, RootIdentity};
@@ -54,4 +59,6 @@ pub struct EbpfConfig {
     pub roots: Vec<PathBuf>,
     /// Ring buffer size: a power of two, at least a page.
     pub ringbuf_bytes: u32,
+    /// kprobe mode: returns in flight per kretprobe, 1..=[`KRETPROBE_MAXACTIVE_MAX`].
+    pub kretprobe_maxactive: u32,
 }

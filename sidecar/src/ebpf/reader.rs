@@ -16,6 +16,7 @@ use diffkeeper_ebpf::object::{maps, ObjectKind};
 
 use super::clock::WallClock;
 use super::error::{Cause, Failure, Hint};
+use super::kretprobe::MissWatch;
 use super::load::explain;
 use super::source::EventSource;
 use crate::change::{Backend, Change, ChangeSink, Delivery, Family, Op, STOP_GRACE};
@@ -60,7 +61,9 @@ struct Routing {
 
 impl Reader {
     /// Takes the event and lost-counter maps out of `ebpf` and starts the thread.
-    /// `buffer_bytes` sizes the compat object's perf buffers (the ring is sized at load).
+    /// `buffer_bytes` sizes the compat object's perf buffers (the ring is sized at load);
+    /// `misses` counts the kernel's missed kretprobe returns (kprobe mode).
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         ebpf: &mut Ebpf,
         object: ObjectKind,
@@ -69,6 +72,7 @@ impl Reader {
         canary_id: u32,
         sink: ChangeSink,
         buffer_bytes: u32,
+        misses: Option<MissWatch>,
     ) -> Result<Self, Failure> {
         let source = EventSource::open(ebpf, object, buffer_bytes)?;
         let lost_map: PerCpuArray<MapData, u64> =
@@ -100,6 +104,7 @@ impl Reader {
                 stats_map,
                 lost,
                 unreported,
+                misses,
             };
             std::thread::Builder::new()
                 .name("ebpf-events".into())
@@ -144,6 +149,7 @@ struct Counters {
     stats_map: PerCpuArray<MapData, u64>,
     lost: Arc<AtomicU64>,
     unreported: Arc<Unreported>,
+    misses: Option<MissWatch>,
 }
 
 impl Counters {
@@ -178,7 +184,7 @@ impl Counters {
     }
 }
 
-fn run(mut source: EventSource, counters: Counters, mut routing: Routing) {
+fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
     let Counters {
         ref lost_map,
         ref lost,
@@ -212,6 +218,9 @@ fn run(mut source: EventSource, counters: Counters, mut routing: Routing) {
                 reported_lost = total;
             }
             counters.refresh_unreported();
+            if let Some(misses) = &mut counters.misses {
+                misses.refresh();
+            }
             routing.clock.refresh();
             refreshed = Instant::now();
         }

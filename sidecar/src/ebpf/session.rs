@@ -14,6 +14,7 @@ use super::btf_select::{self, BtfSource, SelectedBtf};
 use super::canary::{self, CanaryDir};
 use super::error::{Cause, EbpfUnavailable, Failure, FamilyFailure, Hint};
 use super::features::{self, KernelFeatures};
+use super::kretprobe::{KretprobeStats, Kretprobes};
 use super::learned;
 use super::load;
 use super::reader::Reader;
@@ -29,6 +30,8 @@ pub struct EbpfSession {
     btf_path: PathBuf,
     reader: Reader,
     ebpf: Ebpf,
+    /// kprobe mode's kretprobes (tracefs events), detached when dropped.
+    kretprobes: Option<Kretprobes>,
     /// [`RootTable::pins`], declared after `ebpf`: they close only once the programs are gone.
     _pins: Vec<File>,
     /// Removed last, once nothing can write events for it any more.
@@ -119,6 +122,11 @@ impl EbpfSession {
         self.reader.unreported.clone()
     }
 
+    /// kprobe mode: the kretprobes' maxactive and the returns the kernel missed.
+    pub fn kretprobe_stats(&self) -> Option<Arc<KretprobeStats>> {
+        self.kretprobes.as_ref().map(Kretprobes::stats)
+    }
+
     /// Kernel ids of the loaded programs (diagnostics; tests check they are gone after stop).
     pub fn program_ids(&self) -> Vec<u32> {
         self.ebpf
@@ -133,11 +141,13 @@ impl EbpfSession {
         let Self {
             reader,
             ebpf,
+            kretprobes,
             _pins,
             _canary,
             ..
         } = self;
         drop(ebpf);
+        drop(kretprobes);
         reader.stop();
         drop(_pins);
         drop(_canary);
@@ -186,7 +196,11 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
             try_family(object, family, &btf, &roots, canary, cfg, &sink, &mut spare)
         };
         match attempt {
-            Ok((reader, ebpf)) => {
+            Ok(Attached {
+                reader,
+                ebpf,
+                kretprobes,
+            }) => {
                 let identities = cfg
                     .roots
                     .iter()
@@ -209,6 +223,7 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
                     btf_path: btf.path,
                     reader,
                     ebpf,
+                    kretprobes,
                     _pins: roots.pins,
                     _canary: canary_dir,
                 });
@@ -223,6 +238,13 @@ pub fn start(cfg: &EbpfConfig, sink: ChangeSink) -> Result<EbpfSession, EbpfUnav
     Err(EbpfUnavailable::Families(failures))
 }
 
+/// One family attached, its reader running and its canary back.
+struct Attached {
+    reader: Reader,
+    ebpf: Ebpf,
+    kretprobes: Option<Kretprobes>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn try_family(
     object: ObjectKind,
@@ -233,17 +255,20 @@ fn try_family(
     cfg: &EbpfConfig,
     sink: &ChangeSink,
     spare: &mut Option<Ebpf>,
-) -> Result<(Reader, Ebpf), Failure> {
+) -> Result<Attached, Failure> {
     // `spare`: the object of a family that failed to attach, maps intact and programs unloaded.
     let mut ebpf = match spare.take() {
         Some(ebpf) => ebpf,
         None => load::load(object, btf, roots, cfg.ringbuf_bytes)?,
     };
-    if let Err(failure) = load::attach(&mut ebpf, object, family, btf) {
-        load::unload_programs(&mut ebpf);
-        *spare = Some(ebpf);
-        return Err(failure);
-    }
+    let kretprobes = match load::attach(&mut ebpf, object, family, btf, cfg.kretprobe_maxactive) {
+        Ok(kretprobes) => kretprobes,
+        Err(failure) => {
+            load::unload_programs(&mut ebpf);
+            *spare = Some(ebpf);
+            return Err(failure);
+        }
+    };
     roots.teach_kernel();
     if family == Family::Tracepoint {
         verify_roots_matched(&ebpf, object, roots)?;
@@ -256,9 +281,11 @@ fn try_family(
         canary_id,
         sink.clone(),
         cfg.ringbuf_bytes,
+        kretprobes.as_ref().and_then(Kretprobes::miss_watch),
     )?;
     if let Err(e) = canary::check(canary_dir, canary_id, family, &reader.canary) {
         drop(ebpf);
+        drop(kretprobes);
         reader.stop();
         log::warn!(
             "[eBPF] the BTF {} does not match this kernel: {e}",
@@ -270,7 +297,11 @@ fn try_family(
         "[eBPF] {} attached and the canary came back",
         family.as_str()
     );
-    Ok((reader, ebpf))
+    Ok(Attached {
+        reader,
+        ebpf,
+        kretprobes,
+    })
 }
 
 /// Tracepoint mode: the fstatfs() on each root ([`RootTable::teach_kernel`]) made the programs
@@ -333,6 +364,7 @@ mod tests {
             kernel_release: String::new(),
             roots: vec![state.clone()],
             ringbuf_bytes: 1 << 16,
+            kretprobe_maxactive: crate::ebpf::KRETPROBE_MAXACTIVE_MAX,
         };
         let (sink, _rx) = crate::change::queue(16);
         for object in ObjectKind::ALL {
@@ -356,7 +388,7 @@ mod tests {
                     &mut None,
                 );
                 match (tamper, result) {
-                    (false, Ok((reader, ebpf))) => {
+                    (false, Ok(Attached { reader, ebpf, .. })) => {
                         drop(ebpf);
                         reader.stop();
                     }

@@ -69,6 +69,7 @@ pub fn config(attach: AttachMode, scratch: &Scratch, roots: Vec<PathBuf>) -> Ebp
         kernel_release: kernel_release(),
         roots,
         ringbuf_bytes: 1 << 20,
+        kretprobe_maxactive: diffkeeper_sidecar::ebpf::KRETPROBE_MAXACTIVE_MAX,
     }
 }
 
