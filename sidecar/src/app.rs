@@ -311,6 +311,7 @@ fn start_backend(
             roots: roots.to_vec(),
             ringbuf_bytes: config.ringbuf_bytes,
             kretprobe_maxactive: config.kretprobe_maxactive,
+            tracefs_dir: config.tracefs_dir.clone(),
         };
         match ebpf::start(&ebpf_config, changes.clone()) {
             Ok(session) => {

@@ -39,6 +39,8 @@ pub const OPTIONS: &[Flag] = &[
         help: "eBPF ring buffer size (compat object: the perf buffers' total): a power of two, at least 4096" },
     Flag { name: "--kretprobe-maxactive", value: "N", env: "DIFFKEEPER_KRETPROBE_MAXACTIVE", default: "4096", note: "(the kernel's most)", kind: Kind::Value,
         help: "kprobe mode: calls in flight per probed function whose return is seen, 1..4096 (each costs the kernel 64-128 bytes, times 8 functions)" },
+    Flag { name: "--tracefs-dir", value: "DIR", env: "DIFFKEEPER_TRACEFS_DIR", default: "searched", note: "(/sys/kernel/tracing, /sys/kernel/debug/tracing, else mounted)", kind: Kind::Value,
+        help: "kprobe mode: the tracefs to make the kretprobes in, used as it is (never mounted); e.g. the node's, mounted by k8s/components/kretprobe-tracefs" },
     Flag { name: "--metrics-addr", value: "ADDR", env: "DIFFKEEPER_METRICS_ADDR", default: "off", note: "", kind: Kind::Value,
         help: "serve GET /metrics and /healthz on IP:PORT, e.g. 0.0.0.0:9911" },
     Flag { name: "--btfhub-mirror", value: "URL", env: "DIFFKEEPER_BTF_MIRROR", default: "ignored", note: "", kind: Kind::Value,
@@ -65,6 +67,8 @@ pub struct Config {
     pub coalesce: Duration,
     pub ringbuf_bytes: u32,
     pub kretprobe_maxactive: u32,
+    /// `--tracefs-dir`; `None`: looked for.
+    pub tracefs_dir: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
     pub debug: bool,
     /// diffkeeper-init's download settings given to the sidecar too (one container spec for
@@ -180,6 +184,7 @@ pub fn parse(
         coalesce: Duration::from_millis(args.number("--coalesce-ms")?),
         ringbuf_bytes,
         kretprobe_maxactive,
+        tracefs_dir: args.text("--tracefs-dir").map(PathBuf::from),
         metrics_addr,
         debug: args.boolean("--debug")?,
         ignored_download_settings,
@@ -209,6 +214,7 @@ mod tests {
         assert_eq!(c.coalesce, Duration::from_millis(50));
         assert_eq!(c.ringbuf_bytes, 1 << 20);
         assert_eq!(c.kretprobe_maxactive, 4096);
+        assert_eq!(c.tracefs_dir, None);
         assert_eq!(c.metrics_addr, None);
     }
 
@@ -225,6 +231,7 @@ mod tests {
             ("DIFFKEEPER_METRICS_ADDR", "127.0.0.1:9911"),
             ("DIFFKEEPER_DEBUG", "1"),
             ("DIFFKEEPER_KRETPROBE_MAXACTIVE", "64"),
+            ("DIFFKEEPER_TRACEFS_DIR", "/host/sys/kernel/tracing"),
         ];
         let c = run(&[], &env).unwrap();
         assert_eq!(c.state_dirs, [PathBuf::from("/a"), PathBuf::from("/b")]);
@@ -235,6 +242,10 @@ mod tests {
         assert_eq!(c.coalesce, Duration::ZERO);
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9911".parse().unwrap()));
         assert_eq!(c.kretprobe_maxactive, 64);
+        assert_eq!(
+            c.tracefs_dir,
+            Some(PathBuf::from("/host/sys/kernel/tracing"))
+        );
     }
 
     #[test]
@@ -248,9 +259,12 @@ mod tests {
             ("DIFFKEEPER_JOURNAL", "/env.jsonl"),
             ("DIFFKEEPER_COALESCE_MS", "bogus"),
             ("DIFFKEEPER_METRICS_ADDR", "not an address"),
+            ("DIFFKEEPER_TRACEFS_DIR", "/env-tracefs"),
         ];
         let c = run(
             &[
+                "--tracefs-dir",
+                "/t",
                 "--state-dir",
                 "/x",
                 "--state-dir=/y",
@@ -279,6 +293,7 @@ mod tests {
         assert_eq!(c.journal, PathBuf::from("-"));
         assert_eq!(c.coalesce, Duration::from_millis(5));
         assert_eq!((c.metrics_addr, c.ringbuf_bytes), (None, 4096));
+        assert_eq!(c.tracefs_dir, Some(PathBuf::from("/t")));
     }
 
     #[test]
@@ -430,6 +445,8 @@ mod tests {
             "1048576",
             "--kretprobe-maxactive N",
             "DIFFKEEPER_KRETPROBE_MAXACTIVE",
+            "--tracefs-dir DIR",
+            "DIFFKEEPER_TRACEFS_DIR",
             "--metrics-addr ADDR",
             "DIFFKEEPER_METRICS_ADDR",
             "--debug",

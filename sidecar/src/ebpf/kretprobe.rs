@@ -123,14 +123,15 @@ pub struct Kretprobes {
 }
 
 impl Kretprobes {
-    /// Ready to make kretprobes with `maxactive` (1..=[`MAXACTIVE_MAX`]); events of crashed
-    /// sidecars are removed first.
-    pub fn new(maxactive: u32) -> Self {
+    /// Ready to make kretprobes with `maxactive` (1..=[`MAXACTIVE_MAX`]) in the tracefs at
+    /// `tracefs_dir` (`--tracefs-dir`), else in the one [`Tracefs::locate`] finds; events of
+    /// crashed sidecars are removed first.
+    pub fn new(maxactive: u32, tracefs_dir: Option<&Path>) -> Self {
         let mut fallback = None;
         // No kprobe PMU: no kprobes at all (the project's kernels are all >= 4.17); aya's
         // attach fails with the reason, and tracefs is neither looked for nor mounted.
         let tracefs = if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-            match Tracefs::locate() {
+            match Tracefs::locate(tracefs_dir) {
                 Ok(tracefs) => Some(tracefs),
                 Err(e) => {
                     fallback = Some(KretprobeError::Tracefs(e));

@@ -4,6 +4,7 @@
 use std::error::Error as StdError;
 use std::io;
 use std::mem::size_of;
+use std::path::Path;
 
 use aya::maps::{Array, HashMap, MapData};
 use aya::programs::kprobe::KProbeError;
@@ -100,6 +101,7 @@ pub fn attach(
     family: Family,
     btf: &SelectedBtf,
     kretprobe_maxactive: u32,
+    tracefs_dir: Option<&Path>,
 ) -> Result<Option<Kretprobes>, Failure> {
     match family {
         Family::Fentry if object == ObjectKind::Compat => Err(Failure::new(
@@ -108,7 +110,7 @@ pub fn attach(
             Hint::FentryNeedsModern,
         )),
         Family::Fentry => attach_fentry(ebpf, btf).map(|()| None),
-        Family::Kprobe => attach_kprobe(ebpf, kretprobe_maxactive).map(Some),
+        Family::Kprobe => attach_kprobe(ebpf, kretprobe_maxactive, tracefs_dir).map(Some),
         Family::Tracepoint => attach_tracepoint(ebpf, object, btf).map(|()| None),
     }
 }
@@ -143,8 +145,12 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
 /// The kretprobes through [`Kretprobes`] (tracefs, with `maxactive`), the kprobes through aya.
 /// One kprobe and one kretprobe program serve both write functions: loaded once, attached
 /// twice.
-fn attach_kprobe(ebpf: &mut Ebpf, maxactive: u32) -> Result<Kretprobes, Failure> {
-    let mut kretprobes = Kretprobes::new(maxactive);
+fn attach_kprobe(
+    ebpf: &mut Ebpf,
+    maxactive: u32,
+    tracefs_dir: Option<&Path>,
+) -> Result<Kretprobes, Failure> {
+    let mut kretprobes = Kretprobes::new(maxactive, tracefs_dir);
     let writes = |name| programs::WRITE_FUNCTIONS.map(|function| (name, function));
     // The returns before the entries, as in attach_fentry: an entry's record must never wait
     // for a return that is not attached yet (it would be counted as a missed return).

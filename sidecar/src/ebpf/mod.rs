@@ -61,4 +61,7 @@ pub struct EbpfConfig {
     pub ringbuf_bytes: u32,
     /// kprobe mode: returns in flight per kretprobe, 1..=[`KRETPROBE_MAXACTIVE_MAX`].
     pub kretprobe_maxactive: u32,
+    /// kprobe mode: `--tracefs-dir`, the tracefs the kretprobes are made in; `None`: looked
+    /// for (and mounted if need be).
+    pub tracefs_dir: Option<PathBuf>,
 }

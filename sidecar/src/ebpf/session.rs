@@ -261,7 +261,14 @@ fn try_family(
         Some(ebpf) => ebpf,
         None => load::load(object, btf, roots, cfg.ringbuf_bytes)?,
     };
-    let kretprobes = match load::attach(&mut ebpf, object, family, btf, cfg.kretprobe_maxactive) {
+    let kretprobes = match load::attach(
+        &mut ebpf,
+        object,
+        family,
+        btf,
+        cfg.kretprobe_maxactive,
+        cfg.tracefs_dir.as_deref(),
+    ) {
         Ok(kretprobes) => kretprobes,
         Err(failure) => {
             load::unload_programs(&mut ebpf);
@@ -365,6 +372,7 @@ mod tests {
             roots: vec![state.clone()],
             ringbuf_bytes: 1 << 16,
             kretprobe_maxactive: crate::ebpf::KRETPROBE_MAXACTIVE_MAX,
+            tracefs_dir: None,
         };
         let (sink, _rx) = crate::change::queue(16);
         for object in ObjectKind::ALL {

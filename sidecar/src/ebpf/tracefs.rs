@@ -1,6 +1,6 @@
 //! Where tracefs is, for the kretprobes made through `kprobe_events` ([`super::kretprobe`]):
-//! the places aya looks too, else a tracefs mounted by the sidecar (in a container, in its own
-//! mount namespace).
+//! the directory `--tracefs-dir` names, else the places aya looks too, else a tracefs mounted by
+//! the sidecar (in a container, in its own mount namespace).
 
 use std::fmt;
 use std::io;
@@ -23,6 +23,8 @@ pub struct Tracefs {
 pub enum TracefsError {
     /// tracefs is there, but without `kprobe_events` (CONFIG_KPROBE_EVENTS off).
     NoKprobeEvents { root: PathBuf },
+    /// The directory `--tracefs-dir` names is empty or missing: no tracefs there.
+    GivenEmpty { root: PathBuf },
     /// Neither place holds a tracefs, and mounting one failed.
     Mount { target: PathBuf, errno: Errno },
 }
@@ -33,6 +35,13 @@ impl fmt::Display for TracefsError {
             Self::NoKprobeEvents { root } => write!(
                 f,
                 "{} has no kprobe_events (not a tracefs, or a kernel without CONFIG_KPROBE_EVENTS)",
+                root.display()
+            ),
+            Self::GivenEmpty { root } => write!(
+                f,
+                "--tracefs-dir {} holds no tracefs (missing or empty): in Kubernetes, the node has \
+                 no tracefs mounted at the hostPath's /sys/kernel/tracing (mount it there on the \
+                 node: mount -t tracefs tracefs /sys/kernel/tracing)",
                 root.display()
             ),
             Self::Mount { target, errno } => write!(
@@ -50,9 +59,18 @@ impl fmt::Display for TracefsError {
 impl std::error::Error for TracefsError {}
 
 impl Tracefs {
-    /// The first place that holds a tracefs; if none does, tracefs mounted at the first place
-    /// (logged). A tracefs without kprobe events is an error, never mounted over.
-    pub fn locate() -> Result<Self, TracefsError> {
+    /// `given` (`--tracefs-dir`) as it is, never mounted on. Else the first place that holds a
+    /// tracefs; if none does, tracefs mounted at the first place (logged). A tracefs without
+    /// kprobe events is an error, never mounted over.
+    pub fn locate(given: Option<&Path>) -> Result<Self, TracefsError> {
+        if let Some(root) = given {
+            if !is_mounted(root) {
+                return Err(TracefsError::GivenEmpty {
+                    root: root.to_owned(),
+                });
+            }
+            return Self::with_kprobe_events(root);
+        }
         if let Some(root) = PLACES.iter().map(Path::new).find(|p| is_mounted(p)) {
             return Self::with_kprobe_events(root);
         }
@@ -123,4 +141,36 @@ fn is_mounted(path: &Path) -> bool {
 /// `io::Error` → errno, for the typed errors of the callers.
 pub fn errno_of(e: &io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    /// `--tracefs-dir` is taken as it is: an empty or missing directory is an error naming it
+    /// (never mounted on, never replaced by the usual places), one with `kprobe_events` is used.
+    #[test]
+    fn a_given_directory_is_used_as_it_is() {
+        let root = std::env::temp_dir().join(format!("dk-tracefs-given-{}", std::process::id()));
+        let missing = root.join("missing");
+        let err = Tracefs::locate(Some(&missing)).unwrap_err();
+        assert!(matches!(&err, TracefsError::GivenEmpty { root } if *root == missing));
+        assert!(err.to_string().contains("/sys/kernel/tracing"), "{err}");
+        fs::create_dir_all(&root).unwrap();
+        assert!(matches!(
+            Tracefs::locate(Some(&root)),
+            Err(TracefsError::GivenEmpty { .. })
+        ));
+        fs::write(root.join("README"), "").unwrap();
+        assert!(matches!(
+            Tracefs::locate(Some(&root)),
+            Err(TracefsError::NoKprobeEvents { .. })
+        ));
+        fs::write(root.join("kprobe_events"), "").unwrap();
+        let tracefs = Tracefs::locate(Some(&root)).unwrap();
+        assert_eq!(tracefs.kprobe_events(), root.join("kprobe_events"));
+        fs::remove_dir_all(&root).unwrap();
+    }
 }

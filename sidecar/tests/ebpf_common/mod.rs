@@ -70,6 +70,7 @@ pub fn config(attach: AttachMode, scratch: &Scratch, roots: Vec<PathBuf>) -> Ebp
         roots,
         ringbuf_bytes: 1 << 20,
         kretprobe_maxactive: diffkeeper_sidecar::ebpf::KRETPROBE_MAXACTIVE_MAX,
+        tracefs_dir: None,
     }
 }
 
