@@ -4,7 +4,8 @@ kustomize Go API through kustomize_build.py; cross-checked against `kubectl kust
 is installed), every resource file and every rendered output is validated by
 `kubernetes-validate --strict` against Kubernetes 1.29 and 1.37, and the rendered pods are checked
 for what the packaging promises (native sidecar with /healthz probes, least privilege,
-requests and limits, each scenario's flags, only flags the real binaries know).
+requests and limits, each scenario's flags, only flags the real binaries know, no writable mount
+but /tmp and, with the kretprobe-tracefs component, the node's tracefs in the sidecar alone).
 
 usage: manifests_test.py BIN_DIR      (prints PASS/FAIL lines for tests/packaging/run.sh)
 """
@@ -22,21 +23,31 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 K8S = os.path.join(REPO, "k8s")
 VERSIONS = ["1.29.0", "1.37.0"]
+# k8s/components/kretprobe-tracefs: the node's tracefs, writable, in the sidecar container only,
+# outside /sys (the runtimes' default AppArmor profile denies writes below /sys/).
+HOST_TRACEFS = "/sys/kernel/tracing"
+SIDECAR_TRACEFS = "/host/sys/kernel/tracing"
 # The last release without native sidecars: the classic overlay must validate there, the base must not.
 PRE_SIDECAR_VERSION = "1.27.0"
 
 class Checks:
     """PASS/FAIL lines for run.sh to count, and how many failed."""
 
-    def __init__(self):
+    def __init__(self, quiet=False):
         self.failures = 0
+        # Quiet: only counted and kept (the tampered renderings, whose checks must fail).
+        self.quiet = quiet
+        self.failed = []
 
     def result(self, name, ok, detail=""):
         if ok:
-            print(f"PASS {name}")
+            if not self.quiet:
+                print(f"PASS {name}")
         else:
             self.failures += 1
-            print(f"FAIL {name}: {detail}")
+            self.failed.append(name)
+            if not self.quiet:
+                print(f"FAIL {name}: {detail}")
 
 
 def rel(path):
@@ -154,7 +165,7 @@ def check_init(checks, label, init, volumes, kind, init_flags):
     checks.result(f"{label}: only flags diffkeeper-init knows", not unknown, f"unknown: {unknown}")
 
 
-def check_sidecar(checks, label, sidecar, native, sidecar_flags, caps_wanted):
+def check_sidecar(checks, label, sidecar, native, sidecar_flags, caps_wanted, volumes, tracefs):
     sc = sidecar.get("securityContext", {})
     caps = sc.get("capabilities", {})
     checks.result(f"{label}: adds exactly {' and '.join(caps_wanted)}", sorted(caps.get("add", [])) == caps_wanted,
@@ -174,7 +185,14 @@ def check_sidecar(checks, label, sidecar, native, sidecar_flags, caps_wanted):
                get.get("path") == "/healthz" and port is not None and probe_port == port, str(get))
     mounts = sidecar.get("volumeMounts", [])
     writable = [m["mountPath"] for m in mounts if not m.get("readOnly") and m["mountPath"] != "/tmp"]
-    checks.result(f"{label}: every mount read-only but /tmp (the canary dir)", not writable, f"writable: {writable}")
+    if tracefs:
+        checks.result(f"{label}: every mount read-only but /tmp (the canary dir) and {SIDECAR_TRACEFS}",
+                      writable == [SIDECAR_TRACEFS], f"writable: {writable}")
+        check_sidecar_tracefs(checks, label, sidecar, volumes)
+    else:
+        checks.result(f"{label}: every mount read-only but /tmp (the canary dir)", not writable, f"writable: {writable}")
+        given = [a for a in args_of(sidecar) if a.startswith("--tracefs-dir")]
+        checks.result(f"{label}: no --tracefs-dir without the kretprobe-tracefs component", not given, str(given))
     checks.result(f"{label}: /tmp is mounted (read-only root fs)", any(m["mountPath"] == "/tmp" for m in mounts), "")
     checks.result(f"{label}: --metrics-addr listens on all interfaces (probes come from the kubelet)",
            metrics_addr.startswith("0.0.0.0:"), metrics_addr)
@@ -182,11 +200,48 @@ def check_sidecar(checks, label, sidecar, native, sidecar_flags, caps_wanted):
     checks.result(f"{label}: only flags diffkeeper-sidecar knows", not unknown, f"unknown: {unknown}")
 
 
+def check_sidecar_tracefs(checks, label, sidecar, volumes):
+    """The kretprobe-tracefs component: the node's tracefs, read-write, where --tracefs-dir says."""
+    mount = next((m for m in sidecar.get("volumeMounts", []) if m["mountPath"] == SIDECAR_TRACEFS), None)
+    host = volumes.get(mount["name"], {}).get("hostPath", {}) if mount else {}
+    checks.result(f"{label}: the node's {HOST_TRACEFS} (hostPath, type Directory) mounted read-write at {SIDECAR_TRACEFS}",
+                  bool(mount) and mount.get("readOnly") is not True
+                  and host == {"path": HOST_TRACEFS, "type": "Directory"}, f"{mount} {host}")
+    checks.result(f"{label}: no tracefs mounted below /sys (the default AppArmor profile denies writes there)",
+                  not any(m["mountPath"].startswith("/sys") for m in sidecar.get("volumeMounts", [])),
+                  str(sidecar.get("volumeMounts")))
+    given = [a for a in args_of(sidecar) if a.startswith("--tracefs-dir")]
+    checks.result(f"{label}: --tracefs-dir={SIDECAR_TRACEFS}", given == [f"--tracefs-dir={SIDECAR_TRACEFS}"], str(given))
+
+
+def check_host_mounts(checks, label, kind, containers, volumes, tracefs):
+    """hostPath volumes: writable only where the packaging needs it (the node-cache writer's cache;
+    with kretprobe-tracefs, the sidecar's tracefs), and the node's tracefs in the sidecar alone."""
+    writable, tracefs_users = [], []
+    for c in containers:
+        for m in c.get("volumeMounts", []):
+            path = volumes.get(m["name"], {}).get("hostPath", {}).get("path")
+            if path is None:
+                continue
+            if path == HOST_TRACEFS:
+                tracefs_users.append(c["name"])
+            allowed = ((kind == "DaemonSet" and c["name"] == "diffkeeper-init" and path == "/var/cache/diffkeeper/btf")
+                       or (tracefs and c["name"] == "diffkeeper-sidecar" and path == HOST_TRACEFS))
+            if not m.get("readOnly") and not allowed:
+                writable.append(f"{c['name']}:{m['mountPath']} (hostPath {path})")
+    checks.result(f"{label}: no other writable hostPath mount", not writable, f"writable: {writable}")
+    wanted = ["diffkeeper-sidecar"] if tracefs and kind != "DaemonSet" else []
+    checks.result(f"{label}: the node's tracefs is mounted by {wanted or 'no container'}", tracefs_users == wanted,
+                  f"mounted by {tracefs_users}")
+
+
 def check_pods(checks, name, objects, init_flags, sidecar_flags, caps_wanted):
+    tracefs = wants_tracefs(name)
     for label, kind, spec in pod_specs(objects):
         label = f"{name}: {label}"
         inits, containers = spec.get("initContainers", []), spec.get("containers", [])
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        check_host_mounts(checks, label, kind, inits + containers, volumes, tracefs)
         for c in inits + containers:
             check_container_hardening(checks, f"{label}/{c['name']}", c)
         checks.result(f"{label}: seccomp RuntimeDefault",
@@ -202,7 +257,7 @@ def check_pods(checks, name, objects, init_flags, sidecar_flags, caps_wanted):
         checks.result(f"{label}: exactly one diffkeeper-sidecar", (native is None) != (classic is None), "")
         if native or classic:
             check_sidecar(checks, f"{label}/diffkeeper-sidecar", native or classic, native is not None,
-                          sidecar_flags, caps_wanted)
+                          sidecar_flags, caps_wanted, volumes, tracefs)
 
 
 def init_args(objects, kind="Deployment"):
@@ -227,6 +282,67 @@ def sidecar_caps(name):
     if "kernel-pre-5.11" in name:
         return ["BPF", "PERFMON", "SYS_RESOURCE"]
     return ["BPF", "PERFMON"]
+
+
+def wants_tracefs(name):
+    """Whether the build has the kretprobe-tracefs component (the node's tracefs in the sidecar)."""
+    return "kretprobe-tracefs" in name
+
+
+def check_tampered(checks, name, objects, init_flags, sidecar_flags):
+    """The tracefs checks bite: each tampered copy of a kretprobe-tracefs rendering must fail."""
+    def sidecar_and_init(objs):
+        spec = next(s for _l, k, s in pod_specs(objs) if k == "Deployment")
+        inits = spec["initContainers"]
+        return find(inits, "diffkeeper-sidecar") or find(spec["containers"], "diffkeeper-sidecar"), inits[0], spec
+
+    def tracefs_mount(container):
+        return next(m for m in container["volumeMounts"] if m["mountPath"] == SIDECAR_TRACEFS)
+
+    def read_only(objs):
+        tracefs_mount(sidecar_and_init(objs)[0])["readOnly"] = True
+
+    def into_init(objs):
+        sidecar, init, _spec = sidecar_and_init(objs)
+        mount = tracefs_mount(sidecar)
+        sidecar["volumeMounts"].remove(mount)
+        init["volumeMounts"].append(mount)
+
+    def also_into_init(objs):
+        sidecar, init, _spec = sidecar_and_init(objs)
+        init["volumeMounts"].append(dict(tracefs_mount(sidecar)))
+
+    def below_sys(objs):
+        sidecar = sidecar_and_init(objs)[0]
+        tracefs_mount(sidecar)["mountPath"] = HOST_TRACEFS
+        sidecar["args"] = [a.replace(SIDECAR_TRACEFS, HOST_TRACEFS) for a in sidecar["args"]]
+
+    def created_if_missing(objs):
+        spec = sidecar_and_init(objs)[2]
+        volume = next(v for v in spec["volumes"] if v.get("hostPath", {}).get("path") == HOST_TRACEFS)
+        volume["hostPath"]["type"] = "DirectoryOrCreate"
+
+    def no_flag(objs):
+        sidecar = sidecar_and_init(objs)[0]
+        sidecar["args"] = [a for a in sidecar["args"] if not a.startswith("--tracefs-dir")]
+
+    for what, tamper in (("mounted read-only", read_only), ("mounted into the init container instead", into_init),
+                         ("mounted into the init container too", also_into_init),
+                         ("mounted at /sys/kernel/tracing", below_sys),
+                         ("hostPath type DirectoryOrCreate", created_if_missing),
+                         ("without --tracefs-dir", no_flag)):
+        copy = yaml.safe_load(yaml.safe_dump(objects))
+        try:
+            tamper(copy)
+        except (StopIteration, KeyError) as err:
+            checks.result(f"{name}: the checks reject the tracefs {what}", False,
+                          f"cannot tamper: the rendering has no such tracefs mount ({err!r})")
+            continue
+        quiet = Checks(quiet=True)
+        check_pods(quiet, name, copy, init_flags, sidecar_flags, sidecar_caps(name))
+        checks.result(f"{name}: the checks reject the tracefs {what}", quiet.failures > 0,
+                      "every check passed on the tampered rendering")
+        print(f"INFO {name}, tracefs {what}: failed as it must: {'; '.join(quiet.failed)}")
 
 
 def check_scenario(checks, name, objects):
@@ -282,7 +398,24 @@ def main():
             ("overlays/air-gapped", ["kernel-pre-5.11", "classic-sidecar"]),
         "node-cache + kernel-pre-5.8 + classic-sidecar components":
             ("overlays/node-cache", ["kernel-pre-5.8", "classic-sidecar"]),
+        # The node's tracefs for kprobe mode's maxactive: alone, with either old-kernel component
+        # in either order (neither touches what the other patches), before classic-sidecar.
+        "base + kretprobe-tracefs component": ("base", ["kretprobe-tracefs"]),
+        "base + kretprobe-tracefs + kernel-pre-5.8 components": ("base", ["kretprobe-tracefs", "kernel-pre-5.8"]),
+        "base + kernel-pre-5.8 + kretprobe-tracefs components": ("base", ["kernel-pre-5.8", "kretprobe-tracefs"]),
+        "base + kretprobe-tracefs + kernel-pre-5.11 components": ("base", ["kretprobe-tracefs", "kernel-pre-5.11"]),
+        "base + kernel-pre-5.11 + kretprobe-tracefs components": ("base", ["kernel-pre-5.11", "kretprobe-tracefs"]),
+        "base + kretprobe-tracefs + classic-sidecar components": ("base", ["kretprobe-tracefs", "classic-sidecar"]),
+        "node-cache + kernel-pre-5.8 + kretprobe-tracefs + classic-sidecar components":
+            ("overlays/node-cache", ["kernel-pre-5.8", "kretprobe-tracefs", "classic-sidecar"]),
+        "air-gapped + kretprobe-tracefs + kernel-pre-5.11 + classic-sidecar components":
+            ("overlays/air-gapped", ["kretprobe-tracefs", "kernel-pre-5.11", "classic-sidecar"]),
     }
+    # Pairs that must render the same whichever comes first.
+    same_either_way = [("base + kretprobe-tracefs + kernel-pre-5.8 components",
+                        "base + kernel-pre-5.8 + kretprobe-tracefs components"),
+                       ("base + kretprobe-tracefs + kernel-pre-5.11 components",
+                        "base + kernel-pre-5.11 + kretprobe-tracefs components")]
     for title, (base, components) in combos.items():
         combo = os.path.join(out_dir, re.sub(r"[^a-z0-9.]+", "-", title))
         os.makedirs(combo)
@@ -304,10 +437,22 @@ def main():
                                        for c in ("classic-sidecar", "kernel-pre-5.8")]}, f)
     rc, _rendered, err = render(wrong)
     checks.result("classic-sidecar before kernel-pre-5.8 fails the build (never silently)", rc != 0, err[:300])
+    # Likewise the tracefs patch: it must never land on another container.
+    wrong = os.path.join(out_dir, "wrong-order-tracefs")
+    os.makedirs(wrong)
+    with open(os.path.join(wrong, "kustomization.yaml"), "w") as f:
+        yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                        "resources": [os.path.relpath(os.path.join(K8S, "base"), wrong)],
+                        "components": [os.path.relpath(os.path.join(K8S, "components", c), wrong)
+                                       for c in ("classic-sidecar", "kretprobe-tracefs")]}, f)
+    rc, _rendered, err = render(wrong)
+    checks.result("classic-sidecar before kretprobe-tracefs fails the build (never silently)", rc != 0, err[:300])
 
+    rendered_by_name = {}
     for directory, doc in builds:
         name = rel(directory) if directory.startswith(REPO) else doc["title"]
         rc, rendered, err = render(directory)
+        rendered_by_name[name] = rendered if rc == 0 else None
         checks.result(f"kustomize build {name}", rc == 0 and rendered.strip() != "", err)
         if rc != 0:
             continue
@@ -332,7 +477,12 @@ def main():
         else:
             checks.result(f"{name}: classic sidecar validates on {PRE_SIDECAR_VERSION} too", ok, out)
         check_pods(checks, name, objects, init_flags, sidecar_flags, sidecar_caps(name))
+        if name == "base + kretprobe-tracefs component" or name == "base + kretprobe-tracefs + classic-sidecar components":
+            check_tampered(checks, name, objects, init_flags, sidecar_flags)
         check_scenario(checks, name, objects)
+    for one, other in same_either_way:
+        a, b = rendered_by_name.get(one), rendered_by_name.get(other)
+        checks.result(f"{one} and {other} render the same", a is not None and a == b, "")
     shutil.rmtree(out_dir)
     return 1 if checks.failures else 0
 
