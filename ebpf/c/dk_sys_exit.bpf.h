@@ -107,16 +107,19 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 		bytes = ret;
 		file = fd_file(task_fds(btf), (long)(int)dk_sys_arg0(&r));
 		break;
+	/* The argument number stays a constant: tp_btf loads registers directly, at fixed offsets. */
 	case DK_SYS_OPEN_ARG1:
-	case DK_SYS_OPEN_ARG2:
-		if (!(dk_sys_arg(regs, btf, &r, kind == DK_SYS_OPEN_ARG1 ? 1 : 2) & DK_O_CREAT))
+		if (!(dk_sys_arg(regs, btf, &r, 1) & DK_O_CREAT))
 			return 0;
-		/* fallthrough */
-	case DK_SYS_OPEN:
-		/* A successful open reports a create only when it created the file. */
 		file = fd_file(task_fds(btf), ret);
-		if (!(BPF_CORE_READ(file, f_mode) & DK_FMODE_CREATED))
+		break;
+	case DK_SYS_OPEN_ARG2:
+		if (!(dk_sys_arg(regs, btf, &r, 2) & DK_O_CREAT))
 			return 0;
+		file = fd_file(task_fds(btf), ret);
+		break;
+	case DK_SYS_OPEN:
+		file = fd_file(task_fds(btf), ret);
 		break;
 	case DK_SYS_LINK:
 		dentry = cwd_dentry(btf);
@@ -135,10 +138,14 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 	default:
 		return 0;
 	}
+	if (!name) {
+		/* A successful open reports a create only when it created the file. */
+		if (op == DK_OP_CREATE && !(BPF_CORE_READ(file, f_mode) & DK_FMODE_CREATED))
+			return 0;
+		dentry = BPF_CORE_READ(file, f_path.dentry);
+	}
 	/* A file must still have a name (report_dentry's `named`); a new name's directory had one
 	 * when the call succeeded (and may be its file system's top, which never has). */
-	if (!name)
-		dentry = BPF_CORE_READ(file, f_path.dentry);
 	return report_dentry(ctx, dentry, op, bytes, !name, DK_EMIT_NOW, name);
 }
 
