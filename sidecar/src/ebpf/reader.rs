@@ -332,8 +332,6 @@ impl Routing {
             truncated: event.truncated,
         })
     }
-}
-
 
     /// A new name (tracepoint mode's link calls) below the directory the kernel side walked:
     /// placed, or counted and logged (never journaled under a guessed path). When the kernel
@@ -361,13 +359,16 @@ impl Routing {
         let total = self.unreported.count_unplaced_name();
         if total <= 100 || total.is_power_of_two() {
             log::warn!(
-                "[eBPF] new name not journaled: {} (pid {}) made {name:?} relative to {dir}:                  {why} ({total} in all; diffkeeper_unreported_changes_total{{reason=\"{}\"}})",
+                "[eBPF] new name not journaled: {} (pid {}) made {name:?} relative to {dir}: \
+                 {why} ({total} in all; diffkeeper_unreported_changes_total{{reason=\"{}\"}})",
                 event.comm,
                 event.pid,
                 Unreported::UNPLACED_NAME
             );
         }
     }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
