@@ -331,10 +331,10 @@ static __always_inline struct dk_scratch *scratch(void)
 }
 
 /*
- * A new name's directory (`dir`, already walked into path/path_len) and the name as its caller
- * passed it, read from user memory into `from` (DK_F_NAME): user space places it, or counts it
- * when it cannot (absolute, `..`). Not read when the directory's path was cut (DK_F_TRUNCATED
- * already set); a name that cannot be read is flagged too, with from_len 0.
+ * After a new name's directory was put into `path`: the name as its caller passed it, read from
+ * user memory into `from` (DK_F_NAME). User space places it, or counts it when it cannot
+ * (absolute, `..`). Not read when the directory's path was cut (DK_F_TRUNCATED already set); a
+ * name that cannot be read is flagged too, with from_len 0.
  */
 static __always_inline void put_user_name(struct dk_scratch *s, const char *name)
 {
