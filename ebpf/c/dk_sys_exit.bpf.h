@@ -48,14 +48,6 @@ static __always_inline struct dentry *cwd_dentry(bool btf)
 /* AT_FDCWD (fcntl.h): the *at() calls' "relative to the working directory". */
 #define DK_AT_FDCWD -100
 
-/* The directory a *at() call's relative name starts from: dirfd's, or the working directory. */
-static __always_inline struct dentry *at_dentry(bool btf, long dirfd)
-{
-	if ((int)dirfd == DK_AT_FDCWD)
-		return cwd_dentry(btf);
-	return BPF_CORE_READ(fd_file(task_fds(btf), (long)(int)dirfd), f_path.dentry);
-}
-
 /* fstatfs(fd) by anyone on a watched root directory teaches the kernel side its dentry. */
 static __always_inline int learn_from_fd(struct file **fds, long fd)
 {
@@ -77,16 +69,20 @@ static __always_inline int learn_from_fd(struct file **fds, long fd)
 #define DK_O_CREAT 0100
 
 /*
- * Every reported kind ends in the one report_dentry() call at the bottom: the walk and path
- * assembly are inlined once, which keeps the compat program within the pre-5.2 verifier budget
- * (a call site per kind had it verify four walks).
+ * Every reported kind only picks its descriptor (a file's, or a new name's directory's) and
+ * arguments; one fd lookup and one report_dentry() call follow, so the walk and path assembly
+ * are inlined once (a call site per kind had the compat program verify four walks: 75,041 steps
+ * on 5.10, against the pre-5.2 budget of 131,072). A chain of ifs, not a switch: clang lays a
+ * switch's cases out around the shared tail, some after it, jumping back (compat has no
+ * backward jump); dk_keep_compares() keeps compat's ifs in order. Argument numbers stay
+ * constants: tp_btf loads registers directly, at fixed offsets.
  */
 static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf)
 {
 	struct dk_sys r;
-	struct file *file = NULL;
-	struct dentry *dentry = NULL;
-	const char *name = NULL;
+	struct dentry *dentry;
+	const char *name = NULL; /* a new name: fd is its directory's (or AT_FDCWD) */
+	long fd = ret;           /* the opens: the file they returned */
 	__u16 op = DK_OP_CREATE;
 	__u64 bytes = 0;
 
@@ -99,48 +95,44 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 	/* Only for the few numbers we report: a 32-bit syscall's number means something else. */
 	if (kind == DK_SYS_NONE || dk_sys_compat(btf))
 		return 0;
-	switch (kind) {
-	case DK_SYS_WRITE:
+	if (kind == DK_SYS_WRITE) {
 		if (ret == 0)
 			return 0;
 		op = DK_OP_WRITE;
 		bytes = ret;
-		file = fd_file(task_fds(btf), (long)(int)dk_sys_arg0(&r));
-		break;
-	/* The argument number stays a constant: tp_btf loads registers directly, at fixed offsets. */
-	case DK_SYS_OPEN_ARG1:
-		if (!(dk_sys_arg(regs, btf, &r, 1) & DK_O_CREAT))
-			return 0;
-		file = fd_file(task_fds(btf), ret);
-		break;
-	case DK_SYS_OPEN_ARG2:
-		if (!(dk_sys_arg(regs, btf, &r, 2) & DK_O_CREAT))
-			return 0;
-		file = fd_file(task_fds(btf), ret);
-		break;
-	case DK_SYS_OPEN:
-		file = fd_file(task_fds(btf), ret);
-		break;
-	case DK_SYS_LINK:
-		dentry = cwd_dentry(btf);
-		name = (const char *)dk_sys_arg(regs, btf, &r, 1);
-		break;
-	case DK_SYS_SYMLINKAT:
-		dentry = at_dentry(btf, dk_sys_arg(regs, btf, &r, 1));
-		name = (const char *)dk_sys_arg(regs, btf, &r, 2);
-		break;
-	case DK_SYS_LINKAT:
-		dentry = at_dentry(btf, dk_sys_arg(regs, btf, &r, 2));
-		name = (const char *)dk_sys_arg(regs, btf, &r, 3);
-		break;
-	case DK_SYS_FSTATFS: /* nothing left to learn: one global load */
-		return all_roots_learned() ? 0 : learn_from_fd(task_fds(btf), (long)(int)dk_sys_arg0(&r));
-	default:
-		return 0;
+		fd = (int)dk_sys_arg0(&r);
 	}
-	if (!name) {
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_OPEN_ARG1 && !(dk_sys_arg(regs, btf, &r, 1) & DK_O_CREAT))
+		return 0;
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_OPEN_ARG2 && !(dk_sys_arg(regs, btf, &r, 2) & DK_O_CREAT))
+		return 0;
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_LINK) {
+		fd = DK_AT_FDCWD;
+		name = (const char *)dk_sys_arg(regs, btf, &r, 1);
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_SYMLINKAT) {
+		fd = (int)dk_sys_arg(regs, btf, &r, 1);
+		name = (const char *)dk_sys_arg(regs, btf, &r, 2);
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_LINKAT) {
+		fd = (int)dk_sys_arg(regs, btf, &r, 2);
+		name = (const char *)dk_sys_arg(regs, btf, &r, 3);
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_FSTATFS) /* nothing left to learn: one global load */
+		return all_roots_learned() ? 0 : learn_from_fd(task_fds(btf), (long)(int)dk_sys_arg0(&r));
+	if (name && fd == DK_AT_FDCWD) {
+		dentry = cwd_dentry(btf);
+	} else {
+		struct file *file = fd_file(task_fds(btf), fd);
+
 		/* A successful open reports a create only when it created the file. */
-		if (op == DK_OP_CREATE && !(BPF_CORE_READ(file, f_mode) & DK_FMODE_CREATED))
+		if (!name && op == DK_OP_CREATE && !(BPF_CORE_READ(file, f_mode) & DK_FMODE_CREATED))
 			return 0;
 		dentry = BPF_CORE_READ(file, f_path.dentry);
 	}
