@@ -114,9 +114,10 @@ impl Metrics {
             "counter",
             "Changes the eBPF programs saw but did not journal because they could not name them truly: too_deep (more than 32 directories below anything the walk could place), unlinked (a file without a name: O_TMPFILE, deleted while open), missed_return (kprobe mode: a kretprobe that never ran), unplaced_name (tracepoint mode: a new name from link/symlink that cannot be placed below its directory: absolute, with `..`, or through a symlink).",
         );
-        let unreported = active
-            .and_then(|a| a.unreported.as_ref())
-            .map_or_else(|| crate::ebpf::Unreported::default().by_reason(), |u| u.by_reason());
+        let unreported = active.and_then(|a| a.unreported.as_ref()).map_or_else(
+            || crate::ebpf::Unreported::default().by_reason(),
+            |u| u.by_reason(),
+        );
         for (reason, n) in unreported {
             let _ = writeln!(
                 out,

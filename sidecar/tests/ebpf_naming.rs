@@ -207,7 +207,13 @@ fn unnamed_files_with(object: ObjectKind) {
     let flags = nix::libc::AT_EMPTY_PATH;
     // SAFETY: live descriptors, NUL-terminated paths.
     let rc = unsafe {
-        nix::libc::linkat(empty.as_raw_fd(), none.as_ptr(), dir.as_raw_fd(), name.as_ptr(), flags)
+        nix::libc::linkat(
+            empty.as_raw_fd(),
+            none.as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags,
+        )
     };
     assert_eq!(rc, 0, "linkat: {}", std::io::Error::last_os_error());
     write_fd(&empty, b"more");
@@ -241,12 +247,19 @@ fn unnamed_files_with(object: ObjectKind) {
         .iter()
         .filter(|c| c.path.contains('#') || (c.op == Op::Write && c.path == gone.to_string_lossy()))
         .collect();
-    assert!(made_up.is_empty(), "{object}: journaled with a made-up path: {made_up:#?}");
-    assert!(unlinked >= 5, "{object}: 5 unnamed writes, {unlinked} counted");
+    assert!(
+        made_up.is_empty(),
+        "{object}: journaled with a made-up path: {made_up:#?}"
+    );
+    assert!(
+        unlinked >= 5,
+        "{object}: 5 unnamed writes, {unlinked} counted"
+    );
     for name in ["linked.txt", "linked-proc.txt"] {
         let path = root.join(name).to_string_lossy().into_owned();
         assert!(
-            got.iter().any(|c| c.op == Op::Create && c.path == path && !c.truncated),
+            got.iter()
+                .any(|c| c.op == Op::Create && c.path == path && !c.truncated),
             "{object}: no create of {path} in {got:#?}"
         );
     }
@@ -255,7 +268,12 @@ fn unnamed_files_with(object: ObjectKind) {
 fn write_fd(fd: &OwnedFd, data: &[u8]) {
     // SAFETY: a live descriptor and buffer.
     let n = unsafe { nix::libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-    assert_eq!(n, data.len() as isize, "{}", std::io::Error::last_os_error());
+    assert_eq!(
+        n,
+        data.len() as isize,
+        "{}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Tracepoint mode, both objects: new names from link(2), symlink(2), linkat(2) and
@@ -289,7 +307,13 @@ fn new_names_with(object: ObjectKind) {
         let (old, new) = (c(&target.to_string_lossy()), c(name));
         // SAFETY: a live descriptor, NUL-terminated paths.
         let rc = unsafe {
-            nix::libc::linkat(nix::libc::AT_FDCWD, old.as_ptr(), dir.as_raw_fd(), new.as_ptr(), 0)
+            nix::libc::linkat(
+                nix::libc::AT_FDCWD,
+                old.as_ptr(),
+                dir.as_raw_fd(),
+                new.as_ptr(),
+                0,
+            )
         };
         assert_eq!(rc, 0, "linkat {name}: {}", std::io::Error::last_os_error());
     };
@@ -297,14 +321,24 @@ fn new_names_with(object: ObjectKind) {
         let (to, new) = (c("t"), c(name));
         // SAFETY: a live descriptor, NUL-terminated paths.
         let rc = unsafe { nix::libc::symlinkat(to.as_ptr(), dir.as_raw_fd(), new.as_ptr()) };
-        assert_eq!(rc, 0, "symlinkat {name}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "symlinkat {name}: {}",
+            std::io::Error::last_os_error()
+        );
     };
     link_at(&a, "hard");
     link_at(&a, "b/c//deep");
     symlink_at(&a, "./b/sym");
     symlink_at(&open_dir(&root), "top-sym");
     std::env::set_current_dir(root.join("a/b")).unwrap();
-    let (old, hard, to, sym) = (c(&target.to_string_lossy()), c("cwd-hard"), c("t"), c("c/cwd-sym"));
+    let (old, hard, to, sym) = (
+        c(&target.to_string_lossy()),
+        c("cwd-hard"),
+        c("t"),
+        c("c/cwd-sym"),
+    );
     // SAFETY: NUL-terminated paths (libc's link/symlink are the link(2)/symlink(2) syscalls on
     // x86_64, linkat/symlinkat on arm64).
     unsafe {
@@ -347,10 +381,19 @@ fn new_names_with(object: ObjectKind) {
         ],
         "{object}: {got:#?}"
     );
-    assert!(got.iter().all(|c| !c.truncated && c.path.starts_with(&*root.to_string_lossy())));
+    assert!(got
+        .iter()
+        .all(|c| !c.truncated && c.path.starts_with(&*root.to_string_lossy())));
     assert_eq!(unplaced, 3, "{object}: absolute, `..`, through a symlink");
-    for why in ["an absolute name", "a `..` component", "is not a directory (a symlink"] {
-        assert!(!logs_containing(why).is_empty(), "{object}: no log line says {why:?}");
+    for why in [
+        "an absolute name",
+        "a `..` component",
+        "is not a directory (a symlink",
+    ] {
+        assert!(
+            !logs_containing(why).is_empty(),
+            "{object}: no log line says {why:?}"
+        );
     }
 }
 

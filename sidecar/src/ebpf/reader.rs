@@ -425,7 +425,10 @@ mod tests {
         let (r, _, _) = routing();
         let placed = |dir: &str, name: &str| r.to_change(new_name(dir, name, false));
         let c = placed("a/b", "c.txt").unwrap();
-        assert_eq!((c.op, c.path.as_str(), c.truncated), (Op::Create, "/state/a/b/c.txt", false));
+        assert_eq!(
+            (c.op, c.path.as_str(), c.truncated),
+            (Op::Create, "/state/a/b/c.txt", false)
+        );
         assert_eq!(placed("", "top").unwrap().path, "/state/top");
         assert_eq!(placed("a", ".//x").unwrap().path, "/state/a/x");
         assert_eq!(r.unreported.unplaced_names(), 0);

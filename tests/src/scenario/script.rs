@@ -211,7 +211,9 @@ impl Script {
         self.expect("link", "links/sub/deep.txt", None, None);
         symlinkat("../moved.txt", &links, "./sym-at")?;
         self.expect("link", "links/sym-at", None, None);
-        self.tmpfile_linked(|file| linkat(file, "", &links, "sub/linked.txt", AtFlags::AT_EMPTY_PATH))?;
+        self.tmpfile_linked(|file| {
+            linkat(file, "", &links, "sub/linked.txt", AtFlags::AT_EMPTY_PATH)
+        })?;
         self.expect("link", "links/sub/linked.txt", None, None);
         std::env::set_current_dir(self.root.join("links/sub"))?;
         let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
@@ -228,7 +230,13 @@ impl Script {
         self.expect("link", "links/sub/hard-cwd-at.txt", None, None);
         self.tmpfile_linked(|file| {
             let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
-            linkat(AT_FDCWD, proc.as_str(), AT_FDCWD, "linked-proc.txt", AtFlags::AT_SYMLINK_FOLLOW)
+            linkat(
+                AT_FDCWD,
+                proc.as_str(),
+                AT_FDCWD,
+                "linked-proc.txt",
+                AtFlags::AT_SYMLINK_FOLLOW,
+            )
         })?;
         self.expect("link", "links/sub/linked-proc.txt", None, None);
         // Made from a watched working directory, but not placeable below it by tracepoint mode.
