@@ -113,8 +113,8 @@ fn write_at(dir: &OwnedFd, name: &str, data: &[u8]) {
     }
 }
 
-/// Item 8: a path longer than DK_PATH_MAX (4096) is journaled cut after its last whole name,
-/// ending with '/', and flagged; a file 40 directories down (the walk goes 32 links up) is
+/// A path longer than DK_PATH_MAX (4096) is journaled cut after its last whole name,
+/// ending with '/', and flagged (a file's, and a new name's made there by symlinkat); a file 40 directories down (the walk goes 32 links up) is
 /// counted as too_deep and not journaled. Before: the cut path came without a flag (the
 /// journal named a directory as the written file), and the deep write vanished uncounted.
 #[test]
@@ -126,6 +126,11 @@ fn truncated_paths_are_flagged_and_too_deep_ones_counted() {
         dir = mkdir_below(&dir, &long); // 17 × 251 bytes > 4096
     }
     write_at(&dir, "leaf", b"long");
+    // A new name in that directory: its path is cut the same way, the name is not sent.
+    let (to, name) = (c("leaf"), c("sym"));
+    // SAFETY: a live descriptor, NUL-terminated paths.
+    let rc = unsafe { nix::libc::symlinkat(to.as_ptr(), dir.as_raw_fd(), name.as_ptr()) };
+    assert_eq!(rc, 0, "symlinkat: {}", std::io::Error::last_os_error());
     let mut deep = open_dir(&root);
     for i in 0..40 {
         deep = mkdir_below(&deep, &format!("d{i}"));
@@ -156,6 +161,17 @@ fn truncated_paths_are_flagged_and_too_deep_ones_counted() {
         "{relative}"
     );
     assert_eq!(relative, format!("{long}/").repeat(relative.len() / 251));
+    let long_links: Vec<&Change> = got
+        .iter()
+        .filter(|c| c.op == Op::Create && c.path.contains(&long))
+        .collect();
+    assert!(
+        long_links.len() == 2
+            && long_links
+                .iter()
+                .all(|c| c.truncated && c.path.ends_with('/')),
+        "the create of leaf and of the symlink, both cut: {long_links:#?}"
+    );
     assert!(
         !got.iter()
             .any(|c| c.path.contains("deep-leaf") || c.path.contains("/d39")),
@@ -441,7 +457,7 @@ int main(int argc, char **argv) {
     exe
 }
 
-/// Item 11: a 32-bit process's getpid/eventfd2 (ia32 numbers 20 and 328, x86_64's writev and
+/// A 32-bit process's getpid/eventfd2 (ia32 numbers 20 and 328, x86_64's writev and
 /// pwritev2) with a watched file's descriptor in edi produce no journal line; its 32-bit
 /// write(2) is not decoded (documented). Before: 100 bogus writes of the watched file, their
 /// `bytes` the pid or the new eventfd.
