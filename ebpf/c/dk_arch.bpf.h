@@ -9,7 +9,8 @@
  *   kprobe args    UAPI struct pt_regs (rdi, rsi, ...)   struct user_pt_regs (regs[0..7])
  *   sys_exit regs  orig_rax, rdi, rsi, rdx: one read;    syscallno, orig_x0 (x0 holds the return
  *                  r10 (argument 3, linkat only): one    value by then), regs[1..3]
- *                  more
+ *                  more; tp_btf: direct loads, each
+ *                  where it is used
  *   32-bit calls   ia32 syscalls skipped (TS_COMPAT in   AArch32 tasks skipped (pstate)
  *                  thread_info.status: int 0x80 from
  *                  64-bit code too)
@@ -17,8 +18,10 @@
  * What the rest of the source uses:
  *   DK_SYSCALLS(X)    X(name, number, kind) for every syscall sys_exit reports; `cargo test`
  *                     compares each number with the kernel's own UAPI header (ebpf/src/arch.rs)
- *   struct dk_sys     the syscall number and first argument, read at once by dk_sys_read()
- *   dk_sys_arg()      argument 1, 2 or 3 (the open calls' flags, the link calls' dirfd and name)
+ *   struct dk_sys     the syscall number (and, but for x86_64's tp_btf, the first arguments),
+ *                     read at once by dk_sys_read()
+ *   dk_sys_arg()      argument 0 to 3 (the fd, the open calls' flags, the link calls' dirfd and
+ *                     name)
  *   PT_REGS_PARMn     bpf_tracing.h's, given the register struct it casts a kprobe context to
  */
 #ifndef DK_ARCH_BPF_H
@@ -76,7 +79,9 @@ _Static_assert(__builtin_offsetof(struct pt_regs, rsi) == __builtin_offsetof(str
 
 /*
  * `regs` is the kernel's pt_regs; the UAPI one has the same fixed layout under other member
- * names, which is what the tp_btf verifier checks the direct loads (btf) against.
+ * names, which is what the tp_btf verifier checks the direct loads (btf) against. With btf
+ * only the number is loaded here, the arguments where they are used (dk_sys_arg): a direct load
+ * is cheaper than keeping them in registers, or spilled, across the helper calls in between.
  * Returns non-zero when there is nothing to report.
  */
 static __always_inline int dk_sys_read(void *regs, bool btf, struct dk_sys *r)
@@ -85,9 +90,6 @@ static __always_inline int dk_sys_read(void *regs, bool btf, struct dk_sys *r)
 
 	if (!btf)
 		return bpf_probe_read_kernel(r, sizeof(*r), &p->rdx);
-	r->rdx = p->rdx;
-	r->rsi = p->rsi;
-	r->rdi = p->rdi;
 	r->orig_rax = p->orig_rax;
 	return 0;
 }
@@ -114,21 +116,17 @@ static __always_inline int dk_sys_compat(bool btf)
 	return BPF_CORE_READ(task, thread_info.status) & DK_TS_COMPAT;
 }
 
-static __always_inline unsigned long dk_sys_arg0(const struct dk_sys *r)
-{
-	return r->rdi;
-}
-
-/* Argument n (1, 2: already read with the rest; 3: r10, read now: only linkat needs it). */
+/* Argument n (0 to 3): a direct load (btf); else 0 to 2 were read with the number, and 3 (r10,
+ * only linkat needs it) is read now. */
 static __always_inline unsigned long dk_sys_arg(void *regs, bool btf, const struct dk_sys *r, int n)
 {
 	struct pt_regs *p = regs;
 	unsigned long arg = 0;
 
-	if (n != 3)
-		return n == 1 ? r->rsi : r->rdx;
 	if (btf)
-		return p->r10;
+		return n == 0 ? p->rdi : n == 1 ? p->rsi : n == 2 ? p->rdx : p->r10;
+	if (n != 3)
+		return n == 0 ? r->rdi : n == 1 ? r->rsi : r->rdx;
 	bpf_probe_read_kernel(&arg, sizeof(arg), &p->r10);
 	return arg;
 }
@@ -216,17 +214,15 @@ static __always_inline int dk_sys_compat(bool btf)
 	return 0;
 }
 
-static __always_inline unsigned long dk_sys_arg0(const struct dk_sys *r)
-{
-	return r->orig_x0;
-}
-
-/* Argument n (1 to 3): x1..x3 still hold it (only x0 is overwritten by the return value). */
+/* Argument n (0 to 3): orig_x0 (read with the number), or x1..x3, which still hold theirs (only
+ * x0 is overwritten by the return value). */
 static __always_inline unsigned long dk_sys_arg(void *regs, bool btf, const struct dk_sys *r, int n)
 {
 	struct dk_pt_regs *p = regs;
 	unsigned long arg = 0;
 
+	if (n == 0)
+		return r->orig_x0;
 	if (btf)
 		return p->user_regs.regs[n & 7];
 	bpf_probe_read_kernel(&arg, sizeof(arg), &p->user_regs.regs[n & 7]);

@@ -72,7 +72,8 @@ static __always_inline int learn_from_fd(struct file **fds, long fd)
  * Every reported kind only picks its descriptor (a file's, or a new name's directory's) and
  * arguments; one fd lookup and one report_dentry() call follow, so the walk and path assembly
  * are inlined once (a call site per kind had the compat program verify four walks: 75,041 steps
- * on 5.10, against the pre-5.2 budget of 131,072). A chain of ifs, not a switch: clang lays a
+ * on 5.10, against the pre-5.2 budget of 131,072). Modern gives writes their own call
+ * (DK_WRITES_SHARE_REPORT). A chain of ifs, not a switch: clang lays a
  * switch's cases out around the shared tail, some after it, jumping back (compat has no
  * backward jump); dk_keep_compares() keeps compat's ifs in order. Argument numbers stay
  * constants: tp_btf loads registers directly, at fixed offsets.
@@ -98,9 +99,12 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 	if (kind == DK_SYS_WRITE) {
 		if (ret == 0)
 			return 0;
+		if (!DK_WRITES_SHARE_REPORT) /* dk_compat.bpf.h: modern's fast path */
+			return report_file(ctx, fd_file(task_fds(btf), (int)dk_sys_arg(regs, btf, &r, 0)),
+					   DK_OP_WRITE, ret);
 		op = DK_OP_WRITE;
 		bytes = ret;
-		fd = (int)dk_sys_arg0(&r);
+		fd = (int)dk_sys_arg(regs, btf, &r, 0);
 	}
 	dk_keep_compares(kind);
 	if (kind == DK_SYS_OPEN_ARG1 && !(dk_sys_arg(regs, btf, &r, 1) & DK_O_CREAT))
@@ -125,7 +129,7 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 	}
 	dk_keep_compares(kind);
 	if (kind == DK_SYS_FSTATFS) /* nothing left to learn: one global load */
-		return all_roots_learned() ? 0 : learn_from_fd(task_fds(btf), (long)(int)dk_sys_arg0(&r));
+		return all_roots_learned() ? 0 : learn_from_fd(task_fds(btf), (long)(int)dk_sys_arg(regs, btf, &r, 0));
 	if (name && fd == DK_AT_FDCWD) {
 		dentry = cwd_dentry(btf);
 	} else {
