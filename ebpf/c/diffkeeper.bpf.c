@@ -8,10 +8,11 @@
  *   fentry     fexit on vfs_write/vfs_writev, fentry on security_inode_*
  *   tracepoint tp_btf sys_exit with the system BTF, else raw_tracepoint sys_exit (attached
  *              by name: no tracefs, no kernel BTF ids); neither needs tracefs:
- *              write, pwrite64, writev, pwritev, pwritev2 by fd, and files created by
- *              openat/openat2 and, on x86_64, open/creat (FMODE_CREATED). unlink/rename are
- *              not seen: their paths are user strings relative to a cwd/dirfd/root that BPF
- *              cannot look up.
+ *              write, pwrite64, writev, pwritev, pwritev2 by fd, files created by
+ *              openat/openat2 and, on x86_64, open/creat (FMODE_CREATED), and new names from
+ *              linkat/symlinkat and, on x86_64, link/symlink: the directory (dirfd or cwd)
+ *              by its dentry, the name as the caller's string, for user space to place.
+ *              unlink/rename are not seen.
  *
  * Every family reports bytes as the call's return value (kretprobe, fexit, sys_exit).
  * Why these kernel functions (prototypes checked in the BTF of Debian 6.1.0-56,
@@ -94,9 +95,13 @@ struct files_struct {
 struct thread_info {
 	__u32 status;
 };
+struct fs_struct {
+	struct path pwd;
+};
 struct task_struct {
 	struct thread_info thread_info;
 	struct files_struct *files;
+	struct fs_struct *fs;
 };
 #pragma clang attribute pop
 
@@ -326,13 +331,36 @@ static __always_inline struct dk_scratch *scratch(void)
 }
 
 /*
+ * After a new name's directory was put into `path`: the name as its caller passed it, read from
+ * user memory into `from` (DK_F_NAME). User space places it, or counts it when it cannot
+ * (absolute, `..`). Not read when the directory's path was cut (DK_F_TRUNCATED already set); a
+ * name that cannot be read is flagged too, with from_len 0.
+ */
+static __always_inline void put_user_name(struct dk_scratch *s, const char *name)
+{
+	__u32 at = s->w.len;
+	long n = 0;
+
+	s->w.flags |= DK_F_NAME;
+	/* at <= DK_PATH_MAX and a name < PATH_MAX: the read ends inside data[2 * DK_PATH_MAX]. */
+	if (at <= DK_PATH_MAX && !(s->w.flags & DK_F_TRUNCATED))
+		n = dk_probe_read_user_str(&s->data[at], DK_PATH_MAX, name);
+	if (n <= 1) {
+		s->w.flags |= DK_F_TRUNCATED;
+		n = 1;
+	}
+	s->ev.from_len = n - 1;
+}
+
+/*
  * Reports `op` on `dentry` when it lies below a watched root. `named`: the dentry came from an
  * open file, which may have no name (O_TMPFILE, deleted): such a change is counted, never
  * reported under the name the dentry still carries. `emit`: now, or kept until the VFS call
- * returns (enum dk_emit).
+ * returns (enum dk_emit). `name`: a new name in user memory relative to the directory `dentry`
+ * (tracepoint mode's link calls), which may then be a watched root itself; NULL otherwise.
  */
 static __always_inline int report_dentry(void *ctx, struct dentry *dentry, __u16 op, __u64 bytes,
-					 bool named, __u32 emit)
+					 bool named, __u32 emit, const char *name)
 {
 	__u32 dev;
 	const struct dk_dev_roots *roots;
@@ -341,8 +369,16 @@ static __always_inline int report_dentry(void *ctx, struct dentry *dentry, __u16
 		return 0;
 	struct dk_scratch *s = scratch();
 
-	if (!s || !find_root(s, roots, dentry, dev))
+	if (!s)
 		return 0;
+	int self = name ? root_id(roots, dentry, dev) : -1;
+
+	if (self >= 0) {
+		s->w.root_id = self;
+		s->w.depth = 0;
+	} else if (!find_root(s, roots, dentry, dev)) {
+		return 0;
+	}
 	if (named && !BPF_CORE_READ(dentry, d_hash.pprev)) {
 		count_stat(DK_STAT_UNLINKED);
 		return 0;
@@ -352,6 +388,8 @@ static __always_inline int report_dentry(void *ctx, struct dentry *dentry, __u16
 	s->ev.from_root_id = 0;
 	s->ev.from_len = 0;
 	s->ev.path_len = put_path(s, 0);
+	if (name)
+		put_user_name(s, name);
 	s->ev.flags = s->w.flags;
 	return submit(ctx, s, op, bytes, emit, (__u64)dentry);
 }
@@ -359,7 +397,8 @@ static __always_inline int report_dentry(void *ctx, struct dentry *dentry, __u16
 /* A change through an open file: reported now, and only while the file has a name. */
 static __always_inline int report_file(void *ctx, struct file *file, __u16 op, __u64 bytes)
 {
-	return report_dentry(ctx, BPF_CORE_READ(file, f_path.dentry), op, bytes, true, DK_EMIT_NOW);
+	return report_dentry(ctx, BPF_CORE_READ(file, f_path.dentry), op, bytes, true, DK_EMIT_NOW,
+			     NULL);
 }
 
 /* A rename is reported when either end is watched; flags say which ends are. */
@@ -481,16 +520,16 @@ int BPF_KRETPROBE(dk_kretprobe_write, long ret)
 	SEC("kprobe/security_inode_" #hook)                                           \
 	int BPF_KPROBE(dk_kprobe_inode_##hook, __VA_ARGS__) { return report; }
 
-DK_HOOK(create, report_dentry(ctx, dentry, DK_OP_CREATE, 0, false, DK_EMIT_CREATE),
+DK_HOOK(create, report_dentry(ctx, dentry, DK_OP_CREATE, 0, false, DK_EMIT_CREATE, NULL),
 	struct inode *dir, struct dentry *dentry)
-DK_HOOK(unlink, report_dentry(ctx, dentry, DK_OP_DELETE, 0, false, DK_EMIT_UNLINK),
+DK_HOOK(unlink, report_dentry(ctx, dentry, DK_OP_DELETE, 0, false, DK_EMIT_UNLINK, NULL),
 	struct inode *dir, struct dentry *dentry)
 DK_HOOK(rename, report_rename(ctx, old_dentry, new_dentry), struct inode *old_dir,
 	struct dentry *old_dentry, struct inode *new_dir, struct dentry *new_dentry)
 /* link(2), linkat(2) (also of an O_TMPFILE file) and symlink(2): a new name, a create. */
-DK_HOOK(link, report_dentry(ctx, new_dentry, DK_OP_CREATE, 0, false, DK_EMIT_LINK),
+DK_HOOK(link, report_dentry(ctx, new_dentry, DK_OP_CREATE, 0, false, DK_EMIT_LINK, NULL),
 	struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry)
-DK_HOOK(symlink, report_dentry(ctx, dentry, DK_OP_CREATE, 0, false, DK_EMIT_SYMLINK),
+DK_HOOK(symlink, report_dentry(ctx, dentry, DK_OP_CREATE, 0, false, DK_EMIT_SYMLINK, NULL),
 	struct inode *dir, struct dentry *dentry)
 
 /*

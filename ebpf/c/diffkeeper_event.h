@@ -34,6 +34,9 @@ enum dk_flag {
 	DK_F_TRUNCATED = 4, /* a path could not be assembled whole (longer than DK_PATH_MAX, or a
 			     * name unreadable): it is cut after its last whole name and ends
 			     * with '/' (or is empty) */
+	DK_F_NAME = 8,      /* tracepoint mode's link calls: path is a directory, and `from` the new
+			     * name relative to it exactly as the caller passed it (from_len 0, with
+			     * DK_F_TRUNCATED, when it was not read) */
 };
 
 /*
@@ -54,7 +57,7 @@ enum dk_stat {
 /*
  * One change. The ring buffer record (modern) or perf sample (compat) is this header followed by path_len bytes of
  * `path` and then from_len bytes of `from`, both relative to their watched root
- * ("sub/dir/file"), without NULs.
+ * ("sub/dir/file"), without NULs (with DK_F_NAME, `from` is a name relative to `path`).
  */
 struct dk_event {
 	__u64 bytes;        /* write: bytes the write returned; otherwise 0 */

@@ -4,10 +4,13 @@
  * kind once per architecture, with -D__TARGET_ARCH_x86 or -D__TARGET_ARCH_arm64):
  *
  *                  x86_64                                aarch64
- *   syscalls       syscall_64.tbl: open and creat too    asm-generic/unistd.h: only openat(2)
+ *   syscalls       syscall_64.tbl: open, creat, link,    asm-generic/unistd.h: only openat(2),
+ *                  symlink too                           linkat(2), symlinkat(2)
  *   kprobe args    UAPI struct pt_regs (rdi, rsi, ...)   struct user_pt_regs (regs[0..7])
- *   sys_exit regs  orig_rax, rdi, rsi, rdx: one read     syscallno, orig_x0 (x0 holds the return
- *                                                        value by then), regs[1], regs[2]
+ *   sys_exit regs  orig_rax, rdi, rsi, rdx: one read;    syscallno, orig_x0 (x0 holds the return
+ *                  r10 (argument 3, linkat only): one    value by then), regs[1..3]
+ *                  more; tp_btf: direct loads, each
+ *                  where it is used
  *   32-bit calls   ia32 syscalls skipped (TS_COMPAT in   AArch32 tasks skipped (pstate)
  *                  thread_info.status: int 0x80 from
  *                  64-bit code too)
@@ -15,8 +18,10 @@
  * What the rest of the source uses:
  *   DK_SYSCALLS(X)    X(name, number, kind) for every syscall sys_exit reports; `cargo test`
  *                     compares each number with the kernel's own UAPI header (ebpf/src/arch.rs)
- *   struct dk_sys     the syscall number and first argument, read at once by dk_sys_read()
- *   dk_sys_arg()      argument 1 or 2 (only the open calls need one)
+ *   struct dk_sys     the syscall number (and, but for x86_64's tp_btf, the first arguments),
+ *                     read at once by dk_sys_read()
+ *   dk_sys_arg()      argument 0 to 3 (the fd, the open calls' flags, the link calls' dirfd and
+ *                     name)
  *   PT_REGS_PARMn     bpf_tracing.h's, given the register struct it casts a kprobe context to
  */
 #ifndef DK_ARCH_BPF_H
@@ -30,6 +35,11 @@ enum dk_sys_kind {
 	DK_SYS_OPEN_ARG2, /* openat(dirfd, path, flags, mode): O_CREAT in argument 2 */
 	DK_SYS_OPEN,      /* creat, or flags in user memory (openat2's open_how): check the file */
 	DK_SYS_FSTATFS,   /* fstatfs(fd): how the sidecar teaches the kernel side its roots */
+	/* A new name (hard link or symlink) given as a user path: reported as the directory the
+	 * path is relative to, and the path itself (DK_F_NAME). */
+	DK_SYS_LINK,      /* link(old, new), symlink(target, new): new (argument 1) from the cwd */
+	DK_SYS_SYMLINKAT, /* symlinkat(target, newdfd, new): newdfd, new in arguments 1, 2 */
+	DK_SYS_LINKAT,    /* linkat(olddfd, old, newdfd, new, flags): newdfd, new in arguments 2, 3 */
 };
 
 #if defined(__TARGET_ARCH_x86)
@@ -43,8 +53,12 @@ enum dk_sys_kind {
 	X(pwrite64, 18, WRITE)                                                        \
 	X(writev, 20, WRITE)                                                          \
 	X(creat, 85, OPEN)                                                            \
+	X(link, 86, LINK)                                                             \
+	X(symlink, 88, LINK)                                                          \
 	X(fstatfs, 138, FSTATFS)                                                      \
 	X(openat, 257, OPEN_ARG2)                                                     \
+	X(linkat, 265, LINKAT)                                                        \
+	X(symlinkat, 266, SYMLINKAT)                                                  \
 	X(pwritev, 296, WRITE)                                                        \
 	X(pwritev2, 328, WRITE)                                                       \
 	X(openat2, 437, OPEN)
@@ -65,7 +79,9 @@ _Static_assert(__builtin_offsetof(struct pt_regs, rsi) == __builtin_offsetof(str
 
 /*
  * `regs` is the kernel's pt_regs; the UAPI one has the same fixed layout under other member
- * names, which is what the tp_btf verifier checks the direct loads (btf) against.
+ * names, which is what the tp_btf verifier checks the direct loads (btf) against. With btf
+ * only the number is loaded here, the arguments where they are used (dk_sys_arg): a direct load
+ * is cheaper than keeping them in registers, or spilled, across the helper calls in between.
  * Returns non-zero when there is nothing to report.
  */
 static __always_inline int dk_sys_read(void *regs, bool btf, struct dk_sys *r)
@@ -74,9 +90,6 @@ static __always_inline int dk_sys_read(void *regs, bool btf, struct dk_sys *r)
 
 	if (!btf)
 		return bpf_probe_read_kernel(r, sizeof(*r), &p->rdx);
-	r->rdx = p->rdx;
-	r->rsi = p->rsi;
-	r->rdi = p->rdi;
 	r->orig_rax = p->orig_rax;
 	return 0;
 }
@@ -103,15 +116,19 @@ static __always_inline int dk_sys_compat(bool btf)
 	return BPF_CORE_READ(task, thread_info.status) & DK_TS_COMPAT;
 }
 
-static __always_inline unsigned long dk_sys_arg0(const struct dk_sys *r)
-{
-	return r->rdi;
-}
-
-/* Argument n (1 or 2): already read with the rest. */
+/* Argument n (0 to 3): a direct load (btf); else 0 to 2 were read with the number, and 3 (r10,
+ * only linkat needs it) is read now. */
 static __always_inline unsigned long dk_sys_arg(void *regs, bool btf, const struct dk_sys *r, int n)
 {
-	return n == 1 ? r->rsi : r->rdx;
+	struct pt_regs *p = regs;
+	unsigned long arg = 0;
+
+	if (btf)
+		return n == 0 ? p->rdi : n == 1 ? p->rsi : n == 2 ? p->rdx : p->r10;
+	if (n != 3)
+		return n == 0 ? r->rdi : n == 1 ? r->rsi : r->rdx;
+	bpf_probe_read_kernel(&arg, sizeof(arg), &p->r10);
+	return arg;
 }
 
 #elif defined(__TARGET_ARCH_arm64)
@@ -140,8 +157,11 @@ struct dk_pt_regs {
 	__s32 syscallno;
 };
 
-/* asm-generic/unistd.h (arm64 has no open or creat syscall; fstatfs is __NR3264_fstatfs). */
+/* asm-generic/unistd.h (arm64 has no open, creat, link or symlink syscall; fstatfs is
+ * __NR3264_fstatfs). */
 #define DK_SYSCALLS(X)                                                                \
+	X(symlinkat, 36, SYMLINKAT)                                                   \
+	X(linkat, 37, LINKAT)                                                         \
 	X(fstatfs, 44, FSTATFS)                                                       \
 	X(openat, 56, OPEN_ARG2)                                                      \
 	X(write, 64, WRITE)                                                           \
@@ -194,17 +214,15 @@ static __always_inline int dk_sys_compat(bool btf)
 	return 0;
 }
 
-static __always_inline unsigned long dk_sys_arg0(const struct dk_sys *r)
-{
-	return r->orig_x0;
-}
-
-/* Argument n (1 or 2): x1, x2 still hold it (only x0 is overwritten by the return value). */
+/* Argument n (0 to 3): orig_x0 (read with the number), or x1..x3, which still hold theirs (only
+ * x0 is overwritten by the return value). */
 static __always_inline unsigned long dk_sys_arg(void *regs, bool btf, const struct dk_sys *r, int n)
 {
 	struct dk_pt_regs *p = regs;
 	unsigned long arg = 0;
 
+	if (n == 0)
+		return r->orig_x0;
 	if (btf)
 		return p->user_regs.regs[n & 7];
 	bpf_probe_read_kernel(&arg, sizeof(arg), &p->user_regs.regs[n & 7]);

@@ -19,6 +19,7 @@
  *                   dk_root_sb[], dk_root_top[]         all_roots and the pointers of ids < 4),
  *                                                       HASH dk_root_{dentry,sb,top} (ids >= 4)
  *   kernel reads    bpf_probe_read_kernel{,_str}        bpf_probe_read{,_str} (_kernel is 5.5)
+ *   user strings    bpf_probe_read_user_str             bpf_probe_read_str (_user is 5.5)
  *   programs        + fentry/fexit, tp_btf              kprobe/kretprobe, raw_tracepoint only
  *
  * Loader contract of the compat object (the maps both objects share, dk_roots, dk_devs,
@@ -54,6 +55,13 @@ enum dk_table {
  * every BPF_CORE_READ (which expands to bpf_probe_read_kernel) into bpf_probe_read. */
 #define bpf_probe_read_kernel bpf_probe_read
 #define bpf_probe_read_kernel_str bpf_probe_read_str
+/* A user string (a link call's new name): the unsplit helper reads user memory too on those
+ * architectures (newer kernels pick the user or the kernel copy by the address). */
+#define dk_probe_read_user_str bpf_probe_read_str
+
+/* sys_exit reports writes through the report call every kind shares: one inlined walk, so the
+ * program stays within the pre-5.2 verifier budget. */
+#define DK_WRITES_SHARE_REPORT 1
 
 /* fentry/fexit/tp_btf need the running kernel's own BTF: not on the kernels compat is for. */
 #define DK_HAVE_BTF_PROGS 0
@@ -229,6 +237,11 @@ static __always_inline long dk_output(void *ctx, void *data, __u64 size)
 #else /* modern */
 
 #define DK_HAVE_BTF_PROGS 1
+#define dk_probe_read_user_str bpf_probe_read_user_str
+/* sys_exit gives writes, the most frequent call, their own report call: the shared one costs a
+ * write outside the watched dirs ~5 ns/run more (register spills, the other kinds' tests),
+ * and a second inlined walk costs modern's verifier a few hundred steps. */
+#define DK_WRITES_SHARE_REPORT 0
 #define DK_STEP static long
 #define dk_keep_compares(v)
 #define dk_loop(n, cb, data) bpf_loop(n, cb, data, 0)

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * The tracepoint family: sys_exit sees every syscall's return. Included once, at the end of
- * diffkeeper.bpf.c (it reports through report_file()); the syscall numbers and the register
+ * diffkeeper.bpf.c (it reports through report_dentry()); the syscall numbers and the register
  * access are the architecture's, from dk_arch.bpf.h.
  *
  * Every syscall on the machine runs this, so the order is cheapest test first: the return
- * value, then the syscall number, and the file only for the few calls we report. Two
+ * value, then the syscall number, and the file only for the few calls we report. A new name
+ * from link/linkat/symlink/symlinkat is a user path relative to a directory (dirfd or cwd):
+ * the program reports that directory's path and the name as passed (DK_F_NAME), and user
+ * space decides whether the name can be placed below it (ebpf/src/event.rs). Two
  * programs share the body: tp_btf (BTF-typed: regs and task->files->fdt->fd are direct
  * loads, ~30 ns/write cheaper; needs the running kernel's own BTF ids, so only with the
  * system BTF) and raw_tracepoint (any BTF: every kernel pointer is a bpf_probe_read_kernel).
@@ -32,14 +35,18 @@ static __always_inline struct file *fd_file(struct file **fds, long fd)
 	return file;
 }
 
-/* A successful open reports a create only when it created the file. */
-static __always_inline int report_open(void *ctx, struct file **fds, long fd)
+/* The current task's working directory: where link(2)/symlink(2) and AT_FDCWD names start. */
+static __always_inline struct dentry *cwd_dentry(bool btf)
 {
-	struct file *file = fd_file(fds, fd);
-	unsigned int mode = BPF_CORE_READ(file, f_mode);
+	if (btf)
+		return bpf_get_current_task_btf()->fs->pwd.dentry;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
-	return (mode & DK_FMODE_CREATED) ? report_file(ctx, file, DK_OP_CREATE, 0) : 0;
+	return BPF_CORE_READ(task, fs, pwd.dentry);
 }
+
+/* AT_FDCWD (fcntl.h): the *at() calls' "relative to the working directory". */
+#define DK_AT_FDCWD -100
 
 /* fstatfs(fd) by anyone on a watched root directory teaches the kernel side its dentry. */
 static __always_inline int learn_from_fd(struct file **fds, long fd)
@@ -61,9 +68,24 @@ static __always_inline int learn_from_fd(struct file **fds, long fd)
  * create a file. */
 #define DK_O_CREAT 0100
 
+/*
+ * Every reported kind only picks its descriptor (a file's, or a new name's directory's) and
+ * arguments; one fd lookup and one report_dentry() call follow, so the walk and path assembly
+ * are inlined once (a call site per kind had the compat program verify four walks: 75,041 steps
+ * on 5.10, against the pre-5.2 budget of 131,072). Modern gives writes their own call
+ * (DK_WRITES_SHARE_REPORT). A chain of ifs, not a switch: clang lays a
+ * switch's cases out around the shared tail, some after it, jumping back (compat has no
+ * backward jump); dk_keep_compares() keeps compat's ifs in order. Argument numbers stay
+ * constants: tp_btf loads registers directly, at fixed offsets.
+ */
 static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf)
 {
 	struct dk_sys r;
+	struct dentry *dentry;
+	const char *name = NULL; /* a new name: fd is its directory's (or AT_FDCWD) */
+	long fd = ret;           /* the opens: the file they returned */
+	__u16 op = DK_OP_CREATE;
+	__u64 bytes = 0;
 
 	if (ret < 0) /* failed calls change nothing; costs no memory read */
 		return 0;
@@ -74,25 +96,53 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 	/* Only for the few numbers we report: a 32-bit syscall's number means something else. */
 	if (kind == DK_SYS_NONE || dk_sys_compat(btf))
 		return 0;
-	switch (kind) {
-	case DK_SYS_WRITE:
+	if (kind == DK_SYS_WRITE) {
 		if (ret == 0)
 			return 0;
-		return report_file(ctx, fd_file(task_fds(btf), (long)(int)dk_sys_arg0(&r)), DK_OP_WRITE,
-				   ret);
-	case DK_SYS_OPEN_ARG1:
-		return (dk_sys_arg(regs, btf, &r, 1) & DK_O_CREAT) ? report_open(ctx, task_fds(btf), ret)
-								   : 0;
-	case DK_SYS_OPEN_ARG2:
-		return (dk_sys_arg(regs, btf, &r, 2) & DK_O_CREAT) ? report_open(ctx, task_fds(btf), ret)
-								   : 0;
-	case DK_SYS_OPEN:
-		return report_open(ctx, task_fds(btf), ret);
-	case DK_SYS_FSTATFS: /* nothing left to learn: one global load */
-		return all_roots_learned() ? 0 : learn_from_fd(task_fds(btf), (long)(int)dk_sys_arg0(&r));
-	default:
-		return 0;
+		if (!DK_WRITES_SHARE_REPORT) /* dk_compat.bpf.h: modern's fast path */
+			return report_file(ctx, fd_file(task_fds(btf), (int)dk_sys_arg(regs, btf, &r, 0)),
+					   DK_OP_WRITE, ret);
+		op = DK_OP_WRITE;
+		bytes = ret;
+		fd = (int)dk_sys_arg(regs, btf, &r, 0);
 	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_OPEN_ARG1 && !(dk_sys_arg(regs, btf, &r, 1) & DK_O_CREAT))
+		return 0;
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_OPEN_ARG2 && !(dk_sys_arg(regs, btf, &r, 2) & DK_O_CREAT))
+		return 0;
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_LINK) {
+		fd = DK_AT_FDCWD;
+		name = (const char *)dk_sys_arg(regs, btf, &r, 1);
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_SYMLINKAT) {
+		fd = (int)dk_sys_arg(regs, btf, &r, 1);
+		name = (const char *)dk_sys_arg(regs, btf, &r, 2);
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_LINKAT) {
+		fd = (int)dk_sys_arg(regs, btf, &r, 2);
+		name = (const char *)dk_sys_arg(regs, btf, &r, 3);
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_FSTATFS) /* nothing left to learn: one global load */
+		return all_roots_learned() ? 0 : learn_from_fd(task_fds(btf), (long)(int)dk_sys_arg(regs, btf, &r, 0));
+	if (name && fd == DK_AT_FDCWD) {
+		dentry = cwd_dentry(btf);
+	} else {
+		struct file *file = fd_file(task_fds(btf), fd);
+
+		/* A successful open reports a create only when it created the file. */
+		if (!name && op == DK_OP_CREATE && !(BPF_CORE_READ(file, f_mode) & DK_FMODE_CREATED))
+			return 0;
+		dentry = BPF_CORE_READ(file, f_path.dentry);
+	}
+	/* A file must still have a name (report_dentry's `named`); a new name's directory had one
+	 * when the call succeeded (and may be its file system's top, which never has). */
+	return report_dentry(ctx, dentry, op, bytes, !name, DK_EMIT_NOW, name);
 }
 
 #if DK_HAVE_BTF_PROGS

@@ -40,6 +40,28 @@ static __always_inline int is_root_ino(const struct dk_dev_roots *roots, __u64 i
 }
 
 /*
+ * The id of the watched root `d` is, or -1. With `roots` (not every root learned yet): by its
+ * inode number among those on `dev`, learning the root when found; without: by pointer among the
+ * learned root dentries.
+ */
+static __always_inline int root_id(const struct dk_dev_roots *roots, struct dentry *d, __u32 dev)
+{
+	if (!roots)
+		return learned_root_id(DK_T_DENTRY, d);
+	__u64 ino = BPF_CORE_READ(d, d_inode, i_ino);
+
+	if (!is_root_ino(roots, ino))
+		return -1;
+	struct dk_root_key key = { .dev = dev, .ino = ino };
+	__u32 *id = bpf_map_lookup_elem(&dk_roots, &key);
+
+	if (!id)
+		return -1;
+	learn_root(*id, d);
+	return *id;
+}
+
+/*
  * The walk and the path assembly run as steps called by dk_loop(): bpf_loop() callbacks in
  * modern (kernel >= 5.17; the verifier inlines the loop), functions called from an unrolled
  * sequence in compat. Their state lives in the per-CPU scratch map, so each callback is
@@ -64,36 +86,19 @@ DK_STEP find_step(__u32 i, void *data)
 		return 1;
 	}
 	s->chain[i & (DK_MAX_DEPTH - 1)] = d;
-	if (!l->roots) {
-		int id = learned_root_id(DK_T_DENTRY, parent);
+	int id = root_id(l->roots, parent, s->w.dev);
 
-		if (id >= 0) {
-			s->w.root_id = id;
-			s->w.depth = i + 1;
-			return 1;
-		}
-		s->w.cur = parent;
-		/* The top has no parent: stop without reading its d_parent. */
-		if (learned_root_id(DK_T_TOP, parent) < 0)
-			return 0;
-		s->w.ended = 1;
+	if (id >= 0) {
+		s->w.root_id = id;
+		s->w.depth = i + 1;
 		return 1;
 	}
-	__u64 ino = BPF_CORE_READ(parent, d_inode, i_ino);
-
-	if (is_root_ino(l->roots, ino)) {
-		struct dk_root_key key = { .dev = s->w.dev, .ino = ino };
-		__u32 *id = bpf_map_lookup_elem(&dk_roots, &key);
-
-		if (id) {
-			learn_root(*id, parent);
-			s->w.root_id = *id;
-			s->w.depth = i + 1;
-			return 1;
-		}
-	}
 	s->w.cur = parent;
-	return 0;
+	/* Once roots are learned, the top is known too: stop there without reading its d_parent. */
+	if (l->roots || learned_root_id(DK_T_TOP, parent) < 0)
+		return 0;
+	s->w.ended = 1;
+	return 1;
 }
 
 /*

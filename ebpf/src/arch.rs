@@ -61,7 +61,7 @@ mod tests {
 
     /// Every syscall the sys_exit program can report, with what it does with it; an
     /// architecture's table must list exactly those its kernel has.
-    const FAMILY: [(&str, &str); 10] = [
+    const FAMILY: [(&str, &str); 14] = [
         ("write", "WRITE"),
         ("pwrite64", "WRITE"),
         ("writev", "WRITE"),
@@ -72,6 +72,10 @@ mod tests {
         ("openat", "OPEN_ARG2"),
         ("openat2", "OPEN"),
         ("fstatfs", "FSTATFS"),
+        ("link", "LINK"),
+        ("symlink", "LINK"),
+        ("linkat", "LINKAT"),
+        ("symlinkat", "SYMLINKAT"),
     ];
 
     /// `body` through `clang -E` with the architecture's flags, from the crate directory.
@@ -173,8 +177,8 @@ mod tests {
         }
     }
 
-    /// What the tables above must come to: arm64 has no open or creat (asm-generic), and its
-    /// pwrite64 is 68 (67 is pread64).
+    /// What the tables above must come to: arm64 has no open, creat, link or symlink
+    /// (asm-generic), and its pwrite64 is 68 (67 is pread64).
     #[test]
     fn the_tables_are_the_expected_ones() {
         let names = |arch| {
@@ -184,13 +188,13 @@ mod tests {
         };
         assert_eq!(
             names(Arch::X86_64).collect::<Vec<_>>().join(" "),
-            "creat=85 fstatfs=138 open=2 openat=257 openat2=437 pwrite64=18 pwritev=296 \
-             pwritev2=328 write=1 writev=20"
+            "creat=85 fstatfs=138 link=86 linkat=265 open=2 openat=257 openat2=437 \
+             pwrite64=18 pwritev=296 pwritev2=328 symlink=88 symlinkat=266 write=1 writev=20"
         );
         assert_eq!(
             names(Arch::Aarch64).collect::<Vec<_>>().join(" "),
-            "fstatfs=44 openat=56 openat2=437 pwrite64=68 pwritev=70 pwritev2=287 write=64 \
-             writev=66"
+            "fstatfs=44 linkat=37 openat=56 openat2=437 pwrite64=68 pwritev=70 pwritev2=287 \
+             symlinkat=36 write=64 writev=66"
         );
     }
 }

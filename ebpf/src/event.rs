@@ -2,7 +2,9 @@
 //!
 //! A ring buffer record (modern object) or perf sample (compat object) is a [`DkEvent`] header
 //! followed by `path_len` bytes of path and then `from_len` bytes of `from`, both relative to
-//! their watched root (a perf sample may carry up to 7 bytes of padding after them). The layouts here are
+//! their watched root (a perf sample may carry up to 7 bytes of padding after them). With
+//! [`DK_F_NAME`], `path` is a directory and `from` a new name relative to it, as its caller
+//! passed it ([`Event::name`]). The layouts here are
 //! checked field by field against the C header by a test that compiles it with `offsetof()`.
 
 use std::fmt;
@@ -23,6 +25,7 @@ pub const DK_OP_RENAME: u16 = 4;
 pub const DK_F_PATH: u16 = 1;
 pub const DK_F_FROM: u16 = 2;
 pub const DK_F_TRUNCATED: u16 = 4;
+pub const DK_F_NAME: u16 = 8;
 
 /// `enum dk_stat`: the indices of the `dk_stats` counters.
 pub const DK_STAT_TOO_DEEP: u32 = 0;
@@ -184,6 +187,10 @@ pub struct Event {
     pub path: Option<(u32, String)>,
     /// Root id and relative path of a rename's source, if it is watched.
     pub from: Option<(u32, String)>,
+    /// Tracepoint mode's link calls: `path` is the directory a new name was made relative to,
+    /// and this the name exactly as the caller passed it (user memory: it may be absolute,
+    /// hold `..`, or be empty when `truncated`). Placing it is the reader's job.
+    pub name: Option<String>,
     pub truncated: bool,
 }
 
@@ -273,6 +280,7 @@ impl Event {
                 .then(|| (head.root_id, text(&record[start..path_end]))),
             from: (head.flags & DK_F_FROM != 0)
                 .then(|| (head.from_root_id, text(&record[path_end..from_end]))),
+            name: (head.flags & DK_F_NAME != 0).then(|| text(&record[path_end..from_end])),
             truncated: head.flags & DK_F_TRUNCATED != 0,
         })
     }
@@ -336,6 +344,7 @@ mod tests {
             "DK_F_PATH",
             "DK_F_FROM",
             "DK_F_TRUNCATED",
+            "DK_F_NAME",
             "DK_STAT_TOO_DEEP",
             "DK_STAT_UNLINKED",
             "DK_STAT_MISSED_RETURN",
@@ -428,6 +437,7 @@ mod tests {
             ("DK_F_PATH", DK_F_PATH.into()),
             ("DK_F_FROM", DK_F_FROM.into()),
             ("DK_F_TRUNCATED", DK_F_TRUNCATED.into()),
+            ("DK_F_NAME", DK_F_NAME.into()),
             ("DK_STAT_TOO_DEEP", DK_STAT_TOO_DEEP as usize),
             ("DK_STAT_UNLINKED", DK_STAT_UNLINKED as usize),
             ("DK_STAT_MISSED_RETURN", DK_STAT_MISSED_RETURN as usize),
@@ -445,6 +455,22 @@ mod tests {
         );
     }
 
+    /// The bytes of a record: `head` then `data` (path, then from).
+    fn record(head: &DkEvent, data: &[u8]) -> Vec<u8> {
+        let mut rec = Vec::new();
+        rec.extend_from_slice(&head.bytes.to_ne_bytes());
+        rec.extend_from_slice(&head.ts_ns.to_ne_bytes());
+        for w in [head.pid, head.tid, head.root_id, head.from_root_id] {
+            rec.extend_from_slice(&w.to_ne_bytes());
+        }
+        for h in [head.op, head.flags, head.path_len, head.from_len] {
+            rec.extend_from_slice(&h.to_ne_bytes());
+        }
+        rec.extend_from_slice(&head.comm);
+        rec.extend_from_slice(data);
+        rec
+    }
+
     #[test]
     fn parses_a_rename_record() {
         let head = DkEvent {
@@ -460,29 +486,35 @@ mod tests {
             comm: *b"mv\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
             ..Default::default()
         };
-        let mut rec = Vec::new();
-        rec.extend_from_slice(&head.bytes.to_ne_bytes());
-        rec.extend_from_slice(&head.ts_ns.to_ne_bytes());
-        for w in [head.pid, head.tid, head.root_id, head.from_root_id] {
-            rec.extend_from_slice(&w.to_ne_bytes());
-        }
-        for h in [head.op, head.flags, head.path_len, head.from_len] {
-            rec.extend_from_slice(&h.to_ne_bytes());
-        }
-        rec.extend_from_slice(&head.comm);
-        assert_eq!(DkEvent::from_bytes(&rec).unwrap(), head);
-        rec.extend_from_slice(b"a/new");
-        rec.extend_from_slice(b"old");
+        assert_eq!(DkEvent::from_bytes(&record(&head, b"")).unwrap(), head);
+        let rec = record(&head, b"a/newold");
         let ev = Event::parse(&rec).unwrap();
         assert_eq!(ev.op, Op::Rename);
         assert_eq!(ev.comm, "mv");
         assert_eq!(ev.ts_ns, 0x0102_0304_0506_0708);
         assert_eq!(ev.path, Some((1, "a/new".into())));
         assert_eq!(ev.from, Some((2, "old".into())));
+        assert_eq!(ev.name, None);
         assert!(matches!(
             Event::parse(&rec[..rec.len() - 1]),
             Err(EventError::Short { .. })
         ));
+    }
+
+    #[test]
+    fn parses_a_new_name_record() {
+        let head = DkEvent {
+            root_id: 3,
+            op: DK_OP_CREATE,
+            flags: DK_F_PATH | DK_F_NAME,
+            path_len: 5,
+            from_len: 9,
+            ..Default::default()
+        };
+        let ev = Event::parse(&record(&head, b"a/dirsub/x.txt")).unwrap();
+        assert_eq!(ev.path, Some((3, "a/dir".into())));
+        assert_eq!(ev.name.as_deref(), Some("sub/x.txt"));
+        assert_eq!((ev.from, ev.truncated), (None, false));
     }
 
     #[test]

@@ -328,8 +328,8 @@ fn start_backend(
                     .collect();
                 if !unreported.is_empty() {
                     log::warn!(
-                        "[eBPF] {} mode does not report {} (it sees only the write and open \
-                         system calls): those changes will not be journaled; where they matter \
+                        "[eBPF] {} mode does not report {} (it sees only the write, open and \
+                         link system calls): those changes will not be journaled; where they matter \
                          use a kernel with kprobes or fentry, or --enable-ebpf=false (inotify)",
                         session.backend().as_str(),
                         unreported.join(" or ")

@@ -40,7 +40,8 @@ impl Backend {
     }
 
     /// Whether this backend reports `op` at all (the README's coverage table): the tracepoint
-    /// family sees only the syscalls that write and open, never an unlink or a rename.
+    /// family sees only the syscalls that write, open and make links, never an unlink or a
+    /// rename.
     pub fn reports(self, op: Op) -> bool {
         !matches!(
             (self, op),

@@ -114,16 +114,16 @@ impl Metrics {
             &mut out,
             "diffkeeper_unreported_changes_total",
             "counter",
-            "Changes the eBPF programs saw but did not journal because they could not name them truly: too_deep (more than 32 directories below anything the walk could place), unlinked (a file without a name: O_TMPFILE, deleted while open), missed_return (kprobe mode: a kretprobe that never ran).",
+            "Changes the eBPF programs saw but did not journal because they could not name them truly: too_deep (more than 32 directories below anything the walk could place), unlinked (a file without a name: O_TMPFILE, deleted while open), missed_return (kprobe mode: a kretprobe that never ran), unplaced_name (tracepoint mode: a new name from link/symlink that cannot be placed below its directory: absolute, with `..`, or through a symlink).",
         );
-        for stat in diffkeeper_ebpf::event::Stat::ALL {
-            let n = active
-                .and_then(|a| a.unreported.as_ref())
-                .map_or(0, |u| u.get(stat));
+        let unreported = active.and_then(|a| a.unreported.as_ref()).map_or_else(
+            || crate::ebpf::Unreported::default().by_reason(),
+            |u| u.by_reason(),
+        );
+        for (reason, n) in unreported {
             let _ = writeln!(
                 out,
-                "diffkeeper_unreported_changes_total{{reason=\"{}\"}} {n}",
-                stat.as_str()
+                "diffkeeper_unreported_changes_total{{reason=\"{reason}\"}} {n}"
             );
         }
         let kretprobes = active.and_then(|a| a.kretprobes.as_ref());
@@ -429,6 +429,8 @@ mod tests {
             "diffkeeper_backend_info{backend=\"tracepoint\"} 1",
             "diffkeeper_btf_source_info{source=\"cache\"} 1",
             "diffkeeper_ready 1",
+            "diffkeeper_unreported_changes_total{reason=\"unlinked\"} 0",
+            "diffkeeper_unreported_changes_total{reason=\"unplaced_name\"} 0",
         ] {
             assert!(
                 body.lines().any(|l| l == line),

@@ -4,7 +4,10 @@
 //! * a path longer than the kernel sends is flagged `truncated`, one too deep for the walk is
 //!   counted, neither is journaled as another path;
 //! * a file without a name (`O_TMPFILE`, deleted while open) is counted, never journaled under
-//!   the `#<ino>` or old name its dentry still carries;
+//!   the `#<ino>` or old name its dentry still carries; the name `linkat` gives it is journaled;
+//! * a new name from link/linkat/symlink/symlinkat is journaled below the directory it is
+//!   relative to, with both objects; one that cannot be placed there (absolute, `..`, through
+//!   a symlink) is counted and logged, never journaled as a guess;
 //! * a 32-bit (ia32) process's syscalls are not misread as the x86_64 writes with their numbers.
 
 // Test set-up: a step that fails should panic on the spot.
@@ -20,8 +23,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use diffkeeper_ebpf::event::Stat;
+use diffkeeper_ebpf::object::ObjectKind;
 use diffkeeper_sidecar::change::{self, Change, Op};
-use diffkeeper_sidecar::ebpf::{self, AttachMode, EbpfSession};
+use diffkeeper_sidecar::ebpf::{self, AttachMode, EbpfSession, ObjectChoice};
 use ebpf_common::*;
 
 fn start(
@@ -32,15 +36,31 @@ fn start(
     EbpfSession,
     std::sync::mpsc::Receiver<Change>,
 ) {
+    start_with(label, ObjectChoice::Auto)
+}
+
+fn start_with(
+    label: &str,
+    object: ObjectChoice,
+) -> (
+    Scratch,
+    std::path::PathBuf,
+    EbpfSession,
+    std::sync::mpsc::Receiver<Change>,
+) {
     capture_logs();
     let scratch = Scratch::new(label);
     let root = scratch.dir("state");
-    let cfg = config(AttachMode::Tracepoint, &scratch, vec![root.clone()]);
+    let mut cfg = config(AttachMode::Tracepoint, &scratch, vec![root.clone()]);
+    cfg.object = object;
     let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
     let session = ebpf::start(&cfg, tx).unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
     assert_eq!(session.backend(), TRACEPOINT);
     (scratch, root, session, rx)
 }
+
+/// Both objects, each forced: the modern one and compat (4.18's helpers, unrolled walk).
+const OBJECTS: [ObjectKind; 2] = [ObjectKind::Modern, ObjectKind::Compat];
 
 /// The counters are refreshed every 250 ms.
 fn unreported(session: &EbpfSession, stat: Stat) -> u64 {
@@ -93,8 +113,8 @@ fn write_at(dir: &OwnedFd, name: &str, data: &[u8]) {
     }
 }
 
-/// Item 8: a path longer than DK_PATH_MAX (4096) is journaled cut after its last whole name,
-/// ending with '/', and flagged; a file 40 directories down (the walk goes 32 links up) is
+/// A path longer than DK_PATH_MAX (4096) is journaled cut after its last whole name,
+/// ending with '/', and flagged (a file's, and a new name's made there by symlinkat); a file 40 directories down (the walk goes 32 links up) is
 /// counted as too_deep and not journaled. Before: the cut path came without a flag (the
 /// journal named a directory as the written file), and the deep write vanished uncounted.
 #[test]
@@ -106,6 +126,11 @@ fn truncated_paths_are_flagged_and_too_deep_ones_counted() {
         dir = mkdir_below(&dir, &long); // 17 × 251 bytes > 4096
     }
     write_at(&dir, "leaf", b"long");
+    // A new name in that directory: its path is cut the same way, the name is not sent.
+    let (to, name) = (c("leaf"), c("sym"));
+    // SAFETY: a live descriptor, NUL-terminated paths.
+    let rc = unsafe { nix::libc::symlinkat(to.as_ptr(), dir.as_raw_fd(), name.as_ptr()) };
+    assert_eq!(rc, 0, "symlinkat: {}", std::io::Error::last_os_error());
     let mut deep = open_dir(&root);
     for i in 0..40 {
         deep = mkdir_below(&deep, &format!("d{i}"));
@@ -136,6 +161,17 @@ fn truncated_paths_are_flagged_and_too_deep_ones_counted() {
         "{relative}"
     );
     assert_eq!(relative, format!("{long}/").repeat(relative.len() / 251));
+    let long_links: Vec<&Change> = got
+        .iter()
+        .filter(|c| c.op == Op::Create && c.path.contains(&long))
+        .collect();
+    assert!(
+        long_links.len() == 2
+            && long_links
+                .iter()
+                .all(|c| c.truncated && c.path.ends_with('/')),
+        "the create of leaf and of the symlink, both cut: {long_links:#?}"
+    );
     assert!(
         !got.iter()
             .any(|c| c.path.contains("deep-leaf") || c.path.contains("/d39")),
@@ -150,36 +186,68 @@ fn truncated_paths_are_flagged_and_too_deep_ones_counted() {
     );
 }
 
-/// Item 6 (tracepoint mode): writes to an O_TMPFILE file (before and after linkat gives it a
-/// name) and to a file deleted while open are counted as unlinked, never journaled under the
-/// dentry's `#<ino>` or old name. Before: journaled as `write …/#<ino>` and `write …/gone`.
+/// Tracepoint mode: writes to an O_TMPFILE file (before and after linkat gives it a name) and
+/// to a file deleted while open are counted as unlinked, never journaled under the dentry's
+/// `#<ino>` or old name; the names linkat gives the O_TMPFILE files (by AT_EMPTY_PATH relative
+/// to a directory descriptor, and by /proc/self/fd with AT_SYMLINK_FOLLOW) are journaled as
+/// `create`. Before: no line for the final names at all.
 #[test]
 fn unnamed_files_are_never_journaled_with_a_made_up_path() {
-    let (_scratch, root, session, rx) = start("naming-tmpfile");
-    let before = session.unreported().get(Stat::Unlinked);
-    let dir = c(&root.to_string_lossy());
-    // SAFETY: plain syscalls on owned descriptors and live buffers.
-    unsafe {
-        let fd = nix::libc::open(
-            dir.as_ptr(),
-            nix::libc::O_TMPFILE | nix::libc::O_WRONLY,
-            0o644,
-        );
-        assert!(fd >= 0, "O_TMPFILE: {}", std::io::Error::last_os_error());
-        assert_eq!(nix::libc::write(fd, b"tmp".as_ptr().cast(), 3), 3);
-        let linked = c(&root.join("linked.txt").to_string_lossy());
-        let empty = c("");
-        let rc = nix::libc::linkat(
-            fd,
-            empty.as_ptr(),
-            nix::libc::AT_FDCWD,
-            linked.as_ptr(),
-            nix::libc::AT_EMPTY_PATH,
-        );
-        assert_eq!(rc, 0, "linkat: {}", std::io::Error::last_os_error());
-        assert_eq!(nix::libc::write(fd, b"more".as_ptr().cast(), 4), 4);
-        nix::libc::close(fd);
+    for object in OBJECTS {
+        unnamed_files_with(object);
     }
+}
+
+fn unnamed_files_with(object: ObjectKind) {
+    let (_scratch, root, session, rx) = start_with("naming-tmpfile", ObjectChoice::Forced(object));
+    let before = session.unreported().get(Stat::Unlinked);
+    let dir = open_dir(&root);
+    let root_c = c(&root.to_string_lossy());
+    let tmpfile = || {
+        // SAFETY: a NUL-terminated path; the descriptor is owned from here on.
+        let fd = unsafe {
+            nix::libc::open(
+                root_c.as_ptr(),
+                nix::libc::O_TMPFILE | nix::libc::O_WRONLY,
+                0o644,
+            )
+        };
+        assert!(fd >= 0, "O_TMPFILE: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        write_fd(&fd, b"tmp");
+        fd
+    };
+    let empty = tmpfile();
+    let (none, name, proc_name) = (c(""), c("linked.txt"), c("linked-proc.txt"));
+    let flags = nix::libc::AT_EMPTY_PATH;
+    // SAFETY: live descriptors, NUL-terminated paths.
+    let rc = unsafe {
+        nix::libc::linkat(
+            empty.as_raw_fd(),
+            none.as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags,
+        )
+    };
+    assert_eq!(rc, 0, "linkat: {}", std::io::Error::last_os_error());
+    write_fd(&empty, b"more");
+    let proc = tmpfile();
+    let from = c(&format!("/proc/self/fd/{}", proc.as_raw_fd()));
+    // SAFETY: NUL-terminated paths.
+    let rc = unsafe {
+        nix::libc::linkat(
+            nix::libc::AT_FDCWD,
+            from.as_ptr(),
+            dir.as_raw_fd(),
+            proc_name.as_ptr(),
+            nix::libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    assert_eq!(rc, 0, "linkat: {}", std::io::Error::last_os_error());
+    write_fd(&proc, b"more");
+    drop((empty, proc));
     let gone = root.join("gone");
     let mut f = fs::File::create(&gone).unwrap();
     fs::remove_file(&gone).unwrap();
@@ -197,9 +265,152 @@ fn unnamed_files_are_never_journaled_with_a_made_up_path() {
         .collect();
     assert!(
         made_up.is_empty(),
-        "journaled with a made-up path: {made_up:#?}"
+        "{object}: journaled with a made-up path: {made_up:#?}"
     );
-    assert!(unlinked >= 3, "3 unnamed writes, {unlinked} counted");
+    assert!(
+        unlinked >= 5,
+        "{object}: 5 unnamed writes, {unlinked} counted"
+    );
+    for name in ["linked.txt", "linked-proc.txt"] {
+        let path = root.join(name).to_string_lossy().into_owned();
+        assert!(
+            got.iter()
+                .any(|c| c.op == Op::Create && c.path == path && !c.truncated),
+            "{object}: no create of {path} in {got:#?}"
+        );
+    }
+}
+
+fn write_fd(fd: &OwnedFd, data: &[u8]) {
+    // SAFETY: a live descriptor and buffer.
+    let n = unsafe { nix::libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+    assert_eq!(
+        n,
+        data.len() as isize,
+        "{}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Tracepoint mode, both objects: new names from link(2), symlink(2), linkat(2) and
+/// symlinkat(2) relative to a directory descriptor and to the working directory (this thread's
+/// own, unshare(CLONE_FS)), in nested directories and in the root itself, are journaled as
+/// `create` of the path they made; an absolute name, one with `..` and one through a symlinked
+/// directory are counted as unplaced_name and logged, never journaled; names made outside the
+/// root leave nothing. Before: none of these names was journaled or counted.
+#[test]
+fn new_names_are_journaled_below_their_directory_or_counted() {
+    for object in OBJECTS {
+        // Its own thread: the working directory changes.
+        std::thread::spawn(move || new_names_with(object))
+            .join()
+            .unwrap_or_else(|_| panic!("{object}: the new-name scenario failed"));
+    }
+}
+
+fn new_names_with(object: ObjectKind) {
+    use std::os::unix::fs::symlink;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).unwrap();
+    let (scratch, root, session, rx) = start_with("naming-links", ObjectChoice::Forced(object));
+    let outside = scratch.dir("outside");
+    let target = root.join("target.txt");
+    fs::write(&target, b"t").unwrap();
+    fs::create_dir_all(root.join("a/b/c")).unwrap();
+    symlink(&outside, root.join("a/to-outside")).unwrap();
+    let a = open_dir(&root.join("a"));
+    let before = session.unreported().unplaced_names();
+    let link_at = |dir: &OwnedFd, name: &str| {
+        let (old, new) = (c(&target.to_string_lossy()), c(name));
+        // SAFETY: a live descriptor, NUL-terminated paths.
+        let rc = unsafe {
+            nix::libc::linkat(
+                nix::libc::AT_FDCWD,
+                old.as_ptr(),
+                dir.as_raw_fd(),
+                new.as_ptr(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "linkat {name}: {}", std::io::Error::last_os_error());
+    };
+    let symlink_at = |dir: &OwnedFd, name: &str| {
+        let (to, new) = (c("t"), c(name));
+        // SAFETY: a live descriptor, NUL-terminated paths.
+        let rc = unsafe { nix::libc::symlinkat(to.as_ptr(), dir.as_raw_fd(), new.as_ptr()) };
+        assert_eq!(
+            rc,
+            0,
+            "symlinkat {name}: {}",
+            std::io::Error::last_os_error()
+        );
+    };
+    link_at(&a, "hard");
+    link_at(&a, "b/c//deep");
+    symlink_at(&a, "./b/sym");
+    symlink_at(&open_dir(&root), "top-sym");
+    std::env::set_current_dir(root.join("a/b")).unwrap();
+    let (old, hard, to, sym) = (
+        c(&target.to_string_lossy()),
+        c("cwd-hard"),
+        c("t"),
+        c("c/cwd-sym"),
+    );
+    // SAFETY: NUL-terminated paths (libc's link/symlink are the link(2)/symlink(2) syscalls on
+    // x86_64, linkat/symlinkat on arm64).
+    unsafe {
+        assert_eq!(nix::libc::link(old.as_ptr(), hard.as_ptr()), 0);
+        assert_eq!(nix::libc::symlink(to.as_ptr(), sym.as_ptr()), 0);
+    }
+    std::env::set_current_dir(&root).unwrap();
+    fs::hard_link(&target, "root-hard").unwrap();
+    // Not placeable: absolute, `..`, through a symlink to a directory outside.
+    fs::hard_link(&target, root.join("a/absolute")).unwrap();
+    symlink_at(&a, "b/../dotdot");
+    symlink_at(&a, "to-outside/escaped");
+    // Outside the root: nothing, not even a count.
+    std::env::set_current_dir(&outside).unwrap();
+    symlink("t", "out-sym").unwrap();
+    link_at(&open_dir(&outside), "out-hard");
+    let marker = root.join("zz-marker");
+    fs::write(&marker, b"m").unwrap();
+    let got = collect_until(&rx, &marker);
+    std::thread::sleep(Duration::from_millis(100)); // the compat object's other CPUs' buffers
+    let unplaced = session.unreported().unplaced_names() - before;
+    ebpf_common::stop_and_check_unloaded(session);
+
+    let creates: Vec<String> = got
+        .iter()
+        .filter(|c| c.op == Op::Create && c.path != marker.to_string_lossy())
+        .map(|c| c.path[root.to_string_lossy().len()..].to_string())
+        .collect();
+    assert_eq!(
+        creates,
+        [
+            "/target.txt",
+            "/a/hard",
+            "/a/b/c/deep",
+            "/a/b/sym",
+            "/top-sym",
+            "/a/b/cwd-hard",
+            "/a/b/c/cwd-sym",
+            "/root-hard"
+        ],
+        "{object}: {got:#?}"
+    );
+    assert!(got
+        .iter()
+        .all(|c| !c.truncated && c.path.starts_with(&*root.to_string_lossy())));
+    assert_eq!(unplaced, 3, "{object}: absolute, `..`, through a symlink");
+    for why in [
+        "an absolute name",
+        "a `..` component",
+        "is not a directory (a symlink",
+    ] {
+        assert!(
+            !logs_containing(why).is_empty(),
+            "{object}: no log line says {why:?}"
+        );
+    }
 }
 
 /// Builds the ia32 test program (gcc -m32 -static: gcc-multilib, scripts/setup.sh).
@@ -246,7 +457,7 @@ int main(int argc, char **argv) {
     exe
 }
 
-/// Item 11: a 32-bit process's getpid/eventfd2 (ia32 numbers 20 and 328, x86_64's writev and
+/// A 32-bit process's getpid/eventfd2 (ia32 numbers 20 and 328, x86_64's writev and
 /// pwritev2) with a watched file's descriptor in edi produce no journal line; its 32-bit
 /// write(2) is not decoded (documented). Before: 100 bogus writes of the watched file, their
 /// `bytes` the pid or the new eventfd.

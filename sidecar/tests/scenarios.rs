@@ -1,6 +1,7 @@
 //! The journal scenario (diffkeeper_tests::scenario) against the real sidecar binary: real
 //! eBPF on this kernel (tracepoint mode), with the system BTF, with the system BTF hidden and a
-//! cached copy, with no BTF at all (inotify fallback), and in inotify mode. Needs root.
+//! cached copy, with no BTF at all (inotify fallback), and in inotify mode; the operations
+//! scenario in tracepoint mode with both objects. Needs root.
 
 use std::sync::Mutex;
 
@@ -51,6 +52,28 @@ fn tracepoint_with_system_btf_journals_exactly_the_scenario() {
         "{}",
         outcome.journal
     );
+}
+
+/// The operations scenario (failed operations; new names from link, linkat, symlink and
+/// symlinkat relative to a directory descriptor and to the working directory, O_TMPFILE files
+/// given a name; names outside the root) in tracepoint mode with each object: every placeable
+/// new name is journaled as `create`, the absolute one and the one with `..` are not, and the
+/// log says why.
+#[test]
+fn tracepoint_journals_new_names_with_both_objects() {
+    for object in ["modern", "compat"] {
+        let mut options = Options::new(SIDECAR, "tracepoint")
+            .arg("--attach")
+            .arg("tracepoint")
+            .arg("--ebpf-object")
+            .arg(object);
+        options.ops = true;
+        let outcome = run(options);
+        assert_logged(&outcome, &format!("[eBPF] object {object}"));
+        for why in ["an absolute name", "a `..` component"] {
+            assert_logged(&outcome, why);
+        }
+    }
 }
 
 #[test]

@@ -223,6 +223,7 @@ mod tests {
             comm: String::new(),
             path: Some((3, path.to_string())),
             from: from.map(|f| (3, f.to_string())),
+            name: None,
             truncated: false,
         }
     }

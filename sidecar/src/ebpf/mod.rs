@@ -14,6 +14,7 @@
 //! * [`features`]: what this kernel's BPF can do (probed), and so which object loads.
 //! * [`source`]: where events arrive: the ring buffer (modern) or per-CPU perf buffers (compat).
 //! * [`reader`]: the event reader thread.
+//! * [`names`]: placing tracepoint mode's new names (link calls) below their directory.
 //! * [`canary`]: the private canary directory and the self-check that catches a BTF that does
 //!   not match the kernel.
 //! * [`clock`]: kernel event time (boot or monotonic clock) to wall-clock time.
@@ -28,6 +29,7 @@ mod kretprobe;
 mod learned;
 mod load;
 mod mode;
+mod names;
 mod reader;
 mod roots;
 mod session;

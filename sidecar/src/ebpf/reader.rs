@@ -1,6 +1,7 @@
 //! The event reader thread: decodes records from the [`EventSource`] (ring or perf buffers),
-//! keeps canary events apart, turns the rest into [`Change`]s with absolute paths, and keeps
-//! the kernel's lost-event count current.
+//! keeps canary events apart, turns the rest into [`Change`]s with absolute paths (placing
+//! tracepoint mode's new names, [`super::names`]), and keeps the kernel's lost-event count
+//! current.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use super::clock::WallClock;
 use super::error::{Cause, Failure, Hint};
 use super::kretprobe::MissWatch;
 use super::load::explain;
+use super::names::{self, Unplaced};
 use super::source::EventSource;
 use crate::change::{Backend, Change, ChangeSink, Delivery, Family, Op, STOP_GRACE};
 
@@ -37,14 +39,39 @@ pub struct Reader {
     pub unreported: Arc<Unreported>,
 }
 
-/// Changes the kernel side saw but did not report, because it could not name them truly
-/// (`dk_stats`, refreshed with the lost count), by [`Stat::index`].
+/// Changes seen but not journaled because they could not be named truly: the kernel side's
+/// `dk_stats` (refreshed with the lost count), by [`Stat::index`], and the new names the reader
+/// could not place ([`names::Unplaced`]).
 #[derive(Debug, Default)]
-pub struct Unreported(pub [AtomicU64; Stat::ALL.len()]);
+pub struct Unreported {
+    kernel: [AtomicU64; Stat::ALL.len()],
+    unplaced_names: AtomicU64,
+}
 
 impl Unreported {
+    /// The `reason` label of the reader's own count, after the kernel's ([`Stat::as_str`]).
+    pub const UNPLACED_NAME: &'static str = "unplaced_name";
+
     pub fn get(&self, stat: Stat) -> u64 {
-        self.0[stat.index() as usize].load(Ordering::Relaxed)
+        self.kernel[stat.index() as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn unplaced_names(&self) -> u64 {
+        self.unplaced_names.load(Ordering::Relaxed)
+    }
+
+    /// Every count with its `reason` label, in the order `/metrics` lists them.
+    pub fn by_reason(&self) -> [(&'static str, u64); Stat::ALL.len() + 1] {
+        let mut all = [(Self::UNPLACED_NAME, self.unplaced_names()); Stat::ALL.len() + 1];
+        for (slot, stat) in all.iter_mut().zip(Stat::ALL) {
+            *slot = (stat.as_str(), self.get(stat));
+        }
+        all
+    }
+
+    /// Counts one more unplaced name; returns the new total.
+    fn count_unplaced_name(&self) -> u64 {
+        self.unplaced_names.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
@@ -57,6 +84,8 @@ struct Routing {
     delivery: Delivery,
     canary: Sender<Event>,
     clock: WallClock,
+    /// Where unplaced new names are counted.
+    unreported: Arc<Unreported>,
 }
 
 impl Reader {
@@ -95,6 +124,7 @@ impl Reader {
             delivery: Delivery::new(sink, stop.clone()),
             canary: canary_tx,
             clock: WallClock::new(object.clock()),
+            unreported: unreported.clone(),
         };
         let thread = {
             let lost = lost.clone();
@@ -160,7 +190,8 @@ impl Counters {
                 .stats_map
                 .get(&stat.index(), 0)
                 .map_or(0, |per_cpu| per_cpu.iter().sum());
-            let before = self.unreported.0[stat.index() as usize].swap(total, Ordering::Relaxed);
+            let before =
+                self.unreported.kernel[stat.index() as usize].swap(total, Ordering::Relaxed);
             if total > before {
                 log::warn!(
                     "[eBPF] {} changes not journaled: {} ({total} in all; \
@@ -282,7 +313,10 @@ impl Routing {
     }
 
     fn to_change(&self, event: Event) -> Option<Change> {
-        let path = self.absolute(event.path);
+        let path = match &event.name {
+            None => self.absolute(event.path.clone()),
+            Some(name) => self.new_name(&event, name),
+        };
         let from = self.absolute(event.from);
         let (op, path, from) = match (event.op, path, from) {
             (Op::Write, Some(p), _) => (Op::Write, p, None),
@@ -306,6 +340,41 @@ impl Routing {
             bytes: (op == Op::Write).then_some(event.bytes),
             truncated: event.truncated,
         })
+    }
+
+    /// A new name (tracepoint mode's link calls) below the directory the kernel side walked:
+    /// placed, or counted and logged (never journaled under a guessed path). When the kernel
+    /// could not send the name whole, the directory's path, ending in `/`, flagged `truncated`.
+    fn new_name(&self, event: &Event, name: &str) -> Option<String> {
+        let mut dir = self.absolute(event.path.clone())?;
+        if event.truncated {
+            if !dir.ends_with('/') {
+                dir.push('/');
+            }
+            return Some(dir);
+        }
+        match names::place(&dir, name) {
+            Ok(path) => Some(path),
+            Err(why) => {
+                self.unplaced(event, &dir, name, &why);
+                None
+            }
+        }
+    }
+
+    /// Logs the first hundred unplaced names, then one at each power of two: a program making
+    /// such names in a loop cannot flood the log; the count is exact either way.
+    fn unplaced(&self, event: &Event, dir: &str, name: &str, why: &Unplaced) {
+        let total = self.unreported.count_unplaced_name();
+        if total <= 100 || total.is_power_of_two() {
+            log::warn!(
+                "[eBPF] new name not journaled: {} (pid {}) made {name:?} relative to {dir}: \
+                 {why} ({total} in all; diffkeeper_unreported_changes_total{{reason=\"{}\"}})",
+                event.comm,
+                event.pid,
+                Unreported::UNPLACED_NAME
+            );
+        }
     }
 }
 
@@ -332,6 +401,7 @@ mod tests {
             delivery: Delivery::new(sink, stop.clone()),
             canary,
             clock: WallClock::new(diffkeeper_ebpf::object::Clock::Boottime),
+            unreported: Arc::default(),
         };
         (routing, changes, canaries, stop)
     }
@@ -346,8 +416,41 @@ mod tests {
             comm: "app".into(),
             path: path.map(|(i, p)| (i, p.to_string())),
             from: from.map(|(i, p)| (i, p.to_string())),
+            name: None,
             truncated: false,
         }
+    }
+
+    fn new_name(dir: &str, name: &str, truncated: bool) -> Event {
+        Event {
+            name: Some(name.into()),
+            truncated,
+            ..event(Op::Create, Some((0, dir)), None)
+        }
+    }
+
+    #[test]
+    fn new_names_are_placed_below_their_directory_or_counted() {
+        let (r, _, _) = routing();
+        let placed = |dir: &str, name: &str| r.to_change(new_name(dir, name, false));
+        let c = placed("a/b", "c.txt").unwrap();
+        assert_eq!(
+            (c.op, c.path.as_str(), c.truncated),
+            (Op::Create, "/state/a/b/c.txt", false)
+        );
+        assert_eq!(placed("", "top").unwrap().path, "/state/top");
+        assert_eq!(placed("a", ".//x").unwrap().path, "/state/a/x");
+        assert_eq!(r.unreported.unplaced_names(), 0);
+        assert!(placed("a", "/state/a/x").is_none());
+        assert!(placed("a", "../x").is_none());
+        assert_eq!(r.unreported.unplaced_names(), 2);
+        // Cut by the kernel side: the directory, flagged, never a name it did not send.
+        let c = r.to_change(new_name("a/b", "", true)).unwrap();
+        assert_eq!((c.path.as_str(), c.truncated), ("/state/a/b/", true));
+        let c = r.to_change(new_name("a/", "", true)).unwrap();
+        assert_eq!((c.path.as_str(), c.truncated), ("/state/a/", true));
+        let counts = r.unreported.by_reason();
+        assert_eq!(counts.last(), Some(&("unplaced_name", 2)));
     }
 
     #[test]

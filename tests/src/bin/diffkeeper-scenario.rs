@@ -27,9 +27,10 @@ Usage: diffkeeper-scenario --sidecar PATH --expect-backend B [OPTIONS] [-- SIDEC
   --keep                  keep the scenario directory (journal.jsonl) for inspection
   --ops                   the operations scenario instead: creates, renames and unlinks that
                           fail after their security hook (ENOTEMPTY, EPERM, ENOSPC when the
-                          work dir is a tmpfs with few inodes), link(2), symlink(2), O_TMPFILE +
-                          linkat, writes to unnamed files: only completed operations, and no
-                          made-up path, may be journaled
+                          work dir is a tmpfs with few inodes), new names from link(2),
+                          linkat(2), symlink(2), symlinkat(2) (dirfd, cwd, O_TMPFILE, absolute,
+                          `..`, outside), writes to unnamed files: only completed operations,
+                          and no made-up path, may be journaled
   --verbose               copy the sidecar's log to stderr (it is always copied on failure)
   -- SIDECAR_ARGS...      appended to: --state-dir DIR --coalesce-ms 0 --journal FILE
 

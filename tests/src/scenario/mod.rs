@@ -34,15 +34,30 @@ pub const WRITER_COMM: &str = "dk-scenario";
 /// Whether `backend` reports the scenario step `step`. Steps are finer than journal ops so a
 /// backend can see e.g. `write(2)` but not `pwritev(2)`:
 /// `mkdir`, `create` (open with O_CREAT), `write`, `pwrite`, `writev`, `pwritev`, `rename`,
-/// `delete` (unlink), `rmdir`, `link` (a new name from link(2), linkat(2) of an O_TMPFILE
-/// file, or symlink(2)).
+/// `delete` (unlink), `rmdir`, `link` (a new name from link(2), linkat(2), also of an O_TMPFILE
+/// file, symlink(2) or symlinkat(2), relative to a directory descriptor or the working
+/// directory), `absolute-link` (the same with an absolute new name) and `dotdot-link` (a new
+/// name with `..`). Tracepoint mode places a new name below the directory it is relative to:
+/// an absolute one or one with `..` it counts (`unplaced_name`) instead.
 pub fn covers(backend: &str, step: &str) -> bool {
     match backend {
         "inotify" => true,
-        "tracepoint" => matches!(step, "create" | "write" | "pwrite" | "writev" | "pwritev"),
+        "tracepoint" => matches!(
+            step,
+            "create" | "write" | "pwrite" | "writev" | "pwritev" | "link"
+        ),
         "kprobe" | "fentry" => matches!(
             step,
-            "write" | "pwrite" | "writev" | "pwritev" | "create" | "rename" | "delete" | "link"
+            "write"
+                | "pwrite"
+                | "writev"
+                | "pwritev"
+                | "create"
+                | "rename"
+                | "delete"
+                | "link"
+                | "absolute-link"
+                | "dotdot-link"
         ),
         _ => false,
     }
@@ -51,7 +66,7 @@ pub fn covers(backend: &str, step: &str) -> bool {
 /// The journal `op` a step produces.
 fn journal_op(step: &str) -> &'static str {
     match step {
-        "mkdir" | "create" | "link" => "create",
+        "mkdir" | "create" | "link" | "absolute-link" | "dotdot-link" => "create",
         "rename" => "rename",
         "delete" | "rmdir" => "delete",
         _ => "write",
@@ -193,7 +208,7 @@ fn run_in(opts: &Options, dirs: &Dirs, outcome: &mut Outcome) {
             None
         }
         Ok(backend) => match if opts.ops {
-            perform_ops(&dirs.state, &backend)
+            perform_ops(&dirs.state, &dirs.outside, &backend)
         } else {
             perform(&dirs.state, &dirs.outside, &backend)
         } {
@@ -312,6 +327,8 @@ mod tests {
     fn coverage_table() {
         assert!(covers("inotify", "rmdir") && covers("tracepoint", "pwritev"));
         assert!(!covers("tracepoint", "rmdir") && !covers("nope", "write"));
+        assert!(covers("tracepoint", "link") && !covers("tracepoint", "absolute-link"));
+        assert_eq!(journal_op("dotdot-link"), "create");
         assert_eq!(journal_op("pwritev"), "write");
         assert_eq!(journal_op("rmdir"), "delete");
     }

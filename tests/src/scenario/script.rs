@@ -24,10 +24,16 @@ pub(super) fn perform(state: &Path, outside: &Path, backend: &str) -> Result<Vec
 
 /// The operations scenario (`--ops`), on a thread named [`WRITER_COMM`]: returns the expected
 /// journal lines for `backend`. Each failing operation must leave no line: the kprobe and
-/// fentry families see its security hook, which runs before it fails.
-pub(super) fn perform_ops(state: &Path, backend: &str) -> Result<Vec<Value>, String> {
-    on_writer_thread(state, backend, |script| {
-        script.ops().map_err(|e| e.to_string())
+/// fentry families see its security hook, which runs before it fails. New names made in
+/// `outside` must leave none either.
+pub(super) fn perform_ops(
+    state: &Path,
+    outside: &Path,
+    backend: &str,
+) -> Result<Vec<Value>, String> {
+    let outside = outside.to_owned();
+    on_writer_thread(state, backend, move |script| {
+        script.ops(&outside).map_err(|e| e.to_string())
     })
 }
 
@@ -112,8 +118,8 @@ impl Script {
         Ok(())
     }
 
-    fn ops(&mut self) -> Io {
-        use std::os::unix::fs::{symlink, PermissionsExt};
+    fn ops(&mut self, outside: &Path) -> Io {
+        use std::os::unix::fs::PermissionsExt;
         use std::os::unix::process::CommandExt;
         self.create("new.txt")?;
         // open(O_CREAT) of an existing file whose dentry is not cached runs the create hook
@@ -149,14 +155,7 @@ impl Script {
             ));
         }
         self.rename("new.txt", "moved.txt")?;
-        // New names: link(2), symlink(2), and an O_TMPFILE file given one by linkat(2); the
-        // writes to the unnamed file are never journaled (under its "#<ino>" name or any).
-        fs::hard_link(self.root.join("moved.txt"), self.root.join("hard.txt"))?;
-        self.expect("link", "hard.txt", None, None);
-        symlink("moved.txt", self.root.join("sym"))?;
-        self.expect("link", "sym", None, None);
-        self.tmpfile_linked_as("linked.txt")?;
-        self.expect("link", "linked.txt", None, None);
+        self.new_names(outside)?;
         // A write through a descriptor of a deleted file: no name, no line.
         let mut gone = File::create(self.root.join("gone"))?;
         self.expect("create", "gone", None, None);
@@ -185,29 +184,85 @@ impl Script {
         Ok(())
     }
 
-    fn tmpfile_linked_as(&mut self, rel: &str) -> Io {
-        use std::ffi::CString;
+    /// New names for `moved.txt` from link(2), linkat(2), symlink(2) and symlinkat(2) (on arm64
+    /// libc makes the first and third the *at calls), relative to a directory descriptor and to
+    /// the working directory, in nested directories, and O_TMPFILE files given a name by
+    /// linkat(2) (AT_EMPTY_PATH, and /proc/self/fd with AT_SYMLINK_FOLLOW); their writes are
+    /// never journaled (under their "#<ino>" name or any). Then an absolute new name and one
+    /// with `..`, and new names outside the watched directory, which must leave no line.
+    fn new_names(&mut self, outside: &Path) -> Io {
+        use nix::fcntl::{AtFlags, AT_FDCWD};
+        use nix::unistd::{linkat, symlinkat};
         use std::os::fd::AsRawFd;
+        use std::os::unix::fs::symlink;
+        let plain = AtFlags::empty();
+        // The working directory is per process: chdir on this thread only.
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+        for dir in ["links", "links/sub"] {
+            fs::create_dir(self.root.join(dir))?;
+            self.expect("mkdir", dir, None, None);
+        }
+        std::thread::sleep(NEW_DIRECTORY_PAUSE);
+        let target = self.root.join("moved.txt");
+        let links = File::open(self.root.join("links"))?;
+        linkat(AT_FDCWD, &target, &links, "hard-at.txt", plain)?;
+        self.expect("link", "links/hard-at.txt", None, None);
+        linkat(AT_FDCWD, &target, &links, "sub//deep.txt", plain)?;
+        self.expect("link", "links/sub/deep.txt", None, None);
+        symlinkat("../moved.txt", &links, "./sym-at")?;
+        self.expect("link", "links/sym-at", None, None);
+        self.tmpfile_linked(|file| {
+            linkat(file, "", &links, "sub/linked.txt", AtFlags::AT_EMPTY_PATH)
+        })?;
+        self.expect("link", "links/sub/linked.txt", None, None);
+        std::env::set_current_dir(self.root.join("links/sub"))?;
+        let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
+        let (old, hard) = (c(&target.to_string_lossy())?, c("hard-cwd.txt")?);
+        let (to, sym) = (c("../../moved.txt")?, c("sym-cwd")?);
+        // libc's link and symlink: the link(2) and symlink(2) syscalls on x86_64 (the *at ones
+        // on arm64, which has no others). SAFETY: NUL-terminated paths.
+        check_rc(unsafe { nix::libc::link(old.as_ptr(), hard.as_ptr()) })?;
+        self.expect("link", "links/sub/hard-cwd.txt", None, None);
+        // SAFETY: NUL-terminated paths.
+        check_rc(unsafe { nix::libc::symlink(to.as_ptr(), sym.as_ptr()) })?;
+        self.expect("link", "links/sub/sym-cwd", None, None);
+        fs::hard_link(&target, "hard-cwd-at.txt")?; // linkat(AT_FDCWD, …, AT_FDCWD, …)
+        self.expect("link", "links/sub/hard-cwd-at.txt", None, None);
+        self.tmpfile_linked(|file| {
+            let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+            linkat(
+                AT_FDCWD,
+                proc.as_str(),
+                AT_FDCWD,
+                "linked-proc.txt",
+                AtFlags::AT_SYMLINK_FOLLOW,
+            )
+        })?;
+        self.expect("link", "links/sub/linked-proc.txt", None, None);
+        // Made from a watched working directory, but not placeable below it by tracepoint mode.
+        fs::hard_link(&target, self.root.join("links/absolute.txt"))?;
+        self.expect("absolute-link", "links/absolute.txt", None, None);
+        symlink("moved.txt", "../dotdot-sym")?;
+        self.expect("dotdot-link", "links/dotdot-sym", None, None);
+        // Outside the watched directory: from a working directory and a descriptor there.
+        std::env::set_current_dir(outside)?;
+        fs::write("o.txt", b"outside")?;
+        fs::hard_link("o.txt", "o-hard")?;
+        symlink("o.txt", "o-sym")?;
+        let out = File::open(outside)?;
+        symlinkat("o.txt", &out, "o-sym-at")?;
+        linkat(AT_FDCWD, &target, &out, "o-hard-at", plain)?;
+        Ok(())
+    }
+
+    /// An O_TMPFILE file in `links/`, written, given a name by `link`, written again.
+    fn tmpfile_linked(&mut self, link: impl FnOnce(&File) -> nix::Result<()>) -> Io {
         let mut file = OpenOptions::new()
             .write(true)
             .custom_flags(nix::libc::O_TMPFILE)
-            .open(&self.root)?;
+            .open(self.root.join("links"))?;
         file.write_all(b"unnamed")?;
-        let to = CString::new(self.root.join(rel).to_string_lossy().into_owned())
-            .map_err(std::io::Error::other)?;
-        // SAFETY: a live descriptor and NUL-terminated paths.
-        let rc = unsafe {
-            nix::libc::linkat(
-                file.as_raw_fd(),
-                c"".as_ptr(),
-                nix::libc::AT_FDCWD,
-                to.as_ptr(),
-                nix::libc::AT_EMPTY_PATH,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        link(&file)?;
         file.write_all(b" then named")?;
         Ok(())
     }
@@ -293,6 +348,15 @@ impl Script {
             }
         }
         self.expected.push(Value::Object(line));
+    }
+}
+
+/// A libc call's return code as an `io::Result`.
+fn check_rc(rc: nix::libc::c_int) -> Io {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

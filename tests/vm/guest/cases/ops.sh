@@ -1,8 +1,9 @@
 # ops.sh MODE EXPECT [OBJECT]: the operations scenario (diffkeeper-scenario --ops) with the system
 # BTF and --attach MODE, in a tmpfs with 64 inodes (so that a create ends in ENOSPC after its
 # security hook ran): operations that fail after their hook (ENOTEMPTY, EPERM, ENOSPC) leave no
-# line; link(2), symlink(2) and O_TMPFILE + linkat are journaled as create by kprobe/fentry;
-# writes to unnamed files never appear.
+# line; new names from link/linkat/symlink/symlinkat (relative to a dirfd and to the cwd,
+# O_TMPFILE + linkat) are journaled as create by every mode, absolute and `..` names by
+# kprobe/fentry only; names made outside the state dir and writes to unnamed files never appear.
 . /vm/lib.sh
 mode=$1 expect=$2 object=${3:-auto}
 mkdir -p /tmp/case/small /tmp/case/btf-cache
