@@ -254,6 +254,9 @@ static __always_inline void count_stat(__u32 stat)
 /* Where submit() sends a report: out now, or kept in dk_pending until the call returns. */
 enum dk_emit {
 	DK_EMIT_NOW = 0,
+	/* sys_exit (raw_tracepoint / tp_btf): sent now, unless the task made a 32-bit syscall */
+	DK_EMIT_SYS_EXIT = 0x100,
+	DK_EMIT_SYS_EXIT_BTF = 0x200,
 	DK_EMIT_CREATE = DK_DONE_CREATE,
 	DK_EMIT_UNLINK = DK_DONE_UNLINK,
 	DK_EMIT_RENAME = DK_DONE_RENAME,
@@ -292,7 +295,12 @@ static __always_inline int submit(void *ctx, struct dk_scratch *s, __u16 op, __u
 
 	if (size > sizeof(struct dk_event) + 2 * DK_PATH_MAX)
 		return 0;
-	if (emit != DK_EMIT_NOW) {
+	if (emit == DK_EMIT_SYS_EXIT || emit == DK_EMIT_SYS_EXIT_BTF) {
+		/* A 32-bit syscall's number means something else (dk_arch.bpf.h). Checked here, once
+		 * the filter matched, so that writes outside the state dirs never pay for it. */
+		if (dk_sys_compat(emit == DK_EMIT_SYS_EXIT_BTF))
+			return 0;
+	} else if (emit != DK_EMIT_NOW) {
 		keep_pending(s, emit, dentry);
 		return 0;
 	}
@@ -394,11 +402,12 @@ static __always_inline int report_dentry(void *ctx, struct dentry *dentry, __u16
 	return submit(ctx, s, op, bytes, emit, (__u64)dentry);
 }
 
-/* A change through an open file: reported now, and only while the file has a name. */
-static __always_inline int report_file(void *ctx, struct file *file, __u16 op, __u64 bytes)
+/* A change through an open file: reported now (`emit`: DK_EMIT_NOW or a sys_exit one), and
+ * only while the file has a name. */
+static __always_inline int report_file(void *ctx, struct file *file, __u16 op, __u64 bytes,
+				       __u32 emit)
 {
-	return report_dentry(ctx, BPF_CORE_READ(file, f_path.dentry), op, bytes, true, DK_EMIT_NOW,
-			     NULL);
+	return report_dentry(ctx, BPF_CORE_READ(file, f_path.dentry), op, bytes, true, emit, NULL);
 }
 
 /* A rename is reported when either end is watched; flags say which ends are. */
@@ -442,14 +451,14 @@ SEC("fexit/vfs_write")
 int BPF_PROG(dk_fexit_vfs_write, struct file *file, const char *buf, __u64 count, void *pos,
 	     long ret)
 {
-	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret) : 0;
+	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret, DK_EMIT_NOW) : 0;
 }
 
 SEC("fexit/vfs_writev")
 int BPF_PROG(dk_fexit_vfs_writev, struct file *file, const void *vec, unsigned long vlen,
 	     void *pos, int flags, long ret)
 {
-	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret) : 0;
+	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret, DK_EMIT_NOW) : 0;
 }
 
 #endif
@@ -497,7 +506,7 @@ int BPF_KRETPROBE(dk_kretprobe_write, long ret)
 	struct file *file = (struct file *)*ptr;
 
 	bpf_map_delete_elem(&dk_inflight, &id);
-	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret) : 0;
+	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret, DK_EMIT_NOW) : 0;
 }
 
 /*

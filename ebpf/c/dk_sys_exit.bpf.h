@@ -78,6 +78,12 @@ static __always_inline int learn_from_fd(struct file **fds, long fd)
  * backward jump); dk_keep_compares() keeps compat's ifs in order. Argument numbers stay
  * constants: tp_btf loads registers directly, at fixed offsets.
  */
+/* How a sys_exit report is sent: now, after the 32-bit syscall check of this attach type. */
+static __always_inline __u32 sys_exit_emit(bool btf)
+{
+	return btf ? DK_EMIT_SYS_EXIT_BTF : DK_EMIT_SYS_EXIT;
+}
+
 static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf)
 {
 	struct dk_sys r;
@@ -93,15 +99,16 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 		return 0;
 	enum dk_sys_kind kind = dk_sys_kind(dk_sys_nr(&r));
 
-	/* Only for the few numbers we report: a 32-bit syscall's number means something else. */
-	if (kind == DK_SYS_NONE || dk_sys_compat(btf))
+	/* A 32-bit syscall (whose numbers mean something else) is dropped only by submit(), once
+	 * the filter matched: its garbage arguments are read fault-safely and lead nowhere else. */
+	if (kind == DK_SYS_NONE)
 		return 0;
 	if (kind == DK_SYS_WRITE) {
 		if (ret == 0)
 			return 0;
 		if (!DK_WRITES_SHARE_REPORT) /* dk_compat.bpf.h: modern's fast path */
 			return report_file(ctx, fd_file(task_fds(btf), (int)dk_sys_arg(regs, btf, &r, 0)),
-					   DK_OP_WRITE, ret);
+					   DK_OP_WRITE, ret, sys_exit_emit(btf));
 		op = DK_OP_WRITE;
 		bytes = ret;
 		fd = (int)dk_sys_arg(regs, btf, &r, 0);
@@ -142,7 +149,7 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 	}
 	/* A file must still have a name (report_dentry's `named`); a new name's directory had one
 	 * when the call succeeded (and may be its file system's top, which never has). */
-	return report_dentry(ctx, dentry, op, bytes, !name, DK_EMIT_NOW, name);
+	return report_dentry(ctx, dentry, op, bytes, !name, sys_exit_emit(btf), name);
 }
 
 #if DK_HAVE_BTF_PROGS
