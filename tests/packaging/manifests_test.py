@@ -60,6 +60,15 @@ def render(directory):
     return proc.returncode, proc.stdout, proc.stderr.strip()
 
 
+def write_kustomization(directory, base, components):
+    """A kustomization in `directory`: k8s/`base` with k8s/components/`components`, in order."""
+    with open(os.path.join(directory, "kustomization.yaml"), "w") as f:
+        yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                        "resources": [os.path.relpath(os.path.join(K8S, base), directory)],
+                        "components": [os.path.relpath(os.path.join(K8S, "components", c), directory)
+                                       for c in components]}, f)
+
+
 def kubectl_kustomize(directory):
     """`kubectl kustomize` output when a kubectl with kustomize v5 is installed, else None."""
     if shutil.which("kubectl") is None:
@@ -419,34 +428,18 @@ def main():
     for title, (base, components) in combos.items():
         combo = os.path.join(out_dir, re.sub(r"[^a-z0-9.]+", "-", title))
         os.makedirs(combo)
-        with open(os.path.join(combo, "kustomization.yaml"), "w") as f:
-            yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                            "resources": [os.path.relpath(os.path.join(K8S, base), combo)],
-                            "components": [os.path.relpath(os.path.join(K8S, "components", c), combo)
-                                           for c in components]}, f)
+        write_kustomization(combo, base, components)
         builds.append((combo, {"title": title}))
 
-    # In the wrong order the capability patch cannot find the sidecar: the build must fail
-    # loudly instead of leaving BPF/PERFMON on a kernel that does not know them.
-    wrong = os.path.join(out_dir, "wrong-order")
-    os.makedirs(wrong)
-    with open(os.path.join(wrong, "kustomization.yaml"), "w") as f:
-        yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                        "resources": [os.path.relpath(os.path.join(K8S, "base"), wrong)],
-                        "components": [os.path.relpath(os.path.join(K8S, "components", c), wrong)
-                                       for c in ("classic-sidecar", "kernel-pre-5.8")]}, f)
-    rc, _rendered, err = render(wrong)
-    checks.result("classic-sidecar before kernel-pre-5.8 fails the build (never silently)", rc != 0, err[:300])
-    # Likewise the tracefs patch: it must never land on another container.
-    wrong = os.path.join(out_dir, "wrong-order-tracefs")
-    os.makedirs(wrong)
-    with open(os.path.join(wrong, "kustomization.yaml"), "w") as f:
-        yaml.safe_dump({"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                        "resources": [os.path.relpath(os.path.join(K8S, "base"), wrong)],
-                        "components": [os.path.relpath(os.path.join(K8S, "components", c), wrong)
-                                       for c in ("classic-sidecar", "kretprobe-tracefs")]}, f)
-    rc, _rendered, err = render(wrong)
-    checks.result("classic-sidecar before kretprobe-tracefs fails the build (never silently)", rc != 0, err[:300])
+    # In the wrong order a component's patch cannot find the sidecar: the build must fail
+    # loudly instead of leaving BPF/PERFMON on a kernel that does not know them, or the tracefs
+    # mount on another container.
+    for component in ("kernel-pre-5.8", "kretprobe-tracefs"):
+        wrong = os.path.join(out_dir, f"wrong-order-{component}")
+        os.makedirs(wrong)
+        write_kustomization(wrong, "base", ("classic-sidecar", component))
+        rc, _rendered, err = render(wrong)
+        checks.result(f"classic-sidecar before {component} fails the build (never silently)", rc != 0, err[:300])
 
     rendered_by_name = {}
     for directory, doc in builds:
