@@ -188,16 +188,9 @@ fn switch_to_inotify(
         Running::Ebpf(session) => session.stop(),
         Running::Inotify(inotify) => return Ok(Running::Inotify(inotify)),
     }
-    let inotify = inotify::start(roots, sink, metrics.clone()).map_err(Fatal::Inotify)?;
-    metrics.set_ready(Active {
-        backend: Backend::Inotify,
-        btf_source: None,
-        lost_events: None,
-        unreported: None,
-        kretprobes: None,
-    });
+    let running = start_inotify(roots, sink, metrics)?;
     log::info!("{}", ready_line(Backend::Inotify.as_str()));
-    Ok(Running::Inotify(inotify))
+    Ok(running)
 }
 
 /// How long a stopping sidecar waits for the journal to flush: Kubernetes' grace period is
@@ -352,7 +345,16 @@ fn start_backend(
     } else {
         log::info!("eBPF disabled (--enable-ebpf=false): using inotify");
     }
-    let inotify = inotify::start(roots, changes, metrics.clone()).map_err(Fatal::Inotify)?;
+    start_inotify(roots, changes, metrics)
+}
+
+/// Starts the inotify backend on every root and marks the sidecar ready on it.
+fn start_inotify(
+    roots: &[PathBuf],
+    sink: ChangeSink,
+    metrics: &Arc<Metrics>,
+) -> Result<Running, Fatal> {
+    let inotify = inotify::start(roots, sink, metrics.clone()).map_err(Fatal::Inotify)?;
     metrics.set_ready(Active {
         backend: Backend::Inotify,
         btf_source: None,

@@ -116,16 +116,12 @@ pub fn attach(
 }
 
 fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
-    for (name, function) in programs::FEXIT_WRITES {
-        let step = format!("fexit {name} on {function}");
-        with_program(ebpf, name, &step, |prog: &mut FExit| {
-            prog.load(function, &btf.btf)?;
-            prog.attach().map(drop)
-        })?;
-    }
     // The returns before the hooks: a hook's record must never wait for a return that is not
     // attached yet.
-    for (name, function) in programs::FEXIT_RETURNS {
+    for (name, function) in programs::FEXIT_WRITES
+        .into_iter()
+        .chain(programs::FEXIT_RETURNS)
+    {
         let step = format!("fexit {name} on {function}");
         with_program(ebpf, name, &step, |prog: &mut FExit| {
             prog.load(function, &btf.btf)?;

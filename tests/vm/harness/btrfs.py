@@ -38,6 +38,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from . import matrix
@@ -286,20 +287,40 @@ def _check(mode: str):
 
 
 def cases() -> list[Case]:
+    return disk_cases(
+        "btrfs",
+        "btrfs: top-level dir, dir in a subvolume, both, subvolume below a root (system BTF)",
+        " x3, inotify",
+        _check,
+        timeout=150,
+        args_on=lambda mode, release: [mode, expected_backend(mode, release)],
+    )
+
+
+def disk_cases(
+    name: str,
+    description: str,
+    seen: str,
+    check: Callable[[str], Callable],
+    timeout: int,
+    args_on: Callable[[str, str], list[str]] = lambda mode, _release: [mode],
+) -> list[Case]:
+    """One case per eBPF mode on the "disk" variant's images: guest script `<name>.sh`, expected
+    "<backend the kernel gives that mode><seen>"."""
     return [
         Case(
-            f"btrfs.{mode}",
-            "btrfs.sh",
-            [mode, mode],
-            "btrfs: top-level dir, dir in a subvolume, both, subvolume below a root (system BTF)",
+            f"{name}.{mode}",
+            f"{name}.sh",
+            [mode],
+            description,
             mode,
-            f"{mode} x3, inotify",
-            _check(mode),
-            timeout=150,
+            f"{mode}{seen}",
+            check(mode),
+            timeout=timeout,
             needs=("diffkeeper-sidecar", "diffkeeper-scenario"),
             btf_variants=("disk",),
-            expect_on=lambda release, mode=mode: f"{expected_backend(mode, release)} x3, inotify",
-            args_on=lambda release, mode=mode: [mode, expected_backend(mode, release)],
+            expect_on=lambda release, mode=mode: f"{expected_backend(mode, release)}{seen}",
+            args_on=lambda release, mode=mode: args_on(mode, release),
         )
         for mode in ("kprobe", "fentry")
     ]

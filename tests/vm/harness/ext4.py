@@ -17,7 +17,7 @@ must be journaled, and the journal must be exactly those three lines.
 
 from __future__ import annotations
 
-from .btrfs import expected_backend, journal_fields, journal_problem
+from .btrfs import disk_cases, expected_backend, journal_fields, journal_problem
 from .case import Case, Verdict, _finished, _verdict, evidence, ready_backend
 from .qemu import CaseOutput
 
@@ -73,19 +73,10 @@ def _check(mode: str):
 
 
 def cases() -> list[Case]:
-    return [
-        Case(
-            f"ext4.{mode}",
-            "ext4.sh",
-            [mode],
-            "ext4: open(O_CREAT) of an existing uncached file, unlink failing after its hook (system BTF)",
-            mode,
-            f"{mode}, only g journaled",
-            _check(mode),
-            timeout=60,
-            needs=("diffkeeper-sidecar", "diffkeeper-scenario"),
-            btf_variants=("disk",),
-            expect_on=lambda release, mode=mode: f"{expected_backend(mode, release)}, only g journaled",
-        )
-        for mode in ("kprobe", "fentry")
-    ]
+    return disk_cases(
+        "ext4",
+        "ext4: open(O_CREAT) of an existing uncached file, unlink failing after its hook (system BTF)",
+        ", only g journaled",
+        _check,
+        timeout=60,
+    )
