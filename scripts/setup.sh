@@ -53,14 +53,33 @@ install_apt() {
 # The static binaries' targets: x86_64 natively, aarch64 cross-built with cargo-zigbuild.
 rust_targets=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl)
 
+# A fresh machine has no Rust: rustup's own installer (stable, minimal profile plus clippy and
+# rustfmt, which `just lint` needs) into ~/.cargo, from the same host rustup itself updates from.
+install_rustup() {
+  local url="https://static.rust-lang.org/rustup/dist/$(uname -m)-unknown-linux-gnu/rustup-init"
+  local dir init log
+  dir="$(mktemp -d)"
+  init="$dir/rustup-init" # the installer acts by its own name: anything else is taken as a proxy
+  log="$dir/log"
+  echo "setup: rust: no cargo/rustup found: installing the stable toolchain with rustup ($url)" >&2
+  if ! { curl -sSf --retry 3 -o "$init" "$url" && chmod +x "$init" &&
+    "$init" -y --no-modify-path --profile minimal -c clippy,rustfmt; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "setup: FAILED in step \"rust\": could not install Rust from $url (output above); install it with rustup (https://rustup.rs) and run again" >&2
+    rm -rf "$dir"
+    exit 1
+  fi
+  rm -rf "$dir"
+  export PATH="$HOME/.cargo/bin:$PATH"
+}
+
 install_rust_target() {
   step="rust"
   if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
   if ! command -v cargo >/dev/null 2>&1 || ! command -v rustup >/dev/null 2>&1; then
-    echo "setup: FAILED in step \"rust\": cargo/rustup not found: install Rust with rustup first (https://rustup.rs)" >&2
-    exit 1
+    install_rustup
   fi
   local triple installed
   installed="$(rustup target list --installed)"
