@@ -26,6 +26,9 @@ enum dk_op {
 	DK_OP_CREATE = 2,
 	DK_OP_DELETE = 3,
 	DK_OP_RENAME = 4,
+	DK_OP_MKDIR = 5,
+	DK_OP_RMDIR = 6,
+	DK_OP_ATTRIB = 7, /* mode or owner changed */
 };
 
 enum dk_flag {

@@ -21,6 +21,10 @@ pub const DK_OP_WRITE: u16 = 1;
 pub const DK_OP_CREATE: u16 = 2;
 pub const DK_OP_DELETE: u16 = 3;
 pub const DK_OP_RENAME: u16 = 4;
+pub const DK_OP_MKDIR: u16 = 5;
+pub const DK_OP_RMDIR: u16 = 6;
+/// Mode or owner changed (chmod, chown and their fd/at forms).
+pub const DK_OP_ATTRIB: u16 = 7;
 
 pub const DK_F_PATH: u16 = 1;
 pub const DK_F_FROM: u16 = 2;
@@ -150,17 +154,32 @@ impl DkDevRoots {
     }
 }
 
-/// What happened: `enum dk_op`. The sidecar's journal names changes with the same four ops
-/// (a rename with only one end watched becomes a create or a delete there).
+/// What happened: `enum dk_op`. The sidecar's journal names changes with the same ops in every
+/// backend (a rename with only one end watched becomes a create or a delete there; a hard link
+/// or a symlink is a `create` of its new name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Write,
     Create,
     Delete,
     Rename,
+    Mkdir,
+    Rmdir,
+    Attrib,
 }
 
 impl Op {
+    /// Every op, in `enum dk_op` order.
+    pub const ALL: [Op; 7] = [
+        Self::Write,
+        Self::Create,
+        Self::Delete,
+        Self::Rename,
+        Self::Mkdir,
+        Self::Rmdir,
+        Self::Attrib,
+    ];
+
     /// The journal's `op` field: the C name without `DK_OP_`, in lower case.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -168,6 +187,9 @@ impl Op {
             Self::Create => "create",
             Self::Delete => "delete",
             Self::Rename => "rename",
+            Self::Mkdir => "mkdir",
+            Self::Rmdir => "rmdir",
+            Self::Attrib => "attrib",
         }
     }
 }
@@ -252,6 +274,9 @@ impl Event {
             DK_OP_CREATE => Op::Create,
             DK_OP_DELETE => Op::Delete,
             DK_OP_RENAME => Op::Rename,
+            DK_OP_MKDIR => Op::Mkdir,
+            DK_OP_RMDIR => Op::Rmdir,
+            DK_OP_ATTRIB => Op::Attrib,
             other => return Err(EventError::UnknownOp(other)),
         };
         let start = size_of::<DkEvent>();
@@ -341,6 +366,9 @@ mod tests {
             "DK_OP_CREATE",
             "DK_OP_DELETE",
             "DK_OP_RENAME",
+            "DK_OP_MKDIR",
+            "DK_OP_RMDIR",
+            "DK_OP_ATTRIB",
             "DK_F_PATH",
             "DK_F_FROM",
             "DK_F_TRUNCATED",
@@ -434,6 +462,9 @@ mod tests {
             ("DK_OP_CREATE", DK_OP_CREATE.into()),
             ("DK_OP_DELETE", DK_OP_DELETE.into()),
             ("DK_OP_RENAME", DK_OP_RENAME.into()),
+            ("DK_OP_MKDIR", DK_OP_MKDIR.into()),
+            ("DK_OP_RMDIR", DK_OP_RMDIR.into()),
+            ("DK_OP_ATTRIB", DK_OP_ATTRIB.into()),
             ("DK_F_PATH", DK_F_PATH.into()),
             ("DK_F_FROM", DK_F_FROM.into()),
             ("DK_F_TRUNCATED", DK_F_TRUNCATED.into()),

@@ -41,11 +41,12 @@ impl Backend {
 
     /// Whether this backend reports `op` at all (the README's coverage table): the tracepoint
     /// family sees only the syscalls that write, open and make links, never an unlink or a
-    /// rename.
+    /// rename; no backend reports directories or attribute changes as their own ops yet.
     pub fn reports(self, op: Op) -> bool {
         !matches!(
             (self, op),
             (Self::Ebpf(Family::Tracepoint), Op::Delete | Op::Rename)
+                | (_, Op::Mkdir | Op::Rmdir | Op::Attrib)
         )
     }
 }

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use crate::change::{Backend, Op};
 
-const OPS: [Op; 4] = [Op::Write, Op::Create, Op::Delete, Op::Rename];
+const OPS: [Op; Op::ALL.len()] = Op::ALL;
 
 /// Shared between the journal (event counts), the backends (loss counters) and the server.
 #[derive(Default)]
 pub struct Metrics {
     /// Indexed `[backend][op]` in the order of `Backend::ALL` and `OPS`.
-    events: [[AtomicU64; 4]; 4],
+    events: [[AtomicU64; OPS.len()]; 4],
     inotify_overflows: AtomicU64,
     inotify_dropped: AtomicU64,
     coverage_fallbacks: AtomicU64,

@@ -138,7 +138,7 @@ impl Journal {
         // held `write d/f` would follow `rename d -> e`, naming a path that no longer exists).
         // A create cannot have anything below it yet that is not already released by the
         // delete or rename before it.
-        let subtree = matches!(change.op, Op::Rename | Op::Delete);
+        let subtree = matches!(change.op, Op::Rename | Op::Delete | Op::Rmdir);
         for path in std::iter::once(&change.path).chain(change.from.as_ref()) {
             if subtree {
                 for (held, count) in self.coalescer.take_under(path) {
