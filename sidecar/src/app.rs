@@ -230,30 +230,17 @@ fn canonical_state_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, Fatal> {
 }
 
 /// A journal file under a watched directory would report its own lines, each of which is a
-/// new change to report: refused. Symlinks are resolved (the file's, or its parent's when the
-/// file does not exist yet), so a link from outside into a state dir is caught too.
+/// new change to report: refused, wherever links or bind mounts make it land
+/// ([`journal::placement`]).
 fn refuse_journal_in_state_dir(journal: &Path, roots: &[PathBuf]) -> Result<(), Fatal> {
     if journal.as_os_str() == journal::STDOUT {
         return Ok(());
     }
-    let resolved = journal.canonicalize().ok().or_else(|| {
-        let parent = match journal.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        Some(parent.canonicalize().ok()?.join(journal.file_name()?))
-    });
-    let Some(resolved) = resolved else {
-        // Its parent does not exist: opening it fails next, with its own message.
-        return Ok(());
-    };
-    match roots.iter().find(|root| resolved.starts_with(root)) {
-        Some(root) => Err(Fatal::JournalInStateDir {
-            journal: journal.to_owned(),
-            state_dir: root.clone(),
-        }),
-        None => Ok(()),
-    }
+    journal::placement::check(journal, roots).map_err(|inside| Fatal::JournalInStateDir {
+        journal: journal.to_owned(),
+        resolved: inside.resolved,
+        state_dir: inside.root,
+    })
 }
 
 type JournalThread = JoinHandle<std::io::Result<()>>;

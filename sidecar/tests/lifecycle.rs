@@ -105,40 +105,89 @@ fn a_journal_inside_a_state_dir_is_refused_with_exit_2() {
         state.join("journal.jsonl"),
         scratch.path().join("link/journal.jsonl"),
     ] {
-        let mut sidecar = spawn(&mut sidecar(&[
+        let mut cmd = sidecar(&[
             "--state-dir",
             path(&state),
             "--journal",
             path(&journal),
             "--attach",
             "tracepoint",
-        ]));
-        // Without the check it starts, and one write feeds the journal its own lines forever.
-        if sidecar.wait_ready(Duration::from_secs(5)).is_ok() {
-            std::fs::write(state.join("one-write"), b"x").unwrap();
-            std::thread::sleep(Duration::from_secs(2));
-            let lines = std::fs::read_to_string(&journal).unwrap_or_default();
-            sidecar.terminate();
-            panic!(
-                "the sidecar ran with its journal {} inside {}; 2 s after one write it holds {} lines",
-                journal.display(),
-                state.display(),
-                lines.lines().count()
-            );
-        }
-        let status = sidecar.wait_exit(Duration::from_secs(5));
-        let log = sidecar.log();
-        assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
-        assert!(
-            log.contains(&format!(
-                "the journal {} (--journal) is inside the watched state directory {}",
-                journal.display(),
-                state.display()
-            )) && log.contains("put the journal outside every state directory"),
-            "{log}"
-        );
-        assert!(!journal.exists(), "the refused journal was created");
+        ]);
+        expect_refused(&mut cmd, &journal, &state, &state.join("journal.jsonl"));
     }
+}
+
+/// The journal named through a link that does not lead anywhere yet (open would create its
+/// target), a chain of relative links, or a bind mount of the state directory: each lands
+/// inside it. inotify is enough to show the loop.
+#[test]
+fn a_journal_reached_through_dangling_links_or_a_bind_mount_is_refused() {
+    let scratch = Scratch::new("sidecar-journal-links");
+    let state = scratch.dir("state");
+    let outside = scratch.dir("outside");
+    let landing = state.join("journal.jsonl");
+    let link = |target: &str, name: &str| {
+        let at = outside.join(name);
+        std::os::unix::fs::symlink(target, &at).unwrap();
+        at
+    };
+    let absolute = link(path(&landing), "absolute");
+    link("../state/journal.jsonl", "relative");
+    let chain = link("relative", "chain");
+    let alias = scratch.dir("alias");
+    for (journal, bind) in [
+        (absolute, false),
+        (chain, false),
+        (alias.join("j.jsonl"), true),
+    ] {
+        let mut cmd = sidecar(&[
+            "--state-dir",
+            path(&state),
+            "--journal",
+            path(&journal),
+            "--enable-ebpf=false",
+            "--coalesce-ms",
+            "0",
+        ]);
+        let lands_at = if bind {
+            diffkeeper_tests::mountns::bind_mount(&mut cmd, &state, &alias);
+            state.join("j.jsonl")
+        } else {
+            landing.clone()
+        };
+        expect_refused(&mut cmd, &journal, &state, &lands_at);
+    }
+}
+
+/// `cmd` must exit 2 naming `journal` and `state`, without creating `lands_at`; a sidecar that
+/// starts instead is shown feeding on its own lines.
+fn expect_refused(cmd: &mut Command, journal: &Path, state: &Path, lands_at: &Path) {
+    let mut sidecar = spawn(cmd);
+    // Without the check it starts, and one write feeds the journal its own lines forever.
+    if sidecar.wait_ready(Duration::from_secs(5)).is_ok() {
+        std::fs::write(state.join("one-write"), b"x").unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let lines = std::fs::read_to_string(lands_at).unwrap_or_default();
+        sidecar.terminate();
+        panic!(
+            "the sidecar ran with its journal {} inside {}; 2 s after one write it holds {} lines",
+            journal.display(),
+            state.display(),
+            lines.lines().count()
+        );
+    }
+    let status = sidecar.wait_exit(Duration::from_secs(5));
+    let log = sidecar.log();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
+    assert!(
+        log.contains(&format!(
+            "the journal {} (--journal) is inside the watched state directory {}",
+            journal.display(),
+            state.display()
+        )) && log.contains("put the journal outside every state directory"),
+        "{log}"
+    );
+    assert!(!lands_at.exists(), "the refused journal was created");
 }
 
 #[test]

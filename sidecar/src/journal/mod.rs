@@ -8,10 +8,12 @@
 //!
 //! * this file: the output (stdout or an appended file) and the thread that drives it;
 //! * [`coalesce`]: holding back bursts of writes to one path;
-//! * [`line`]: one change as one JSON line.
+//! * [`line`]: one change as one JSON line;
+//! * [`placement`]: where the journal file really lands, checked against the watched roots.
 
 mod coalesce;
 mod line;
+pub mod placement;
 #[cfg(test)]
 mod tests;
 
