@@ -94,6 +94,58 @@ fn a_missing_state_dir_is_named_and_exits_1() {
     assert!(stderr.contains("--state-dir"), "{stderr}");
 }
 
+/// One directory given as several state dirs (the same path again, a path through a link, a
+/// bind mount of it) is watched once, eBPF stays on, and a write is journaled once.
+#[test]
+fn a_state_dir_given_twice_is_watched_once_with_ebpf() {
+    let _serial = serial();
+    let scratch = Scratch::new("sidecar-state-twice");
+    let state = scratch.dir("state");
+    let journal = scratch.path().join("journal.jsonl");
+    std::os::unix::fs::symlink(&state, scratch.path().join("link")).unwrap();
+    let alias = scratch.dir("alias");
+    let given = [
+        state.clone(),
+        scratch.path().join("link"),
+        scratch.path().join("state/../state/"),
+        alias.clone(),
+    ];
+    let mut cmd = sidecar(&["--journal", path(&journal), "--coalesce-ms", "0"]);
+    for dir in &given {
+        cmd.arg("--state-dir").arg(dir);
+    }
+    diffkeeper_tests::mountns::bind_mount(&mut cmd, &state, &alias);
+    let mut sidecar = spawn(&mut cmd);
+    let backend = sidecar
+        .wait_ready(READY_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", sidecar.log()));
+    assert_eq!(backend, "tracepoint", "{}", sidecar.log());
+    let file = state.join("once.txt");
+    std::fs::write(&file, b"x").unwrap();
+    let want = format!("\"op\":\"write\",\"path\":\"{}\"", file.display());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&journal).unwrap().contains(&want) {
+        assert!(Instant::now() < deadline, "no journal line with {want}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Time for a second line, had the directory been watched twice.
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = sidecar.terminate();
+    let log = sidecar.log();
+    assert!(status.is_some_and(|s| s.success()), "{log}");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(text.matches(&want).count(), 1, "{text}");
+    for dir in &given[1..] {
+        let line = format!(
+            "--state-dir {} is the same directory as --state-dir {} ({}): watched once",
+            dir.display(),
+            state.display(),
+            state.display()
+        );
+        assert!(log.contains(&line), "{line:?} missing:\n{log}");
+    }
+}
+
 #[test]
 fn a_journal_inside_a_state_dir_is_refused_with_exit_2() {
     let _serial = serial();
