@@ -11,11 +11,12 @@ cp "/vm/btf/broken/$RELEASE.btf" "$cache/$RELEASE.btf"
     while [ ! -e /tmp/case/stop-writer ]; do
         echo "app data" >"$state/w-$i"
         i=$((i + 1))
-        sleep 0.01
+        sleep 0.02
     done
 ) &
 writer=$!
 # without_sysfs_btf's steps, exec'd all the way down: $sidecar is the sidecar's own pid.
+# shellcheck disable=SC2016 # the inner sh expands its own arguments
 unshare -m --propagation private sh -c 'mount --bind /var/empty /sys/kernel/btf && exec "$@"' \
     without_sysfs_btf diffkeeper-sidecar --state-dir "$state" --attach auto \
     --btf-cache-dir "$cache" --coalesce-ms 0 --journal "$journal" 2>"$log" &
