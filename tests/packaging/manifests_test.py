@@ -261,6 +261,10 @@ def check_pods(checks, name, objects, init_flags, sidecar_flags, caps_wanted):
             check_init(checks, f"{label}/diffkeeper-init", init, volumes, kind, init_flags)
         if kind == "DaemonSet":
             continue
+        # The app and diffkeeper-init write as 65532: fsGroup opens root-owned volumes to them.
+        checks.result(f"{label}: fsGroup 65532 for the non-root writers",
+                      spec.get("securityContext", {}).get("fsGroup") == 65532,
+                      f"securityContext: {spec.get('securityContext')}")
         native = find(inits, "diffkeeper-sidecar")
         classic = find(containers, "diffkeeper-sidecar")
         checks.result(f"{label}: exactly one diffkeeper-sidecar", (native is None) != (classic is None), "")
