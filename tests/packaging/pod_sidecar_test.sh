@@ -16,7 +16,7 @@
 # with CAP_BPF and perf_event_open(2) with CAP_PERFMON; older profiles (Debian 12's podman 4.3
 # among them) allow both only with CAP_SYS_ADMIN. Cases 1 and 2 use podman's profile changed the
 # way containerd's reads (must attach in tracepoint mode); case 3 uses podman's stock profile
-# (EPERM with the capability hint, inotify fallback: the README's troubleshooting row).
+# (EPERM with the capability hint, inotify fallback: a row of docs/troubleshooting.md).
 #
 # usage: tests/packaging/pod_sidecar_test.sh BIN_DIR
 set -euo pipefail
