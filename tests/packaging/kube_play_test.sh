@@ -67,9 +67,12 @@ for applet in sh date sleep; do ln -s busybox "$work/app/bin/$applet"; done
 printf 'FROM scratch\nCOPY bin/ /bin/\nENV PATH=/bin\nENTRYPOINT ["/bin/catatonit", "-P"]\n' >"$work/app/Containerfile"
 podman build --quiet -t "$app_tag" "$work/app" >/dev/null
 
-# The emulated node: no /sys/kernel/btf, a BTFHub-shaped file:// mirror with this kernel's BTF.
+# The emulated node: no /sys/kernel/btf, a BTFHub-shaped file:// mirror with this kernel's BTF
+# under the distro and version of this machine's /etc/os-release (what init reads through its
+# hostPath mount) and BTFHub's name of the architecture.
 mkdir -p "$work/no-btf" "$work/seccomp" "$work/node-cache"
-pack_btf_archive "$SYSTEM_BTF" "$work/mirror/debian/12/x86_64" "$release.btf"
+node_dir="$(. /etc/os-release && echo "$ID/$VERSION_ID")/$(uname -m | sed 's/^aarch64$/arm64/')"
+pack_btf_archive "$SYSTEM_BTF" "$work/mirror/$node_dir" "$release.btf"
 "$here/seccomp_containerd_style.py" "$stock_profile" "$work/seccomp/containerd-style.json"
 
 # adapt KUSTOMIZATION_DIR OUT ARGS...: the kustomization rendered and made playable here.
@@ -126,7 +129,7 @@ check_init() {
 # check_cache NAME DIR: DIR holds the kernel's BTF, which came from the mirror.
 check_cache() {
   same_file "$1: the BTF cache holds the kernel's BTF" "$SYSTEM_BTF" "$2/$release.btf"
-  expect_in "$1: the cached BTF came from the mirror" "file:///test-mirror/debian/12/x86_64/$release.btf.tar.xz" \
+  expect_in "$1: the cached BTF came from the mirror" "file:///test-mirror/$node_dir/$release.btf.tar.xz" \
     "$2/$release.json"
 }
 
