@@ -13,7 +13,7 @@ arguments, security context and mounts as the manifest has them. Each change:
   applies the pod's restartPolicy to init containers too and would restart a finished one in a
   loop under Always, so the pod's restartPolicy becomes OnFailure (no container here exits
   non-zero unless the test fails).
-- fsGroup: podman does not implement the pod's securityContext.fsGroup (containers/podman#17583)
+- fsGroup: podman does not implement the pod's securityContext.fsGroup (an open feature request upstream)
   and makes each emptyDir root-owned 0755 or owned by the first container that mounts it. The
   ":U" mount option gives a writable emptyDir mount of a non-root container to that container's
   uid and gid, which is what fsGroup (and Kubernetes' 0777 emptyDir) let it do.
