@@ -15,8 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use diffkeeper_cli::ready::READY_PREFIX;
+use diffkeeper_tests::doc_flags;
 use diffkeeper_tests::http::{http_get, metric_sample};
-use diffkeeper_tests::readme;
 use diffkeeper_tests::scratch::Scratch;
 use diffkeeper_tests::sidecar::SidecarProcess;
 
@@ -72,15 +72,18 @@ impl Watching {
 }
 
 #[test]
-fn readme_flag_table_matches_help() {
+fn docs_flag_table_matches_help() {
     let help = Command::new(SIDECAR).arg("--help").output().unwrap();
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let problems = readme::disagreements(
-        &readme::readme_flags(&readme, "diffkeeper-sidecar"),
-        &readme::help_flags(&String::from_utf8(help.stdout).unwrap()),
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/sidecar.md"))
+        .unwrap();
+    let problems = doc_flags::disagreements(
+        &doc_flags::doc_flags(&doc, "## Command line"),
+        &doc_flags::help_flags(&String::from_utf8(help.stdout).unwrap()),
     );
-    assert!(problems.is_empty(), "README.md vs --help: {problems:#?}");
+    assert!(
+        problems.is_empty(),
+        "docs/sidecar.md vs --help: {problems:#?}"
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The journal: one JSON line per change (schema: the README's "Journal" section), written by a single thread that
+//! The journal: one JSON line per change (schema: docs/sidecar.md, "Journal"), written by a single thread that
 //! also coalesces bursts of writes to one path.
 //!
 //! This is the hot path (eBPF can deliver millions of events per second), so a line is built in
