@@ -1,5 +1,6 @@
 //! Round trips on real files: a workload in phases, each phase mirrored into a store and
 //! snapshotted with `cp -a`; the export at each phase's time must equal its snapshot exactly.
+#![allow(clippy::unwrap_used)] // helpers of tests, not #[test] functions
 
 mod common;
 
