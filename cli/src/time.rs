@@ -109,6 +109,45 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
         .checked_add(nanos as u64)
 }
 
+/// Parses a duration (`500ms`, `90s`, `5m`, `2h`, `1d`, or a sum such as `1h30m`) to
+/// nanoseconds. `None` when it is not one.
+pub fn parse_duration_ns(text: &str) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let unit_len = rest[digits..]
+            .bytes()
+            .take_while(u8::is_ascii_alphabetic)
+            .count();
+        if digits == 0 || unit_len == 0 {
+            return None;
+        }
+        let value: u64 = rest[..digits].parse().ok()?;
+        let unit: u64 = match &rest[digits..digits + unit_len] {
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "d" => 86_400_000_000_000,
+            _ => return None,
+        };
+        total = total.checked_add(value.checked_mul(unit)?)?;
+        rest = &rest[digits + unit_len..];
+    }
+    Some(total)
+}
+
+/// A moment given on a command line: an RFC 3339 time (as the journal's `ts`) or a duration
+/// ago, relative to `now_ns`. Nanoseconds since the epoch.
+pub fn parse_moment(text: &str, now_ns: u64) -> Option<u64> {
+    let text = text.trim();
+    parse_rfc3339(text).or_else(|| parse_duration_ns(text).map(|ago| now_ns.saturating_sub(ago)))
+}
+
 /// Writes `value` in decimal into all of `slot`, zero-padded on the left.
 pub fn put_padded(slot: &mut [u8], mut value: u64) {
     for digit in slot.iter_mut().rev() {
@@ -131,6 +170,20 @@ mod tests {
             assert_eq!(&format_second(secs), want.as_bytes(), "{secs}");
             let text = format!("{want}Z");
             assert_eq!(parse_rfc3339(&text), Some(secs * 1_000_000_000), "{text}");
+        }
+    }
+
+    #[test]
+    fn moments() {
+        let now = 10_000 * 1_000_000_000;
+        assert_eq!(parse_moment("5m", now), Some(now - 300_000_000_000));
+        assert_eq!(parse_moment("1h30m", now), Some(now - 5_400_000_000_000));
+        assert_eq!(
+            parse_moment("1970-01-01T00:00:01Z", now),
+            Some(1_000_000_000)
+        );
+        for bad in ["yesterday", "5", "m5", "5x", ""] {
+            assert_eq!(parse_moment(bad, now), None, "{bad}");
         }
     }
 
