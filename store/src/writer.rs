@@ -10,7 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::chunker;
 use crate::error::{Result, StoreError};
 use crate::log::LogWriter;
-use crate::pack::Packs;
+use crate::pack::{Packs, Scan};
 use crate::path::{check_rel, check_root};
 use crate::prune::{self, PruneReport};
 use crate::record::{Change, Meta, Record};
@@ -87,7 +87,11 @@ impl Store {
             }
         })?;
         let (log, records) = LogWriter::open(dir)?;
-        let packs = Packs::open(&packs_dir, true)?;
+        let packs = Packs::open(&packs_dir, true, Scan::Heads)?;
+        for bad in &packs.bad {
+            // The chunk is lost; recording the same content again writes it anew.
+            log::warn!("store: {bad} (skipped; run diffkeeper verify)");
+        }
         let tree = Tree::replay(
             records.iter().enumerate().map(|(i, r)| (i as u64, r)),
             u64::MAX,

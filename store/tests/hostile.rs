@@ -210,6 +210,12 @@ fn a_flipped_byte_in_a_chunk_is_named_and_refused() {
     let err = reader.export(u64::MAX, &out).unwrap_err();
     assert!(err.to_string().contains("/state/a"), "{err}");
     assert!(!out.exists());
+    // A restore finds the damage only while writing: it is staged, so the target stays empty.
+    let target = tmp.path().join("target");
+    fs::create_dir(&target).unwrap();
+    let err = reader.restore_into(u64::MAX, &target, false).unwrap_err();
+    assert!(err.to_string().contains("/state/a"), "{err}");
+    assert_eq!(fs::read_dir(&target).unwrap().count(), 0, "restore left a partial tree");
     // The untouched file still reads.
     let mut got = Vec::new();
     reader.cat(b"b", u64::MAX, &mut got).unwrap();
