@@ -215,7 +215,11 @@ fn a_flipped_byte_in_a_chunk_is_named_and_refused() {
     fs::create_dir(&target).unwrap();
     let err = reader.restore_into(u64::MAX, &target, false).unwrap_err();
     assert!(err.to_string().contains("/state/a"), "{err}");
-    assert_eq!(fs::read_dir(&target).unwrap().count(), 0, "restore left a partial tree");
+    assert_eq!(
+        fs::read_dir(&target).unwrap().count(),
+        0,
+        "restore left a partial tree"
+    );
     // The untouched file still reads.
     let mut got = Vec::new();
     reader.cat(b"b", u64::MAX, &mut got).unwrap();
