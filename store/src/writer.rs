@@ -111,7 +111,9 @@ impl Store {
 }
 
 /// Appends changes to a store. Every call either records its change whole or returns an error
-/// having recorded nothing of it.
+/// having recorded nothing of it, with one exception: when the periodic sync that follows a
+/// recorded change fails, the error is returned although the change was appended (it is
+/// recorded, not yet durable; recording it again is harmless, an unchanged file records nothing).
 pub struct StoreWriter {
     dir: PathBuf,
     opts: StoreOptions,
@@ -328,8 +330,17 @@ impl StoreWriter {
             return Ok(None);
         }
         self.sync()?;
-        let report = prune::prune(&self.dir, &mut self.log, &mut self.packs, &self.tree, max)?;
-        Ok(Some(report))
+        // The change is recorded already: a failed prune must not report it as lost.
+        match prune::prune(&self.dir, &mut self.log, &mut self.packs, &self.tree, max) {
+            Ok(report) => Ok(Some(report)),
+            Err(e) => {
+                log::warn!(
+                    "store: {}: pruning to {max} bytes failed: {e}; retried after the next change",
+                    self.dir.display()
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// Syncs when the sync interval has passed since the last sync.
