@@ -226,7 +226,8 @@ impl StoreReader {
                     format!("a chunk of {what} has the wrong length"),
                 ));
             }
-            out.write_all(&data).map_err(|e| StoreError::io(what, e))?;
+            out.write_all(&data)
+                .map_err(|e| StoreError::io(format!("writing {what}"), e))?;
             total += data.len() as u64;
         }
         Ok(total)
