@@ -145,6 +145,7 @@ impl StoreWriter {
     ) -> Result<PutOutcome> {
         check_root(root)?;
         check_rel(path)?;
+        self.check_parents(root, path)?;
         let mut outcome = PutOutcome::default();
         let mut chunks = Vec::new();
         let packs = &mut self.packs;
@@ -296,6 +297,14 @@ impl StoreWriter {
     ) -> Result<PutOutcome> {
         check_root(root)?;
         check_rel(path)?;
+        let creates = match &change {
+            Change::Rename { to } => Some(to.as_slice()),
+            Change::Delete | Change::Attrib { .. } => None,
+            _ => Some(path),
+        };
+        if let Some(created) = creates {
+            self.check_parents(root, created)?;
+        }
         let bytes_written = self.record(ts, root, path, change)?;
         let pruned = self.after_put()?;
         Ok(PutOutcome {
@@ -303,6 +312,27 @@ impl StoreWriter {
             pruned,
             ..PutOutcome::default()
         })
+    }
+
+    /// Refuses an entry below something the store holds as a file or symlink: the state would
+    /// be one no file system can have (and export refuses it). Record the directory first.
+    fn check_parents(&self, root: &str, path: &[u8]) -> Result<()> {
+        let mut up = crate::path::parent(path);
+        while let Some(parent) = up {
+            if let Some(entry) = self.tree.get(root, parent) {
+                if !matches!(entry.node, Node::Dir { .. }) {
+                    return Err(StoreError::BadPath {
+                        path: path.to_vec(),
+                        reason: match entry.node {
+                            Node::Symlink { .. } => "its parent is recorded as a symlink; record the directory that replaced it first",
+                            _ => "its parent is recorded as a file; record the directory that replaced it first",
+                        },
+                    });
+                }
+            }
+            up = crate::path::parent(parent);
+        }
+        Ok(())
     }
 
     /// Appends one record and applies it to the newest state.

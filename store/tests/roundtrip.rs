@@ -316,3 +316,42 @@ fn attrib_changes_mode_and_owner_of_every_hard_link_and_keeps_content() {
         "{diff:?}"
     );
 }
+
+#[test]
+fn an_entry_below_a_recorded_file_or_symlink_is_refused_until_the_directory_is_recorded() {
+    let tmp = tempdir();
+    let mut w = Store::create_or_open(tmp.path(), StoreOptions::default()).unwrap();
+    let now = SystemTime::now;
+    let meta = diffkeeper_store::Meta {
+        mode: 0o755,
+        ..Default::default()
+    };
+    w.put_symlink(now(), ROOT, b"a", &meta, b"/etc").unwrap();
+    w.put_file(now(), ROOT, b"f", &meta, &mut &b"x"[..])
+        .unwrap();
+    let err = w
+        .put_file(now(), ROOT, b"a/b", &meta, &mut &b"x"[..])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("parent is recorded as a symlink"),
+        "{err}"
+    );
+    let err = w.put_dir(now(), ROOT, b"f/sub", &meta).unwrap_err();
+    assert!(
+        err.to_string().contains("parent is recorded as a file"),
+        "{err}"
+    );
+    let err = w.rename(now(), ROOT, b"f", b"a/f").unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
+    // Once the directory that replaced the symlink is recorded, its children are accepted.
+    w.put_dir(now(), ROOT, b"a", &meta).unwrap();
+    w.put_file(now(), ROOT, b"a/b", &meta, &mut &b"x"[..])
+        .unwrap();
+    drop(w);
+    let out = tmp.path().join("out");
+    StoreReader::open(tmp.path())
+        .unwrap()
+        .export(u64::MAX, &out)
+        .unwrap();
+    assert!(out.join("a").is_dir() && out.join("a/b").is_file());
+}
