@@ -21,7 +21,9 @@ use super::kretprobe::MissWatch;
 use super::load::explain;
 use super::names::{self, Unplaced};
 use super::source::EventSource;
-use crate::change::{Backend, Change, ChangeSink, Delivery, Family, Op, STOP_GRACE};
+use crate::change::{
+    Backend, Change, ChangeSink, Delivery, Family, Gap, GapReason, Op, STOP_GRACE,
+};
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
@@ -223,6 +225,7 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
     } = counters;
     let mut refreshed = Instant::now();
     let mut reported_lost = 0;
+    let mut reported_missed = 0;
     loop {
         let stopping = routing.stopping();
         if !stopping {
@@ -246,11 +249,21 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
                      the journal missed changes; raise --ringbuf-bytes",
                     total - reported_lost
                 );
+                routing.report_gap(GapReason::RingBufferFull, total - reported_lost);
                 reported_lost = total;
             }
             counters.refresh_unreported();
             if let Some(misses) = &mut counters.misses {
                 misses.refresh();
+            }
+            // The kernel side's count and tracefs' count see the same misses: the larger one.
+            let missed = counters
+                .unreported
+                .get(Stat::MissedReturn)
+                .max(counters.misses.as_ref().map_or(0, MissWatch::missed));
+            if missed > reported_missed {
+                routing.report_gap(GapReason::KretprobeMissed, missed - reported_missed);
+                reported_missed = missed;
             }
             routing.clock.refresh();
             refreshed = Instant::now();
@@ -288,6 +301,19 @@ impl Routing {
 
     fn deliver(&mut self, change: Change) {
         self.delivery.deliver(change);
+    }
+
+    /// Changes were lost in the kernel since the last refresh: a gap in every root (the kernel
+    /// cannot say whose events it dropped), placed after everything read so far.
+    fn report_gap(&mut self, reason: GapReason, lost: u64) {
+        let gap = Gap {
+            ts: std::time::SystemTime::now(),
+            backend: self.backend,
+            roots: self.roots.clone(),
+            reason,
+            lost: Some(lost),
+        };
+        self.delivery.report_gap(gap);
     }
 
     fn report_dropped(&self) {
@@ -382,7 +408,7 @@ impl Routing {
 mod tests {
     use super::*;
 
-    fn routing() -> (Routing, Receiver<Change>, Receiver<Event>) {
+    fn routing() -> (Routing, crate::change::ChangeQueue, Receiver<Event>) {
         let (routing, changes, canaries, _stop) = routing_with_queue(crate::change::QUEUE_CAPACITY);
         (routing, changes, canaries)
     }
@@ -390,7 +416,12 @@ mod tests {
     /// The routing, the journal's end of its queue, the canary events, and its stop flag.
     fn routing_with_queue(
         capacity: usize,
-    ) -> (Routing, Receiver<Change>, Receiver<Event>, Arc<AtomicBool>) {
+    ) -> (
+        Routing,
+        crate::change::ChangeQueue,
+        Receiver<Event>,
+        Arc<AtomicBool>,
+    ) {
         let (sink, changes) = crate::change::queue(capacity);
         let (canary, canaries) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -505,10 +536,10 @@ mod tests {
         let ev = event(Op::Write, Some((1, "canary")), None);
         r.dispatch(ev.clone());
         r.route(&[]); // malformed: dropped
-        assert!(changes.try_recv().is_err());
+        assert!(changes.try_iter().next().is_none());
         assert_eq!(canaries.try_recv().unwrap(), ev);
         r.dispatch(event(Op::Write, Some((0, "f")), None));
-        assert_eq!(changes.try_recv().unwrap().path, "/state/f");
+        assert_eq!(changes.try_iter().next().unwrap().path, "/state/f");
     }
 
     #[test]
@@ -517,8 +548,8 @@ mod tests {
         r.dispatch(event(Op::Write, Some((0, "first")), None));
         let journal = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            let first = changes.recv().unwrap();
-            (first, changes.recv().unwrap())
+            let first = changes.iter().next().unwrap();
+            (first, changes.iter().next().unwrap())
         });
         // Blocks until the "journal" above takes the first change: nothing is dropped.
         r.dispatch(event(Op::Write, Some((0, "second")), None));
@@ -553,7 +584,7 @@ mod tests {
             .expect("the reader came back after stop");
         let r = reader.join().unwrap();
         assert_eq!(r.delivery.dropped(), 2);
-        assert_eq!(changes.try_recv().unwrap().path, "/state/queued");
+        assert_eq!(changes.try_iter().next().unwrap().path, "/state/queued");
     }
 
     #[test]

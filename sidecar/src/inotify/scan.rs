@@ -1,49 +1,76 @@
-//! Catching up on a new directory: entries can appear in it before notify watches it; they
+//! Catching up on new directories: entries can appear in one before notify watches it; they
 //! are reported from a scan, and their inotify creates (if any come) are then skipped.
+//!
+//! A scan must wait until notify has added the directory's watch (else what is made between
+//! the scan and the watch is never seen), which takes a round trip through notify's thread.
+//! One round trip per directory is too slow for a storm of new directories (notify's events
+//! then pile up and are dropped), so new directories are collected and scanned together, after
+//! one round trip, once notify's queue is read empty, or at once when an event concerns a path
+//! inside one of them (its scan must come first, to keep each path's order).
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use notify::Watcher;
+use notify::event::{EventKind, ModifyKind, RenameMode};
+use notify::{Event, Watcher};
 
 use super::translate::Translator;
 use super::{is_directory, watcher_config};
 use crate::change::Op;
 
 /// How long a path reported by a catch-up scan waits for its own inotify create (only to bound
-/// memory: a later delete or rename of the path ends the wait at once).
+/// memory: a later delete or rename of the path ends the wait at once, and a create of another
+/// inode under its name is reported anyway).
 const SCANNED_WAIT: Duration = Duration::from_secs(5);
 
 impl Translator {
-    /// An entry found by a catch-up scan: reported unless an earlier scan already did.
-    pub(super) fn report_scanned(&mut self, path: &Path) {
-        let now = Instant::now();
-        if now.duration_since(self.last_purge) > SCANNED_WAIT {
-            self.scanned
-                .retain(|_, at| now.duration_since(*at) < SCANNED_WAIT);
-            self.last_purge = now;
-        }
-        if self.scanned.insert(path.to_owned(), now).is_none() {
-            self.emit(Op::Create, path, None);
+    /// A new directory (created or moved in): its entries are scanned soon.
+    pub(super) fn schedule_catch_up(&mut self, dir: PathBuf) {
+        if self.pending_dirs.insert(dir.clone()) {
+            self.pending_order.push(dir);
         }
     }
 
-    /// `path` (and anything below it) was deleted or renamed: a create of it is new from now on.
-    pub(super) fn forget_scanned_under(&mut self, path: &Path) {
-        if !self.scanned.is_empty() {
-            self.scanned.retain(|p, _| !p.starts_with(path));
+    /// Scans the pending directories first if `event` concerns a path inside one of them (or,
+    /// for a removal or rename, possibly above one).
+    pub(super) fn scan_pending_before(&mut self, event: &Event) {
+        if self.pending_order.is_empty() {
+            return;
+        }
+        let moves_or_removes = matches!(
+            event.kind,
+            EventKind::Remove(_)
+                | EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Both))
+        );
+        let inside_pending = event.paths.iter().any(|path| {
+            path.ancestors()
+                .skip(1)
+                .any(|dir| self.pending_dirs.contains(dir))
+        });
+        if moves_or_removes || inside_pending || matches!(event.kind, EventKind::Other) {
+            self.catch_up_pending();
         }
     }
 
-    /// Entries can appear in a new directory before notify has watched it. Wait until notify
-    /// has added that watch, then report what is already there; later changes arrive as events.
-    pub(super) fn catch_up_new_directory(&mut self, dir: &Path) {
+    /// Waits until notify has added the watches of every directory it reported so far, then
+    /// reports what is already in the pending ones; later changes arrive as events.
+    pub(super) fn catch_up_pending(&mut self) {
+        let dirs = std::mem::take(&mut self.pending_order);
+        self.pending_dirs.clear();
         if self.stopping() {
             return; // the journal is closing: only hand over what is queued
         }
+        self.purge_scanned();
         // A round trip through notify's event loop: it handles our request only after adding
-        // the watches for the batch that contained this directory's creation.
+        // the watches for the batches it read before.
         let _ = self.watcher.configure(watcher_config());
+        for dir in dirs {
+            self.catch_up(&dir);
+        }
+    }
+
+    fn catch_up(&mut self, dir: &Path) {
         if !self.inside_roots(dir) {
             // Replaced by a symlink before notify watched it: that watch would follow the link.
             if self.watcher.unwatch(dir).is_ok() {
@@ -61,12 +88,39 @@ impl Translator {
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                self.report_scanned(&path);
-                // file_type() does not follow symlinks: a link is reported, never entered.
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                // Does not follow symlinks: a link is reported, never entered.
+                let Ok(meta) = path.symlink_metadata() else {
+                    continue; // gone meanwhile: its delete event follows
+                };
+                self.report_scanned(&path, meta.ino(), meta.is_dir());
+                if meta.is_dir() {
                     pending.push(path);
                 }
             }
+        }
+    }
+
+    /// An entry found by a catch-up scan: reported unless an earlier scan already did.
+    fn report_scanned(&mut self, path: &Path, ino: u64, is_dir: bool) {
+        let earlier = self.scanned.insert(path.to_owned(), (ino, Instant::now()));
+        if earlier.is_none_or(|(earlier_ino, _)| earlier_ino != ino) {
+            self.emit(if is_dir { Op::Mkdir } else { Op::Create }, path, None);
+        }
+    }
+
+    fn purge_scanned(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.last_purge) > SCANNED_WAIT {
+            self.scanned
+                .retain(|_, (_, at)| now.duration_since(*at) < SCANNED_WAIT);
+            self.last_purge = now;
+        }
+    }
+
+    /// `path` (and anything below it) was deleted or renamed: a create of it is new from now on.
+    pub(super) fn forget_scanned_under(&mut self, path: &Path) {
+        if !self.scanned.is_empty() {
+            self.scanned.retain(|p, _| !p.starts_with(path));
         }
     }
 

@@ -1,5 +1,6 @@
-//! The journal: one JSON line per change (schema: the README's "Journal" section), written by a single thread that
-//! also coalesces bursts of writes to one path.
+//! The journal: one JSON line per change (schema: docs/journal.md), written by a single thread
+//! that also numbers the lines (`seq`), coalesces bursts of writes to one path, journals losses
+//! as `gap` lines and repairs them from a rescan.
 //!
 //! This is the hot path (eBPF can deliver millions of events per second), so a line is built in
 //! a reused buffer with hand-written JSON, the date part of the timestamp is cached per second,
@@ -7,24 +8,32 @@
 
 //!
 //! * this file: the output (stdout or an appended file) and the thread that drives it;
+//! * [`resume`]: continuing a reopened file's `seq`;
 //! * [`coalesce`]: holding back bursts of writes to one path;
-//! * [`line`]: one change as one JSON line.
+//! * [`line`]: one change (or gap) as one JSON line;
+//! * [`index`] and [`repair`]: what the journal reported, and the rescan after a gap.
 
 mod coalesce;
+mod index;
 mod line;
+mod repair;
+mod resume;
 #[cfg(test)]
 mod tests;
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
-use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+pub use index::DEFAULT_LIMIT as DEFAULT_INDEX_LIMIT;
 
-use crate::change::{Change, Op};
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::change::{Backend, Change, ChangeQueue, Gap, GapReason, Op, Record};
 use crate::metrics::Metrics;
 use coalesce::Coalescer;
+use index::{Index, LimitReached};
 use line::LineBuilder;
 
 /// `--journal -`: the journal goes to stdout.
@@ -32,27 +41,67 @@ pub const STDOUT: &str = "-";
 
 const OUTPUT_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Opens the journal target: stdout for `-`, else the file in append mode (created if absent).
-pub fn open(target: &Path) -> io::Result<Box<dyn Write + Send>> {
-    if target.as_os_str() == STDOUT {
-        return Ok(Box::new(io::stdout()));
-    }
-    let file: File = OpenOptions::new().create(true).append(true).open(target)?;
-    Ok(Box::new(file))
+/// An opened journal target and the `seq` its next line gets.
+pub struct Output {
+    pub out: Box<dyn Write + Send>,
+    pub next_seq: u64,
 }
 
-/// Writes every change received on `rx` until all senders are gone, then emits what is still
-/// being coalesced and flushes. Events are counted in `metrics` before coalescing.
+/// Opens the journal target: stdout for `-` (numbered from 1), else the file in append mode
+/// (created if absent), numbered on from its last whole line (a torn last line is cut off).
+pub fn open(target: &Path) -> io::Result<Output> {
+    if target.as_os_str() == STDOUT {
+        return Ok(Output {
+            out: Box::new(io::stdout()),
+            next_seq: 1,
+        });
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(target)?;
+    let resumed = resume::resume(&mut file)?;
+    if resumed.torn_bytes > 0 {
+        log::warn!(
+            "journal {}: cut off a torn last line ({} bytes, written when a previous run was              killed); continuing at seq {}",
+            target.display(),
+            resumed.torn_bytes,
+            resumed.next_seq
+        );
+    }
+    Ok(Output {
+        out: Box::new(file),
+        next_seq: resumed.next_seq,
+    })
+}
+
+/// How the journal thread works.
+pub struct Options {
+    pub coalesce: Duration,
+    /// The watched roots: scanned at start into the repair index, rescanned after a gap.
+    pub roots: Vec<PathBuf>,
+    /// The most entries the repair index holds (see [`index`]).
+    pub index_limit: usize,
+}
+
+/// Writes every record received on `queue` until all senders are gone, then emits what is
+/// still being coalesced, journals the changes dropped at stop as a last gap, and flushes.
+/// Events are counted in `metrics` before coalescing.
 pub fn run(
-    out: Box<dyn Write + Send>,
-    coalesce: Duration,
+    output: Output,
+    options: Options,
     metrics: Arc<Metrics>,
-    rx: Receiver<Change>,
+    queue: ChangeQueue,
 ) -> io::Result<()> {
-    let mut journal = Journal::new(out, coalesce);
+    let mut journal = Journal::new(output.out, options.coalesce)
+        .starting_at(output.next_seq)
+        .repairing(options.roots, options.index_limit, metrics.clone());
+    journal.baseline()?;
+    let rx = &queue.rx;
     loop {
-        let change = match rx.try_recv() {
-            Ok(change) => change,
+        let record = match rx.try_recv() {
+            Ok(record) => record,
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => {
                 // Idle: emit what is due, flush, then sleep until a change or the next deadline.
@@ -66,27 +115,52 @@ pub fn run(
                 };
                 journal.set_clock(Instant::now());
                 match received {
-                    Ok(change) => change,
+                    Ok(record) => record,
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
         };
-        metrics.count_event(change.backend, change.op);
-        journal.push(change)?;
+        match record {
+            Record::Change(change) => {
+                metrics.count_event(change.backend, change.op);
+                journal.push(change)?;
+            }
+            Record::Gap(gap) => journal.gap(gap)?,
+        }
+    }
+    let dropped = queue.dropped_at_stop();
+    if dropped > 0 {
+        journal.gap(Gap {
+            ts: SystemTime::now(),
+            backend: journal.last_backend,
+            roots: journal.root_names(),
+            reason: GapReason::StopDropped,
+            lost: Some(dropped),
+        })?;
     }
     journal.finish()
 }
 
-/// Line formatting plus coalescing, independent of where changes come from (unit-testable).
+/// Line formatting, numbering, coalescing and repair, independent of where changes come from
+/// (unit-testable).
 pub struct Journal {
     out: BufWriter<Box<dyn Write + Send>>,
     line: LineBuilder,
+    next_seq: u64,
     coalescer: Coalescer,
     /// Reading the clock costs as much as formatting a line, so a busy journal reads it only
     /// every [`CLOCK_EVERY`] changes (and [`run`] refreshes it whenever it wakes up).
     clock: Instant,
     since_clock: u32,
+    roots: Vec<PathBuf>,
+    index: Index,
+    metrics: Option<Arc<Metrics>>,
+    /// Names the backend on the lines of a repair at stop.
+    last_backend: Backend,
+    /// The newest `ts` written: the journal's own lines (gap, repair) carry it, so they stand
+    /// where the loss was noticed without putting `ts` out of order.
+    last_ts: Option<SystemTime>,
 }
 
 const CLOCK_EVERY: u32 = 64;
@@ -96,12 +170,53 @@ impl Journal {
         Self {
             out: BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, out),
             line: LineBuilder::default(),
+            next_seq: 1,
             coalescer: Coalescer::new(coalesce),
             clock: Instant::now(),
             since_clock: 0,
+            roots: Vec::new(),
+            index: Index::new(index::DEFAULT_LIMIT),
+            metrics: None,
+            last_backend: Backend::Inotify,
+            last_ts: None,
         }
     }
 
+    /// Numbers lines from `seq` on (a reopened file continues its last line's).
+    pub fn starting_at(mut self, seq: u64) -> Self {
+        self.next_seq = seq;
+        self
+    }
+
+    /// Repairs gaps under `roots` with an index of at most `limit` entries; gaps and repair
+    /// lines are counted in `metrics`.
+    pub fn repairing(mut self, roots: Vec<PathBuf>, limit: usize, metrics: Arc<Metrics>) -> Self {
+        self.roots = roots;
+        self.index = Index::new(limit);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Scans the roots into the index: the tree the journal's lines start from.
+    pub fn baseline(&mut self) -> io::Result<()> {
+        let started = Instant::now();
+        if let Err(limit) = repair::baseline(&mut self.index, &self.roots) {
+            return self.index_over(limit);
+        }
+        log::debug!(
+            "journal: indexed {} entries under the watched directories in {} ms",
+            self.index.len(),
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    fn root_names(&self) -> Vec<String> {
+        self.roots
+            .iter()
+            .map(|r| r.to_string_lossy().into_owned())
+            .collect()
+    }
     /// Sets the time used for coalescing windows (after the caller waited, the cached one is old).
     pub fn set_clock(&mut self, now: Instant) {
         self.clock = now;
@@ -161,13 +276,82 @@ impl Journal {
 
     /// Emits everything still held and flushes.
     pub fn finish(mut self) -> io::Result<()> {
-        while let Some((change, count)) = self.coalescer.pop_any() {
-            self.write(&change, count)?;
-        }
+        self.release_held()?;
         self.out.flush()
     }
 
+    fn release_held(&mut self) -> io::Result<()> {
+        while let Some((change, count)) = self.coalescer.pop_any() {
+            self.write(&change, count)?;
+        }
+        Ok(())
+    }
+
+    /// Changes were lost here: what is held goes first, then the `gap` line, then the repair
+    /// lines from a rescan of its roots (none once the index is over its limit: said once).
+    pub fn gap(&mut self, mut gap: Gap) -> io::Result<()> {
+        if let Some(metrics) = &self.metrics {
+            metrics.count_gap(gap.reason);
+        }
+        self.release_held()?;
+        let ts = *self.last_ts.get_or_insert(gap.ts);
+        gap.ts = ts;
+        let seq = self.take_seq();
+        self.out.write_all(self.line.build_gap(seq, &gap))?;
+        if self.index.entries().is_none() {
+            return Ok(());
+        }
+        for root in &gap.roots {
+            let mut repaired = match repair::repair(&mut self.index, Path::new(root), gap.backend) {
+                Ok(repaired) => repaired,
+                Err(limit) => return self.index_over(limit),
+            };
+            if let Some(metrics) = &self.metrics {
+                metrics.count_repair_lines(repaired.len() as u64);
+            }
+            for change in &mut repaired {
+                change.ts = ts;
+                let seq = self.take_seq();
+                self.out.write_all(self.line.build(seq, change, 1, true))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The index passed its limit and is gone: said in the log and as a gap line (whatever is
+    /// lost from now on cannot be repaired).
+    fn index_over(&mut self, limit: LimitReached) -> io::Result<()> {
+        log::error!(
+            "journal: the repair index passed its limit of {} entries and was dropped: gaps              from now on are journaled but not repaired (fewer files under the watched              directories, or a larger --repair-index-limit)",
+            limit.0
+        );
+        let gap = Gap {
+            ts: SystemTime::now(),
+            backend: self.last_backend,
+            roots: self.root_names(),
+            reason: GapReason::IndexLimit,
+            lost: None,
+        };
+        self.gap(gap)
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
     fn write(&mut self, change: &Change, count: u64) -> io::Result<()> {
-        self.out.write_all(self.line.build(change, count))
+        self.last_backend = change.backend;
+        self.last_ts = Some(self.last_ts.map_or(change.ts, |last| last.max(change.ts)));
+        if let Err(limit) = self.index.apply(change) {
+            let seq = self.take_seq();
+            self.out
+                .write_all(self.line.build(seq, change, count, false))?;
+            return self.index_over(limit);
+        }
+        let seq = self.take_seq();
+        self.out
+            .write_all(self.line.build(seq, change, count, false))
     }
 }
