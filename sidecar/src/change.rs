@@ -130,10 +130,12 @@ pub enum GapReason {
     StopDropped,
     /// The repair index reached its limit: later gaps in these roots cannot be repaired.
     IndexLimit,
+    /// A change named a path the journal never reported (the backend missed its creation).
+    UnreportedChange,
 }
 
 impl GapReason {
-    pub const ALL: [GapReason; 7] = [
+    pub const ALL: [GapReason; 8] = [
         Self::RingBufferFull,
         Self::KretprobeMissed,
         Self::InotifyOverflow,
@@ -141,6 +143,7 @@ impl GapReason {
         Self::InotifyBehind,
         Self::StopDropped,
         Self::IndexLimit,
+        Self::UnreportedChange,
     ];
 
     /// The journal's `reason` text.
@@ -153,6 +156,7 @@ impl GapReason {
             Self::InotifyBehind => "inotify reader behind",
             Self::StopDropped => "dropped at stop",
             Self::IndexLimit => "repair index limit",
+            Self::UnreportedChange => "unreported change",
         }
     }
 
@@ -166,6 +170,7 @@ impl GapReason {
             Self::InotifyBehind => "inotify_behind",
             Self::StopDropped => "dropped_at_stop",
             Self::IndexLimit => "index_limit",
+            Self::UnreportedChange => "unreported_change",
         }
     }
 

@@ -219,12 +219,13 @@ impl Translator {
                     self.forget_scanned_under(&from);
                     self.forget_scanned_under(&to);
                     self.pair_move(cookie, &from, &to);
-                    if is_directory(&to) {
-                        if self.moved_dirs.len() == MOVED_DIRS_MAX {
-                            self.moved_dirs.remove(0);
-                        }
-                        self.moved_dirs.push((from, to));
+                    // Followed whatever `to` is now: notify does not say whether a renamed
+                    // entry is a directory, and it may be gone already (following a file's
+                    // name renames nothing: no event comes from below a file).
+                    if self.moved_dirs.len() == MOVED_DIRS_MAX {
+                        self.moved_dirs.remove(0);
                     }
+                    self.moved_dirs.push((from, to));
                 }
             }
             // A watched root itself moved (no cookie), or kinds inotify does not produce.

@@ -11,9 +11,11 @@
 //! * [`resume`]: continuing a reopened file's `seq`;
 //! * [`coalesce`]: holding back bursts of writes to one path;
 //! * [`line`]: one change (or gap) as one JSON line;
-//! * [`index`] and [`repair`]: what the journal reported, and the rescan after a gap.
+//! * [`index`] and [`repair`]: what the journal reported, and the rescan after a gap;
+//! * [`consistency`]: a line that names what the journal never reported is repaired first.
 
 mod coalesce;
+mod consistency;
 mod index;
 mod line;
 mod repair;
@@ -344,14 +346,64 @@ impl Journal {
     fn write(&mut self, change: &Change, count: u64) -> io::Result<()> {
         self.last_backend = change.backend;
         self.last_ts = Some(self.last_ts.map_or(change.ts, |last| last.max(change.ts)));
-        if let Err(limit) = self.index.apply(change) {
-            let seq = self.take_seq();
-            self.out
-                .write_all(self.line.build(seq, change, count, false))?;
-            return self.index_over(limit);
+        if let Some(entries) = self.index.entries().filter(|_| !self.roots.is_empty()) {
+            if let Some(scope) = consistency::unknown_scope(entries, &self.roots, change) {
+                self.repair_unreported(&scope, change.backend)?;
+            }
+            if let Some(entries) = self.index.entries() {
+                if !consistency::applies(entries, &self.roots, change) {
+                    log::debug!(
+                        "journal: not journaled (names what the journal never reported, and a \
+                         rescan did not find it): {} {}",
+                        change.op.as_str(),
+                        change.path
+                    );
+                    return Ok(());
+                }
+            }
         }
         let seq = self.take_seq();
         self.out
-            .write_all(self.line.build(seq, change, count, false))
+            .write_all(self.line.build(seq, change, count, false))?;
+        if let Err(limit) = self.index.apply(change) {
+            return self.index_over(limit);
+        }
+        Ok(())
+    }
+
+    /// A change depends on `scope`, which the journal never reported: a gap, then `scope` as it
+    /// is on disk now (nothing when it is gone: the change is then not journaled either).
+    fn repair_unreported(&mut self, scope: &str, backend: Backend) -> io::Result<()> {
+        let lines = match repair::repair_scope(&mut self.index, Path::new(scope), true, backend) {
+            Ok(lines) => lines,
+            Err(limit) => return self.index_over(limit),
+        };
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let root = consistency::root_of(&self.roots, scope)
+            .map(|r| r.to_string_lossy().into_owned())
+            .into_iter()
+            .collect();
+        let ts = self.last_ts.unwrap_or_else(SystemTime::now);
+        let gap = Gap {
+            ts,
+            backend,
+            roots: root,
+            reason: GapReason::UnreportedChange,
+            lost: None,
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.count_gap(gap.reason);
+            metrics.count_repair_lines(lines.len() as u64);
+        }
+        let seq = self.take_seq();
+        self.out.write_all(self.line.build_gap(seq, &gap))?;
+        for mut change in lines {
+            change.ts = ts;
+            let seq = self.take_seq();
+            self.out.write_all(self.line.build(seq, &change, 1, true))?;
+        }
+        Ok(())
     }
 }

@@ -13,20 +13,45 @@ use std::time::SystemTime;
 use super::index::{below, walk, Entry, Index, Kind, LimitReached, Stat};
 use crate::change::{Backend, Change, Op};
 
-/// The repair lines for `root`, in journal order; the index is brought up to the disk.
+/// The repair lines for everything below `root`, in journal order; the index is brought up to
+/// the disk.
 pub(super) fn repair(
     index: &mut Index,
     root: &Path,
     backend: Backend,
 ) -> Result<Vec<Change>, LimitReached> {
+    repair_scope(index, root, false, backend)
+}
+
+/// The repair lines for `scope` (itself too when `with_top`) and everything below it.
+pub(super) fn repair_scope(
+    index: &mut Index,
+    scope: &Path,
+    with_top: bool,
+    backend: Backend,
+) -> Result<Vec<Change>, LimitReached> {
     let Some(indexed) = index.entries() else {
         return Ok(Vec::new());
     };
-    let root_text = root.to_string_lossy();
+    let scope_text = scope.to_string_lossy().into_owned();
     let mut on_disk: BTreeMap<String, (Kind, Stat)> = BTreeMap::new();
-    walk(root, &mut |path, kind, stat| {
-        on_disk.insert(path, (kind, stat));
-    });
+    let top_on_disk = scope.symlink_metadata().ok();
+    if let (true, Some(meta)) = (with_top, &top_on_disk) {
+        let kind = if meta.is_dir() {
+            Kind::Dir
+        } else {
+            Kind::NonDir
+        };
+        on_disk.insert(scope_text.clone(), (kind, Stat::of(meta)));
+    }
+    if top_on_disk.is_some_and(|m| m.is_dir()) {
+        walk(scope, &mut |path, kind, stat| {
+            on_disk.insert(path, (kind, stat));
+        });
+    }
+    let top = with_top
+        .then(|| indexed.get_key_value(scope_text.as_str()))
+        .flatten();
     let now = SystemTime::now();
     let line = |op: Op, path: &str| Change {
         ts: now,
@@ -39,9 +64,9 @@ pub(super) fn repair(
         bytes: None,
         truncated: false,
     };
-    let mut removals = Vec::new();
+    let mut changes = Vec::new();
     let mut removed_dir: Option<&str> = None;
-    for (path, entry) in indexed.range(below(&root_text)) {
+    for (path, entry) in top.into_iter().chain(indexed.range(below(&scope_text))) {
         if removed_dir
             .is_some_and(|dir| path.starts_with(dir) && path[dir.len()..].starts_with('/'))
         {
@@ -53,13 +78,12 @@ pub(super) fn repair(
         if !same_kind {
             if entry.kind == Kind::Dir {
                 removed_dir = Some(path);
-                removals.push(line(Op::Rmdir, path));
+                changes.push(line(Op::Rmdir, path));
             } else {
-                removals.push(line(Op::Delete, path));
+                changes.push(line(Op::Delete, path));
             }
         }
     }
-    let mut changes = removals;
     let mut updates = Vec::new();
     for (path, (kind, stat)) in &on_disk {
         match indexed.get(path) {
@@ -79,7 +103,7 @@ pub(super) fn repair(
         }
     }
     changes.extend(updates);
-    // The index now describes the disk: drop the root's old entries, then record the scan.
+    // The index now describes the disk: drop the scope's old entries, then record the scan.
     for change in changes
         .iter()
         .filter(|c| matches!(c.op, Op::Delete | Op::Rmdir))

@@ -1,0 +1,166 @@
+//! Every journaled line must apply to the tree the lines before it describe: a create's parent
+//! is a directory the journal reported, a write, delete or rename names a path it reported. A
+//! backend can miss a change (inotify sees nothing in a directory before its watch exists, and
+//! a file made and moved on in that moment is never named to it); the next line that depends
+//! on it shows the loss. Then the journal writes a gap (`unreported change`) and repair lines
+//! for the smallest subtree that explains it, and the line itself only if it now applies.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::index::{Entry, Kind};
+use crate::change::{Change, Op};
+
+/// The top-most path the journal has not reported that `change` depends on, to be repaired
+/// before it (`None`: nothing is missing, or nothing can be repaired).
+pub(super) fn unknown_scope(
+    entries: &BTreeMap<String, Entry>,
+    roots: &[PathBuf],
+    change: &Change,
+) -> Option<String> {
+    match change.op {
+        Op::Create | Op::Mkdir => top_unknown(entries, roots, &change.path, false),
+        Op::Write | Op::Attrib => top_unknown(entries, roots, &change.path, true),
+        Op::Delete | Op::Rmdir => None,
+        Op::Rename => {
+            let from_known = change
+                .from
+                .as_deref()
+                .is_some_and(|from| entries.contains_key(from));
+            // With its source unknown the rename says nothing a reader can use: what arrived
+            // at `path` is repaired instead.
+            top_unknown(entries, roots, &change.path, false).or_else(|| {
+                (!from_known && root_of(roots, &change.path).is_some()).then(|| change.path.clone())
+            })
+        }
+    }
+}
+
+/// Whether `change` applies to the reported tree (else it is not journaled: it would name
+/// something the reader never heard of, and the repair said what is there now).
+pub(super) fn applies(
+    entries: &BTreeMap<String, Entry>,
+    roots: &[PathBuf],
+    change: &Change,
+) -> bool {
+    if root_of(roots, &change.path).is_none() {
+        return true; // not under a root: nothing to check it against
+    }
+    match change.op {
+        Op::Create | Op::Mkdir => parent_known(entries, roots, &change.path),
+        Op::Write | Op::Attrib | Op::Delete | Op::Rmdir => entries.contains_key(&change.path),
+        Op::Rename => {
+            change
+                .from
+                .as_deref()
+                .is_some_and(|from| entries.contains_key(from))
+                && parent_known(entries, roots, &change.path)
+        }
+    }
+}
+
+/// The root `path` lies strictly below.
+pub(super) fn root_of<'a>(roots: &'a [PathBuf], path: &str) -> Option<&'a PathBuf> {
+    roots.iter().find(|root| {
+        let root = root.as_os_str().as_encoded_bytes();
+        let path = path.as_bytes();
+        path.len() > root.len() && path.starts_with(root) && path[root.len()] == b'/'
+    })
+}
+
+fn parent_known(entries: &BTreeMap<String, Entry>, roots: &[PathBuf], path: &str) -> bool {
+    match path.rsplit_once('/') {
+        Some((parent, _)) => is_known_dir(entries, roots, parent),
+        None => false,
+    }
+}
+
+fn is_known_dir(entries: &BTreeMap<String, Entry>, roots: &[PathBuf], path: &str) -> bool {
+    roots
+        .iter()
+        .any(|r| r.as_os_str().as_encoded_bytes() == path.as_bytes())
+        || entries.get(path).is_some_and(|e| e.kind == Kind::Dir)
+}
+
+/// The first of `path`'s ancestors below its root (and `path` itself, `with_self`) that is not
+/// a reported directory (for `path` itself: not reported at all).
+fn top_unknown(
+    entries: &BTreeMap<String, Entry>,
+    roots: &[PathBuf],
+    path: &str,
+    with_self: bool,
+) -> Option<String> {
+    let root = root_of(roots, path)?;
+    let start = root.as_os_str().len() + 1;
+    for (i, _) in path[start..].match_indices('/') {
+        let ancestor = &path[..start + i];
+        if !is_known_dir(entries, roots, ancestor) {
+            return Some(ancestor.to_owned());
+        }
+    }
+    (with_self && !entries.contains_key(path)).then(|| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Backend;
+    use std::time::UNIX_EPOCH;
+
+    fn change(op: Op, path: &str, from: Option<&str>) -> Change {
+        Change {
+            ts: UNIX_EPOCH,
+            backend: Backend::Inotify,
+            op,
+            path: path.into(),
+            from: from.map(Into::into),
+            pid: None,
+            comm: None,
+            bytes: None,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn the_top_most_missing_directory_is_the_scope() {
+        let roots = [PathBuf::from("/s")];
+        let mut entries = BTreeMap::new();
+        let dir = Entry {
+            kind: Kind::Dir,
+            scanned: None,
+            touched_ns: 0,
+        };
+        entries.insert("/s/a".to_string(), dir);
+        let create = change(Op::Create, "/s/a/b/c/f", None);
+        assert_eq!(
+            unknown_scope(&entries, &roots, &create).as_deref(),
+            Some("/s/a/b")
+        );
+        assert!(!applies(&entries, &roots, &create));
+        assert!(applies(
+            &entries,
+            &roots,
+            &change(Op::Create, "/s/a/f", None)
+        ));
+        let write = change(Op::Write, "/s/a/f", None);
+        assert_eq!(
+            unknown_scope(&entries, &roots, &write).as_deref(),
+            Some("/s/a/f")
+        );
+        let rename = change(Op::Rename, "/s/a/g", Some("/s/gone"));
+        assert_eq!(
+            unknown_scope(&entries, &roots, &rename).as_deref(),
+            Some("/s/a/g")
+        );
+        assert!(!applies(&entries, &roots, &rename));
+        assert_eq!(
+            unknown_scope(&entries, &roots, &change(Op::Delete, "/s/x", None)),
+            None
+        );
+        assert!(applies(
+            &entries,
+            &roots,
+            &change(Op::Create, "/elsewhere/f", None)
+        ));
+    }
+}
