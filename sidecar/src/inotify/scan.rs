@@ -7,11 +7,20 @@
 //! then pile up and are dropped), so new directories are collected and scanned together, after
 //! one round trip, once notify's queue is read empty, or at once when an event concerns a path
 //! inside one of them (its scan must come first, to keep each path's order).
+//!
+//! A directory is opened when its event is read and scanned through that handle: by then it
+//! may have been renamed (or replaced under its name), and its entries are reported under the
+//! name the journal knows it by at this point of the stream; the rename lines that follow move
+//! them.
 
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
 use notify::event::{EventKind, ModifyKind, RenameMode};
 use notify::{Event, Watcher};
 
@@ -24,11 +33,34 @@ use crate::change::Op;
 /// inode under its name is reported anyway).
 const SCANNED_WAIT: Duration = Duration::from_secs(5);
 
+/// New directories held open for their scan at most: past it they are scanned at once (each
+/// holds a file descriptor).
+const PENDING_MAX: usize = 256;
+
+/// A new directory whose scan is due, opened when its event was read (`None`: already gone,
+/// or not a directory any more).
+pub(super) struct PendingDir {
+    path: PathBuf,
+    handle: Option<Dir>,
+}
+
+fn open_dir<Fd: AsFd>(at: Option<Fd>, path: &Path) -> Option<Dir> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match at {
+        Some(fd) => Dir::openat(fd, path, flags, Mode::empty()).ok(),
+        None => Dir::open(path, flags, Mode::empty()).ok(),
+    }
+}
+
 impl Translator {
-    /// A new directory (created or moved in): its entries are scanned soon.
-    pub(super) fn schedule_catch_up(&mut self, dir: PathBuf) {
-        if self.pending_dirs.insert(dir.clone()) {
-            self.pending_order.push(dir);
+    /// A new directory (created or moved in): opened now, its entries are scanned soon.
+    pub(super) fn schedule_catch_up(&mut self, path: PathBuf) {
+        if self.pending_dirs.insert(path.clone()) {
+            let handle = open_dir(None::<std::os::fd::BorrowedFd>, &path);
+            self.pending_order.push(PendingDir { path, handle });
+        }
+        if self.pending_order.len() >= PENDING_MAX {
+            self.catch_up_pending();
         }
     }
 
@@ -56,7 +88,7 @@ impl Translator {
     /// Waits until notify has added the watches of every directory it reported so far, then
     /// reports what is already in the pending ones; later changes arrive as events.
     pub(super) fn catch_up_pending(&mut self) {
-        let dirs = std::mem::take(&mut self.pending_order);
+        let dirs: Vec<PendingDir> = std::mem::take(&mut self.pending_order);
         self.pending_dirs.clear();
         if self.stopping() {
             return; // the journal is closing: only hand over what is queued
@@ -66,36 +98,57 @@ impl Translator {
         // the watches for the batches it read before.
         let _ = self.watcher.configure(watcher_config());
         for dir in dirs {
-            self.catch_up(&dir);
+            self.catch_up(dir);
         }
     }
 
-    fn catch_up(&mut self, dir: &Path) {
-        if !self.inside_roots(dir) {
+    fn catch_up(&mut self, dir: PendingDir) {
+        if !self.inside_roots(&dir.path)
+            && dir.path.symlink_metadata().is_ok_and(|m| m.is_symlink())
+        {
             // Replaced by a symlink before notify watched it: that watch would follow the link.
-            if self.watcher.unwatch(dir).is_ok() {
+            if self.watcher.unwatch(&dir.path).is_ok() {
                 log::debug!(
                     "inotify: {} leads out of the roots: unwatched",
-                    dir.display()
+                    dir.path.display()
                 );
             }
-            return;
         }
-        let mut pending = vec![dir.to_owned()];
-        while let Some(dir) = pending.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
+        if let Some(handle) = dir.handle {
+            self.scan_tree(handle, dir.path);
+        }
+    }
+
+    /// Reports everything below the open directory `handle`, named under `path`; one open
+    /// directory per level.
+    fn scan_tree(&mut self, mut handle: Dir, path: PathBuf) {
+        let names: Vec<std::ffi::CString> = handle
+            .iter()
+            .flatten()
+            .map(|entry| entry.file_name().to_owned())
+            .filter(|name| !matches!(name.to_bytes(), b"." | b".."))
+            .collect();
+        let mut subdirs = Vec::new();
+        for name in names {
+            // Does not follow symlinks: a link is reported, never entered.
+            let Ok(stat) = fstatat(
+                handle.as_fd(),
+                name.as_c_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) else {
+                continue; // gone meanwhile: its delete event follows
             };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                // Does not follow symlinks: a link is reported, never entered.
-                let Ok(meta) = path.symlink_metadata() else {
-                    continue; // gone meanwhile: its delete event follows
-                };
-                self.report_scanned(&path, meta.ino(), meta.is_dir());
-                if meta.is_dir() {
-                    pending.push(path);
-                }
+            let name = std::ffi::OsStr::from_bytes(name.to_bytes()).to_owned();
+            let entry_path = path.join(&name);
+            let is_dir = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
+            self.report_scanned(&entry_path, stat.st_ino, is_dir);
+            if is_dir {
+                subdirs.push((name, entry_path));
+            }
+        }
+        for (name, entry_path) in subdirs {
+            if let Some(sub) = open_dir(Some(handle.as_fd()), Path::new(&name)) {
+                self.scan_tree(sub, entry_path);
             }
         }
     }

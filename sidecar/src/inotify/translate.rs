@@ -12,6 +12,7 @@ use notify::event::{CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode};
 use notify::{Event, INotifyWatcher, RecursiveMode, Watcher};
 
 use super::pairing::Waiting;
+use super::scan::PendingDir;
 use super::{describe, is_directory, Msg};
 use crate::change::{Backend, Change, ChangeSink, Delivery, Gap, GapReason, Op, STOP_GRACE};
 use crate::metrics::Metrics;
@@ -39,7 +40,7 @@ pub(super) struct Translator {
     pub(super) last_purge: Instant,
     /// New directories whose catch-up scan is due (see [`super::scan`]).
     pub(super) pending_dirs: HashSet<PathBuf>,
-    pub(super) pending_order: Vec<PathBuf>,
+    pub(super) pending_order: Vec<PendingDir>,
     /// Directories renamed within the tree (from, to). notify names events by the watch they
     /// came from, and re-watches a renamed directory only after the batch of events it read the
     /// rename in: events from the old watches still carry the old path. They are renamed here
@@ -128,10 +129,6 @@ impl Translator {
     pub(super) fn handle(&mut self, mut event: Event) {
         self.scan_pending_before(&event);
         let tracker = event.attrs.tracker();
-        let renamed_both = matches!(
-            event.kind,
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both))
-        );
         if !self.moved_dirs.is_empty() {
             if let (EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)), Some(path)) =
                 (event.kind, event.paths.last())
@@ -141,9 +138,8 @@ impl Translator {
                 let path = path.clone();
                 self.moved_dirs.retain(|(from, _)| !from.starts_with(&path));
             }
-            // A `Both` event's first path is the old name as it was: only its new name moves.
-            let skip = usize::from(renamed_both);
-            for path in event.paths.iter_mut().skip(skip) {
+            // Both names of a rename too: its old name may lie below a renamed directory.
+            for path in event.paths.iter_mut() {
                 self.follow_moved_dirs(path);
             }
         }
