@@ -114,9 +114,12 @@ impl Storm {
         }
     }
 
-    /// Makes `steps` operations (skipping those that find nothing to work on).
-    pub fn run(&mut self, steps: usize) {
+    /// Makes `steps` operations (skipping those that find nothing to work on), `pause` apart.
+    pub fn run(&mut self, steps: usize, pause: std::time::Duration) {
         for _ in 0..steps {
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
             let op = self.ops[self.rng.below(self.ops.len())];
             if let Some(done) = self.step(op) {
                 self.log.push(done);

@@ -20,6 +20,8 @@ use crate::metrics::Metrics;
 /// How long the first half of a rename waits for its second half before it counts as a move
 /// out of the watched tree (reported as a delete). Everything after it waits as long.
 pub(super) const RENAME_PAIR_WAIT: Duration = Duration::from_millis(50);
+/// How often an idle translator looks for events notify's thread had to drop.
+const BEHIND_CHECK: Duration = Duration::from_millis(100);
 /// Directory renames whose old paths are followed at once (see `Translator::moved_dirs`).
 pub(super) const MOVED_DIRS_MAX: usize = 64;
 
@@ -92,7 +94,9 @@ impl Translator {
                     Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
                 }
             } else {
-                rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                // Not a plain recv: events notify's thread dropped while the queue was full are
+                // journaled (as a gap) even when no event follows them.
+                rx.recv_timeout(BEHIND_CHECK)
             };
             match msg {
                 Ok(Msg::Notify(Ok(event))) => self.handle(event),

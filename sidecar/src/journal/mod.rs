@@ -66,7 +66,8 @@ pub fn open(target: &Path) -> io::Result<Output> {
     let resumed = resume::resume(&mut file)?;
     if resumed.torn_bytes > 0 {
         log::warn!(
-            "journal {}: cut off a torn last line ({} bytes, written when a previous run was              killed); continuing at seq {}",
+            "journal {}: cut off a torn last line ({} bytes, written when a previous run was \
+             killed); continuing at seq {}",
             target.display(),
             resumed.torn_bytes,
             resumed.next_seq
@@ -324,7 +325,9 @@ impl Journal {
     /// lost from now on cannot be repaired).
     fn index_over(&mut self, limit: LimitReached) -> io::Result<()> {
         log::error!(
-            "journal: the repair index passed its limit of {} entries and was dropped: gaps              from now on are journaled but not repaired (fewer files under the watched              directories, or a larger --repair-index-limit)",
+            "journal: the repair index passed its limit of {} files and directories under the \
+             watched directories and was dropped (to bound memory): gaps from now on are \
+             journaled but not repaired; watch fewer files per sidecar",
             limit.0
         );
         let gap = Gap {
