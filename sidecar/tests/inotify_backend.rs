@@ -109,7 +109,7 @@ fn a_directory_recreated_under_the_same_name_is_journaled_again() {
     // second. Each step waits for its line first: a directory created and renamed before
     // inotify watches it is a different (inotify) limit, not the one this test is about.
     let steps: [(&dyn Fn(), &str); 4] = [
-        (&|| fs::create_dir(state.join("tmp")).unwrap(), "create tmp"),
+        (&|| fs::create_dir(state.join("tmp")).unwrap(), "mkdir tmp"),
         (
             &|| drop(File::create(state.join("tmp/f")).unwrap()),
             "create tmp/f",
@@ -118,7 +118,7 @@ fn a_directory_recreated_under_the_same_name_is_journaled_again() {
             &|| fs::rename(state.join("tmp"), state.join("v1")).unwrap(),
             "rename tmp -> v1",
         ),
-        (&|| fs::create_dir(state.join("tmp")).unwrap(), "create tmp"),
+        (&|| fs::create_dir(state.join("tmp")).unwrap(), "mkdir tmp"),
     ];
     let started = Instant::now();
     for (n, (step, line)) in steps.iter().enumerate() {
@@ -138,10 +138,10 @@ fn a_directory_recreated_under_the_same_name_is_journaled_again() {
     assert_eq!(
         lines,
         [
-            "create tmp",
+            "mkdir tmp",
             "create tmp/f",
             "rename tmp -> v1",
-            "create tmp",
+            "mkdir tmp",
             "create tmp/f",
             "create done"
         ],

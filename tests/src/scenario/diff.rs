@@ -2,8 +2,10 @@
 
 use serde_json::{Map, Value};
 
-/// The journal without `ts` (checked for format, then dropped), one canonical JSON per line.
+/// The journal without `seq` (checked to go up by one) and `ts` (checked for format), one
+/// canonical JSON per line.
 pub(super) fn normalise_journal(journal: &str) -> Result<Vec<String>, String> {
+    let mut last_seq: Option<u64> = None;
     journal
         .lines()
         .enumerate()
@@ -11,6 +13,17 @@ pub(super) fn normalise_journal(journal: &str) -> Result<Vec<String>, String> {
             let mut value: Map<String, Value> = serde_json::from_str(line).map_err(|e| {
                 format!("journal line {} is not a JSON object ({e}): {line}", i + 1)
             })?;
+            let seq = value.remove("seq").and_then(|s| s.as_u64());
+            match (seq, last_seq) {
+                (Some(seq), Some(last)) if seq != last + 1 => {
+                    return Err(format!(
+                        "journal line {} has seq {seq} after {last}: {line}",
+                        i + 1
+                    ))
+                }
+                (None, _) => return Err(format!("journal line {} has no `seq`: {line}", i + 1)),
+                _ => last_seq = seq,
+            }
             let ts = value.remove("ts");
             match ts.as_ref().and_then(Value::as_str) {
                 Some(ts) if is_rfc3339_nanos_utc(ts) => Ok(Value::Object(value).to_string()),
@@ -94,13 +107,18 @@ mod tests {
     }
 
     #[test]
-    fn journal_lines_lose_ts_and_must_have_it() {
-        let ok = r#"{"ts":"2026-11-26T01:02:03.123456789Z","op":"write","path":"/p"}"#;
+    fn journal_lines_lose_seq_and_ts_and_must_have_them() {
+        let ok = r#"{"seq":4,"ts":"2026-11-26T01:02:03.123456789Z","op":"write","path":"/p"}"#;
         assert_eq!(
             normalise_journal(ok).unwrap(),
             [r#"{"op":"write","path":"/p"}"#]
         );
-        assert!(normalise_journal(r#"{"op":"write"}"#).is_err());
+        assert!(normalise_journal(r#"{"seq":1,"op":"write"}"#).is_err());
+        assert!(normalise_journal(r#"{"ts":"2026-11-26T01:02:03.123456789Z"}"#).is_err());
+        let skipped = format!("{ok}\n{}", ok.replace("\"seq\":4", "\"seq\":6"));
+        assert!(normalise_journal(&skipped)
+            .unwrap_err()
+            .contains("seq 6 after 4"));
         assert!(normalise_journal("not json").is_err());
     }
 }
