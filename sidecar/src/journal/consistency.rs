@@ -3,12 +3,14 @@
 //! backend can miss a change (inotify sees nothing in a directory before its watch exists, and
 //! a file made and moved on in that moment is never named to it); the next line that depends
 //! on it shows the loss. Then the journal writes a gap (`unreported change`) and repair lines
-//! for the smallest subtree that explains it, and the line itself only if it now applies.
+//! for the smallest subtree that explains it, then the line itself. Only a `delete` or `rmdir`
+//! of a path the journal never reported, with nothing reported below it, is left out: it
+//! removes nothing a reader knows of.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::index::{Entry, Kind};
+use super::index::{below, Entry, Kind};
 use crate::change::{Change, Op};
 
 /// The top-most path the journal has not reported that `change` depends on, to be repaired
@@ -36,27 +38,11 @@ pub(super) fn unknown_scope(
     }
 }
 
-/// Whether `change` applies to the reported tree (else it is not journaled: it would name
-/// something the reader never heard of, and the repair said what is there now).
-pub(super) fn applies(
-    entries: &BTreeMap<String, Entry>,
-    roots: &[PathBuf],
-    change: &Change,
-) -> bool {
-    if root_of(roots, &change.path).is_none() {
-        return true; // not under a root: nothing to check it against
-    }
-    match change.op {
-        Op::Create | Op::Mkdir => parent_known(entries, roots, &change.path),
-        Op::Write | Op::Attrib | Op::Delete | Op::Rmdir => entries.contains_key(&change.path),
-        Op::Rename => {
-            change
-                .from
-                .as_deref()
-                .is_some_and(|from| entries.contains_key(from))
-                && parent_known(entries, roots, &change.path)
-        }
-    }
+/// A delete or rmdir of a path the journal never reported, with nothing reported below it.
+pub(super) fn removes_nothing_reported(entries: &BTreeMap<String, Entry>, change: &Change) -> bool {
+    matches!(change.op, Op::Delete | Op::Rmdir)
+        && !entries.contains_key(&change.path)
+        && entries.range(below(&change.path)).next().is_none()
 }
 
 /// The root `path` lies strictly below.
@@ -66,13 +52,6 @@ pub(super) fn root_of<'a>(roots: &'a [PathBuf], path: &str) -> Option<&'a PathBu
         let path = path.as_bytes();
         path.len() > root.len() && path.starts_with(root) && path[root.len()] == b'/'
     })
-}
-
-fn parent_known(entries: &BTreeMap<String, Entry>, roots: &[PathBuf], path: &str) -> bool {
-    match path.rsplit_once('/') {
-        Some((parent, _)) => is_known_dir(entries, roots, parent),
-        None => false,
-    }
 }
 
 fn is_known_dir(entries: &BTreeMap<String, Entry>, roots: &[PathBuf], path: &str) -> bool {
@@ -136,12 +115,10 @@ mod tests {
             unknown_scope(&entries, &roots, &create).as_deref(),
             Some("/s/a/b")
         );
-        assert!(!applies(&entries, &roots, &create));
-        assert!(applies(
-            &entries,
-            &roots,
-            &change(Op::Create, "/s/a/f", None)
-        ));
+        assert_eq!(
+            unknown_scope(&entries, &roots, &change(Op::Create, "/s/a/f", None)),
+            None
+        );
         let write = change(Op::Write, "/s/a/f", None);
         assert_eq!(
             unknown_scope(&entries, &roots, &write).as_deref(),
@@ -152,15 +129,13 @@ mod tests {
             unknown_scope(&entries, &roots, &rename).as_deref(),
             Some("/s/a/g")
         );
-        assert!(!applies(&entries, &roots, &rename));
         assert_eq!(
             unknown_scope(&entries, &roots, &change(Op::Delete, "/s/x", None)),
             None
         );
-        assert!(applies(
-            &entries,
-            &roots,
-            &change(Op::Create, "/elsewhere/f", None)
-        ));
+        assert_eq!(
+            unknown_scope(&entries, &roots, &change(Op::Write, "/elsewhere/f", None)),
+            None
+        );
     }
 }

@@ -350,18 +350,19 @@ impl Journal {
         self.last_backend = change.backend;
         self.last_ts = Some(self.last_ts.map_or(change.ts, |last| last.max(change.ts)));
         if let Some(entries) = self.index.entries().filter(|_| !self.roots.is_empty()) {
-            if let Some(scope) = consistency::unknown_scope(entries, &self.roots, change) {
-                self.repair_unreported(&scope, change.backend)?;
+            if consistency::removes_nothing_reported(entries, change) {
+                // Nothing a reader has heard of goes away: the line would only puzzle it.
+                log::debug!(
+                    "journal: not journaled (never reported): {} {}",
+                    change.op.as_str(),
+                    change.path
+                );
+                return Ok(());
             }
-            if let Some(entries) = self.index.entries() {
-                if !consistency::applies(entries, &self.roots, change) {
-                    log::debug!(
-                        "journal: not journaled (names what the journal never reported, and a \
-                         rescan did not find it): {} {}",
-                        change.op.as_str(),
-                        change.path
-                    );
-                    return Ok(());
+            if let Some(scope) = consistency::unknown_scope(entries, &self.roots, change) {
+                // Gone meanwhile: nothing to repair (its removal, if reported, follows).
+                if Path::new(&scope).symlink_metadata().is_ok() {
+                    self.repair_unreported(&scope, change.backend)?;
                 }
             }
         }
@@ -375,7 +376,7 @@ impl Journal {
     }
 
     /// A change depends on `scope`, which the journal never reported: a gap, then `scope` as it
-    /// is on disk now (nothing when it is gone: the change is then not journaled either).
+    /// is on disk now.
     fn repair_unreported(&mut self, scope: &str, backend: Backend) -> io::Result<()> {
         let lines = match repair::repair_scope(&mut self.index, Path::new(scope), true, backend) {
             Ok(lines) => lines,
