@@ -132,10 +132,12 @@ pub enum GapReason {
     IndexLimit,
     /// A change named a path the journal never reported (the backend missed its creation).
     UnreportedChange,
+    /// tracepoint mode: a new name from a link call that cannot be placed below its directory.
+    UnplacedName,
 }
 
 impl GapReason {
-    pub const ALL: [GapReason; 8] = [
+    pub const ALL: [GapReason; 9] = [
         Self::RingBufferFull,
         Self::KretprobeMissed,
         Self::InotifyOverflow,
@@ -144,6 +146,7 @@ impl GapReason {
         Self::StopDropped,
         Self::IndexLimit,
         Self::UnreportedChange,
+        Self::UnplacedName,
     ];
 
     /// The journal's `reason` text.
@@ -157,6 +160,7 @@ impl GapReason {
             Self::StopDropped => "dropped at stop",
             Self::IndexLimit => "repair index limit",
             Self::UnreportedChange => "unreported change",
+            Self::UnplacedName => "unplaced name",
         }
     }
 
@@ -171,6 +175,7 @@ impl GapReason {
             Self::StopDropped => "dropped_at_stop",
             Self::IndexLimit => "index_limit",
             Self::UnreportedChange => "unreported_change",
+            Self::UnplacedName => "unplaced_name",
         }
     }
 

@@ -156,7 +156,16 @@ fn inotify_journal_replays_to_the_real_tree_at_full_speed() {
 /// reports (the others are printed, not tested: their lines would be missing).
 #[test]
 fn tracepoint_journal_replays_to_the_real_tree_for_the_ops_it_reports() {
-    let (ops, not_reported) = reported_ops(Backend::Ebpf(Family::Tracepoint));
+    let (mut ops, mut not_reported) = reported_ops(Backend::Ebpf(Family::Tracepoint));
+    // The storm links by absolute path (linkat(AT_FDCWD, "/…")): tracepoint mode sees only
+    // new names relative to a directory it can place, so these never reach the journal.
+    ops.retain(|op| {
+        let absolute_link = matches!(op, StormOp::HardLink | StormOp::Symlink);
+        if absolute_link {
+            not_reported.push(*op);
+        }
+        !absolute_link
+    });
     eprintln!("tracepoint mode: storms of {ops:?}; not reported yet: {not_reported:?}");
     all_seeds(
         &["--attach=tracepoint", "--fallback-fsnotify=false"],

@@ -290,8 +290,13 @@ impl Routing {
             let _ = self.canary.send(event);
             return;
         }
+        let unplaced_before = self.unreported.unplaced_names();
         if let Some(change) = self.to_change(event) {
             self.deliver(change);
+        } else if self.unreported.unplaced_names() > unplaced_before {
+            // A file came to exist that cannot be named from the event: a gap here, repaired
+            // by a rescan (which names it from the file system).
+            self.report_gap(GapReason::UnplacedName, 1);
         }
     }
 
@@ -482,6 +487,32 @@ mod tests {
         assert_eq!((c.path.as_str(), c.truncated), ("/state/a/", true));
         let counts = r.unreported.by_reason();
         assert_eq!(counts.last(), Some(&("unplaced_name", 2)));
+    }
+
+    #[test]
+    fn an_unplaced_new_name_is_a_gap_where_it_happened() {
+        let (mut r, changes, _) = routing();
+        r.dispatch(new_name("a", "c.txt", false));
+        r.dispatch(new_name("a", "../x", false));
+        r.dispatch(new_name("a", "d.txt", false));
+        let got: Vec<String> = changes
+            .rx
+            .try_iter()
+            .map(|record| match record {
+                crate::change::Record::Gap(gap) => {
+                    format!("gap {} {:?}", gap.reason.as_str(), gap.lost)
+                }
+                crate::change::Record::Change(c) => format!("{} {}", c.op.as_str(), c.path),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "create /state/a/c.txt",
+                "gap unplaced name Some(1)",
+                "create /state/a/d.txt"
+            ]
+        );
     }
 
     #[test]
