@@ -16,6 +16,8 @@
 
 mod coalesce;
 mod consistency;
+#[cfg(test)]
+mod gap_tests;
 mod index;
 mod line;
 mod repair;
@@ -50,11 +52,20 @@ pub struct Output {
 }
 
 /// Opens the journal target: stdout for `-` (numbered from 1), else the file in append mode
-/// (created if absent), numbered on from its last whole line (a torn last line is cut off).
+/// (created if absent), numbered on from its last whole line (a torn last line is cut off); a
+/// FIFO or device is numbered from 1.
 pub fn open(target: &Path) -> io::Result<Output> {
     if target.as_os_str() == STDOUT {
         return Ok(Output {
             out: Box::new(io::stdout()),
+            next_seq: 1,
+        });
+    }
+    if target.metadata().is_ok_and(|m| !m.is_file()) {
+        // A FIFO or a device: nothing to continue from (and reading it would take lines).
+        let file = OpenOptions::new().append(true).open(target)?;
+        return Ok(Output {
+            out: Box::new(file),
             next_seq: 1,
         });
     }

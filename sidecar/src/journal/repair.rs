@@ -119,6 +119,15 @@ pub(super) fn repair_scope(
 /// What a reader has to learn about an entry that is still of the same kind.
 fn difference(entry: &Entry, disk: &Stat) -> Option<Op> {
     let modified_since_reported = disk.mtime_ns > entry.touched_ns;
+    let owner_or_mode = |seen: &Stat| (seen.mode, seen.uid, seen.gid);
+    if entry.kind == Kind::Dir {
+        // A directory's content is its entries (repaired one by one); only its own mode or
+        // owner is news.
+        return entry
+            .scanned
+            .filter(|seen| owner_or_mode(seen) != owner_or_mode(disk))
+            .map(|_| Op::Attrib);
+    }
     match entry.scanned {
         Some(seen) if seen == *disk => None,
         Some(seen) if seen.ino != disk.ino => Some(Op::Create),
@@ -128,13 +137,11 @@ fn difference(entry: &Entry, disk: &Stat) -> Option<Op> {
         {
             Some(Op::Write)
         }
-        Some(seen) if (seen.mode, seen.uid, seen.gid) != (disk.mode, disk.uid, disk.gid) => {
-            Some(Op::Attrib)
-        }
+        Some(seen) if owner_or_mode(&seen) != owner_or_mode(disk) => Some(Op::Attrib),
         Some(_) => None,
         // Created (or written) through the journal since the last scan: only a later
         // modification is news.
-        None if modified_since_reported && entry.kind == Kind::NonDir => Some(Op::Write),
+        None if modified_since_reported => Some(Op::Write),
         None => None,
     }
 }
