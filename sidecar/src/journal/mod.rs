@@ -9,6 +9,7 @@
 //!
 //! * this file: the output (stdout or an appended file) and the thread that drives it;
 //! * [`resume`]: continuing a reopened file's `seq`;
+//! * [`reorder`]: the window that puts records in timestamp order;
 //! * [`coalesce`]: holding back bursts of writes to one path;
 //! * [`line`]: one change (or gap) as one JSON line;
 //! * [`index`] and [`repair`]: what the journal reported, and the rescan after a gap;
@@ -20,6 +21,7 @@ mod consistency;
 mod gap_tests;
 mod index;
 mod line;
+mod reorder;
 mod repair;
 mod resume;
 #[cfg(test)]
@@ -39,6 +41,7 @@ use crate::metrics::Metrics;
 use coalesce::Coalescer;
 use index::{Index, LimitReached};
 use line::LineBuilder;
+use reorder::Reorder;
 
 /// `--journal -`: the journal goes to stdout.
 pub const STDOUT: &str = "-";
@@ -113,15 +116,23 @@ pub fn run(
         .repairing(options.roots, options.index_limit, metrics.clone());
     journal.baseline()?;
     let rx = &queue.rx;
+    let mut reorder = Reorder::new(reorder::WINDOW);
+    let mut received: u64 = 0;
     loop {
         let record = match rx.try_recv() {
             Ok(record) => record,
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => {
                 // Idle: emit what is due, flush, then sleep until a change or the next deadline.
-                journal.emit_due(Instant::now())?;
+                let now = Instant::now();
+                journal.emit_due(now)?;
+                journal.release(&mut reorder, Some(now), &metrics)?;
                 journal.out.flush()?;
-                let received = match journal.coalescer.next_deadline() {
+                let deadline = [journal.coalescer.next_deadline(), reorder.next_deadline()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                let received = match deadline {
                     None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                     Some(deadline) => {
                         rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -135,14 +146,15 @@ pub fn run(
                 }
             }
         };
-        match record {
-            Record::Change(change) => {
-                metrics.count_event(change.backend, change.op);
-                journal.push(change)?;
-            }
-            Record::Gap(gap) => journal.gap(gap)?,
+        // A busy journal never idles: the window's clock is read every CLOCK_EVERY records.
+        received += 1;
+        if received.is_multiple_of(u64::from(CLOCK_EVERY)) {
+            journal.set_clock(Instant::now());
         }
+        reorder.push(record, journal.clock);
+        journal.release(&mut reorder, Some(journal.clock), &metrics)?;
     }
+    journal.release(&mut reorder, None, &metrics)?;
     let dropped = queue.dropped_at_stop();
     if dropped > 0 {
         journal.gap(Gap {
@@ -231,6 +243,34 @@ impl Journal {
             .map(|r| r.to_string_lossy().into_owned())
             .collect()
     }
+    /// Journals the records the reorder window releases by `now` (`None`: all of them).
+    fn release(
+        &mut self,
+        reorder: &mut Reorder,
+        now: Option<Instant>,
+        metrics: &Metrics,
+    ) -> io::Result<()> {
+        let late_before = reorder.late;
+        while let Some(record) = reorder.pop_due(now) {
+            match record {
+                Record::Change(change) => {
+                    metrics.count_event(change.backend, change.op);
+                    self.push(change)?;
+                }
+                Record::Gap(gap) => self.gap(gap)?,
+            }
+        }
+        if reorder.late > late_before && (late_before == 0 || reorder.late.is_power_of_two()) {
+            log::warn!(
+                "journal: {} changes came more than {} ms after later ones and carry the last \
+                 journaled ts instead of their own (so ts never decreases)",
+                reorder.late,
+                reorder::WINDOW.as_millis()
+            );
+        }
+        Ok(())
+    }
+
     /// Sets the time used for coalescing windows (after the caller waited, the cached one is old).
     pub fn set_clock(&mut self, now: Instant) {
         self.clock = now;
