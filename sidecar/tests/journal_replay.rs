@@ -26,9 +26,13 @@ const MARKER: &str = "zz-end-of-storm";
 /// Generous: the build machine is shared, and a flood is repaired by rescans.
 const MARKER_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The loss test changes a system-wide inotify limit: no other sidecar of this file may start
-/// meanwhile.
-static INOTIFY_LIMIT: Mutex<()> = Mutex::new(());
+/// One test of this file at a time: the loss test changes a system-wide inotify limit (no other
+/// sidecar may start meanwhile), and its flood would load the machine under the storms.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn start(state: &Path, journal: &Path, mode: &[&str]) -> SidecarProcess {
     let mut cmd = Command::new(SIDECAR);
@@ -98,10 +102,7 @@ fn replay_holds(seed: u64, mode: &[&str], ops: &[StormOp], pause: Duration) -> R
     let mut storm = Storm::new(&state, &outside, seed, ops);
     storm.populate();
     let start_tree = Tree::scan(&state);
-    let mut sidecar = {
-        let _limit = INOTIFY_LIMIT.lock().unwrap_or_else(|e| e.into_inner());
-        start(&state, &journal, mode)
-    };
+    let mut sidecar = start(&state, &journal, mode);
     storm.run(STEPS, pause);
     journal_through_marker(&sidecar, &state, &journal);
     sidecar.terminate();
@@ -121,6 +122,7 @@ fn replay_holds(seed: u64, mode: &[&str], ops: &[StormOp], pause: Duration) -> R
 }
 
 fn all_seeds(mode: &[&str], ops: &[StormOp], pause: Duration) {
+    let _serial = one_at_a_time();
     let failures: Vec<String> = (1..=SEEDS)
         .filter_map(|seed| replay_holds(seed, mode, ops, pause).err())
         .collect();
@@ -203,8 +205,8 @@ fn an_inotify_overflow_is_a_gap_then_repair_lines_and_the_replay_holds() {
     let mut storm = Storm::new(&state, &outside, 7, &StormOp::ALL);
     storm.populate();
     let start_tree = Tree::scan(&state);
+    let _serial = one_at_a_time();
     let mut sidecar = {
-        let _limit = INOTIFY_LIMIT.lock().unwrap_or_else(|e| e.into_inner());
         // Read when the inotify instance is made: restored as soon as the sidecar is ready.
         let _tiny = SysctlGuard::set("/proc/sys/fs/inotify/max_queued_events", "16");
         start(&state, &journal, &["--enable-ebpf=false"])
