@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::change::{Change, Op};
 
-/// Entries indexed at most: measured at about 18 MB per 100,000 files (docs/journal.md), so
-/// about 92 MB at the limit.
+/// Entries indexed at most: measured at about 18 to 19 MB per 100,000 files (docs/journal.md),
+/// so about 95 MB at the limit.
 pub const DEFAULT_LIMIT: usize = 500_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
