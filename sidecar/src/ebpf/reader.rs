@@ -22,7 +22,9 @@ use super::kretprobe::MissWatch;
 use super::load::explain;
 use super::names::{self, Unplaced};
 use super::source::EventSource;
-use crate::change::{Backend, Change, ChangeSink, Delivery, Family, Op, STOP_GRACE};
+use crate::change::{
+    Backend, Change, ChangeSink, Delivery, Family, Gap, GapReason, Op, STOP_GRACE,
+};
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
@@ -237,6 +239,7 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
     } = counters;
     let mut refreshed = Instant::now();
     let mut reported_lost = 0;
+    let mut reported_missed = 0;
     loop {
         let stopping = routing.stopping();
         if !stopping {
@@ -261,11 +264,21 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
                      the journal missed changes; raise --ringbuf-bytes",
                     total - reported_lost
                 );
+                routing.report_gap(GapReason::RingBufferFull, total - reported_lost);
                 reported_lost = total;
             }
             counters.refresh_unreported();
             if let Some(misses) = &mut counters.misses {
                 misses.refresh();
+            }
+            // The kernel side's count and tracefs' count see the same misses: the larger one.
+            let missed = counters
+                .unreported
+                .get(Stat::MissedReturn)
+                .max(counters.misses.as_ref().map_or(0, MissWatch::missed));
+            if missed > reported_missed {
+                routing.report_gap(GapReason::KretprobeMissed, missed - reported_missed);
+                reported_missed = missed;
             }
             routing.clock.refresh();
             refreshed = Instant::now();
@@ -292,8 +305,13 @@ impl Routing {
             let _ = self.canary.send(event);
             return;
         }
+        let unplaced_before = self.unreported.unplaced_names();
         if let Some(change) = self.to_change(event) {
             self.deliver(change);
+        } else if self.unreported.unplaced_names() > unplaced_before {
+            // A file came to exist that cannot be named from the event: a gap here, repaired
+            // by a rescan (which names it from the file system).
+            self.report_gap(GapReason::UnplacedName, 1);
         }
     }
 
@@ -310,6 +328,19 @@ impl Routing {
     fn release_held(&mut self) {
         let Self { held, delivery, .. } = self;
         held.release(|change| delivery.deliver(change));
+    }
+
+    /// Changes were lost in the kernel since the last refresh: a gap in every root (the kernel
+    /// cannot say whose events it dropped), placed after everything read so far.
+    fn report_gap(&mut self, reason: GapReason, lost: u64) {
+        let gap = Gap {
+            ts: std::time::SystemTime::now(),
+            backend: self.backend,
+            roots: self.roots.clone(),
+            reason,
+            lost: Some(lost),
+        };
+        self.delivery.report_gap(gap);
     }
 
     fn report_dropped(&self) {
@@ -404,7 +435,7 @@ impl Routing {
 mod tests {
     use super::*;
 
-    fn routing() -> (Routing, Receiver<Change>, Receiver<Event>) {
+    fn routing() -> (Routing, crate::change::ChangeQueue, Receiver<Event>) {
         let (routing, changes, canaries, _stop) = routing_with_queue(crate::change::QUEUE_CAPACITY);
         (routing, changes, canaries)
     }
@@ -412,7 +443,12 @@ mod tests {
     /// The routing, the journal's end of its queue, the canary events, and its stop flag.
     fn routing_with_queue(
         capacity: usize,
-    ) -> (Routing, Receiver<Change>, Receiver<Event>, Arc<AtomicBool>) {
+    ) -> (
+        Routing,
+        crate::change::ChangeQueue,
+        Receiver<Event>,
+        Arc<AtomicBool>,
+    ) {
         let (sink, changes) = crate::change::queue(capacity);
         let (canary, canaries) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -479,6 +515,32 @@ mod tests {
     }
 
     #[test]
+    fn an_unplaced_new_name_is_a_gap_where_it_happened() {
+        let (mut r, changes, _) = routing();
+        r.dispatch(new_name("a", "c.txt", false));
+        r.dispatch(new_name("a", "../x", false));
+        r.dispatch(new_name("a", "d.txt", false));
+        let got: Vec<String> = changes
+            .rx
+            .try_iter()
+            .map(|record| match record {
+                crate::change::Record::Gap(gap) => {
+                    format!("gap {} {:?}", gap.reason.as_str(), gap.lost)
+                }
+                crate::change::Record::Change(c) => format!("{} {}", c.op.as_str(), c.path),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "create /state/a/c.txt",
+                "gap unplaced name Some(1)",
+                "create /state/a/d.txt"
+            ]
+        );
+    }
+
+    #[test]
     fn paths_join_on_any_root_including_slash() {
         let (r, _, _) = routing();
         assert_eq!(
@@ -530,10 +592,10 @@ mod tests {
         let ev = event(Op::Write, Some((1, "canary")), None);
         r.dispatch(ev.clone());
         r.route(&[]); // malformed: dropped
-        assert!(changes.try_recv().is_err());
+        assert!(changes.try_iter().next().is_none());
         assert_eq!(canaries.try_recv().unwrap(), ev);
         r.dispatch(event(Op::Write, Some((0, "f")), None));
-        assert_eq!(changes.try_recv().unwrap().path, "/state/f");
+        assert_eq!(changes.try_iter().next().unwrap().path, "/state/f");
     }
 
     #[test]
@@ -542,8 +604,8 @@ mod tests {
         r.dispatch(event(Op::Write, Some((0, "first")), None));
         let journal = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            let first = changes.recv().unwrap();
-            (first, changes.recv().unwrap())
+            let first = changes.iter().next().unwrap();
+            (first, changes.iter().next().unwrap())
         });
         // Blocks until the "journal" above takes the first change: nothing is dropped.
         r.dispatch(event(Op::Write, Some((0, "second")), None));
@@ -578,7 +640,7 @@ mod tests {
             .expect("the reader came back after stop");
         let r = reader.join().unwrap();
         assert_eq!(r.delivery.dropped(), 2);
-        assert_eq!(changes.try_recv().unwrap().path, "/state/queued");
+        assert_eq!(changes.try_iter().next().unwrap().path, "/state/queued");
     }
 
     #[test]

@@ -66,9 +66,11 @@ pub fn covers(backend: &str, step: &str) -> bool {
 /// The journal `op` a step produces.
 fn journal_op(step: &str) -> &'static str {
     match step {
-        "mkdir" | "create" | "link" | "absolute-link" | "dotdot-link" => "create",
+        "create" | "link" | "absolute-link" | "dotdot-link" => "create",
+        "mkdir" => "mkdir",
+        "rmdir" => "rmdir",
         "rename" => "rename",
-        "delete" | "rmdir" => "delete",
+        "delete" => "delete",
         _ => "write",
     }
 }
@@ -330,6 +332,6 @@ mod tests {
         assert!(covers("tracepoint", "link") && !covers("tracepoint", "absolute-link"));
         assert_eq!(journal_op("dotdot-link"), "create");
         assert_eq!(journal_op("pwritev"), "write");
-        assert_eq!(journal_op("rmdir"), "delete");
+        assert_eq!(journal_op("rmdir"), "rmdir");
     }
 }
