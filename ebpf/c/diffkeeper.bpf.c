@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
 /*
- * diffkeeper's kernel side: report writes, creates, deletes and renames of files
- * below watched root directories. One CO-RE object per kind (dk_compat.bpf.h) and
+ * diffkeeper's kernel side: report writes, creates, deletes and renames of files, directory
+ * creates and removals, and mode/owner changes below watched root directories. One CO-RE object per kind (dk_compat.bpf.h) and
  * architecture (dk_arch.bpf.h), three attach families:
  *
  *   kprobe     kprobe+kretprobe on vfs_write/vfs_writev, kprobes on security_inode_*
@@ -23,6 +23,8 @@
  *        and open(O_CREAT) (lookup_open() -> may_o_create()), which bypasses vfs_create()
  *   security_inode_unlink(dir, dentry)             unlink(2)/unlinkat(2) of a file
  *   security_inode_rename(odir, odentry, ndir, ndentry, flags)  rename(2) family
+ *   security_inode_mkdir(dir, dentry, mode), security_inode_rmdir(dir, dentry)
+ *   security_inode_setattr([idmap,] dentry, attr)  chmod/chown family (see report_setattr)
  * The vfs_create/vfs_unlink/vfs_rename prototypes changed (user_namespace -> mnt_idmap
  * in 6.3, renamedata struct in 6.0); the security_inode_* hooks did not.
  *
@@ -98,6 +100,9 @@ struct thread_info {
 struct fs_struct {
 	struct path pwd;
 };
+struct iattr {
+	unsigned int ia_valid;
+};
 struct task_struct {
 	struct thread_info thread_info;
 	struct files_struct *files;
@@ -107,6 +112,11 @@ struct task_struct {
 
 /* Set in file->f_mode by open(2) when it created the file (include/linux/fs.h). */
 #define DK_FMODE_CREATED (1u << 20)
+
+/* iattr.ia_valid bits of an attribute change the journal reports (include/linux/fs.h). */
+#define DK_ATTR_MODE 1u
+#define DK_ATTR_UID 2u
+#define DK_ATTR_GID 4u
 
 /* IS_ERR_VALUE() for a returned pointer (include/linux/err.h: MAX_ERRNO 4095). */
 #define DK_IS_ERR(p) ((unsigned long)(p) >= (unsigned long)-4095)
@@ -136,6 +146,9 @@ enum dk_done {
 	DK_DONE_RENAME,     /* vfs_rename() */
 	DK_DONE_LINK,       /* vfs_link() */
 	DK_DONE_SYMLINK,    /* vfs_symlink() */
+	DK_DONE_MKDIR,      /* vfs_mkdir() */
+	DK_DONE_RMDIR,      /* vfs_rmdir() */
+	DK_DONE_SETATTR,    /* notify_change() */
 };
 
 /*
@@ -262,6 +275,9 @@ enum dk_emit {
 	DK_EMIT_RENAME = DK_DONE_RENAME,
 	DK_EMIT_LINK = DK_DONE_LINK,
 	DK_EMIT_SYMLINK = DK_DONE_SYMLINK,
+	DK_EMIT_MKDIR = DK_DONE_MKDIR,
+	DK_EMIT_RMDIR = DK_DONE_RMDIR,
+	DK_EMIT_SETATTR = DK_DONE_SETATTR,
 };
 
 /* A report whose `done` call never returned (its kretprobe missed) is still there when the
@@ -329,6 +345,26 @@ static __always_inline int deliver_pending(void *ctx, __u32 done, int ok, __u64 
 	}
 	bpf_map_delete_elem(&dk_pending, &id);
 	return 0;
+}
+
+/*
+ * Whether a VFS call succeeded, from its raw return: 0 (the int-returning calls), or a
+ * dentry pointer (vfs_mkdir() from 6.15 returns the new directory's dentry or an ERR_PTR).
+ * An int error is a small negative number in either register width; a kernel pointer has
+ * its top 16 bits set.
+ */
+static __always_inline int dk_vfs_ok(__u64 ret)
+{
+	return (int)ret == 0 || (ret >> 48 == 0xffff && !DK_IS_ERR(ret));
+}
+
+/* Whether `d` reads as a dentry: its super block's root dentry is on that super block. Tells
+ * the dentry argument from a user_namespace or mnt_idmap one (report_setattr). */
+static __always_inline int dk_is_dentry(struct dentry *d)
+{
+	struct super_block *sb = BPF_CORE_READ(d, d_sb);
+
+	return d && sb && BPF_CORE_READ(sb, s_root, d_sb) == sb;
 }
 
 static __always_inline struct dk_scratch *scratch(void)
@@ -541,6 +577,60 @@ DK_HOOK(link, report_dentry(ctx, new_dentry, DK_OP_CREATE, 0, false, DK_EMIT_LIN
 DK_HOOK(symlink, report_dentry(ctx, dentry, DK_OP_CREATE, 0, false, DK_EMIT_SYMLINK, NULL),
 	struct inode *dir, struct dentry *dentry)
 
+/* mkdir(2)/mkdirat(2) and rmdir(2): directories are their own ops. */
+DK_HOOK(mkdir, report_dentry(ctx, dentry, DK_OP_MKDIR, 0, false, DK_EMIT_MKDIR, NULL),
+	struct inode *dir, struct dentry *dentry)
+DK_HOOK(rmdir, report_dentry(ctx, dentry, DK_OP_RMDIR, 0, false, DK_EMIT_RMDIR, NULL),
+	struct inode *dir, struct dentry *dentry)
+
+/*
+ * chmod, chown and their f*at variants (and the mode a write changes when it clears setuid):
+ * security_inode_setattr(), then delivered when notify_change() returns. Its prototype is
+ * (dentry, attr) on older kernels and (user_namespace or mnt_idmap, dentry, attr) on newer
+ * ones, so the caller passes the first three arguments and this picks the dentry among them.
+ * Only mode and owner changes are reported: times and size are a write's business.
+ */
+static __always_inline int report_setattr(void *ctx, __u64 a0, __u64 a1, __u64 a2)
+{
+	struct dentry *dentry = (struct dentry *)a1;
+	struct iattr *attr = (struct iattr *)a2;
+
+	if (dk_is_dentry((struct dentry *)a0)) {
+		dentry = (struct dentry *)a0;
+		attr = (struct iattr *)a1;
+	} else if (!dk_is_dentry(dentry)) {
+		return 0;
+	}
+	if (!(BPF_CORE_READ(attr, ia_valid) & (DK_ATTR_MODE | DK_ATTR_UID | DK_ATTR_GID)))
+		return 0;
+	return report_dentry(ctx, dentry, DK_OP_ATTRIB, 0, false, DK_EMIT_SETATTR, NULL);
+}
+
+SEC("kprobe/security_inode_setattr")
+int BPF_KPROBE(dk_kprobe_inode_setattr, void *a0, void *a1, void *a2)
+{
+	return report_setattr(ctx, (__u64)a0, (__u64)a1, (__u64)a2);
+}
+
+#if DK_HAVE_BTF_PROGS
+/* fentry: the argument count says which prototype this kernel has (bpf_get_func_arg* is 5.17,
+ * like the rest of the modern object). */
+SEC("fentry/security_inode_setattr")
+int dk_fentry_inode_setattr(unsigned long long *ctx)
+{
+	__u64 a0 = 0, a1 = 0, a2 = 0;
+
+	if (bpf_get_func_arg_cnt(ctx) == 2) {
+		bpf_get_func_arg(ctx, 0, &a0);
+		bpf_get_func_arg(ctx, 1, &a1);
+		return report_setattr(ctx, a0, a1, 0);
+	}
+	bpf_get_func_arg(ctx, 1, &a1);
+	bpf_get_func_arg(ctx, 2, &a2);
+	return report_setattr(ctx, 0, a1, a2);
+}
+#endif
+
 /*
  * ---- the returns. The vfs_* prototypes changed (user_namespace, then mnt_idmap, first in
  * 5.12 and 6.3; vfs_rename takes a struct renamedata from 5.12), so no program reads their
@@ -564,13 +654,16 @@ static __always_inline int opened(void *ctx, struct file *file)
 	X(vfs_unlink, DK_DONE_UNLINK)                                                 \
 	X(vfs_rename, DK_DONE_RENAME)                                                 \
 	X(vfs_link, DK_DONE_LINK)                                                     \
-	X(vfs_symlink, DK_DONE_SYMLINK)
+	X(vfs_symlink, DK_DONE_SYMLINK)                                               \
+	X(vfs_mkdir, DK_DONE_MKDIR)                                                   \
+	X(vfs_rmdir, DK_DONE_RMDIR)                                                   \
+	X(notify_change, DK_DONE_SETATTR)
 
 #define DK_KRETPROBE(fn, done)                                                        \
 	SEC("kretprobe/" #fn)                                                         \
 	int BPF_KRETPROBE(dk_kretprobe_##fn, long ret)                                \
 	{                                                                             \
-		return deliver_pending(ctx, done, (int)ret == 0, 0);                  \
+		return deliver_pending(ctx, done, dk_vfs_ok(ret), 0);                  \
 	}
 DK_RETURNS(DK_KRETPROBE)
 
@@ -588,7 +681,7 @@ int BPF_KRETPROBE(dk_kretprobe_do_filp_open, struct file *file)
 		__u64 ret = 1;                                                        \
                                                                                       \
 		bpf_get_func_ret(ctx, &ret);                                          \
-		return deliver_pending(ctx, done, (int)ret == 0, 0);                  \
+		return deliver_pending(ctx, done, dk_vfs_ok(ret), 0);                  \
 	}
 DK_RETURNS(DK_FEXIT)
 

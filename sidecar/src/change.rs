@@ -39,15 +39,16 @@ impl Backend {
         }
     }
 
-    /// Whether this backend reports `op` at all (the README's coverage table): the tracepoint
-    /// family sees only the syscalls that write, open and make links, never an unlink or a
-    /// rename; no backend reports directories or attribute changes as their own ops yet.
+    /// Whether this backend reports `op` at all (the README's coverage table): kprobe and
+    /// fentry see every op through the VFS; the tracepoint family sees only the syscalls that
+    /// write, open and make links, never an unlink, a rename, a directory or an attribute
+    /// change; inotify reports no directory or attribute ops of their own yet.
     pub fn reports(self, op: Op) -> bool {
-        !matches!(
-            (self, op),
-            (Self::Ebpf(Family::Tracepoint), Op::Delete | Op::Rename)
-                | (_, Op::Mkdir | Op::Rmdir | Op::Attrib)
-        )
+        match self {
+            Self::Ebpf(Family::Fentry | Family::Kprobe) => true,
+            Self::Ebpf(Family::Tracepoint) => matches!(op, Op::Write | Op::Create),
+            Self::Inotify => !matches!(op, Op::Mkdir | Op::Rmdir | Op::Attrib),
+        }
     }
 }
 
