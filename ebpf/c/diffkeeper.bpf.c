@@ -564,6 +564,17 @@ int BPF_KRETPROBE(dk_kretprobe_write, long ret)
 	DK_FENTRY_HOOK(hook, report, __VA_ARGS__)                                     \
 	SEC("kprobe/security_inode_" #hook)                                           \
 	int BPF_KPROBE(dk_kprobe_inode_##hook, __VA_ARGS__) { return report; }
+#if DK_HAVE_BTF_PROGS
+#define DK_FENTRY_HOOK_SB(hook, body, ...)                                            \
+	SEC("fentry/security_sb_" #hook)                                              \
+	int BPF_PROG(dk_fentry_sb_##hook, __VA_ARGS__) { return body; }
+#else
+#define DK_FENTRY_HOOK_SB(hook, body, ...)
+#endif
+#define DK_HOOK_SB(hook, body, ...)                                                   \
+	DK_FENTRY_HOOK_SB(hook, body, __VA_ARGS__)                                    \
+	SEC("kprobe/security_sb_" #hook)                                              \
+	int BPF_KPROBE(dk_kprobe_sb_##hook, __VA_ARGS__) { return body; }
 
 DK_HOOK(create, report_dentry(ctx, dentry, DK_OP_CREATE, 0, false, DK_EMIT_CREATE, NULL),
 	struct inode *dir, struct dentry *dentry)
@@ -630,6 +641,9 @@ int dk_fentry_inode_setattr(unsigned long long *ctx)
 	return report_setattr(ctx, 0, a1, a2);
 }
 #endif
+
+/* statfs(2)/fstatfs(2) (statfs_by_dentry()): the sidecar teaches the roots' dentries. */
+DK_HOOK_SB(statfs, learn_from_dentry(dentry), struct dentry *dentry)
 
 /*
  * ---- the returns. The vfs_* prototypes changed (user_namespace, then mnt_idmap, first in

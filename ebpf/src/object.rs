@@ -140,8 +140,8 @@ pub mod programs {
     ];
     /// fentry on a security hook: (program, kernel function). A hook only records the
     /// operation; the return of the VFS call that performs it ([`FEXIT_RETURNS`]) reports it
-    /// if it succeeded.
-    pub const FENTRY_HOOKS: [(&str, &str); 8] = [
+    /// if it succeeded. The statfs hook reports nothing: it learns the roots' dentries.
+    pub const FENTRY_HOOKS: [(&str, &str); 9] = [
         ("dk_fentry_inode_create", "security_inode_create"),
         ("dk_fentry_inode_unlink", "security_inode_unlink"),
         ("dk_fentry_inode_rename", "security_inode_rename"),
@@ -150,6 +150,7 @@ pub mod programs {
         ("dk_fentry_inode_mkdir", "security_inode_mkdir"),
         ("dk_fentry_inode_rmdir", "security_inode_rmdir"),
         ("dk_fentry_inode_setattr", "security_inode_setattr"),
+        ("dk_fentry_sb_statfs", "security_sb_statfs"),
     ];
     /// fexit on the VFS calls whose success sends what a hook recorded.
     pub const FEXIT_RETURNS: [(&str, &str); 9] = [
@@ -168,7 +169,7 @@ pub mod programs {
     pub const KRETPROBE_WRITE: &str = "dk_kretprobe_write";
     pub const WRITE_FUNCTIONS: [&str; 2] = ["vfs_write", "vfs_writev"];
     /// kprobe on a security hook: (program, kernel function).
-    pub const KPROBE_HOOKS: [(&str, &str); 8] = [
+    pub const KPROBE_HOOKS: [(&str, &str); 9] = [
         ("dk_kprobe_inode_create", "security_inode_create"),
         ("dk_kprobe_inode_unlink", "security_inode_unlink"),
         ("dk_kprobe_inode_rename", "security_inode_rename"),
@@ -177,6 +178,7 @@ pub mod programs {
         ("dk_kprobe_inode_mkdir", "security_inode_mkdir"),
         ("dk_kprobe_inode_rmdir", "security_inode_rmdir"),
         ("dk_kprobe_inode_setattr", "security_inode_setattr"),
+        ("dk_kprobe_sb_statfs", "security_sb_statfs"),
     ];
     /// kretprobe on the VFS calls whose success sends what a hook recorded.
     pub const KRETPROBE_RETURNS: [(&str, &str); 9] = [
