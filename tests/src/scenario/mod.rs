@@ -33,42 +33,35 @@ pub const WRITER_COMM: &str = "dk-scenario";
 
 /// Whether `backend` reports the scenario step `step`. Steps are finer than journal ops so a
 /// backend can see e.g. `write(2)` but not `pwritev(2)`:
-/// `mkdir`, `create` (open with O_CREAT), `write`, `pwrite`, `writev`, `pwritev`, `rename`,
-/// `delete` (unlink), `rmdir`, `link` (a new name from link(2), linkat(2), also of an O_TMPFILE
-/// file, symlink(2) or symlinkat(2), relative to a directory descriptor or the working
-/// directory), `absolute-link` (the same with an absolute new name) and `dotdot-link` (a new
-/// name with `..`). Tracepoint mode places a new name below the directory it is relative to:
-/// an absolute one or one with `..` it counts (`unplaced_name`) instead.
+/// `mkdir`, `create` (open with O_CREAT), `write`, `pwrite`, `writev`, `pwritev`, `rename`
+/// (of a file or a directory), `delete` (unlink), `rmdir`, `chmod`, `chown`, `link` (a new name
+/// from link(2), linkat(2), also of an O_TMPFILE file, symlink(2) or symlinkat(2), relative to
+/// a directory descriptor or the working directory), `absolute-link` (the same with an
+/// absolute new name) and `dotdot-link` (a new name with `..`). Tracepoint mode places a new
+/// name below the directory it is relative to: an absolute one or one with `..` it counts
+/// (`unplaced_name`) instead.
 pub fn covers(backend: &str, step: &str) -> bool {
     match backend {
-        "inotify" => true,
+        "inotify" => !matches!(step, "chmod" | "chown"),
         "tracepoint" => matches!(
             step,
             "create" | "write" | "pwrite" | "writev" | "pwritev" | "link"
         ),
-        "kprobe" | "fentry" => matches!(
-            step,
-            "write"
-                | "pwrite"
-                | "writev"
-                | "pwritev"
-                | "create"
-                | "rename"
-                | "delete"
-                | "link"
-                | "absolute-link"
-                | "dotdot-link"
-        ),
+        // Every step: the VFS hooks see them all.
+        "kprobe" | "fentry" => true,
         _ => false,
     }
 }
 
-/// The journal `op` a step produces.
-fn journal_op(step: &str) -> &'static str {
+/// The journal `op` a step produces in `backend`: inotify journals directories as files.
+fn journal_op(backend: &str, step: &str) -> &'static str {
     match step {
+        "mkdir" if backend != "inotify" => "mkdir",
+        "rmdir" if backend != "inotify" => "rmdir",
         "mkdir" | "create" | "link" | "absolute-link" | "dotdot-link" => "create",
         "rename" => "rename",
         "delete" | "rmdir" => "delete",
+        "chmod" | "chown" => "attrib",
         _ => "write",
     }
 }
@@ -328,8 +321,11 @@ mod tests {
         assert!(covers("inotify", "rmdir") && covers("tracepoint", "pwritev"));
         assert!(!covers("tracepoint", "rmdir") && !covers("nope", "write"));
         assert!(covers("tracepoint", "link") && !covers("tracepoint", "absolute-link"));
-        assert_eq!(journal_op("dotdot-link"), "create");
-        assert_eq!(journal_op("pwritev"), "write");
-        assert_eq!(journal_op("rmdir"), "delete");
+        assert!(covers("kprobe", "chmod") && !covers("inotify", "chown"));
+        assert_eq!(journal_op("fentry", "dotdot-link"), "create");
+        assert_eq!(journal_op("tracepoint", "pwritev"), "write");
+        assert_eq!(journal_op("inotify", "rmdir"), "delete");
+        assert_eq!(journal_op("kprobe", "rmdir"), "rmdir");
+        assert_eq!(journal_op("kprobe", "chown"), "attrib");
     }
 }
