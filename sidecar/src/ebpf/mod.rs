@@ -31,6 +31,7 @@ mod load;
 mod mode;
 mod names;
 mod reader;
+mod reorder;
 mod roots;
 mod session;
 mod source;

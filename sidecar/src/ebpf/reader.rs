@@ -233,7 +233,7 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
                 }
             }
         }
-        source.drain(|record| routing.route(record));
+        source.drain(stopping, |record| routing.route(record));
         if stopping || refreshed.elapsed() >= REFRESH {
             // Counted by the programs whenever an output fails (ring or perf buffer full).
             let total: u64 = lost_map
