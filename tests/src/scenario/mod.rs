@@ -144,8 +144,20 @@ impl Outcome {
             "exit_code": self.exit_code,
             "stop_ms": self.stop_ms.map(|ms| ms as u64),
             "diff": self.diff,
+            "ops": self.journaled_ops(),
         });
         format!("SCENARIO {summary}")
+    }
+
+    /// The distinct `op` values of the journal, sorted: the parity check's input.
+    pub fn journaled_ops(&self) -> Vec<String> {
+        let ops: std::collections::BTreeSet<String> = self
+            .journal
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|line| line.get("op").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        ops.into_iter().collect()
     }
 
     fn fail(&mut self, reason: impl Into<String>) {
