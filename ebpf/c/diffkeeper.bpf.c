@@ -646,7 +646,10 @@ int dk_fentry_inode_setattr(unsigned long long *ctx)
 DK_HOOK_SB(statfs, learn_from_dentry(dentry), struct dentry *dentry)
 
 /*
- * ---- the returns. The vfs_* prototypes changed (user_namespace, then mnt_idmap, first in
+ * ---- the returns. mkdir and rmdir have two each, the first to return delivers: vfs_mkdir and
+ * vfs_rmdir sit in fs/namei.c beside the syscalls' do_mkdirat and do_rmdir, which the compiler
+ * may inline them into (Debian 5.10: rmdir(2) never returned through vfs_rmdir); the exported
+ * copy still serves other callers (overlayfs, nfsd). The vfs_* prototypes changed (user_namespace, then mnt_idmap, first in
  * 5.12 and 6.3; vfs_rename takes a struct renamedata from 5.12), so no program reads their
  * arguments: kretprobes read the return register, fexit programs bpf_get_func_ret() (5.17,
  * like everything in the modern object). do_filp_open(dfd, name, op) is the same from 4.18
@@ -670,7 +673,9 @@ static __always_inline int opened(void *ctx, struct file *file)
 	X(vfs_link, DK_DONE_LINK)                                                     \
 	X(vfs_symlink, DK_DONE_SYMLINK)                                               \
 	X(vfs_mkdir, DK_DONE_MKDIR)                                                   \
+	X(do_mkdirat, DK_DONE_MKDIR)                                                  \
 	X(vfs_rmdir, DK_DONE_RMDIR)                                                   \
+	X(do_rmdir, DK_DONE_RMDIR)                                                    \
 	X(notify_change, DK_DONE_SETATTR)
 
 #define DK_KRETPROBE(fn, done)                                                        \

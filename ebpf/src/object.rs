@@ -153,7 +153,7 @@ pub mod programs {
         ("dk_fentry_sb_statfs", "security_sb_statfs"),
     ];
     /// fexit on the VFS calls whose success sends what a hook recorded.
-    pub const FEXIT_RETURNS: [(&str, &str); 9] = [
+    pub const FEXIT_RETURNS: [(&str, &str); 11] = [
         ("dk_fexit_vfs_create", "vfs_create"),
         ("dk_fexit_vfs_unlink", "vfs_unlink"),
         ("dk_fexit_vfs_rename", "vfs_rename"),
@@ -161,7 +161,9 @@ pub mod programs {
         ("dk_fexit_vfs_symlink", "vfs_symlink"),
         ("dk_fexit_do_filp_open", "do_filp_open"),
         ("dk_fexit_vfs_mkdir", "vfs_mkdir"),
+        ("dk_fexit_do_mkdirat", "do_mkdirat"),
         ("dk_fexit_vfs_rmdir", "vfs_rmdir"),
+        ("dk_fexit_do_rmdir", "do_rmdir"),
         ("dk_fexit_notify_change", "notify_change"),
     ];
     /// The kprobe and kretprobe attached to every write function.
@@ -181,7 +183,7 @@ pub mod programs {
         ("dk_kprobe_sb_statfs", "security_sb_statfs"),
     ];
     /// kretprobe on the VFS calls whose success sends what a hook recorded.
-    pub const KRETPROBE_RETURNS: [(&str, &str); 9] = [
+    pub const KRETPROBE_RETURNS: [(&str, &str); 11] = [
         ("dk_kretprobe_vfs_create", "vfs_create"),
         ("dk_kretprobe_vfs_unlink", "vfs_unlink"),
         ("dk_kretprobe_vfs_rename", "vfs_rename"),
@@ -189,7 +191,9 @@ pub mod programs {
         ("dk_kretprobe_vfs_symlink", "vfs_symlink"),
         ("dk_kretprobe_do_filp_open", "do_filp_open"),
         ("dk_kretprobe_vfs_mkdir", "vfs_mkdir"),
+        ("dk_kretprobe_do_mkdirat", "do_mkdirat"),
         ("dk_kretprobe_vfs_rmdir", "vfs_rmdir"),
+        ("dk_kretprobe_do_rmdir", "do_rmdir"),
         ("dk_kretprobe_notify_change", "notify_change"),
     ];
     /// The raw tracepoint program and the tracepoint it attaches to by name (any BTF).

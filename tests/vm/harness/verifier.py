@@ -33,6 +33,8 @@ PROGRAMS = {
         "dk_kretprobe_vfs_mkdir",
         "dk_kretprobe_vfs_rmdir",
         "dk_kretprobe_notify_change",
+        "dk_kretprobe_do_mkdirat",
+        "dk_kretprobe_do_rmdir",
         "dk_sys_exit",
     ],
 }
@@ -57,6 +59,8 @@ PROGRAMS["modern"] = PROGRAMS["compat"] + [
     "dk_fexit_vfs_mkdir",
     "dk_fexit_vfs_rmdir",
     "dk_fexit_notify_change",
+    "dk_fexit_do_mkdirat",
+    "dk_fexit_do_rmdir",
     "dk_sys_exit_btf",
 ]
 # Programs without a walk (no bpf_loop): the modern programs 5.10 takes (the kretprobes only
@@ -65,7 +69,7 @@ NO_WALK = {"dk_kprobe_write", "dk_kprobe_sb_statfs", "dk_fentry_sb_statfs"} | {
     f"dk_kretprobe_{fn}"
     for fn in (
         "vfs_create", "vfs_unlink", "vfs_rename", "vfs_link", "vfs_symlink", "do_filp_open",
-        "vfs_mkdir", "vfs_rmdir", "notify_change",
+        "vfs_mkdir", "vfs_rmdir", "notify_change", "do_mkdirat", "do_rmdir",
     )
 }  # fmt: skip
 OBJECT_FILES = {"modern": "diffkeeper.bpf.o", "compat": "diffkeeper-compat.bpf.o"}
