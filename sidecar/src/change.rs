@@ -39,16 +39,15 @@ impl Backend {
         }
     }
 
-    /// Whether this backend reports `op` at all (the coverage table of docs/how-it-works.md): inotify reports
-    /// every op; the tracepoint family sees only the syscalls that write, open and make links,
-    /// never an unlink or a rename; no eBPF family reports directories or attribute changes as
-    /// their own ops yet.
+    /// Whether this backend reports `op` at all (the coverage table of docs/how-it-works.md):
+    /// kprobe and fentry see every op through the VFS, inotify every op through its events; the
+    /// tracepoint family sees only the syscalls that write, open and make links, never an
+    /// unlink, a rename, a directory or an attribute change.
     pub fn reports(self, op: Op) -> bool {
-        !matches!(
-            (self, op),
-            (Self::Ebpf(Family::Tracepoint), Op::Delete | Op::Rename)
-                | (Self::Ebpf(_), Op::Mkdir | Op::Rmdir | Op::Attrib)
-        )
+        match self {
+            Self::Ebpf(Family::Fentry | Family::Kprobe) | Self::Inotify => true,
+            Self::Ebpf(Family::Tracepoint) => matches!(op, Op::Write | Op::Create),
+        }
     }
 }
 

@@ -250,7 +250,7 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
                 }
             }
         }
-        source.drain(|record| routing.route(record));
+        source.drain(stopping, |record| routing.route(record));
         routing.release_held();
         if stopping || refreshed.elapsed() >= REFRESH {
             // Counted by the programs whenever an output fails (ring or perf buffer full).
@@ -374,7 +374,7 @@ impl Routing {
         let (op, path, from) = match (event.op, path, from) {
             (Op::Write, Some(p), _) => (Op::Write, p, None),
             (Op::Create, Some(p), _) => (Op::Create, p, None),
-            (Op::Delete, Some(p), _) => (Op::Delete, p, None),
+            (op @ (Op::Delete | Op::Mkdir | Op::Rmdir | Op::Attrib), Some(p), _) => (op, p, None),
             (Op::Rename, Some(p), Some(f)) => (Op::Rename, p, Some(f)),
             // Moved in from outside the watched roots: a new file here.
             (Op::Rename, Some(p), None) => (Op::Create, p, None),
@@ -584,6 +584,18 @@ mod tests {
             (c.bytes, c.pid, c.comm.as_deref()),
             (Some(5), Some(9), Some("app"))
         );
+    }
+
+    #[test]
+    fn directories_and_attribute_changes_are_journaled_as_their_own_ops() {
+        let (r, _, _) = routing();
+        for op in [Op::Mkdir, Op::Rmdir, Op::Attrib, Op::Delete] {
+            let c = r.to_change(event(op, Some((0, "d")), None)).unwrap();
+            assert_eq!(
+                (c.op, c.path.as_str(), c.from, c.bytes),
+                (op, "/state/d", None, None)
+            );
+        }
     }
 
     #[test]
