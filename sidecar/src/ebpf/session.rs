@@ -300,6 +300,7 @@ fn try_family(
         );
         return Err(Failure::new("", Cause::Canary(e), Hint::CanaryMismatch));
     }
+    reader.canary_back();
     log::debug!(
         "[eBPF] {} attached and the canary came back",
         family.as_str()
