@@ -3,10 +3,10 @@
 //! The sidecar never downloads. Every file is checked with the shared header validation first,
 //! because aya itself does not check the BTF magic.
 //!
-//! The system BTF is not parsed here: aya's `EbpfLoader::new()` parses it anyway (~14 MiB held,
-//! ~19 MiB at peak, ~30 ms), so relocation uses that copy, and the fentry/`tp_btf` attach gets
-//! the few kernel type ids it needs from an id skeleton ([`kernel_ids`]) built after the loader
-//! is gone. Parsing it here as well doubled the sidecar's peak memory.
+//! The system BTF is not parsed here: aya's `EbpfLoader::new()` parses it anyway (13.5 MiB
+//! held, 18.5 MiB at its peak here), so relocation uses that copy, and the fentry/`tp_btf`
+//! attach gets the few kernel type ids it needs from an id skeleton ([`kernel_ids`]) built
+//! after the loader is gone. Parsing it here as well doubled the sidecar's peak memory.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
