@@ -29,6 +29,9 @@ use crate::change::{
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
 const POLL_MS: u16 = 10;
+/// Until the start-up canary is back, poll(2) times out this soon instead: its few events never
+/// wake the reader, and start -> ready waits on them (half of [`POLL_MS`] on average otherwise).
+const CANARY_POLL_MS: u16 = 1;
 /// How often the lost-event count and the wall-clock offset are re-read.
 const REFRESH: Duration = Duration::from_millis(250);
 
@@ -42,6 +45,8 @@ pub struct Reader {
     pub lost: Arc<AtomicU64>,
     /// The kernel side's `dk_stats`: changes it did not report on purpose, by [`Stat`].
     pub unreported: Arc<Unreported>,
+    /// Set until [`Reader::canary_back`]: the reader polls every [`CANARY_POLL_MS`].
+    awaiting_canary: Arc<AtomicBool>,
 }
 
 /// Changes seen but not journaled because they could not be named truly: the kernel side's
@@ -119,6 +124,7 @@ impl Reader {
                 .map_err(|e| explain("opening the dk_stats counters", &e))?;
         let (canary_tx, canary) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
+        let awaiting_canary = Arc::new(AtomicBool::new(true));
         let lost = Arc::new(AtomicU64::new(0));
         let unreported = Arc::new(Unreported::default());
         let (admission, held) = Admission::new(family);
@@ -138,6 +144,7 @@ impl Reader {
         let thread = {
             let lost = lost.clone();
             let unreported = unreported.clone();
+            let awaiting_canary = awaiting_canary.clone();
             let counters = Counters {
                 lost_map,
                 stats_map,
@@ -147,7 +154,7 @@ impl Reader {
             };
             std::thread::Builder::new()
                 .name("ebpf-events".into())
-                .spawn(move || run(source, counters, routing))
+                .spawn(move || run(source, counters, routing, &awaiting_canary))
                 .map_err(|source| {
                     let cause = Cause::Syscall {
                         call: "clone",
@@ -163,6 +170,7 @@ impl Reader {
             admission,
             lost,
             unreported,
+            awaiting_canary,
         })
     }
 
@@ -170,6 +178,11 @@ impl Reader {
     /// those held so far. A reader never admitted discards them when it stops.
     pub fn admit(&self) {
         self.admission.admit();
+    }
+
+    /// The canary passed: from now on the reader polls at its normal pace.
+    pub fn canary_back(&self) {
+        self.awaiting_canary.store(false, Ordering::Relaxed);
     }
 
     /// Drains what is left and ends the thread (dropping the reader does the same).
@@ -231,7 +244,12 @@ impl Counters {
     }
 }
 
-fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
+fn run(
+    mut source: EventSource,
+    mut counters: Counters,
+    mut routing: Routing,
+    awaiting_canary: &AtomicBool,
+) {
     let Counters {
         ref lost_map,
         ref lost,
@@ -243,7 +261,12 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
     loop {
         let stopping = routing.stopping();
         if !stopping {
-            if let Err(e) = source.wait(POLL_MS) {
+            let timeout = if awaiting_canary.load(Ordering::Relaxed) {
+                CANARY_POLL_MS
+            } else {
+                POLL_MS
+            };
+            if let Err(e) = source.wait(timeout) {
                 if e != nix::errno::Errno::EINTR {
                     log::error!("[eBPF] poll on the event buffers failed: {e}");
                     std::thread::sleep(Duration::from_millis(u64::from(POLL_MS)));
@@ -354,23 +377,25 @@ impl Routing {
         }
     }
 
-    /// `root/relative` in one allocation (this runs for every event at full write rate).
-    fn absolute(&self, end: Option<(u32, String)>) -> Option<String> {
+    /// `root/relative` in one allocation, the event's own string only read (this runs for every
+    /// event at full write rate).
+    fn absolute(&self, end: Option<&(u32, String)>) -> Option<String> {
         let (id, relative) = end?;
+        let id = *id;
         let root = self.roots.get(id as usize)?.trim_end_matches('/');
         let mut path = String::with_capacity(root.len() + 1 + relative.len());
         path.push_str(root);
         path.push('/');
-        path.push_str(&relative);
+        path.push_str(relative);
         Some(path)
     }
 
     fn to_change(&self, event: Event) -> Option<Change> {
         let path = match &event.name {
-            None => self.absolute(event.path.clone()),
+            None => self.absolute(event.path.as_ref()),
             Some(name) => self.new_name(&event, name),
         };
-        let from = self.absolute(event.from);
+        let from = self.absolute(event.from.as_ref());
         let (op, path, from) = match (event.op, path, from) {
             (Op::Write, Some(p), _) => (Op::Write, p, None),
             (Op::Create, Some(p), _) => (Op::Create, p, None),
@@ -399,7 +424,7 @@ impl Routing {
     /// placed, or counted and logged (never journaled under a guessed path). When the kernel
     /// could not send the name whole, the directory's path, ending in `/`, flagged `truncated`.
     fn new_name(&self, event: &Event, name: &str) -> Option<String> {
-        let mut dir = self.absolute(event.path.clone())?;
+        let mut dir = self.absolute(event.path.as_ref())?;
         if event.truncated {
             if !dir.ends_with('/') {
                 dir.push('/');
@@ -544,16 +569,16 @@ mod tests {
     fn paths_join_on_any_root_including_slash() {
         let (r, _, _) = routing();
         assert_eq!(
-            r.absolute(Some((0, "a/b".into()))).as_deref(),
+            r.absolute(Some(&(0, "a/b".into()))).as_deref(),
             Some("/state/a/b")
         );
-        assert_eq!(r.absolute(Some((7, "a".into()))), None);
+        assert_eq!(r.absolute(Some(&(7, "a".into()))), None);
         let top = Routing {
             roots: vec!["/".into()],
             ..r
         };
         assert_eq!(
-            top.absolute(Some((0, "a/b".into()))).as_deref(),
+            top.absolute(Some(&(0, "a/b".into()))).as_deref(),
             Some("/a/b")
         );
     }

@@ -298,6 +298,7 @@ fn try_family(
         );
         return Err(Failure::new("", Cause::Canary(e), Hint::CanaryMismatch));
     }
+    reader.canary_back();
     // Only now may the family's changes reach the journal (held back until here).
     reader.admit();
     log::debug!(
@@ -352,7 +353,8 @@ mod tests {
         SelectedBtf {
             source: BtfSource::System,
             path: PathBuf::from(diffkeeper_btf::SYSTEM_BTF_PATH),
-            btf: aya::Btf::from_sys_fs().expect("system BTF"),
+            // The loader parses the system BTF itself.
+            parsed: None,
         }
     }
 
