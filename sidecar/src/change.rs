@@ -133,10 +133,12 @@ pub enum GapReason {
     UnreportedChange,
     /// tracepoint mode: a new name from a link call that cannot be placed below its directory.
     UnplacedName,
+    /// eBPF: more changes came while the start-up canary ran than the reader holds back.
+    CanaryHoldFull,
 }
 
 impl GapReason {
-    pub const ALL: [GapReason; 9] = [
+    pub const ALL: [GapReason; 10] = [
         Self::RingBufferFull,
         Self::KretprobeMissed,
         Self::InotifyOverflow,
@@ -146,6 +148,7 @@ impl GapReason {
         Self::IndexLimit,
         Self::UnreportedChange,
         Self::UnplacedName,
+        Self::CanaryHoldFull,
     ];
 
     /// The journal's `reason` text.
@@ -160,6 +163,7 @@ impl GapReason {
             Self::IndexLimit => "repair index limit",
             Self::UnreportedChange => "unreported change",
             Self::UnplacedName => "unplaced name",
+            Self::CanaryHoldFull => "held back during the canary",
         }
     }
 
@@ -175,6 +179,7 @@ impl GapReason {
             Self::IndexLimit => "index_limit",
             Self::UnreportedChange => "unreported_change",
             Self::UnplacedName => "unplaced_name",
+            Self::CanaryHoldFull => "canary_hold_full",
         }
     }
 
@@ -307,7 +312,8 @@ impl Delivery {
         self.send(Record::Gap(gap));
     }
 
-    fn send(&mut self, mut record: Record) {
+    /// Hands on a change or a loss, as [`Delivery::deliver`] does.
+    pub fn send(&mut self, mut record: Record) {
         let mut pause = FULL_PAUSE_MIN;
         loop {
             match self.sink.tx.try_send(record) {

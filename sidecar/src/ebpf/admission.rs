@@ -8,11 +8,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::change::{Change, Family};
+use crate::change::{Family, Record};
 
-/// Changes held at most while a canary runs (normally a few milliseconds; a second when it
-/// fails). Past this, changes are dropped and counted: the reader must keep reading, or the
-/// canary's own events would stay stuck behind the app's in the kernel buffer.
+/// Records held at most while a canary runs (normally a few milliseconds; a second when it
+/// fails). Past this, changes are dropped and counted, and journaled as a gap once the family
+/// is admitted: the reader must keep reading, or the canary's own events would stay stuck
+/// behind the app's in the kernel buffer.
 pub const HOLD_MAX: usize = 32 * 1024;
 
 /// The session's side: says when the family passed its canary.
@@ -26,7 +27,7 @@ impl Admission {
         let held = Held {
             admitted: admitted.clone(),
             family,
-            changes: Vec::new(),
+            records: Vec::new(),
             dropped: 0,
         };
         (Self(admitted), held)
@@ -38,49 +39,50 @@ impl Admission {
     }
 }
 
-/// The reader's side: the changes held until the family is admitted.
+/// The reader's side: the changes (and the losses among them) held until the family is
+/// admitted. A loss is held like a change: a family that fails its canary reports neither.
 #[derive(Debug)]
 pub struct Held {
     admitted: Arc<AtomicBool>,
     family: Family,
-    changes: Vec<Change>,
-    /// Changes dropped because [`HOLD_MAX`] were already held.
+    records: Vec<Record>,
+    /// Changes dropped because [`HOLD_MAX`] records were already held.
     dropped: u64,
 }
 
 impl Held {
-    /// Hands `change` on through `deliver` once admitted (after what was held), else holds it.
-    pub fn pass(&mut self, change: Change, mut deliver: impl FnMut(Change)) {
+    /// Hands `record` on through `deliver` once admitted (after what was held), else holds it.
+    pub fn pass(&mut self, record: Record, mut deliver: impl FnMut(Record)) {
         if self.release(&mut deliver) {
-            deliver(change);
+            deliver(record);
             return;
         }
-        if self.changes.len() < HOLD_MAX {
-            self.changes.push(change);
+        if self.records.len() < HOLD_MAX {
+            self.records.push(record);
         } else {
             self.dropped += 1;
         }
     }
 
-    /// Once admitted, hands on every held change; returns whether admitted, so that a change
+    /// Once admitted, hands on every held record; returns whether admitted, so that a record
     /// seen afterwards can be delivered directly.
-    pub fn release(&mut self, mut deliver: impl FnMut(Change)) -> bool {
+    pub fn release(&mut self, mut deliver: impl FnMut(Record)) -> bool {
         if !self.admitted.load(Ordering::Acquire) {
             return false;
         }
-        if self.dropped > 0 {
-            log::warn!(
-                "[eBPF] {} changes made while the {} canary ran were not journaled: more \
-                 than {HOLD_MAX} came before it passed",
-                self.dropped,
-                self.family.as_str()
-            );
-            self.dropped = 0;
-        }
-        for change in self.changes.drain(..) {
-            deliver(change);
+        for record in self.records.drain(..) {
+            deliver(record);
         }
         true
+    }
+
+    /// Once admitted: the changes dropped because the hold was full, counted once (the reader
+    /// journals them as a gap after what was held).
+    pub fn take_dropped(&mut self) -> u64 {
+        if !self.admitted.load(Ordering::Acquire) {
+            return 0;
+        }
+        std::mem::take(&mut self.dropped)
     }
 }
 
@@ -91,7 +93,12 @@ impl Drop for Held {
         if self.admitted.load(Ordering::Acquire) {
             return;
         }
-        let discarded = self.changes.len() as u64 + self.dropped;
+        let changes = self
+            .records
+            .iter()
+            .filter(|r| matches!(r, Record::Change(_)))
+            .count() as u64;
+        let discarded = changes + self.dropped;
         if discarded > 0 {
             log::warn!(
                 "[eBPF] {discarded} changes {} mode reported before its canary check were \
@@ -106,10 +113,10 @@ impl Drop for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::{Backend, Op};
+    use crate::change::{Backend, Change, Gap, GapReason, Op};
 
-    fn change(path: &str) -> Change {
-        Change {
+    fn change(path: &str) -> Record {
+        Record::Change(Change {
             ts: std::time::SystemTime::UNIX_EPOCH,
             backend: Backend::Ebpf(Family::Tracepoint),
             op: Op::Write,
@@ -119,6 +126,13 @@ mod tests {
             comm: Some("app".into()),
             bytes: Some(1),
             truncated: false,
+        })
+    }
+
+    fn path(record: Record) -> String {
+        match record {
+            Record::Change(c) => c.path,
+            Record::Gap(g) => format!("gap {}", g.reason.as_str()),
         }
     }
 
@@ -126,12 +140,12 @@ mod tests {
     fn held_until_admitted_then_in_order() {
         let (admission, mut held) = Admission::new(Family::Tracepoint);
         let mut out = Vec::new();
-        held.pass(change("/s/a"), |c| out.push(c.path));
-        held.pass(change("/s/b"), |c| out.push(c.path));
-        assert!(!held.release(|c| out.push(c.path)));
+        held.pass(change("/s/a"), |r| out.push(path(r)));
+        held.pass(change("/s/b"), |r| out.push(path(r)));
+        assert!(!held.release(|r| out.push(path(r))));
         assert!(out.is_empty(), "{out:?}");
         admission.admit();
-        held.pass(change("/s/c"), |c| out.push(c.path));
+        held.pass(change("/s/c"), |r| out.push(path(r)));
         assert_eq!(out, ["/s/a", "/s/b", "/s/c"]);
     }
 
@@ -143,11 +157,43 @@ mod tests {
             held.pass(change(&format!("/s/{i}")), |_| delivered += 1);
         }
         assert_eq!(
-            (delivered, held.changes.len(), held.dropped),
+            (delivered, held.records.len(), held.dropped),
             (0, HOLD_MAX, 3)
         );
         admission.admit();
         assert!(held.release(|_| delivered += 1));
-        assert_eq!((delivered, held.dropped), (HOLD_MAX, 0));
+        assert_eq!(
+            (delivered, held.take_dropped(), held.take_dropped()),
+            (HOLD_MAX, 3, 0)
+        );
+    }
+
+    #[test]
+    fn a_loss_is_held_with_the_changes_and_discarded_with_them() {
+        let gap = || {
+            Record::Gap(Gap {
+                ts: std::time::SystemTime::UNIX_EPOCH,
+                backend: Backend::Ebpf(Family::Kprobe),
+                roots: vec!["/s".into()],
+                reason: GapReason::RingBufferFull,
+                lost: Some(7),
+            })
+        };
+        let mut out = Vec::new();
+        let (_never, mut failed) = Admission::new(Family::Kprobe);
+        failed.pass(change("/s/a"), |r| out.push(path(r)));
+        failed.pass(gap(), |r| out.push(path(r)));
+        drop(failed);
+        assert!(
+            out.is_empty(),
+            "a failed family's loss reached the journal: {out:?}"
+        );
+
+        let (admission, mut held) = Admission::new(Family::Kprobe);
+        held.pass(change("/s/a"), |r| out.push(path(r)));
+        held.pass(gap(), |r| out.push(path(r)));
+        admission.admit();
+        held.pass(change("/s/b"), |r| out.push(path(r)));
+        assert_eq!(out, ["/s/a", "gap ring buffer full", "/s/b"]);
     }
 }

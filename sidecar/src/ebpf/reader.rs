@@ -15,7 +15,7 @@ use aya::Ebpf;
 use diffkeeper_ebpf::event::{Event, Stat};
 use diffkeeper_ebpf::object::{maps, ObjectKind};
 
-use super::admission::{Admission, Held};
+use super::admission::{Admission, Held, HOLD_MAX};
 use super::clock::WallClock;
 use super::error::{Cause, Failure, Hint};
 use super::kretprobe::MissWatch;
@@ -23,7 +23,7 @@ use super::load::explain;
 use super::names::{self, Unplaced};
 use super::source::EventSource;
 use crate::change::{
-    Backend, Change, ChangeSink, Delivery, Family, Gap, GapReason, Op, STOP_GRACE,
+    Backend, Change, ChangeSink, Delivery, Family, Gap, GapReason, Op, Record, STOP_GRACE,
 };
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
@@ -343,14 +343,35 @@ impl Routing {
     }
 
     fn deliver(&mut self, change: Change) {
+        self.pass(Record::Change(change));
+    }
+
+    /// Everything, losses included, goes through the hold: nothing of a family reaches the
+    /// journal before its canary passed.
+    fn pass(&mut self, record: Record) {
         let Self { held, delivery, .. } = self;
-        held.pass(change, |change| delivery.deliver(change));
+        held.pass(record, |record| delivery.send(record));
+        self.report_hold_overflow();
     }
 
     /// Hands on what was held as soon as the family is admitted, even with no new event.
     fn release_held(&mut self) {
         let Self { held, delivery, .. } = self;
-        held.release(|change| delivery.deliver(change));
+        held.release(|record| delivery.send(record));
+        self.report_hold_overflow();
+    }
+
+    /// What the hold could not keep while the canary ran is a loss like any other.
+    fn report_hold_overflow(&mut self) {
+        let dropped = self.held.take_dropped();
+        if dropped > 0 {
+            log::warn!(
+                "[eBPF] {dropped} changes made while the {} canary ran were not journaled: \
+                 more than {HOLD_MAX} came before it passed (journaled as a gap)",
+                self.backend.as_str()
+            );
+            self.report_gap(GapReason::CanaryHoldFull, dropped);
+        }
     }
 
     /// Changes were lost in the kernel since the last refresh: a gap in every root (the kernel
@@ -363,7 +384,7 @@ impl Routing {
             reason,
             lost: Some(lost),
         };
-        self.delivery.report_gap(gap);
+        self.pass(Record::Gap(gap));
     }
 
     fn report_dropped(&self) {
