@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use diffkeeper_btf::DEFAULT_CACHE_DIR;
-use diffkeeper_cli::{render_help, Flag, Kind, Parsed, UsageError};
+use diffkeeper_cli::{render_help, Args, Flag, Kind, Parsed, UsageError};
 
 use crate::ebpf::{
     AttachMode, ObjectChoice, UnknownAttachMode, UnknownObject, KRETPROBE_MAXACTIVE_MAX,
 };
+use crate::capture::Excludes;
 use crate::journal;
 
 const MIN_RINGBUF_BYTES: u32 = 4096;
@@ -47,6 +48,18 @@ pub const OPTIONS: &[Flag] = &[
         help: "accepted and ignored: the sidecar never downloads (diffkeeper-init provisions BTF)" },
     Flag { name: "--disable-btfhub-download", value: "", env: "DIFFKEEPER_BTF_ALLOW_DOWNLOAD=0", default: "ignored", note: "", kind: Kind::Switch,
         help: "accepted and ignored: the sidecar never downloads (diffkeeper-init provisions BTF)" },
+    Flag { name: "--store", value: "DIR", env: "DIFFKEEPER_STORE", default: "off", note: "", kind: Kind::Value,
+        help: "record content: a baseline at start, then every journaled change, into the content store DIR (outside every state dir)" },
+    Flag { name: "--store-sync-ms", value: "N", env: "DIFFKEEPER_STORE_SYNC_MS", default: "1000", note: "", kind: Kind::Value,
+        help: "--store: the longest a captured change waits to be synced to disk (what kill -9 can lose)" },
+    Flag { name: "--store-max-bytes", value: "N", env: "DIFFKEEPER_STORE_MAX_BYTES", default: "0", note: "(no limit)", kind: Kind::Value,
+        help: "--store: prune the oldest versions past N bytes (never a live path's newest)" },
+    Flag { name: "--capture-max-file-bytes", value: "N", env: "DIFFKEEPER_CAPTURE_MAX_FILE_BYTES", default: "1073741824", note: "(1 GiB)", kind: Kind::Value,
+        help: "--store: larger files are journaled with content skipped, not stored" },
+    Flag { name: "--capture-interval-ms", value: "N", env: "DIFFKEEPER_CAPTURE_INTERVAL_MS", default: "1000", note: "", kind: Kind::Value,
+        help: "--store: a file that keeps changing is captured at most once per N ms" },
+    Flag { name: "--exclude", value: "GLOB", env: "DIFFKEEPER_EXCLUDE (colon-separated)", default: "none", note: "", kind: Kind::Repeated,
+        help: "--store: paths whose content is not stored (repeatable; * and ? within a name, ** across; a GLOB without / matches any name)" },
     Flag { name: "--debug", value: "", env: "DIFFKEEPER_DEBUG=1", default: "off", note: "", kind: Kind::Bare,
         help: "debug logging" },
     Flag { name: "--help", value: "", env: "", default: "", note: "", kind: Kind::Action, help: "print this help" },
@@ -71,9 +84,25 @@ pub struct Config {
     pub tracefs_dir: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
     pub debug: bool,
+    /// `--store` and the capture settings; `None`: content is not recorded.
+    pub capture: Option<CaptureSettings>,
+    /// The command after `--`: run once ready; the sidecar stops when it exits.
+    pub command: Vec<OsString>,
     /// diffkeeper-init's download settings given to the sidecar too (one container spec for
     /// both): which ones, for the info line saying they change nothing here.
     pub ignored_download_settings: Vec<String>,
+}
+
+/// What `--store` and its companion flags ask for.
+#[derive(Debug, Clone)]
+pub struct CaptureSettings {
+    pub store: PathBuf,
+    pub sync: Duration,
+    /// 0: no limit.
+    pub max_store_bytes: u64,
+    pub max_file_bytes: u64,
+    pub interval: Duration,
+    pub excludes: Excludes,
 }
 
 #[derive(Debug)]
@@ -87,8 +116,10 @@ pub fn help_text() -> String {
     let intro = format!(
         "diffkeeper-sidecar {}: reports file changes under the state directories as JSON lines,\n\
          using eBPF with the kernel's or the cached BTF (never the network), else inotify.\n\n\
-         Usage: diffkeeper-sidecar --state-dir DIR [--state-dir DIR ...] [OPTIONS]\n\n\
+         Usage: diffkeeper-sidecar --state-dir DIR [--state-dir DIR ...] [OPTIONS] [-- CMD ARGS...]\n\n\
          Flags win over environment variables, which win over defaults.\n\
+         With `-- CMD ARGS...`, CMD runs once the sidecar is ready; when it exits the sidecar\n\
+         stops (final capture and sync) and exits with CMD's status (128+N for signal N).\n\
          Exit codes: 0 stopped by SIGTERM/SIGINT, 1 cannot run (the log says why), 2 bad usage.\n\nOptions:\n",
         env!("CARGO_PKG_VERSION")
     );
@@ -101,6 +132,7 @@ pub fn parse(
     args: Vec<OsString>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Command, UsageError> {
+    let (args, command) = split_command(args);
     let args = match diffkeeper_cli::parse(OPTIONS, args, env)? {
         Parsed::Help => return Ok(Command::Help),
         Parsed::Version => return Ok(Command::Version),
@@ -173,6 +205,7 @@ pub fn parse(
         .filter_map(|name| args.get(name))
         .map(|given| given.origin.to_string())
         .collect();
+    let capture = capture_settings(&args)?;
     Ok(Command::Run(Box::new(Config {
         state_dirs,
         btf_cache_dir: args.text_or_default("--btf-cache-dir").into(),
@@ -187,8 +220,52 @@ pub fn parse(
         tracefs_dir: args.text("--tracefs-dir").map(PathBuf::from),
         metrics_addr,
         debug: args.boolean("--debug")?,
+        capture,
+        command,
         ignored_download_settings,
     })))
+}
+
+/// Everything after the first `--` is the command to run, never read as flags.
+fn split_command(mut args: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
+    match args.iter().position(|a| a == "--") {
+        Some(at) => {
+            let command = args.split_off(at + 1);
+            args.pop();
+            (args, command)
+        }
+        None => (args, Vec::new()),
+    }
+}
+
+fn capture_settings(args: &Args) -> Result<Option<CaptureSettings>, UsageError> {
+    let store = match args.get("--store") {
+        None => return Ok(None),
+        Some(given) if given.value.eq_ignore_ascii_case("off") => return Ok(None),
+        Some(given) => PathBuf::from(given.value),
+    };
+    let positive_ms = |name: &str| -> Result<Duration, UsageError> {
+        let ms: u64 = args.number(name)?;
+        if ms == 0 {
+            return Err(UsageError(format!("{name}=0: give at least 1 (milliseconds)")));
+        }
+        Ok(Duration::from_millis(ms))
+    };
+    let exclude: Vec<String> = match args.all("--exclude") {
+        [] => args
+            .env("--exclude")
+            .map(|v| v.split(':').filter(|g| !g.is_empty()).map(String::from).collect())
+            .unwrap_or_default(),
+        flags => flags.to_vec(),
+    };
+    Ok(Some(CaptureSettings {
+        store,
+        sync: positive_ms("--store-sync-ms")?,
+        max_store_bytes: args.number("--store-max-bytes")?,
+        max_file_bytes: args.number("--capture-max-file-bytes")?,
+        interval: Duration::from_millis(args.number("--capture-interval-ms")?),
+        excludes: Excludes::new(&exclude).map_err(|e| UsageError(e.to_string()))?,
+    }))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use diffkeeper_cli::time::{format_second, put_padded};
 
+use crate::capture::note::Note;
 use crate::change::Change;
 
 /// Builds one journal line in a reused buffer.
@@ -49,6 +50,27 @@ impl LineBuilder {
             buf.extend_from_slice(b",\"count\":");
             push_decimal(buf, count);
         }
+        buf.extend_from_slice(b"}\n");
+        buf
+    }
+}
+
+impl LineBuilder {
+    /// A capture line: `{"ts":..,"op":"capture","path":..,"content":..,"reason":..}`.
+    pub(super) fn build_note(&mut self, note: &Note) -> &[u8] {
+        let buf = &mut self.buf;
+        buf.clear();
+        buf.extend_from_slice(b"{\"ts\":\"");
+        self.clock.write(buf, note.ts);
+        buf.extend_from_slice(b"\",\"op\":\"capture\"");
+        if let Some(path) = &note.path {
+            buf.extend_from_slice(b",\"path\":");
+            push_json_string(buf, path);
+        }
+        buf.extend_from_slice(b",\"content\":\"");
+        buf.extend_from_slice(note.content.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"reason\":");
+        push_json_string(buf, &note.reason);
         buf.extend_from_slice(b"}\n");
         buf
     }

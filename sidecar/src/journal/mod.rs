@@ -9,6 +9,9 @@
 //! * this file: the output (stdout or an appended file) and the thread that drives it;
 //! * [`coalesce`]: holding back bursts of writes to one path;
 //! * [`line`]: one change as one JSON line.
+//!
+//! With `--store`, each line written is also handed to capture (after coalescing, so content
+//! is read once the writes settled), and capture's notes come back as lines of their own.
 
 mod coalesce;
 mod line;
@@ -22,6 +25,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::capture::Feed;
 use crate::change::{Change, Op};
 use crate::metrics::Metrics;
 use coalesce::Coalescer;
@@ -48,8 +52,10 @@ pub fn run(
     coalesce: Duration,
     metrics: Arc<Metrics>,
     rx: Receiver<Change>,
+    capture: Option<Feed>,
 ) -> io::Result<()> {
     let mut journal = Journal::new(out, coalesce);
+    journal.capture = capture;
     loop {
         let change = match rx.try_recv() {
             Ok(change) => change,
@@ -57,8 +63,17 @@ pub fn run(
             Err(TryRecvError::Empty) => {
                 // Idle: emit what is due, flush, then sleep until a change or the next deadline.
                 journal.emit_due(Instant::now())?;
+                journal.write_notes()?;
                 journal.out.flush()?;
-                let received = match journal.coalescer.next_deadline() {
+                let deadline = match (journal.coalescer.next_deadline(), &journal.capture) {
+                    (deadline, None) => deadline,
+                    // Capture's notes are picked up at least this often.
+                    (deadline, Some(_)) => {
+                        let poll = Instant::now() + NOTE_POLL;
+                        Some(deadline.map_or(poll, |d| d.min(poll)))
+                    }
+                };
+                let received = match deadline {
                     None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                     Some(deadline) => {
                         rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -78,6 +93,9 @@ pub fn run(
     journal.finish()
 }
 
+/// How often an idle journal looks for capture's notes.
+const NOTE_POLL: Duration = Duration::from_millis(50);
+
 /// Line formatting plus coalescing, independent of where changes come from (unit-testable).
 pub struct Journal {
     out: BufWriter<Box<dyn Write + Send>>,
@@ -87,6 +105,8 @@ pub struct Journal {
     /// every [`CLOCK_EVERY`] changes (and [`run`] refreshes it whenever it wakes up).
     clock: Instant,
     since_clock: u32,
+    /// `--store`: where each written line goes after the journal.
+    capture: Option<Feed>,
 }
 
 const CLOCK_EVERY: u32 = 64;
@@ -99,6 +119,7 @@ impl Journal {
             coalescer: Coalescer::new(coalesce),
             clock: Instant::now(),
             since_clock: 0,
+            capture: None,
         }
     }
 
@@ -164,10 +185,28 @@ impl Journal {
         while let Some((change, count)) = self.coalescer.pop_any() {
             self.write(&change, count)?;
         }
+        self.write_notes()?;
         self.out.flush()
     }
 
     fn write(&mut self, change: &Change, count: u64) -> io::Result<()> {
-        self.out.write_all(self.line.build(change, count))
+        self.out.write_all(self.line.build(change, count))?;
+        if let Some(feed) = &mut self.capture {
+            if let Some(note) = feed.offer(change) {
+                self.out.write_all(self.line.build_note(&note))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the notes capture sent since the last call.
+    fn write_notes(&mut self) -> io::Result<()> {
+        let Some(feed) = &self.capture else {
+            return Ok(());
+        };
+        while let Ok(note) = feed.notes.try_recv() {
+            self.out.write_all(self.line.build_note(&note))?;
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,275 @@
+//! Reading one path as it is once its writes settled: the file type from `lstat` (never from
+//! the journal's op), and a file's content through [`SettledReader`], which fails at the end
+//! if the file changed while it was read (size, mtime, ctime or inode), so a torn mix is never
+//! recorded: the store records nothing of a put whose reader fails.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use diffkeeper_store::Meta;
+
+use super::state::Fingerprint;
+
+/// What a path is, when it was looked at.
+#[derive(Debug)]
+pub enum Found {
+    /// A regular file, open for reading; `meta` and `fingerprint` are the open file's.
+    File {
+        meta: Meta,
+        fingerprint: Fingerprint,
+        reader: SettledReader,
+    },
+    Dir {
+        meta: Meta,
+        fingerprint: Fingerprint,
+    },
+    Symlink {
+        meta: Meta,
+        fingerprint: Fingerprint,
+        target: PathBuf,
+    },
+    /// The path no longer exists (deleted or renamed away before it was read).
+    Gone,
+    /// Content not recorded, and why (journaled as `"content":"skipped"`).
+    Skipped(Skip),
+    /// Replaced between lstat and open: look again.
+    Replaced,
+}
+
+/// Why a path's content is not recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    TooBig { size: u64, limit: u64 },
+    Excluded { glob: String },
+    /// The sidecar may not read it (EACCES/EPERM).
+    NoPermission,
+    /// A FIFO, socket or device node: no content to keep.
+    Special,
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooBig { size, limit } => write!(
+                f,
+                "{size} bytes, larger than --capture-max-file-bytes={limit}"
+            ),
+            Self::Excluded { glob } => write!(f, "excluded by --exclude {glob}"),
+            Self::NoPermission => f.write_str(
+                "permission denied: the sidecar cannot read this file (give its container \
+                 CAP_DAC_READ_SEARCH, as k8s/components/state-recorder does)",
+            ),
+            Self::Special => f.write_str("not a regular file, directory or symlink"),
+        }
+    }
+}
+
+/// Looks at `path` without following a final symlink; files over `max_file_bytes` are skipped.
+pub fn look(path: &Path, max_file_bytes: u64) -> io::Result<Found> {
+    let before = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if is_gone(&e) => return Ok(Found::Gone),
+        Err(e) if is_denied(&e) => return Ok(Found::Skipped(Skip::NoPermission)),
+        Err(e) => return Err(e),
+    };
+    let meta = Meta::from_metadata(&before);
+    let fingerprint = Fingerprint::of(&before);
+    let kind = before.file_type();
+    if kind.is_dir() {
+        return Ok(Found::Dir { meta, fingerprint });
+    }
+    if kind.is_symlink() {
+        return match std::fs::read_link(path) {
+            Ok(target) => Ok(Found::Symlink {
+                meta,
+                fingerprint,
+                target,
+            }),
+            Err(e) if is_gone(&e) => Ok(Found::Gone),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => Ok(Found::Replaced),
+            Err(e) => Err(e),
+        };
+    }
+    if !kind.is_file() {
+        return Ok(Found::Skipped(Skip::Special));
+    }
+    if before.len() > max_file_bytes {
+        return Ok(Found::Skipped(Skip::TooBig {
+            size: before.len(),
+            limit: max_file_bytes,
+        }));
+    }
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NOCTTY | nix::libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if is_gone(&e) => return Ok(Found::Gone),
+        Err(e) if is_denied(&e) => return Ok(Found::Skipped(Skip::NoPermission)),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => return Ok(Found::Replaced),
+        Err(e) => return Err(e),
+    };
+    let opened = file.metadata()?;
+    if (opened.dev(), opened.ino()) != (before.dev(), before.ino()) || !opened.is_file() {
+        return Ok(Found::Replaced);
+    }
+    Ok(Found::File {
+        meta: Meta::from_metadata(&opened),
+        fingerprint: Fingerprint::of(&opened),
+        reader: SettledReader {
+            file,
+            opened,
+            read: 0,
+            limit: max_file_bytes,
+        },
+    })
+}
+
+/// The content of an open file; at its end, an error if the file changed since it was opened.
+#[derive(Debug)]
+pub struct SettledReader {
+    file: File,
+    opened: Metadata,
+    read: u64,
+    limit: u64,
+}
+
+/// The error a [`SettledReader`] ends with when the file changed while it was read.
+#[derive(Debug)]
+pub struct ChangedWhileRead;
+
+impl std::fmt::Display for ChangedWhileRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file changed while it was read")
+    }
+}
+
+impl std::error::Error for ChangedWhileRead {}
+
+impl ChangedWhileRead {
+    /// Whether `e` is (or wraps) this error.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<ChangedWhileRead>())
+    }
+}
+
+impl Read for SettledReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            // Grew past the limit while read: not this version.
+            return Err(io::Error::other(ChangedWhileRead));
+        }
+        if n == 0 && !buf.is_empty() {
+            let now = self.file.metadata()?;
+            if !same_version(&self.opened, &now) || self.read != now.len() {
+                return Err(io::Error::other(ChangedWhileRead));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Same inode, size, mtime and ctime: nothing was written in between.
+fn same_version(a: &Metadata, b: &Metadata) -> bool {
+    (a.ino(), a.size(), a.mtime(), a.mtime_nsec(), a.ctime(), a.ctime_nsec())
+        == (b.ino(), b.size(), b.mtime(), b.mtime_nsec(), b.ctime(), b.ctime_nsec())
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(nix::libc::ENOENT | nix::libc::ENOTDIR))
+}
+
+fn is_denied(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(nix::libc::EACCES | nix::libc::EPERM))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("dk-read-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn types_come_from_lstat() {
+        let dir = scratch("types");
+        std::fs::write(dir.join("f"), b"hello").unwrap();
+        std::fs::set_permissions(dir.join("f"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        std::os::unix::fs::symlink("f", dir.join("l")).unwrap();
+        std::fs::create_dir(dir.join("d")).unwrap();
+        match look(&dir.join("f"), 10).unwrap() {
+            Found::File {
+                meta, mut reader, ..
+            } => {
+                let mut content = Vec::new();
+                reader.read_to_end(&mut content).unwrap();
+                assert_eq!((meta.mode, meta.size, content.as_slice()), (0o750, 5, &b"hello"[..]))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(look(&dir.join("l"), 10).unwrap(),
+            Found::Symlink { target, .. } if target == Path::new("f")));
+        assert!(matches!(look(&dir.join("d"), 10).unwrap(), Found::Dir { .. }));
+        assert!(matches!(look(&dir.join("nope"), 10).unwrap(), Found::Gone));
+        assert!(matches!(
+            look(&dir.join("f"), 4).unwrap(),
+            Found::Skipped(Skip::TooBig { size: 5, limit: 4 })
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A writer rewrites the file with one letter at a time: every read that ends without
+    /// error holds one letter only (a mix is a torn read).
+    #[test]
+    fn a_file_written_while_read_is_never_returned_torn() {
+        let dir = scratch("torn");
+        let path = dir.join("busy");
+        std::fs::write(&path, vec![b'a'; 1 << 20]).unwrap();
+        let writer_path = path.clone();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let writer = std::thread::spawn(move || {
+            let mut letter = b'a';
+            let mut file = std::fs::OpenOptions::new().write(true).open(&writer_path).unwrap();
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                letter = if letter == b'z' { b'a' } else { letter + 1 };
+                // In place, in 64 KiB pieces: the size never changes, only mtime/ctime do.
+                use std::io::{Seek, Write};
+                file.seek(io::SeekFrom::Start(0)).unwrap();
+                for _ in 0..16 {
+                    file.write_all(&[letter; 64 << 10]).unwrap();
+                }
+            }
+        });
+        let (mut whole, mut changed) = (0, 0);
+        for _ in 0..200 {
+            let Found::File { mut reader, .. } = look(&path, 2 << 20).unwrap() else {
+                panic!("not a file")
+            };
+            let mut content = Vec::new();
+            match reader.read_to_end(&mut content) {
+                Ok(_) => {
+                    assert!(content.iter().all(|&b| b == content[0]), "torn read accepted");
+                    whole += 1;
+                }
+                Err(e) if ChangedWhileRead::is(&e) => changed += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+        println!("{whole} settled reads, {changed} refused as changed while read");
+        assert!(changed > 0, "the writer never overlapped a read");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
