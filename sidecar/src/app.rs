@@ -11,15 +11,15 @@ use diffkeeper_cli::ready::ready_line;
 use diffkeeper_cli::{env_var, init_logging};
 use nix::sys::signal::Signal;
 
+use crate::capture::{self, Feed};
 use crate::change::{self, Backend, ChangeSink};
+use crate::command::Command;
 use crate::config::{self, Config};
 use crate::coverage::{Uncovered, Watchdog};
 use crate::ebpf::{self, EbpfConfig, EbpfSession};
 pub use crate::fatal::Fatal;
 use crate::inotify::{self, Inotify};
 use crate::metrics::{self, Active, Metrics};
-use crate::capture::{self, Feed};
-use crate::command::Command;
 use crate::{journal, signals};
 
 /// Parses the command line and runs; returns the process exit code (0, 1, or 2 for usage).
@@ -116,11 +116,9 @@ pub fn run(config: &Config) -> Result<u8, Fatal> {
     log::info!("{}", ready_line(backend.as_str()));
     // `-- CMD`: started once ready, so everything it does is journaled (and captured).
     let command = match (config.command.split_first(), command_stop) {
-        (Some((program, args)), Some(stop)) => {
-            Some(Command::spawn(program, args, move |code| {
-                let _ = stop.send(Stop::CommandExited(code));
-            })?)
-        }
+        (Some((program, args)), Some(stop)) => Some(Command::spawn(program, args, move |code| {
+            let _ = stop.send(Stop::CommandExited(code));
+        })?),
         _ => None,
     };
 

@@ -54,9 +54,15 @@ impl Command {
 
     /// Passes a SIGTERM/SIGINT the sidecar received on to the command, whose exit ends both.
     pub fn forward(&self, signal: Signal) {
-        log::info!("received {signal}: passing it to the command (pid {})", self.pid);
+        log::info!(
+            "received {signal}: passing it to the command (pid {})",
+            self.pid
+        );
         if let Err(e) = nix::sys::signal::kill(self.pid, signal) {
-            log::warn!("cannot pass {signal} to the command (pid {}): {e}", self.pid);
+            log::warn!(
+                "cannot pass {signal} to the command (pid {}): {e}",
+                self.pid
+            );
         }
     }
 }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use diffkeeper_btf::DEFAULT_CACHE_DIR;
 use diffkeeper_cli::{render_help, Args, Flag, Kind, Parsed, UsageError};
 
+use crate::capture::Excludes;
 use crate::ebpf::{
     AttachMode, ObjectChoice, UnknownAttachMode, UnknownObject, KRETPROBE_MAXACTIVE_MAX,
 };
-use crate::capture::Excludes;
 use crate::journal;
 
 const MIN_RINGBUF_BYTES: u32 = 4096;
@@ -247,14 +247,21 @@ fn capture_settings(args: &Args) -> Result<Option<CaptureSettings>, UsageError> 
     let positive_ms = |name: &str| -> Result<Duration, UsageError> {
         let ms: u64 = args.number(name)?;
         if ms == 0 {
-            return Err(UsageError(format!("{name}=0: give at least 1 (milliseconds)")));
+            return Err(UsageError(format!(
+                "{name}=0: give at least 1 (milliseconds)"
+            )));
         }
         Ok(Duration::from_millis(ms))
     };
     let exclude: Vec<String> = match args.all("--exclude") {
         [] => args
             .env("--exclude")
-            .map(|v| v.split(':').filter(|g| !g.is_empty()).map(String::from).collect())
+            .map(|v| {
+                v.split(':')
+                    .filter(|g| !g.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default(),
         flags => flags.to_vec(),
     };

@@ -172,7 +172,12 @@ impl Metrics {
             "Switches from eBPF to inotify while running: a watched directory was replaced, or a file system mounted below one.",
             self.coverage_fallbacks.load(Ordering::Relaxed),
         );
-        if let Some(stats) = self.capture.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(stats) = self
+            .capture
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             render_capture(&mut out, stats);
         }
         family(
@@ -244,8 +249,16 @@ fn render_capture(out: &mut String, stats: &CaptureStats) {
         "counter",
         "Changes not recorded when they happened, by reason (a rescan records the state once capture resumes): queue_full, store_refused.",
     );
-    let _ = writeln!(out, "diffkeeper_capture_lost_total{{reason=\"queue_full\"}} {}", get(&stats.lost_queue_full));
-    let _ = writeln!(out, "diffkeeper_capture_lost_total{{reason=\"store_refused\"}} {}", get(&stats.lost_store_halted));
+    let _ = writeln!(
+        out,
+        "diffkeeper_capture_lost_total{{reason=\"queue_full\"}} {}",
+        get(&stats.lost_queue_full)
+    );
+    let _ = writeln!(
+        out,
+        "diffkeeper_capture_lost_total{{reason=\"store_refused\"}} {}",
+        get(&stats.lost_store_halted)
+    );
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of one metric family.

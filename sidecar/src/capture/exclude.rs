@@ -61,7 +61,8 @@ impl Excludes {
                             .match_indices('/')
                             .any(|(i, _)| i > 0 && matches(glob.as_bytes(), &path.as_bytes()[..i]))
                 } else {
-                    path.split('/').any(|name| matches(glob.as_bytes(), name.as_bytes()))
+                    path.split('/')
+                        .any(|name| matches(glob.as_bytes(), name.as_bytes()))
                 }
             })
             .map(String::as_str)
@@ -98,7 +99,10 @@ mod tests {
         let e = ex(&["*.tmp", "cache", "/state/logs/**", "/state/a?c/*.db"]);
         assert_eq!(e.matching("/state/x/y.tmp"), Some("*.tmp"));
         assert_eq!(e.matching("/state/cache/deep/f"), Some("cache"));
-        assert_eq!(e.matching("/state/logs/2026/app.log"), Some("/state/logs/**"));
+        assert_eq!(
+            e.matching("/state/logs/2026/app.log"),
+            Some("/state/logs/**")
+        );
         assert_eq!(e.matching("/state/abc/x.db"), Some("/state/a?c/*.db"));
         assert_eq!(e.matching("/state/abc/sub/x.db"), None);
         assert_eq!(e.matching("/state/x.tmpl"), None);

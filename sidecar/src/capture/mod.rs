@@ -161,7 +161,9 @@ pub enum CaptureError {
     },
     Thread(std::io::Error),
     /// The store names paths as UTF-8; a watched directory's path is not.
-    RootNotUtf8 { root: PathBuf },
+    RootNotUtf8 {
+        root: PathBuf,
+    },
 }
 
 impl std::fmt::Display for CaptureError {
@@ -247,12 +249,10 @@ impl Prepared {
             store,
         } = self;
         let started = std::time::Instant::now();
-        let recorded = worker
-            .baseline()
-            .map_err(|source| CaptureError::Baseline {
-                store: store.clone(),
-                source,
-            })?;
+        let recorded = worker.baseline().map_err(|source| CaptureError::Baseline {
+            store: store.clone(),
+            source,
+        })?;
         log::info!(
             "capture: baseline of the watched directories recorded in {} ({recorded} paths, {} ms)",
             store.display(),

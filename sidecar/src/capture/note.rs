@@ -59,7 +59,11 @@ pub fn tell(notes: &NoteSender, note: Note) {
     let path = note.path.as_deref().unwrap_or("the store");
     match note.content {
         Content::Skipped | Content::Deferred => {
-            log::info!("capture: {path}: content {}: {}", note.content.as_str(), note.reason)
+            log::info!(
+                "capture: {path}: content {}: {}",
+                note.content.as_str(),
+                note.reason
+            )
         }
         Content::Lost => log::warn!("capture: {path}: changes lost: {}", note.reason),
         Content::Resumed => log::info!("capture: resumed: {}", note.reason),

@@ -12,8 +12,9 @@ use super::state::{is_within, Fingerprint};
 use super::walk::walk;
 use super::worker::{changed_while_read, place, Worker};
 
-/// Reads of a file that changed while read, before it is deferred by the capture interval.
-const READ_ATTEMPTS: u32 = 3;
+/// Reads of a file that changed while read (or is being written), before it is deferred by
+/// the capture interval.
+const READ_ATTEMPTS: u32 = 4;
 /// Pause between two reads of a changing file: a short write burst ends meanwhile.
 const REREAD_PAUSE: Duration = Duration::from_millis(5);
 
@@ -43,11 +44,11 @@ impl Worker {
             .collect();
         self.deferred.retain(|p, _| !is_within(p, from));
         self.deferred.extend(moved);
+        let ts = self.now();
         let from_at = place(&self.roots, from).filter(|_| self.known.get(from).is_some());
         match (from_at, place(&self.roots, to)) {
             // Both names in one root and the old one recorded: a move in the store.
             (Some((from_root, from_rel)), Some((to_root, to_rel))) if from_root == to_root => {
-                let ts = self.now();
                 let result = self.store.rename(ts, from_root, from_rel, to_rel);
                 if self.check(result, Some(to)) {
                     self.known.rename(from, to);
@@ -122,7 +123,7 @@ impl Worker {
         for _ in 0..READ_ATTEMPTS {
             match self.record(path) {
                 Ok(()) => return,
-                Err(Retry) => std::thread::sleep(REREAD_PAUSE),
+                Err(Retry(pause)) => std::thread::sleep(pause),
             }
         }
         // Changed during every read: never stored torn; read again after the interval.
@@ -135,7 +136,7 @@ impl Worker {
                     Some(path),
                     Content::Deferred,
                     format!(
-                        "it changed during each of {READ_ATTEMPTS} reads; read again in {} ms (--capture-interval-ms)",
+                        "it was being written at each of {READ_ATTEMPTS} attempts to read it; read again in {} ms (--capture-interval-ms)",
                         self.settings.interval.as_millis()
                     ),
                 ),
@@ -172,25 +173,30 @@ impl Worker {
                     .then(|| self.known.other_links(path, &fingerprint))
                     .and_then(|others| {
                         others.into_iter().find(|o| {
-                            self.known.get(o).is_some_and(|f| f.same_content(&fingerprint))
+                            self.known
+                                .get(o)
+                                .is_some_and(|f| f.same_content(&fingerprint))
                                 && place(&self.roots, o).is_some_and(|(r, _)| r == root)
                         })
                     });
                 let result = match &linked {
                     Some(existing) => {
-                        let existing_rel = place(&self.roots, existing).map_or(&b""[..], |(_, r)| r);
+                        let existing_rel =
+                            place(&self.roots, existing).map_or(&b""[..], |(_, r)| r);
                         self.store.put_hardlink(ts, root, rel, existing_rel)
                     }
                     None => self.store.put_file(ts, root, rel, &meta, &mut reader),
                 };
                 if let Err(e) = &result {
                     if changed_while_read(e) {
-                        return Err(Retry);
+                        return Err(Retry(REREAD_PAUSE));
                     }
                 }
                 (result, fingerprint)
             }
-            Found::Dir { meta, fingerprint } => (self.store.put_dir(ts, root, rel, &meta), fingerprint),
+            Found::Dir { meta, fingerprint } => {
+                (self.store.put_dir(ts, root, rel, &meta), fingerprint)
+            }
             Found::Symlink {
                 meta,
                 fingerprint,
@@ -198,7 +204,10 @@ impl Worker {
             } => {
                 use std::os::unix::ffi::OsStrExt;
                 let target = target.as_os_str().as_bytes();
-                (self.store.put_symlink(ts, root, rel, &meta, target), fingerprint)
+                (
+                    self.store.put_symlink(ts, root, rel, &meta, target),
+                    fingerprint,
+                )
             }
             // Deleted or renamed away, reported or not: no longer here.
             Found::Gone => {
@@ -209,7 +218,8 @@ impl Worker {
                 self.skipped(path, skip);
                 return Ok(());
             }
-            Found::Replaced => return Err(Retry),
+            Found::Replaced => return Err(Retry(REREAD_PAUSE)),
+            Found::Busy(wait) => return Err(Retry(wait)),
         };
         if !self.check(result, Some(path)) {
             return Ok(());
@@ -239,6 +249,7 @@ impl Worker {
             return;
         };
         let (root, rel) = (root.to_string(), rel.to_vec());
+        let ts = self.now();
         for other in self.known.other_links(path, fingerprint) {
             if self.known.get(&other) == Some(fingerprint) {
                 continue;
@@ -249,7 +260,6 @@ impl Worker {
             if other_root != root {
                 continue;
             }
-            let ts = self.now();
             let result = self.store.put_hardlink(ts, &root, other_rel, &rel);
             if self.check(result, Some(&other)) {
                 self.known.insert(&other, *fingerprint);
@@ -299,5 +309,5 @@ impl Worker {
     }
 }
 
-/// The file changed while it was read: read it again.
-struct Retry;
+/// The file changed while it was read, or is being written: read it again after this pause.
+struct Retry(Duration);

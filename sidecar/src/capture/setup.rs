@@ -19,9 +19,9 @@ pub fn setup(
     let roots = roots
         .iter()
         .map(|root| {
-            root.to_str().map(str::to_string).ok_or_else(|| {
-                Fatal::Capture(CaptureError::RootNotUtf8 { root: root.clone() })
-            })
+            root.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| Fatal::Capture(CaptureError::RootNotUtf8 { root: root.clone() }))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let stats = Arc::new(CaptureStats::default());

@@ -45,7 +45,8 @@ impl Fingerprint {
 
     /// Same inode with the same content (size and mtime): only mode or owner may differ.
     pub fn same_content(&self, other: &Fingerprint) -> bool {
-        (self.dev, self.ino, self.size, self.mtime) == (other.dev, other.ino, other.size, other.mtime)
+        (self.dev, self.ino, self.size, self.mtime)
+            == (other.dev, other.ino, other.size, other.mtime)
     }
 }
 
@@ -136,7 +137,13 @@ mod tests {
     #[test]
     fn a_directory_rename_moves_its_subtree() {
         let mut known = Known::default();
-        for (p, ino) in [("/s/d", 1), ("/s/d/a", 2), ("/s/d/b/c", 3), ("/s/dd", 4), ("/s/e/x", 5)] {
+        for (p, ino) in [
+            ("/s/d", 1),
+            ("/s/d/a", 2),
+            ("/s/d/b/c", 3),
+            ("/s/dd", 4),
+            ("/s/e/x", 5),
+        ] {
             known.insert(p, fp(ino));
         }
         known.rename("/s/d", "/s/e");

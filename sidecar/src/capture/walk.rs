@@ -8,9 +8,19 @@ pub fn walk(dir: &Path, found: &mut dyn FnMut(&str)) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         // Gone meanwhile, or not a directory: nothing below it.
-        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENOENT | nix::libc::ENOTDIR)) => return,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::ENOENT | nix::libc::ENOTDIR)
+            ) =>
+        {
+            return
+        }
         Err(e) => {
-            log::warn!("capture: cannot list {}: {e}; what is below it is not recorded", dir.display());
+            log::warn!(
+                "capture: cannot list {}: {e}; what is below it is not recorded",
+                dir.display()
+            );
             return;
         }
     };

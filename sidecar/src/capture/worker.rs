@@ -201,12 +201,27 @@ impl Worker {
     }
 
     /// After a store call: `true` if it worked; else the store is halted until a retry.
-    pub(super) fn check(&mut self, result: Result<PutOutcome, StoreError>, path: Option<&str>) -> bool {
+    pub(super) fn check(
+        &mut self,
+        result: Result<PutOutcome, StoreError>,
+        path: Option<&str>,
+    ) -> bool {
         match result {
             Ok(outcome) => {
                 self.unsynced = true;
                 if let Some(pruned) = outcome.pruned {
-                    log::info!("capture: --store-max-bytes: {pruned}");
+                    log::info!(
+                        "capture: --store-max-bytes: pruned the content of {} old versions ({} -> {} bytes){}",
+                        pruned.versions.len(),
+                        pruned.bytes_before,
+                        pruned.bytes_after,
+                        pruned
+                            .versions
+                            .iter()
+                            .take(5)
+                            .map(|(root, path, _)| format!(", {root}/{}", String::from_utf8_lossy(path)))
+                            .collect::<String>()
+                    );
                 }
                 true
             }
@@ -216,7 +231,10 @@ impl Worker {
                 if previous.is_none() {
                     let (what, fix) = if e.is_no_space() {
                         self.stats.no_space(true);
-                        ("the store's file system is full (ENOSPC)", "free space or grow the volume")
+                        (
+                            "the store's file system is full (ENOSPC)",
+                            "free space or grow the volume",
+                        )
                     } else {
                         self.stats.failed();
                         ("the store refused a write", "see the error")

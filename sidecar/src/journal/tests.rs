@@ -274,6 +274,7 @@ fn run_counts_events_and_flushes_held_writes_at_disconnect() {
         Duration::from_secs(60),
         metrics.clone(),
         rx,
+        None,
     )
     .unwrap();
     // Another path's change is not held back; the held write comes out at the end.
