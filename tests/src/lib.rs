@@ -8,6 +8,7 @@ pub mod mirror;
 pub mod mountns;
 pub mod pki;
 pub mod readme;
+pub mod recorder;
 pub mod scenario;
 pub mod scratch;
 pub mod sidecar;

@@ -59,6 +59,8 @@ pub struct CaptureStats {
     pub lost_queue_full: AtomicU64,
     pub lost_store_halted: AtomicU64,
     pub rescans: AtomicU64,
+    /// Paths put off by `--capture-interval-ms`, now.
+    pub deferred_now: AtomicU64,
     /// 1 while the store's file system is full.
     pub store_full: AtomicU64,
     /// Set by the journal when it dropped a job; the capture thread rescans and clears it.
@@ -94,11 +96,12 @@ impl CaptureStats {
         self.overflowed.swap(false, Ordering::AcqRel)
     }
 
-    /// Jobs handed to the capture thread and not yet handled.
+    /// Changes handed to the capture thread and not yet handled, plus paths put off.
     pub fn backlog(&self) -> u64 {
         self.queued
             .load(Ordering::Relaxed)
             .saturating_sub(self.handled.load(Ordering::Relaxed))
+            + self.deferred_now.load(Ordering::Relaxed)
     }
 }
 

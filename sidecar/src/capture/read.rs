@@ -137,7 +137,9 @@ pub fn look(path: &Path, max_file_bytes: u64) -> io::Result<Found> {
             opened.ctime().max(0) as u64,
             opened.ctime_nsec().clamp(0, 999_999_999) as u32,
         );
-    let age = SystemTime::now().duration_since(changed).unwrap_or_default();
+    let age = SystemTime::now()
+        .duration_since(changed)
+        .unwrap_or_default();
     if age < QUIET {
         return Ok(Found::Busy(QUIET - age));
     }
@@ -339,7 +341,10 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         writer.join().unwrap();
         println!("{whole} settled reads, {refused} refused as being written");
-        assert!(refused > 0 && whole > 0, "{whole} settled, {refused} refused");
+        assert!(
+            refused > 0 && whole > 0,
+            "{whole} settled, {refused} refused"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -103,6 +103,10 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             self.tick(Instant::now());
+            self.stats.deferred_now.store(
+                self.deferred.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         self.finish();
     }
@@ -173,7 +177,16 @@ impl Worker {
     }
 
     fn handle(&mut self, job: Job) {
+        self.apply(job);
+        // Counted once done, with what it put off, so the backlog never reads 0 too early.
+        self.stats.deferred_now.store(
+            self.deferred.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         self.stats.handled();
+    }
+
+    fn apply(&mut self, job: Job) {
         if self.halt.is_some() {
             self.stats.lost_while_halted();
             return;
