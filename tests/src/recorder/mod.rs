@@ -58,12 +58,16 @@ impl RoundTrip {
             let verdict = match (p.unexplained.is_empty(), p.explained.is_empty()) {
                 (true, true) => "ok".to_string(),
                 (true, false) => {
-                    let why: Vec<String> = p
-                        .explained
-                        .iter()
-                        .map(|(d, why)| format!("{d} [{why}]"))
-                        .collect();
-                    format!("KNOWN GAP, not a pass: {}", why.join("; "))
+                    let mut why: Vec<&str> =
+                        p.explained.iter().map(|(_, why)| why.as_str()).collect();
+                    why.dedup();
+                    why.sort_unstable();
+                    why.dedup();
+                    format!(
+                        "KNOWN GAP, not a pass: {} paths differ, all changed through ops the backend does not report: {}",
+                        p.explained.len(),
+                        why.join("; ")
+                    )
                 }
                 (false, _) => {
                     let what: Vec<String> = p.unexplained.iter().map(|d| d.to_string()).collect();

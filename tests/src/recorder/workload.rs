@@ -109,7 +109,7 @@ pub const PHASES: &[Phase] = &[
                 .unwrap();
             f.set_len(12).unwrap();
         },
-        through: &[("truncate", &["log.txt"])],
+        through: &[("ftruncate", &["log.txt"])],
     },
     Phase {
         name: "directory renamed with files inside",
@@ -132,12 +132,12 @@ pub const PHASES: &[Phase] = &[
     Phase {
         name: "symlink",
         run: |root| std::os::unix::fs::symlink("config.ini", root.join("cfg.link")).unwrap(),
-        through: &[],
+        through: &[("link by absolute path", &["cfg.link"])],
     },
     Phase {
         name: "hard link",
         run: |root| fs::hard_link(root.join("log.txt"), root.join("log.hard")).unwrap(),
-        through: &[],
+        through: &[("link by absolute path", &["log.hard"])],
     },
     Phase {
         name: "8 MiB binary, 4 KiB changed in the middle",
