@@ -23,15 +23,15 @@ fn storm(state: &Path, round: u64, stop: &AtomicBool) -> u64 {
     while !stop.load(Ordering::Relaxed) {
         let file = state.join(format!("storm/r{round}-{}.bin", n % 40));
         let size = 1 + (n * 7919 % 65536) as usize;
-        std::fs::write(&file, noise(size, round * 1000 + n)).unwrap();
+        std::fs::write(&file, noise(size, round * 1000 + n)).expect("storm write");
         if n % 5 == 0 {
             use std::io::Write;
             let mut log = std::fs::OpenOptions::new()
                 .append(true)
                 .create(true)
                 .open(state.join("storm.log"))
-                .unwrap();
-            writeln!(log, "round {round} write {n}").unwrap();
+                .expect("open storm.log");
+            writeln!(log, "round {round} write {n}").expect("append to storm.log");
         }
         n += 1;
     }

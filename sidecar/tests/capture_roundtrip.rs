@@ -77,3 +77,43 @@ fn tracepoint_round_trip_exports_every_phase_it_can_see() {
         &["--attach", "tracepoint"],
     );
 }
+
+/// A restarted sidecar's baseline brings the store up to date with what happened while none
+/// ran: a file deleted meanwhile gets a tombstone, a changed one a new version.
+#[test]
+fn a_restart_records_what_changed_while_no_sidecar_ran() {
+    use diffkeeper_tests::recorder::compare::differences;
+    use diffkeeper_tests::recorder::{settle, snapshot, start};
+    use std::time::Duration;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = diffkeeper_tests::scratch::Scratch::new("restart");
+    let state = scratch.dir("state");
+    let store = scratch.path().join("store");
+    std::fs::write(state.join("kept.txt"), "kept\n").unwrap();
+    std::fs::write(state.join("deleted.txt"), "deleted while stopped\n").unwrap();
+    std::fs::write(state.join("changed.txt"), "v1\n").unwrap();
+    let args = ["--enable-ebpf=false".to_string()];
+    for round in 0..2 {
+        let mut sidecar = start(
+            std::path::Path::new(SIDECAR),
+            &args,
+            &state,
+            &store,
+            &scratch,
+        );
+        let addr = sidecar.metrics_addr(Duration::from_secs(10)).unwrap();
+        sidecar.wait_ready(Duration::from_secs(30)).unwrap();
+        settle(addr);
+        let (status, _) = sidecar.terminate();
+        assert!(status.is_some_and(|s| s.success()), "{}", sidecar.log());
+        if round == 0 {
+            std::fs::remove_file(state.join("deleted.txt")).unwrap();
+            std::fs::write(state.join("changed.txt"), "v2, while stopped\n").unwrap();
+        }
+    }
+    let snap = scratch.path().join("snap");
+    snapshot(&state, &snap);
+    let out = scratch.path().join("export");
+    export(&store, std::time::SystemTime::now(), &out).unwrap();
+    assert_eq!(differences(&snap, &out), []);
+}

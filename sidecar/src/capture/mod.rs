@@ -257,7 +257,7 @@ impl Prepared {
             source,
         })?;
         log::info!(
-            "capture: baseline of the watched directories recorded in {} ({recorded} paths, {} ms)",
+            "capture: baseline of the watched directories recorded in {} ({recorded} paths new or changed, {} ms)",
             store.display(),
             started.elapsed().as_millis()
         );

@@ -12,7 +12,7 @@ use diffkeeper_store::{PutOutcome, StoreError, StoreWriter};
 
 use super::note::{tell, Content, Note, NoteSender};
 use super::read::ChangedWhileRead;
-use super::state::Known;
+use super::state::{Fingerprint, Known};
 use super::{CaptureStats, Excludes, Job};
 use crate::change::Op;
 
@@ -83,14 +83,38 @@ impl Worker {
     }
 
     /// The baseline: every watched root as it is now, synced. Returns the paths recorded.
+    /// What an existing store holds under the roots counts as recorded but unverified, so the
+    /// rescan records what differs and a tombstone for what disappeared while no sidecar ran.
     pub fn baseline(&mut self) -> Result<usize, StoreError> {
-        let recorded = self.rescan();
+        let held: Vec<String> = self
+            .store
+            .tree()
+            .entries
+            .keys()
+            .filter(|(root, _)| self.roots.contains(root))
+            .filter_map(|(root, rel)| {
+                let rel = std::str::from_utf8(rel).ok()?;
+                Some(format!("{}/{rel}", root.trim_end_matches('/')))
+            })
+            .collect();
+        for path in held {
+            self.known.insert(&path, Fingerprint::UNVERIFIED);
+        }
+        let before = self
+            .stats
+            .recorded
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.rescan();
         if let Some(halt) = self.halt.take() {
             return Err(halt.error);
         }
         self.store.sync()?;
         self.unsynced = false;
-        Ok(recorded)
+        let after = self
+            .stats
+            .recorded
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Ok((after - before) as usize)
     }
 
     /// Handles jobs until the journal closes the queue, then records what is deferred and syncs.

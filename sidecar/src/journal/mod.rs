@@ -138,6 +138,8 @@ impl Journal {
         self.since_clock += 1;
         if self.since_clock >= CLOCK_EVERY {
             self.set_clock(Instant::now());
+            // A journal that is never idle still writes capture's notes.
+            self.write_notes()?;
         }
         self.push_at(change, self.clock)
     }
