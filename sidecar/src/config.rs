@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use diffkeeper_btf::DEFAULT_CACHE_DIR;
-use diffkeeper_cli::{render_help, Args, Flag, Kind, Parsed, UsageError};
+use diffkeeper_cli::{render_help, Flag, Kind, Parsed, UsageError};
 
-use crate::capture::Excludes;
+use crate::capture::CaptureSettings;
 use crate::ebpf::{
     AttachMode, ObjectChoice, UnknownAttachMode, UnknownObject, KRETPROBE_MAXACTIVE_MAX,
 };
@@ -91,18 +91,6 @@ pub struct Config {
     /// diffkeeper-init's download settings given to the sidecar too (one container spec for
     /// both): which ones, for the info line saying they change nothing here.
     pub ignored_download_settings: Vec<String>,
-}
-
-/// What `--store` and its companion flags ask for.
-#[derive(Debug, Clone)]
-pub struct CaptureSettings {
-    pub store: PathBuf,
-    pub sync: Duration,
-    /// 0: no limit.
-    pub max_store_bytes: u64,
-    pub max_file_bytes: u64,
-    pub interval: Duration,
-    pub excludes: Excludes,
 }
 
 #[derive(Debug)]
@@ -205,7 +193,7 @@ pub fn parse(
         .filter_map(|name| args.get(name))
         .map(|given| given.origin.to_string())
         .collect();
-    let capture = capture_settings(&args)?;
+    let capture = CaptureSettings::from_args(&args)?;
     Ok(Command::Run(Box::new(Config {
         state_dirs,
         btf_cache_dir: args.text_or_default("--btf-cache-dir").into(),
@@ -236,43 +224,6 @@ fn split_command(mut args: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
         }
         None => (args, Vec::new()),
     }
-}
-
-fn capture_settings(args: &Args) -> Result<Option<CaptureSettings>, UsageError> {
-    let store = match args.get("--store") {
-        None => return Ok(None),
-        Some(given) if given.value.eq_ignore_ascii_case("off") => return Ok(None),
-        Some(given) => PathBuf::from(given.value),
-    };
-    let positive_ms = |name: &str| -> Result<Duration, UsageError> {
-        let ms: u64 = args.number(name)?;
-        if ms == 0 {
-            return Err(UsageError(format!(
-                "{name}=0: give at least 1 (milliseconds)"
-            )));
-        }
-        Ok(Duration::from_millis(ms))
-    };
-    let exclude: Vec<String> = match args.all("--exclude") {
-        [] => args
-            .env("--exclude")
-            .map(|v| {
-                v.split(':')
-                    .filter(|g| !g.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        flags => flags.to_vec(),
-    };
-    Ok(Some(CaptureSettings {
-        store,
-        sync: positive_ms("--store-sync-ms")?,
-        max_store_bytes: args.number("--store-max-bytes")?,
-        max_file_bytes: args.number("--capture-max-file-bytes")?,
-        interval: Duration::from_millis(args.number("--capture-interval-ms")?),
-        excludes: Excludes::new(&exclude).map_err(|e| UsageError(e.to_string()))?,
-    }))
 }
 
 #[cfg(test)]

@@ -145,6 +145,7 @@ recorder() {
   state="$work/$name/state" store="$work/$name/store"
   mkdir -p "$state" "$store"
   as_app() { setpriv --reuid 65532 --regid 65532 --clear-groups sh -c "umask 077; $1"; }
+  chmod 0711 "$work"   # mktemp's 0700 would keep uid 65532 out of its own state dir
   chown 65532:65532 "$state"
   as_app "printf 'secret before start\\n' > '$state/before.db'"
   podman_run "$name" --user 0 --cap-drop ALL --cap-add BPF --cap-add PERFMON "$@" \

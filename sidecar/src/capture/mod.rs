@@ -12,6 +12,7 @@ mod exclude;
 pub mod note;
 mod read;
 mod record;
+mod settings;
 mod setup;
 mod state;
 mod walk;
@@ -27,6 +28,7 @@ use std::time::SystemTime;
 use diffkeeper_store::{Store, StoreError, StoreOptions};
 
 pub use exclude::{BadGlob, Excludes};
+pub use settings::CaptureSettings;
 pub use setup::setup;
 pub use worker::Settings;
 use worker::Worker;

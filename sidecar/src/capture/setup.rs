@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::CaptureSettings;
 use super::{prepare, CaptureError, CaptureStats, Feed, Prepared, Settings};
-use crate::config::CaptureSettings;
 use crate::fatal::Fatal;
 use crate::metrics::Metrics;
 
