@@ -117,3 +117,58 @@ fn a_restart_records_what_changed_while_no_sidecar_ran() {
     export(&store, std::time::SystemTime::now(), &out).unwrap();
     assert_eq!(differences(&snap, &out), []);
 }
+
+/// A file written every 2 ms without a pause (never quiet for the 20 ms a read waits for) is
+/// put off once, said once, then recorded all the same; its last version is in the store
+/// after the sidecar stops.
+#[test]
+fn a_file_written_without_pause_is_recorded_and_its_deferral_said_once() {
+    use diffkeeper_tests::recorder::start;
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = diffkeeper_tests::scratch::Scratch::new("hot");
+    let state = scratch.dir("state");
+    let store = scratch.path().join("store");
+    let args = ["--enable-ebpf=false".to_string()];
+    let mut sidecar = start(
+        std::path::Path::new(SIDECAR),
+        &args,
+        &state,
+        &store,
+        &scratch,
+    );
+    sidecar.metrics_addr(Duration::from_secs(10)).unwrap();
+    sidecar.wait_ready(Duration::from_secs(30)).unwrap();
+    let mut log = std::fs::File::create(state.join("hot.log")).unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut n = 0;
+    while Instant::now() < until {
+        writeln!(log, "line {n}").unwrap();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(log);
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = sidecar.terminate();
+    assert!(status.is_some_and(|s| s.success()), "{}", sidecar.log());
+    let journal = std::fs::read_to_string(scratch.path().join("journal.jsonl")).unwrap();
+    let deferred = journal
+        .lines()
+        .filter(|l| l.contains(r#""content":"deferred""#))
+        .count();
+    assert!(deferred <= 1, "said {deferred} times:\n{journal}");
+    let reader = StoreReader::open(&store).unwrap();
+    let versions = reader.timeline(Some(b"hot.log")).len();
+    let out = scratch.path().join("export");
+    export(&store, std::time::SystemTime::now(), &out).unwrap();
+    assert_eq!(
+        std::fs::read(out.join("hot.log")).unwrap(),
+        std::fs::read(state.join("hot.log")).unwrap()
+    );
+    println!("{n} writes over 3 s: {versions} versions recorded, deferral said {deferred} time(s)");
+    assert!(
+        versions >= 2,
+        "recorded only at the end: {versions} versions"
+    );
+}

@@ -6,7 +6,10 @@
 //! A write updates the times when it starts, so one already running when the file is opened
 //! changes nothing `fstat` shows while it copies: a file changed less than [`QUIET`] ago is
 //! therefore not read yet ([`Found::Busy`]). A single `write()` into the middle of a file that
-//! runs longer than that is the one change these checks cannot see.
+//! runs longer than that is the one change these checks cannot see. A file that is never
+//! quiet that long (written without pause) is read without waiting once it was put off, so it
+//! is still recorded: then the checks at the end of the read are what stands between it and a
+//! torn version.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
@@ -83,7 +86,9 @@ impl std::fmt::Display for Skip {
 }
 
 /// Looks at `path` without following a final symlink; files over `max_file_bytes` are skipped.
-pub fn look(path: &Path, max_file_bytes: u64) -> io::Result<Found> {
+/// `quiet`: a file changed less than [`QUIET`] ago is [`Found::Busy`]; without it (a file that
+/// was never quiet at the last attempts) only the checks at the end of the read apply.
+pub fn look(path: &Path, max_file_bytes: u64, quiet: bool) -> io::Result<Found> {
     let before = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if is_gone(&e) => return Ok(Found::Gone),
@@ -140,7 +145,7 @@ pub fn look(path: &Path, max_file_bytes: u64) -> io::Result<Found> {
     let age = SystemTime::now()
         .duration_since(changed)
         .unwrap_or_default();
-    if age < QUIET {
+    if quiet && age < QUIET {
         return Ok(Found::Busy(QUIET - age));
     }
     Ok(Found::File {
@@ -251,9 +256,12 @@ mod tests {
         std::fs::set_permissions(dir.join("f"), std::fs::Permissions::from_mode(0o750)).unwrap();
         std::os::unix::fs::symlink("f", dir.join("l")).unwrap();
         std::fs::create_dir(dir.join("d")).unwrap();
-        assert!(matches!(look(&dir.join("f"), 10).unwrap(), Found::Busy(_)));
+        assert!(matches!(
+            look(&dir.join("f"), 10, true).unwrap(),
+            Found::Busy(_)
+        ));
         std::thread::sleep(QUIET);
-        match look(&dir.join("f"), 10).unwrap() {
+        match look(&dir.join("f"), 10, true).unwrap() {
             Found::File {
                 meta, mut reader, ..
             } => {
@@ -266,15 +274,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(look(&dir.join("l"), 10).unwrap(),
+        assert!(matches!(look(&dir.join("l"), 10, true).unwrap(),
             Found::Symlink { target, .. } if target == Path::new("f")));
         assert!(matches!(
-            look(&dir.join("d"), 10).unwrap(),
+            look(&dir.join("d"), 10, true).unwrap(),
             Found::Dir { .. }
         ));
-        assert!(matches!(look(&dir.join("nope"), 10).unwrap(), Found::Gone));
         assert!(matches!(
-            look(&dir.join("f"), 4).unwrap(),
+            look(&dir.join("nope"), 10, true).unwrap(),
+            Found::Gone
+        ));
+        assert!(matches!(
+            look(&dir.join("f"), 4, true).unwrap(),
             Found::Skipped(Skip::TooBig { size: 5, limit: 4 })
         ));
         std::fs::remove_dir_all(dir).unwrap();
@@ -316,7 +327,7 @@ mod tests {
         let (mut whole, mut refused) = (0, 0);
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while std::time::Instant::now() < deadline {
-            let mut reader = match look(&path, 2 << 20).unwrap() {
+            let mut reader = match look(&path, 2 << 20, true).unwrap() {
                 Found::File { reader, .. } => reader,
                 Found::Busy(wait) => {
                     refused += 1;

@@ -21,6 +21,7 @@ const REREAD_PAUSE: Duration = Duration::from_millis(5);
 impl Worker {
     pub(super) fn delete(&mut self, path: &str) {
         self.deferred.retain(|p, _| !is_within(p, path));
+        self.told_deferred.retain(|p| !is_within(p, path));
         self.told_skipped.retain(|p| !is_within(p, path));
         if self.known.get(path).is_none() && self.known.paths_under(path).is_empty() {
             return;
@@ -130,6 +131,9 @@ impl Worker {
         let due = Instant::now() + self.settings.interval;
         if self.deferred.insert(path.to_string(), due).is_none() {
             self.stats.deferred();
+        }
+        // Said once per run of put-offs (a file always being written would say it each time).
+        if self.told_deferred.insert(path.to_string()) {
             tell(
                 &self.notes,
                 Note::new(
@@ -146,7 +150,9 @@ impl Worker {
 
     /// One attempt at recording `path`; `Err(Retry)` when it changed while being read.
     fn record(&mut self, path: &str) -> Result<(), Retry> {
-        let found = match look(Path::new(path), self.settings.max_file_bytes) {
+        // Put off before as never quiet: read it without waiting for a pause this time.
+        let quiet = !self.told_deferred.contains(path);
+        let found = match look(Path::new(path), self.settings.max_file_bytes, quiet) {
             Ok(found) => found,
             Err(e) => {
                 self.stats.failed();
@@ -223,6 +229,10 @@ impl Worker {
         };
         if !self.check(result, Some(path)) {
             return Ok(());
+        }
+        if quiet {
+            // Quiet again: a later run of put-offs is said again.
+            self.told_deferred.remove(path);
         }
         self.stats.recorded();
         self.known.insert(path, fingerprint);

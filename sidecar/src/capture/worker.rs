@@ -49,6 +49,8 @@ pub struct Worker {
     pub(super) deferred: HashMap<String, Instant>,
     /// Paths whose skip was journaled (once per path until it is deleted).
     pub(super) told_skipped: HashSet<String>,
+    /// Paths put off as always being written, and said so, until they are recorded again.
+    pub(super) told_deferred: HashSet<String>,
     unsynced: bool,
     halt: Option<Halt>,
     /// While a halted store is retried: the wait it had (a new refusal doubles it, quietly).
@@ -75,6 +77,7 @@ impl Worker {
             last_read: HashMap::new(),
             deferred: HashMap::new(),
             told_skipped: HashSet::new(),
+            told_deferred: HashSet::new(),
             unsynced: false,
             halt: None,
             retrying: None,
