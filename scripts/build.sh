@@ -8,7 +8,7 @@
 # x86_64 is built by plain cargo with Debian's musl-gcc for the C parts (xz, ring). aarch64 is
 # cross-built with `cargo zigbuild`: zig (PyPI `ziglang`) is the cross C compiler and linker and
 # brings its own aarch64 musl headers and libc, so no sysroot and no foreign apt architecture is
-# needed (see the README's "Architectures" section for the measurements behind the choice).
+# needed (see docs/how-it-works.md, "Architectures and the build", for the measurements behind the choice).
 # Binaries land in ${CARGO_TARGET_DIR:-target}/<triple>/release.
 set -euo pipefail
 

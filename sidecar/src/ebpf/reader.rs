@@ -15,6 +15,7 @@ use aya::Ebpf;
 use diffkeeper_ebpf::event::{Event, Stat};
 use diffkeeper_ebpf::object::{maps, ObjectKind};
 
+use super::admission::{Admission, Held};
 use super::clock::WallClock;
 use super::error::{Cause, Failure, Hint};
 use super::kretprobe::MissWatch;
@@ -34,6 +35,8 @@ pub struct Reader {
     thread: Option<JoinHandle<()>>,
     /// Events under the canary root (never forwarded to the sink).
     pub canary: Receiver<Event>,
+    /// Changes are held back until [`Reader::admit`].
+    admission: Admission,
     pub lost: Arc<AtomicU64>,
     /// The kernel side's `dk_stats`: changes it did not report on purpose, by [`Stat`].
     pub unreported: Arc<Unreported>,
@@ -82,6 +85,8 @@ struct Routing {
     canary_id: u32,
     /// Hands changes to the journal (bounded waits once stopping).
     delivery: Delivery,
+    /// Changes held back until the family passed its canary.
+    held: Held,
     canary: Sender<Event>,
     clock: WallClock,
     /// Where unplaced new names are counted.
@@ -114,6 +119,7 @@ impl Reader {
         let stop = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicU64::new(0));
         let unreported = Arc::new(Unreported::default());
+        let (admission, held) = Admission::new(family);
         let routing = Routing {
             backend: Backend::Ebpf(family),
             roots: roots
@@ -122,6 +128,7 @@ impl Reader {
                 .collect(),
             canary_id,
             delivery: Delivery::new(sink, stop.clone()),
+            held,
             canary: canary_tx,
             clock: WallClock::new(object.clock()),
             unreported: unreported.clone(),
@@ -151,9 +158,16 @@ impl Reader {
             stop,
             thread: Some(thread),
             canary,
+            admission,
             lost,
             unreported,
         })
+    }
+
+    /// The family passed its canary: its changes go to the journal from now on, starting with
+    /// those held so far. A reader never admitted discards them when it stops.
+    pub fn admit(&self) {
+        self.admission.admit();
     }
 
     /// Drains what is left and ends the thread (dropping the reader does the same).
@@ -234,6 +248,7 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
             }
         }
         source.drain(|record| routing.route(record));
+        routing.release_held();
         if stopping || refreshed.elapsed() >= REFRESH {
             // Counted by the programs whenever an output fails (ring or perf buffer full).
             let total: u64 = lost_map
@@ -287,7 +302,14 @@ impl Routing {
     }
 
     fn deliver(&mut self, change: Change) {
-        self.delivery.deliver(change);
+        let Self { held, delivery, .. } = self;
+        held.pass(change, |change| delivery.deliver(change));
+    }
+
+    /// Hands on what was held as soon as the family is admitted, even with no new event.
+    fn release_held(&mut self) {
+        let Self { held, delivery, .. } = self;
+        held.release(|change| delivery.deliver(change));
     }
 
     fn report_dropped(&self) {
@@ -394,11 +416,14 @@ mod tests {
         let (sink, changes) = crate::change::queue(capacity);
         let (canary, canaries) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
+        let (admission, held) = Admission::new(Family::Tracepoint);
+        admission.admit();
         let routing = Routing {
             backend: Backend::Ebpf(Family::Tracepoint),
             roots: vec!["/state".into(), "/canary".into()],
             canary_id: 1,
             delivery: Delivery::new(sink, stop.clone()),
+            held,
             canary,
             clock: WallClock::new(diffkeeper_ebpf::object::Clock::Boottime),
             unreported: Arc::default(),

@@ -300,6 +300,8 @@ fn try_family(
         );
         return Err(Failure::new("", Cause::Canary(e), Hint::CanaryMismatch));
     }
+    // Only now may the family's changes reach the journal (held back until here).
+    reader.admit();
     log::debug!(
         "[eBPF] {} attached and the canary came back",
         family.as_str()

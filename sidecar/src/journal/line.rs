@@ -1,5 +1,5 @@
 //! One change as one JSON line, built in a reused buffer with hand-written JSON (the journal is
-//! the hot path); the field order is the README's schema.
+//! the hot path); the field order is the schema of docs/sidecar.md.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

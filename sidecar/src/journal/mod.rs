@@ -1,4 +1,4 @@
-//! The journal: one JSON line per change (schema: the README's "Journal" section), written by a single thread that
+//! The journal: one JSON line per change (schema: docs/sidecar.md, "Journal"), written by a single thread that
 //! also coalesces bursts of writes to one path.
 //!
 //! This is the hot path (eBPF can deliver millions of events per second), so a line is built in
@@ -8,13 +8,15 @@
 //!
 //! * this file: the output (stdout or an appended file) and the thread that drives it;
 //! * [`coalesce`]: holding back bursts of writes to one path;
-//! * [`line`]: one change as one JSON line.
+//! * [`line`]: one change as one JSON line;
+//! * [`placement`]: where the journal file really lands, checked against the watched roots.
 //!
 //! With `--store`, each line written is also handed to capture (after coalescing, so content
 //! is read once the writes settled), and capture's notes come back as lines of their own.
 
 mod coalesce;
 mod line;
+pub mod placement;
 #[cfg(test)]
 mod tests;
 
