@@ -21,6 +21,7 @@ apt_packages=(
   gcc-multilib                      # a static 32-bit (ia32) test program (tracepoint mode)
   libcap2-bin                       # capsh: least-privilege tests
   inotify-tools bpftrace            # peers for benchmarks
+  restic                            # peer of the content store's benchmark rows
   qemu-system-x86 busybox-static    # VM test matrix
   qemu-system-arm                   # VM test matrix: the arm64 rows (qemu-system-aarch64)
   zstd lz4                          # VM test matrix: unpack Debian's bzImage payloads

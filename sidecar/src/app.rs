@@ -98,7 +98,7 @@ pub fn run(config: &Config) -> Result<u8, Fatal> {
         }
         None => (None, None),
     };
-    let (changes, journal) = start_journal(config, metrics.clone(), stop_tx.clone(), feed)?;
+    let (changes, journal) = start_journal(config, &roots, metrics.clone(), stop_tx.clone(), feed)?;
     // For a switch to inotify while running; dropped before the journal is joined.
     let mut spare_sink = Some(changes.clone());
 
@@ -308,21 +308,26 @@ type JournalThread = JoinHandle<std::io::Result<()>>;
 
 fn start_journal(
     config: &Config,
+    roots: &[PathBuf],
     metrics: Arc<Metrics>,
     stop: Sender<Stop>,
     capture: Option<Feed>,
 ) -> Result<(ChangeSink, JournalThread), Fatal> {
-    let out = journal::open(&config.journal).map_err(|source| Fatal::OpenJournal {
+    let output = journal::open(&config.journal).map_err(|source| Fatal::OpenJournal {
         path: config.journal.clone(),
         source,
     })?;
     let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
-    let coalesce = config.coalesce;
+    let options = journal::Options {
+        coalesce: config.coalesce,
+        roots: roots.to_vec(),
+        index_limit: journal::DEFAULT_INDEX_LIMIT,
+    };
     let path = config.journal.clone();
     let thread = std::thread::Builder::new()
         .name("journal".into())
         .spawn(move || {
-            let result = journal::run(out, coalesce, metrics, rx, capture);
+            let result = journal::run(output, options, metrics, rx, capture);
             if let Err(e) = &result {
                 // The waiting main thread learns of it at once; the join later sees it again.
                 let source = std::io::Error::new(e.kind(), e.to_string());

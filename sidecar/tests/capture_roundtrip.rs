@@ -2,9 +2,9 @@
 //! phases (diffkeeper_tests::recorder::workload), a `cp -a` snapshot after each, and the store's
 //! export at each phase's time held against its snapshot, in inotify mode and in real eBPF
 //! tracepoint mode. A difference at a path changed through an operation the backend does not
-//! report (tracepoint: delete, rename, ftruncate, links made by absolute path, mkdir; every
-//! backend so far: chmod) is printed as a KNOWN GAP with its reason; any other difference
-//! fails. Needs root.
+//! report (tracepoint: delete, rename, chmod, ftruncate, links made by absolute path, mkdir) is
+//! printed as a KNOWN GAP with its reason; any other difference fails. inotify reports every op
+//! of the workload (chmod as `attrib`), so its every phase must match. Needs root.
 
 use std::sync::Mutex;
 
@@ -35,8 +35,8 @@ fn reports(backend: Backend) -> impl Fn(&str) -> bool {
         "rename" => backend.reports(Op::Rename),
         "delete" => backend.reports(Op::Delete),
         "attrib" => backend.reports(Op::Attrib),
-        // A new directory: inotify reports it as a create; the tracepoint programs see no mkdir.
-        "mkdir" => backend.reports(Op::Mkdir) || backend == Backend::Inotify,
+        // The tracepoint programs see no mkdir.
+        "mkdir" => backend.reports(Op::Mkdir),
         // The tracepoint programs see write, open and link calls: not ftruncate(2), and a new
         // name given by absolute path cannot be placed below its root (`unplaced_name`).
         "ftruncate" | "link by absolute path" => backend != Backend::Ebpf(Family::Tracepoint),
@@ -62,11 +62,15 @@ fn run(backend: Backend, args: &[&str]) -> RoundTrip {
 #[test]
 fn inotify_round_trip_exports_every_phase_as_snapshotted() {
     let result = run(Backend::Inotify, &["--enable-ebpf=false"]);
-    // inotify reports renames and deletes: only chmod (no attrib op yet) may differ.
+    // inotify reports every op the workload uses (chmod as `attrib`): no known gap at all.
     for phase in &result.phases {
-        for (d, why) in &phase.explained {
-            assert!(why.contains("`attrib`"), "{}: {d} [{why}]", phase.name);
-        }
+        assert!(
+            phase.explained.is_empty(),
+            "{}: {:?}\n{}",
+            phase.name,
+            phase.explained,
+            result.table()
+        );
     }
 }
 

@@ -78,9 +78,10 @@ impl StoreReader {
         result
     }
 
-    /// Restores the state at `ts_ns` into the existing directory `dir` in place (a mounted
-    /// volume cannot be renamed over). `dir` must be empty unless `overwrite`, which first
-    /// empties it. The plan is checked whole before anything is removed or written.
+    /// Restores the state at `ts_ns` into the existing directory `dir` (a mounted volume, which
+    /// cannot be renamed over). `dir` must be empty unless `overwrite`. The tree is written into
+    /// a staging directory inside `dir` first and its entries renamed into place only once all
+    /// of it is written, so a damaged store leaves `dir` as it was.
     pub fn restore_into(&self, ts_ns: u64, dir: &Path, overwrite: bool) -> Result<ExportReport> {
         let tree = self.tree_at(ts_ns);
         let plan = plan(&tree, self)?;
@@ -91,39 +92,56 @@ impl StoreReader {
                 reason: "is not a directory".into(),
             });
         }
-        let children: Vec<_> = fs::read_dir(dir)
-            .map_err(|e| StoreError::io(dir, e))?
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| StoreError::io(dir, e))?;
-        if !children.is_empty() {
-            if !overwrite {
-                return Err(StoreError::Target {
-                    path: dir.to_path_buf(),
-                    reason: format!(
-                        "is not empty ({} entries); restore refuses to mix states (use --restore-overwrite to replace them)",
-                        children.len()
-                    ),
-                });
-            }
-            for child in children {
-                let path = child.path();
-                let is_dir = child.file_type().is_ok_and(|t| t.is_dir());
-                let removed = if is_dir {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                removed.map_err(|e| StoreError::io(&path, e))?;
-            }
+        let existing = children(dir)?;
+        if !existing.is_empty() && !overwrite {
+            return Err(StoreError::Target {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "is not empty ({} entries); restore refuses to mix states (use --restore-overwrite to replace them)",
+                    existing.len()
+                ),
+            });
         }
-        write_plan(&plan, self, dir)
+        let staging = dir.join(format!(".dk-restore-{}", std::process::id()));
+        fs::create_dir(&staging).map_err(|e| StoreError::io(&staging, e))?;
+        let report = match write_plan(&plan, self, &staging) {
+            Ok(report) => report,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        for path in existing {
+            let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+            let removed = if is_dir {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(|e| StoreError::io(&path, e))?;
+        }
+        for path in children(&staging)? {
+            let name = path.file_name().unwrap_or_default();
+            fs::rename(&path, dir.join(name)).map_err(|e| StoreError::io(&path, e))?;
+        }
+        fs::remove_dir(&staging).map_err(|e| StoreError::io(&staging, e))?;
+        Ok(report)
     }
+}
+
+/// The entries of a directory, as paths.
+fn children(dir: &Path) -> Result<Vec<PathBuf>> {
+    fs::read_dir(dir)
+        .and_then(|it| it.map(|e| e.map(|e| e.path())).collect())
+        .map_err(|e| StoreError::io(dir, e))
 }
 
 /// One entry to write, at its path relative to the target.
 struct Item<'a> {
     rel: PathBuf,
     node: &'a Node,
+    /// The path as the store names it (root and path), for errors.
+    what: String,
 }
 
 /// Checks the tree at T and orders it for writing: parents before children.
@@ -173,6 +191,7 @@ fn plan<'a>(tree: &'a Tree, reader: &StoreReader) -> Result<Vec<Item<'a>>> {
         items.push(Item {
             rel,
             node: &entry.node,
+            what: what(),
         });
     }
     Ok(items)
@@ -220,8 +239,7 @@ fn write_plan(plan: &[Item<'_>], reader: &StoreReader, base: &Path) -> Result<Ex
                     .custom_flags(nix::libc::O_NOFOLLOW)
                     .open(&target)
                     .map_err(|e| StoreError::io(&target, e))?;
-                let what = target.display().to_string();
-                report.bytes += reader.write_content(chunks, &mut file, &what)?;
+                report.bytes += reader.write_content(chunks, &mut file, &item.what)?;
                 drop(file);
                 fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode))
                     .map_err(|e| StoreError::io(&target, e))?;

@@ -109,21 +109,34 @@ pub enum End {
     TornTail { at: u64, bytes: u64 },
 }
 
-/// One frame read by [`scan`]: where its payload starts, and the payload.
+/// One frame read by [`scan`]: where its payload starts, its length, and the payload (or its
+/// first bytes, under [`Check::HeadsOnly`]).
 pub struct Frame {
     pub offset: u64,
+    pub len: u32,
     pub payload: Vec<u8>,
 }
 
+/// How much of each frame [`scan`] reads and checks.
+pub enum Check<'a> {
+    /// Every payload, every checksum; a bad frame before the end is an error.
+    Strict,
+    /// Every payload, every checksum; a frame whose checksum fails (but whose length fits) is
+    /// pushed here and skipped, so one flipped byte costs one chunk, not a whole pack.
+    SkipBad(&'a mut Vec<StoreError>),
+    /// Only the first N bytes of each payload (what an index needs), and the checksum of the
+    /// last frame only (to find a torn tail): opening a large store does not read all of it.
+    /// Content is checked when read (chunks carry their BLAKE3 id) and by `verify`.
+    HeadsOnly(usize),
+}
+
 /// Reads every frame after the header, calling `visit` for each. Stops at a torn tail (reported
-/// in the result); a bad frame followed by more data is corruption, an error, unless `skipped`
-/// is given: then a frame whose checksum fails (but whose length fits) is pushed there and
-/// skipped, so one flipped byte costs one chunk, not a whole pack.
+/// in the result); a bad frame followed by more data is corruption (see [`Check`]).
 pub fn scan(
     file: &mut File,
     path: &Path,
     kind: FileKind,
-    mut skipped: Option<&mut Vec<StoreError>>,
+    mut check: Check<'_>,
     mut visit: impl FnMut(Frame) -> Result<()>,
 ) -> Result<End> {
     let file_len = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
@@ -164,28 +177,39 @@ pub fn scan(
             // Claims more than the file holds: an append cut short.
             return Ok(torn);
         }
-        let mut payload = vec![0u8; len as usize];
+        let next = pos + FRAME_HEADER_LEN + u64::from(len);
+        let last = next == file_len;
+        let read_len = match check {
+            Check::HeadsOnly(n) if !last => n.min(len as usize),
+            _ => len as usize,
+        };
+        let mut payload = vec![0u8; read_len];
         reader
             .read_exact(&mut payload)
             .map_err(|e| StoreError::io(path, e))?;
-        if crc(len, &payload) != want_crc {
-            if pos + FRAME_HEADER_LEN + u64::from(len) == file_len {
+        if read_len < len as usize {
+            reader
+                .seek_relative(i64::from(len) - read_len as i64)
+                .map_err(|e| StoreError::io(path, e))?;
+        } else if crc(len, &payload) != want_crc {
+            if last {
                 // The last frame, complete in length but not in content: a torn append.
                 return Ok(torn);
             }
             let err = StoreError::corrupt(path, pos, "frame checksum mismatch");
-            match skipped.as_deref_mut() {
-                Some(list) => list.push(err),
-                None => return Err(err),
+            match &mut check {
+                Check::SkipBad(list) => list.push(err),
+                _ => return Err(err),
             }
-            pos += FRAME_HEADER_LEN + u64::from(len);
+            pos = next;
             continue;
         }
         visit(Frame {
             offset: pos + FRAME_HEADER_LEN,
+            len,
             payload,
         })?;
-        pos += FRAME_HEADER_LEN + u64::from(len);
+        pos = next;
     }
     Ok(End::Clean)
 }

@@ -5,7 +5,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, StoreError};
-use crate::frame::{self, End, FileKind};
+use crate::frame::{self, Check, End, FileKind};
 use crate::pack::{sync_dir, write_atomically};
 use crate::record::Record;
 
@@ -15,7 +15,7 @@ pub const LOG_NAME: &str = "log";
 pub fn read_all(file: &mut File, path: &Path) -> Result<(Vec<Record>, End)> {
     frame::check_header(file, path, FileKind::Log)?;
     let mut records = Vec::new();
-    let end = frame::scan(file, path, FileKind::Log, None, |f| {
+    let end = frame::scan(file, path, FileKind::Log, Check::Strict, |f| {
         let at = |reason: &str| StoreError::corrupt(path, f.offset, reason);
         records.push(Record::decode(&f.payload, &at)?);
         Ok(())

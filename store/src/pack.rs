@@ -6,17 +6,21 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::error::{Result, StoreError};
-use crate::frame::{self, End, FileKind, FRAME_HEADER_LEN};
+use crate::frame::{self, Check, End, FileKind, FRAME_HEADER_LEN};
 use crate::record::Hash;
 
 /// A pack takes appends until it reaches this size.
 pub const PACK_TARGET: u64 = 64 << 20;
 /// The largest chunk accepted (the chunker's maximum is below it).
 pub const MAX_CHUNK: u32 = 1 << 20;
+/// A chunk frame's payload starts with its id, raw length and codec.
+const CHUNK_HEAD_LEN: usize = 37;
 const CODEC_RAW: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 const ZSTD_LEVEL: i32 = 3;
@@ -40,6 +44,17 @@ pub struct Packs {
     pub bad: Vec<StoreError>,
     /// The pack taking appends (writers only).
     current: Option<(u32, File)>,
+    /// Packs opened for reading chunks, kept open.
+    readers: Mutex<HashMap<u32, File>>,
+}
+
+/// How much of the packs [`Packs::open`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// Each chunk's header only (and the last frame whole): quick; content is checked on read.
+    Heads,
+    /// Every byte and checksum; chunk frames that fail go to [`Packs::bad`] (for verify).
+    Full,
 }
 
 pub fn pack_path(dir: &Path, number: u32) -> PathBuf {
@@ -48,21 +63,22 @@ pub fn pack_path(dir: &Path, number: u32) -> PathBuf {
 
 impl Packs {
     /// Scans every pack under `dir`. A writer truncates a torn tail; a reader ignores it.
-    pub fn open(dir: &Path, writable: bool) -> Result<Self> {
+    pub fn open(dir: &Path, writable: bool, scan: Scan) -> Result<Self> {
         let mut packs = Self {
             dir: dir.to_path_buf(),
             index: HashMap::new(),
             sizes: HashMap::new(),
             bad: Vec::new(),
             current: None,
+            readers: Mutex::new(HashMap::new()),
         };
         for number in list(dir)? {
-            packs.scan_one(number, writable)?;
+            packs.scan_one(number, writable, scan)?;
         }
         Ok(packs)
     }
 
-    fn scan_one(&mut self, number: u32, writable: bool) -> Result<()> {
+    fn scan_one(&mut self, number: u32, writable: bool, scan: Scan) -> Result<()> {
         let path = pack_path(&self.dir, number);
         let mut file = OpenOptions::new()
             .read(true)
@@ -71,13 +87,17 @@ impl Packs {
             .map_err(|e| StoreError::io(&path, e))?;
         frame::check_header(&mut file, &path, FileKind::Pack)?;
         let index = &mut self.index;
-        let end = frame::scan(&mut file, &path, FileKind::Pack, Some(&mut self.bad), |f| {
+        let check = match scan {
+            Scan::Heads => Check::HeadsOnly(CHUNK_HEAD_LEN),
+            Scan::Full => Check::SkipBad(&mut self.bad),
+        };
+        let end = frame::scan(&mut file, &path, FileKind::Pack, check, |f| {
             let (hash, _, _) = parse_head(&f.payload)
                 .ok_or_else(|| StoreError::corrupt(&path, f.offset, "chunk header cut short"))?;
             index.entry(hash).or_insert(ChunkLoc {
                 pack: number,
                 offset: f.offset,
-                stored_len: f.payload.len() as u32,
+                stored_len: f.len,
             });
             Ok(())
         })?;
@@ -193,10 +213,17 @@ impl Packs {
             .ok_or_else(|| StoreError::MissingChunk { hash: hex(hash) })?;
         let path = pack_path(&self.dir, loc.pack);
         let mut payload = vec![0u8; loc.stored_len as usize];
-        let mut file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
-        file.seek(SeekFrom::Start(loc.offset))
-            .and_then(|_| file.read_exact(&mut payload))
-            .map_err(|e| StoreError::io(&path, e))?;
+        {
+            let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+            let file = match readers.entry(loc.pack) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(File::open(&path).map_err(|e| StoreError::io(&path, e))?)
+                }
+            };
+            file.read_exact_at(&mut payload, loc.offset)
+                .map_err(|e| StoreError::io(&path, e))?;
+        }
         decode_chunk(&payload, hash)
             .map_err(|reason| StoreError::corrupt(&path, loc.offset, reason))
     }
@@ -207,20 +234,30 @@ impl Packs {
         if self.current.as_ref().is_some_and(|(n, _)| *n == number) {
             self.current = None;
         }
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&number);
         let old_size = self.sizes.get(&number).copied().unwrap_or(0);
         let path = pack_path(&self.dir, number);
         let tmp = path.with_extension("pack.tmp");
         let mut kept: Vec<(Hash, Vec<u8>)> = Vec::new();
         let mut file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
         let mut skipped = Vec::new();
-        frame::scan(&mut file, &path, FileKind::Pack, Some(&mut skipped), |f| {
-            if let Some((hash, _, _)) = parse_head(&f.payload) {
-                if keep(&hash) && self.index.get(&hash).is_some_and(|l| l.pack == number) {
-                    kept.push((hash, f.payload));
+        frame::scan(
+            &mut file,
+            &path,
+            FileKind::Pack,
+            Check::SkipBad(&mut skipped),
+            |f| {
+                if let Some((hash, _, _)) = parse_head(&f.payload) {
+                    if keep(&hash) && self.index.get(&hash).is_some_and(|l| l.pack == number) {
+                        kept.push((hash, f.payload));
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         let hashes_here: Vec<Hash> = self
             .index
             .iter()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, StoreError};
 use crate::frame::End;
 use crate::log::{read_all, LOG_NAME};
-use crate::pack::{self, Packs};
+use crate::pack::{self, Packs, Scan};
 use crate::path::is_within;
 use crate::record::{Change, ChunkRef, Record};
 use crate::tree::{Node, Tree};
@@ -78,7 +78,7 @@ impl StoreReader {
             _ => StoreError::io(&log_path, e),
         })?;
         let (records, end) = read_all(&mut file, &log_path)?;
-        let packs = Packs::open(&dir.join("packs"), false)?;
+        let packs = Packs::open(&dir.join("packs"), false, Scan::Heads)?;
         for bad in &packs.bad {
             log::warn!("store: {bad} (that chunk is lost; run diffkeeper verify)");
         }
@@ -204,7 +204,21 @@ impl StoreReader {
     ) -> Result<u64> {
         let mut total = 0u64;
         for chunk in chunks {
-            let data = self.packs.read(&chunk.hash)?;
+            let data = self.packs.read(&chunk.hash).map_err(|e| match e {
+                StoreError::Corrupt {
+                    path,
+                    offset,
+                    reason,
+                } => StoreError::Corrupt {
+                    path,
+                    offset,
+                    reason: format!("{reason}; it belongs to {what}"),
+                },
+                StoreError::MissingChunk { hash } => StoreError::MissingChunk {
+                    hash: format!("{hash} (of {what})"),
+                },
+                other => other,
+            })?;
             if data.len() != chunk.len as usize {
                 return Err(StoreError::corrupt(
                     self.dir.join("packs"),
@@ -212,7 +226,8 @@ impl StoreReader {
                     format!("a chunk of {what} has the wrong length"),
                 ));
             }
-            out.write_all(&data).map_err(|e| StoreError::io(what, e))?;
+            out.write_all(&data)
+                .map_err(|e| StoreError::io(format!("writing {what}"), e))?;
             total += data.len() as u64;
         }
         Ok(total)
@@ -272,7 +287,7 @@ impl StoreReader {
         };
         report.records = records.len() as u64;
         let packs_dir = dir.join("packs");
-        let packs = Packs::open(&packs_dir, false);
+        let packs = Packs::open(&packs_dir, false, Scan::Full);
         let packs = match packs {
             Ok(p) => p,
             Err(e @ StoreError::NewerFormat { .. }) => return Err(e),

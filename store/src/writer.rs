@@ -10,7 +10,7 @@ use nix::fcntl::{Flock, FlockArg};
 use crate::chunker;
 use crate::error::{Result, StoreError};
 use crate::log::LogWriter;
-use crate::pack::Packs;
+use crate::pack::{Packs, Scan};
 use crate::path::{check_rel, check_root};
 use crate::prune::{self, PruneReport};
 use crate::record::{Change, Meta, Record};
@@ -87,7 +87,11 @@ impl Store {
             }
         })?;
         let (log, records) = LogWriter::open(dir)?;
-        let packs = Packs::open(&packs_dir, true)?;
+        let packs = Packs::open(&packs_dir, true, Scan::Heads)?;
+        for bad in &packs.bad {
+            // The chunk is lost; recording the same content again writes it anew.
+            log::warn!("store: {bad} (skipped; run diffkeeper verify)");
+        }
         let tree = Tree::replay(
             records.iter().enumerate().map(|(i, r)| (i as u64, r)),
             u64::MAX,
@@ -107,7 +111,9 @@ impl Store {
 }
 
 /// Appends changes to a store. Every call either records its change whole or returns an error
-/// having recorded nothing of it.
+/// having recorded nothing of it, with one exception: when the periodic sync that follows a
+/// recorded change fails, the error is returned although the change was appended (it is
+/// recorded, not yet durable; recording it again is harmless, an unchanged file records nothing).
 pub struct StoreWriter {
     dir: PathBuf,
     opts: StoreOptions,
@@ -139,6 +145,7 @@ impl StoreWriter {
     ) -> Result<PutOutcome> {
         check_root(root)?;
         check_rel(path)?;
+        self.check_parents(root, path)?;
         let mut outcome = PutOutcome::default();
         let mut chunks = Vec::new();
         let packs = &mut self.packs;
@@ -290,6 +297,14 @@ impl StoreWriter {
     ) -> Result<PutOutcome> {
         check_root(root)?;
         check_rel(path)?;
+        let creates = match &change {
+            Change::Rename { to } => Some(to.as_slice()),
+            Change::Delete | Change::Attrib { .. } => None,
+            _ => Some(path),
+        };
+        if let Some(created) = creates {
+            self.check_parents(root, created)?;
+        }
         let bytes_written = self.record(ts, root, path, change)?;
         let pruned = self.after_put()?;
         Ok(PutOutcome {
@@ -297,6 +312,27 @@ impl StoreWriter {
             pruned,
             ..PutOutcome::default()
         })
+    }
+
+    /// Refuses an entry below something the store holds as a file or symlink: the state would
+    /// be one no file system can have (and export refuses it). Record the directory first.
+    fn check_parents(&self, root: &str, path: &[u8]) -> Result<()> {
+        let mut up = crate::path::parent(path);
+        while let Some(parent) = up {
+            if let Some(entry) = self.tree.get(root, parent) {
+                if !matches!(entry.node, Node::Dir { .. }) {
+                    return Err(StoreError::BadPath {
+                        path: path.to_vec(),
+                        reason: match entry.node {
+                            Node::Symlink { .. } => "its parent is recorded as a symlink; record the directory that replaced it first",
+                            _ => "its parent is recorded as a file; record the directory that replaced it first",
+                        },
+                    });
+                }
+            }
+            up = crate::path::parent(parent);
+        }
+        Ok(())
     }
 
     /// Appends one record and applies it to the newest state.
@@ -324,8 +360,17 @@ impl StoreWriter {
             return Ok(None);
         }
         self.sync()?;
-        let report = prune::prune(&self.dir, &mut self.log, &mut self.packs, &self.tree, max)?;
-        Ok(Some(report))
+        // The change is recorded already: a failed prune must not report it as lost.
+        match prune::prune(&self.dir, &mut self.log, &mut self.packs, &self.tree, max) {
+            Ok(report) => Ok(Some(report)),
+            Err(e) => {
+                log::warn!(
+                    "store: {}: pruning to {max} bytes failed: {e}; retried after the next change",
+                    self.dir.display()
+                );
+                Ok(None)
+            }
+        }
     }
 
     /// Syncs when the sync interval has passed since the last sync.

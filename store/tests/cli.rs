@@ -197,3 +197,32 @@ fn usage_errors_exit_2_and_a_newer_store_exits_1() {
     let out = run(&["verify", "--store", s]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn a_reader_closing_the_pipe_early_is_not_an_error() {
+    let tmp = tempdir();
+    let mut w = Store::create_or_open(tmp.path(), StoreOptions::default()).unwrap();
+    let big = noise(5, 4 << 20);
+    w.put_file(
+        SystemTime::now(),
+        ROOT,
+        b"big",
+        &Meta::default(),
+        &mut &big[..],
+    )
+    .unwrap();
+    drop(w);
+    let mut child = Command::new(bin())
+        .args(["cat", "--store", tmp.path().to_str().unwrap(), "big"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(first, big[..10]);
+    drop(child.stdout.take()); // as `| head -c 10` does
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}

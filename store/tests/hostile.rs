@@ -210,6 +210,16 @@ fn a_flipped_byte_in_a_chunk_is_named_and_refused() {
     let err = reader.export(u64::MAX, &out).unwrap_err();
     assert!(err.to_string().contains("/state/a"), "{err}");
     assert!(!out.exists());
+    // A restore finds the damage only while writing: it is staged, so the target stays empty.
+    let target = tmp.path().join("target");
+    fs::create_dir(&target).unwrap();
+    let err = reader.restore_into(u64::MAX, &target, false).unwrap_err();
+    assert!(err.to_string().contains("/state/a"), "{err}");
+    assert_eq!(
+        fs::read_dir(&target).unwrap().count(),
+        0,
+        "restore left a partial tree"
+    );
     // The untouched file still reads.
     let mut got = Vec::new();
     reader.cat(b"b", u64::MAX, &mut got).unwrap();
@@ -300,4 +310,43 @@ fn a_writer_refuses_a_log_corrupt_in_the_middle() {
         bytes,
         "the writer changed a corrupt log"
     );
+}
+
+#[test]
+fn a_torn_tail_is_cut_by_the_next_writer() {
+    let tmp = tempdir();
+    good_store(tmp.path());
+    // What a crash mid-append leaves: a frame header claiming more than was written.
+    for file in ["log", "packs/00000001.pack"] {
+        let path = tmp.path().join(file);
+        let mut bytes = fs::read(&path).unwrap();
+        let whole = frame(&noise(3, 5000));
+        bytes.extend_from_slice(&whole[..1000]);
+        fs::write(&path, &bytes).unwrap();
+    }
+    assert_eq!(StoreReader::verify(tmp.path()).unwrap().torn_tails.len(), 2);
+    let mut w = Store::create_or_open(tmp.path(), StoreOptions::default()).unwrap();
+    let meta = Meta {
+        mode: 0o644,
+        ..Meta::default()
+    };
+    w.put_file(
+        SystemTime::now(),
+        ROOT,
+        b"c",
+        &meta,
+        &mut &noise(4, 70_000)[..],
+    )
+    .unwrap();
+    drop(w);
+    let report = StoreReader::verify(tmp.path()).unwrap();
+    assert!(
+        report.problems.is_empty() && report.torn_tails.is_empty(),
+        "{report:?}"
+    );
+    let reader = StoreReader::open(tmp.path()).unwrap();
+    assert_eq!(reader.records().len(), 3);
+    let mut got = Vec::new();
+    reader.cat(b"c", u64::MAX, &mut got).unwrap();
+    assert_eq!(got, noise(4, 70_000));
 }

@@ -236,3 +236,122 @@ fn max_bytes_prunes_old_versions_but_never_the_newest() {
     assert!(err.to_string().contains("pruned"), "{err}");
     assert!(StoreReader::verify(tmp.path()).unwrap().problems.is_empty());
 }
+
+#[test]
+fn attrib_changes_mode_and_owner_of_every_hard_link_and_keeps_content() {
+    let tmp = tempdir();
+    let store_dir = tmp.path().join("store");
+    let mut w = Store::create_or_open(&store_dir, StoreOptions::default()).unwrap();
+    let now = SystemTime::now;
+    let meta = diffkeeper_store::Meta {
+        mode: 0o644,
+        uid: 10,
+        gid: 10,
+        size: 0,
+        mtime_ns: 5_000_000_000,
+    };
+    w.put_file(now(), ROOT, b"a", &meta, &mut &b"content"[..])
+        .unwrap();
+    w.put_hardlink(now(), ROOT, b"b", b"a").unwrap();
+    w.put_dir(
+        now(),
+        ROOT,
+        b"d",
+        &diffkeeper_store::Meta {
+            mode: 0o755,
+            ..meta
+        },
+    )
+    .unwrap();
+    let t0 = mark();
+    let changed = diffkeeper_store::Meta {
+        mode: 0o600,
+        uid: 20,
+        gid: 30,
+        size: 999,
+        mtime_ns: 6_000_000_000,
+    };
+    w.attrib(now(), ROOT, b"b", &changed).unwrap();
+    w.attrib(
+        now(),
+        ROOT,
+        b"d",
+        &diffkeeper_store::Meta {
+            mode: 0o700,
+            ..changed
+        },
+    )
+    .unwrap();
+    drop(w);
+    let reader = StoreReader::open(&store_dir).unwrap();
+    let out = tmp.path().join("out");
+    reader.export(u64::MAX, &out).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    for name in ["a", "b"] {
+        let md = fs::metadata(out.join(name)).unwrap();
+        assert_eq!(
+            (md.mode() & 0o7777, md.uid(), md.gid(), md.mtime()),
+            (0o600, 20, 30, 6),
+            "{name}"
+        );
+        assert_eq!(
+            fs::read(out.join(name)).unwrap(),
+            b"content",
+            "{name}: size kept from content"
+        );
+        assert_eq!(md.nlink(), 2);
+    }
+    assert_eq!(fs::metadata(out.join("d")).unwrap().mode() & 0o7777, 0o700);
+    let before = tmp.path().join("before");
+    reader.export(t0, &before).unwrap();
+    assert_eq!(
+        fs::metadata(before.join("a")).unwrap().mode() & 0o7777,
+        0o644
+    );
+    let diff = reader.diff(t0, u64::MAX);
+    assert_eq!(diff.len(), 3, "{diff:?}");
+    assert!(
+        diff.iter()
+            .all(|d| d.kind == diffkeeper_store::DiffKind::Attributes),
+        "{diff:?}"
+    );
+}
+
+#[test]
+fn an_entry_below_a_recorded_file_or_symlink_is_refused_until_the_directory_is_recorded() {
+    let tmp = tempdir();
+    let mut w = Store::create_or_open(tmp.path(), StoreOptions::default()).unwrap();
+    let now = SystemTime::now;
+    let meta = diffkeeper_store::Meta {
+        mode: 0o755,
+        ..Default::default()
+    };
+    w.put_symlink(now(), ROOT, b"a", &meta, b"/etc").unwrap();
+    w.put_file(now(), ROOT, b"f", &meta, &mut &b"x"[..])
+        .unwrap();
+    let err = w
+        .put_file(now(), ROOT, b"a/b", &meta, &mut &b"x"[..])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("parent is recorded as a symlink"),
+        "{err}"
+    );
+    let err = w.put_dir(now(), ROOT, b"f/sub", &meta).unwrap_err();
+    assert!(
+        err.to_string().contains("parent is recorded as a file"),
+        "{err}"
+    );
+    let err = w.rename(now(), ROOT, b"f", b"a/f").unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
+    // Once the directory that replaced the symlink is recorded, its children are accepted.
+    w.put_dir(now(), ROOT, b"a", &meta).unwrap();
+    w.put_file(now(), ROOT, b"a/b", &meta, &mut &b"x"[..])
+        .unwrap();
+    drop(w);
+    let out = tmp.path().join("out");
+    StoreReader::open(tmp.path())
+        .unwrap()
+        .export(u64::MAX, &out)
+        .unwrap();
+    assert!(out.join("a").is_dir() && out.join("a/b").is_file());
+}

@@ -91,7 +91,7 @@ for m in d["manifests"]:
     check(f"{p}: config says {p}", m["config_platform"] == p, m["config_platform"])
     check(f"{p}: default user 65532", m["user"] == "65532:65532", m["user"])
     check(f"{p}: OCI version label", m["labels"].get("org.opencontainers.image.version") == version, m["labels"])
-    for b in ("diffkeeper-init", "diffkeeper-sidecar"):
+    for b in ("diffkeeper-init", "diffkeeper-sidecar", "diffkeeper"):
         elf = m["elf"].get(f"usr/local/bin/{b}")
         check(f"{p}: {b} is a static {machine.get(p)} ELF", elf == {"machine": machine.get(p), "static": True}, elf)
     check(f"{p}: cache dir present", "var/cache/diffkeeper/btf/" in m["files"], m["files"])

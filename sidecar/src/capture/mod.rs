@@ -67,6 +67,9 @@ pub struct CaptureStats {
     pub store_full: AtomicU64,
     /// Set by the journal when it dropped a job; the capture thread rescans and clears it.
     overflowed: AtomicBool,
+    /// Set by the journal after a gap line (changes the backend lost); the capture thread
+    /// rescans and clears it.
+    gap_rescan: AtomicBool,
 }
 
 impl CaptureStats {
@@ -97,6 +100,9 @@ impl CaptureStats {
     fn take_overflow(&self) -> bool {
         self.overflowed.swap(false, Ordering::AcqRel)
     }
+    fn take_gap_rescan(&self) -> bool {
+        self.gap_rescan.swap(false, Ordering::AcqRel)
+    }
 
     /// Changes handed to the capture thread and not yet handled, plus paths put off.
     pub fn backlog(&self) -> u64 {
@@ -117,6 +123,14 @@ pub struct Feed {
 }
 
 impl Feed {
+    /// The journal wrote a gap: the backend lost changes, so capture rescans the watched
+    /// directories (the gap's repair lines are fed as changes too, but a gap repaired only
+    /// partly, or not at all once the repair index is over its limit, would leave content
+    /// behind).
+    pub fn rescan(&self) {
+        self.stats.gap_rescan.store(true, Ordering::Release);
+    }
+
     /// Queues `change` for capture without waiting; a full queue returns the note to journal.
     pub fn offer(&mut self, change: &Change) -> Option<Note> {
         let job = Job {
@@ -148,6 +162,31 @@ impl Feed {
             }
             Err(TrySendError::Disconnected(_)) => None,
         }
+    }
+}
+
+/// A feed without a store, for the journal's tests: the job queue's far end, the note sender,
+/// and the counters (to see a rescan asked for).
+#[cfg(test)]
+pub(crate) fn test_feed(
+    capacity: usize,
+) -> (Feed, Receiver<Job>, note::NoteSender, Arc<CaptureStats>) {
+    let stats = Arc::new(CaptureStats::default());
+    let (jobs_tx, jobs) = mpsc::sync_channel(capacity);
+    let (note_tx, notes) = mpsc::channel();
+    let feed = Feed {
+        jobs: jobs_tx,
+        stats: stats.clone(),
+        notes,
+        dropping: false,
+    };
+    (feed, jobs, note_tx, stats)
+}
+
+#[cfg(test)]
+impl CaptureStats {
+    pub(crate) fn rescan_asked(&self) -> bool {
+        self.gap_rescan.load(Ordering::Acquire)
     }
 }
 

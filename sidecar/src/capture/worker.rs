@@ -160,8 +160,12 @@ impl Worker {
             }
             return;
         }
-        if self.stats.take_overflow() {
+        let overflowed = self.stats.take_overflow();
+        // After a journal gap the gap line says the loss: the rescan needs no note of its own.
+        if self.stats.take_gap_rescan() || overflowed {
             self.rescan();
+        }
+        if overflowed {
             tell(
                 &self.notes,
                 Note::new(
@@ -191,6 +195,9 @@ impl Worker {
     fn finish(mut self) {
         if self.halt.is_some() {
             self.resume();
+        } else if self.stats.take_overflow() | self.stats.take_gap_rescan() {
+            // Lost at stop (queue full, or the journal's last gap): recorded before the sync.
+            self.rescan();
         }
         let deferred: Vec<String> = self.deferred.drain().map(|(path, _)| path).collect();
         for path in deferred {

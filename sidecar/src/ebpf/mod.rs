@@ -33,6 +33,7 @@ mod load;
 mod mode;
 mod names;
 mod reader;
+mod reorder;
 mod roots;
 mod session;
 mod source;

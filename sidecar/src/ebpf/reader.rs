@@ -22,11 +22,16 @@ use super::kretprobe::MissWatch;
 use super::load::explain;
 use super::names::{self, Unplaced};
 use super::source::EventSource;
-use crate::change::{Backend, Change, ChangeSink, Delivery, Family, Op, STOP_GRACE};
+use crate::change::{
+    Backend, Change, ChangeSink, Delivery, Family, Gap, GapReason, Op, STOP_GRACE,
+};
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
 const POLL_MS: u16 = 10;
+/// Until the start-up canary is back, poll(2) times out this soon instead: its few events never
+/// wake the reader, and start -> ready waits on them (half of [`POLL_MS`] on average otherwise).
+const CANARY_POLL_MS: u16 = 1;
 /// How often the lost-event count and the wall-clock offset are re-read.
 const REFRESH: Duration = Duration::from_millis(250);
 
@@ -40,6 +45,8 @@ pub struct Reader {
     pub lost: Arc<AtomicU64>,
     /// The kernel side's `dk_stats`: changes it did not report on purpose, by [`Stat`].
     pub unreported: Arc<Unreported>,
+    /// Set until [`Reader::canary_back`]: the reader polls every [`CANARY_POLL_MS`].
+    awaiting_canary: Arc<AtomicBool>,
 }
 
 /// Changes seen but not journaled because they could not be named truly: the kernel side's
@@ -117,6 +124,7 @@ impl Reader {
                 .map_err(|e| explain("opening the dk_stats counters", &e))?;
         let (canary_tx, canary) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
+        let awaiting_canary = Arc::new(AtomicBool::new(true));
         let lost = Arc::new(AtomicU64::new(0));
         let unreported = Arc::new(Unreported::default());
         let (admission, held) = Admission::new(family);
@@ -136,6 +144,7 @@ impl Reader {
         let thread = {
             let lost = lost.clone();
             let unreported = unreported.clone();
+            let awaiting_canary = awaiting_canary.clone();
             let counters = Counters {
                 lost_map,
                 stats_map,
@@ -145,7 +154,7 @@ impl Reader {
             };
             std::thread::Builder::new()
                 .name("ebpf-events".into())
-                .spawn(move || run(source, counters, routing))
+                .spawn(move || run(source, counters, routing, &awaiting_canary))
                 .map_err(|source| {
                     let cause = Cause::Syscall {
                         call: "clone",
@@ -161,6 +170,7 @@ impl Reader {
             admission,
             lost,
             unreported,
+            awaiting_canary,
         })
     }
 
@@ -168,6 +178,11 @@ impl Reader {
     /// those held so far. A reader never admitted discards them when it stops.
     pub fn admit(&self) {
         self.admission.admit();
+    }
+
+    /// The canary passed: from now on the reader polls at its normal pace.
+    pub fn canary_back(&self) {
+        self.awaiting_canary.store(false, Ordering::Relaxed);
     }
 
     /// Drains what is left and ends the thread (dropping the reader does the same).
@@ -229,7 +244,12 @@ impl Counters {
     }
 }
 
-fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
+fn run(
+    mut source: EventSource,
+    mut counters: Counters,
+    mut routing: Routing,
+    awaiting_canary: &AtomicBool,
+) {
     let Counters {
         ref lost_map,
         ref lost,
@@ -237,17 +257,23 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
     } = counters;
     let mut refreshed = Instant::now();
     let mut reported_lost = 0;
+    let mut reported_missed = 0;
     loop {
         let stopping = routing.stopping();
         if !stopping {
-            if let Err(e) = source.wait(POLL_MS) {
+            let timeout = if awaiting_canary.load(Ordering::Relaxed) {
+                CANARY_POLL_MS
+            } else {
+                POLL_MS
+            };
+            if let Err(e) = source.wait(timeout) {
                 if e != nix::errno::Errno::EINTR {
                     log::error!("[eBPF] poll on the event buffers failed: {e}");
                     std::thread::sleep(Duration::from_millis(u64::from(POLL_MS)));
                 }
             }
         }
-        source.drain(|record| routing.route(record));
+        source.drain(stopping, |record| routing.route(record));
         routing.release_held();
         if stopping || refreshed.elapsed() >= REFRESH {
             // Counted by the programs whenever an output fails (ring or perf buffer full).
@@ -261,11 +287,21 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
                      the journal missed changes; raise --ringbuf-bytes",
                     total - reported_lost
                 );
+                routing.report_gap(GapReason::RingBufferFull, total - reported_lost);
                 reported_lost = total;
             }
             counters.refresh_unreported();
             if let Some(misses) = &mut counters.misses {
                 misses.refresh();
+            }
+            // The kernel side's count and tracefs' count see the same misses: the larger one.
+            let missed = counters
+                .unreported
+                .get(Stat::MissedReturn)
+                .max(counters.misses.as_ref().map_or(0, MissWatch::missed));
+            if missed > reported_missed {
+                routing.report_gap(GapReason::KretprobeMissed, missed - reported_missed);
+                reported_missed = missed;
             }
             routing.clock.refresh();
             refreshed = Instant::now();
@@ -292,8 +328,13 @@ impl Routing {
             let _ = self.canary.send(event);
             return;
         }
+        let unplaced_before = self.unreported.unplaced_names();
         if let Some(change) = self.to_change(event) {
             self.deliver(change);
+        } else if self.unreported.unplaced_names() > unplaced_before {
+            // A file came to exist that cannot be named from the event: a gap here, repaired
+            // by a rescan (which names it from the file system).
+            self.report_gap(GapReason::UnplacedName, 1);
         }
     }
 
@@ -312,6 +353,19 @@ impl Routing {
         held.release(|change| delivery.deliver(change));
     }
 
+    /// Changes were lost in the kernel since the last refresh: a gap in every root (the kernel
+    /// cannot say whose events it dropped), placed after everything read so far.
+    fn report_gap(&mut self, reason: GapReason, lost: u64) {
+        let gap = Gap {
+            ts: std::time::SystemTime::now(),
+            backend: self.backend,
+            roots: self.roots.clone(),
+            reason,
+            lost: Some(lost),
+        };
+        self.delivery.report_gap(gap);
+    }
+
     fn report_dropped(&self) {
         if self.delivery.dropped() > 0 {
             log::warn!(
@@ -323,27 +377,29 @@ impl Routing {
         }
     }
 
-    /// `root/relative` in one allocation (this runs for every event at full write rate).
-    fn absolute(&self, end: Option<(u32, String)>) -> Option<String> {
+    /// `root/relative` in one allocation, the event's own string only read (this runs for every
+    /// event at full write rate).
+    fn absolute(&self, end: Option<&(u32, String)>) -> Option<String> {
         let (id, relative) = end?;
+        let id = *id;
         let root = self.roots.get(id as usize)?.trim_end_matches('/');
         let mut path = String::with_capacity(root.len() + 1 + relative.len());
         path.push_str(root);
         path.push('/');
-        path.push_str(&relative);
+        path.push_str(relative);
         Some(path)
     }
 
     fn to_change(&self, event: Event) -> Option<Change> {
         let path = match &event.name {
-            None => self.absolute(event.path.clone()),
+            None => self.absolute(event.path.as_ref()),
             Some(name) => self.new_name(&event, name),
         };
-        let from = self.absolute(event.from);
+        let from = self.absolute(event.from.as_ref());
         let (op, path, from) = match (event.op, path, from) {
             (Op::Write, Some(p), _) => (Op::Write, p, None),
             (Op::Create, Some(p), _) => (Op::Create, p, None),
-            (Op::Delete, Some(p), _) => (Op::Delete, p, None),
+            (op @ (Op::Delete | Op::Mkdir | Op::Rmdir | Op::Attrib), Some(p), _) => (op, p, None),
             (Op::Rename, Some(p), Some(f)) => (Op::Rename, p, Some(f)),
             // Moved in from outside the watched roots: a new file here.
             (Op::Rename, Some(p), None) => (Op::Create, p, None),
@@ -368,7 +424,7 @@ impl Routing {
     /// placed, or counted and logged (never journaled under a guessed path). When the kernel
     /// could not send the name whole, the directory's path, ending in `/`, flagged `truncated`.
     fn new_name(&self, event: &Event, name: &str) -> Option<String> {
-        let mut dir = self.absolute(event.path.clone())?;
+        let mut dir = self.absolute(event.path.as_ref())?;
         if event.truncated {
             if !dir.ends_with('/') {
                 dir.push('/');
@@ -404,7 +460,7 @@ impl Routing {
 mod tests {
     use super::*;
 
-    fn routing() -> (Routing, Receiver<Change>, Receiver<Event>) {
+    fn routing() -> (Routing, crate::change::ChangeQueue, Receiver<Event>) {
         let (routing, changes, canaries, _stop) = routing_with_queue(crate::change::QUEUE_CAPACITY);
         (routing, changes, canaries)
     }
@@ -412,7 +468,12 @@ mod tests {
     /// The routing, the journal's end of its queue, the canary events, and its stop flag.
     fn routing_with_queue(
         capacity: usize,
-    ) -> (Routing, Receiver<Change>, Receiver<Event>, Arc<AtomicBool>) {
+    ) -> (
+        Routing,
+        crate::change::ChangeQueue,
+        Receiver<Event>,
+        Arc<AtomicBool>,
+    ) {
         let (sink, changes) = crate::change::queue(capacity);
         let (canary, canaries) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -479,19 +540,45 @@ mod tests {
     }
 
     #[test]
+    fn an_unplaced_new_name_is_a_gap_where_it_happened() {
+        let (mut r, changes, _) = routing();
+        r.dispatch(new_name("a", "c.txt", false));
+        r.dispatch(new_name("a", "../x", false));
+        r.dispatch(new_name("a", "d.txt", false));
+        let got: Vec<String> = changes
+            .rx
+            .try_iter()
+            .map(|record| match record {
+                crate::change::Record::Gap(gap) => {
+                    format!("gap {} {:?}", gap.reason.as_str(), gap.lost)
+                }
+                crate::change::Record::Change(c) => format!("{} {}", c.op.as_str(), c.path),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "create /state/a/c.txt",
+                "gap unplaced name Some(1)",
+                "create /state/a/d.txt"
+            ]
+        );
+    }
+
+    #[test]
     fn paths_join_on_any_root_including_slash() {
         let (r, _, _) = routing();
         assert_eq!(
-            r.absolute(Some((0, "a/b".into()))).as_deref(),
+            r.absolute(Some(&(0, "a/b".into()))).as_deref(),
             Some("/state/a/b")
         );
-        assert_eq!(r.absolute(Some((7, "a".into()))), None);
+        assert_eq!(r.absolute(Some(&(7, "a".into()))), None);
         let top = Routing {
             roots: vec!["/".into()],
             ..r
         };
         assert_eq!(
-            top.absolute(Some((0, "a/b".into()))).as_deref(),
+            top.absolute(Some(&(0, "a/b".into()))).as_deref(),
             Some("/a/b")
         );
     }
@@ -525,15 +612,27 @@ mod tests {
     }
 
     #[test]
+    fn directories_and_attribute_changes_are_journaled_as_their_own_ops() {
+        let (r, _, _) = routing();
+        for op in [Op::Mkdir, Op::Rmdir, Op::Attrib, Op::Delete] {
+            let c = r.to_change(event(op, Some((0, "d")), None)).unwrap();
+            assert_eq!(
+                (c.op, c.path.as_str(), c.from, c.bytes),
+                (op, "/state/d", None, None)
+            );
+        }
+    }
+
+    #[test]
     fn canary_events_never_reach_the_sink() {
         let (mut r, changes, canaries) = routing();
         let ev = event(Op::Write, Some((1, "canary")), None);
         r.dispatch(ev.clone());
         r.route(&[]); // malformed: dropped
-        assert!(changes.try_recv().is_err());
+        assert!(changes.try_iter().next().is_none());
         assert_eq!(canaries.try_recv().unwrap(), ev);
         r.dispatch(event(Op::Write, Some((0, "f")), None));
-        assert_eq!(changes.try_recv().unwrap().path, "/state/f");
+        assert_eq!(changes.try_iter().next().unwrap().path, "/state/f");
     }
 
     #[test]
@@ -542,8 +641,8 @@ mod tests {
         r.dispatch(event(Op::Write, Some((0, "first")), None));
         let journal = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            let first = changes.recv().unwrap();
-            (first, changes.recv().unwrap())
+            let first = changes.iter().next().unwrap();
+            (first, changes.iter().next().unwrap())
         });
         // Blocks until the "journal" above takes the first change: nothing is dropped.
         r.dispatch(event(Op::Write, Some((0, "second")), None));
@@ -578,7 +677,7 @@ mod tests {
             .expect("the reader came back after stop");
         let r = reader.join().unwrap();
         assert_eq!(r.delivery.dropped(), 2);
-        assert_eq!(changes.try_recv().unwrap().path, "/state/queued");
+        assert_eq!(changes.try_iter().next().unwrap().path, "/state/queued");
     }
 
     #[test]

@@ -33,42 +33,36 @@ pub const WRITER_COMM: &str = "dk-scenario";
 
 /// Whether `backend` reports the scenario step `step`. Steps are finer than journal ops so a
 /// backend can see e.g. `write(2)` but not `pwritev(2)`:
-/// `mkdir`, `create` (open with O_CREAT), `write`, `pwrite`, `writev`, `pwritev`, `rename`,
-/// `delete` (unlink), `rmdir`, `link` (a new name from link(2), linkat(2), also of an O_TMPFILE
-/// file, symlink(2) or symlinkat(2), relative to a directory descriptor or the working
-/// directory), `absolute-link` (the same with an absolute new name) and `dotdot-link` (a new
-/// name with `..`). Tracepoint mode places a new name below the directory it is relative to:
-/// an absolute one or one with `..` it counts (`unplaced_name`) instead.
+/// `mkdir`, `create` (open with O_CREAT), `write`, `pwrite`, `writev`, `pwritev`, `rename`
+/// (of a file or a directory), `delete` (unlink), `rmdir`, `chmod`, `chown`, `link` (a new name
+/// from link(2), linkat(2), also of an O_TMPFILE file, symlink(2) or symlinkat(2), relative to
+/// a directory descriptor or the working directory), `absolute-link` (the same with an
+/// absolute new name) and `dotdot-link` (a new name with `..`). Tracepoint mode places a new
+/// name below the directory it is relative to: an absolute one or one with `..` it counts
+/// (`unplaced_name`) instead.
 pub fn covers(backend: &str, step: &str) -> bool {
     match backend {
+        // Every step: IN_ATTRIB covers chmod and chown.
         "inotify" => true,
         "tracepoint" => matches!(
             step,
             "create" | "write" | "pwrite" | "writev" | "pwritev" | "link"
         ),
-        "kprobe" | "fentry" => matches!(
-            step,
-            "write"
-                | "pwrite"
-                | "writev"
-                | "pwritev"
-                | "create"
-                | "rename"
-                | "delete"
-                | "link"
-                | "absolute-link"
-                | "dotdot-link"
-        ),
+        // Every step: the VFS hooks see them all.
+        "kprobe" | "fentry" => true,
         _ => false,
     }
 }
 
-/// The journal `op` a step produces.
+/// The journal `op` a step produces (the same in every backend).
 fn journal_op(step: &str) -> &'static str {
     match step {
-        "mkdir" | "create" | "link" | "absolute-link" | "dotdot-link" => "create",
+        "create" | "link" | "absolute-link" | "dotdot-link" => "create",
+        "mkdir" => "mkdir",
+        "rmdir" => "rmdir",
         "rename" => "rename",
-        "delete" | "rmdir" => "delete",
+        "delete" => "delete",
+        "chmod" | "chown" => "attrib",
         _ => "write",
     }
 }
@@ -151,8 +145,20 @@ impl Outcome {
             "exit_code": self.exit_code,
             "stop_ms": self.stop_ms.map(|ms| ms as u64),
             "diff": self.diff,
+            "ops": self.journaled_ops(),
         });
         format!("SCENARIO {summary}")
+    }
+
+    /// The distinct `op` values of the journal, sorted: the parity check's input.
+    pub fn journaled_ops(&self) -> Vec<String> {
+        let ops: std::collections::BTreeSet<String> = self
+            .journal
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|line| line.get("op").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        ops.into_iter().collect()
     }
 
     fn fail(&mut self, reason: impl Into<String>) {
@@ -328,8 +334,10 @@ mod tests {
         assert!(covers("inotify", "rmdir") && covers("tracepoint", "pwritev"));
         assert!(!covers("tracepoint", "rmdir") && !covers("nope", "write"));
         assert!(covers("tracepoint", "link") && !covers("tracepoint", "absolute-link"));
+        assert!(covers("kprobe", "chmod") && covers("inotify", "chown"));
         assert_eq!(journal_op("dotdot-link"), "create");
         assert_eq!(journal_op("pwritev"), "write");
-        assert_eq!(journal_op("rmdir"), "delete");
+        assert_eq!(journal_op("rmdir"), "rmdir");
+        assert_eq!(journal_op("chown"), "attrib");
     }
 }

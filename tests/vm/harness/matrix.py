@@ -192,6 +192,7 @@ def _cell_check(
             [
                 scenario_problem(out),
                 f"backend {seen or 'none'} instead of {want}" if seen != want else "",
+                parity_problem(out.output, seen) if seen == want else "",
                 _btf_problem(row, out.output, release),
                 _object_problem(row, release, forced, out.output),
                 f"no log line explaining the fallback (/{reason}/)"
@@ -245,6 +246,23 @@ def scenario_part_problem(name: str, text: str, want: str, release: str) -> tupl
         _named(name, _object_problem("system", release, "", text)),
     ]
     return "; ".join(p for p in problems if p), events
+
+
+# Parity: the op kinds the journal scenario's journal must hold, per backend that reports every
+# kind (the scenario makes each: mkdir, create, write, chmod/chown, rename, delete, rmdir).
+PARITY_OPS = {
+    "kprobe": ["attrib", "create", "delete", "mkdir", "rename", "rmdir", "write"],
+    "fentry": ["attrib", "create", "delete", "mkdir", "rename", "rmdir", "write"],
+}
+
+
+def parity_problem(text: str, backend: str) -> str:
+    """"" when the scenario's journal holds every op kind `backend` must report."""
+    want = PARITY_OPS.get(backend)
+    got = scenario_summary(text).get("ops")
+    if want is None or got == want:
+        return ""
+    return f"parity: op kinds journaled {got} instead of {want}"
 
 
 def _named(name: str, problem: str) -> str:

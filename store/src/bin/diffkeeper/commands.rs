@@ -80,6 +80,7 @@ pub fn export(store: &Path, at: u64, out: &Path) -> Result<ExitCode, Failure> {
 pub fn diff(store: &Path, from: u64, to: u64, with_patch: bool) -> Result<ExitCode, Failure> {
     let reader = open(store)?;
     let mut out = std::io::stdout().lock();
+    let trees = with_patch.then(|| (reader.tree_at(from), reader.tree_at(to)));
     for entry in reader.diff(from, to) {
         let mark = match entry.kind {
             DiffKind::Added => 'A',
@@ -89,8 +90,8 @@ pub fn diff(store: &Path, from: u64, to: u64, with_patch: bool) -> Result<ExitCo
         };
         let full = full_path(&entry.root, &entry.path);
         writeln!(out, "{mark} {full}").map_err(stdout_error)?;
-        if with_patch {
-            let text = patch::unified(&reader, &entry, from, to, &full)?;
+        if let Some((old, new)) = &trees {
+            let text = patch::unified(&reader, &entry, old, new, &full)?;
             out.write_all(text.as_bytes()).map_err(stdout_error)?;
         }
     }

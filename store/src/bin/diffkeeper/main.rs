@@ -44,6 +44,12 @@ fn main() -> ExitCode {
             eprintln!("diffkeeper: {e}");
             ExitCode::from(2)
         }
+        // A reader that stopped early (`| head`) is not a failure.
+        Err(Failure::Store(diffkeeper_store::StoreError::Io { source, .. }))
+            if source.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(Failure::Store(e)) => {
             eprintln!("diffkeeper: error: {e}");
             ExitCode::from(1)

@@ -1,17 +1,18 @@
 //! `diff --patch`: a unified diff of a text file between two times.
 
-use diffkeeper_store::{DiffEntry, DiffKind, Node, StoreReader};
+use diffkeeper_store::{DiffEntry, DiffKind, Node, StoreReader, Tree};
 
 use crate::Failure;
 
 /// Text files larger than this are summarised, not diffed.
 const MAX_PATCH_BYTES: u64 = 8 << 20;
 
+/// The unified diff of `entry` between the states `from` and `to` (replayed once by the caller).
 pub fn unified(
     reader: &StoreReader,
     entry: &DiffEntry,
-    from: u64,
-    to: u64,
+    from: &Tree,
+    to: &Tree,
     full: &str,
 ) -> Result<String, Failure> {
     if entry.kind == DiffKind::Attributes {
@@ -31,8 +32,11 @@ pub fn unified(
 
 /// The file's bytes at `at`; empty when it was absent or not a file (so adds and deletes diff
 /// against nothing). `None` when it is too big to diff.
-fn content(reader: &StoreReader, entry: &DiffEntry, at: u64) -> Result<Option<Vec<u8>>, Failure> {
-    let tree = reader.tree_at(at);
+fn content(
+    reader: &StoreReader,
+    entry: &DiffEntry,
+    tree: &Tree,
+) -> Result<Option<Vec<u8>>, Failure> {
     match tree.get(&entry.root, &entry.path).map(|e| &e.node) {
         Some(Node::File { meta, chunks, .. }) => {
             if meta.size > MAX_PATCH_BYTES {
