@@ -22,7 +22,16 @@ import traceback
 from pathlib import Path
 
 # `python3 bench/bench.py` puts bench/ first on the module path, so dkbench imports as is.
-from dkbench import bundle_rows, init_rows, kernel_rows, static_rows, stats, store_rows, system
+from dkbench import (
+    bundle_rows,
+    capture_rows,
+    init_rows,
+    kernel_rows,
+    static_rows,
+    stats,
+    store_rows,
+    system,
+)
 from dkbench.context import Context, Sizes
 from dkbench.procs import Bins
 from dkbench.table import Row, error_row, render
@@ -36,6 +45,7 @@ SECTIONS = [
     ("program", "BPF program cost per run", kernel_rows.program_cost),
     ("outside", "write() overhead outside watched dirs", kernel_rows.write_overhead_outside),
     ("inside", "write() overhead inside the watched dir", kernel_rows.write_overhead_inside),
+    ("capture", "write() inside the watched dir with --store vs without", capture_rows.write_path_with_store),
     ("flood", "events delivered at max rate / sidecar RSS", kernel_rows.delivery_and_memory),
     ("start", "sidecar start -> ready", kernel_rows.start_to_ready),
     ("init", "diffkeeper-init baked / download", init_rows.init_rows),

@@ -7,6 +7,15 @@ use diffkeeper_store::{ExportReport, StoreError, StoreReader};
 use crate::config::Restore;
 
 pub fn run(restore: &Restore) -> Result<ExportReport, StoreError> {
+    if never_written(&restore.store) {
+        // A pod's first start: its new volume holds no store yet, so there is nothing to bring
+        // back (a directory with anything else in it is still opened, and refused if foreign).
+        log::info!(
+            "restore: {} holds no store yet (nothing recorded so far): nothing to restore",
+            restore.store.display()
+        );
+        return Ok(ExportReport::default());
+    }
     let reader = StoreReader::open(&restore.store)?;
     if let Some(bytes) = reader.torn_tail {
         log::info!(
@@ -27,4 +36,13 @@ pub fn run(restore: &Restore) -> Result<ExportReport, StoreError> {
         restore.target.display()
     );
     Ok(report)
+}
+
+/// A directory with nothing in it but a file system's `lost+found` (a new volume's root).
+fn never_written(store: &std::path::Path) -> bool {
+    std::fs::read_dir(store).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .all(|entry| entry.file_name() == "lost+found")
+    })
 }

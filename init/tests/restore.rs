@@ -112,6 +112,36 @@ fn restores_the_newest_state_or_t_into_an_empty_dir() {
     assert!(!target.join("stray").exists());
 }
 
+/// A pod's first start: the store's new volume is empty (or holds only `lost+found`), so
+/// there is nothing to restore and the app starts on an empty state directory.
+#[test]
+fn a_new_empty_store_volume_restores_nothing_and_succeeds() {
+    let env = Env::new("restore-first");
+    let store = env.scratch.dir("store");
+    env.scratch.dir("store/lost+found");
+    let target = env.scratch.dir("state");
+    let r = run(env
+        .init_with_system_btf()
+        .arg("--restore-from")
+        .arg(&store)
+        .arg("--restore-to")
+        .arg(&target));
+    r.expect(
+        0,
+        &["holds no store yet (nothing recorded so far): nothing to restore"],
+    );
+    assert!(fs::read_dir(&target).unwrap().next().is_none());
+    // Anything else in it is opened as a store, and refused when it is not one.
+    fs::write(store.join("stray"), "x").unwrap();
+    let r = run(env
+        .init_with_system_btf()
+        .arg("--restore-from")
+        .arg(&store)
+        .arg("--restore-to")
+        .arg(&target));
+    r.expect(1, &["not a diffkeeper store"]);
+}
+
 fn frame(payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
     let mut crc = crc32fast::Hasher::new();

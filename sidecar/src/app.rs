@@ -12,8 +12,10 @@ use diffkeeper_cli::ready::ready_line;
 use diffkeeper_cli::{env_var, init_logging};
 use nix::sys::signal::Signal;
 
+use crate::capture::{self, Feed};
 use crate::change::{self, Backend, ChangeSink};
-use crate::config::{self, Command, Config};
+use crate::command::Command;
+use crate::config::{self, Config};
 use crate::coverage::{Uncovered, Watchdog};
 use crate::ebpf::{self, EbpfConfig, EbpfSession};
 pub use crate::fatal::Fatal;
@@ -29,19 +31,19 @@ pub fn main() -> ExitCode {
             eprintln!("diffkeeper-sidecar: {e}");
             ExitCode::from(2)
         }
-        Ok(Command::Help) => {
+        Ok(config::Command::Help) => {
             print!("{}", config::help_text());
             ExitCode::SUCCESS
         }
-        Ok(Command::Version) => {
+        Ok(config::Command::Version) => {
             println!("diffkeeper-sidecar {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Run(config)) => {
+        Ok(config::Command::Run(config)) => {
             // notify logs every stale watch descriptor after an rmdir at INFO: noise for operators.
             init_logging(config.debug, &["notify"]);
             match run(&config) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     log::error!("{e}");
                     ExitCode::from(e.exit_code())
@@ -57,6 +59,8 @@ enum Stop {
     JournalFailed(Fatal),
     /// eBPF no longer covers a watched directory: switch to inotify.
     Uncovered(Uncovered),
+    /// The command after `--` exited with this exit code (128+N for signal N).
+    CommandExited(u8),
 }
 
 enum Running {
@@ -64,7 +68,8 @@ enum Running {
     Inotify(Inotify),
 }
 
-pub fn run(config: &Config) -> Result<(), Fatal> {
+/// Runs until SIGTERM/SIGINT (or, with `-- CMD`, until CMD exits); returns the exit code.
+pub fn run(config: &Config) -> Result<u8, Fatal> {
     // Before any thread exists, so that every thread inherits the blocked mask.
     let signals = signals::block_termination().map_err(Fatal::BlockSignals)?;
     if !config.ignored_download_settings.is_empty() {
@@ -86,23 +91,52 @@ pub fn run(config: &Config) -> Result<(), Fatal> {
         name: "signal",
         source,
     })?;
-    let (changes, journal) = start_journal(config, &roots, metrics.clone(), stop_tx.clone())?;
+    let (prepared, feed) = match &config.capture {
+        Some(settings) => {
+            let (prepared, feed) = capture::setup(settings, &roots, &metrics)?;
+            (Some(prepared), Some(feed))
+        }
+        None => (None, None),
+    };
+    let (changes, journal) = start_journal(config, &roots, metrics.clone(), stop_tx.clone(), feed)?;
     // For a switch to inotify while running; dropped before the journal is joined.
     let mut spare_sink = Some(changes.clone());
 
     let mut running = start_backend(config, &roots, changes, &metrics)?;
     let mut watchdog = watch_coverage(&running, &stop_tx);
+    // The backend runs and the journal queues for capture meanwhile: nothing is missed.
+    let capture = prepared
+        .map(|prepared| prepared.start().map_err(Fatal::Capture))
+        .transpose()?;
+    let command_stop = (!config.command.is_empty()).then(|| stop_tx.clone());
     drop(stop_tx);
     let backend = match &running {
         Running::Ebpf(session) => session.backend(),
         Running::Inotify(_) => Backend::Inotify,
     };
     log::info!("{}", ready_line(backend.as_str()));
+    // `-- CMD`: started once ready, so everything it does is journaled (and captured).
+    let command = match (config.command.split_first(), command_stop) {
+        (Some((program, args)), Some(stop)) => Some(Command::spawn(program, args, move |code| {
+            let _ = stop.send(Stop::CommandExited(code));
+        })?),
+        _ => None,
+    };
 
+    let mut exit_code = 0;
     let failure = loop {
         match stop_rx.recv() {
-            Ok(Stop::Signal(signal)) => {
-                log::info!("received {signal}: stopping");
+            Ok(Stop::Signal(signal)) => match &command {
+                // The command decides when to end; its exit ends the sidecar.
+                Some(command) => command.forward(signal),
+                None => {
+                    log::info!("received {signal}: stopping");
+                    break None;
+                }
+            },
+            Ok(Stop::CommandExited(code)) => {
+                log::info!("the command exited ({code}): stopping");
+                exit_code = code;
                 break None;
             }
             Ok(Stop::JournalFailed(e)) => break Some(e),
@@ -132,11 +166,19 @@ pub fn run(config: &Config) -> Result<(), Fatal> {
             limit: JOURNAL_FLUSH_LIMIT,
         });
     };
+    // The journal held the capture queue's sender: capture records what is left and syncs.
+    if let Some(capture) = capture {
+        if !capture.finish(CAPTURE_FINISH_LIMIT) {
+            log::error!(
+                "capture did not finish within {CAPTURE_FINISH_LIMIT:?}: the last changes may be missing from the store (what was synced before is intact)"
+            );
+        }
+    }
     match (failure, journal_result) {
         (Some(e), _) => Err(e),
         (None, Ok(Ok(()))) => {
             log::info!("stopped; journal flushed");
-            Ok(())
+            Ok(exit_code)
         }
         (None, Ok(Err(source))) => Err(Fatal::WriteJournal {
             path: config.journal.clone(),
@@ -197,6 +239,10 @@ fn switch_to_inotify(
 /// How long a stopping sidecar waits for the journal to flush: Kubernetes' grace period is
 /// short, and a blocked output (a stalled stdout pipe) would otherwise hold the exit forever.
 const JOURNAL_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// How long a stopping sidecar waits for capture to record its queue and sync: the rest of a
+/// Kubernetes grace period (30 s by default) after the journal's second.
+const CAPTURE_FINISH_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Joins `thread` if it ends within `limit`; `None` leaves it running (process exit ends it).
 fn join_within<T>(
@@ -265,6 +311,7 @@ fn start_journal(
     roots: &[PathBuf],
     metrics: Arc<Metrics>,
     stop: Sender<Stop>,
+    capture: Option<Feed>,
 ) -> Result<(ChangeSink, JournalThread), Fatal> {
     let output = journal::open(&config.journal).map_err(|source| Fatal::OpenJournal {
         path: config.journal.clone(),
@@ -280,7 +327,7 @@ fn start_journal(
     let thread = std::thread::Builder::new()
         .name("journal".into())
         .spawn(move || {
-            let result = journal::run(output, options, metrics, rx);
+            let result = journal::run(output, options, metrics, rx, capture);
             if let Err(e) = &result {
                 // The waiting main thread learns of it at once; the join later sees it again.
                 let source = std::io::Error::new(e.kind(), e.to_string());

@@ -10,6 +10,7 @@ use std::time::Duration;
 use diffkeeper_btf::DEFAULT_CACHE_DIR;
 use diffkeeper_cli::{render_help, Flag, Kind, Parsed, UsageError};
 
+use crate::capture::CaptureSettings;
 use crate::ebpf::{
     AttachMode, ObjectChoice, UnknownAttachMode, UnknownObject, KRETPROBE_MAXACTIVE_MAX,
 };
@@ -47,6 +48,18 @@ pub const OPTIONS: &[Flag] = &[
         help: "accepted and ignored: the sidecar never downloads (diffkeeper-init provisions BTF)" },
     Flag { name: "--disable-btfhub-download", value: "", env: "DIFFKEEPER_BTF_ALLOW_DOWNLOAD=0", default: "ignored", note: "", kind: Kind::Switch,
         help: "accepted and ignored: the sidecar never downloads (diffkeeper-init provisions BTF)" },
+    Flag { name: "--store", value: "DIR", env: "DIFFKEEPER_STORE", default: "off", note: "", kind: Kind::Value,
+        help: "record content: a baseline at start, then every journaled change, into the content store DIR (outside every state dir)" },
+    Flag { name: "--store-sync-ms", value: "N", env: "DIFFKEEPER_STORE_SYNC_MS", default: "1000", note: "", kind: Kind::Value,
+        help: "--store: the longest a captured change waits to be synced to disk (what kill -9 can lose)" },
+    Flag { name: "--store-max-bytes", value: "N", env: "DIFFKEEPER_STORE_MAX_BYTES", default: "0", note: "(no limit)", kind: Kind::Value,
+        help: "--store: prune the oldest versions past N bytes (never a live path's newest)" },
+    Flag { name: "--capture-max-file-bytes", value: "N", env: "DIFFKEEPER_CAPTURE_MAX_FILE_BYTES", default: "1073741824", note: "(1 GiB)", kind: Kind::Value,
+        help: "--store: larger files are journaled with content skipped, not stored" },
+    Flag { name: "--capture-interval-ms", value: "N", env: "DIFFKEEPER_CAPTURE_INTERVAL_MS", default: "1000", note: "", kind: Kind::Value,
+        help: "--store: a file that keeps changing is captured at most once per N ms" },
+    Flag { name: "--exclude", value: "GLOB", env: "DIFFKEEPER_EXCLUDE (colon-separated)", default: "none", note: "", kind: Kind::Repeated,
+        help: "--store: paths whose content is not stored (repeatable; * and ? within a name, ** across; a GLOB without / matches any name)" },
     Flag { name: "--debug", value: "", env: "DIFFKEEPER_DEBUG=1", default: "off", note: "", kind: Kind::Bare,
         help: "debug logging" },
     Flag { name: "--help", value: "", env: "", default: "", note: "", kind: Kind::Action, help: "print this help" },
@@ -71,6 +84,10 @@ pub struct Config {
     pub tracefs_dir: Option<PathBuf>,
     pub metrics_addr: Option<SocketAddr>,
     pub debug: bool,
+    /// `--store` and the capture settings; `None`: content is not recorded.
+    pub capture: Option<CaptureSettings>,
+    /// The command after `--`: run once ready; the sidecar stops when it exits.
+    pub command: Vec<OsString>,
     /// diffkeeper-init's download settings given to the sidecar too (one container spec for
     /// both): which ones, for the info line saying they change nothing here.
     pub ignored_download_settings: Vec<String>,
@@ -87,8 +104,10 @@ pub fn help_text() -> String {
     let intro = format!(
         "diffkeeper-sidecar {}: reports file changes under the state directories as JSON lines,\n\
          using eBPF with the kernel's or the cached BTF (never the network), else inotify.\n\n\
-         Usage: diffkeeper-sidecar --state-dir DIR [--state-dir DIR ...] [OPTIONS]\n\n\
+         Usage: diffkeeper-sidecar --state-dir DIR [--state-dir DIR ...] [OPTIONS] [-- CMD ARGS...]\n\n\
          Flags win over environment variables, which win over defaults.\n\
+         With `-- CMD ARGS...`, CMD runs once the sidecar is ready; when it exits the sidecar\n\
+         stops (final capture and sync) and exits with CMD's status (128+N for signal N).\n\
          Exit codes: 0 stopped by SIGTERM/SIGINT, 1 cannot run (the log says why), 2 bad usage.\n\nOptions:\n",
         env!("CARGO_PKG_VERSION")
     );
@@ -101,6 +120,7 @@ pub fn parse(
     args: Vec<OsString>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Command, UsageError> {
+    let (args, command) = split_command(args);
     let args = match diffkeeper_cli::parse(OPTIONS, args, env)? {
         Parsed::Help => return Ok(Command::Help),
         Parsed::Version => return Ok(Command::Version),
@@ -173,6 +193,7 @@ pub fn parse(
         .filter_map(|name| args.get(name))
         .map(|given| given.origin.to_string())
         .collect();
+    let capture = CaptureSettings::from_args(&args)?;
     Ok(Command::Run(Box::new(Config {
         state_dirs,
         btf_cache_dir: args.text_or_default("--btf-cache-dir").into(),
@@ -187,8 +208,22 @@ pub fn parse(
         tracefs_dir: args.text("--tracefs-dir").map(PathBuf::from),
         metrics_addr,
         debug: args.boolean("--debug")?,
+        capture,
+        command,
         ignored_download_settings,
     })))
+}
+
+/// Everything after the first `--` is the command to run, never read as flags.
+fn split_command(mut args: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
+    match args.iter().position(|a| a == "--") {
+        Some(at) => {
+            let command = args.split_off(at + 1);
+            args.pop();
+            (args, command)
+        }
+        None => (args, Vec::new()),
+    }
 }
 
 #[cfg(test)]

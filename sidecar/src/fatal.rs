@@ -62,6 +62,18 @@ pub enum Fatal {
     JournalPanicked,
     /// The channel the signal and journal threads report on closed.
     ThreadsGone,
+    /// `--store` lies in a watched state directory (or one lies in it). Bad usage (exit 2).
+    StoreInStateDir {
+        store: PathBuf,
+        state_dir: PathBuf,
+    },
+    /// `--store` could not be opened, or its baseline recorded.
+    Capture(crate::capture::CaptureError),
+    /// The command after `--` could not be started (exit 127 if not found, else 126).
+    Command {
+        program: std::ffi::OsString,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for Fatal {
@@ -131,15 +143,33 @@ impl fmt::Display for Fatal {
             ),
             Self::JournalPanicked => f.write_str("the journal thread panicked"),
             Self::ThreadsGone => f.write_str("the signal and journal threads are gone"),
+            Self::StoreInStateDir { store, state_dir } => write!(
+                f,
+                "the store {} (--store) and the watched state directory {} (--state-dir) \
+                 overlap: each record would be a change to record, without end; put the store \
+                 on its own volume, outside every state directory",
+                store.display(),
+                state_dir.display()
+            ),
+            Self::Capture(e) => e.fmt(f),
+            Self::Command { program, source } => write!(
+                f,
+                "cannot run {:?} (the command after --): {source}",
+                program
+            ),
         }
     }
 }
 
 impl Fatal {
-    /// The process exit code: 2 for bad usage, 1 for everything else.
+    /// The process exit code: 2 for bad usage, 126/127 for a command that cannot run, 1 for
+    /// everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::JournalInStateDir { .. } => 2,
+            Self::JournalInStateDir { .. } | Self::StoreInStateDir { .. } => 2,
+            // As a shell says of a command it cannot run.
+            Self::Command { source, .. } if source.kind() == io::ErrorKind::NotFound => 127,
+            Self::Command { .. } => 126,
             _ => 1,
         }
     }

@@ -5,7 +5,9 @@
 //! tests can reach them.
 
 pub mod app;
+pub mod capture;
 pub mod change;
+pub mod command;
 pub mod config;
 pub mod coverage;
 pub mod ebpf;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::capture::CaptureStats;
 use crate::change::{Backend, GapReason, Op};
 
 const OPS: [Op; Op::ALL.len()] = Op::ALL;
@@ -27,6 +28,8 @@ pub struct Metrics {
     gaps: [AtomicU64; GapReason::ALL.len()],
     repair_lines: AtomicU64,
     active: RwLock<Option<Active>>,
+    /// `--store`: capture's counters.
+    capture: RwLock<Option<Arc<CaptureStats>>>,
 }
 
 /// What is running, set when the sidecar becomes ready (and again if it switches backends).
@@ -77,6 +80,11 @@ impl Metrics {
     /// when the backend changes.
     pub fn set_ready(&self, active: Active) {
         *self.active.write().unwrap_or_else(|e| e.into_inner()) = Some(active);
+    }
+
+    /// Shows capture's counters from now on (`--store`).
+    pub fn set_capture(&self, stats: Arc<CaptureStats>) {
+        *self.capture.write().unwrap_or_else(|e| e.into_inner()) = Some(stats);
     }
 
     pub fn is_ready(&self) -> bool {
@@ -198,6 +206,14 @@ impl Metrics {
             "Switches from eBPF to inotify while running: a watched directory was replaced, or a file system mounted below one.",
             self.coverage_fallbacks.load(Ordering::Relaxed),
         );
+        if let Some(stats) = self
+            .capture
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            render_capture(&mut out, stats);
+        }
         family(
             &mut out,
             "diffkeeper_ready",
@@ -245,6 +261,38 @@ impl Metrics {
         }
         out
     }
+}
+
+/// `--store`: what capture recorded, skipped and lost.
+fn render_capture(out: &mut String, stats: &CaptureStats) {
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    for (name, kind, help, value) in [
+        ("diffkeeper_capture_recorded_total", "counter", "Paths recorded into the store (baseline, changes, rescans).", get(&stats.recorded)),
+        ("diffkeeper_capture_skipped_total", "counter", "Captures skipped: too big, excluded, unreadable (the journal says which, once per path).", get(&stats.skipped)),
+        ("diffkeeper_capture_deferred_total", "counter", "Captures put off because the file changed faster than --capture-interval-ms or while read.", get(&stats.deferred)),
+        ("diffkeeper_capture_failures_total", "counter", "Store writes or file reads that failed for another reason than a full disk.", get(&stats.failed)),
+        ("diffkeeper_capture_rescans_total", "counter", "Rescans of the watched directories (the baseline, and after any loss).", get(&stats.rescans)),
+        ("diffkeeper_capture_backlog", "gauge", "Changes queued for capture and not yet handled.", stats.backlog()),
+        ("diffkeeper_store_full", "gauge", "1 while the store's file system is full (ENOSPC): capture pauses, the journal goes on.", get(&stats.store_full)),
+    ] {
+        single(out, name, kind, help, value);
+    }
+    family(
+        out,
+        "diffkeeper_capture_lost_total",
+        "counter",
+        "Changes not recorded when they happened, by reason (a rescan records the state once capture resumes): queue_full, store_refused.",
+    );
+    let _ = writeln!(
+        out,
+        "diffkeeper_capture_lost_total{{reason=\"queue_full\"}} {}",
+        get(&stats.lost_queue_full)
+    );
+    let _ = writeln!(
+        out,
+        "diffkeeper_capture_lost_total{{reason=\"store_refused\"}} {}",
+        get(&stats.lost_store_halted)
+    );
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of one metric family.

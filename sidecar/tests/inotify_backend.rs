@@ -59,8 +59,9 @@ fn journal_until_done(sidecar: &SidecarProcess, state: &Path, journal: &Path) ->
 
 fn read_journal(state: &Path, journal: &Path) -> Vec<String> {
     let state = format!("{}/", state.canonicalize().unwrap().display());
+    // A gap line (the kernel queue overflowed on a loaded machine) has no path.
     let rel = |v: &serde_json::Value| -> String {
-        let p = v.as_str().unwrap();
+        let p = v.as_str().unwrap_or_default();
         p.strip_prefix(&state).unwrap_or(p).to_string()
     };
     fs::read_to_string(journal)

@@ -5,7 +5,8 @@ is installed), every resource file and every rendered output is validated by
 `kubernetes-validate --strict` against Kubernetes 1.29 and 1.37, and the rendered pods are checked
 for what the packaging promises (native sidecar with /healthz probes, least privilege,
 requests and limits, each scenario's flags, only flags the real binaries know, no writable mount
-but /tmp and, with the kretprobe-tracefs component, the node's tracefs in the sidecar alone).
+but /tmp and, with the kretprobe-tracefs component, the node's tracefs in the sidecar alone;
+with the state-recorder component, the store's PVC, DAC_READ_SEARCH and init's restore).
 
 usage: manifests_test.py BIN_DIR      (prints PASS/FAIL lines for tests/packaging/run.sh)
 """
@@ -28,6 +29,8 @@ VERSIONS = ["1.29.0", "1.37.0"]
 # outside /sys (the runtimes' default AppArmor profile denies writes below /sys/).
 HOST_TRACEFS = "/sys/kernel/tracing"
 SIDECAR_TRACEFS = "/host/sys/kernel/tracing"
+# k8s/components/state-recorder: the content store's PVC, where the sidecar writes it and init reads it.
+STORE_MOUNT = "/var/lib/diffkeeper/store"
 # The last release without native sidecars: the classic overlay must validate there, the base must not.
 PRE_SIDECAR_VERSION = "1.27.0"
 
@@ -178,7 +181,7 @@ def check_init(checks, label, init, volumes, kind, init_flags):
     checks.result(f"{label}: only flags diffkeeper-init knows", not unknown, f"unknown: {unknown}")
 
 
-def check_sidecar(checks, label, sidecar, native, sidecar_flags, caps_wanted, volumes, tracefs):
+def check_sidecar(checks, label, sidecar, native, sidecar_flags, caps_wanted, volumes, tracefs, recorder=False):
     sc = sidecar.get("securityContext", {})
     caps = sc.get("capabilities", {})
     checks.result(f"{label}: adds exactly {' and '.join(caps_wanted)}", sorted(caps.get("add", [])) == caps_wanted,
@@ -198,6 +201,11 @@ def check_sidecar(checks, label, sidecar, native, sidecar_flags, caps_wanted, vo
                get.get("path") == "/healthz" and port is not None and probe_port == port, str(get))
     mounts = sidecar.get("volumeMounts", [])
     writable = [m["mountPath"] for m in mounts if not m.get("readOnly") and m["mountPath"] != "/tmp"]
+    if recorder:
+        # The store is the one more writable mount the recorder needs; the rest as without it.
+        checks.result(f"{label}: the store ({STORE_MOUNT}) is mounted read-write", STORE_MOUNT in writable,
+                      f"writable: {writable}")
+        writable = [w for w in writable if w != STORE_MOUNT]
     if tracefs:
         checks.result(f"{label}: every mount read-only but /tmp (the canary dir) and {SIDECAR_TRACEFS}",
                       writable == [SIDECAR_TRACEFS], f"writable: {writable}")
@@ -274,7 +282,7 @@ def check_pods(checks, name, objects, init_flags, sidecar_flags, caps_wanted):
         checks.result(f"{label}: exactly one diffkeeper-sidecar", (native is None) != (classic is None), "")
         if native or classic:
             check_sidecar(checks, f"{label}/diffkeeper-sidecar", native or classic, native is not None,
-                          sidecar_flags, caps_wanted, volumes, tracefs)
+                          sidecar_flags, caps_wanted, volumes, tracefs, wants_recorder(name))
 
 
 def init_args(objects, kind="Deployment"):
@@ -293,12 +301,60 @@ def volume(objects, kind, name):
 
 def sidecar_caps(name):
     """The capabilities the sidecar must add: BPF and PERFMON, unless an old-kernel component
-    (no CAP_BPF before 5.8; RLIMIT_MEMLOCK charging before 5.11) is in the build."""
+    (no CAP_BPF before 5.8; RLIMIT_MEMLOCK charging before 5.11) is in the build; and with the
+    state-recorder component DAC_READ_SEARCH (to read the app's files of another uid)."""
     if "kernel-pre-5.8" in name:
-        return ["SYS_ADMIN", "SYS_RESOURCE"]
-    if "kernel-pre-5.11" in name:
-        return ["BPF", "PERFMON", "SYS_RESOURCE"]
-    return ["BPF", "PERFMON"]
+        caps = ["SYS_ADMIN", "SYS_RESOURCE"]
+    elif "kernel-pre-5.11" in name:
+        caps = ["BPF", "PERFMON", "SYS_RESOURCE"]
+    else:
+        caps = ["BPF", "PERFMON"]
+    if wants_recorder(name):
+        caps.append("DAC_READ_SEARCH")
+    return sorted(caps)
+
+
+def wants_recorder(name):
+    """Whether the build has the state-recorder component (the store on a PVC, init's restore)."""
+    return "state-recorder" in name
+
+
+def check_recorder(checks, name, objects):
+    """The state-recorder component: one PVC; the sidecar records into it; init restores from it
+    (read-only) into the app's state volume; nothing more privileged than DAC_READ_SEARCH."""
+    pvcs = [o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    checks.result(f"{name}: one PersistentVolumeClaim for the store", len(pvcs) == 1, str(pvcs))
+    spec = next(s for _l, k, s in pod_specs(objects) if k == "Deployment")
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    inits, containers = spec.get("initContainers", []), spec.get("containers", [])
+    sidecar = find(inits, "diffkeeper-sidecar") or find(containers, "diffkeeper-sidecar")
+    init = find(inits, "diffkeeper-init")
+    app = find(containers, "app")
+
+    def mount_of(container, path):
+        return next((m for m in container.get("volumeMounts", []) if m["mountPath"] == path), None)
+
+    store = mount_of(sidecar, STORE_MOUNT)
+    claim = volumes.get(store["name"], {}).get("persistentVolumeClaim", {}).get("claimName") if store else None
+    checks.result(f"{name}: the sidecar's {STORE_MOUNT} is the PVC", bool(pvcs) and claim == pvcs[0], str(store))
+    checks.result(f"{name}: the sidecar records there (--store={STORE_MOUNT})",
+                  f"--store={STORE_MOUNT}" in args_of(sidecar), str(args_of(sidecar)))
+    caps = sidecar.get("securityContext", {}).get("capabilities", {}).get("add", [])
+    checks.result(f"{name}: the sidecar gets DAC_READ_SEARCH, not DAC_OVERRIDE, not privileged",
+                  "DAC_READ_SEARCH" in caps and "DAC_OVERRIDE" not in caps
+                  and not sidecar.get("securityContext", {}).get("privileged", False), str(caps))
+    init_store = mount_of(init, STORE_MOUNT)
+    checks.result(f"{name}: init mounts the same PVC read-only",
+                  bool(init_store) and init_store.get("readOnly") is True and init_store["name"] == store["name"],
+                  str(init_store))
+    init_state = mount_of(init, "/state")
+    app_state = mount_of(app, "/state") if app else None
+    checks.result(f"{name}: init restores into the app's state volume, mounted read-write",
+                  bool(init_state) and bool(app_state) and init_state["name"] == app_state["name"]
+                  and not init_state.get("readOnly"), f"{init_state} {app_state}")
+    checks.result(f"{name}: init restores (--restore-from={STORE_MOUNT} --restore-to=/state)",
+                  f"--restore-from={STORE_MOUNT}" in args_of(init) and "--restore-to=/state" in args_of(init),
+                  str(args_of(init)))
 
 
 def wants_tracefs(name):
@@ -427,6 +483,13 @@ def main():
             ("overlays/node-cache", ["kernel-pre-5.8", "kretprobe-tracefs", "classic-sidecar"]),
         "air-gapped + kretprobe-tracefs + kernel-pre-5.11 + classic-sidecar components":
             ("overlays/air-gapped", ["kretprobe-tracefs", "kernel-pre-5.11", "classic-sidecar"]),
+        # The state recorder: alone, after an old-kernel component (they replace the capability
+        # list), with kretprobe-tracefs, before classic-sidecar.
+        "base + state-recorder component": ("base", ["state-recorder"]),
+        "base + kernel-pre-5.8 + state-recorder components": ("base", ["kernel-pre-5.8", "state-recorder"]),
+        "node-cache + kernel-pre-5.11 + state-recorder + classic-sidecar components":
+            ("overlays/node-cache", ["kernel-pre-5.11", "state-recorder", "classic-sidecar"]),
+        "base + kretprobe-tracefs + state-recorder components": ("base", ["kretprobe-tracefs", "state-recorder"]),
     }
     # Pairs that must render the same whichever comes first.
     same_either_way = [("base + kretprobe-tracefs + kernel-pre-5.8 components",
@@ -442,7 +505,7 @@ def main():
     # In the wrong order a component's patch cannot find the sidecar: the build must fail
     # loudly instead of leaving BPF/PERFMON on a kernel that does not know them, or the tracefs
     # mount on another container.
-    for component in ("kernel-pre-5.8", "kretprobe-tracefs"):
+    for component in ("kernel-pre-5.8", "kretprobe-tracefs", "state-recorder"):
         wrong = os.path.join(out_dir, f"wrong-order-{component}")
         os.makedirs(wrong)
         write_kustomization(wrong, "base", ("classic-sidecar", component))
@@ -481,6 +544,8 @@ def main():
         if name == "base + kretprobe-tracefs component" or name == "base + kretprobe-tracefs + classic-sidecar components":
             check_tampered(checks, name, objects, init_flags, sidecar_flags)
         check_scenario(checks, name, objects)
+        if wants_recorder(name):
+            check_recorder(checks, name, objects)
     for one, other in same_either_way:
         a, b = rendered_by_name.get(one), rendered_by_name.get(other)
         checks.result(f"{one} and {other} render the same", a is not None and a == b, "")

@@ -10,7 +10,9 @@
 #
 # Cases: (1) a node whose kernel has no BTF (/sys/kernel/btf hidden): init provisions from a
 # file:// BTFHub mirror, the sidecar loads the cached BTF and attaches; (2) a node with system
-# BTF; (3) an old runtime's seccomp profile.
+# BTF; (3) an old runtime's seccomp profile; (4) the state recorder (k8s/components/state-recorder):
+# the app's 0600 files of uid 65532 are recorded into the store with DAC_READ_SEARCH added, and
+# journaled as `"content":"skipped"` with the reason without it.
 #
 # Seccomp: Kubernetes' RuntimeDefault is the runtime's profile. Current containerd allows bpf(2)
 # with CAP_BPF and perf_event_open(2) with CAP_PERFMON; older profiles (Debian 12's podman 4.3
@@ -120,3 +122,54 @@ expect_in "old runtime seccomp: EPERM with the capability hint" \
 expect_in "old runtime seccomp: falls back to inotify" "${READY_LINE}inotify" "$work/old-runtime/log"
 expect_in "old runtime seccomp: inotify journals the app's write" \
   '"backend":"inotify","op":"write","path":"/state/app-write.bin"' "$work/old-runtime/stdout"
+
+# --- 4. the state recorder: the app's 0600 files of uid 65532, with and without DAC_READ_SEARCH
+# recorder NAME EXTRA_PODMAN_ARGS...: one file made before the sidecar starts (the baseline) and
+# one after it is ready (a change), both by uid 65532 with mode 0600; the store on a writable
+# mount as the component's PVC; then SIGTERM.
+reader="$bin_dir/diffkeeper"
+recorder() {
+  local name="$1" i
+  shift
+  state="$work/$name/state" store="$work/$name/store"
+  mkdir -p "$state" "$store"
+  as_app() { setpriv --reuid 65532 --regid 65532 --clear-groups sh -c "umask 077; $1"; }
+  chmod 0711 "$work"   # mktemp's 0700 would keep uid 65532 out of its own state dir
+  chown 65532:65532 "$state"
+  as_app "printf 'secret before start\\n' > '$state/before.db'"
+  podman_run "$name" --user 0 --cap-drop ALL --cap-add BPF --cap-add PERFMON "$@" \
+    --security-opt "seccomp=$work/containerd-style.json" --tmpfs /tmp:size=4m -v "$state:/state:ro" \
+    -v "$store:/var/lib/diffkeeper/store" -v "$work/empty-cache:/var/cache/diffkeeper/btf:ro" \
+    --entrypoint /usr/local/bin/diffkeeper-sidecar "$tag" \
+    --state-dir /state --btf-cache-dir /var/cache/diffkeeper/btf --store /var/lib/diffkeeper/store \
+    --store-sync-ms 100
+  for ((i = 0; i < 200; i++)); do
+    podman logs "$container" 2>&1 | grep -qF "$READY_LINE" && break
+    [[ $(podman inspect -f '{{.State.Running}}' "$container") == true ]] || break
+    sleep 0.1
+  done
+  as_app "printf 'secret after start\\n' > '$state/after.db'"
+  sleep 1.5
+  expect_eq "$name: sidecar exit code after SIGTERM" "0" "$(finish "$name")"
+}
+
+recorder recorder-without-cap
+for file in before.db after.db; do
+  expect_in "recorder without DAC_READ_SEARCH: $file journaled as content skipped, with the reason" \
+    "\"path\":\"/state/$file\",\"content\":\"skipped\",\"reason\":\"permission denied" \
+    "$work/recorder-without-cap/stdout"
+done
+expect_in "recorder without DAC_READ_SEARCH: the reason names the capability" \
+    "CAP_DAC_READ_SEARCH" "$work/recorder-without-cap/stdout"
+
+recorder recorder-with-cap --cap-add DAC_READ_SEARCH
+expect_not_in "recorder with DAC_READ_SEARCH: nothing skipped" '"content":"skipped"' "$work/recorder-with-cap/stdout"
+if [[ -x $reader ]]; then
+  for file in before.db after.db; do
+    check "recorder with DAC_READ_SEARCH: $file (0600, uid 65532) is in the store" \
+      grep -qx "secret ${file%.db} start" <("$reader" cat --store "$work/recorder-with-cap/store" "/state/$file")
+  done
+  check "recorder with DAC_READ_SEARCH: the store verifies" "$reader" verify --store "$work/recorder-with-cap/store"
+else
+  fail "recorder with DAC_READ_SEARCH: the files are in the store" "no $reader to read the store (just build)"
+fi

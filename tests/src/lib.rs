@@ -9,6 +9,7 @@ pub mod http;
 pub mod mirror;
 pub mod mountns;
 pub mod pki;
+pub mod recorder;
 pub mod replay;
 pub mod scenario;
 pub mod scratch;

@@ -15,6 +15,7 @@
 //!   `from` is missing);
 //! - `gap`: nothing; from here on lines may repeat what the rescan's `repair` lines said, so
 //!   anomalies after a gap are counted apart.
+//! - `capture` (a `--store` note on the store's content): nothing, it is not a change.
 //!
 //! Also checked: `seq` increases by one, `ts` never decreases.
 
@@ -166,6 +167,10 @@ pub fn replay(start: Tree, root: &Path, lines: &str) -> Replay {
         *r.ops.entry(op.clone()).or_default() += 1;
         if op == "gap" {
             r.gaps.push(line);
+            continue;
+        }
+        if op == "capture" {
+            // Capture's note about the store's content: not a change to the tree.
             continue;
         }
         if line["repair"] == Value::Bool(true) {

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use diffkeeper_cli::time::{format_second, put_padded};
 
+use crate::capture::note::Note;
 use crate::change::{Change, Gap};
 
 /// Builds one journal line in a reused buffer.
@@ -80,6 +81,30 @@ impl LineBuilder {
             buf.extend_from_slice(b",\"lost\":");
             push_decimal(buf, lost);
         }
+        buf.extend_from_slice(b"}\n");
+        buf
+    }
+}
+
+impl LineBuilder {
+    /// A capture line: `{"seq":..,"ts":..,"op":"capture","path":..,"content":..,"reason":..}`,
+    /// stamped `ts` (the journal passes the last journaled one, so `ts` never decreases).
+    pub(super) fn build_note(&mut self, seq: u64, ts: SystemTime, note: &Note) -> &[u8] {
+        let buf = &mut self.buf;
+        buf.clear();
+        buf.extend_from_slice(b"{\"seq\":");
+        push_decimal(buf, seq);
+        buf.extend_from_slice(b",\"ts\":\"");
+        self.clock.write(buf, ts);
+        buf.extend_from_slice(b"\",\"op\":\"capture\"");
+        if let Some(path) = &note.path {
+            buf.extend_from_slice(b",\"path\":");
+            push_json_string(buf, path);
+        }
+        buf.extend_from_slice(b",\"content\":\"");
+        buf.extend_from_slice(note.content.as_str().as_bytes());
+        buf.extend_from_slice(b"\",\"reason\":");
+        push_json_string(buf, &note.reason);
         buf.extend_from_slice(b"}\n");
         buf
     }

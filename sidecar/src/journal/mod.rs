@@ -14,8 +14,14 @@
 //! * [`line`]: one change (or gap) as one JSON line;
 //! * [`index`] and [`repair`]: what the journal reported, and the rescan after a gap;
 //! * [`consistency`]: a line that names what the journal never reported is repaired first.
-//! * [`placement`]: where the journal file really lands, checked against the watched roots.
+//! * [`placement`]: where the journal file really lands, checked against the watched roots;
+//! * [`capture_feed`]: with `--store`, each change line written (repair lines too) is handed to
+//!   capture after coalescing, a gap asks capture to rescan, and capture's notes come back as
+//!   `"op":"capture"` lines, numbered like any other.
 
+mod capture_feed;
+#[cfg(test)]
+mod capture_feed_tests;
 mod coalesce;
 mod consistency;
 #[cfg(test)]
@@ -38,6 +44,7 @@ use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::capture::Feed;
 use crate::change::{Backend, Change, ChangeQueue, Gap, GapReason, Op, Record};
 use crate::metrics::Metrics;
 use coalesce::Coalescer;
@@ -112,10 +119,12 @@ pub fn run(
     options: Options,
     metrics: Arc<Metrics>,
     queue: ChangeQueue,
+    capture: Option<Feed>,
 ) -> io::Result<()> {
     let mut journal = Journal::new(output.out, options.coalesce)
         .starting_at(output.next_seq)
         .repairing(options.roots, options.index_limit, metrics.clone());
+    journal.capture = capture;
     journal.baseline()?;
     let rx = &queue.rx;
     let mut reorder = Reorder::new(reorder::WINDOW);
@@ -129,11 +138,16 @@ pub fn run(
                 let now = Instant::now();
                 journal.emit_due(now)?;
                 journal.release(&mut reorder, Some(now), &metrics)?;
+                journal.write_notes()?;
                 journal.out.flush()?;
-                let deadline = [journal.coalescer.next_deadline(), reorder.next_deadline()]
-                    .into_iter()
-                    .flatten()
-                    .min();
+                let deadline = [
+                    journal.coalescer.next_deadline(),
+                    reorder.next_deadline(),
+                    journal.next_note_poll(now),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
                 let received = match deadline {
                     None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                     Some(deadline) => {
@@ -152,6 +166,8 @@ pub fn run(
         received += 1;
         if received.is_multiple_of(u64::from(CLOCK_EVERY)) {
             journal.set_clock(Instant::now());
+            // A journal that is never idle still writes capture's notes.
+            journal.write_notes()?;
         }
         reorder.push(record, journal.clock);
         journal.release(&mut reorder, Some(journal.clock), &metrics)?;
@@ -189,6 +205,8 @@ pub struct Journal {
     /// The newest `ts` written: the journal's own lines (gap, repair) carry it, so they stand
     /// where the loss was noticed without putting `ts` out of order.
     last_ts: Option<SystemTime>,
+    /// `--store`: where each change line written goes after the journal.
+    capture: Option<Feed>,
 }
 
 const CLOCK_EVERY: u32 = 64;
@@ -207,6 +225,7 @@ impl Journal {
             metrics: None,
             last_backend: Backend::Inotify,
             last_ts: None,
+            capture: None,
         }
     }
 
@@ -333,6 +352,7 @@ impl Journal {
     /// Emits everything still held and flushes.
     pub fn finish(mut self) -> io::Result<()> {
         self.release_held()?;
+        self.write_notes()?;
         self.out.flush()
     }
 
@@ -354,6 +374,7 @@ impl Journal {
         gap.ts = ts;
         let seq = self.take_seq();
         self.out.write_all(self.line.build_gap(seq, &gap))?;
+        self.capture_rescan();
         if self.index.entries().is_none() {
             return Ok(());
         }
@@ -369,6 +390,7 @@ impl Journal {
                 change.ts = ts;
                 let seq = self.take_seq();
                 self.out.write_all(self.line.build(seq, change, 1, true))?;
+                self.offer_to_capture(change)?;
             }
         }
         Ok(())
@@ -422,6 +444,7 @@ impl Journal {
         let seq = self.take_seq();
         self.out
             .write_all(self.line.build(seq, change, count, false))?;
+        self.offer_to_capture(change)?;
         if let Err(limit) = self.index.apply(change) {
             return self.index_over(limit);
         }
@@ -456,10 +479,12 @@ impl Journal {
         }
         let seq = self.take_seq();
         self.out.write_all(self.line.build_gap(seq, &gap))?;
+        // Only `scope` was missed, and its repair lines below are fed: no rescan needed.
         for mut change in lines {
             change.ts = ts;
             let seq = self.take_seq();
             self.out.write_all(self.line.build(seq, &change, 1, true))?;
+            self.offer_to_capture(&change)?;
         }
         Ok(())
     }

@@ -288,7 +288,7 @@ fn run_counts_events_and_flushes_held_writes_at_disconnect() {
         roots: Vec::new(),
         index_limit: DEFAULT_INDEX_LIMIT,
     };
-    run(output, options, metrics.clone(), rx).unwrap();
+    run(output, options, metrics.clone(), rx, None).unwrap();
     // Another path's change is not held back; the held write comes out at the end.
     assert_eq!(
         summary(&out.lines()),

@@ -27,8 +27,10 @@ pub(super) fn normalise_journal(journal: &str) -> Result<Vec<String>, String> {
                 _ => last_seq = seq,
             }
             let ts = value.remove("ts");
-            let journal_made =
-                value.get("op") == Some(&Value::from("gap")) || value.contains_key("repair");
+            // Gap and repair lines, and capture's notes: not a backend's.
+            let journal_made = value.get("op") == Some(&Value::from("gap"))
+                || value.get("op") == Some(&Value::from("capture"))
+                || value.contains_key("repair");
             match ts.as_ref().and_then(Value::as_str) {
                 Some(_) if journal_made => Ok(None),
                 Some(ts) if is_rfc3339_nanos_utc(ts) => Ok(Some(Value::Object(value).to_string())),

@@ -1,0 +1,171 @@
+//! What capture last recorded per path: enough to skip unchanged paths in a rescan, to notice
+//! paths that vanished without a reported delete, and to find the other names of a hard link.
+
+use std::collections::HashMap;
+use std::fs::Metadata;
+use std::os::unix::fs::MetadataExt;
+
+/// The identity and version of a path's last recorded state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    /// `st_mode` with the file type bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Fingerprint {
+    /// Stands for a path a store already held when the sidecar started: equal to no real
+    /// file's fingerprint, so the baseline looks at it again.
+    pub const UNVERIFIED: Fingerprint = Fingerprint {
+        dev: 0,
+        ino: 0,
+        nlink: 0,
+        size: 0,
+        mtime: (0, 0),
+        ctime: (0, 0),
+        mode: 0,
+        uid: 0,
+        gid: 0,
+    };
+
+    pub fn of(m: &Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: m.nlink(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+        }
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.mode & nix::libc::S_IFMT == nix::libc::S_IFREG
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.mode & nix::libc::S_IFMT == nix::libc::S_IFDIR
+    }
+
+    /// Same inode with the same content (size and mtime): only mode or owner may differ.
+    pub fn same_content(&self, other: &Fingerprint) -> bool {
+        (self.dev, self.ino, self.size, self.mtime)
+            == (other.dev, other.ino, other.size, other.mtime)
+    }
+}
+
+/// Recorded paths (absolute) and their fingerprints.
+#[derive(Debug, Default)]
+pub struct Known {
+    paths: HashMap<String, Fingerprint>,
+}
+
+impl Known {
+    pub fn get(&self, path: &str) -> Option<&Fingerprint> {
+        self.paths.get(path)
+    }
+
+    pub fn insert(&mut self, path: &str, fingerprint: Fingerprint) {
+        match self.paths.get_mut(path) {
+            Some(slot) => *slot = fingerprint,
+            None => {
+                self.paths.insert(path.to_string(), fingerprint);
+            }
+        }
+    }
+
+    /// Forgets `path` and everything below it.
+    pub fn remove_under(&mut self, path: &str) {
+        self.paths.retain(|p, _| !is_within(p, path));
+    }
+
+    /// Moves `from` and everything below it to `to` (replacing what was at `to`).
+    pub fn rename(&mut self, from: &str, to: &str) {
+        self.remove_under(to);
+        let moved: Vec<(String, Fingerprint)> = self
+            .paths
+            .iter()
+            .filter(|(p, _)| is_within(p, from))
+            .map(|(p, f)| (format!("{to}{}", &p[from.len()..]), *f))
+            .collect();
+        self.remove_under(from);
+        self.paths.extend(moved);
+    }
+
+    /// The other recorded names of the inode `fingerprint` describes.
+    pub fn other_links(&self, path: &str, fingerprint: &Fingerprint) -> Vec<String> {
+        self.paths
+            .iter()
+            .filter(|(p, f)| {
+                p.as_str() != path && (f.dev, f.ino) == (fingerprint.dev, fingerprint.ino)
+            })
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Recorded paths below `root` (not the root itself).
+    pub fn paths_under(&self, root: &str) -> Vec<String> {
+        self.paths
+            .keys()
+            .filter(|p| is_within(p, root) && p.len() > root.len())
+            .cloned()
+            .collect()
+    }
+}
+
+/// `path` is `dir` or lies below it.
+pub fn is_within(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(ino: u64) -> Fingerprint {
+        Fingerprint {
+            dev: 1,
+            ino,
+            nlink: 2,
+            size: 0,
+            mtime: (0, 0),
+            ctime: (0, 0),
+            mode: 0o100644,
+            uid: 0,
+            gid: 0,
+        }
+    }
+
+    #[test]
+    fn a_directory_rename_moves_its_subtree() {
+        let mut known = Known::default();
+        for (p, ino) in [
+            ("/s/d", 1),
+            ("/s/d/a", 2),
+            ("/s/d/b/c", 3),
+            ("/s/dd", 4),
+            ("/s/e/x", 5),
+        ] {
+            known.insert(p, fp(ino));
+        }
+        known.rename("/s/d", "/s/e");
+        let mut paths = known.paths_under("/s");
+        paths.sort();
+        assert_eq!(paths, ["/s/dd", "/s/e", "/s/e/a", "/s/e/b/c"]);
+        assert_eq!(known.other_links("/s/e/a", &fp(2)), Vec::<String>::new());
+        known.insert("/s/link", fp(2));
+        assert_eq!(known.other_links("/s/e/a", &fp(2)), ["/s/link"]);
+    }
+}
