@@ -6,13 +6,11 @@
  *
  *   kprobe     kprobe+kretprobe on vfs_write/vfs_writev, kprobes on security_inode_*
  *   fentry     fexit on vfs_write/vfs_writev, fentry on security_inode_*
- *   tracepoint tp_btf sys_exit with the system BTF, else raw_tracepoint sys_exit (attached
- *              by name: no tracefs, no kernel BTF ids); neither needs tracefs:
- *              write, pwrite64, writev, pwritev, pwritev2 by fd, files created by
- *              openat/openat2 and, on x86_64, open/creat (FMODE_CREATED), and new names from
- *              linkat/symlinkat and, on x86_64, link/symlink: the directory (dirfd or cwd)
- *              by its dentry, the name as the caller's string, for user space to place.
- *              unlink/rename are not seen.
+ *   tracepoint tp_btf sys_enter+sys_exit with the system BTF, else raw_tracepoint ones
+ *              (attached by name: no tracefs, no kernel BTF ids): the write family by fd,
+ *              creates (open/creat/openat/openat2 with O_CREAT, link, symlink), deletes,
+ *              rmdir, mkdir, renames, chmod/chown: resolved at sys_enter, sent at sys_exit
+ *              if the call succeeded (dk_tracepoint.bpf.h).
  *
  * Every family reports bytes as the call's return value (kretprobe, fexit, sys_exit).
  * Why these kernel functions (prototypes checked in the BTF of Debian 6.1.0-56,
@@ -50,7 +48,7 @@
  *   dk_compat.bpf.h   what differs between the modern and the compat object
  *   dk_arch.bpf.h     what differs between x86_64 and aarch64 (syscalls, registers)
  *   dk_walk.bpf.h     the parent walk and path assembly
- *   dk_sys_exit.bpf.h the tracepoint family
+ *   dk_tracepoint.bpf.h the tracepoint family
  */
 
 char LICENSE[] SEC("license") = "GPL";
@@ -602,4 +600,4 @@ int dk_fexit_do_filp_open(unsigned long long *ctx)
 }
 #endif
 
-#include "dk_sys_exit.bpf.h"
+#include "dk_tracepoint.bpf.h"

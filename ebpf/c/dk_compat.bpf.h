@@ -58,6 +58,7 @@ enum dk_table {
 /* A user string (a link call's new name): the unsplit helper reads user memory too on those
  * architectures (newer kernels pick the user or the kernel copy by the address). */
 #define dk_probe_read_user_str bpf_probe_read_str
+#define dk_probe_read_user bpf_probe_read
 
 /* sys_exit reports writes through the report call every kind shares: one inlined walk, so the
  * program stays within the pre-5.2 verifier budget. */
@@ -238,6 +239,7 @@ static __always_inline long dk_output(void *ctx, void *data, __u64 size)
 
 #define DK_HAVE_BTF_PROGS 1
 #define dk_probe_read_user_str bpf_probe_read_user_str
+#define dk_probe_read_user bpf_probe_read_user
 /* sys_exit gives writes, the most frequent call, their own report call: the shared one costs a
  * write outside the watched dirs ~5 ns/run more (register spills, the other kinds' tests),
  * and a second inlined walk costs modern's verifier a few hundred steps. */

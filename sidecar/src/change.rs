@@ -40,14 +40,11 @@ impl Backend {
     }
 
     /// Whether this backend reports `op` at all (the README's coverage table): the tracepoint
-    /// family sees only the syscalls that write, open and make links, never an unlink or a
-    /// rename; no backend reports directories or attribute changes as their own ops yet.
+    /// family sees every op from the syscalls (docs/tracepoint.md); the others do not report
+    /// directories or attribute changes as their own ops yet.
     pub fn reports(self, op: Op) -> bool {
-        !matches!(
-            (self, op),
-            (Self::Ebpf(Family::Tracepoint), Op::Delete | Op::Rename)
-                | (_, Op::Mkdir | Op::Rmdir | Op::Attrib)
-        )
+        matches!(self, Self::Ebpf(Family::Tracepoint))
+            || !matches!(op, Op::Mkdir | Op::Rmdir | Op::Attrib)
     }
 }
 

@@ -20,6 +20,7 @@
 //! * [`clock`]: kernel event time (boot or monotonic clock) to wall-clock time.
 //! * [`error`]: every way this can fail, with step, cause and hint as data.
 
+mod absolute;
 mod btf_select;
 mod canary;
 mod clock;

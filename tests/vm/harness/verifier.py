@@ -26,6 +26,7 @@ PROGRAMS = {
         "dk_kretprobe_vfs_link",
         "dk_kretprobe_vfs_symlink",
         "dk_kretprobe_do_filp_open",
+        "dk_sys_enter",
         "dk_sys_exit",
     ],
 }
@@ -43,6 +44,7 @@ PROGRAMS["modern"] = PROGRAMS["compat"] + [
     "dk_fexit_vfs_link",
     "dk_fexit_vfs_symlink",
     "dk_fexit_do_filp_open",
+    "dk_sys_enter_btf",
     "dk_sys_exit_btf",
 ]
 # Programs without a walk (no bpf_loop): the modern programs 5.10 takes (the kretprobes only

@@ -1,0 +1,473 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The tracepoint family: sys_enter records what a call names, sys_exit reports it if the call
+ * succeeded. Included once, at the end of diffkeeper.bpf.c; the syscall numbers and the
+ * register access are the architecture's, from dk_arch.bpf.h.
+ *
+ * Why both ends: at sys_exit the descriptor table and the caller's memory say what they say
+ * *now*, not what the kernel used (another thread may have pointed the fd elsewhere with
+ * dup2(), or rewritten the name). sys_enter resolves the fd to its dentry and copies the names
+ * before the kernel reads them, walks the path to the watched root, and keeps the report in
+ * the thread's slot (dk_pending, as the kprobe family does); sys_exit sends the slot only when
+ * the call returned >= 0 (a write: > 0, with that byte count), and drops it either way. A
+ * delete, rmdir or rename names what exists only before the call, which is another reason the
+ * walk must run at sys_enter.
+ *
+ * A name is a user path relative to a directory (dirfd, the cwd, or for an absolute name the
+ * caller's root): the program walks that directory and sends "dir NUL name" (DK_F_NAME); user
+ * space places the name below it (sidecar/src/ebpf/names.rs). An absolute name is sent only
+ * when the caller's root is the sidecar's and the name starts with the watched roots' common
+ * prefix (dk_abs), with root id DK_ROOT_ABS and an empty directory.
+ *
+ * Every syscall on the machine runs both programs, so the order is cheapest test first: the
+ * syscall number (sys_enter gets it as an argument), then the device of the file or directory
+ * (watched_device) before any walk. sys_exit looks up the slot only for the numbers sys_enter
+ * may have recorded. Two programs each share the bodies: tp_btf (BTF-typed: register and
+ * task->files->fdt->fd are direct loads; needs the running kernel's own BTF ids, so only with
+ * the system BTF) and raw_tracepoint (any BTF: every kernel pointer is a bpf_probe_read_kernel).
+ *
+ * What remains racy: the kernel copies a name and looks up an fd a few instructions after
+ * sys_enter; a thread that changes them in exactly that window is not detected.
+ */
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+/* Members only this family reads; the flavour suffix binds them to the kernel's types. */
+struct inode___dk_tp {
+	long long i_size;
+};
+struct fs_struct___dk_tp {
+	struct path root;
+};
+#pragma clang attribute pop
+
+/* Absolute names: the sidecar's root and the watched roots' common prefix (user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dk_abs_root);
+} dk_abs SEC(".maps");
+
+/* fcntl.h, the same on x86_64 and arm64 (asm-generic). */
+#define DK_AT_FDCWD -100
+#define DK_NO_DIRFD -1 /* on_sys_enter: the end is an open file, not a name */
+#define DK_O_CREAT 0100
+#define DK_AT_REMOVEDIR 0x200
+#define DK_AT_EMPTY_PATH 0x1000
+#define DK_RENAME_EXCHANGE 2
+
+/* dk_pending.done of a tracepoint slot (the kprobe family's enum dk_done stays below 0x10);
+ * dk_pending.dentry holds the syscall number, so a slot is only sent by its own call's exit. */
+enum dk_tp_done {
+	DK_TP_DONE = 0x10,       /* sent if the call returned >= 0 */
+	DK_TP_DONE_WRITE = 0x11, /* sent if it returned > 0: the byte count */
+	DK_TP_DONE_OPEN = 0x12,  /* sent if the descriptor it returned is a file it created */
+};
+
+/* The current task's fd array: direct loads through BTF-typed pointers when `btf`. */
+static __always_inline struct file **task_fds(bool btf)
+{
+	if (btf)
+		return bpf_get_current_task_btf()->files->fdt->fd;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, files, fdt, fd);
+}
+
+static __always_inline struct file *fd_file(struct file **fds, long fd)
+{
+	struct file *file = NULL;
+
+	/* fds beyond max_fds fail the call anyway; the read is fault-safe. */
+	if (fd < 0 || fd > 0xfffff || !fds)
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* The current task's working directory: where AT_FDCWD names start. */
+static __always_inline struct dentry *cwd_dentry(bool btf)
+{
+	if (btf)
+		return bpf_get_current_task_btf()->fs->pwd.dentry;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, fs, pwd.dentry);
+}
+
+/* The current task's root directory: where absolute names start. */
+static __always_inline struct dentry *root_dentry(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fs_struct___dk_tp *fs = (void *)BPF_CORE_READ(task, fs);
+
+	return BPF_CORE_READ(fs, root.dentry);
+}
+
+/* fstatfs(fd) by anyone on a watched root directory teaches the kernel side its dentry. */
+static __always_inline int learn_from_fd(struct file **fds, long fd)
+{
+	struct dentry *dentry = BPF_CORE_READ(fd_file(fds, fd), f_path.dentry);
+	struct dk_root_key key = {
+		.dev = BPF_CORE_READ(dentry, d_sb, s_dev),
+		.ino = BPF_CORE_READ(dentry, d_inode, i_ino),
+	};
+	__u32 *id = bpf_map_lookup_elem(&dk_roots, &key);
+
+	if (id)
+		learn_root(*id, dentry);
+	return 0;
+}
+
+/*
+ * Reads a user name to data[at..], NUL included; returns its length with the NUL, 0 when it
+ * could not be read or may have been cut (it filled the whole read).
+ */
+static __always_inline long read_name(struct dk_scratch *s, __u32 at, const char *name)
+{
+	long n = 0, size = DK_PATH_MAX;
+
+	if (at <= sizeof(s->data) - DK_PATH_MAX) {
+		n = dk_probe_read_user_str(&s->data[at], DK_PATH_MAX, name);
+	} else if (at <= sizeof(s->data) - DK_NAME_BUF) {
+		size = DK_NAME_BUF;
+		n = dk_probe_read_user_str(&s->data[at], DK_NAME_BUF, name);
+	}
+	return n <= 0 || n >= size ? 0 : n;
+}
+
+/* An absolute name (read at data[at..], n bytes with the NUL) the sidecar can place: the
+ * caller shares its root, and the name starts with the watched roots' common prefix. */
+static __always_inline int absolute_placeable(struct dk_scratch *s, __u32 at, long n)
+{
+	__u32 zero = 0;
+	struct dk_abs_root *abs = bpf_map_lookup_elem(&dk_abs, &zero);
+	struct dentry *root = root_dentry();
+	__u64 diff = 0;
+
+	if (!abs || !abs->ino || BPF_CORE_READ(root, d_sb, s_dev) != abs->dev ||
+	    BPF_CORE_READ(root, d_inode, i_ino) != abs->ino || n - 1 < abs->len)
+		return 0;
+	/* A word at a time, without a branch (compat has no backward jump); the loads may be
+	 * unaligned, which x86_64 and arm64 allow. */
+#pragma unroll
+	for (int k = 0; k < DK_ABS_PREFIX / 8; k++)
+		diff |= (*(__u64 *)&s->data[(at + 8 * k) & DK_DATA_MASK] ^ abs->prefix[k]) &
+			abs->mask[k];
+	return diff == 0;
+}
+
+/*
+ * One end of a report at data[base..]: `dir` walked to its watched root ("a/b", or "" for the
+ * root itself), then, with a name, NUL and the name as the caller passed it. Without a name,
+ * `dir` is a file's dentry, which must still have a name (O_TMPFILE, deleted: counted, not
+ * reported). Returns the end's length, or -1 when it is not watched; sets *root to its root id.
+ */
+static __always_inline int put_end(struct dk_scratch *s, struct dentry *dir, const char *name,
+				   __u32 base, __u32 *root)
+{
+	__u32 dev;
+	const struct dk_dev_roots *roots;
+	char first[2] = {};
+	long n;
+
+	if (name && dk_probe_read_user_str(first, sizeof(first), name) == 2 && first[0] == '/') {
+		/* Absolute: no directory to walk; placed from the sidecar's root, if it is the
+		 * caller's (the name is read at base + 1, after the empty directory and NUL). */
+		s->data[base & DK_DATA_MASK] = 0;
+		n = read_name(s, (base + 1) & DK_DATA_MASK, name);
+		if (!n || !absolute_placeable(s, base + 1, n))
+			return -1;
+		*root = DK_ROOT_ABS;
+		s->w.flags |= DK_F_NAME;
+		return n;
+	}
+	if (!watched_device(dir, &dev, &roots))
+		return -1;
+	int self = name ? root_id(roots, dir, dev) : -1;
+	int found = 1;
+
+	if (self >= 0) {
+		s->w.root_id = self;
+		s->w.depth = 0;
+	} else {
+		found = find_root(s, roots, dir, dev) > 0;
+	}
+	dk_keep_compares(found); /* compat: one path on from here (no jump back into it) */
+	if (!found)
+		return -1;
+	if (!name && !BPF_CORE_READ(dir, d_hash.pprev)) {
+		count_stat(DK_STAT_UNLINKED);
+		return -1;
+	}
+	*root = s->w.root_id;
+	__u32 len = put_path(s, base);
+
+	if (!name)
+		return len;
+	s->w.flags |= DK_F_NAME;
+	if (s->w.flags & DK_F_TRUNCATED)
+		return len; /* the directory was cut: no name after it */
+	s->data[(base + len) & DK_DATA_MASK] = 0;
+	n = read_name(s, (base + len + 1) & DK_DATA_MASK, name);
+	if (!n || len + n > DK_PATH_MAX) {
+		s->w.flags |= DK_F_TRUNCATED;
+		return len;
+	}
+	return len + n; /* dir, NUL, name (its NUL is not sent) */
+}
+
+/* The directory a name is relative to: the caller's cwd or dirfd's (absolute names: put_end). */
+static __always_inline struct dentry *name_dir(long dirfd, bool btf)
+{
+	if (dirfd == DK_AT_FDCWD)
+		return cwd_dentry(btf);
+	return BPF_CORE_READ(fd_file(task_fds(btf), dirfd), f_path.dentry);
+}
+
+/*
+ * What sys_enter found: `op` on the end `dir`/`name` (or a file's dentry), for a rename also
+ * the source end; kept in the thread's slot until sys_exit. `bytes`: a linkat of an unnamed
+ * (O_TMPFILE) file, its size, so the journal shows its content written (DK_F_CONTENT).
+ */
+struct dk_tp_call {
+	struct dentry *dir, *from_dir;
+	const char *name, *from_name;
+	__u64 bytes;
+	__u16 op;
+	__u16 flags;
+	__u32 done;
+};
+
+static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void *regs, bool btf)
+{
+	struct dk_scratch *s = scratch();
+	__u32 root = 0, from_root = 0;
+
+	if (!s)
+		return 0;
+	s->w.flags = 0;
+	int path_len = put_end(s, c->dir, c->name, 0, &root);
+
+	/* Compat: the verdict materialised before the test, else clang threads put_end's failure
+	 * paths straight to the block below, laid out before them (a backward jump). */
+	dk_keep_compares(path_len);
+	if (path_len >= 0)
+		s->w.flags |= DK_F_PATH;
+	else
+		path_len = 0;
+	s->ev.from_len = 0;
+	if (c->op == DK_OP_RENAME) {
+		int from_len = put_end(s, c->from_dir, c->from_name, path_len, &from_root);
+
+		dk_keep_compares(from_len);
+		if (from_len >= 0) {
+			s->w.flags |= DK_F_FROM;
+			s->ev.from_len = from_len;
+		}
+	}
+	if (!(s->w.flags & (DK_F_PATH | DK_F_FROM)))
+		return 0;
+	/* Only once something is watched: a 32-bit syscall's number means something else. */
+	if (dk_enter_compat(regs, btf))
+		return 0;
+	s->ev.path_len = path_len;
+	s->ev.root_id = root;
+	s->ev.from_root_id = from_root;
+	s->ev.flags = s->w.flags | c->flags;
+	return submit(ctx, s, c->op, c->bytes, c->done, nr);
+}
+
+/* A linkat(olddfd, "", ..., AT_EMPTY_PATH) of a file without a name (O_TMPFILE): its size,
+ * whose writes were counted (DK_STAT_UNLINKED) instead of reported. 0 for a named file. */
+static __always_inline __u64 unnamed_size(long fd, bool btf)
+{
+	struct dentry *d = BPF_CORE_READ(fd_file(task_fds(btf), fd), f_path.dentry);
+	struct inode___dk_tp *inode = (void *)BPF_CORE_READ(d, d_inode);
+
+	if (!d || BPF_CORE_READ(d, d_hash.pprev))
+		return 0;
+	return BPF_CORE_READ(inode, i_size);
+}
+
+#define ARG(n) dk_enter_arg(regs, btf, n)
+
+/*
+ * Each kind only picks its ends and op; one record() call follows, so the walks are inlined
+ * once per program (compat verifies within the pre-5.2 budget). A chain of ifs, not a switch:
+ * clang lays a switch's cases out around the shared tail, some after it, jumping back (compat
+ * has no backward jump); dk_keep_compares() keeps compat's ifs in order. Argument numbers stay
+ * constants: tp_btf loads registers directly, at fixed offsets.
+ */
+static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf)
+{
+	enum dk_sys_kind kind = dk_sys_kind(nr);
+	struct dk_tp_call c = { .op = DK_OP_CREATE, .done = DK_TP_DONE };
+	long dirfd = DK_AT_FDCWD;
+
+	if (kind == DK_SYS_NONE || kind == DK_SYS_FSTATFS)
+		return 0;
+	if (kind == DK_SYS_WRITE || kind == DK_SYS_FATTRIB) {
+		c.dir = BPF_CORE_READ(fd_file(task_fds(btf), (int)ARG(0)), f_path.dentry);
+		c.op = kind == DK_SYS_WRITE ? DK_OP_WRITE : DK_OP_ATTRIB;
+		c.done = kind == DK_SYS_WRITE ? DK_TP_DONE_WRITE : DK_TP_DONE;
+		if (!DK_WRITES_SHARE_REPORT) /* dk_compat.bpf.h: modern's fast path */
+			return record(ctx, nr, &c, regs, btf);
+		dirfd = DK_NO_DIRFD;
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_OPEN_ARG1) {
+		if (!(ARG(1) & DK_O_CREAT))
+			return 0;
+		c.name = (const char *)ARG(0);
+		c.done = DK_TP_DONE_OPEN;
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_CREAT) {
+		c.name = (const char *)ARG(0);
+		c.done = DK_TP_DONE_OPEN;
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_OPEN_ARG2) {
+		if (!(ARG(2) & DK_O_CREAT))
+			return 0;
+		dirfd = (int)ARG(0);
+		c.name = (const char *)ARG(1);
+		c.done = DK_TP_DONE_OPEN;
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_OPENAT2) {
+		__u64 flags = 0; /* struct open_how's first member */
+
+		if (dk_probe_read_user(&flags, sizeof(flags), (void *)ARG(2)) || !(flags & DK_O_CREAT))
+			return 0;
+		dirfd = (int)ARG(0);
+		c.name = (const char *)ARG(1);
+		c.done = DK_TP_DONE_OPEN;
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_UNLINK || kind == DK_SYS_RMDIR || kind == DK_SYS_MKDIR ||
+	    kind == DK_SYS_ATTRIB) {
+		c.name = (const char *)ARG(0);
+		c.op = kind == DK_SYS_UNLINK ? DK_OP_DELETE :
+		       kind == DK_SYS_RMDIR  ? DK_OP_RMDIR :
+		       kind == DK_SYS_MKDIR  ? DK_OP_MKDIR :
+					       DK_OP_ATTRIB;
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_LINK)
+		c.name = (const char *)ARG(1);
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_UNLINKAT || kind == DK_SYS_MKDIRAT || kind == DK_SYS_ATTRIBAT) {
+		dirfd = (int)ARG(0);
+		c.name = (const char *)ARG(1);
+		c.op = kind == DK_SYS_MKDIRAT  ? DK_OP_MKDIR :
+		       kind == DK_SYS_ATTRIBAT ? DK_OP_ATTRIB :
+		       ARG(2) & DK_AT_REMOVEDIR ? DK_OP_RMDIR :
+						  DK_OP_DELETE;
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_SYMLINKAT) {
+		dirfd = (int)ARG(1);
+		c.name = (const char *)ARG(2);
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_LINKAT) {
+		dirfd = (int)ARG(2);
+		c.name = (const char *)ARG(3);
+		if (ARG(4) & DK_AT_EMPTY_PATH) {
+			c.bytes = unnamed_size((int)ARG(0), btf);
+			c.flags = c.bytes ? DK_F_CONTENT : 0;
+		}
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_RENAME) {
+		c.op = DK_OP_RENAME;
+		c.from_name = (const char *)ARG(0);
+		c.name = (const char *)ARG(1);
+		c.from_dir = cwd_dentry(btf);
+	}
+	dk_keep_compares(kind);
+	if (kind == DK_SYS_RENAMEAT || kind == DK_SYS_RENAMEAT2) {
+		c.op = DK_OP_RENAME;
+		c.from_name = (const char *)ARG(1);
+		c.from_dir = name_dir((int)ARG(0), btf);
+		dirfd = (int)ARG(2);
+		c.name = (const char *)ARG(3);
+		if (kind == DK_SYS_RENAMEAT2 && ARG(4) & DK_RENAME_EXCHANGE)
+			c.flags = DK_F_EXCHANGE;
+	}
+	dk_keep_compares(kind);
+	if (dirfd != DK_NO_DIRFD)
+		c.dir = name_dir(dirfd, btf);
+	return record(ctx, nr, &c, regs, btf);
+}
+
+/*
+ * sys_exit: the slot sys_enter kept for this call, sent if the call succeeded, dropped either
+ * way. Writes that failed or wrote nothing, and opens that did not create their file, are not
+ * changes.
+ */
+static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf)
+{
+	struct dk_sys r;
+
+	if (dk_sys_read(regs, btf, &r))
+		return 0;
+	long nr = dk_sys_nr(&r);
+	enum dk_sys_kind kind = dk_sys_kind(nr);
+
+	if (kind == DK_SYS_NONE)
+		return 0;
+	if (kind == DK_SYS_FSTATFS) /* nothing left to learn: one global load */
+		return ret < 0 || all_roots_learned() ? 0 :
+			learn_from_fd(task_fds(btf), (long)(int)dk_sys_arg(regs, btf, &r, 0));
+	__u64 id = bpf_get_current_pid_tgid();
+	struct dk_pending *p = bpf_map_lookup_elem(&dk_pending, &id);
+
+	if (!p)
+		return 0;
+	int ok = ret >= 0 && p->dentry == (__u64)nr;
+
+	if (ok && p->done == DK_TP_DONE_WRITE) {
+		ok = ret > 0;
+		p->ev.bytes = ret;
+	}
+	if (ok && p->done == DK_TP_DONE_OPEN)
+		ok = BPF_CORE_READ(fd_file(task_fds(btf), ret), f_mode) & DK_FMODE_CREATED;
+	if (ok) {
+		__u64 size = sizeof(struct dk_event) + p->ev.path_len + p->ev.from_len;
+
+		p->ev.ts_ns = dk_now_ns();
+		if (size <= sizeof(struct dk_event) + 2 * DK_PATH_MAX && dk_output(ctx, &p->ev, size))
+			count_lost();
+	}
+	bpf_map_delete_elem(&dk_pending, &id);
+	return 0;
+}
+
+#if DK_HAVE_BTF_PROGS
+SEC("tp_btf/sys_enter")
+int BPF_PROG(dk_sys_enter_btf, struct pt_regs *regs, long id)
+{
+	return on_sys_enter(ctx, regs, id, true);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(dk_sys_exit_btf, struct pt_regs *regs, long ret)
+{
+	return on_sys_exit(ctx, regs, ret, true);
+}
+#endif
+
+SEC("raw_tracepoint/sys_enter")
+int dk_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_sys_enter(ctx, (void *)ctx->args[0], (long)ctx->args[1], false);
+}
+
+SEC("raw_tracepoint/sys_exit")
+int dk_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	return on_sys_exit(ctx, (void *)ctx->args[0], (long)ctx->args[1], false);
+}
