@@ -45,6 +45,8 @@ enum dk_flag {
 	DK_F_CONTENT = 16,  /* tracepoint mode's linkat of an unnamed (O_TMPFILE) file: bytes is its
 			     * size, written while it had no name (counted, not reported, then) */
 	DK_F_EXCHANGE = 32, /* a rename with RENAME_EXCHANGE: path and from swapped places */
+	DK_F_RACED = 64,    /* DK_F_NAME: a name read differently from the caller's memory at
+			     * sys_exit than at sys_enter: the kernel may have used either */
 };
 
 /* Root id of an end whose name is absolute (DK_F_NAME): placed from the sidecar's root. */

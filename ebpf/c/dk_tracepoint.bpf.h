@@ -48,6 +48,25 @@ struct {
 	__type(value, struct dk_abs_root);
 } dk_abs SEC(".maps");
 
+/*
+ * Where sys_enter copied a call's names from, and to (offset in the slot's data, length with
+ * the NUL), per end (0: path, 1: from); ptr 0 for an end without a name. sys_exit reads them
+ * again: a name that changed in user memory while the call ran may not be the one the kernel
+ * used, and the report says so (DK_F_RACED) instead of naming a file.
+ */
+struct dk_tp_names {
+	__u64 ptr[2];
+	__u32 at[2];
+	__u32 len[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, struct dk_tp_names);
+} dk_tp_names SEC(".maps");
+
 /* fcntl.h, the same on x86_64 and arm64 (asm-generic). */
 #define DK_AT_FDCWD -100
 #define DK_NO_DIRFD -1 /* on_sys_enter: the end is an open file, not a name */
@@ -164,7 +183,7 @@ static __always_inline int absolute_placeable(struct dk_scratch *s, __u32 at, lo
  * reported). Returns the end's length, or -1 when it is not watched; sets *root to its root id.
  */
 static __always_inline int put_end(struct dk_scratch *s, struct dentry *dir, const char *name,
-				   __u32 base, __u32 *root)
+				   __u32 base, __u32 *root, struct dk_tp_names *nm, int end)
 {
 	__u32 dev;
 	const struct dk_dev_roots *roots;
@@ -180,6 +199,9 @@ static __always_inline int put_end(struct dk_scratch *s, struct dentry *dir, con
 			return -1;
 		*root = DK_ROOT_ABS;
 		s->w.flags |= DK_F_NAME;
+		nm->ptr[end & 1] = (__u64)name;
+		nm->at[end & 1] = base + 1;
+		nm->len[end & 1] = n;
 		return n;
 	}
 	if (!watched_device(dir, &dev, &roots))
@@ -214,7 +236,17 @@ static __always_inline int put_end(struct dk_scratch *s, struct dentry *dir, con
 		s->w.flags |= DK_F_TRUNCATED;
 		return len;
 	}
+	nm->ptr[end & 1] = (__u64)name;
+	nm->at[end & 1] = base + len + 1;
+	nm->len[end & 1] = n;
 	return len + n; /* dir, NUL, name (its NUL is not sent) */
+}
+
+static __always_inline int name_is_empty(const char *name)
+{
+	char first[2] = {};
+
+	return dk_probe_read_user_str(first, sizeof(first), name) == 1;
 }
 
 /* The directory a name is relative to: the caller's cwd or dirfd's (absolute names: put_end). */
@@ -242,12 +274,13 @@ struct dk_tp_call {
 static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void *regs, bool btf)
 {
 	struct dk_scratch *s = scratch();
+	struct dk_tp_names nm = {};
 	__u32 root = 0, from_root = 0;
 
 	if (!s)
 		return 0;
 	s->w.flags = 0;
-	int path_len = put_end(s, c->dir, c->name, 0, &root);
+	int path_len = put_end(s, c->dir, c->name, 0, &root, &nm, 0);
 
 	/* Compat: the verdict materialised before the test, else clang threads put_end's failure
 	 * paths straight to the block below, laid out before them (a backward jump). */
@@ -258,7 +291,7 @@ static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void
 		path_len = 0;
 	s->ev.from_len = 0;
 	if (c->op == DK_OP_RENAME) {
-		int from_len = put_end(s, c->from_dir, c->from_name, path_len, &from_root);
+		int from_len = put_end(s, c->from_dir, c->from_name, path_len, &from_root, &nm, 1);
 
 		dk_keep_compares(from_len);
 		if (from_len >= 0) {
@@ -275,6 +308,12 @@ static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void
 	s->ev.root_id = root;
 	s->ev.from_root_id = from_root;
 	s->ev.flags = s->w.flags | c->flags;
+	if (nm.ptr[0] || nm.ptr[1]) {
+		__u64 id = bpf_get_current_pid_tgid();
+
+		if (bpf_map_update_elem(&dk_tp_names, &id, &nm, BPF_ANY))
+			return 0; /* cannot check the names at exit: not sent (counted lost) */
+	}
 	return submit(ctx, s, c->op, c->bytes, c->done, nr);
 }
 
@@ -367,6 +406,12 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 						  DK_OP_DELETE;
 	}
 	dk_keep_compares(kind);
+	if (kind == DK_SYS_ATTRIBAT && name_is_empty(c.name)) { /* AT_EMPTY_PATH: dirfd's file */
+		c.dir = BPF_CORE_READ(fd_file(task_fds(btf), dirfd), f_path.dentry);
+		c.name = NULL;
+		dirfd = DK_NO_DIRFD;
+	}
+	dk_keep_compares(kind);
 	if (kind == DK_SYS_SYMLINKAT) {
 		dirfd = (int)ARG(1);
 		c.name = (const char *)ARG(2);
@@ -404,6 +449,41 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 }
 
 /*
+ * Whether the name of `end` still reads, from the caller's memory, as sys_enter copied it: its
+ * length and its first DK_NAME_CHECK bytes (a word at a time, without a branch per word). A
+ * name changed and changed back while the call ran is not seen; the README says so.
+ */
+#define DK_NAME_CHECK 64
+
+static __always_inline int name_unchanged(struct dk_pending *p, struct dk_tp_names *nm, int end)
+{
+	struct dk_scratch *s = scratch();
+	__u32 at = nm->at[end & 1];
+	__u64 diff = 0;
+
+	if (!nm->ptr[end & 1])
+		return 1;
+	/* A name that ends this close to the end of the data is not checked: flagged instead. */
+	if (!s || at > sizeof(p->data) - DK_NAME_CHECK)
+		return 0;
+	long n = dk_probe_read_user_str(s->data, DK_PATH_MAX, (const char *)nm->ptr[end & 1]);
+
+	if (n != nm->len[end & 1])
+		return 0;
+#pragma unroll
+	for (int k = 0; k < DK_NAME_CHECK / 8; k++) {
+		long rem = n - 8 * k; /* bytes of the name (with its NUL) in word k */
+		__u64 mask = rem >= 8 ? ~0ULL : rem <= 0 ? 0 : (1ULL << (8 * rem)) - 1;
+		__u64 now = 0, then = 0;
+
+		__builtin_memcpy(&now, &s->data[8 * k], 8);
+		__builtin_memcpy(&then, &p->data[at + 8 * k], 8);
+		diff |= (now ^ then) & mask;
+	}
+	return diff == 0;
+}
+
+/*
  * sys_exit: the slot sys_enter kept for this call, sent if the call succeeded, dropped either
  * way. Writes that failed or wrote nothing, and opens that did not create their file, are not
  * changes.
@@ -435,6 +515,16 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 	}
 	if (ok && p->done == DK_TP_DONE_OPEN)
 		ok = BPF_CORE_READ(fd_file(task_fds(btf), ret), f_mode) & DK_FMODE_CREATED;
+	if (ok && p->ev.flags & DK_F_NAME) {
+		struct dk_tp_names *nm = bpf_map_lookup_elem(&dk_tp_names, &id);
+
+		int raced = !nm || !name_unchanged(p, nm, 0) || !name_unchanged(p, nm, 1);
+
+		dk_keep_compares(raced); /* compat: no block laid out after, jumping back */
+		p->ev.flags |= raced * DK_F_RACED;
+		if (nm)
+			bpf_map_delete_elem(&dk_tp_names, &id);
+	}
 	if (ok) {
 		__u64 size = sizeof(struct dk_event) + p->ev.path_len + p->ev.from_len;
 

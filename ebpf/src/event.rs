@@ -35,6 +35,9 @@ pub const DK_F_NAME: u16 = 8;
 pub const DK_F_CONTENT: u16 = 16;
 /// A rename with `RENAME_EXCHANGE`: `path` and `from` swapped places.
 pub const DK_F_EXCHANGE: u16 = 32;
+/// With [`DK_F_NAME`]: a name read differently from the caller's memory at sys_exit than at
+/// sys_enter (another thread changed it during the call): the kernel may have used either.
+pub const DK_F_RACED: u16 = 64;
 /// Root id of an end whose name is absolute ([`DK_F_NAME`]), from the sidecar's own root
 /// (`0xffffffffu` in C; not in the layout test, which prints constants as `int`).
 pub const DK_ROOT_ABS: u32 = u32::MAX;
@@ -284,6 +287,8 @@ pub struct Names {
     pub content: bool,
     /// [`DK_F_EXCHANGE`]: a rename that swapped `path` and `from`.
     pub exchange: bool,
+    /// [`DK_F_RACED`]: the names changed in memory during the call; not to be trusted.
+    pub raced: bool,
 }
 
 /// A record that does not decode.
@@ -386,6 +391,7 @@ impl Event {
                 from: from_name,
                 content: head.flags & DK_F_CONTENT != 0,
                 exchange: head.flags & DK_F_EXCHANGE != 0,
+                raced: head.flags & DK_F_RACED != 0,
             }),
             truncated: head.flags & DK_F_TRUNCATED != 0,
         })
@@ -465,6 +471,7 @@ mod tests {
             "DK_F_NAME",
             "DK_F_CONTENT",
             "DK_F_EXCHANGE",
+            "DK_F_RACED",
             "DK_ABS_PREFIX",
             "DK_STAT_TOO_DEEP",
             "DK_STAT_UNLINKED",
@@ -570,6 +577,7 @@ mod tests {
             ("DK_F_NAME", DK_F_NAME.into()),
             ("DK_F_CONTENT", DK_F_CONTENT.into()),
             ("DK_F_EXCHANGE", DK_F_EXCHANGE.into()),
+            ("DK_F_RACED", DK_F_RACED.into()),
             ("DK_ABS_PREFIX", DK_ABS_PREFIX),
             ("DK_STAT_TOO_DEEP", DK_STAT_TOO_DEEP as usize),
             ("DK_STAT_UNLINKED", DK_STAT_UNLINKED as usize),

@@ -28,6 +28,9 @@ pub enum Unplaced {
     NotADirectory(String),
     /// An absolute name below no watched root (it only shares their leading directories).
     Outside,
+    /// The caller's memory held another name at the end of the call than at its start
+    /// (another thread rewrote it): the kernel may have used either.
+    Raced,
 }
 
 impl fmt::Display for Unplaced {
@@ -44,6 +47,10 @@ impl fmt::Display for Unplaced {
                 "{dir} is not a directory (a symlink, or gone): the name may lead elsewhere"
             ),
             Self::Outside => f.write_str("the absolute name is below no watched root"),
+            Self::Raced => f.write_str(
+                "another thread changed the name in memory while the call ran: the kernel may \
+                 have used another one",
+            ),
         }
     }
 }
@@ -74,7 +81,9 @@ pub fn components(name: &str) -> Result<Vec<&str>, Unplaced> {
 /// counted and logged too. `None` when no end is left: an absolute name below no root (sent
 /// because it starts with the roots' common directories), or one that cannot be placed.
 pub fn place_event(mut event: Event, roots: &[String], unreported: &Unreported) -> Option<Event> {
-    let Names { path, from, .. } = event.name.take()?;
+    let Names {
+        path, from, raced, ..
+    } = event.name.take()?;
     let mut cut = event.truncated;
     let who = (event.comm.as_str(), event.pid);
     let (path_end, from_end) = (event.path.take(), event.from.take());
@@ -88,7 +97,12 @@ pub fn place_event(mut event: Event, roots: &[String], unreported: &Unreported) 
             }
             return (id != DK_ROOT_ABS).then_some((id, dir));
         };
-        match place_end(roots, id, &dir, &name) {
+        let placed = if raced {
+            Err(Unplaced::Raced)
+        } else {
+            place_end(roots, id, &dir, &name)
+        };
+        match placed {
             Ok(end) => Some(end),
             Err(Unplaced::Outside) => None,
             Err(why) => {
