@@ -162,7 +162,9 @@ impl DkAbsRoot {
         bytes[..prefix.len()].copy_from_slice(prefix);
         mask[..prefix.len()].fill(0xff);
         let words = |b: &[u8; DK_ABS_PREFIX]| {
-            std::array::from_fn(|k| u64::from_ne_bytes(b[8 * k..8 * k + 8].try_into().unwrap()))
+            std::array::from_fn(|k| {
+                u64::from_ne_bytes(b[8 * k..8 * k + 8].try_into().expect("8 bytes"))
+            })
         };
         Self {
             dev,

@@ -90,7 +90,7 @@ mod tests {
     #[test]
     fn the_filter_names_this_root_directory() {
         let dir = std::env::temp_dir();
-        let value = kernel_filter(&[dir.clone()]);
+        let value = kernel_filter(std::slice::from_ref(&dir));
         let meta = std::fs::metadata("/").unwrap();
         assert_eq!(value.ino, meta.ino());
         let bytes: Vec<u8> = value.prefix.iter().flat_map(|w| w.to_ne_bytes()).collect();

@@ -471,9 +471,15 @@ mod tests {
         };
         r.dispatch(abs);
         assert!(changes.try_recv().is_err());
-        assert_eq!(r.unreported.unplaced_names(), 1);
+        // Changed in memory during the call: the directory, flagged, and counted.
+        let mut raced = named(Op::Create, "a", "x", false);
+        raced.name.as_mut().unwrap().raced = true;
+        r.dispatch(raced);
+        let c = changes.try_recv().unwrap();
+        assert_eq!((c.path.as_str(), c.truncated), ("/state/a/", true));
+        assert_eq!(r.unreported.unplaced_names(), 2);
         let counts = r.unreported.by_reason();
-        assert_eq!(counts.last(), Some(&("unplaced_name", 1)));
+        assert_eq!(counts.last(), Some(&("unplaced_name", 2)));
     }
 
     #[test]
@@ -493,8 +499,8 @@ mod tests {
             name: Some(Names {
                 path: Some("b".into()),
                 from: Some("a".into()),
-                content: false,
                 exchange: true,
+                ..Names::default()
             }),
             ..event(Op::Rename, Some((0, "")), Some((0, "")))
         };
