@@ -6,8 +6,8 @@
 //!
 //! * every family: create the file (`open(O_CREAT)`; tracepoint mode decides by the file's
 //!   `f_mode`, the others by `security_inode_create`) and write a known number of bytes;
-//! * kprobe and fentry also: rename it (`security_inode_rename`, both names) and delete it
-//!   (`security_inode_unlink`). Tracepoint mode reports neither, so asks for neither.
+//! * every family also: rename it (`security_inode_rename`, both names; tracepoint mode: the
+//!   `rename` syscall's names) and delete it (`security_inode_unlink`; tracepoint: `unlink`).
 //!
 //! The pid is not compared: in a container's PID namespace `getpid()` differs from the
 //! kernel-wide pid the programs report. What the canary cannot prove: anything about the
@@ -260,8 +260,12 @@ mod tests {
         let err = err.to_string();
         assert!(err.contains("garbage") && err.contains(&name), "{err}");
         // In any order (the compat object's perf buffers are per CPU).
+        let renamed = format!("{name}.renamed");
         tx.send(event(Op::Write, &name, None, len)).unwrap();
         tx.send(event(Op::Create, &name, None, 0)).unwrap();
+        tx.send(event(Op::Rename, &renamed, Some(&name), 0))
+            .unwrap();
+        tx.send(event(Op::Delete, &renamed, None, 0)).unwrap();
         wait(3, expected(Family::Tracepoint, &name), &rx).unwrap();
     }
 
