@@ -48,7 +48,7 @@
  *   dk_compat.bpf.h   what differs between the modern and the compat object
  *   dk_arch.bpf.h     what differs between x86_64 and aarch64 (syscalls, registers)
  *   dk_walk.bpf.h     the parent walk and path assembly
- *   dk_tracepoint.bpf.h the tracepoint family
+ *   dk_tracepoint.bpf.h the tracepoint family (dk_tp_names.bpf.h: its user names)
  */
 
 char LICENSE[] SEC("license") = "GPL";

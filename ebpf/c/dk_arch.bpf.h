@@ -30,7 +30,7 @@
 #define DK_ARCH_BPF_H
 
 /*
- * What the tracepoint programs do with a syscall (dk_sys_exit.bpf.h). sys_enter records what
+ * What the tracepoint programs do with a syscall (dk_tracepoint.bpf.h). sys_enter records what
  * the call names, sys_exit sends it if the call succeeded. Argument numbers are in the names:
  * FD0 is a file descriptor in argument 0, CWD a name relative to the working directory, AT01
  * a directory fd in argument 0 and a name relative to it in argument 1.

@@ -40,33 +40,6 @@ struct fs_struct___dk_tp {
 };
 #pragma clang attribute pop
 
-/* Absolute names: the sidecar's root and the watched roots' common prefix (user space). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dk_abs_root);
-} dk_abs SEC(".maps");
-
-/*
- * Where sys_enter copied a call's names from, and to (offset in the slot's data, length with
- * the NUL), per end (0: path, 1: from); ptr 0 for an end without a name. sys_exit reads them
- * again: a name that changed in user memory while the call ran may not be the one the kernel
- * used, and the report says so (DK_F_RACED) instead of naming a file.
- */
-struct dk_tp_names {
-	__u64 ptr[2];
-	__u32 at[2];
-	__u32 len[2];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 256);
-	__type(key, __u64);
-	__type(value, struct dk_tp_names);
-} dk_tp_names SEC(".maps");
-
 /* fcntl.h, the same on x86_64 and arm64 (asm-generic). */
 #define DK_AT_FDCWD -100
 #define DK_NO_DIRFD -1 /* on_sys_enter: the end is an open file, not a name */
@@ -138,43 +111,7 @@ static __always_inline int learn_from_fd(struct file **fds, long fd)
 	return 0;
 }
 
-/*
- * Reads a user name to data[at..], NUL included; returns its length with the NUL, 0 when it
- * could not be read or may have been cut (it filled the whole read).
- */
-static __always_inline long read_name(struct dk_scratch *s, __u32 at, const char *name)
-{
-	long n = 0, size = DK_PATH_MAX;
-
-	if (at <= sizeof(s->data) - DK_PATH_MAX) {
-		n = dk_probe_read_user_str(&s->data[at], DK_PATH_MAX, name);
-	} else if (at <= sizeof(s->data) - DK_NAME_BUF) {
-		size = DK_NAME_BUF;
-		n = dk_probe_read_user_str(&s->data[at], DK_NAME_BUF, name);
-	}
-	return n <= 0 || n >= size ? 0 : n;
-}
-
-/* An absolute name (read at data[at..], n bytes with the NUL) the sidecar can place: the
- * caller shares its root, and the name starts with the watched roots' common prefix. */
-static __always_inline int absolute_placeable(struct dk_scratch *s, __u32 at, long n)
-{
-	__u32 zero = 0;
-	struct dk_abs_root *abs = bpf_map_lookup_elem(&dk_abs, &zero);
-	struct dentry *root = root_dentry();
-	__u64 diff = 0;
-
-	if (!abs || !abs->ino || BPF_CORE_READ(root, d_sb, s_dev) != abs->dev ||
-	    BPF_CORE_READ(root, d_inode, i_ino) != abs->ino || n - 1 < abs->len)
-		return 0;
-	/* A word at a time, without a branch (compat has no backward jump); the loads may be
-	 * unaligned, which x86_64 and arm64 allow. */
-#pragma unroll
-	for (int k = 0; k < DK_ABS_PREFIX / 8; k++)
-		diff |= (*(__u64 *)&s->data[(at + 8 * k) & DK_DATA_MASK] ^ abs->prefix[k]) &
-			abs->mask[k];
-	return diff == 0;
-}
+#include "dk_tp_names.bpf.h"
 
 /*
  * One end of a report at data[base..]: `dir` walked to its watched root ("a/b", or "" for the
@@ -242,13 +179,6 @@ static __always_inline int put_end(struct dk_scratch *s, struct dentry *dir, con
 	return len + n; /* dir, NUL, name (its NUL is not sent) */
 }
 
-static __always_inline int name_is_empty(const char *name)
-{
-	char first[2] = {};
-
-	return dk_probe_read_user_str(first, sizeof(first), name) == 1;
-}
-
 /* The directory a name is relative to: the caller's cwd or dirfd's (absolute names: put_end). */
 static __always_inline struct dentry *name_dir(long dirfd, bool btf)
 {
@@ -308,7 +238,7 @@ static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void
 	s->ev.root_id = root;
 	s->ev.from_root_id = from_root;
 	s->ev.flags = s->w.flags | c->flags;
-	if (nm.ptr[0] || nm.ptr[1]) {
+	if (s->ev.flags & DK_F_NAME) { /* always: no stale entry is ever compared at exit */
 		__u64 id = bpf_get_current_pid_tgid();
 
 		if (bpf_map_update_elem(&dk_tp_names, &id, &nm, BPF_ANY))
@@ -449,41 +379,6 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 }
 
 /*
- * Whether the name of `end` still reads, from the caller's memory, as sys_enter copied it: its
- * length and its first DK_NAME_CHECK bytes (a word at a time, without a branch per word). A
- * name changed and changed back while the call ran is not seen; the README says so.
- */
-#define DK_NAME_CHECK 64
-
-static __always_inline int name_unchanged(struct dk_pending *p, struct dk_tp_names *nm, int end)
-{
-	struct dk_scratch *s = scratch();
-	__u32 at = nm->at[end & 1];
-	__u64 diff = 0;
-
-	if (!nm->ptr[end & 1])
-		return 1;
-	/* A name that ends this close to the end of the data is not checked: flagged instead. */
-	if (!s || at > sizeof(p->data) - DK_NAME_CHECK)
-		return 0;
-	long n = dk_probe_read_user_str(s->data, DK_PATH_MAX, (const char *)nm->ptr[end & 1]);
-
-	if (n != nm->len[end & 1])
-		return 0;
-#pragma unroll
-	for (int k = 0; k < DK_NAME_CHECK / 8; k++) {
-		long rem = n - 8 * k; /* bytes of the name (with its NUL) in word k */
-		__u64 mask = rem >= 8 ? ~0ULL : rem <= 0 ? 0 : (1ULL << (8 * rem)) - 1;
-		__u64 now = 0, then = 0;
-
-		__builtin_memcpy(&now, &s->data[8 * k], 8);
-		__builtin_memcpy(&then, &p->data[at + 8 * k], 8);
-		diff |= (now ^ then) & mask;
-	}
-	return diff == 0;
-}
-
-/*
  * sys_exit: the slot sys_enter kept for this call, sent if the call succeeded, dropped either
  * way. Writes that failed or wrote nothing, and opens that did not create their file, are not
  * changes.
@@ -515,10 +410,9 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 	}
 	if (ok && p->done == DK_TP_DONE_OPEN)
 		ok = BPF_CORE_READ(fd_file(task_fds(btf), ret), f_mode) & DK_FMODE_CREATED;
-	if (ok && p->ev.flags & DK_F_NAME) {
+	if (p->ev.flags & DK_F_NAME) {
 		struct dk_tp_names *nm = bpf_map_lookup_elem(&dk_tp_names, &id);
-
-		int raced = !nm || !name_unchanged(p, nm, 0) || !name_unchanged(p, nm, 1);
+		int raced = ok && (!nm || !name_unchanged(p, nm, 0) || !name_unchanged(p, nm, 1));
 
 		dk_keep_compares(raced); /* compat: no block laid out after, jumping back */
 		p->ev.flags |= raced * DK_F_RACED;

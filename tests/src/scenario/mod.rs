@@ -34,18 +34,16 @@ pub const WRITER_COMM: &str = "dk-scenario";
 /// Whether `backend` reports the scenario step `step`. Steps are finer than journal ops so a
 /// backend can see e.g. `write(2)` but not `pwritev(2)`:
 /// `mkdir`, `create` (open with O_CREAT), `write`, `pwrite`, `writev`, `pwritev`, `rename`,
-/// `delete` (unlink), `rmdir`, `link` (a new name from link(2), linkat(2), also of an O_TMPFILE
-/// file, symlink(2) or symlinkat(2), relative to a directory descriptor or the working
-/// directory), `absolute-link` (the same with an absolute new name) and `dotdot-link` (a new
-/// name with `..`). Tracepoint mode places a new name below the directory it is relative to:
-/// an absolute one or one with `..` it counts (`unplaced_name`) instead.
+/// `delete` (unlink), `rmdir`, `attrib` (chmod), `link` (a new name from link(2), linkat(2),
+/// also of an O_TMPFILE file, symlink(2) or symlinkat(2), relative to a directory descriptor or
+/// the working directory), `absolute-link` (the same with an absolute new name),
+/// `dotdot-link` (a new name with `..`: tracepoint mode journals its directory, flagged
+/// `truncated`) and `tmpfile-content` (tracepoint mode: the write of an O_TMPFILE file's content
+/// when linkat(AT_EMPTY_PATH) names it).
 pub fn covers(backend: &str, step: &str) -> bool {
     match backend {
-        "inotify" => true,
-        "tracepoint" => matches!(
-            step,
-            "create" | "write" | "pwrite" | "writev" | "pwritev" | "link"
-        ),
+        "inotify" => !matches!(step, "attrib" | "tmpfile-content"),
+        "tracepoint" => true,
         "kprobe" | "fentry" => matches!(
             step,
             "write"
@@ -63,12 +61,16 @@ pub fn covers(backend: &str, step: &str) -> bool {
     }
 }
 
-/// The journal `op` a step produces.
-fn journal_op(step: &str) -> &'static str {
+/// The journal `op` a step produces on `backend` (inotify has no op of its own for
+/// directories).
+fn journal_op(backend: &str, step: &str) -> &'static str {
     match step {
+        "mkdir" if backend == "tracepoint" => "mkdir",
+        "rmdir" if backend == "tracepoint" => "rmdir",
         "mkdir" | "create" | "link" | "absolute-link" | "dotdot-link" => "create",
         "rename" => "rename",
         "delete" | "rmdir" => "delete",
+        "attrib" => "attrib",
         _ => "write",
     }
 }
@@ -326,10 +328,12 @@ mod tests {
     #[test]
     fn coverage_table() {
         assert!(covers("inotify", "rmdir") && covers("tracepoint", "pwritev"));
-        assert!(!covers("tracepoint", "rmdir") && !covers("nope", "write"));
-        assert!(covers("tracepoint", "link") && !covers("tracepoint", "absolute-link"));
-        assert_eq!(journal_op("dotdot-link"), "create");
-        assert_eq!(journal_op("pwritev"), "write");
-        assert_eq!(journal_op("rmdir"), "delete");
+        assert!(covers("tracepoint", "rmdir") && !covers("nope", "write"));
+        assert!(covers("tracepoint", "absolute-link") && !covers("kprobe", "attrib"));
+        assert!(!covers("inotify", "tmpfile-content"));
+        assert_eq!(journal_op("kprobe", "dotdot-link"), "create");
+        assert_eq!(journal_op("tracepoint", "pwritev"), "write");
+        assert_eq!(journal_op("inotify", "rmdir"), "delete");
+        assert_eq!(journal_op("tracepoint", "rmdir"), "rmdir");
     }
 }
