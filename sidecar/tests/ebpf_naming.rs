@@ -389,6 +389,7 @@ fn new_names_with(object: ObjectKind) {
         creates,
         [
             "/target.txt",
+            "/a/to-outside", // symlink(2) by absolute name, in the set-up
             "/a/hard",
             "/a/b/c/deep",
             "/a/b/sym",

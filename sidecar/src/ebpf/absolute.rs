@@ -80,7 +80,7 @@ mod tests {
         // A directory is shared whole or not at all: /data and /database share only "/".
         assert_eq!(common_prefix(&roots(&["/data", "/database"])), "/");
         assert_eq!(common_prefix(&roots(&["/"])), "/");
-        let long = "/a-rather-long-directory-name/then-another-one/and-a-third-one/state";
+        let long = "/a-rather-long-directory-name/then-another-one/and-a-third-one-past-64/state";
         assert_eq!(
             common_prefix(&roots(&[long])),
             "/a-rather-long-directory-name/then-another-one/"

@@ -24,7 +24,7 @@ pub enum Unplaced {
     /// Nothing but `/` and `.`: no link call that succeeded has such a name.
     Empty,
     /// A directory on the way is not a real directory below the root now (a symlink, which may
-    /// lead anywhere, or something removed since): the new file may not be where the name says.
+    /// lead anywhere, or a file): the name may not be where it says.
     NotADirectory(String),
     /// An absolute name below no watched root (it only shares their leading directories).
     Outside,
@@ -44,7 +44,7 @@ impl fmt::Display for Unplaced {
             Self::Empty => f.write_str("the name is empty"),
             Self::NotADirectory(dir) => write!(
                 f,
-                "{dir} is not a directory (a symlink, or gone): the name may lead elsewhere"
+                "{dir} is not a directory (a symlink, or a file): the name may lead elsewhere"
             ),
             Self::Outside => f.write_str("the absolute name is below no watched root"),
             Self::Raced => f.write_str(
@@ -193,16 +193,20 @@ pub fn place_absolute(name: &str, roots: &[String]) -> Result<(u32, String), Unp
 }
 
 /// `dir` (absolute, as the sidecar sees it) joined with `name`. Each component before the last
-/// must be a directory below `dir` now, not a symlink (lstat); the last one is the new name
-/// itself, which link calls never follow.
+/// must not be a symlink or a file now (lstat): a real directory, or gone since (the call went
+/// through it, and the reader places names a few milliseconds later: an app that removes the
+/// directories right after must not lose its lines). The last one is the name itself.
 pub fn place(dir: &str, name: &str) -> Result<String, Unplaced> {
     let parts = components(name)?;
     let mut path = String::with_capacity(dir.len() + 1 + name.len());
     path.push_str(dir.trim_end_matches('/'));
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
-            let is_dir = std::fs::symlink_metadata(Path::new(&path)).is_ok_and(|m| m.is_dir());
-            if !is_dir {
+            let through = match std::fs::symlink_metadata(Path::new(&path)) {
+                Ok(meta) => meta.is_dir(),
+                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            };
+            if !through {
                 return Err(Unplaced::NotADirectory(path));
             }
         }
@@ -262,13 +266,13 @@ mod tests {
         );
         assert_eq!(
             place_absolute(&format!("{st}/gone/a"), &roots),
-            Err(Unplaced::NotADirectory(format!("{st}/gone")))
+            Ok((0, "gone/a".into()))
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]
-    fn a_name_through_a_symlink_or_a_missing_directory_is_refused() {
+    fn a_name_through_a_symlink_or_a_file_is_refused() {
         let dir = std::env::temp_dir().join(format!("dk-names-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("real")).expect("mkdir");
@@ -279,9 +283,12 @@ mod tests {
             place(&d, "link/x"),
             Err(Unplaced::NotADirectory(format!("{d}/link")))
         );
+        // Gone since: the call went through it.
+        assert_eq!(place(&d, "gone/x"), Ok(format!("{d}/gone/x")));
+        std::fs::write(dir.join("file"), b"f").expect("write");
         assert_eq!(
-            place(&d, "gone/x"),
-            Err(Unplaced::NotADirectory(format!("{d}/gone")))
+            place(&d, "file/x"),
+            Err(Unplaced::NotADirectory(format!("{d}/file")))
         );
         // The last component is the new name itself: a symlink there is what was made.
         assert_eq!(place(&d, "link"), Ok(format!("{d}/link")));
