@@ -113,15 +113,17 @@ struct dk_settings {
 /*
  * Value of dk_abs (ARRAY, key 0), written by the loader: which absolute names the tracepoint
  * programs send. Only a caller whose root directory is (dev, ino), the sidecar's, and only names
- * starting with the first len bytes of prefix (the watched roots' common leading directories,
- * as the sidecar's root sees them; compared a word at a time under mask). ino 0: none.
+ * starting with prefix[0] (the state directories' common leading directories) or prefix[1]
+ * (the canary's directory), as the sidecar's root sees them: the bytes where mask is 0xff,
+ * compared a word at a time. ino 0: none.
  */
+#define DK_ABS_PREFIXES 2
 struct dk_abs_root {
 	__u32 dev;
-	__u32 len;
+	__u32 pad;
 	__u64 ino;
-	__u64 prefix[DK_ABS_PREFIX / 8];
-	__u64 mask[DK_ABS_PREFIX / 8]; /* bytes 0xff for the first len bytes, then 0 */
+	__u64 prefix[DK_ABS_PREFIXES][DK_ABS_PREFIX / 8];
+	__u64 mask[DK_ABS_PREFIXES][DK_ABS_PREFIX / 8]; /* bytes 0xff where the prefix has one */
 };
 
 #endif /* DIFFKEEPER_EVENT_H */

@@ -53,24 +53,31 @@ static __always_inline long read_name(struct dk_scratch *s, __u32 at, const char
 }
 
 /* An absolute name (read at data[at..], n bytes with the NUL) the sidecar can place: the
- * caller shares its root, and the name starts with the watched roots' common prefix. */
+ * caller shares its root, and the name starts with one of the prefixes (dk_abs_root). */
 static __always_inline int absolute_placeable(struct dk_scratch *s, __u32 at, long n)
 {
 	__u32 zero = 0;
 	struct dk_abs_root *abs = bpf_map_lookup_elem(&dk_abs, &zero);
 	struct dentry *root = root_dentry();
-	__u64 diff = 0;
+	int hit = 0;
 
 	if (!abs || !abs->ino || BPF_CORE_READ(root, d_sb, s_dev) != abs->dev ||
-	    BPF_CORE_READ(root, d_inode, i_ino) != abs->ino || n - 1 < abs->len)
+	    BPF_CORE_READ(root, d_inode, i_ino) != abs->ino)
 		return 0;
 	/* A word at a time, without a branch (compat has no backward jump); the loads may be
 	 * unaligned, which x86_64 and arm64 allow. */
+	__u64 diff0 = 0, diff1 = 0;
+
 #pragma unroll
-	for (int k = 0; k < DK_ABS_PREFIX / 8; k++)
-		diff |= (*(__u64 *)&s->data[(at + 8 * k) & DK_DATA_MASK] ^ abs->prefix[k]) &
-			abs->mask[k];
-	return diff == 0;
+	for (int k = 0; k < DK_ABS_PREFIX / 8; k++) {
+		__u64 word = *(__u64 *)&s->data[(at + 8 * k) & DK_DATA_MASK];
+
+		diff0 |= (word ^ abs->prefix[0][k]) & abs->mask[0][k];
+		diff1 |= (word ^ abs->prefix[1][k]) & abs->mask[1][k];
+	}
+	/* A prefix has no NUL, so a name that matches it is at least as long. */
+	hit = (diff0 == 0) | (diff1 == 0);
+	return hit;
 }
 
 static __always_inline int name_is_empty(const char *name)

@@ -41,8 +41,9 @@ pub const DK_F_RACED: u16 = 64;
 /// Root id of an end whose name is absolute ([`DK_F_NAME`]), from the sidecar's own root
 /// (`0xffffffffu` in C; not in the layout test, which prints constants as `int`).
 pub const DK_ROOT_ABS: u32 = u32::MAX;
-/// Bytes of [`DkAbsRoot::prefix`].
+/// Bytes of each [`DkAbsRoot::prefix`], and how many there are.
 pub const DK_ABS_PREFIX: usize = 64;
+pub const DK_ABS_PREFIXES: usize = 2;
 
 /// `enum dk_stat`: the indices of the `dk_stats` counters.
 pub const DK_STAT_TOO_DEEP: u32 = 0;
@@ -140,48 +141,52 @@ impl DkSettings {
 
 /// `struct dk_abs_root`: value (key 0) of the `dk_abs` ARRAY map: the absolute names the
 /// tracepoint programs send (a caller whose root directory is the sidecar's, names starting with
-/// the first `len` bytes of `prefix`). `ino` 0: none.
+/// one of the prefixes). `ino` 0: none.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DkAbsRoot {
     /// The sidecar's root directory: kernel device encoding and inode.
     pub dev: u32,
-    pub len: u32,
+    pub pad: u32,
     pub ino: u64,
-    /// The prefix's bytes in native-endian words, as the programs load them from the name.
-    pub prefix: [u64; DK_ABS_PREFIX / 8],
-    /// Bytes 0xff for the first `len` bytes, then 0.
-    pub mask: [u64; DK_ABS_PREFIX / 8],
+    /// The prefixes' bytes in native-endian words, as the programs load them from the name:
+    /// 0 the state directories' common leading directories, 1 the canary's directory.
+    pub prefix: [[u64; DK_ABS_PREFIX / 8]; DK_ABS_PREFIXES],
+    /// Bytes 0xff where the prefix has one, then 0.
+    pub mask: [[u64; DK_ABS_PREFIX / 8]; DK_ABS_PREFIXES],
 }
 
 impl DkAbsRoot {
-    /// The value for `prefix` (at most [`DK_ABS_PREFIX`] bytes).
-    pub fn new(dev: u32, ino: u64, prefix: &[u8]) -> Self {
-        let mut bytes = [0u8; DK_ABS_PREFIX];
-        let mut mask = [0u8; DK_ABS_PREFIX];
-        bytes[..prefix.len()].copy_from_slice(prefix);
-        mask[..prefix.len()].fill(0xff);
+    /// The value for `prefixes` (each 1 to [`DK_ABS_PREFIX`] bytes, without NUL).
+    pub fn new(dev: u32, ino: u64, prefixes: [&[u8]; DK_ABS_PREFIXES]) -> Self {
         let words = |b: &[u8; DK_ABS_PREFIX]| {
             std::array::from_fn(|k| {
                 u64::from_ne_bytes(b[8 * k..8 * k + 8].try_into().expect("8 bytes"))
             })
         };
-        Self {
+        let mut value = Self {
             dev,
-            len: prefix.len() as u32,
             ino,
-            prefix: words(&bytes),
-            mask: words(&mask),
+            ..Default::default()
+        };
+        for (i, prefix) in prefixes.iter().enumerate() {
+            let (mut bytes, mut mask) = ([0u8; DK_ABS_PREFIX], [0u8; DK_ABS_PREFIX]);
+            bytes[..prefix.len()].copy_from_slice(prefix);
+            mask[..prefix.len()].fill(0xff);
+            value.prefix[i] = words(&bytes);
+            value.mask[i] = words(&mask);
         }
+        value
     }
 
     /// The bytes as the map stores them.
     pub fn to_bytes(&self) -> [u8; size_of::<DkAbsRoot>()] {
         let mut b = [0u8; size_of::<DkAbsRoot>()];
         b[0..4].copy_from_slice(&self.dev.to_ne_bytes());
-        b[4..8].copy_from_slice(&self.len.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.pad.to_ne_bytes());
         b[8..16].copy_from_slice(&self.ino.to_ne_bytes());
-        for (k, w) in self.prefix.iter().chain(&self.mask).enumerate() {
+        let words = self.prefix.iter().chain(&self.mask).flatten();
+        for (k, w) in words.enumerate() {
             b[16 + 8 * k..24 + 8 * k].copy_from_slice(&w.to_ne_bytes());
         }
         b
@@ -442,7 +447,7 @@ mod tests {
             prog += &format!("F(dk_dev_roots, {m})\n");
         }
         prog += "F(dk_settings, all_roots)\n";
-        for m in ["dev", "len", "ino", "prefix", "mask"] {
+        for m in ["dev", "pad", "ino", "prefix", "mask"] {
             prog += &format!("F(dk_abs_root, {m})\n");
         }
         for s in [
@@ -475,6 +480,7 @@ mod tests {
             "DK_F_EXCHANGE",
             "DK_F_RACED",
             "DK_ABS_PREFIX",
+            "DK_ABS_PREFIXES",
             "DK_STAT_TOO_DEEP",
             "DK_STAT_UNLINKED",
             "DK_STAT_MISSED_RETURN",
@@ -554,7 +560,7 @@ mod tests {
         rust.push(("dk_root_key".into(), size_of::<DkRootKey>()));
         rust.push(("dk_dev_roots".into(), size_of::<DkDevRoots>()));
         rust.extend(field!(DkAbsRoot, "dk_abs_root", dev));
-        rust.extend(field!(DkAbsRoot, "dk_abs_root", len));
+        rust.extend(field!(DkAbsRoot, "dk_abs_root", pad));
         rust.extend(field!(DkAbsRoot, "dk_abs_root", ino));
         rust.extend(field!(DkAbsRoot, "dk_abs_root", prefix));
         rust.extend(field!(DkAbsRoot, "dk_abs_root", mask));
@@ -581,6 +587,7 @@ mod tests {
             ("DK_F_EXCHANGE", DK_F_EXCHANGE.into()),
             ("DK_F_RACED", DK_F_RACED.into()),
             ("DK_ABS_PREFIX", DK_ABS_PREFIX),
+            ("DK_ABS_PREFIXES", DK_ABS_PREFIXES),
             ("DK_STAT_TOO_DEEP", DK_STAT_TOO_DEEP as usize),
             ("DK_STAT_UNLINKED", DK_STAT_UNLINKED as usize),
             ("DK_STAT_MISSED_RETURN", DK_STAT_MISSED_RETURN as usize),

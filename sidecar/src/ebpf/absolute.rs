@@ -18,11 +18,10 @@ use nix::sys::stat::{major, minor};
 
 use crate::mounts;
 
-/// The `dk_abs` value for `roots` (the canary's included: the sidecar checks itself with
-/// absolute names), or none (`ino` 0) when the sidecar's root cannot be read. The closer the
-/// roots lie together, the fewer names pass: with the canary (in `--btf-cache-dir`) far from the
-/// state directories, the prefix is `/` and only the root directory check filters.
-pub fn kernel_filter(roots: &[PathBuf]) -> DkAbsRoot {
+/// The `dk_abs` value for the state directories `roots` and the `canary` directory (the
+/// sidecar checks itself with absolute names there), or none (`ino` 0) when the sidecar's root
+/// cannot be read. The closer the state directories lie together, the fewer names pass.
+pub fn kernel_filter(roots: &[PathBuf], canary: &Path) -> DkAbsRoot {
     let Ok(meta) = std::fs::metadata("/") else {
         log::warn!("[eBPF] cannot stat /: absolute names will not be journaled");
         return DkAbsRoot::default();
@@ -33,15 +32,13 @@ pub fn kernel_filter(roots: &[PathBuf]) -> DkAbsRoot {
         Some(m) => kernel_dev(m.major, m.minor),
         None => kernel_dev(major(meta.dev()), minor(meta.dev())),
     };
-    let canonical: Vec<String> = roots
-        .iter()
-        .map(|r| {
-            let path = std::fs::canonicalize(r).unwrap_or_else(|_| r.clone());
-            path.to_string_lossy().into_owned()
-        })
-        .collect();
-    let prefix = common_prefix(&canonical);
-    DkAbsRoot::new(dev, meta.ino(), prefix.as_bytes())
+    let canonical = |r: &Path| {
+        let path = std::fs::canonicalize(r).unwrap_or_else(|_| r.to_path_buf());
+        path.to_string_lossy().into_owned()
+    };
+    let state: Vec<String> = roots.iter().map(|r| canonical(r)).collect();
+    let (state, canary) = (common_prefix(&state), common_prefix(&[canonical(canary)]));
+    DkAbsRoot::new(dev, meta.ino(), [state.as_bytes(), canary.as_bytes()])
 }
 
 /// The leading directories all `roots` share, each followed by `/` ("/" at least), cut to the
@@ -90,15 +87,24 @@ mod tests {
     #[test]
     fn the_filter_names_this_root_directory() {
         let dir = std::env::temp_dir();
-        let value = kernel_filter(std::slice::from_ref(&dir));
+        let value = kernel_filter(std::slice::from_ref(&dir), Path::new("/"));
         let meta = std::fs::metadata("/").unwrap();
         assert_eq!(value.ino, meta.ino());
-        let bytes: Vec<u8> = value.prefix.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let prefix = std::str::from_utf8(&bytes[..value.len as usize]).unwrap();
+        let text = |words: &[u64], mask: &[u64]| {
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            let len = mask
+                .iter()
+                .flat_map(|w| w.to_ne_bytes())
+                .filter(|&b| b == 0xff)
+                .count();
+            String::from_utf8(bytes[..len].to_vec()).unwrap()
+        };
+        let prefix = text(&value.prefix[0], &value.mask[0]);
         let canonical = std::fs::canonicalize(&dir).unwrap();
         assert!(
-            format!("{}/", canonical.display()).starts_with(prefix),
+            format!("{}/", canonical.display()).starts_with(&prefix),
             "{prefix}"
         );
+        assert_eq!(text(&value.prefix[1], &value.mask[1]), "/");
     }
 }

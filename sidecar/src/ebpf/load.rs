@@ -51,7 +51,12 @@ pub fn load(
         fill_settings(&mut ebpf, DkSettings { all_roots })?;
     }
     fill_roots(&mut ebpf, roots)?;
-    fill_absolute(&mut ebpf, super::absolute::kernel_filter(&roots.paths))?;
+    // The last root is the canary's (session.rs).
+    let filter = match roots.paths.split_last() {
+        Some((canary, state)) if !state.is_empty() => super::absolute::kernel_filter(state, canary),
+        _ => super::absolute::kernel_filter(&roots.paths, std::path::Path::new("/")),
+    };
+    fill_absolute(&mut ebpf, filter)?;
     Ok(ebpf)
 }
 
