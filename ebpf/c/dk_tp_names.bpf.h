@@ -39,16 +39,18 @@ struct {
  * Reads a user name to data[at..], NUL included; returns its length with the NUL, 0 when it
  * could not be read or may have been cut (it filled the whole read).
  */
-static __always_inline long read_name(struct dk_scratch *s, __u32 at, const char *name)
+static __always_inline long read_name(struct dk_scratch *s, __u32 at, const char *name, int end)
 {
-	long n = 0, size = DK_PATH_MAX;
+	/* One read per end, of a size fixed by the end (constant once inlined): the path's name
+	 * starts within data[0..DK_PATH_MAX + 1], a rename source's anywhere up to 2 * DK_PATH_MAX,
+	 * so the latter reads at most DK_NAME_BUF (a longer one is flagged). Two reads behind a
+	 * test on `at` made 5.x/6.1 verifiers walk the impossible branch and refuse it. */
+	long size = end ? DK_NAME_BUF : DK_PATH_MAX;
+	long n;
 
-	if (at <= sizeof(s->data) - DK_PATH_MAX) {
-		n = dk_probe_read_user_str(&s->data[at], DK_PATH_MAX, name);
-	} else if (at <= sizeof(s->data) - DK_NAME_BUF) {
-		size = DK_NAME_BUF;
-		n = dk_probe_read_user_str(&s->data[at], DK_NAME_BUF, name);
-	}
+	if (at > sizeof(s->data) - size)
+		return 0;
+	n = dk_probe_read_user_str(&s->data[at], size, name);
 	return n <= 0 || n >= size ? 0 : n;
 }
 
@@ -97,7 +99,7 @@ static __always_inline int name_is_empty(const char *name)
 static __always_inline int name_unchanged(struct dk_pending *p, struct dk_tp_names *nm, int end)
 {
 	struct dk_scratch *s = scratch();
-	__u32 at = nm->at[end & 1];
+	__u32 at = nm->at[end & 1] & DK_DATA_MASK;
 	__u64 diff = 0;
 
 	if (!nm->ptr[end & 1])
@@ -109,6 +111,9 @@ static __always_inline int name_unchanged(struct dk_pending *p, struct dk_tp_nam
 
 	if (n != nm->len[end & 1])
 		return 0;
+	/* The copy sys_enter made, to a fixed place: older verifiers lose the bound on `at`. */
+	if (bpf_probe_read_kernel(&s->data[DK_PATH_MAX], DK_NAME_CHECK, &p->data[at]))
+		return 0;
 #pragma unroll
 	for (int k = 0; k < DK_NAME_CHECK / 8; k++) {
 		long rem = n - 8 * k; /* bytes of the name (with its NUL) in word k */
@@ -116,7 +121,7 @@ static __always_inline int name_unchanged(struct dk_pending *p, struct dk_tp_nam
 		__u64 now = 0, then = 0;
 
 		__builtin_memcpy(&now, &s->data[8 * k], 8);
-		__builtin_memcpy(&then, &p->data[at + 8 * k], 8);
+		__builtin_memcpy(&then, &s->data[DK_PATH_MAX + 8 * k], 8);
 		diff |= (now ^ then) & mask;
 	}
 	return diff == 0;

@@ -131,7 +131,7 @@ static __always_inline int put_end(struct dk_scratch *s, struct dentry *dir, con
 		/* Absolute: no directory to walk; placed from the sidecar's root, if it is the
 		 * caller's (the name is read at base + 1, after the empty directory and NUL). */
 		s->data[base & DK_DATA_MASK] = 0;
-		n = read_name(s, (base + 1) & DK_DATA_MASK, name);
+		n = read_name(s, (base + 1) & DK_DATA_MASK, name, end);
 		if (!n || !absolute_placeable(s, base + 1, n))
 			return -1;
 		*root = DK_ROOT_ABS;
@@ -168,7 +168,7 @@ static __always_inline int put_end(struct dk_scratch *s, struct dentry *dir, con
 	if (s->w.flags & DK_F_TRUNCATED)
 		return len; /* the directory was cut: no name after it */
 	s->data[(base + len) & DK_DATA_MASK] = 0;
-	n = read_name(s, (base + len + 1) & DK_DATA_MASK, name);
+	n = read_name(s, (base + len + 1) & DK_DATA_MASK, name, end);
 	if (!n || len + n > DK_PATH_MAX) {
 		s->w.flags |= DK_F_TRUNCATED;
 		return len;
