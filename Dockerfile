@@ -1,7 +1,7 @@
-# diffkeeper image: the two static musl binaries from `just build` and a baked BTF directory, on
-# an empty base. Assembled by scripts/image.sh (`just image`), which stages the build context:
-#   bin/amd64/diffkeeper-{init,sidecar}   from target/x86_64-unknown-linux-musl/release
-#   bin/arm64/diffkeeper-{init,sidecar}   from target/aarch64-unknown-linux-musl/release
+# diffkeeper image: the three static musl binaries from `just build` and a baked BTF directory,
+# on an empty base. Assembled by scripts/image.sh (`just image`), which stages the build context:
+#   bin/amd64/diffkeeper{-init,-sidecar,}  from target/x86_64-unknown-linux-musl/release
+#   bin/arm64/diffkeeper{-init,-sidecar,}  from target/aarch64-unknown-linux-musl/release
 #   btf/                                  BTFs to bake (`just image --bake DIR`), or empty
 #   cache/                                an empty directory (the default cache mount point)
 # One build per platform picks its binaries by TARGETARCH (set by `podman build --platform`, passed
@@ -21,7 +21,8 @@ LABEL org.opencontainers.image.title="diffkeeper" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="scratch"
 
-COPY bin/${TARGETARCH}/diffkeeper-init bin/${TARGETARCH}/diffkeeper-sidecar /usr/local/bin/
+# diffkeeper reads a content store (diffkeeper-sidecar --store): timeline, cat, export, diff, verify.
+COPY bin/${TARGETARCH}/diffkeeper-init bin/${TARGETARCH}/diffkeeper-sidecar bin/${TARGETARCH}/diffkeeper /usr/local/bin/
 # Baked BTFs: <release>.btf, <release>.btf.tar.xz or a BTFHub-shaped tree (--baked-btf-dir default).
 COPY btf/ /opt/diffkeeper/btf/
 # Default --btf-cache-dir, owned by the default user so a volume mounted here starts writable

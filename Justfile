@@ -85,5 +85,5 @@ bench-smoke: _bench-build
     python3 bench/bench.py --bin-dir {{bin_dir}} --smoke
 
 _bench-build:
-    cargo build --release --locked --target {{target}} -p diffkeeper-init -p diffkeeper-sidecar -p diffkeeper-bench
+    cargo build --release --locked --target {{target}} -p diffkeeper-init -p diffkeeper-sidecar -p diffkeeper-store -p diffkeeper-bench
     cargo build --release --locked -p diffkeeper-btfgen

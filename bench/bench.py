@@ -3,7 +3,8 @@
 
     bench/bench.py --bin-dir DIR [--smoke] [--out-dir DIR] [--only SECTION,...]
 
-DIR holds the release builds of diffkeeper-init, diffkeeper-sidecar and diffkeeper-bench.
+DIR holds the release builds of diffkeeper-init, diffkeeper-sidecar, diffkeeper and
+diffkeeper-bench.
 --smoke runs every row with tiny sizes and one repetition and fails only when a row produced
 no number (it never judges timings). Needs root (eBPF, mounts); everything the bench mounts
 lives in a private mount namespace and disappears with it. Method: BENCHMARKS.md.
@@ -21,13 +22,13 @@ import traceback
 from pathlib import Path
 
 # `python3 bench/bench.py` puts bench/ first on the module path, so dkbench imports as is.
-from dkbench import bundle_rows, init_rows, kernel_rows, static_rows, stats, system
+from dkbench import bundle_rows, init_rows, kernel_rows, static_rows, stats, store_rows, system
 from dkbench.context import Context, Sizes
 from dkbench.procs import Bins
 from dkbench.table import Row, error_row, render
 
 REPO = Path(__file__).resolve().parent.parent
-TOOLS = ["bpftrace", "bpftool", "inotifywait", "curl", "tar", "xz", "grep"]
+TOOLS = ["bpftrace", "bpftool", "inotifywait", "curl", "tar", "xz", "grep", "restic"]
 
 # (name, what its rows are called if it fails, function); every section but "program" runs with
 # kernel.bpf_stats_enabled=0, whatever another session left it at.
@@ -39,6 +40,7 @@ SECTIONS = [
     ("start", "sidecar start -> ready", kernel_rows.start_to_ready),
     ("init", "diffkeeper-init baked / download", init_rows.init_rows),
     ("bundle", "BTF bundle size / init bundle -> cache", bundle_rows.bundle_rows),
+    ("store", "content store vs restic / export vs cp -a", store_rows.store_rows),
     ("sizes", "binary and image sizes", None),
 ]
 

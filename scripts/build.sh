@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds the static musl binaries diffkeeper-init and diffkeeper-sidecar for each architecture
-# named (default: both) and checks every one: statically linked, the right ELF machine, within
-# the size limits (init <= 3.5 MB, sidecar <= 4 MB, decimal MB as in BENCHMARKS.md).
+# Builds the static musl binaries diffkeeper-init, diffkeeper-sidecar and diffkeeper (the store
+# reader) for each architecture named (default: both) and checks every one: statically linked,
+# the right ELF machine, within the size limits (init <= 3.5 MB, sidecar <= 4 MB, diffkeeper
+# <= 2 MB, decimal MB as in BENCHMARKS.md).
 #
 #   scripts/build.sh [x86_64] [aarch64]
 #
 # x86_64 is built by plain cargo with Debian's musl-gcc for the C parts (xz, ring). aarch64 is
 # cross-built with `cargo zigbuild`: zig (PyPI `ziglang`) is the cross C compiler and linker and
 # brings its own aarch64 musl headers and libc, so no sysroot and no foreign apt architecture is
-# needed (see the README's "Architectures" section for the measurements behind the choice).
+# needed (see docs/how-it-works.md, "Architectures and the build", for the measurements behind the choice).
 # Binaries land in ${CARGO_TARGET_DIR:-target}/<triple>/release.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 init_limit=3500000
 sidecar_limit=4000000
+reader_limit=2000000
 
 die() { echo "build: error: $*" >&2; exit 1; }
 
@@ -39,7 +41,7 @@ build_arch() {
   triple="$(triple_of "$arch")"
   rustup target list --installed 2>/dev/null | grep -qx "$triple" \
     || die "Rust target $triple is not installed (rustup target add $triple, or just setup)"
-  local cargo_args=(--release --locked --target "$triple" -p diffkeeper-init -p diffkeeper-sidecar)
+  local cargo_args=(--release --locked --target "$triple" -p diffkeeper-init -p diffkeeper-sidecar -p diffkeeper-store)
   if [[ $arch == x86_64 ]]; then
     cargo build "${cargo_args[@]}" || die "cargo build for $triple failed (output above)"
   else
@@ -81,7 +83,8 @@ for arch in "${archs[@]}"; do
   dir="$target_dir/$(triple_of "$arch")/release"
   check_binary "$arch" "$dir/diffkeeper-init" "$init_limit"
   check_binary "$arch" "$dir/diffkeeper-sidecar" "$sidecar_limit"
-  listing+=("$dir/diffkeeper-init" "$dir/diffkeeper-sidecar")
+  check_binary "$arch" "$dir/diffkeeper" "$reader_limit"
+  listing+=("$dir/diffkeeper-init" "$dir/diffkeeper-sidecar" "$dir/diffkeeper")
 done
 ls -l "${listing[@]}"
-echo "build: ${#listing[@]} static binaries, all within the size limits (init <= $init_limit, sidecar <= $sidecar_limit bytes)"
+echo "build: ${#listing[@]} static binaries, all within the size limits (init <= $init_limit, sidecar <= $sidecar_limit, diffkeeper <= $reader_limit bytes)"

@@ -150,13 +150,14 @@ stage_context() {
   mkdir -p "$context/btf" "$context/cache"
   for pair in "$@"; do
     arch="${pair%%=*}" dir="${pair#*=}"
-    for bin in diffkeeper-init diffkeeper-sidecar; do
+    for bin in diffkeeper-init diffkeeper-sidecar diffkeeper; do
       [[ -x $dir/$bin ]] || image_die "$dir/$bin is missing: run \`just build\` first"
       got="$(elf_arch "$dir/$bin")"
       [[ $got == "$arch" ]] || image_die "$dir/$bin is a $got binary, not $arch: wrong --bin-dir for $arch"
     done
     install -D -m 0755 "$dir/diffkeeper-init" "$context/bin/$arch/diffkeeper-init"
     install -D -m 0755 "$dir/diffkeeper-sidecar" "$context/bin/$arch/diffkeeper-sidecar"
+    install -D -m 0755 "$dir/diffkeeper" "$context/bin/$arch/diffkeeper"
   done
   [[ -z $bake_dir ]] || stage_baked_btfs "$bake_dir" "$context/btf"
   [[ -z ${IMAGE_BTF_BUNDLE:-} ]] || stage_bundle "$IMAGE_BTF_BUNDLE" "$context/btf"

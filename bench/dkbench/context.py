@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,18 @@ class Context:
         if not cached.exists():
             cache.mkdir(exist_ok=True)
             cached.write_bytes(system.SYSTEM_BTF_DIR.joinpath("vmlinux").read_bytes())
+        return cache
+
+    @property
+    def min_btf_cache(self) -> Path:
+        """A --btf-cache-dir holding a minimised copy of this kernel's BTF (tests/vm/min-btf.sh:
+        `bpftool gen min_core_btf` for both objects), as diffkeeper-init's bundle provides it."""
+        cache = self.out / "min-btf-cache"
+        minimised = cache / f"{os.uname().release}.btf"
+        if not minimised.exists():
+            cache.mkdir(exist_ok=True)
+            subprocess.run([str(self.repo / "tests" / "vm" / "min-btf.sh"), str(system.SYSTEM_BTF_DIR / "vmlinux"),
+                            str(minimised)], check=True, capture_output=True, text=True, timeout=120)
         return cache
 
     @property

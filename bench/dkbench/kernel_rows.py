@@ -271,9 +271,18 @@ def write_overhead_inside(ctx: Context) -> list[Row]:
                 iw.stop()
                 out.unlink(missing_ok=True)
 
+    sidecar_cpu: list[float] = []
+
+    def journaled(sc: Sidecar) -> float:
+        """The writer's CPU per write; also the sidecar's own CPU per write, once it is idle again."""
+        before = sc.cpu_ms()
+        per_write = loop()
+        sidecar_cpu.append((_cpu_when_idle(sc) - before) * 1e6 / n)
+        return per_write
+
     s = stats.interleaved(ctx.sizes.reps, {
         "unprobed": loop,
-        "tracepoint": lambda: _with_sidecar(ctx, lambda sc: loop()),
+        "tracepoint": lambda: _with_sidecar(ctx, journaled),
         "inotify": lambda: _with_sidecar(ctx, lambda sc: loop(), backend="inotify"),
         "inotifywait": with_inotifywait,
         "kernel_only": lambda: _with_helper(ctx, "unfiltered", ctx.fs_a, lambda _: loop()),
@@ -285,10 +294,28 @@ def write_overhead_inside(ctx: Context) -> list[Row]:
                      "(no sidecar, no journal) vs unprobed", s, "kernel_only",
                      note="splits the sidecar's per-event cost into the kernel program's own work and what "
                           "the sidecar's reading adds (wake-ups, cache lines shared with the reader)"),
+        Row("  the sidecar's own CPU per journaled write (its threads' runtime over the loop and until idle) "
+            "vs an unprobed write", Value(stats.median(sidecar_cpu), CPU_NS), Value(stats.median(s["unprobed"]), CPU_NS),
+            "unprobed write", stats.paired_ratio(sidecar_cpu, s["unprobed"]), "<= 1.5x",
+            check=lambda v, r: r <= 1.5,
+            note="reader (ring drain, event decoding, paths) and journal (lines, output) together"),
         _vs_unprobed("  same, sidecar inotify backend vs unprobed", s, "inotify"),
         _overhead_vs_peer("  same, inotify backend overhead vs `inotifywait -m -r` overhead", s, "inotify",
                           "inotifywait", "inotifywait overhead"),
     ]
+
+
+def _cpu_when_idle(sc: Sidecar, settle: float = 0.2, timeout: float = 30.0) -> float:
+    """The sidecar's CPU ms once it stopped using CPU for `settle` s (it has journaled the backlog)."""
+    last, since, deadline = sc.cpu_ms(), time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = sc.cpu_ms()
+        if now - last > 0.5:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= settle:
+            return now
+    raise BenchError(f"the sidecar was still busy {timeout:.0f} s after the write loop")
 
 
 def _count_journal_writes(journal, path) -> int:
@@ -405,12 +432,14 @@ def start_to_ready(ctx: Context) -> list[Row]:
     cached_btf = cache / f"{os.uname().release}.btf"
 
     cpu_at_ready: dict[str, list[float]] = {}
+    peak_at_ready: dict[str, list[int]] = {}
 
     def sidecar_start(backend="tracepoint", cache_dir=None, expect_btf="/sys/kernel/btf/vmlinux", key=""):
         def run():
             with _sidecar(ctx, backend, cache_dir=cache_dir or ctx.empty_cache) as sc:
                 seconds = sc.ready()
                 cpu_at_ready.setdefault(key, []).append(sc.cpu_ms())
+                peak_at_ready.setdefault(key, []).append(sc.memory_kib()[1])
                 btf = sc.btf_path()
                 sc.stop()
             if btf != expect_btf:
@@ -421,6 +450,13 @@ def start_to_ready(ctx: Context) -> list[Row]:
     def cached_start():
         with system.hidden_system_btf(ctx.empty_dir):
             return sidecar_start(cache_dir=cache, expect_btf=str(cached_btf), key="cached")()
+
+    min_cache = ctx.min_btf_cache
+    min_btf = min_cache / f"{os.uname().release}.btf"
+
+    def cached_min_start():
+        with system.hidden_system_btf(ctx.empty_dir):
+            return sidecar_start(cache_dir=min_cache, expect_btf=str(min_btf), key="cached_min")()
 
     def bpftrace_first_probe():
         # Keep a write happening every 0.5 ms so "first probe" is not waiting on idle time.
@@ -445,6 +481,7 @@ def start_to_ready(ctx: Context) -> list[Row]:
     s = stats.interleaved(ctx.sizes.start_reps, {
         "system": sidecar_start(key="system"),
         "cached": cached_start,
+        "cached_min": cached_min_start,
         "auto": sidecar_start("auto", key="auto"),
         "bpftrace": bpftrace_first_probe,
     })
@@ -452,11 +489,21 @@ def start_to_ready(ctx: Context) -> list[Row]:
     label = "bpftrace start to first probe hit"
     cpu = {k: stats.median(v) for k, v in cpu_at_ready.items()}
     cpu_note = (f"sidecar CPU time at ready (all live threads; robust to this machine's load): system "
-                f"{cpu['system']:.0f} ms, cached {cpu['cached']:.0f} ms, auto {cpu['auto']:.0f} ms")
+                f"{cpu['system']:.0f} ms, cached {cpu['cached']:.0f} ms, cached minimised {cpu['cached_min']:.0f} ms, auto {cpu['auto']:.0f} ms")
+    peak = {k: Value(stats.median(v) / 1024, "MiB") for k, v in peak_at_ready.items()}
     return [
+        Row("sidecar peak RSS (VmHWM at ready), system BTF, --attach tracepoint", peak["system"],
+            target="<= 16 MiB", check=lambda v, r: v <= 16,
+            note=f"--attach auto {peak['auto'].number:.1f} MiB; cached full copy of the system BTF "
+                 f"{peak['cached'].number:.1f} MiB"),
+        Row(f"  same, cached minimised BTF ({min_btf.stat().st_size:,} bytes, /sys/kernel/btf hidden)",
+            peak["cached_min"], target="<= 8 MiB", check=lambda v, r: v <= 8),
         Row("sidecar start -> ready (probes attached + canary), system BTF, --attach tracepoint",
             Value(stats.median(s["system"]), "ms"), bt, label, stats.paired_ratio(s["system"], s["bpftrace"]),
             "<= 100 ms", check=lambda v, r: v <= 100, note=cpu_note),
+        Row("  same, cached minimised BTF (/sys/kernel/btf hidden)",
+            Value(stats.median(s["cached_min"]), "ms"), bt, label,
+            stats.paired_ratio(s["cached_min"], s["bpftrace"]), "report"),
         Row("  same, cached BTF (/sys/kernel/btf hidden)",
             Value(stats.median(s["cached"]), "ms"), bt, label, stats.paired_ratio(s["cached"], s["bpftrace"]),
             "report"),

@@ -31,11 +31,13 @@ class Bins:
     init: Path
     sidecar: Path
     helper: Path
+    reader: Path  # diffkeeper, the store reader
 
     @classmethod
     def in_dir(cls, bin_dir: Path) -> "Bins":
-        bins = cls(bin_dir / "diffkeeper-init", bin_dir / "diffkeeper-sidecar", bin_dir / "diffkeeper-bench")
-        for b in (bins.init, bins.sidecar, bins.helper):
+        bins = cls(bin_dir / "diffkeeper-init", bin_dir / "diffkeeper-sidecar", bin_dir / "diffkeeper-bench",
+                   bin_dir / "diffkeeper")
+        for b in (bins.init, bins.sidecar, bins.helper, bins.reader):
             if not os.access(b, os.X_OK):
                 raise BenchError(f"{b} is missing: build it first (`just bench` does)")
         return bins

@@ -10,15 +10,19 @@
 //!   Prints `ready prog_id=N`, drains the ring buffer until stdin closes, then `events=N`.
 //! * `empty OBJECT`: attaches `dk_bench_empty` from OBJECT (bench/empty_sys_exit.bpf.c, an
 //!   empty program) to the same raw tracepoint: the floor any sys_exit program pays.
+//! * `record SRC STORE ROOT`: records SRC's changed entries into the content store STORE (the
+//!   capture side of the store rows; see record.rs).
 
 mod empty;
 mod hold;
+mod record;
 mod unfiltered;
 mod write_loop;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: diffkeeper-bench write PATH COUNT | unfiltered DIR | empty OBJECT";
+const USAGE: &str =
+    "usage: diffkeeper-bench write PATH COUNT | unfiltered DIR | empty OBJECT | record SRC STORE ROOT";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
             .and_then(|n| write_loop::run(path.as_ref(), n)),
         ["unfiltered", dir] => unfiltered::run(dir.as_ref()),
         ["empty", object] => empty::run(object.as_ref()),
+        ["record", src, store, root] => record::run(src.as_ref(), store.as_ref(), root),
         _ => Err(USAGE.to_string()),
     };
     match result {

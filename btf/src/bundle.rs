@@ -19,6 +19,9 @@
 
 use std::fmt;
 
+mod encode;
+pub use encode::{encode, EncodeError, PlannedEntry};
+
 /// Magic and format version.
 pub const MAGIC: [u8; 8] = *b"DKBTFB\x00\x01";
 pub const HEADER_LEN: usize = 16;
@@ -261,66 +264,6 @@ pub fn check_key(key: &str) -> Result<(), &'static str> {
     } else {
         Err("has an empty segment or characters outside [A-Za-z0-9._+~-]")
     }
-}
-
-/// One kernel for [`encode`]: its key and the blob (index into `blobs`) holding its BTF.
-#[derive(Debug, Clone)]
-pub struct PlannedEntry {
-    pub key: String,
-    pub blob: usize,
-    pub btf_len: u32,
-    pub sha256: [u8; 32],
-}
-
-/// Lays out a bundle: `entries` must be sorted by key without duplicates (checked), `blobs` are
-/// the compressed BTFs in the order they are written.
-pub fn encode(entries: &[PlannedEntry], blobs: &[Vec<u8>]) -> Result<Vec<u8>, String> {
-    let mut index = Vec::new();
-    let record_len = |e: &PlannedEntry| 2 + e.key.len() + 48;
-    let index_len: usize = entries.iter().map(record_len).sum();
-    let data_start = (HEADER_LEN + index_len) as u64;
-    let mut offsets = Vec::with_capacity(blobs.len());
-    let mut next = data_start;
-    for blob in blobs {
-        offsets.push(next);
-        next += blob.len() as u64;
-    }
-    for (i, e) in entries.iter().enumerate() {
-        check_key(&e.key).map_err(|r| format!("key {:?} {r}", e.key))?;
-        if i > 0 && entries[i - 1].key >= e.key {
-            return Err(format!("keys out of order or duplicated at {:?}", e.key));
-        }
-        let blob = blobs
-            .get(e.blob)
-            .ok_or_else(|| format!("{:?} names blob {} of {}", e.key, e.blob, blobs.len()))?;
-        let stored_len = u32::try_from(blob.len())
-            .ok()
-            .filter(|&n| n > 0 && n <= MAX_BLOB_BYTES)
-            .ok_or_else(|| format!("{:?}: blob of {} bytes", e.key, blob.len()))?;
-        index.extend_from_slice(&(e.key.len() as u16).to_le_bytes());
-        index.extend_from_slice(e.key.as_bytes());
-        index.extend_from_slice(&offsets[e.blob].to_le_bytes());
-        index.extend_from_slice(&stored_len.to_le_bytes());
-        index.extend_from_slice(&e.btf_len.to_le_bytes());
-        index.extend_from_slice(&e.sha256);
-    }
-    let count = u32::try_from(entries.len())
-        .ok()
-        .filter(|&n| n <= MAX_ENTRIES)
-        .ok_or("too many entries")?;
-    let index_len = u32::try_from(index.len())
-        .ok()
-        .filter(|&n| n <= MAX_INDEX_BYTES)
-        .ok_or("index too large")?;
-    let mut out = Vec::with_capacity(next as usize);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&index_len.to_le_bytes());
-    out.extend_from_slice(&index);
-    for blob in blobs {
-        out.extend_from_slice(blob);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 //! * [`validate`]: the header checks a BTF file passes before anyone trusts it.
 //! * [`cache`]: the cache layout (`<cache>/<release>.btf`) and its atomic, locked writes.
 //! * [`bundle`]: the layout of a bundle of many kernels' minimised BTFs (`just btfgen`).
+//! * [`skeleton`]: the few kernel type ids fentry and `tp_btf` attach by, without the rest.
 //!
 //! diffkeeper-init writes the cache, diffkeeper-sidecar reads it; neither needs the other's
 //! dependencies (HTTP for init, aya and the eBPF object for the sidecar), hence this crate.
 
 pub mod bundle;
 pub mod cache;
+pub mod skeleton;
 pub mod validate;
 
 /// Where the running kernel exposes its own BTF.

@@ -7,6 +7,7 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
+use diffkeeper_btf::bundle::EncodeError;
 use diffkeeper_btf::validate::BtfError;
 
 use crate::inputs::{Skipped, ARCHES, EM_BPF, SUFFIX};
@@ -60,10 +61,8 @@ pub enum BtfgenError {
         archive: PathBuf,
         skipped: Vec<Skipped>,
     },
-    /// The bundle cannot be laid out (`reason`: `diffkeeper_btf::bundle::encode`'s message).
-    Encode {
-        reason: String,
-    },
+    /// The bundle cannot be laid out.
+    Encode(EncodeError),
     Write {
         path: PathBuf,
         error: io::Error,
@@ -111,7 +110,7 @@ impl fmt::Display for BtfgenError {
                 archive.display(),
                 skipped.len()
             ),
-            Self::Encode { reason } => write!(f, "cannot lay out the bundle: {reason}"),
+            Self::Encode(e) => write!(f, "cannot lay out the bundle: {e}"),
             Self::Write { path, error } => write!(f, "write {}: {error}", path.display()),
             Self::Rename { from, to, error } => {
                 write!(f, "rename {} to {}: {error}", from.display(), to.display())
@@ -131,6 +130,7 @@ impl std::error::Error for BtfgenError {
             | Self::Write { error, .. }
             | Self::Rename { error, .. } => Some(error),
             Self::XzEncoder(e) => Some(e),
+            Self::Encode(e) => Some(e),
             _ => None,
         }
     }

@@ -137,8 +137,7 @@ pub fn generate(opts: &Options) -> Result<Report, BtfgenError> {
             skipped,
         });
     }
-    let bytes =
-        bundle::encode(&entries, &blobs).map_err(|reason| BtfgenError::Encode { reason })?;
+    let bytes = bundle::encode(&entries, &blobs).map_err(BtfgenError::Encode)?;
     let temp = work.0.join("bundle.tmp");
     fs::write(&temp, &bytes).map_err(|error| BtfgenError::Write {
         path: temp.clone(),

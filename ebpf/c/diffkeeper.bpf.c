@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
 /*
- * diffkeeper's kernel side: report writes, creates, deletes and renames of files
- * below watched root directories. One CO-RE object per kind (dk_compat.bpf.h) and
+ * diffkeeper's kernel side: report writes, creates, deletes and renames of files, directory
+ * creates and removals, and mode/owner changes below watched root directories. One CO-RE object per kind (dk_compat.bpf.h) and
  * architecture (dk_arch.bpf.h), three attach families:
  *
  *   kprobe     kprobe+kretprobe on vfs_write/vfs_writev, kprobes on security_inode_*
  *   fentry     fexit on vfs_write/vfs_writev, fentry on security_inode_*
- *   tracepoint tp_btf sys_enter+sys_exit with the system BTF, else raw_tracepoint ones
- *              (attached by name: no tracefs, no kernel BTF ids): the write family by fd,
- *              creates (open/creat/openat/openat2 with O_CREAT, link, symlink), deletes,
- *              rmdir, mkdir, renames, chmod/chown: resolved at sys_enter, sent at sys_exit
- *              if the call succeeded (dk_tracepoint.bpf.h).
+ *   tracepoint tp_btf sys_exit with the system BTF, else raw_tracepoint sys_exit (attached
+ *              by name: no tracefs, no kernel BTF ids); neither needs tracefs:
+ *              write, pwrite64, writev, pwritev, pwritev2 by fd, files created by
+ *              openat/openat2 and, on x86_64, open/creat (FMODE_CREATED), and new names from
+ *              linkat/symlinkat and, on x86_64, link/symlink: the directory (dirfd or cwd)
+ *              by its dentry, the name as the caller's string, for user space to place.
+ *              unlink/rename are not seen.
  *
  * Every family reports bytes as the call's return value (kretprobe, fexit, sys_exit).
  * Why these kernel functions (prototypes checked in the BTF of Debian 6.1.0-56,
@@ -21,6 +23,8 @@
  *        and open(O_CREAT) (lookup_open() -> may_o_create()), which bypasses vfs_create()
  *   security_inode_unlink(dir, dentry)             unlink(2)/unlinkat(2) of a file
  *   security_inode_rename(odir, odentry, ndir, ndentry, flags)  rename(2) family
+ *   security_inode_mkdir(dir, dentry, mode), security_inode_rmdir(dir, dentry)
+ *   security_inode_setattr([idmap,] dentry, attr)  chmod/chown family (see report_setattr)
  * The vfs_create/vfs_unlink/vfs_rename prototypes changed (user_namespace -> mnt_idmap
  * in 6.3, renamedata struct in 6.0); the security_inode_* hooks did not.
  *
@@ -48,6 +52,7 @@
  *   dk_compat.bpf.h   what differs between the modern and the compat object
  *   dk_arch.bpf.h     what differs between x86_64 and aarch64 (syscalls, registers)
  *   dk_walk.bpf.h     the parent walk and path assembly
+ *   dk_vfs.bpf.h      the kprobe and fentry families (VFS calls and security hooks)
  *   dk_tracepoint.bpf.h the tracepoint family (dk_tp_names.bpf.h: its user names)
  */
 
@@ -96,6 +101,9 @@ struct thread_info {
 struct fs_struct {
 	struct path pwd;
 };
+struct iattr {
+	unsigned int ia_valid;
+};
 struct task_struct {
 	struct thread_info thread_info;
 	struct files_struct *files;
@@ -105,6 +113,11 @@ struct task_struct {
 
 /* Set in file->f_mode by open(2) when it created the file (include/linux/fs.h). */
 #define DK_FMODE_CREATED (1u << 20)
+
+/* iattr.ia_valid bits of an attribute change the journal reports (include/linux/fs.h). */
+#define DK_ATTR_MODE 1u
+#define DK_ATTR_UID 2u
+#define DK_ATTR_GID 4u
 
 /* IS_ERR_VALUE() for a returned pointer (include/linux/err.h: MAX_ERRNO 4095). */
 #define DK_IS_ERR(p) ((unsigned long)(p) >= (unsigned long)-4095)
@@ -134,6 +147,9 @@ enum dk_done {
 	DK_DONE_RENAME,     /* vfs_rename() */
 	DK_DONE_LINK,       /* vfs_link() */
 	DK_DONE_SYMLINK,    /* vfs_symlink() */
+	DK_DONE_MKDIR,      /* vfs_mkdir() */
+	DK_DONE_RMDIR,      /* vfs_rmdir() */
+	DK_DONE_SETATTR,    /* notify_change() */
 };
 
 /*
@@ -260,6 +276,9 @@ enum dk_emit {
 	DK_EMIT_RENAME = DK_DONE_RENAME,
 	DK_EMIT_LINK = DK_DONE_LINK,
 	DK_EMIT_SYMLINK = DK_DONE_SYMLINK,
+	DK_EMIT_MKDIR = DK_DONE_MKDIR,
+	DK_EMIT_RMDIR = DK_DONE_RMDIR,
+	DK_EMIT_SETATTR = DK_DONE_SETATTR,
 };
 
 /* A report whose `done` call never returned (its kretprobe missed) is still there when the
@@ -441,163 +460,5 @@ static __always_inline int report_rename(void *ctx, struct dentry *from, struct 
 	return submit(ctx, s, DK_OP_RENAME, 0, DK_EMIT_RENAME, 0);
 }
 
-/* ---- fentry family writes: typed arguments, fexit sees the return value directly ---- */
-
-#if DK_HAVE_BTF_PROGS
-
-SEC("fexit/vfs_write")
-int BPF_PROG(dk_fexit_vfs_write, struct file *file, const char *buf, __u64 count, void *pos,
-	     long ret)
-{
-	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret, DK_EMIT_NOW) : 0;
-}
-
-SEC("fexit/vfs_writev")
-int BPF_PROG(dk_fexit_vfs_writev, struct file *file, const void *vec, unsigned long vlen,
-	     void *pos, int flags, long ret)
-{
-	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret, DK_EMIT_NOW) : 0;
-}
-
-#endif
-
-/* ---- kprobe family writes: the entry remembers a watched-device file, the return reports ---- */
-
-/*
- * An entry still in dk_inflight when the thread's next write starts is a return that was never
- * seen (the kretprobe missed: maxactive exhausted): it is counted and replaced, or deleted when
- * the new write is not on a watched device, so the new write's return cannot be blamed on the
- * old file. (The lookup costs every write on the machine one hash lookup in kprobe mode.)
- */
-SEC("kprobe/vfs_write")
-int BPF_KPROBE(dk_kprobe_write, struct file *file)
-{
-	__u32 dev;
-	const struct dk_dev_roots *roots;
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 ptr = (__u64)file;
-	int stale = bpf_map_lookup_elem(&dk_inflight, &id) != NULL;
-	int watched = watched_device(BPF_CORE_READ(file, f_path.dentry), &dev, &roots);
-
-	/* Compat: materialise the verdict before branching on it, else clang threads the map
-	 * lookup's result straight into the update block it lays out above (a backward jump). */
-	dk_keep_compares(watched);
-	if (watched) {
-		if (bpf_map_update_elem(&dk_inflight, &id, &ptr, BPF_ANY))
-			count_lost();
-	} else if (stale) {
-		bpf_map_delete_elem(&dk_inflight, &id);
-	}
-	if (stale)
-		count_stat(DK_STAT_MISSED_RETURN);
-	return 0;
-}
-
-SEC("kretprobe/vfs_write")
-int BPF_KRETPROBE(dk_kretprobe_write, long ret)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 *ptr = bpf_map_lookup_elem(&dk_inflight, &id);
-
-	if (!ptr)
-		return 0;
-	struct file *file = (struct file *)*ptr;
-
-	bpf_map_delete_elem(&dk_inflight, &id);
-	return ret > 0 ? report_file(ctx, file, DK_OP_WRITE, ret, DK_EMIT_NOW) : 0;
-}
-
-/*
- * ---- security hooks (kprobe, fentry): the paths as the hook sees them, kept in dk_pending;
- * the return of the VFS call that performs the operation sends them only if it succeeded.
- * A hook runs before the operation can fail (permission, LSM, ENOTEMPTY, ENOSPC...), and
- * security_inode_create also runs for an open(O_CREAT) of an existing file whose dentry was
- * not cached (may_o_create() precedes the lookup). ----
- */
-
-#if DK_HAVE_BTF_PROGS
-#define DK_FENTRY_HOOK(hook, report, ...)                                             \
-	SEC("fentry/security_inode_" #hook)                                           \
-	int BPF_PROG(dk_fentry_inode_##hook, __VA_ARGS__) { return report; }
-#else
-#define DK_FENTRY_HOOK(hook, report, ...)
-#endif
-#define DK_HOOK(hook, report, ...)                                                    \
-	DK_FENTRY_HOOK(hook, report, __VA_ARGS__)                                     \
-	SEC("kprobe/security_inode_" #hook)                                           \
-	int BPF_KPROBE(dk_kprobe_inode_##hook, __VA_ARGS__) { return report; }
-
-DK_HOOK(create, report_dentry(ctx, dentry, DK_OP_CREATE, 0, false, DK_EMIT_CREATE, NULL),
-	struct inode *dir, struct dentry *dentry)
-DK_HOOK(unlink, report_dentry(ctx, dentry, DK_OP_DELETE, 0, false, DK_EMIT_UNLINK, NULL),
-	struct inode *dir, struct dentry *dentry)
-DK_HOOK(rename, report_rename(ctx, old_dentry, new_dentry), struct inode *old_dir,
-	struct dentry *old_dentry, struct inode *new_dir, struct dentry *new_dentry)
-/* link(2), linkat(2) (also of an O_TMPFILE file) and symlink(2): a new name, a create. */
-DK_HOOK(link, report_dentry(ctx, new_dentry, DK_OP_CREATE, 0, false, DK_EMIT_LINK, NULL),
-	struct dentry *old_dentry, struct inode *dir, struct dentry *new_dentry)
-DK_HOOK(symlink, report_dentry(ctx, dentry, DK_OP_CREATE, 0, false, DK_EMIT_SYMLINK, NULL),
-	struct inode *dir, struct dentry *dentry)
-
-/*
- * ---- the returns. The vfs_* prototypes changed (user_namespace, then mnt_idmap, first in
- * 5.12 and 6.3; vfs_rename takes a struct renamedata from 5.12), so no program reads their
- * arguments: kretprobes read the return register, fexit programs bpf_get_func_ret() (5.17,
- * like everything in the modern object). do_filp_open(dfd, name, op) is the same from 4.18
- * to 6.18; it returns the opened file, whose f_mode says whether this open created it. ----
- */
-
-static __always_inline int opened(void *ctx, struct file *file)
-{
-	if (!file || DK_IS_ERR(file))
-		return deliver_pending(ctx, DK_DONE_CREATE, 0, 0);
-	__u64 dentry = (__u64)BPF_CORE_READ(file, f_path.dentry);
-
-	return deliver_pending(ctx, DK_DONE_CREATE, BPF_CORE_READ(file, f_mode) & DK_FMODE_CREATED,
-			       dentry);
-}
-
-#define DK_RETURNS(X)                                                                 \
-	X(vfs_create, DK_DONE_CREATE)                                                 \
-	X(vfs_unlink, DK_DONE_UNLINK)                                                 \
-	X(vfs_rename, DK_DONE_RENAME)                                                 \
-	X(vfs_link, DK_DONE_LINK)                                                     \
-	X(vfs_symlink, DK_DONE_SYMLINK)
-
-#define DK_KRETPROBE(fn, done)                                                        \
-	SEC("kretprobe/" #fn)                                                         \
-	int BPF_KRETPROBE(dk_kretprobe_##fn, long ret)                                \
-	{                                                                             \
-		return deliver_pending(ctx, done, (int)ret == 0, 0);                  \
-	}
-DK_RETURNS(DK_KRETPROBE)
-
-SEC("kretprobe/do_filp_open")
-int BPF_KRETPROBE(dk_kretprobe_do_filp_open, struct file *file)
-{
-	return opened(ctx, file);
-}
-
-#if DK_HAVE_BTF_PROGS
-#define DK_FEXIT(fn, done)                                                            \
-	SEC("fexit/" #fn)                                                             \
-	int dk_fexit_##fn(unsigned long long *ctx)                                    \
-	{                                                                             \
-		__u64 ret = 1;                                                        \
-                                                                                      \
-		bpf_get_func_ret(ctx, &ret);                                          \
-		return deliver_pending(ctx, done, (int)ret == 0, 0);                  \
-	}
-DK_RETURNS(DK_FEXIT)
-
-SEC("fexit/do_filp_open")
-int dk_fexit_do_filp_open(unsigned long long *ctx)
-{
-	__u64 ret = 0;
-
-	bpf_get_func_ret(ctx, &ret);
-	return opened(ctx, (struct file *)ret);
-}
-#endif
-
+#include "dk_vfs.bpf.h"
 #include "dk_tracepoint.bpf.h"

@@ -149,7 +149,8 @@ static __always_inline struct dk_learned_roots *learned_roots(void)
 }
 
 /* Indexed by id, like modern's arrays: CPUs learning different roots at once write different
- * entries, so a race can only lose a bit (learned again later), never mix two roots up. */
+ * entries, so a race can only lose a bit (the sidecar's start-up check then finds the root not
+ * learned), never mix two roots up. A root is learned once: never replaced afterwards. */
 static __always_inline void learn_root(__u32 id, struct dentry *root)
 {
 	__u32 zero = 0;
@@ -162,6 +163,8 @@ static __always_inline void learn_root(__u32 id, struct dentry *root)
 	if (!v || !set)
 		return;
 	id &= DK_MAX_ROOTS - 1;
+	if (v->learned & (1ULL << id))
+		return;
 	if (id < DK_FAST_ROOTS) {
 		v->ptr[DK_T_DENTRY][id & (DK_FAST_ROOTS - 1)] = dentry;
 		v->ptr[DK_T_SB][id & (DK_FAST_ROOTS - 1)] = sb;
@@ -173,7 +176,7 @@ static __always_inline void learn_root(__u32 id, struct dentry *root)
 	}
 	v->all_roots = set->all_roots;
 	asm volatile("" ::: "memory"); /* the pointers are stored before the bit says so */
-	/* Plain read-modify-write (no atomic OR before 5.12): a lost bit is learned again. */
+	/* Plain read-modify-write (no atomic OR before 5.12): see above for a lost bit. */
 	v->learned |= 1ULL << id;
 }
 
@@ -259,9 +262,8 @@ struct {
  * of reading each parent's inode number (three). User space sets bit `id` of dk_all_roots
  * for every root id and keeps every root directory open while the programs are attached: a
  * pinned dentry cannot be freed, so its address names that directory and nothing else
- * (a directory has one dentry). A root is learned when a walk finds it by (dev, ino), or
- * when the sidecar calls fstatfs() on the root (tracepoint mode), so even writes outside
- * take the cheap path from the start.
+ * (a directory has one dentry). A root is learned once, when the sidecar calls fstatfs() on
+ * it (learn_from_dentry), so even writes outside take the cheap path from the start.
  */
 const volatile __u64 dk_all_roots = 0;
 __u64 dk_learned = 0;
@@ -269,9 +271,12 @@ __u64 dk_root_dentry[DK_MAX_ROOTS];
 __u64 dk_root_sb[DK_MAX_ROOTS];
 __u64 dk_root_top[DK_MAX_ROOTS];
 
-/* Plain read-modify-write: a bit lost to a race with another CPU is learned again later. */
+/* Once per root. Plain read-modify-write: a bit lost to a race with another CPU leaves the root
+ * unlearned, which the sidecar's start-up check reports. */
 static __always_inline void learn_root(__u32 id, struct dentry *root)
 {
+	if (dk_learned & (1ULL << (id & (DK_MAX_ROOTS - 1))))
+		return;
 	dk_root_dentry[id & (DK_MAX_ROOTS - 1)] = (__u64)root;
 	dk_root_sb[id & (DK_MAX_ROOTS - 1)] = (__u64)BPF_CORE_READ(root, d_sb);
 	dk_root_top[id & (DK_MAX_ROOTS - 1)] = (__u64)BPF_CORE_READ(root, d_sb, s_root);

@@ -41,8 +41,11 @@ static __always_inline int is_root_ino(const struct dk_dev_roots *roots, __u64 i
 
 /*
  * The id of the watched root `d` is, or -1. With `roots` (not every root learned yet): by its
- * inode number among those on `dev`, learning the root when found; without: by pointer among the
- * learned root dentries.
+ * inode number among those on `dev`; without: by pointer among the learned root dentries.
+ * A match by (dev, ino) is not learned: on btrfs every subvolume's top is inode 256 on one
+ * device, so a sibling subvolume can carry a root's (dev, ino). Roots are learned only from
+ * the root directory itself (learn_from_dentry), and the sidecar checks that all were before
+ * it journals anything.
  */
 static __always_inline int root_id(const struct dk_dev_roots *roots, struct dentry *d, __u32 dev)
 {
@@ -55,10 +58,26 @@ static __always_inline int root_id(const struct dk_dev_roots *roots, struct dent
 	struct dk_root_key key = { .dev = dev, .ino = ino };
 	__u32 *id = bpf_map_lookup_elem(&dk_roots, &key);
 
-	if (!id)
-		return -1;
-	learn_root(*id, d);
-	return *id;
+	return id ? *id : -1;
+}
+
+/*
+ * statfs() or fstatfs() on a watched root teaches its dentry: the sidecar does it on each root
+ * (held open) right after attaching, so the learned dentry is that directory and no other
+ * with the same (device, inode). A root is learned once (learn_root), so a later statfs of a
+ * look-alike cannot replace it.
+ */
+static __always_inline int learn_from_dentry(struct dentry *dentry)
+{
+	struct dk_root_key key = {
+		.dev = BPF_CORE_READ(dentry, d_sb, s_dev),
+		.ino = BPF_CORE_READ(dentry, d_inode, i_ino),
+	};
+	__u32 *id = bpf_map_lookup_elem(&dk_roots, &key);
+
+	if (id)
+		learn_root(*id, dentry);
+	return 0;
 }
 
 /*

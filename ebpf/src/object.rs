@@ -140,43 +140,61 @@ pub mod programs {
     ];
     /// fentry on a security hook: (program, kernel function). A hook only records the
     /// operation; the return of the VFS call that performs it ([`FEXIT_RETURNS`]) reports it
-    /// if it succeeded.
-    pub const FENTRY_HOOKS: [(&str, &str); 5] = [
+    /// if it succeeded. The statfs hook reports nothing: it learns the roots' dentries.
+    pub const FENTRY_HOOKS: [(&str, &str); 9] = [
         ("dk_fentry_inode_create", "security_inode_create"),
         ("dk_fentry_inode_unlink", "security_inode_unlink"),
         ("dk_fentry_inode_rename", "security_inode_rename"),
         ("dk_fentry_inode_link", "security_inode_link"),
         ("dk_fentry_inode_symlink", "security_inode_symlink"),
+        ("dk_fentry_inode_mkdir", "security_inode_mkdir"),
+        ("dk_fentry_inode_rmdir", "security_inode_rmdir"),
+        ("dk_fentry_inode_setattr", "security_inode_setattr"),
+        ("dk_fentry_sb_statfs", "security_sb_statfs"),
     ];
     /// fexit on the VFS calls whose success sends what a hook recorded.
-    pub const FEXIT_RETURNS: [(&str, &str); 6] = [
+    pub const FEXIT_RETURNS: [(&str, &str); 11] = [
         ("dk_fexit_vfs_create", "vfs_create"),
         ("dk_fexit_vfs_unlink", "vfs_unlink"),
         ("dk_fexit_vfs_rename", "vfs_rename"),
         ("dk_fexit_vfs_link", "vfs_link"),
         ("dk_fexit_vfs_symlink", "vfs_symlink"),
         ("dk_fexit_do_filp_open", "do_filp_open"),
+        ("dk_fexit_vfs_mkdir", "vfs_mkdir"),
+        ("dk_fexit_do_mkdirat", "do_mkdirat"),
+        ("dk_fexit_vfs_rmdir", "vfs_rmdir"),
+        ("dk_fexit_do_rmdir", "do_rmdir"),
+        ("dk_fexit_notify_change", "notify_change"),
     ];
     /// The kprobe and kretprobe attached to every write function.
     pub const KPROBE_WRITE: &str = "dk_kprobe_write";
     pub const KRETPROBE_WRITE: &str = "dk_kretprobe_write";
     pub const WRITE_FUNCTIONS: [&str; 2] = ["vfs_write", "vfs_writev"];
     /// kprobe on a security hook: (program, kernel function).
-    pub const KPROBE_HOOKS: [(&str, &str); 5] = [
+    pub const KPROBE_HOOKS: [(&str, &str); 9] = [
         ("dk_kprobe_inode_create", "security_inode_create"),
         ("dk_kprobe_inode_unlink", "security_inode_unlink"),
         ("dk_kprobe_inode_rename", "security_inode_rename"),
         ("dk_kprobe_inode_link", "security_inode_link"),
         ("dk_kprobe_inode_symlink", "security_inode_symlink"),
+        ("dk_kprobe_inode_mkdir", "security_inode_mkdir"),
+        ("dk_kprobe_inode_rmdir", "security_inode_rmdir"),
+        ("dk_kprobe_inode_setattr", "security_inode_setattr"),
+        ("dk_kprobe_sb_statfs", "security_sb_statfs"),
     ];
     /// kretprobe on the VFS calls whose success sends what a hook recorded.
-    pub const KRETPROBE_RETURNS: [(&str, &str); 6] = [
+    pub const KRETPROBE_RETURNS: [(&str, &str); 11] = [
         ("dk_kretprobe_vfs_create", "vfs_create"),
         ("dk_kretprobe_vfs_unlink", "vfs_unlink"),
         ("dk_kretprobe_vfs_rename", "vfs_rename"),
         ("dk_kretprobe_vfs_link", "vfs_link"),
         ("dk_kretprobe_vfs_symlink", "vfs_symlink"),
         ("dk_kretprobe_do_filp_open", "do_filp_open"),
+        ("dk_kretprobe_vfs_mkdir", "vfs_mkdir"),
+        ("dk_kretprobe_do_mkdirat", "do_mkdirat"),
+        ("dk_kretprobe_vfs_rmdir", "vfs_rmdir"),
+        ("dk_kretprobe_do_rmdir", "do_rmdir"),
+        ("dk_kretprobe_notify_change", "notify_change"),
     ];
     /// The raw tracepoint programs and the tracepoints they attach to by name (any BTF):
     /// sys_enter records what a call names in the thread's slot, sys_exit sends it if the

@@ -45,10 +45,27 @@ pub enum BundleError {
 pub enum EntryProblem {
     NotXz,
     Corrupt(io::Error),
-    TooLarge { btf_len: u32, max_bytes: u64 },
-    WrongLength { want: u32, got: u64 },
-    TrailingData { used: u64 },
-    WrongSha256 { want: String, got: String },
+    TooLarge {
+        btf_len: u32,
+        max_bytes: u64,
+    },
+    /// Fewer bytes than the index says.
+    WrongLength {
+        want: u32,
+        got: u64,
+    },
+    /// More bytes than the index says: decompression stopped at the first byte past `want`,
+    /// so how many more is not known.
+    LongerThanClaimed {
+        want: u32,
+    },
+    TrailingData {
+        used: u64,
+    },
+    WrongSha256 {
+        want: String,
+        got: String,
+    },
     NotBtf(BtfError),
 }
 
@@ -65,6 +82,10 @@ impl fmt::Display for EntryProblem {
             Self::WrongLength { want, got } => {
                 write!(f, "decompressed to {got} bytes, the index says {want}")
             }
+            Self::LongerThanClaimed { want } => write!(
+                f,
+                "decompresses to more than {want} bytes, the index says {want}"
+            ),
             Self::TrailingData { used } => write!(
                 f,
                 "the xz stream ends after {used} bytes, before the end of the blob"
@@ -182,7 +203,14 @@ impl Bundle {
             .take(u64::from(entry.btf_len) + 1)
             .read_to_end(&mut btf_bytes)
             .map_err(|e| fail(EntryProblem::Corrupt(e)))?;
-        if btf_bytes.len() as u64 != u64::from(entry.btf_len) {
+        // Read one byte past the claim, never more: a longer entry is refused without
+        // inflating the rest of it.
+        if btf_bytes.len() as u64 > u64::from(entry.btf_len) {
+            return Err(fail(EntryProblem::LongerThanClaimed {
+                want: entry.btf_len,
+            }));
+        }
+        if (btf_bytes.len() as u64) < u64::from(entry.btf_len) {
             return Err(fail(EntryProblem::WrongLength {
                 want: entry.btf_len,
                 got: btf_bytes.len() as u64,
@@ -190,13 +218,13 @@ impl Bundle {
         }
         // The stream must end exactly at the end of the blob (its checks are at the end).
         let mut rest = Vec::new();
-        decoder
+        (&mut decoder)
+            .take(1)
             .read_to_end(&mut rest)
             .map_err(|e| fail(EntryProblem::Corrupt(e)))?;
         if !rest.is_empty() {
-            return Err(fail(EntryProblem::WrongLength {
+            return Err(fail(EntryProblem::LongerThanClaimed {
                 want: entry.btf_len,
-                got: (btf_bytes.len() + rest.len()) as u64,
             }));
         }
         if decoder.total_in() != u64::from(entry.stored_len) {

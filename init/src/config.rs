@@ -44,6 +44,14 @@ pub const FLAGS: &[Flag] = &[
         help: "cap on the extracted archive and on a BTF file" },
     Flag { name: "--required", value: "", env: "DIFFKEEPER_BTF_REQUIRED=1", default: "off", note: "", kind: Kind::Switch,
         help: "exit 1 when no BTF can be provided (otherwise warn and exit 0)" },
+    Flag { name: "--restore-from", value: "STORE", env: "DIFFKEEPER_RESTORE_FROM", default: "no restore", note: "", kind: Kind::Value,
+        help: "a diffkeeper store (diffkeeper-sidecar --store) to restore state from, before the app starts" },
+    Flag { name: "--restore-to", value: "DIR", env: "DIFFKEEPER_RESTORE_TO", default: "", note: "", kind: Kind::Value,
+        help: "the state directory to restore into (must be empty); required with --restore-from" },
+    Flag { name: "--restore-at", value: "T", env: "DIFFKEEPER_RESTORE_AT", default: "the newest state", note: "", kind: Kind::Value,
+        help: "restore the state at T: RFC 3339 (as the journal's ts) or a duration ago (5m, 2h)" },
+    Flag { name: "--restore-overwrite", value: "", env: "DIFFKEEPER_RESTORE_OVERWRITE=1", default: "off", note: "", kind: Kind::Switch,
+        help: "empty a non-empty --restore-to first (otherwise it is refused)" },
     Flag { name: "--debug", value: "", env: "DIFFKEEPER_DEBUG=1", default: "off", note: "", kind: Kind::Switch,
         help: "debug logging" },
     Flag { name: "--help", value: "", env: "", default: "", note: "", kind: Kind::Action,
@@ -71,6 +79,17 @@ pub struct Config {
     pub max_btf_bytes: u64,
     pub required: bool,
     pub debug: bool,
+    pub restore: Option<Restore>,
+}
+
+/// A restore of a store's state into the state directory, asked for by `--restore-from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    pub store: PathBuf,
+    pub target: PathBuf,
+    /// Nanoseconds since the epoch; `None` for the newest state.
+    pub at_ns: Option<u64>,
+    pub overwrite: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -135,11 +154,51 @@ pub fn parse(
         max_btf_bytes: args.number("--max-btf-bytes")?,
         required: args.boolean("--required")?,
         debug: args.boolean("--debug")?,
+        restore: restore(&args)?,
     };
     if config.download {
         check_mirror(&config.mirror, config.allow_http)?;
     }
     Ok(Command::Run(Box::new(config)))
+}
+
+/// The restore settings: none unless `--restore-from` is given, and then `--restore-to` too.
+fn restore(args: &diffkeeper_cli::Args) -> Result<Option<Restore>, UsageError> {
+    let Some(store) = args.get("--restore-from") else {
+        for name in ["--restore-to", "--restore-at", "--restore-overwrite"] {
+            if let Some(given) = args.get(name) {
+                return Err(UsageError(format!(
+                    "{} is given without --restore-from (DIFFKEEPER_RESTORE_FROM)",
+                    given.origin
+                )));
+            }
+        }
+        return Ok(None);
+    };
+    let target = args.text("--restore-to").ok_or_else(|| {
+        UsageError(format!(
+            "{} needs --restore-to DIR (DIFFKEEPER_RESTORE_TO), the state directory to fill",
+            store.origin
+        ))
+    })?;
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let at_ns = match args.get("--restore-at") {
+        None => None,
+        Some(given) => Some(diffkeeper_cli::time::parse_moment(&given.value, now_ns).ok_or_else(|| {
+            UsageError(format!(
+                "{}={:?} is neither an RFC 3339 time (2026-11-18T11:06:40Z) nor a duration ago (5m, 2h)",
+                given.origin, given.value
+            ))
+        })?),
+    };
+    Ok(Some(Restore {
+        store: store.value.into(),
+        target: target.into(),
+        at_ns,
+        overwrite: args.boolean("--restore-overwrite")?,
+    }))
 }
 
 fn default_host_root() -> PathBuf {

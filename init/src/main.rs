@@ -1,7 +1,9 @@
 //! diffkeeper-init: makes sure the node's kernel BTF is available before the sidecar starts.
 //!
+//! With `--restore-from`, it first restores a diffkeeper store's state into the state directory.
+//!
 //! Exit codes: 0 = a BTF is available (system, cache, bundle, baked, downloaded) or none was found and
-//! `--required` is off; 1 = failure with `--required`; 2 = bad usage.
+//! `--required` is off; 1 = failure with `--required`, or a requested restore failed; 2 = bad usage.
 
 mod archive;
 mod baked;
@@ -11,6 +13,7 @@ mod download;
 mod errors;
 mod identity;
 mod provision;
+mod restore;
 mod status;
 mod tls;
 
@@ -37,6 +40,13 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.debug, &[]);
+    if let Some(restore) = &config.restore {
+        // Asked for explicitly: the app must not start on a state that failed to come back.
+        if let Err(e) = restore::run(restore) {
+            log::error!("restore from {} failed: {e}", restore.store.display());
+            return ExitCode::from(1);
+        }
+    }
     match provision::run(&config) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) if config.required => {

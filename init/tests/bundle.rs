@@ -185,6 +185,10 @@ fn hostile_bundles_name_the_problem_and_provisioning_goes_on() {
         "{}-byte index but the file has 16 bytes",
         2 + key(&env).len() + 48
     );
+    let past_claim = format!(
+        "decompresses to more than {0} bytes, the index says {0}",
+        min.len() - 1
+    );
     let mut flipped = crafted(&env, &min, |_, _| {});
     let last = flipped.len() - 20;
     flipped[last] ^= 0xff;
@@ -235,6 +239,13 @@ fn hostile_bundles_name_the_problem_and_provisioning_goes_on() {
                 b[at + 12..at + 16].copy_from_slice(&n.to_le_bytes());
             }),
             vec![&entry, "decompressed to"],
+        ),
+        (
+            "inflates past its claimed length",
+            crafted(&env, &min, |b, at| {
+                b[at + 12..at + 16].copy_from_slice(&(min.len() as u32 - 1).to_le_bytes());
+            }),
+            vec![&entry, &past_claim],
         ),
         ("corrupt blob", flipped, vec![&entry, "corrupt"]),
         (

@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_cached, run, Env, BIN};
 use diffkeeper_tests::btf::tiny_btf;
-use diffkeeper_tests::readme;
+use diffkeeper_tests::doc_flags;
 use std::process::Command;
 
 /// Arguments, environment, and what the usage error must mention.
@@ -56,15 +56,15 @@ fn help_lists_every_flag_with_env_and_default() {
 }
 
 #[test]
-fn readme_flag_table_matches_help() {
+fn docs_flag_table_matches_help() {
     let r = run(Command::new(BIN).arg("--help"));
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("read README.md");
-    let problems = readme::disagreements(
-        &readme::readme_flags(&readme, "diffkeeper-init"),
-        &readme::help_flags(&r.stdout),
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/init.md"))
+        .expect("read docs/init.md");
+    let problems = doc_flags::disagreements(
+        &doc_flags::doc_flags(&doc, "## Command line"),
+        &doc_flags::help_flags(&r.stdout),
     );
-    assert!(problems.is_empty(), "README.md vs --help: {problems:#?}");
+    assert!(problems.is_empty(), "docs/init.md vs --help: {problems:#?}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The sidecar's life: check the state directories, open the journal, serve metrics, start a
 //! backend (eBPF, else inotify), say ready, wait for SIGTERM/SIGINT, then stop cleanly.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc::{self, Sender};
@@ -85,7 +86,7 @@ pub fn run(config: &Config) -> Result<(), Fatal> {
         name: "signal",
         source,
     })?;
-    let (changes, journal) = start_journal(config, metrics.clone(), stop_tx.clone())?;
+    let (changes, journal) = start_journal(config, &roots, metrics.clone(), stop_tx.clone())?;
     // For a switch to inotify while running; dropped before the journal is joined.
     let mut spare_sink = Some(changes.clone());
 
@@ -213,67 +214,73 @@ fn join_within<T>(
 }
 
 /// Every state directory must exist; the backends get canonical paths (eBPF matches roots by
-/// device and inode, and journal paths are built from these).
+/// device and inode, and journal paths are built from these). One directory given twice (the
+/// same path, another path to it through links, a bind mount of it) is watched once, under the
+/// first path given, and the log says so: watched twice, every change would be journaled twice
+/// by inotify, and eBPF would refuse the pair as two roots it cannot tell apart.
 fn canonical_state_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, Fatal> {
-    dirs.iter()
-        .map(|dir| {
-            let canonical = dir.canonicalize().map_err(|source| Fatal::StateDir {
-                path: dir.clone(),
-                source,
-            })?;
-            if !canonical.is_dir() {
-                return Err(Fatal::StateDirNotADir { path: dir.clone() });
-            }
-            Ok(canonical)
-        })
-        .collect()
+    let mut roots: Vec<(PathBuf, (u64, u64), &PathBuf)> = Vec::with_capacity(dirs.len());
+    for dir in dirs {
+        let state_dir = |source| Fatal::StateDir {
+            path: dir.clone(),
+            source,
+        };
+        let canonical = dir.canonicalize().map_err(state_dir)?;
+        let meta = std::fs::metadata(&canonical).map_err(state_dir)?;
+        if !meta.is_dir() {
+            return Err(Fatal::StateDirNotADir { path: dir.clone() });
+        }
+        let identity = (meta.dev(), meta.ino());
+        match roots.iter().find(|(_, id, _)| *id == identity) {
+            Some((first, _, given)) => log::info!(
+                "--state-dir {} is the same directory as --state-dir {} ({}): watched once",
+                dir.display(),
+                given.display(),
+                first.display()
+            ),
+            None => roots.push((canonical, identity, dir)),
+        }
+    }
+    Ok(roots.into_iter().map(|(canonical, ..)| canonical).collect())
 }
 
 /// A journal file under a watched directory would report its own lines, each of which is a
-/// new change to report: refused. Symlinks are resolved (the file's, or its parent's when the
-/// file does not exist yet), so a link from outside into a state dir is caught too.
+/// new change to report: refused, wherever links or bind mounts make it land
+/// ([`journal::placement`]).
 fn refuse_journal_in_state_dir(journal: &Path, roots: &[PathBuf]) -> Result<(), Fatal> {
     if journal.as_os_str() == journal::STDOUT {
         return Ok(());
     }
-    let resolved = journal.canonicalize().ok().or_else(|| {
-        let parent = match journal.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        Some(parent.canonicalize().ok()?.join(journal.file_name()?))
-    });
-    let Some(resolved) = resolved else {
-        // Its parent does not exist: opening it fails next, with its own message.
-        return Ok(());
-    };
-    match roots.iter().find(|root| resolved.starts_with(root)) {
-        Some(root) => Err(Fatal::JournalInStateDir {
-            journal: journal.to_owned(),
-            state_dir: root.clone(),
-        }),
-        None => Ok(()),
-    }
+    journal::placement::check(journal, roots).map_err(|inside| Fatal::JournalInStateDir {
+        journal: journal.to_owned(),
+        resolved: inside.resolved,
+        state_dir: inside.root,
+    })
 }
 
 type JournalThread = JoinHandle<std::io::Result<()>>;
 
 fn start_journal(
     config: &Config,
+    roots: &[PathBuf],
     metrics: Arc<Metrics>,
     stop: Sender<Stop>,
 ) -> Result<(ChangeSink, JournalThread), Fatal> {
-    let out = journal::open(&config.journal).map_err(|source| Fatal::OpenJournal {
+    let output = journal::open(&config.journal).map_err(|source| Fatal::OpenJournal {
         path: config.journal.clone(),
         source,
     })?;
     let (tx, rx) = change::queue(change::QUEUE_CAPACITY);
-    let coalesce = config.coalesce;
+    let options = journal::Options {
+        coalesce: config.coalesce,
+        roots: roots.to_vec(),
+        index_limit: journal::DEFAULT_INDEX_LIMIT,
+    };
     let path = config.journal.clone();
     let thread = std::thread::Builder::new()
         .name("journal".into())
         .spawn(move || {
-            let result = journal::run(out, coalesce, metrics, rx);
+            let result = journal::run(output, options, metrics, rx);
             if let Err(e) = &result {
                 // The waiting main thread learns of it at once; the join later sees it again.
                 let source = std::io::Error::new(e.kind(), e.to_string());

@@ -1,7 +1,7 @@
 //! One observed file change: what every backend (eBPF or inotify) hands to the journal.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::TrySendError;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -39,12 +39,14 @@ impl Backend {
         }
     }
 
-    /// Whether this backend reports `op` at all (the README's coverage table): the tracepoint
-    /// family sees every op from the syscalls (docs/tracepoint.md); the others do not report
-    /// directories or attribute changes as their own ops yet.
-    pub fn reports(self, op: Op) -> bool {
-        matches!(self, Self::Ebpf(Family::Tracepoint))
-            || !matches!(op, Op::Mkdir | Op::Rmdir | Op::Attrib)
+    /// Whether this backend reports `op` at all (the coverage table of docs/how-it-works.md):
+    /// kprobe and fentry see every op through the VFS, inotify every op through its events, and
+    /// the tracepoint family every op from the syscalls (docs/tracepoint.md).
+    /// The match is exhaustive on purpose: a new backend must say what it reports.
+    pub fn reports(self, _op: Op) -> bool {
+        match self {
+            Self::Ebpf(_) | Self::Inotify => true,
+        }
     }
 }
 
@@ -67,7 +69,7 @@ impl Family {
     }
 }
 
-/// The journal's `op` field: the eBPF ABI's four ops, which inotify events map onto too.
+/// The journal's `op` field: the eBPF ABI's ops, which inotify events map onto too.
 pub use diffkeeper_ebpf::event::Op;
 
 /// A change under a watched state directory. `path` (and `from` for renames) are absolute:
@@ -89,18 +91,170 @@ pub struct Change {
     pub truncated: bool,
 }
 
+/// What travels from the backends to the journal: a change, or the news that changes were lost
+/// at this point of the stream (journaled as a `gap` line, then repaired by a rescan).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Change(Change),
+    Gap(Gap),
+}
+
+/// Changes lost before they reached the journal: where, why and (if known) how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub ts: SystemTime,
+    /// The backend that lost them (its name is on the repair lines that follow).
+    pub backend: Backend,
+    /// The watched roots whose changes may be missing (all of them when the backend cannot tell).
+    pub roots: Vec<String>,
+    pub reason: GapReason,
+    pub lost: Option<u64>,
+}
+
+/// Why changes were lost; the journal's `reason` and the `/metrics` label of `diffkeeper_gaps_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GapReason {
+    /// The kernel ring (or perf) buffer was full: eBPF events dropped in the kernel.
+    RingBufferFull,
+    /// kprobe mode: kretprobes that never ran (maxactive exhausted).
+    KretprobeMissed,
+    /// inotify's kernel queue overflowed (IN_Q_OVERFLOW).
+    InotifyOverflow,
+    /// A new directory could not be watched (fs.inotify.max_user_watches reached).
+    InotifyWatchLimit,
+    /// The inotify translator fell behind and its event queue was full.
+    InotifyBehind,
+    /// The sidecar stopped while the journal queue stayed full: the rest was dropped.
+    StopDropped,
+    /// The repair index reached its limit: later gaps in these roots cannot be repaired.
+    IndexLimit,
+    /// A change named a path the journal never reported (the backend missed its creation).
+    UnreportedChange,
+    /// tracepoint mode: a new name from a link call that cannot be placed below its directory.
+    UnplacedName,
+}
+
+impl GapReason {
+    pub const ALL: [GapReason; 9] = [
+        Self::RingBufferFull,
+        Self::KretprobeMissed,
+        Self::InotifyOverflow,
+        Self::InotifyWatchLimit,
+        Self::InotifyBehind,
+        Self::StopDropped,
+        Self::IndexLimit,
+        Self::UnreportedChange,
+        Self::UnplacedName,
+    ];
+
+    /// The journal's `reason` text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RingBufferFull => "ring buffer full",
+            Self::KretprobeMissed => "kretprobe missed",
+            Self::InotifyOverflow => "inotify queue overflow",
+            Self::InotifyWatchLimit => "inotify watch limit",
+            Self::InotifyBehind => "inotify reader behind",
+            Self::StopDropped => "dropped at stop",
+            Self::IndexLimit => "repair index limit",
+            Self::UnreportedChange => "unreported change",
+            Self::UnplacedName => "unplaced name",
+        }
+    }
+
+    /// The `/metrics` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::RingBufferFull => "ring_buffer_full",
+            Self::KretprobeMissed => "kretprobe_missed",
+            Self::InotifyOverflow => "inotify_overflow",
+            Self::InotifyWatchLimit => "inotify_watch_limit",
+            Self::InotifyBehind => "inotify_behind",
+            Self::StopDropped => "dropped_at_stop",
+            Self::IndexLimit => "index_limit",
+            Self::UnreportedChange => "unreported_change",
+            Self::UnplacedName => "unplaced_name",
+        }
+    }
+
+    /// This reason's position in [`GapReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Where backends send changes: bounded, so a journal that cannot keep up makes the reader
 /// wait (the ring buffer then absorbs, and counts, the excess in the kernel) instead of the
-/// sidecar's memory growing without limit under a write flood.
-pub type ChangeSink = std::sync::mpsc::SyncSender<Change>;
+/// sidecar's memory growing without limit under a write flood. Changes dropped at stop are
+/// counted in `dropped_at_stop`, which the journal turns into a last `gap` line.
+#[derive(Clone)]
+pub struct ChangeSink {
+    tx: SyncSender<Record>,
+    dropped_at_stop: Arc<AtomicU64>,
+}
+
+/// The journal's end of the queue.
+pub struct ChangeQueue {
+    pub rx: Receiver<Record>,
+    dropped_at_stop: Arc<AtomicU64>,
+}
+
+impl ChangeQueue {
+    /// Changes the backends dropped at stop because the queue stayed full (see [`Delivery`]).
+    pub fn dropped_at_stop(&self) -> u64 {
+        self.dropped_at_stop.load(Ordering::Acquire)
+    }
+
+    /// The next change within `timeout`, passing over gaps (for readers that look at changes
+    /// only, such as tests of a backend; the journal reads `rx`).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Change, RecvTimeoutError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Record::Change(change) = self.rx.recv_timeout(left)? {
+                return Ok(change);
+            }
+        }
+    }
+
+    /// Every change until all senders are gone, passing over gaps.
+    pub fn iter(&self) -> impl Iterator<Item = Change> + '_ {
+        self.rx.iter().filter_map(Record::into_change)
+    }
+
+    /// The changes queued now, passing over gaps.
+    pub fn try_iter(&self) -> impl Iterator<Item = Change> + '_ {
+        self.rx.try_iter().filter_map(Record::into_change)
+    }
+}
+
+impl Record {
+    pub fn into_change(self) -> Option<Change> {
+        match self {
+            Self::Change(change) => Some(change),
+            Self::Gap(_) => None,
+        }
+    }
+}
 
 /// Changes queued between the backends and the journal (the slots are allocated up front:
 /// 8 k × ~140 B ≈ 1.1 MiB; each queued change also holds its path strings).
 pub const QUEUE_CAPACITY: usize = 8 * 1024;
 
 /// A change queue of `capacity` entries.
-pub fn queue(capacity: usize) -> (ChangeSink, std::sync::mpsc::Receiver<Change>) {
-    std::sync::mpsc::sync_channel(capacity)
+pub fn queue(capacity: usize) -> (ChangeSink, ChangeQueue) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+    let dropped_at_stop = Arc::new(AtomicU64::new(0));
+    (
+        ChangeSink {
+            tx,
+            dropped_at_stop: dropped_at_stop.clone(),
+        },
+        ChangeQueue {
+            rx,
+            dropped_at_stop,
+        },
+    )
 }
 
 /// After stop, a backend waits on a full change queue this long in all, then drops what is left.
@@ -143,16 +297,26 @@ impl Delivery {
         self.dropped
     }
 
-    pub fn deliver(&mut self, mut change: Change) {
+    pub fn deliver(&mut self, change: Change) {
+        self.send(Record::Change(change));
+    }
+
+    /// Reports lost changes at this point of the stream (same waiting rules as a change).
+    pub fn report_gap(&mut self, gap: Gap) {
+        self.send(Record::Gap(gap));
+    }
+
+    fn send(&mut self, mut record: Record) {
         let mut pause = FULL_PAUSE_MIN;
         loop {
-            match self.sink.try_send(change) {
+            match self.sink.tx.try_send(record) {
                 // A closed queue means the sidecar is shutting down; nothing wants it any more.
                 Ok(()) | Err(TrySendError::Disconnected(_)) => return,
-                Err(TrySendError::Full(back)) => change = back,
+                Err(TrySendError::Full(back)) => record = back,
             }
             if self.past_stop_grace() {
                 self.dropped += 1;
+                self.sink.dropped_at_stop.fetch_add(1, Ordering::AcqRel);
                 return;
             }
             std::thread::sleep(pause);

@@ -31,6 +31,8 @@ pub enum Fatal {
     /// change to report, forever. Bad usage (exit 2).
     JournalInStateDir {
         journal: PathBuf,
+        /// Where the journal lands, links resolved.
+        resolved: PathBuf,
         state_dir: PathBuf,
     },
     Listen {
@@ -78,14 +80,27 @@ impl fmt::Display for Fatal {
                 "state directory {} is not a directory; fix --state-dir / DIFFKEEPER_STATE_DIRS",
                 path.display()
             ),
-            Self::JournalInStateDir { journal, state_dir } => write!(
-                f,
-                "the journal {} (--journal) is inside the watched state directory {} \
-                 (--state-dir): every journal line would be a change to journal, without end; \
-                 put the journal outside every state directory (or use --journal - for stdout)",
-                journal.display(),
-                state_dir.display()
-            ),
+            Self::JournalInStateDir {
+                journal,
+                resolved,
+                state_dir,
+            } => {
+                write!(
+                    f,
+                    "the journal {} (--journal) is inside the watched state directory {} \
+                     (--state-dir)",
+                    journal.display(),
+                    state_dir.display()
+                )?;
+                if resolved != journal {
+                    write!(f, " (it resolves to {})", resolved.display())?;
+                }
+                write!(
+                    f,
+                    ": every journal line would be a change to journal, without end; put the \
+                     journal outside every state directory (or use --journal - for stdout)"
+                )
+            }
             Self::Listen { addr, source } => {
                 write!(f, "cannot listen on {addr} (--metrics-addr): {source}")
             }

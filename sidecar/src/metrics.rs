@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::change::{Backend, Op};
+use crate::change::{Backend, GapReason, Op};
 
 const OPS: [Op; Op::ALL.len()] = Op::ALL;
 
@@ -23,6 +23,9 @@ pub struct Metrics {
     inotify_overflows: AtomicU64,
     inotify_dropped: AtomicU64,
     coverage_fallbacks: AtomicU64,
+    /// Indexed in the order of `GapReason::ALL`.
+    gaps: [AtomicU64; GapReason::ALL.len()],
+    repair_lines: AtomicU64,
     active: RwLock<Option<Active>>,
 }
 
@@ -52,6 +55,16 @@ impl Metrics {
     /// returns the new total.
     pub fn count_inotify_dropped(&self, n: u64) -> u64 {
         self.inotify_dropped.fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    /// Counts one `gap` line journaled for `reason`.
+    pub fn count_gap(&self, reason: GapReason) {
+        self.gaps[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts lines journaled by repairs after gaps.
+    pub fn count_repair_lines(&self, n: u64) {
+        self.repair_lines.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts one switch from eBPF to inotify while running (a watched directory replaced, or
@@ -156,6 +169,27 @@ impl Metrics {
             "counter",
             "inotify events dropped because the journal did not keep up (its output blocked or too slow).",
             self.inotify_dropped.load(Ordering::Relaxed),
+        );
+        family(
+            &mut out,
+            "diffkeeper_gaps_total",
+            "counter",
+            "`gap` lines journaled (changes were lost there; a rescan repaired them), by reason.",
+        );
+        for reason in GapReason::ALL {
+            let _ = writeln!(
+                out,
+                "diffkeeper_gaps_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.gaps[reason.index()].load(Ordering::Relaxed)
+            );
+        }
+        single(
+            &mut out,
+            "diffkeeper_repair_lines_total",
+            "counter",
+            "Journal lines marked \"repair\":true: differences a rescan found after a gap.",
+            self.repair_lines.load(Ordering::Relaxed),
         );
         single(
             &mut out,

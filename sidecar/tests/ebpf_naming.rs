@@ -34,7 +34,7 @@ fn start(
     Scratch,
     std::path::PathBuf,
     EbpfSession,
-    std::sync::mpsc::Receiver<Change>,
+    diffkeeper_sidecar::change::ChangeQueue,
 ) {
     start_with(label, ObjectChoice::Auto)
 }
@@ -46,7 +46,7 @@ fn start_with(
     Scratch,
     std::path::PathBuf,
     EbpfSession,
-    std::sync::mpsc::Receiver<Change>,
+    diffkeeper_sidecar::change::ChangeQueue,
 ) {
     capture_logs();
     let scratch = Scratch::new(label);

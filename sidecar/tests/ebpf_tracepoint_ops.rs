@@ -20,12 +20,11 @@ use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
 use diffkeeper_ebpf::object::ObjectKind;
-use diffkeeper_sidecar::change::{self, Change, Op};
+use diffkeeper_sidecar::change::{self, ChangeQueue, Op};
 use diffkeeper_sidecar::ebpf::{self, AttachMode, EbpfSession, ObjectChoice};
 use ebpf_common::*;
 use nix::libc;
@@ -33,7 +32,7 @@ use nix::libc;
 /// Both objects, each forced: the modern one and compat (4.18's helpers, unrolled walk).
 const OBJECTS: [ObjectKind; 2] = [ObjectKind::Modern, ObjectKind::Compat];
 
-fn start(label: &str, object: ObjectKind) -> (Scratch, PathBuf, EbpfSession, Receiver<Change>) {
+fn start(label: &str, object: ObjectKind) -> (Scratch, PathBuf, EbpfSession, ChangeQueue) {
     capture_logs();
     let scratch = Scratch::new(&format!("{label}-{object}"));
     let root = scratch.dir("state");
@@ -55,11 +54,7 @@ fn ok(what: &str, rc: libc::c_long) {
 }
 
 /// (op, path below root, from below root) of every change up to the marker's write.
-fn ops_until(
-    rx: &Receiver<Change>,
-    root: &Path,
-    marker: &Path,
-) -> Vec<(Op, String, Option<String>)> {
+fn ops_until(rx: &ChangeQueue, root: &Path, marker: &Path) -> Vec<(Op, String, Option<String>)> {
     let rel = |p: &str| {
         p.strip_prefix(&*root.to_string_lossy())
             .unwrap_or(p)

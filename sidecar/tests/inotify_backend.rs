@@ -109,7 +109,7 @@ fn a_directory_recreated_under_the_same_name_is_journaled_again() {
     // second. Each step waits for its line first: a directory created and renamed before
     // inotify watches it is a different (inotify) limit, not the one this test is about.
     let steps: [(&dyn Fn(), &str); 4] = [
-        (&|| fs::create_dir(state.join("tmp")).unwrap(), "create tmp"),
+        (&|| fs::create_dir(state.join("tmp")).unwrap(), "mkdir tmp"),
         (
             &|| drop(File::create(state.join("tmp/f")).unwrap()),
             "create tmp/f",
@@ -118,7 +118,7 @@ fn a_directory_recreated_under_the_same_name_is_journaled_again() {
             &|| fs::rename(state.join("tmp"), state.join("v1")).unwrap(),
             "rename tmp -> v1",
         ),
-        (&|| fs::create_dir(state.join("tmp")).unwrap(), "create tmp"),
+        (&|| fs::create_dir(state.join("tmp")).unwrap(), "mkdir tmp"),
     ];
     let started = Instant::now();
     for (n, (step, line)) in steps.iter().enumerate() {
@@ -138,10 +138,10 @@ fn a_directory_recreated_under_the_same_name_is_journaled_again() {
     assert_eq!(
         lines,
         [
-            "create tmp",
+            "mkdir tmp",
             "create tmp/f",
             "rename tmp -> v1",
-            "create tmp",
+            "mkdir tmp",
             "create tmp/f",
             "create done"
         ],
@@ -159,7 +159,7 @@ fn a_held_write_comes_out_before_the_rename_or_delete_of_its_directory() {
     // A window long enough that only the rename/delete can release the write in time.
     let mut sidecar = start_coalescing(&state, &journal, 2000);
     fs::create_dir_all(state.join("d/sub")).unwrap();
-    wait_for_lines(&sidecar, &state, &journal, 2, "create d/sub");
+    wait_for_lines(&sidecar, &state, &journal, 2, "mkdir d/sub");
     fs::write(state.join("d/f"), b"held").unwrap();
     fs::write(state.join("d/sub/g"), b"held too").unwrap();
     fs::rename(state.join("d"), state.join("e")).unwrap();
@@ -305,4 +305,42 @@ fn a_journal_nobody_reads_bounds_memory_counts_drops_and_cannot_hold_the_exit() 
     assert!(log.contains("did not take the last changes"), "{log}");
     assert!(log.contains("inotify: dropped"), "{log}");
     assert!(log.contains("inotify: stopping: dropped"), "{log}");
+}
+
+/// 4,000 new directories with a file each, made as fast as possible: notify adds their
+/// watches on its own thread, and the sidecar must neither lose the files made before a watch
+/// existed nor fall so far behind that its event queue drops (each lost event would at least
+/// be a gap repaired from a rescan). Replaying the journal gives the real tree, and the log
+/// never blames the journal's output (a local file here).
+#[test]
+fn a_storm_of_new_directories_journals_every_file() {
+    use diffkeeper_tests::replay::{replay, Tree};
+    let scratch = Scratch::new("inotify-dir-storm");
+    let (state, journal) = (scratch.dir("state"), scratch.path().join("journal.jsonl"));
+    let mut sidecar = start(&state, &journal);
+    for i in 0..4000 {
+        let dir = state.join(format!("d{i:04}"));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("f"), "x").unwrap();
+    }
+    journal_until_done(&sidecar, &state, &journal);
+    sidecar.terminate();
+    let text = fs::read_to_string(&journal).unwrap();
+    let replayed = replay(Tree::default(), &state, &text);
+    let real = Tree::scan(&state);
+    let log = sidecar.log();
+    assert_eq!(
+        real.0.len(),
+        8001,
+        "4,000 directories, 4,000 files and done"
+    );
+    assert_eq!(
+        replayed.tree.differences(&real),
+        "",
+        "{}\n{log}",
+        replayed.summary()
+    );
+    assert!(replayed.anomalies.is_empty(), "{}", replayed.summary());
+    assert!(!log.contains("stalled stdout"), "{log}");
+    eprintln!("directory storm: {}", replayed.summary());
 }

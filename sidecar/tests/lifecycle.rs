@@ -1,6 +1,7 @@
 //! The sidecar process from the outside: start-up errors and exit codes, /healthz and
-//! /metrics, SIGTERM handling (and that no program of ours stays loaded), ring-buffer overflow.
-//! Real eBPF on this kernel; needs root.
+//! /metrics, SIGTERM handling (and that no program of ours stays loaded), ring-buffer overflow
+//! (the checks on the state directory and journal paths: start_paths.rs). Real eBPF on this
+//! kernel; needs root.
 
 // Test set-up: a step that fails should panic on the spot.
 #![allow(clippy::unwrap_used)]
@@ -14,8 +15,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use diffkeeper_cli::ready::READY_PREFIX;
+use diffkeeper_tests::doc_flags;
 use diffkeeper_tests::http::{http_get, metric_sample};
-use diffkeeper_tests::readme;
 use diffkeeper_tests::scratch::Scratch;
 use diffkeeper_tests::sidecar::SidecarProcess;
 
@@ -71,86 +72,18 @@ impl Watching {
 }
 
 #[test]
-fn a_missing_state_dir_is_named_and_exits_1() {
-    let scratch = Scratch::new("sidecar-missing");
-    let missing = scratch.path().join("not-there");
-    let out = sidecar(&[
-        "--state-dir",
-        path(scratch.path()),
-        "--state-dir",
-        path(&missing),
-    ])
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "state directory {} cannot be used",
-            missing.display()
-        )),
-        "{stderr}"
-    );
-    assert!(stderr.contains("--state-dir"), "{stderr}");
-}
-
-#[test]
-fn a_journal_inside_a_state_dir_is_refused_with_exit_2() {
-    let _serial = serial();
-    let scratch = Scratch::new("sidecar-journal-inside");
-    let state = scratch.dir("state");
-    // Through a symlink from outside, too: what counts is where the lines would land.
-    std::os::unix::fs::symlink(&state, scratch.path().join("link")).unwrap();
-    for journal in [
-        state.join("journal.jsonl"),
-        scratch.path().join("link/journal.jsonl"),
-    ] {
-        let mut sidecar = spawn(&mut sidecar(&[
-            "--state-dir",
-            path(&state),
-            "--journal",
-            path(&journal),
-            "--attach",
-            "tracepoint",
-        ]));
-        // Without the check it starts, and one write feeds the journal its own lines forever.
-        if sidecar.wait_ready(Duration::from_secs(5)).is_ok() {
-            std::fs::write(state.join("one-write"), b"x").unwrap();
-            std::thread::sleep(Duration::from_secs(2));
-            let lines = std::fs::read_to_string(&journal).unwrap_or_default();
-            sidecar.terminate();
-            panic!(
-                "the sidecar ran with its journal {} inside {}; 2 s after one write it holds {} lines",
-                journal.display(),
-                state.display(),
-                lines.lines().count()
-            );
-        }
-        let status = sidecar.wait_exit(Duration::from_secs(5));
-        let log = sidecar.log();
-        assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
-        assert!(
-            log.contains(&format!(
-                "the journal {} (--journal) is inside the watched state directory {}",
-                journal.display(),
-                state.display()
-            )) && log.contains("put the journal outside every state directory"),
-            "{log}"
-        );
-        assert!(!journal.exists(), "the refused journal was created");
-    }
-}
-
-#[test]
-fn readme_flag_table_matches_help() {
+fn docs_flag_table_matches_help() {
     let help = Command::new(SIDECAR).arg("--help").output().unwrap();
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let problems = readme::disagreements(
-        &readme::readme_flags(&readme, "diffkeeper-sidecar"),
-        &readme::help_flags(&String::from_utf8(help.stdout).unwrap()),
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/sidecar.md"))
+        .unwrap();
+    let problems = doc_flags::disagreements(
+        &doc_flags::doc_flags(&doc, "## Command line"),
+        &doc_flags::help_flags(&String::from_utf8(help.stdout).unwrap()),
     );
-    assert!(problems.is_empty(), "README.md vs --help: {problems:#?}");
+    assert!(
+        problems.is_empty(),
+        "docs/sidecar.md vs --help: {problems:#?}"
+    );
 }
 
 #[test]
@@ -417,13 +350,24 @@ fn a_burst_far_above_ring_capacity_counts_lost_events_without_crashing() {
     assert!(status.is_some_and(|s| s.success()), "{}", sidecar.log());
     // Coalescing (default 50 ms) kept the journal short, and the byte counts add up.
     let journal = w.journal();
-    let bytes: u64 = journal
+    let lines: Vec<serde_json::Value> = journal
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["op"] == "write")
+        .collect();
+    // Repair lines (after the gaps) come from a rescan: no byte counts.
+    let bytes: u64 = lines
+        .iter()
+        .filter(|v| v["op"] == "write" && v["repair"] != true)
         .map(|v| v["bytes"].as_u64().unwrap())
         .sum();
     assert_eq!(bytes, seen, "journalled bytes vs counted 1-byte writes");
+    // The loss is in the journal itself, where it was noticed, with its size.
+    let gap_lost: u64 = lines
+        .iter()
+        .filter(|v| v["op"] == "gap" && v["reason"] == "ring buffer full")
+        .map(|v| v["lost"].as_u64().unwrap())
+        .sum();
+    assert_eq!(gap_lost, lost, "lost events in gap lines vs /metrics");
     assert!(
         (journal.lines().count() as u64) < seen,
         "coalescing merged nothing"

@@ -14,7 +14,7 @@ use diffkeeper_tests::sidecar::SidecarProcess;
 
 const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// The README's limits: connections served at once, and how long one may take to send its request.
+/// The documented limits (docs/sidecar.md): connections served at once, and how long one may take to send its request.
 const MAX_CONNECTIONS: usize = 32;
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// What a probe may take here (kubelet's default timeout is 1 s).

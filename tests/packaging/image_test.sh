@@ -45,9 +45,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# The README's multi-stage Dockerfile (for builders with internet access) is linted too: every
-# ```dockerfile block of README.md, and there must be one.
-python3 - "$repo/README.md" "$work/readme-dockerfile" <<'EOF'
+# The multi-stage Dockerfile of docs/deploy.md (for builders with internet access) is linted too:
+# every ```dockerfile block of docs/deploy.md, and there must be one.
+python3 - "$repo/docs/deploy.md" "$work/readme-dockerfile" <<'EOF'
 import os, re, sys
 text = open(sys.argv[1]).read() if os.path.exists(sys.argv[1]) else ""
 for i, block in enumerate(re.findall(r"^```dockerfile\n(.*?)^```", text, re.M | re.S)):
@@ -56,10 +56,10 @@ EOF
 readme_blocks=("$work"/readme-dockerfile.*)
 if [[ -e ${readme_blocks[0]} ]]; then
   for block in "${readme_blocks[@]}"; do
-    check "hadolint: README.md's dockerfile block ${block##*.} is clean" hadolint --failure-threshold style "$block"
+    check "hadolint: docs/deploy.md's dockerfile block ${block##*.} is clean" hadolint --failure-threshold style "$block"
   done
 else
-  fail "hadolint: README.md's multi-stage Dockerfile" "README.md has no \`\`\`dockerfile block (the multi-stage build for connected builders)"
+  fail "hadolint: docs/deploy.md's multi-stage Dockerfile" "docs/deploy.md has no \`\`\`dockerfile block (the multi-stage build for connected builders)"
 fi
 
 plain_release="6.1.0-99-pkgtest-amd64"   # baked as <release>.btf
@@ -91,7 +91,7 @@ for m in d["manifests"]:
     check(f"{p}: config says {p}", m["config_platform"] == p, m["config_platform"])
     check(f"{p}: default user 65532", m["user"] == "65532:65532", m["user"])
     check(f"{p}: OCI version label", m["labels"].get("org.opencontainers.image.version") == version, m["labels"])
-    for b in ("diffkeeper-init", "diffkeeper-sidecar"):
+    for b in ("diffkeeper-init", "diffkeeper-sidecar", "diffkeeper"):
         elf = m["elf"].get(f"usr/local/bin/{b}")
         check(f"{p}: {b} is a static {machine.get(p)} ELF", elf == {"machine": machine.get(p), "static": True}, elf)
     check(f"{p}: cache dir present", "var/cache/diffkeeper/btf/" in m["files"], m["files"])

@@ -22,6 +22,7 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 K8S = os.path.join(REPO, "k8s")
+HELM = os.path.join(K8S, "helm")
 VERSIONS = ["1.29.0", "1.37.0"]
 # k8s/components/kretprobe-tracefs: the node's tracefs, writable, in the sidecar container only,
 # outside /sys (the runtimes' default AppArmor profile denies writes below /sys/).
@@ -105,7 +106,8 @@ def kustomizations():
 
 def check_inventory(checks, all_kustomizations):
     """Every YAML file in k8s/ is a kustomization, a resource (validated on its own below) or a
-    patch used by a kustomization (validated through the rendered output): none escapes."""
+    patch used by a kustomization (validated through the rendered output): none escapes. The Helm
+    chart (k8s/helm) is held equal to the kustomize output by helm_chart_test.py instead."""
     resources, patches = [], set()
     for directory, _kind, doc in all_kustomizations:
         for entry in doc.get("resources", []):
@@ -116,6 +118,8 @@ def check_inventory(checks, all_kustomizations):
             if "path" in patch:
                 patches.add(os.path.normpath(os.path.join(directory, patch["path"])))
     for root, _dirs, files in os.walk(K8S):
+        if os.path.commonpath([root, HELM]) == HELM:
+            continue
         for name in files:
             path = os.path.join(root, name)
             if not name.endswith((".yaml", ".yml")) or name == "kustomization.yaml":
@@ -261,6 +265,10 @@ def check_pods(checks, name, objects, init_flags, sidecar_flags, caps_wanted):
             check_init(checks, f"{label}/diffkeeper-init", init, volumes, kind, init_flags)
         if kind == "DaemonSet":
             continue
+        # The app and diffkeeper-init write as 65532: fsGroup opens root-owned volumes to them.
+        checks.result(f"{label}: fsGroup 65532 for the non-root writers",
+                      spec.get("securityContext", {}).get("fsGroup") == 65532,
+                      f"securityContext: {spec.get('securityContext')}")
         native = find(inits, "diffkeeper-sidecar")
         classic = find(containers, "diffkeeper-sidecar")
         checks.result(f"{label}: exactly one diffkeeper-sidecar", (native is None) != (classic is None), "")

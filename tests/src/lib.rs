@@ -2,13 +2,16 @@
 
 pub mod btf;
 pub mod btf_edit;
+pub mod doc_flags;
+pub mod doc_links;
 pub mod filesystems;
 pub mod http;
 pub mod mirror;
 pub mod mountns;
 pub mod pki;
-pub mod readme;
+pub mod replay;
 pub mod scenario;
 pub mod scratch;
 pub mod sidecar;
+pub mod storm;
 pub mod tarball;

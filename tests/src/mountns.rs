@@ -1,5 +1,6 @@
 //! Emulating a kernel without system BTF (needs root): a private mount namespace where an empty
-//! tmpfs covers `/sys/kernel/btf`, for a child command or for the calling thread.
+//! tmpfs covers `/sys/kernel/btf`, for a child command or for the calling thread; and a
+//! private bind mount for a child command.
 
 use std::ffi::CStr;
 use std::os::unix::process::CommandExt;
@@ -39,6 +40,34 @@ pub fn hide_system_btf_with_read_only<'a>(
                 dir.as_c_str(),
                 None::<&CStr>,
                 MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+                None::<&CStr>,
+            )?;
+            Ok(())
+        })
+    }
+}
+
+/// Makes `cmd` run in a private mount namespace where `dir` is also reachable at `alias` (a
+/// bind mount); the rest of the system is unchanged.
+pub fn bind_mount<'a>(
+    cmd: &'a mut Command,
+    dir: &std::path::Path,
+    alias: &std::path::Path,
+) -> &'a mut Command {
+    let c_path = |p: &std::path::Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("a path without NUL bytes")
+    };
+    let (dir, alias) = (c_path(dir), c_path(alias));
+    // SAFETY: between fork and exec only async-signal-safe syscalls run; the paths were
+    // allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            private_mount_namespace()?;
+            mount(
+                Some(dir.as_c_str()),
+                alias.as_c_str(),
+                None::<&CStr>,
+                MsFlags::MS_BIND,
                 None::<&CStr>,
             )?;
             Ok(())

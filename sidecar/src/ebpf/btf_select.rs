@@ -2,12 +2,18 @@
 //! else `<cache>/<release>.btf` (full or minimised, put there by diffkeeper-init), else none.
 //! The sidecar never downloads. Every file is checked with the shared header validation first,
 //! because aya itself does not check the BTF magic.
+//!
+//! The system BTF is not parsed here: aya's `EbpfLoader::new()` parses it anyway (13.5 MiB
+//! held, 18.5 MiB at its peak here), so relocation uses that copy, and the fentry/`tp_btf`
+//! attach gets the few kernel type ids it needs from an id skeleton ([`kernel_ids`]) built
+//! after the loader is gone. Parsing it here as well doubled the sidecar's peak memory.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use aya::{Btf, Endianness};
 use diffkeeper_btf::cache::BtfCache;
+use diffkeeper_btf::skeleton::{skeleton, AttachKind, SkeletonError};
 use diffkeeper_btf::validate::{check_file, BtfFileError};
 use diffkeeper_btf::SYSTEM_BTF_PATH;
 
@@ -28,11 +34,58 @@ impl BtfSource {
     }
 }
 
-/// A validated, parsed BTF.
+/// A validated BTF: the cached one parsed, the system one left to the loader (see the module
+/// documentation).
 pub struct SelectedBtf {
     pub source: BtfSource,
     pub path: PathBuf,
-    pub btf: Btf,
+    /// `None` for the system BTF.
+    pub parsed: Option<Btf>,
+}
+
+impl SelectedBtf {
+    /// What the loader relocates against: the cached BTF; `None` keeps the loader's own parse
+    /// of the system BTF.
+    pub fn for_relocation(&self) -> Option<&Btf> {
+        self.parsed.as_ref()
+    }
+}
+
+/// The system BTF's ids of the `wanted` types (names of kernel functions or `btf_trace_*`
+/// typedefs) as a BTF the fentry/fexit/`tp_btf` loads can look them up in.
+pub fn kernel_ids(wanted: &[(&str, AttachKind)]) -> Result<Btf, KernelIdsError> {
+    let full = std::fs::read(SYSTEM_BTF_PATH).map_err(KernelIdsError::Read)?;
+    let skeleton = skeleton(&full, wanted).map_err(KernelIdsError::Skeleton)?;
+    drop(full);
+    Btf::parse(&skeleton, Endianness::default()).map_err(KernelIdsError::Parse)
+}
+
+/// Why the kernel's type ids could not be had.
+#[derive(Debug)]
+pub enum KernelIdsError {
+    Read(std::io::Error),
+    Skeleton(SkeletonError),
+    Parse(aya::BtfError),
+}
+
+impl fmt::Display for KernelIdsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read(e) => write!(f, "reading {SYSTEM_BTF_PATH}: {e}"),
+            Self::Skeleton(e) => write!(f, "finding type ids in {SYSTEM_BTF_PATH}: {e}"),
+            Self::Parse(e) => write!(f, "parsing the type-id skeleton of {SYSTEM_BTF_PATH}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for KernelIdsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Read(e) => Some(e),
+            Self::Skeleton(e) => Some(e),
+            Self::Parse(e) => Some(e),
+        }
+    }
 }
 
 /// No usable BTF: each candidate and why it was not used.
@@ -95,10 +148,14 @@ pub fn select(cache_dir: &Path, release: &str) -> Result<SelectedBtf, NoBtf> {
     ];
     let mut tried = Vec::new();
     for (source, path) in candidates {
-        match load(&path) {
-            Ok(btf) => {
+        match load(&path, source) {
+            Ok(parsed) => {
                 log::info!("[eBPF] Loaded BTF spec from {}", path.display());
-                return Ok(SelectedBtf { source, path, btf });
+                return Ok(SelectedBtf {
+                    source,
+                    path,
+                    parsed,
+                });
             }
             Err(why) => {
                 log::debug!("[eBPF] {} BTF not used: {why}", source.as_str());
@@ -109,15 +166,21 @@ pub fn select(cache_dir: &Path, release: &str) -> Result<SelectedBtf, NoBtf> {
     Err(NoBtf { tried, cache_file })
 }
 
-fn load(path: &Path) -> Result<Btf, Unusable> {
+/// Checks the file; parses it unless it is the system BTF (the loader parses that one).
+fn load(path: &Path, source: BtfSource) -> Result<Option<Btf>, Unusable> {
     if !path.exists() {
         return Err(Unusable::Missing(path.to_owned()));
     }
     check_file(path).map_err(Unusable::Invalid)?;
-    Btf::parse_file(path, Endianness::default()).map_err(|source| Unusable::Unparsable {
-        path: path.to_owned(),
-        source,
-    })
+    if source == BtfSource::System {
+        return Ok(None);
+    }
+    Btf::parse_file(path, Endianness::default())
+        .map(Some)
+        .map_err(|source| Unusable::Unparsable {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -127,7 +190,7 @@ mod tests {
     #[test]
     fn missing_everything_names_the_cache_file() {
         let dir = std::env::temp_dir().join(format!("dk-btf-select-{}", std::process::id()));
-        let err = load(&dir.join("x.btf")).unwrap_err();
+        let err = load(&dir.join("x.btf"), BtfSource::Cache).unwrap_err();
         assert!(matches!(err, Unusable::Missing(_)), "{err}");
         assert!(err.to_string().contains("does not exist"), "{err}");
         let no = NoBtf {
@@ -145,8 +208,34 @@ mod tests {
     fn rejects_a_file_that_is_not_btf() {
         let path = std::env::temp_dir().join(format!("dk-not-btf-{}.btf", std::process::id()));
         std::fs::write(&path, vec![0x7f; 64]).unwrap();
-        let err = load(&path).unwrap_err().to_string();
+        let err = load(&path, BtfSource::Cache).unwrap_err().to_string();
         std::fs::remove_file(&path).ok();
         assert!(err.contains("bad magic"), "{err}");
+    }
+
+    /// The skeleton's ids are the ones a parse of the whole system BTF gives.
+    #[test]
+    fn kernel_ids_match_the_full_system_btf() {
+        let Ok(full) = Btf::from_sys_fs() else {
+            eprintln!("no system BTF: skipped");
+            return;
+        };
+        let wanted = [
+            ("btf_trace_sys_exit", AttachKind::Typedef),
+            ("vfs_write", AttachKind::Func),
+            ("security_inode_rename", AttachKind::Func),
+        ];
+        let ids = kernel_ids(&wanted).unwrap();
+        for (name, kind) in wanted {
+            let kind = match kind {
+                AttachKind::Typedef => aya_obj::btf::BtfKind::Typedef,
+                AttachKind::Func => aya_obj::btf::BtfKind::Func,
+            };
+            assert_eq!(
+                ids.id_by_type_name_kind(name, kind).unwrap(),
+                full.id_by_type_name_kind(name, kind).unwrap(),
+                "{name}"
+            );
+        }
     }
 }

@@ -1,21 +1,18 @@
 //! The canary self-check: aya relocates against a BTF with wrong member offsets without a
 //! complaint, and the programs then read the wrong fields. So after attaching, the sidecar
-//! makes one change of each kind the attached family reports, on a file in the private canary
-//! root, and demands every event back, with the right name (and size, for the write), within a
-//! second:
-//!
-//! * every family: create the file (`open(O_CREAT)`; tracepoint mode decides by the file's
-//!   `f_mode`, the others by `security_inode_create`) and write a known number of bytes;
-//! * every family also: rename it (`security_inode_rename`, both names; tracepoint mode: the
-//!   `rename` syscall's names) and delete it (`security_inode_unlink`; tracepoint: `unlink`).
+//! runs one short script in the private canary root that makes a change of every op kind
+//! ([`script`]: mkdir, create and write, chmod, rename, delete, rmdir), and demands back, within
+//! a second, the event of every step whose op the attached family reports
+//! ([`Backend::reports`]), with the right names (and size, for the write). A family that learns
+//! an op is checked for it with no change here.
 //!
 //! The pid is not compared: in a container's PID namespace `getpid()` differs from the
 //! kernel-wide pid the programs report. What the canary cannot prove: anything about the
 //! state directories' own file systems (the start-up root check does that in tracepoint mode),
-//! and writes through paths the programs do not hook at all (the README's coverage table).
+//! and writes through paths the programs do not hook at all (the coverage table of docs/how-it-works.md).
 
 use std::fs::DirBuilder;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -38,6 +35,15 @@ struct Expected {
 }
 
 impl Expected {
+    fn new(op: Op, name: &str) -> Self {
+        Self {
+            op,
+            name: name.to_string(),
+            from: None,
+            bytes: None,
+        }
+    }
+
     fn matches(&self, root_id: u32, ev: &Event) -> bool {
         let at = |name: &str| Some((root_id, name.to_string()));
         ev.op == self.op
@@ -55,12 +61,83 @@ impl Expected {
     }
 }
 
-/// The event kinds `family` reports, and so the canary checks.
-pub fn checked_ops(family: Family) -> Vec<Op> {
-    [Op::Create, Op::Write, Op::Rename, Op::Delete]
-        .into_iter()
-        .filter(|op| Backend::Ebpf(family).reports(*op))
+/// One change the canary makes, relative to its directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Mkdir,
+    /// Creates the file with `open(O_CREAT)` and writes [`PAYLOAD`].
+    CreateAndWrite,
+    Chmod,
+    Rename,
+    Delete,
+    Rmdir,
+}
+
+/// A step of the script: the change, and the events it causes in a backend that reports all.
+struct Step {
+    action: Action,
+    events: Vec<Expected>,
+}
+
+/// The canary's script for the names `name` (file) and `dir` (directory), in order; every op
+/// of [`Op::ALL`] is caused by one of its steps.
+fn script(name: &str) -> Vec<Step> {
+    let (dir, renamed) = (format!("{name}.dir"), format!("{name}.renamed"));
+    let step = |action, events| Step { action, events };
+    vec![
+        step(Action::Mkdir, vec![Expected::new(Op::Mkdir, &dir)]),
+        step(
+            Action::CreateAndWrite,
+            vec![
+                Expected::new(Op::Create, name),
+                Expected {
+                    bytes: Some(PAYLOAD.len() as u64),
+                    ..Expected::new(Op::Write, name)
+                },
+            ],
+        ),
+        step(Action::Chmod, vec![Expected::new(Op::Attrib, name)]),
+        step(
+            Action::Rename,
+            vec![Expected {
+                from: Some(name.to_string()),
+                ..Expected::new(Op::Rename, &renamed)
+            }],
+        ),
+        step(Action::Delete, vec![Expected::new(Op::Delete, &renamed)]),
+        step(Action::Rmdir, vec![Expected::new(Op::Rmdir, &dir)]),
+    ]
+}
+
+/// The events of `script` that `family` must send back: those of the ops it reports.
+fn expected(family: Family, script: &[Step]) -> Vec<Expected> {
+    script
+        .iter()
+        .flat_map(|step| &step.events)
+        .filter(|e| Backend::Ebpf(family).reports(e.op))
+        .cloned()
         .collect()
+}
+
+/// Makes `action` in `dir` for the canary file `name`.
+fn run(dir: &Path, name: &str, action: Action) -> Result<(), CanaryError> {
+    let (file, renamed) = (dir.join(name), dir.join(format!("{name}.renamed")));
+    let subdir = dir.join(format!("{name}.dir"));
+    let (path, result) = match action {
+        Action::Mkdir => (&subdir, std::fs::create_dir(&subdir)),
+        Action::CreateAndWrite => (&file, std::fs::write(&file, PAYLOAD)),
+        Action::Chmod => {
+            let mode = std::fs::Permissions::from_mode(0o600);
+            (&file, std::fs::set_permissions(&file, mode))
+        }
+        Action::Rename => (&renamed, std::fs::rename(&file, &renamed)),
+        Action::Delete => (&renamed, std::fs::remove_file(&renamed)),
+        Action::Rmdir => (&subdir, std::fs::remove_dir(&subdir)),
+    };
+    result.map_err(|source| CanaryError::Write {
+        path: path.clone(),
+        source,
+    })
 }
 
 /// Makes the canary changes in `dir` (watched as root `root_id`) and waits for their events.
@@ -72,55 +149,11 @@ pub fn check(
 ) -> Result<(), CanaryError> {
     while events.try_recv().is_ok() {}
     let name = format!("canary-{}", std::process::id());
-    let renamed = format!("{name}.renamed");
-    let (file, moved) = (dir.join(&name), dir.join(&renamed));
-    let ops = checked_ops(family);
-    let mut expected = vec![
-        Expected {
-            op: Op::Create,
-            name: name.clone(),
-            from: None,
-            bytes: None,
-        },
-        Expected {
-            op: Op::Write,
-            name: name.clone(),
-            from: None,
-            bytes: Some(PAYLOAD.len() as u64),
-        },
-    ];
-    let io_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| CanaryError::Write { path, source }
-    };
-    std::fs::write(&file, PAYLOAD).map_err(io_err(&file))?;
-    let mut last = file.clone();
-    if ops.contains(&Op::Rename) {
-        std::fs::rename(&file, &moved).map_err(io_err(&moved))?;
-        last = moved;
-        expected.push(Expected {
-            op: Op::Rename,
-            name: renamed.clone(),
-            from: Some(name.clone()),
-            bytes: None,
-        });
+    let script = script(&name);
+    for step in &script {
+        run(dir, &name, step.action)?;
     }
-    let removed = std::fs::remove_file(&last);
-    if ops.contains(&Op::Delete) {
-        removed.map_err(io_err(&last))?;
-        expected.push(Expected {
-            op: Op::Delete,
-            name: renamed,
-            from: None,
-            bytes: None,
-        });
-    } else if let Err(e) = removed {
-        log::debug!(
-            "[eBPF] cannot remove the canary file {}: {e}",
-            last.display()
-        );
-    }
-    wait(root_id, expected, events)
+    wait(root_id, expected(family, &script), events)
 }
 
 fn wait(
@@ -229,21 +262,14 @@ mod tests {
     }
 
     fn expected(family: Family, name: &str) -> Vec<Expected> {
-        let renamed = format!("{name}.renamed");
-        let all = [
-            (Op::Create, name, None, None),
-            (Op::Write, name, None, Some(PAYLOAD.len() as u64)),
-            (Op::Rename, &renamed, Some(name), None),
-            (Op::Delete, &renamed, None, None),
-        ];
-        all.iter()
-            .filter(|(op, ..)| checked_ops(family).contains(op))
-            .map(|(op, n, from, bytes)| Expected {
-                op: *op,
-                name: n.to_string(),
-                from: from.map(str::to_string),
-                bytes: *bytes,
-            })
+        super::expected(family, &script(name))
+    }
+
+    /// The event kinds `family` reports, and so the canary checks.
+    fn checked_ops(family: Family) -> Vec<Op> {
+        Op::ALL
+            .into_iter()
+            .filter(|op| Backend::Ebpf(family).reports(*op))
             .collect()
     }
 
@@ -260,12 +286,8 @@ mod tests {
         let err = err.to_string();
         assert!(err.contains("garbage") && err.contains(&name), "{err}");
         // In any order (the compat object's perf buffers are per CPU).
-        let renamed = format!("{name}.renamed");
         tx.send(event(Op::Write, &name, None, len)).unwrap();
         tx.send(event(Op::Create, &name, None, 0)).unwrap();
-        tx.send(event(Op::Rename, &renamed, Some(&name), 0))
-            .unwrap();
-        tx.send(event(Op::Delete, &renamed, None, 0)).unwrap();
         wait(3, expected(Family::Tracepoint, &name), &rx).unwrap();
     }
 
@@ -284,12 +306,19 @@ mod tests {
             format!("no event for the canary's create of {name:?} within 1s")
         );
         // kprobe: create and write are not enough; the rename must name both ends.
-        for ev in [
-            event(Op::Create, name, None, 0),
-            event(Op::Write, name, None, len),
-            event(Op::Rename, renamed, None, 0),
-            event(Op::Delete, renamed, None, 0),
-        ] {
+        let dir = format!("{name}.dir");
+        let all = |rename_from| {
+            [
+                event(Op::Mkdir, &dir, None, 0),
+                event(Op::Create, name, None, 0),
+                event(Op::Write, name, None, len),
+                event(Op::Attrib, name, None, 0),
+                event(Op::Rename, renamed, rename_from, 0),
+                event(Op::Delete, renamed, None, 0),
+                event(Op::Rmdir, &dir, None, 0),
+            ]
+        };
+        for ev in all(None) {
             tx.send(ev).unwrap();
         }
         let err = wait(3, expected(Family::Kprobe, name), &rx).unwrap_err();
@@ -299,15 +328,39 @@ mod tests {
             )),
             "{err}"
         );
-        for ev in [
-            event(Op::Create, name, None, 0),
-            event(Op::Write, name, None, len),
-            event(Op::Rename, renamed, Some(name), 0),
-            event(Op::Delete, renamed, None, 0),
-        ] {
+        // fentry: every kind, the rmdir included.
+        for ev in all(Some(name)).into_iter().take(6) {
+            tx.send(ev).unwrap();
+        }
+        let err = wait(3, expected(Family::Fentry, name), &rx).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("no event for the canary's rmdir of {dir:?} within 1s")
+        );
+        for ev in all(Some(name)) {
             tx.send(ev).unwrap();
         }
         wait(3, expected(Family::Fentry, name), &rx).unwrap();
+    }
+
+    /// Every op kind is made by a step of the script, so a family is checked for every op
+    /// [`Backend::reports`] says it reports: kprobe and fentry for all of them.
+    #[test]
+    fn the_script_makes_every_op_and_the_family_decides_which_are_checked() {
+        let script = script("c");
+        for op in Op::ALL {
+            assert!(
+                script.iter().any(|s| s.events.iter().any(|e| e.op == op)),
+                "{op:?}"
+            );
+        }
+        for family in [Family::Kprobe, Family::Fentry, Family::Tracepoint] {
+            let ops: Vec<Op> = expected(family, "c").iter().map(|e| e.op).collect();
+            let checked = checked_ops(family);
+            assert!(ops.iter().all(|op| checked.contains(op)), "{family:?}");
+            assert!(checked.iter().all(|op| ops.contains(op)), "{family:?}");
+        }
+        assert_eq!(checked_ops(Family::Kprobe), Op::ALL.to_vec());
     }
 
     /// The real thing on a real directory, without programs: nothing comes back.

@@ -235,13 +235,16 @@ pub enum RootsError {
         path: PathBuf,
         max: usize,
     },
-    /// Two roots with the same (device, inode) as the kernel sees them (btrfs subvolumes share
-    /// one device and number their inodes alike).
+    /// Two roots with the same (device, inode) as the kernel sees them: btrfs subvolumes share
+    /// one device and number their inodes alike; elsewhere they are one directory (the sidecar
+    /// watches a directory given twice once, so this is a mount below a root showing it again).
     SameIdentity {
         first: PathBuf,
         second: PathBuf,
         dev: (u32, u32),
         ino: u64,
+        /// The file system type of the mount holding `second` (empty when unknown).
+        fs_type: String,
     },
     /// A btrfs subvolume below a root: its inode numbers can repeat the root's.
     NestedSubvolume {
@@ -276,11 +279,26 @@ impl fmt::Display for RootsError {
                 second,
                 dev: (major, minor),
                 ino,
-            } => write!(
+                fs_type,
+            } if fs_type == "btrfs" => write!(
                 f,
                 "watched directories {} and {} are the same to the kernel (device {major}:{minor}, \
                  inode {ino}: btrfs subvolumes share one device and number their inodes alike), \
                  so eBPF cannot tell their changes apart; watch a common parent instead",
+                first.display(),
+                second.display()
+            ),
+            Self::SameIdentity {
+                first,
+                second,
+                dev: (major, minor),
+                ino,
+                ..
+            } => write!(
+                f,
+                "watched directories {} and {} are one directory (device {major}:{minor}, inode \
+                 {ino}), reached twice, e.g. through a bind mount: eBPF cannot tell which path a \
+                 change was made through; watch it once",
                 first.display(),
                 second.display()
             ),

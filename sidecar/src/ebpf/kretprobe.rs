@@ -302,6 +302,11 @@ pub struct MissWatch {
 }
 
 impl MissWatch {
+    /// The misses counted at the last refresh.
+    pub fn missed(&self) -> u64 {
+        self.stats.missed.load(Ordering::Relaxed)
+    }
+
     /// Re-reads the profile and warns when the misses grew.
     pub fn refresh(&mut self) {
         let text = match fs::read_to_string(&self.profile) {

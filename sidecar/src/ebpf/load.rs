@@ -13,12 +13,13 @@ use aya::{Ebpf, EbpfLoader};
 use diffkeeper_ebpf::event::{DkAbsRoot, DkDevRoots, DkRootKey, DkSettings};
 use diffkeeper_ebpf::object::{globals, maps, programs, ObjectKind};
 
-use super::btf_select::{BtfSource, SelectedBtf};
+use super::btf_select::{kernel_ids, BtfSource, SelectedBtf};
 use super::error::{Cause, Failure, Hint};
 use super::features;
 use super::kretprobe::Kretprobes;
 use super::roots::RootTable;
 use crate::change::Family;
+use diffkeeper_btf::skeleton::AttachKind;
 
 /// Creates the maps and relocates the programs of `object` against `btf`; no program is
 /// loaded yet. The modern object takes its settings as read-only globals at load, the compat
@@ -30,8 +31,11 @@ pub fn load(
     ringbuf_bytes: u32,
 ) -> Result<Ebpf, Failure> {
     let all_roots = roots.id_mask();
+    // Parses the system BTF when there is one; the cached BTF replaces that copy.
     let mut loader = EbpfLoader::new();
-    loader.btf(Some(&btf.btf));
+    if let Some(cached) = btf.for_relocation() {
+        loader.btf(Some(cached));
+    }
     if object == ObjectKind::Modern {
         loader
             .map_max_entries(maps::EVENTS, ringbuf_bytes)
@@ -123,13 +127,20 @@ pub fn attach(
             Cause::NoFentryInCompat,
             Hint::FentryNeedsModern,
         )),
-        Family::Fentry => attach_fentry(ebpf, btf).map(|()| None),
+        Family::Fentry => attach_fentry(ebpf).map(|()| None),
         Family::Kprobe => attach_kprobe(ebpf, kretprobe_maxactive, tracefs_dir).map(Some),
         Family::Tracepoint => attach_tracepoint(ebpf, object, btf).map(|()| None),
     }
 }
 
-fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
+fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), Failure> {
+    let functions: Vec<_> = programs::FEXIT_WRITES
+        .into_iter()
+        .chain(programs::FEXIT_RETURNS)
+        .chain(programs::FENTRY_HOOKS)
+        .map(|(_, function)| (function, AttachKind::Func))
+        .collect();
+    let ids = system_ids("fentry/fexit", &functions)?;
     // The returns before the hooks: a hook's record must never wait for a return that is not
     // attached yet.
     for (name, function) in programs::FEXIT_WRITES
@@ -138,18 +149,23 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
     {
         let step = format!("fexit {name} on {function}");
         with_program(ebpf, name, &step, |prog: &mut FExit| {
-            prog.load(function, &btf.btf)?;
+            prog.load(function, &ids)?;
             prog.attach().map(drop)
         })?;
     }
     for (name, function) in programs::FENTRY_HOOKS {
         let step = format!("fentry {name} on {function}");
         with_program(ebpf, name, &step, |prog: &mut FEntry| {
-            prog.load(function, &btf.btf)?;
+            prog.load(function, &ids)?;
             prog.attach().map(drop)
         })?;
     }
     Ok(())
+}
+
+/// The running kernel's ids of `wanted` (see [`kernel_ids`]), for attaching `what`.
+fn system_ids(what: &str, wanted: &[(&str, AttachKind)]) -> Result<aya::Btf, Failure> {
+    kernel_ids(wanted).map_err(|e| explain(&format!("attaching {what}"), &e))
 }
 
 /// The kretprobes through [`Kretprobes`] (tracefs, with `maxactive`), the kprobes through aya.
@@ -207,9 +223,12 @@ fn attach_tracepoint(
             .into_iter()
             .try_for_each(|(name, tracepoint)| {
                 let step = format!("tp_btf {name} on {tracepoint}");
-                with_program(ebpf, name, &step, |prog: &mut BtfTracePoint| {
-                    prog.load(tracepoint, &btf.btf)?;
-                    prog.attach().map(drop)
+                let typedef = format!("btf_trace_{tracepoint}");
+                system_ids("tp_btf", &[(&typedef, AttachKind::Typedef)]).and_then(|ids| {
+                    with_program(ebpf, name, &step, |prog: &mut BtfTracePoint| {
+                        prog.load(tracepoint, &ids)?;
+                        prog.attach().map(drop)
+                    })
                 })
             });
         match attached {
@@ -412,7 +431,7 @@ mod tests {
         let btf = SelectedBtf {
             source: BtfSource::System,
             path: PathBuf::from(diffkeeper_btf::SYSTEM_BTF_PATH),
-            btf: aya::Btf::from_sys_fs().expect("system BTF"),
+            parsed: None,
         };
         let roots = RootTable::build(vec![std::env::temp_dir()]).unwrap();
         for object in ObjectKind::ALL {

@@ -14,6 +14,7 @@
 //! * [`features`]: what this kernel's BPF can do (probed), and so which object loads.
 //! * [`source`]: where events arrive: the ring buffer (modern) or per-CPU perf buffers (compat).
 //! * [`reader`]: the event reader thread.
+//! * [`admission`]: the reader holds a family's changes back until its canary passed.
 //! * [`names`]: placing tracepoint mode's new names (link calls) below their directory.
 //! * [`canary`]: the private canary directory and the self-check that catches a BTF that does
 //!   not match the kernel.
@@ -21,6 +22,7 @@
 //! * [`error`]: every way this can fail, with step, cause and hint as data.
 
 mod absolute;
+mod admission;
 mod btf_select;
 mod canary;
 mod clock;
@@ -32,6 +34,7 @@ mod load;
 mod mode;
 mod names;
 mod reader;
+mod reorder;
 mod roots;
 mod session;
 mod source;

@@ -15,17 +15,23 @@ use aya::Ebpf;
 use diffkeeper_ebpf::event::{Event, Names, Stat};
 use diffkeeper_ebpf::object::{maps, ObjectKind};
 
+use super::admission::{Admission, Held};
 use super::clock::WallClock;
 use super::error::{Cause, Failure, Hint};
 use super::kretprobe::MissWatch;
 use super::load::explain;
 use super::names;
 use super::source::EventSource;
-use crate::change::{Backend, Change, ChangeSink, Delivery, Family, Op, STOP_GRACE};
+use crate::change::{
+    Backend, Change, ChangeSink, Delivery, Family, Gap, GapReason, Op, STOP_GRACE,
+};
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
 const POLL_MS: u16 = 10;
+/// Until the start-up canary is back, poll(2) times out this soon instead: its few events never
+/// wake the reader, and start -> ready waits on them (half of [`POLL_MS`] on average otherwise).
+const CANARY_POLL_MS: u16 = 1;
 /// How often the lost-event count and the wall-clock offset are re-read.
 const REFRESH: Duration = Duration::from_millis(250);
 
@@ -34,9 +40,13 @@ pub struct Reader {
     thread: Option<JoinHandle<()>>,
     /// Events under the canary root (never forwarded to the sink).
     pub canary: Receiver<Event>,
+    /// Changes are held back until [`Reader::admit`].
+    admission: Admission,
     pub lost: Arc<AtomicU64>,
     /// The kernel side's `dk_stats`: changes it did not report on purpose, by [`Stat`].
     pub unreported: Arc<Unreported>,
+    /// Set until [`Reader::canary_back`]: the reader polls every [`CANARY_POLL_MS`].
+    awaiting_canary: Arc<AtomicBool>,
 }
 
 /// Changes seen but not journaled because they could not be named truly: the kernel side's
@@ -82,6 +92,8 @@ struct Routing {
     canary_id: u32,
     /// Hands changes to the journal (bounded waits once stopping).
     delivery: Delivery,
+    /// Changes held back until the family passed its canary.
+    held: Held,
     canary: Sender<Event>,
     clock: WallClock,
     /// Where unplaced new names are counted.
@@ -112,8 +124,10 @@ impl Reader {
                 .map_err(|e| explain("opening the dk_stats counters", &e))?;
         let (canary_tx, canary) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
+        let awaiting_canary = Arc::new(AtomicBool::new(true));
         let lost = Arc::new(AtomicU64::new(0));
         let unreported = Arc::new(Unreported::default());
+        let (admission, held) = Admission::new(family);
         let routing = Routing {
             backend: Backend::Ebpf(family),
             roots: roots
@@ -122,6 +136,7 @@ impl Reader {
                 .collect(),
             canary_id,
             delivery: Delivery::new(sink, stop.clone()),
+            held,
             canary: canary_tx,
             clock: WallClock::new(object.clock()),
             unreported: unreported.clone(),
@@ -129,6 +144,7 @@ impl Reader {
         let thread = {
             let lost = lost.clone();
             let unreported = unreported.clone();
+            let awaiting_canary = awaiting_canary.clone();
             let counters = Counters {
                 lost_map,
                 stats_map,
@@ -138,7 +154,7 @@ impl Reader {
             };
             std::thread::Builder::new()
                 .name("ebpf-events".into())
-                .spawn(move || run(source, counters, routing))
+                .spawn(move || run(source, counters, routing, &awaiting_canary))
                 .map_err(|source| {
                     let cause = Cause::Syscall {
                         call: "clone",
@@ -151,9 +167,22 @@ impl Reader {
             stop,
             thread: Some(thread),
             canary,
+            admission,
             lost,
             unreported,
+            awaiting_canary,
         })
+    }
+
+    /// The family passed its canary: its changes go to the journal from now on, starting with
+    /// those held so far. A reader never admitted discards them when it stops.
+    pub fn admit(&self) {
+        self.admission.admit();
+    }
+
+    /// The canary passed: from now on the reader polls at its normal pace.
+    pub fn canary_back(&self) {
+        self.awaiting_canary.store(false, Ordering::Relaxed);
     }
 
     /// Drains what is left and ends the thread (dropping the reader does the same).
@@ -215,7 +244,12 @@ impl Counters {
     }
 }
 
-fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
+fn run(
+    mut source: EventSource,
+    mut counters: Counters,
+    mut routing: Routing,
+    awaiting_canary: &AtomicBool,
+) {
     let Counters {
         ref lost_map,
         ref lost,
@@ -223,17 +257,24 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
     } = counters;
     let mut refreshed = Instant::now();
     let mut reported_lost = 0;
+    let mut reported_missed = 0;
     loop {
         let stopping = routing.stopping();
         if !stopping {
-            if let Err(e) = source.wait(POLL_MS) {
+            let timeout = if awaiting_canary.load(Ordering::Relaxed) {
+                CANARY_POLL_MS
+            } else {
+                POLL_MS
+            };
+            if let Err(e) = source.wait(timeout) {
                 if e != nix::errno::Errno::EINTR {
                     log::error!("[eBPF] poll on the event buffers failed: {e}");
                     std::thread::sleep(Duration::from_millis(u64::from(POLL_MS)));
                 }
             }
         }
-        source.drain(|record| routing.route(record));
+        source.drain(stopping, |record| routing.route(record));
+        routing.release_held();
         if stopping || refreshed.elapsed() >= REFRESH {
             // Counted by the programs whenever an output fails (ring or perf buffer full).
             let total: u64 = lost_map
@@ -246,11 +287,21 @@ fn run(mut source: EventSource, mut counters: Counters, mut routing: Routing) {
                      the journal missed changes; raise --ringbuf-bytes",
                     total - reported_lost
                 );
+                routing.report_gap(GapReason::RingBufferFull, total - reported_lost);
                 reported_lost = total;
             }
             counters.refresh_unreported();
             if let Some(misses) = &mut counters.misses {
                 misses.refresh();
+            }
+            // The kernel side's count and tracefs' count see the same misses: the larger one.
+            let missed = counters
+                .unreported
+                .get(Stat::MissedReturn)
+                .max(counters.misses.as_ref().map_or(0, MissWatch::missed));
+            if missed > reported_missed {
+                routing.report_gap(GapReason::KretprobeMissed, missed - reported_missed);
+                reported_missed = missed;
             }
             routing.clock.refresh();
             refreshed = Instant::now();
@@ -270,7 +321,19 @@ impl Routing {
         }
     }
 
-    fn dispatch(&mut self, mut event: Event) {
+    fn dispatch(&mut self, event: Event) {
+        let unplaced_before = self.unreported.unplaced_names();
+        self.dispatch_placed(event);
+        let unplaced = self.unreported.unplaced_names() - unplaced_before;
+        if unplaced > 0 {
+            // A name the change was made under cannot be placed (tracepoint mode): its line,
+            // if any, is flagged and names only the directory; the gap here asks for a rescan
+            // (which names it from the file system).
+            self.report_gap(GapReason::UnplacedName, unplaced);
+        }
+    }
+
+    fn dispatch_placed(&mut self, mut event: Event) {
         // Tracepoint mode's names: placed first, so that the canary and the journal get the
         // form every family sends.
         let names = event.name.clone().unwrap_or_default();
@@ -301,7 +364,27 @@ impl Routing {
     }
 
     fn deliver(&mut self, change: Change) {
-        self.delivery.deliver(change);
+        let Self { held, delivery, .. } = self;
+        held.pass(change, |change| delivery.deliver(change));
+    }
+
+    /// Hands on what was held as soon as the family is admitted, even with no new event.
+    fn release_held(&mut self) {
+        let Self { held, delivery, .. } = self;
+        held.release(|change| delivery.deliver(change));
+    }
+
+    /// Changes were lost in the kernel since the last refresh: a gap in every root (the kernel
+    /// cannot say whose events it dropped), placed after everything read so far.
+    fn report_gap(&mut self, reason: GapReason, lost: u64) {
+        let gap = Gap {
+            ts: std::time::SystemTime::now(),
+            backend: self.backend,
+            roots: self.roots.clone(),
+            reason,
+            lost: Some(lost),
+        };
+        self.delivery.report_gap(gap);
     }
 
     fn report_dropped(&self) {
@@ -315,20 +398,22 @@ impl Routing {
         }
     }
 
-    /// `root/relative` in one allocation (this runs for every event at full write rate).
-    fn absolute(&self, end: Option<(u32, String)>) -> Option<String> {
+    /// `root/relative` in one allocation, the event's own string only read (this runs for every
+    /// event at full write rate).
+    fn absolute(&self, end: Option<&(u32, String)>) -> Option<String> {
         let (id, relative) = end?;
+        let id = *id;
         let root = self.roots.get(id as usize)?.trim_end_matches('/');
         let mut path = String::with_capacity(root.len() + 1 + relative.len());
         path.push_str(root);
         path.push('/');
-        path.push_str(&relative);
+        path.push_str(relative);
         Some(path)
     }
 
     fn to_change(&self, event: Event) -> Option<Change> {
-        let path = self.absolute(event.path);
-        let from = self.absolute(event.from);
+        let path = self.absolute(event.path.as_ref());
+        let from = self.absolute(event.from.as_ref());
         let (op, path, from) = match (event.op, path, from) {
             (Op::Rename, Some(p), Some(f)) => (Op::Rename, p, Some(f)),
             // Moved in from outside the watched roots: a new file here.
@@ -378,7 +463,7 @@ fn follow_up(change: &Change, names: &Names, bytes: u64) -> Option<Change> {
 mod tests {
     use super::*;
 
-    fn routing() -> (Routing, Receiver<Change>, Receiver<Event>) {
+    fn routing() -> (Routing, crate::change::ChangeQueue, Receiver<Event>) {
         let (routing, changes, canaries, _stop) = routing_with_queue(crate::change::QUEUE_CAPACITY);
         (routing, changes, canaries)
     }
@@ -386,15 +471,23 @@ mod tests {
     /// The routing, the journal's end of its queue, the canary events, and its stop flag.
     fn routing_with_queue(
         capacity: usize,
-    ) -> (Routing, Receiver<Change>, Receiver<Event>, Arc<AtomicBool>) {
+    ) -> (
+        Routing,
+        crate::change::ChangeQueue,
+        Receiver<Event>,
+        Arc<AtomicBool>,
+    ) {
         let (sink, changes) = crate::change::queue(capacity);
         let (canary, canaries) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
+        let (admission, held) = Admission::new(Family::Tracepoint);
+        admission.admit();
         let routing = Routing {
             backend: Backend::Ebpf(Family::Tracepoint),
             roots: vec!["/state".into(), "/canary".into()],
             canary_id: 1,
             delivery: Delivery::new(sink, stop.clone()),
+            held,
             canary,
             clock: WallClock::new(diffkeeper_ebpf::object::Clock::Boottime),
             unreported: Arc::default(),
@@ -433,7 +526,7 @@ mod tests {
         let (mut r, changes, _) = routing();
         let mut placed = |op: Op, dir: &str, name: &str, truncated: bool| {
             r.dispatch(named(op, dir, name, truncated));
-            changes.try_recv().ok()
+            changes.try_iter().next()
         };
         let c = placed(Op::Create, "a/b", "c.txt", false).unwrap();
         assert_eq!(
@@ -470,12 +563,12 @@ mod tests {
             )
         };
         r.dispatch(abs);
-        assert!(changes.try_recv().is_err());
+        assert!(changes.try_iter().next().is_none());
         // Changed in memory during the call: the directory, flagged, and counted.
         let mut raced = named(Op::Create, "a", "x", false);
         raced.name.as_mut().unwrap().raced = true;
         r.dispatch(raced);
-        let c = changes.try_recv().unwrap();
+        let c = changes.try_iter().next().unwrap();
         assert_eq!((c.path.as_str(), c.truncated), ("/state/a/", true));
         assert_eq!(r.unreported.unplaced_names(), 2);
         let counts = r.unreported.by_reason();
@@ -489,7 +582,10 @@ mod tests {
         tmpfile.bytes = 6;
         tmpfile.name.as_mut().unwrap().content = true;
         r.dispatch(tmpfile);
-        let (create, write) = (changes.try_recv().unwrap(), changes.try_recv().unwrap());
+        let (create, write) = (
+            changes.try_iter().next().unwrap(),
+            changes.try_iter().next().unwrap(),
+        );
         assert_eq!((create.op, create.bytes), (Op::Create, None));
         assert_eq!(
             (write.op, write.path.as_str(), write.bytes),
@@ -505,7 +601,10 @@ mod tests {
             ..event(Op::Rename, Some((0, "")), Some((0, "")))
         };
         r.dispatch(swap);
-        let (one, two) = (changes.try_recv().unwrap(), changes.try_recv().unwrap());
+        let (one, two) = (
+            changes.try_iter().next().unwrap(),
+            changes.try_iter().next().unwrap(),
+        );
         assert_eq!(
             (one.path.as_str(), one.from.as_deref()),
             ("/state/b", Some("/state/a"))
@@ -517,19 +616,48 @@ mod tests {
     }
 
     #[test]
+    fn an_unplaced_name_is_a_flagged_line_and_a_gap_where_it_happened() {
+        let (mut r, changes, _) = routing();
+        r.dispatch(named(Op::Create, "a", "c.txt", false));
+        r.dispatch(named(Op::Create, "a", "../x", false));
+        r.dispatch(named(Op::Create, "a", "d.txt", false));
+        let got: Vec<String> = changes
+            .rx
+            .try_iter()
+            .map(|record| match record {
+                crate::change::Record::Gap(gap) => {
+                    format!("gap {} {:?}", gap.reason.as_str(), gap.lost)
+                }
+                crate::change::Record::Change(c) => {
+                    format!("{} {} {}", c.op.as_str(), c.path, c.truncated)
+                }
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "create /state/a/c.txt false",
+                "create /state/a/ true",
+                "gap unplaced name Some(1)",
+                "create /state/a/d.txt false"
+            ]
+        );
+    }
+
+    #[test]
     fn paths_join_on_any_root_including_slash() {
         let (r, _, _) = routing();
         assert_eq!(
-            r.absolute(Some((0, "a/b".into()))).as_deref(),
+            r.absolute(Some(&(0, "a/b".into()))).as_deref(),
             Some("/state/a/b")
         );
-        assert_eq!(r.absolute(Some((7, "a".into()))), None);
+        assert_eq!(r.absolute(Some(&(7, "a".into()))), None);
         let top = Routing {
             roots: vec!["/".into()],
             ..r
         };
         assert_eq!(
-            top.absolute(Some((0, "a/b".into()))).as_deref(),
+            top.absolute(Some(&(0, "a/b".into()))).as_deref(),
             Some("/a/b")
         );
     }
@@ -563,15 +691,27 @@ mod tests {
     }
 
     #[test]
+    fn directories_and_attribute_changes_are_journaled_as_their_own_ops() {
+        let (r, _, _) = routing();
+        for op in [Op::Mkdir, Op::Rmdir, Op::Attrib, Op::Delete] {
+            let c = r.to_change(event(op, Some((0, "d")), None)).unwrap();
+            assert_eq!(
+                (c.op, c.path.as_str(), c.from, c.bytes),
+                (op, "/state/d", None, None)
+            );
+        }
+    }
+
+    #[test]
     fn canary_events_never_reach_the_sink() {
         let (mut r, changes, canaries) = routing();
         let ev = event(Op::Write, Some((1, "canary")), None);
         r.dispatch(ev.clone());
         r.route(&[]); // malformed: dropped
-        assert!(changes.try_recv().is_err());
+        assert!(changes.try_iter().next().is_none());
         assert_eq!(canaries.try_recv().unwrap(), ev);
         r.dispatch(event(Op::Write, Some((0, "f")), None));
-        assert_eq!(changes.try_recv().unwrap().path, "/state/f");
+        assert_eq!(changes.try_iter().next().unwrap().path, "/state/f");
     }
 
     #[test]
@@ -580,8 +720,8 @@ mod tests {
         r.dispatch(event(Op::Write, Some((0, "first")), None));
         let journal = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            let first = changes.recv().unwrap();
-            (first, changes.recv().unwrap())
+            let first = changes.iter().next().unwrap();
+            (first, changes.iter().next().unwrap())
         });
         // Blocks until the "journal" above takes the first change: nothing is dropped.
         r.dispatch(event(Op::Write, Some((0, "second")), None));
@@ -616,7 +756,7 @@ mod tests {
             .expect("the reader came back after stop");
         let r = reader.join().unwrap();
         assert_eq!(r.delivery.dropped(), 2);
-        assert_eq!(changes.try_recv().unwrap().path, "/state/queued");
+        assert_eq!(changes.try_iter().next().unwrap().path, "/state/queued");
     }
 
     #[test]

@@ -277,9 +277,7 @@ fn try_family(
         }
     };
     roots.teach_kernel();
-    if family == Family::Tracepoint {
-        verify_roots_matched(&ebpf, object, roots)?;
-    }
+    verify_roots_matched(&ebpf, object, roots)?;
     let reader = Reader::spawn(
         &mut ebpf,
         object,
@@ -300,6 +298,9 @@ fn try_family(
         );
         return Err(Failure::new("", Cause::Canary(e), Hint::CanaryMismatch));
     }
+    reader.canary_back();
+    // Only now may the family's changes reach the journal (held back until here).
+    reader.admit();
     log::debug!(
         "[eBPF] {} attached and the canary came back",
         family.as_str()
@@ -311,9 +312,10 @@ fn try_family(
     })
 }
 
-/// Tracepoint mode: the fstatfs() on each root ([`RootTable::teach_kernel`]) made the programs
-/// look each one up by (device, inode); every root must have been matched, else its changes
-/// would never be reported (a device or inode the kernel sees differently).
+/// The fstatfs() on each root ([`RootTable::teach_kernel`]) made the programs look each one up
+/// by (device, inode) and learn its dentry (the only way they learn one: a walk could take a
+/// btrfs subvolume's look-alike top for it); every root must have been matched, else its
+/// changes would never be reported (a device or inode the kernel sees differently).
 fn verify_roots_matched(ebpf: &Ebpf, object: ObjectKind, roots: &RootTable) -> Result<(), Failure> {
     let mask = learned::mask(ebpf, object).map_err(|e| {
         Failure::new(
@@ -351,7 +353,8 @@ mod tests {
         SelectedBtf {
             source: BtfSource::System,
             path: PathBuf::from(diffkeeper_btf::SYSTEM_BTF_PATH),
-            btf: aya::Btf::from_sys_fs().expect("system BTF"),
+            // The loader parses the system BTF itself.
+            parsed: None,
         }
     }
 

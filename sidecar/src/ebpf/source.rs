@@ -1,8 +1,9 @@
 //! Where kernel events arrive: the modern object's one ring buffer, or the compat object's
 //! per-CPU perf buffers (kernels before 5.8 have no ring buffer). The reader polls and drains
 //! either the same way and never sees the difference: perf buffers are ordered only per CPU
-//! (a writer that migrates between CPUs would see its changes journaled out of order), so each
-//! drain merges what all CPUs hold by the kernel's timestamp, as the single ring does.
+//! (a create on one CPU and a write on another could be journaled write-first), so their
+//! records go through a k-way merge by the kernel's timestamp ([`Reorder`]), which gives the
+//! order the single ring has.
 
 use std::os::fd::AsFd;
 
@@ -15,6 +16,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::error::{Cause, Failure, Hint};
 use super::load::explain;
+use super::reorder::{self, Reorder};
 
 pub enum EventSource {
     Ring(RingBuf<MapData>),
@@ -22,11 +24,12 @@ pub enum EventSource {
 }
 
 pub struct PerfBuffers {
+    /// One per online CPU; the index is the CPU's position in [`Reorder`].
     buffers: Vec<PerfEventArrayBuffer<MapData>>,
-    /// The records of one drain, copied out of every CPU's buffer (reused between drains).
-    batch: Vec<u8>,
-    /// (timestamp, start, end) of each record in `batch`, sorted before routing.
-    order: Vec<(u64, usize, usize)>,
+    /// A wrapped record made whole (one CPU: routed straight from its buffer).
+    scratch: Vec<u8>,
+    /// Several CPUs: records held until they can be released in stamp order.
+    reorder: Reorder,
 }
 
 impl EventSource {
@@ -64,9 +67,9 @@ impl EventSource {
                     })
                     .collect::<Result<_, _>>()?;
                 Ok(Self::Perf(PerfBuffers {
+                    reorder: Reorder::new(cpus.len(), reorder::WINDOW),
                     buffers,
-                    batch: Vec::new(),
-                    order: Vec::new(),
+                    scratch: Vec::new(),
                 }))
             }
         }
@@ -89,55 +92,61 @@ impl EventSource {
         .map(drop)
     }
 
-    /// Hands every ready record to `route`. Drops are not counted here: the programs count
-    /// every failed output in `dk_lost`, for both objects. (A full perf buffer also reports
-    /// its drops as PERF_RECORD_LOST, but those are the same drops, and reported late: only
-    /// once the buffer has room again.)
-    pub fn drain(&mut self, mut route: impl FnMut(&[u8])) {
+    /// Hands every ready record to `route`; the perf buffers' only once every CPU has been seen
+    /// past it or it is [`reorder::WINDOW`] old, or at once with `flush` (stopping). Drops are
+    /// not counted here: the programs count every failed output in `dk_lost`, for both
+    /// objects. (A full perf buffer also reports its drops as PERF_RECORD_LOST, but those are
+    /// the same drops, and reported late: only once the buffer has room again.)
+    pub fn drain(&mut self, flush: bool, mut route: impl FnMut(&[u8])) {
         match self {
             Self::Ring(ring) => {
                 while let Some(record) = ring.next() {
                     route(&record);
                 }
             }
-            Self::Perf(perf) => {
-                let PerfBuffers {
-                    buffers,
-                    batch,
-                    order,
-                } = perf;
-                // One CPU's records are already in order: route them straight from its buffer,
-                // without the copy and the sort (a flooding writer mostly stays on one CPU).
-                if buffers.iter().filter(|b| b.readable()).count() <= 1 {
-                    for buffer in buffers.iter_mut().filter(|b| b.readable()) {
-                        buffer.for_each(|event| {
-                            if let PerfEvent::Sample { head, tail } = event {
-                                route_sample(head, tail, batch, &mut route);
-                            }
-                        });
-                    }
-                    return;
-                }
-                batch.clear();
-                order.clear();
-                for buffer in buffers.iter_mut().filter(|b| b.readable()) {
-                    buffer.for_each(|event| {
-                        if let PerfEvent::Sample { head, tail } = event {
-                            let start = batch.len();
-                            batch.extend_from_slice(head);
-                            batch.extend_from_slice(tail);
-                            order.push((record_ts(&batch[start..]), start, batch.len()));
-                        }
-                    });
-                }
-                // Stable: records of one CPU keep their order when their stamps are equal.
-                order.sort_by_key(|&(ts, _, _)| ts);
-                for &(_, start, end) in order.iter() {
-                    route(&batch[start..end]);
-                }
-            }
+            Self::Perf(perf) => perf.drain(flush, &mut route),
         }
     }
+}
+
+impl PerfBuffers {
+    fn drain(&mut self, flush: bool, route: &mut impl FnMut(&[u8])) {
+        let PerfBuffers {
+            buffers,
+            scratch,
+            reorder,
+        } = self;
+        // One CPU's records are already in order: routed straight from its buffer.
+        if let [buffer] = buffers.as_mut_slice() {
+            buffer.for_each(|event| {
+                if let PerfEvent::Sample { head, tail } = event {
+                    route_sample(head, tail, scratch, route);
+                }
+            });
+            return;
+        }
+        for (cpu, buffer) in buffers.iter_mut().enumerate() {
+            if !buffer.readable() {
+                continue;
+            }
+            buffer.for_each(|event| {
+                if let PerfEvent::Sample { head, tail } = event {
+                    let ts = record_ts(head, tail);
+                    reorder.push(cpu, ts, [head, tail]);
+                }
+            });
+        }
+        reorder.release(monotonic_ns(), flush, route);
+    }
+}
+
+/// CLOCK_MONOTONIC now, in ns: the compat object's stamps' clock.
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        (t.tv_sec() as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec() as u64)
+    })
 }
 
 /// Routes one sample; a record that wraps around the buffer's end (`tail` non-empty) is made
@@ -153,13 +162,18 @@ fn route_sample(head: &[u8], tail: &[u8], scratch: &mut Vec<u8>, route: &mut imp
     }
 }
 
-/// A record's `ts_ns`; 0 for a record too short to hold one (the reader reports it as malformed).
-fn record_ts(record: &[u8]) -> u64 {
+/// A record's `ts_ns` (the sample may wrap around its buffer: `head`, then `tail`); 0 for a
+/// record too short to hold one (the reader reports it as malformed).
+fn record_ts(head: &[u8], tail: &[u8]) -> u64 {
     let at = std::mem::offset_of!(DkEvent, ts_ns);
-    record
-        .get(at..at + 8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_ne_bytes)
+    let mut stamp = [0u8; 8];
+    for (i, byte) in stamp.iter_mut().enumerate() {
+        let Some(b) = head.get(at + i).or_else(|| tail.get(at + i - head.len())) else {
+            return 0;
+        };
+        *byte = *b;
+    }
+    u64::from_ne_bytes(stamp)
 }
 
 fn page_size() -> usize {
@@ -197,8 +211,10 @@ mod tests {
         let mut record = vec![0u8; std::mem::size_of::<DkEvent>()];
         let at = std::mem::offset_of!(DkEvent, ts_ns);
         record[at..at + 8].copy_from_slice(&42u64.to_ne_bytes());
-        assert_eq!(record_ts(&record), 42);
-        assert_eq!(record_ts(&record[..at + 4]), 0);
+        assert_eq!(record_ts(&record, &[]), 42);
+        assert_eq!(record_ts(&record[..at + 4], &[]), 0);
+        // Wrapped around the buffer's end in the middle of the stamp.
+        assert_eq!(record_ts(&record[..at + 3], &record[at + 3..]), 42);
     }
 
     #[test]

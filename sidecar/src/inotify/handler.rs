@@ -1,5 +1,6 @@
 //! notify's side: runs on notify's thread, queues the events the journal needs, never waits.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
 pub(super) struct Handler {
     pub(super) events: SyncSender<Msg>,
     pub(super) metrics: Arc<Metrics>,
+    /// Dropped events the translator has not journaled as a gap yet.
+    pub(super) behind: Arc<AtomicU64>,
     pub(super) warned_at: Option<Instant>,
 }
 
@@ -31,14 +34,16 @@ impl EventHandler for Handler {
             Ok(()) | Err(TrySendError::Disconnected(_)) => {}
             Err(TrySendError::Full(_)) => {
                 let total = self.metrics.count_inotify_dropped(1);
+                self.behind.fetch_add(1, Ordering::Relaxed);
                 if self
                     .warned_at
                     .is_none_or(|at| at.elapsed() >= DROP_WARNING_EVERY)
                 {
                     self.warned_at = Some(Instant::now());
                     log::warn!(
-                        "inotify: dropped an event ({total} so far): the journal does not keep \
-                         up (is its output blocked, e.g. a stalled stdout pipe?)"
+                        "inotify: dropped an event ({total} so far): the translator is behind \
+                         (scanning new directories, or the journal does not keep up); \
+                         journaled as a gap and repaired from a rescan"
                     );
                 }
             }
@@ -46,13 +51,15 @@ impl EventHandler for Handler {
     }
 }
 
-/// Whether the translator does anything with `event` (opens, closes and attribute changes are
-/// most of inotify's traffic and are not part of the journal).
+/// Whether the translator does anything with `event` (opens and closes are most of inotify's
+/// traffic and are not part of the journal).
 fn journaled(event: &Event) -> bool {
     match event.kind {
         EventKind::Create(_)
         | EventKind::Remove(_)
-        | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_)) => true,
+        | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Metadata(_)) => {
+            true
+        }
         EventKind::Other => event.attrs.flag() == Some(notify::event::Flag::Rescan),
         _ => false,
     }

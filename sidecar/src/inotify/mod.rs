@@ -2,23 +2,31 @@
 //! impossible. Same journal schema with `"backend":"inotify"`; inotify cannot tell who wrote or
 //! how much, so pid/comm/bytes stay empty.
 //!
-//! notify hands us its own event kinds; [`Translator`] turns them into create/write/delete/
-//! rename, pairs the two halves of a rename, reports files that appeared in a new directory
-//! before its watch existed, and re-scans after a queue overflow.
+//! notify hands us its own event kinds; [`Translator`] turns them into create/mkdir/write/
+//! attrib/delete/rmdir/rename, pairs the two halves of a rename, reports files that appeared in
+//! a new directory before its watch existed, and journals a lost event (queue overflow, watch
+//! limit, a full event queue) as a gap, which the journal repairs from a rescan.
+//!
+//! `attrib` is every IN_ATTRIB: a mode or owner change, but also `touch`'s timestamps, a link
+//! count change and extended attributes, which inotify does not tell apart (telling them apart
+//! would need every file's mode and owner kept in memory).
 //!
 //! Symlinks are never followed: a link is a file here, and no watch may observe a tree outside
 //! the roots under a path inside them.
 //!
 //! Events reach the translator through a bounded queue that notify's thread never waits on:
-//! when the journal does not keep up, the translator waits, the queue fills, and further events
-//! are dropped and counted (as the eBPF ring buffer does in the kernel), so memory stays bounded.
+//! when the translator falls behind (the journal does not keep up), the queue fills, and further
+//! events are dropped, counted and journaled as a gap (as the eBPF ring buffer does in the
+//! kernel), so memory stays bounded.
 //!
 //! * this file: starting and stopping, errors;
 //! * [`handler`]: notify's side: which events are queued, drops counted;
-//! * [`translate`]: notify's events to journal changes, and handing them to the journal;
-//! * [`scan`]: catching up on a new directory, and the paths that catch-up reported.
+//! * [`translate`]: notify's events to journal changes and gaps;
+//! * [`pairing`]: renames paired, in journal order, and handing changes to the journal;
+//! * [`scan`]: catching up on new directories, and the paths that catch-up reported.
 
 mod handler;
+mod pairing;
 mod scan;
 #[cfg(test)]
 mod tests;
@@ -88,9 +96,11 @@ pub fn start(
 ) -> Result<Inotify, InotifyError> {
     let (events, rx) = mpsc::sync_channel(EVENT_QUEUE_CAPACITY);
     let wake = events.clone();
+    let behind = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let handler = Handler {
         events,
         metrics: metrics.clone(),
+        behind: behind.clone(),
         warned_at: None,
     };
     let mut watcher = INotifyWatcher::new(handler, watcher_config()).map_err(InotifyError::Init)?;
@@ -104,6 +114,7 @@ pub fn start(
     }
     let stop = Arc::new(AtomicBool::new(false));
     let mut translator = Translator::new(watcher, roots.to_vec(), sink, metrics, stop.clone());
+    translator.behind = behind;
     let thread = std::thread::Builder::new()
         .name("inotify".into())
         .spawn(move || translator.run(rx))

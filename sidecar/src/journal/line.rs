@@ -1,11 +1,11 @@
 //! One change as one JSON line, built in a reused buffer with hand-written JSON (the journal is
-//! the hot path); the field order is the README's schema.
+//! the hot path); the field order is the schema of docs/sidecar.md.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use diffkeeper_cli::time::{format_second, put_padded};
 
-use crate::change::Change;
+use crate::change::{Change, Gap};
 
 /// Builds one journal line in a reused buffer.
 #[derive(Default)]
@@ -15,10 +15,13 @@ pub(super) struct LineBuilder {
 }
 
 impl LineBuilder {
-    pub(super) fn build(&mut self, c: &Change, count: u64) -> &[u8] {
+    /// A change; `repair` marks a line made by the rescan after a gap, not by a backend.
+    pub(super) fn build(&mut self, seq: u64, c: &Change, count: u64, repair: bool) -> &[u8] {
         let buf = &mut self.buf;
         buf.clear();
-        buf.extend_from_slice(b"{\"ts\":\"");
+        buf.extend_from_slice(b"{\"seq\":");
+        push_decimal(buf, seq);
+        buf.extend_from_slice(b",\"ts\":\"");
         self.clock.write(buf, c.ts);
         buf.extend_from_slice(b"\",\"backend\":\"");
         buf.extend_from_slice(c.backend.as_str().as_bytes());
@@ -48,6 +51,34 @@ impl LineBuilder {
         if count > 1 {
             buf.extend_from_slice(b",\"count\":");
             push_decimal(buf, count);
+        }
+        if repair {
+            buf.extend_from_slice(b",\"repair\":true");
+        }
+        buf.extend_from_slice(b"}\n");
+        buf
+    }
+
+    /// A `gap` line: changes under `roots` were lost here (`lost` omitted when unknown).
+    pub(super) fn build_gap(&mut self, seq: u64, gap: &Gap) -> &[u8] {
+        let buf = &mut self.buf;
+        buf.clear();
+        buf.extend_from_slice(b"{\"seq\":");
+        push_decimal(buf, seq);
+        buf.extend_from_slice(b",\"ts\":\"");
+        self.clock.write(buf, gap.ts);
+        buf.extend_from_slice(b"\",\"op\":\"gap\",\"roots\":[");
+        for (i, root) in gap.roots.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            push_json_string(buf, root);
+        }
+        buf.extend_from_slice(b"],\"reason\":");
+        push_json_string(buf, gap.reason.as_str());
+        if let Some(lost) = gap.lost {
+            buf.extend_from_slice(b",\"lost\":");
+            push_decimal(buf, lost);
         }
         buf.extend_from_slice(b"}\n");
         buf

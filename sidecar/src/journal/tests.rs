@@ -85,31 +85,39 @@ fn line_matches_the_readme_schema() {
     let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
     assert_eq!(
         text,
-        "{\"ts\":\"2026-11-26T01:02:03.123456789Z\",\"backend\":\"kprobe\",\"op\":\"write\",\
+        "{\"seq\":1,\"ts\":\"2026-11-26T01:02:03.123456789Z\",\"backend\":\"kprobe\",\"op\":\"write\",\
          \"path\":\"/state/a/b.txt\",\"pid\":123,\"comm\":\"nginx\",\"bytes\":42}\n\
-         {\"ts\":\"2026-11-18T11:06:40.000000005Z\",\"backend\":\"tracepoint\",\"op\":\"rename\",\
+         {\"seq\":2,\"ts\":\"2026-11-18T11:06:40.000000005Z\",\"backend\":\"tracepoint\",\"op\":\"rename\",\
          \"path\":\"/s/new\",\"from\":\"/s/old\"}\n"
     );
 }
 
 #[test]
-fn a_journal_file_is_appended_to() {
+fn a_reopened_journal_file_continues_its_seq_after_a_torn_line() {
     let path = std::env::temp_dir().join(format!("dk-journal-append-{}", std::process::id()));
-    std::fs::write(&path, "earlier\n").unwrap();
+    // A previous run's last whole line, then one torn by a crash.
+    std::fs::write(
+        &path,
+        "{\"seq\":41,\"op\":\"create\"}\n{\"seq\":42,\"op\":\"wri",
+    )
+    .unwrap();
     for _ in 0..2 {
-        let mut j = Journal::new(open(&path).unwrap(), Duration::ZERO);
+        let output = open(&path).unwrap();
+        let mut j = Journal::new(output.out, Duration::ZERO).starting_at(output.next_seq);
         j.push(change(Op::Create, "/s/f", 1, 0)).unwrap();
         j.finish().unwrap();
     }
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3, "{text}");
-    assert_eq!(lines[0], "earlier");
-    assert!(
-        lines[1..].iter().all(|l| l.contains("\"op\":\"create\"")),
-        "{text}"
-    );
+    let seqs: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+            v["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [41, 42, 43], "{text}");
 }
 
 #[test]
@@ -263,19 +271,24 @@ fn a_different_writer_starts_a_new_line() {
 fn run_counts_events_and_flushes_held_writes_at_disconnect() {
     let out = Shared::default();
     let metrics = Arc::new(Metrics::default());
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = crate::change::queue(16);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut delivery = crate::change::Delivery::new(tx, stop);
     for _ in 0..4 {
-        tx.send(change(Op::Write, "/s/f", 1, 2)).unwrap();
+        delivery.deliver(change(Op::Write, "/s/f", 1, 2));
     }
-    tx.send(change(Op::Create, "/s/g", 1, 0)).unwrap();
-    drop(tx);
-    run(
-        Box::new(out.clone()),
-        Duration::from_secs(60),
-        metrics.clone(),
-        rx,
-    )
-    .unwrap();
+    delivery.deliver(change(Op::Create, "/s/g", 1, 0));
+    drop(delivery);
+    let output = Output {
+        out: Box::new(out.clone()),
+        next_seq: 1,
+    };
+    let options = Options {
+        coalesce: Duration::from_secs(60),
+        roots: Vec::new(),
+        index_limit: DEFAULT_INDEX_LIMIT,
+    };
+    run(output, options, metrics.clone(), rx).unwrap();
     // Another path's change is not held back; the held write comes out at the end.
     assert_eq!(
         summary(&out.lines()),

@@ -10,11 +10,10 @@ use std::io::{IoSlice, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Receiver;
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
-use diffkeeper_sidecar::change::{Backend, Change, Family, Op};
+use diffkeeper_sidecar::change::{Backend, Change, ChangeQueue, Family, Op};
 use diffkeeper_sidecar::ebpf::{AttachMode, EbpfConfig, EbpfSession, ObjectChoice};
 
 pub use diffkeeper_tests::scratch::Scratch;
@@ -75,7 +74,7 @@ pub fn config(attach: AttachMode, scratch: &Scratch, roots: Vec<PathBuf>) -> Ebp
 }
 
 /// Collects changes until one for `marker` arrives (events from one thread are in order).
-pub fn collect_until(rx: &Receiver<Change>, marker: &Path) -> Vec<Change> {
+pub fn collect_until(rx: &ChangeQueue, marker: &Path) -> Vec<Change> {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got = Vec::new();
     loop {
@@ -105,7 +104,7 @@ pub fn write_scenario(
     backend: Backend,
     root: &Path,
     outside: &Path,
-    rx: &Receiver<Change>,
+    rx: &ChangeQueue,
     sees_creates: bool,
 ) {
     let deep_dir = root.join("sub/dir/deep");

@@ -33,44 +33,33 @@ pub const WRITER_COMM: &str = "dk-scenario";
 
 /// Whether `backend` reports the scenario step `step`. Steps are finer than journal ops so a
 /// backend can see e.g. `write(2)` but not `pwritev(2)`:
-/// `mkdir`, `create` (open with O_CREAT), `write`, `pwrite`, `writev`, `pwritev`, `rename`,
-/// `delete` (unlink), `rmdir`, `attrib` (chmod), `link` (a new name from link(2), linkat(2),
-/// also of an O_TMPFILE file, symlink(2) or symlinkat(2), relative to a directory descriptor or
-/// the working directory), `absolute-link` (the same with an absolute new name),
-/// `dotdot-link` (a new name with `..`: tracepoint mode journals its directory, flagged
-/// `truncated`) and `tmpfile-content` (tracepoint mode: the write of an O_TMPFILE file's content
-/// when linkat(AT_EMPTY_PATH) names it).
+/// `mkdir`, `create` (open with O_CREAT), `write`, `pwrite`, `writev`, `pwritev`, `rename`
+/// (of a file or a directory), `delete` (unlink), `rmdir`, `chmod`, `chown`, `link` (a new name
+/// from link(2), linkat(2), also of an O_TMPFILE file, symlink(2) or symlinkat(2), relative to
+/// a directory descriptor or the working directory), `absolute-link` (the same with an
+/// absolute new name), `dotdot-link` (a new name with `..`: tracepoint mode journals its
+/// directory, flagged `truncated`) and `tmpfile-content` (tracepoint mode: the write of an
+/// O_TMPFILE file's content when linkat(AT_EMPTY_PATH) names it; the other backends see that
+/// write while the file has no name).
 pub fn covers(backend: &str, step: &str) -> bool {
     match backend {
-        "inotify" => !matches!(step, "attrib" | "tmpfile-content"),
+        // Every step but the unnamed write: the syscalls, with the names resolved at entry.
         "tracepoint" => true,
-        "kprobe" | "fentry" => matches!(
-            step,
-            "write"
-                | "pwrite"
-                | "writev"
-                | "pwritev"
-                | "create"
-                | "rename"
-                | "delete"
-                | "link"
-                | "absolute-link"
-                | "dotdot-link"
-        ),
+        // IN_ATTRIB covers chmod and chown; the VFS hooks see every named change.
+        "inotify" | "kprobe" | "fentry" => step != "tmpfile-content",
         _ => false,
     }
 }
 
-/// The journal `op` a step produces on `backend` (inotify has no op of its own for
-/// directories).
-fn journal_op(backend: &str, step: &str) -> &'static str {
+/// The journal `op` a step produces (the same in every backend).
+fn journal_op(step: &str) -> &'static str {
     match step {
-        "mkdir" if backend == "tracepoint" => "mkdir",
-        "rmdir" if backend == "tracepoint" => "rmdir",
-        "mkdir" | "create" | "link" | "absolute-link" | "dotdot-link" => "create",
+        "create" | "link" | "absolute-link" | "dotdot-link" => "create",
+        "mkdir" => "mkdir",
+        "rmdir" => "rmdir",
         "rename" => "rename",
-        "delete" | "rmdir" => "delete",
-        "attrib" => "attrib",
+        "delete" => "delete",
+        "chmod" | "chown" => "attrib",
         _ => "write",
     }
 }
@@ -153,8 +142,20 @@ impl Outcome {
             "exit_code": self.exit_code,
             "stop_ms": self.stop_ms.map(|ms| ms as u64),
             "diff": self.diff,
+            "ops": self.journaled_ops(),
         });
         format!("SCENARIO {summary}")
+    }
+
+    /// The distinct `op` values of the journal, sorted: the parity check's input.
+    pub fn journaled_ops(&self) -> Vec<String> {
+        let ops: std::collections::BTreeSet<String> = self
+            .journal
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|line| line.get("op").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        ops.into_iter().collect()
     }
 
     fn fail(&mut self, reason: impl Into<String>) {
@@ -329,11 +330,12 @@ mod tests {
     fn coverage_table() {
         assert!(covers("inotify", "rmdir") && covers("tracepoint", "pwritev"));
         assert!(covers("tracepoint", "rmdir") && !covers("nope", "write"));
-        assert!(covers("tracepoint", "absolute-link") && !covers("kprobe", "attrib"));
-        assert!(!covers("inotify", "tmpfile-content"));
-        assert_eq!(journal_op("kprobe", "dotdot-link"), "create");
-        assert_eq!(journal_op("tracepoint", "pwritev"), "write");
-        assert_eq!(journal_op("inotify", "rmdir"), "delete");
-        assert_eq!(journal_op("tracepoint", "rmdir"), "rmdir");
+        assert!(covers("tracepoint", "absolute-link") && covers("tracepoint", "chown"));
+        assert!(covers("kprobe", "chmod") && covers("inotify", "chown"));
+        assert!(!covers("inotify", "tmpfile-content") && covers("tracepoint", "tmpfile-content"));
+        assert_eq!(journal_op("dotdot-link"), "create");
+        assert_eq!(journal_op("pwritev"), "write");
+        assert_eq!(journal_op("rmdir"), "rmdir");
+        assert_eq!(journal_op("chown"), "attrib");
     }
 }

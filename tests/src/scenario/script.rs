@@ -115,11 +115,40 @@ impl Script {
         self.delete("a/b/c/deep.bin")?;
         fs::remove_dir(self.root.join("a/b/c"))?;
         self.expect("rmdir", "a/b/c", None, None);
+        self.chmod("a/b/renamed.txt", 0o600)?;
+        std::os::unix::fs::chown(self.root.join("a/b/renamed.txt"), Some(65534), Some(65534))?;
+        self.expect("chown", "a/b/renamed.txt", None, None);
+        let dir = File::open(self.root.join("a/b"))?;
+        nix::unistd::symlinkat("renamed.txt", &dir, "sym")?;
+        self.expect("link", "a/b/sym", None, None);
+        // A directory rename is one line, whatever it holds.
+        self.rename("a/b", "a/b2")
+    }
+
+    fn chmod(&mut self, rel: &str, mode: u32) -> Io {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.root.join(rel), fs::Permissions::from_mode(mode))?;
+        self.expect("chmod", rel, None, None);
+        Ok(())
+    }
+
+    /// `args` run as user nobody, which must fail (EPERM after the security hook ran).
+    fn fail_as_nobody(&self, what: &str, args: &[&str]) -> Io {
+        use std::os::unix::process::CommandExt;
+        let status = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .current_dir(&self.root)
+            .uid(65534)
+            .gid(65534)
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        if status.success() {
+            return Err(std::io::Error::other(format!("{what} as nobody succeeded")));
+        }
         Ok(())
     }
 
     fn ops(&mut self, outside: &Path) -> Io {
-        use std::os::unix::fs::PermissionsExt;
         use std::os::unix::process::CommandExt;
         self.create("new.txt")?;
         // open(O_CREAT) of an existing file whose dentry is not cached runs the create hook
@@ -131,21 +160,27 @@ impl Script {
             .truncate(false)
             .open(self.root.join("new.txt"))?;
         // rename onto a non-empty directory: the hook runs, the file system says ENOTEMPTY.
-        for dir in ["d1", "d2"] {
+        for dir in ["d1", "d2", "sticky"] {
             fs::create_dir(self.root.join(dir))?;
             self.expect("mkdir", dir, None, None);
         }
+        std::thread::sleep(NEW_DIRECTORY_PAUSE);
         self.create("d2/f")?;
         expect_err(
             "rename onto a non-empty directory",
             fs::rename(self.root.join("d1"), self.root.join("d2")),
         )?;
+        // rmdir of a non-empty directory: the hook runs, the file system says ENOTEMPTY.
+        expect_err(
+            "rmdir of a non-empty directory",
+            fs::remove_dir(self.root.join("d2")),
+        )?;
         // unlink by another user in a sticky directory: EPERM.
-        fs::create_dir(self.root.join("sticky"))?;
-        self.expect("mkdir", "sticky", None, None);
-        fs::set_permissions(self.root.join("sticky"), fs::Permissions::from_mode(0o1777))?;
-        self.expect("attrib", "sticky", None, None);
+        self.chmod("sticky", 0o1777)?;
         self.create("sticky/owned")?;
+        // chmod and chown of another user's file: EPERM once the hook ran.
+        self.fail_as_nobody("chmod", &["chmod", "666", "sticky/owned"])?;
+        self.fail_as_nobody("chown", &["chown", "65534", "sticky/owned"])?;
         let status = std::process::Command::new("rm")
             .arg("-f")
             .arg(self.root.join("sticky/owned"))
@@ -179,7 +214,13 @@ impl Script {
                     .open(self.root.join(&rel))
                 {
                     Ok(_) => self.expect("create", &rel, None, None),
-                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => return Ok(()),
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => {
+                        // A mkdir past the last inode: its hook ran, ENOSPC, no line.
+                        return expect_err(
+                            "mkdir with no inode left",
+                            fs::create_dir(self.root.join("full-dir")),
+                        );
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -351,7 +392,7 @@ impl Script {
         let path = |rel: &str| self.root.join(rel).to_string_lossy().into_owned();
         let mut line = Map::new();
         line.insert("backend".into(), json!(self.backend));
-        line.insert("op".into(), json!(journal_op(&self.backend, step)));
+        line.insert("op".into(), json!(journal_op(step)));
         line.insert("path".into(), json!(path(rel)));
         if let Some(from) = from {
             line.insert("from".into(), json!(path(from)));

@@ -234,6 +234,11 @@ def main(argv) -> int:
     rows = [row for _, rows in results for row in rows]
     summary = report.write(args.out, rows, runs, time.monotonic() - start)
     print(summary)
+    if not (args.kernel or args.arch or args.only):
+        git = ["git", "-C", str(REPO), "describe", "--always", "--dirty"]
+        revision = run(git, capture=True, check=False).strip()
+        report.publish(REPO / "docs" / "results" / "vm-matrix.md", summary, runs, revision or "unknown")
+        log("the full matrix: results written to docs/results/vm-matrix.md")
     for r in rows:
         if r.result == "XFAIL":
             print(f"XFAIL {r.kernel} {r.case}: {r.note} (log: {r.log})", file=sys.stderr)

@@ -25,7 +25,10 @@ The guest script (tests/vm/guest/cases/btrfs.sh MODE EXPECT) runs, with the syst
 2. the same in sub/inner/,
 3. one sidecar watching top/both and sub/inner/both (one superblock, two subvolumes, different
    stat(2) devices): create+write, rename, write, delete in each, journal compared here,
-4. a sidecar watching nest/: inotify, with the nested-subvolume reason in its log.
+4. a sidecar watching sub/ itself (a subvolume top, inode 256) while a file is made in
+   nest/subv/ (another subvolume top: the same device and inode number): only the file in sub/
+   may be journaled, under its own name,
+5. a sidecar watching nest/: inotify, with the nested-subvolume reason in its log.
 """
 
 from __future__ import annotations
@@ -238,6 +241,25 @@ def _both_problem(text: str, want: str) -> tuple[str, str]:
     return "; ".join(p for p in problems if p), events
 
 
+def _sibling_problem(text: str, want: str, inodes: str) -> tuple[str, str]:
+    """(problem, events) of the sibling run: exactly create and write of sub/inside.txt; nothing
+    of nest/subv/outside.txt, under its name or under sub/."""
+    path = f"{MOUNT}/sub/inside.txt"
+    expected = [
+        {"backend": want, "op": "create", "path": path},
+        {"backend": want, "op": "write", "path": path, "bytes": len("inside\n")},
+    ]
+    got = journal_fields(text)
+    seen = ready_backend(text)
+    problems = [
+        f"sibling subvolume: backend {seen or 'none'} instead of {want}" if seen != want else "",
+        # The case is only a test while the two tops look alike to (device, inode).
+        f"sibling subvolume: the two tops' inodes differ ({inodes})" if len(set(inodes.split(","))) != 1 else "",
+        journal_problem("sibling subvolume: journal", got, expected),
+    ]
+    return "; ".join(p for p in problems if p), f"{len(got)}/{len(expected)}"
+
+
 def _nest_problem(text: str) -> str:
     root = f"{MOUNT}/{NEST}"
     reason = f"below watched directory {root}, {root}/subv is a btrfs subvolume"
@@ -266,6 +288,7 @@ def _check(mode: str):
         top, top_events = matrix.scenario_part_problem("top-level dir", p.get("top", ""), want, release)
         sub, sub_events = matrix.scenario_part_problem("dir in a subvolume", p.get("sub", ""), want, release)
         both, both_events = _both_problem(p.get("both", ""), want)
+        sibling, sibling_events = _sibling_problem(p.get("sibling", ""), want, ev.get("sibling_inodes", ""))
         setup = [
             f"setup: {ev.get('setup')}" if ev.get("setup") != "ok" else "",
             # The reason for the rows: two subvolumes report different stat(2) devices.
@@ -274,12 +297,12 @@ def _check(mode: str):
             else "",
         ]
         seen = ", ".join(
-            ready_backend(p.get(n, "")) or "none" for n in ("top", "sub", "both", "nest")
+            ready_backend(p.get(n, "")) or "none" for n in ("top", "sub", "both", "sibling", "nest")
         )
         return _verdict(
             seen,
-            f"top {top_events}, subvol {sub_events}, two roots {both_events}",
-            [*setup, top, sub, both, _nest_problem(p.get("nest", ""))],
+            f"top {top_events}, subvol {sub_events}, two roots {both_events}, sibling {sibling_events}",
+            [*setup, top, sub, both, sibling, _nest_problem(p.get("nest", ""))],
             [*setup, "" if ready_backend(out.output) else "the sidecar never reported ready"],
         )
 
@@ -289,8 +312,8 @@ def _check(mode: str):
 def cases() -> list[Case]:
     return disk_cases(
         "btrfs",
-        "btrfs: top-level dir, dir in a subvolume, both, subvolume below a root (system BTF)",
-        " x3, inotify",
+        "btrfs: top-level dir, dir in a subvolume, both, a look-alike sibling subvolume, subvolume below a root (system BTF)",
+        " x4, inotify",
         _check,
         timeout=150,
         args_on=lambda mode, release: [mode, expected_backend(mode, release)],

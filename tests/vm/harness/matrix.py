@@ -192,6 +192,7 @@ def _cell_check(
             [
                 scenario_problem(out),
                 f"backend {seen or 'none'} instead of {want}" if seen != want else "",
+                parity_problem(out.output, seen) if seen == want else "",
                 _btf_problem(row, out.output, release),
                 _object_problem(row, release, forced, out.output),
                 f"no log line explaining the fallback (/{reason}/)"
@@ -245,6 +246,23 @@ def scenario_part_problem(name: str, text: str, want: str, release: str) -> tupl
         _named(name, _object_problem("system", release, "", text)),
     ]
     return "; ".join(p for p in problems if p), events
+
+
+# Parity: the op kinds the journal scenario's journal must hold, per backend that reports every
+# kind (the scenario makes each: mkdir, create, write, chmod/chown, rename, delete, rmdir).
+PARITY_OPS = {
+    "kprobe": ["attrib", "create", "delete", "mkdir", "rename", "rmdir", "write"],
+    "fentry": ["attrib", "create", "delete", "mkdir", "rename", "rmdir", "write"],
+}
+
+
+def parity_problem(text: str, backend: str) -> str:
+    """"" when the scenario's journal holds every op kind `backend` must report."""
+    want = PARITY_OPS.get(backend)
+    got = scenario_summary(text).get("ops")
+    if want is None or got == want:
+        return ""
+    return f"parity: op kinds journaled {got} instead of {want}"
 
 
 def _named(name: str, problem: str) -> str:
@@ -434,6 +452,47 @@ def broken_case() -> Case:
     )
 
 
+def _check_broken_writer(out: CaseOutput, release: str) -> Verdict:
+    """The broken cached BTF with an app writing through start-up: kprobe and tracepoint both
+    fail the canary, what they saw is discarded (said in the log), no journal line comes from
+    them, and the inotify fallback journals the write made after ready."""
+    if (v := _finished(out)) is not None:
+        return v
+    seen = ready_backend(out.output)
+    canary = re.findall(r"\[eBPF\] (\w+): canary check failed", out.output)
+    discarded = re.findall(r"changes (\w+) mode reported before its canary check were discarded", out.output)
+    found = evidence(out)
+    problems = [
+        f"backend {seen or 'none'} instead of inotify" if seen != "inotify" else "",
+        f"canary failures for {canary or 'no mode'} instead of kprobe and tracepoint"
+        if canary != ["kprobe", "tracepoint"]
+        else "",
+        f"{found.get('foreign_lines', '?')} of {found.get('journal_lines', '?')} journal lines not from inotify"
+        if found.get("foreign_lines") != "0"
+        else "",
+        "no discarded-changes line: the writer's changes never reached a failing mode" if not discarded else "",
+        "the write after ready is not journaled" if found.get("after_ready_journaled") != "1" else "",
+        f"sidecar exit {found.get('sidecar_rc_broken-writer')}" if found.get("sidecar_rc_broken-writer") != "0" else "",
+    ]
+    events = f"{found.get('journal_lines', '?')} lines, discarded by {', '.join(discarded) or 'none'}"
+    return _verdict(seen, events, problems, [_never_ready(seen)])
+
+
+def broken_writer_case() -> Case:
+    return Case(
+        "broken.d_name.writer",
+        "broken-writer.sh",
+        [],
+        "cache: d_name moved +64 bits (broken), sysfs hidden, app writing through start-up",
+        "auto",
+        "inotify, no line from a failed mode",
+        _check_broken_writer,
+        timeout=90,  # 5.10 loads the compat object twice (kprobe, tracepoint) beside the writer
+        needs=("diffkeeper-sidecar", "diffkeeper-btf-edit"),
+        btf_variants=("broken",),
+    )
+
+
 # The operations scenario (failed operations, link/symlink/O_TMPFILE): every eBPF mode with the system BTF, and the
 # compat object's kprobe mode; only completed operations and true names may be journaled.
 OPS_MODES = ["kprobe", "fentry", "tracepoint"]
@@ -495,6 +554,7 @@ def all_cases() -> list[Case]:
         *ops_cases(),
         *kretprobe.cases(),
         broken_case(),
+        broken_writer_case(),
         *init_cases(),
         *bundle.cases(),
         *btrfs.cases(),

@@ -20,12 +20,21 @@ PROGRAMS = {
         "dk_kprobe_inode_rename",
         "dk_kprobe_inode_link",
         "dk_kprobe_inode_symlink",
+        "dk_kprobe_inode_mkdir",
+        "dk_kprobe_inode_rmdir",
+        "dk_kprobe_inode_setattr",
+        "dk_kprobe_sb_statfs",
         "dk_kretprobe_vfs_create",
         "dk_kretprobe_vfs_unlink",
         "dk_kretprobe_vfs_rename",
         "dk_kretprobe_vfs_link",
         "dk_kretprobe_vfs_symlink",
         "dk_kretprobe_do_filp_open",
+        "dk_kretprobe_vfs_mkdir",
+        "dk_kretprobe_vfs_rmdir",
+        "dk_kretprobe_notify_change",
+        "dk_kretprobe_do_mkdirat",
+        "dk_kretprobe_do_rmdir",
         "dk_sys_enter",
         "dk_sys_exit",
     ],
@@ -38,20 +47,33 @@ PROGRAMS["modern"] = PROGRAMS["compat"] + [
     "dk_fentry_inode_rename",
     "dk_fentry_inode_link",
     "dk_fentry_inode_symlink",
+    "dk_fentry_inode_mkdir",
+    "dk_fentry_inode_rmdir",
+    "dk_fentry_inode_setattr",
+    "dk_fentry_sb_statfs",
     "dk_fexit_vfs_create",
     "dk_fexit_vfs_unlink",
     "dk_fexit_vfs_rename",
     "dk_fexit_vfs_link",
     "dk_fexit_vfs_symlink",
     "dk_fexit_do_filp_open",
+    "dk_fexit_vfs_mkdir",
+    "dk_fexit_vfs_rmdir",
+    "dk_fexit_notify_change",
+    "dk_fexit_do_mkdirat",
+    "dk_fexit_do_rmdir",
     "dk_sys_enter_btf",
     "dk_sys_exit_btf",
 ]
 # Programs without a walk (no bpf_loop): the modern programs 5.10 takes (the kretprobes only
-# send or drop what a hook recorded).
-NO_WALK = {"dk_kprobe_write"} | {
-    f"dk_kretprobe_{fn}" for fn in ("vfs_create", "vfs_unlink", "vfs_rename", "vfs_link", "vfs_symlink", "do_filp_open")
-}
+# send or drop what a hook recorded; the statfs hook only learns a root).
+NO_WALK = {"dk_kprobe_write", "dk_kprobe_sb_statfs", "dk_fentry_sb_statfs"} | {
+    f"dk_kretprobe_{fn}"
+    for fn in (
+        "vfs_create", "vfs_unlink", "vfs_rename", "vfs_link", "vfs_symlink", "do_filp_open",
+        "vfs_mkdir", "vfs_rmdir", "notify_change", "do_mkdirat", "do_rmdir",
+    )
+}  # fmt: skip
 OBJECT_FILES = {"modern": "diffkeeper.bpf.o", "compat": "diffkeeper-compat.bpf.o"}
 
 
@@ -67,7 +89,7 @@ def verifier_lines(text: str) -> dict[str, dict]:
 
 def _verifier_expect(kind: str, release: str) -> str:
     if kind == "modern" and release.startswith("5."):
-        return "refused (all but dk_kprobe_write and the return kretprobes: no walk)"
+        return "refused (all but dk_kprobe_write, the statfs hooks and the return kretprobes: no walk)"
     return f"loads, each <= {VERIFIER_LIMIT_4_18} processed" if kind == "compat" else "loads"
 
 

@@ -2,8 +2,10 @@
 # tests/vm/harness/btrfs.py for its layout) with --attach MODE and the system BTF; EXPECT: the
 # backend the eBPF parts must end on. Parts (each starts with a `== part NAME:` line the host
 # splits at): top and sub, the journal scenario in a directory of the top-level subvolume and in
-# one inside subvolume `sub`; both, one sidecar watching a directory in each; nest, a root with a
-# subvolume below it, which must fall back to inotify and say why.
+# one inside subvolume `sub`; both, one sidecar watching a directory in each; sibling, a sidecar
+# watching subvolume `sub` itself while a file is made in another subvolume's top (nest/subv, the
+# same device and inode number); nest, a root with a subvolume below it, which must fall back to
+# inotify and say why.
 . /vm/lib.sh
 mode=$1 expect=$2
 mnt=/mnt/dk-btrfs
@@ -51,6 +53,16 @@ if start_sidecar /tmp/case/both.log "$mnt/both.jsonl" "$a" "$b"; then
     sleep 1
 fi
 stop_sidecar /tmp/case/both.log "$mnt/both.jsonl"
+
+part=sibling
+echo "== part sibling: a sidecar watching subvolume $mnt/sub; $mnt/nest/subv, a subvolume top with the same (device, inode), is not watched"
+evidence sibling_inodes "$(stat -c %i "$mnt/sub"),$(stat -c %i "$mnt/nest/subv")"
+if start_sidecar /tmp/case/sibling.log "$mnt/sibling.jsonl" "$mnt/sub"; then
+    echo outside >"$mnt/nest/subv/outside.txt"
+    echo inside >"$mnt/sub/inside.txt"
+    sleep 1
+fi
+stop_sidecar /tmp/case/sibling.log "$mnt/sibling.jsonl"
 
 part=nest
 echo "== part nest: a sidecar watching $mnt/nest, which has subvolume nest/subv below it"

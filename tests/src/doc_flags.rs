@@ -1,5 +1,5 @@
-//! The README's flag tables held against a binary's `--help`, so the docs cannot drift from
-//! the flag table both are made from.
+//! The flag tables of docs/init.md and docs/sidecar.md held against each binary's `--help`, so
+//! the docs cannot drift from the flag table both are made from.
 
 use std::collections::BTreeMap;
 
@@ -12,18 +12,17 @@ pub struct DocFlag {
     pub default: String,
 }
 
-/// The flag table under `### Command line` in the README section `## {section}`, by flag name.
-pub fn readme_flags(readme: &str, section: &str) -> BTreeMap<String, DocFlag> {
-    let heading = format!("## {section}");
-    let mut lines = readme
+/// The flag table under the first line of `doc` that is exactly `heading` (e.g. `## Command
+/// line`), by flag name.
+pub fn doc_flags(doc: &str, heading: &str) -> BTreeMap<String, DocFlag> {
+    let mut lines = doc
         .lines()
         .skip_while(|l| l.trim() != heading)
-        .skip_while(|l| l.trim() != "### Command line")
         .skip_while(|l| !l.starts_with('|'));
     let header = lines.next().unwrap_or_default();
     assert!(
         header.contains("flag") && header.contains("env") && header.contains("default"),
-        "no flag table under {heading} / ### Command line"
+        "no flag table under {heading}"
     );
     lines
         .skip(1) // |---|---|
@@ -88,32 +87,32 @@ pub fn help_flags(help: &str) -> BTreeMap<String, DocFlag> {
     flags
 }
 
-/// Every way the README's table and `--help` disagree: a flag only in one of them, another
-/// environment variable, or a README default that does not start with `--help`'s (without its
-/// parenthesised note: the README may say more).
+/// Every way the documented table and `--help` disagree: a flag only in one of them, another
+/// environment variable, or a documented default that does not start with `--help`'s (without its
+/// parenthesised note: the docs may say more).
 pub fn disagreements(
-    readme: &BTreeMap<String, DocFlag>,
+    documented: &BTreeMap<String, DocFlag>,
     help: &BTreeMap<String, DocFlag>,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    for name in help.keys().filter(|n| !readme.contains_key(*n)) {
-        out.push(format!("{name} is in --help but not in the README"));
+    for name in help.keys().filter(|n| !documented.contains_key(*n)) {
+        out.push(format!("{name} is in --help but not in the docs"));
     }
-    for (name, doc) in readme {
+    for (name, doc) in documented {
         let Some(help) = help.get(name) else {
-            out.push(format!("{name} is in the README but not in --help"));
+            out.push(format!("{name} is in the docs but not in --help"));
             continue;
         };
         if doc.env != help.env {
             out.push(format!(
-                "{name}: README env {:?}, --help env {:?}",
+                "{name}: docs env {:?}, --help env {:?}",
                 doc.env, help.env
             ));
         }
         let value = help.default.split(" (").next().unwrap_or_default().trim();
         if !doc.default.starts_with(value) {
             out.push(format!(
-                "{name}: README default {:?} does not start with --help's {value:?}",
+                "{name}: docs default {:?} does not start with --help's {value:?}",
                 doc.default
             ));
         }
@@ -135,7 +134,7 @@ fn first_word(text: &str) -> &str {
 mod tests {
     use super::*;
 
-    const README: &str = "# x\n\n## tool\n\n### Command line\n\n\
+    const DOC: &str = "# tool\n\n## Command line\n\n\
         | flag | env | default |\n|---|---|---|\n\
         | `--a DIR` | `DK_A` | `/a` (the dir) |\n\
         | `--b=BOOL` | — | off |\n\
@@ -148,16 +147,16 @@ mod tests {
 
     #[test]
     fn tables_agree_and_drift_is_named() {
-        let readme = readme_flags(README, "tool");
+        let documented = doc_flags(DOC, "## Command line");
         let help = help_flags(HELP);
-        assert_eq!(readme.len(), 3);
-        assert_eq!(disagreements(&readme, &help), Vec::<String>::new());
+        assert_eq!(documented.len(), 3);
+        assert_eq!(disagreements(&documented, &help), Vec::<String>::new());
         let drifted = HELP
             .replace("DK_A", "DK_AA")
             .replace("default: off", "default: on");
-        let problems = disagreements(&readme, &help_flags(&drifted));
+        let problems = disagreements(&documented, &help_flags(&drifted));
         assert_eq!(problems.len(), 2, "{problems:?}");
         let fewer = HELP.replace("--c MODE", "--d MODE");
-        assert_eq!(disagreements(&readme, &help_flags(&fewer)).len(), 2);
+        assert_eq!(disagreements(&documented, &help_flags(&fewer)).len(), 2);
     }
 }

@@ -1,0 +1,141 @@
+//! Renames in journal order. inotify reports a rename as two events (moved-from, moved-to)
+//! that share a cookie; a moved-from without its partner is a move out of the roots, known only
+//! once the partner did not come. While a moved-from waits, everything after it waits too, so
+//! the rename (or the delete it turns into) stands where it happened, not after later changes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use super::translate::{Translator, RENAME_PAIR_WAIT};
+use crate::change::{Backend, Change, Gap, Op};
+
+/// One record in journal order.
+pub(super) enum Waiting {
+    Change(Change),
+    Gap(Gap),
+    /// The first half of a rename, waiting for its second half since `since`.
+    MoveOut {
+        cookie: usize,
+        path: PathBuf,
+        ts: SystemTime,
+        since: Instant,
+    },
+}
+
+impl Translator {
+    /// Journals `record` now, or behind a waiting moved-from.
+    pub(super) fn queue(&mut self, record: Waiting) {
+        if self.waiting.is_empty() {
+            self.deliver(record);
+        } else {
+            self.waiting.push_back(record);
+        }
+    }
+
+    pub(super) fn hold_move_out(&mut self, cookie: usize, path: PathBuf) {
+        self.waiting.push_back(Waiting::MoveOut {
+            cookie,
+            path,
+            ts: SystemTime::now(),
+            since: Instant::now(),
+        });
+    }
+
+    pub(super) fn is_waiting_move(&self, cookie: usize) -> bool {
+        self.waiting
+            .iter()
+            .any(|w| matches!(w, Waiting::MoveOut { cookie: c, .. } if *c == cookie))
+    }
+
+    /// Both halves came: the rename takes its first half's place.
+    pub(super) fn pair_move(&mut self, cookie: usize, from: &Path, to: &Path) {
+        let rename = |ts| Change {
+            ts,
+            backend: Backend::Inotify,
+            op: Op::Rename,
+            path: to.to_string_lossy().into_owned(),
+            from: Some(from.to_string_lossy().into_owned()),
+            pid: None,
+            comm: None,
+            bytes: None,
+            truncated: false,
+        };
+        let slot = self
+            .waiting
+            .iter_mut()
+            .find(|w| matches!(w, Waiting::MoveOut { cookie: c, .. } if *c == cookie));
+        match slot {
+            Some(slot) => {
+                let ts = match slot {
+                    Waiting::MoveOut { ts, .. } => *ts,
+                    _ => SystemTime::now(),
+                };
+                *slot = Waiting::Change(rename(ts));
+                self.release_ready();
+            }
+            None => self.queue(Waiting::Change(rename(SystemTime::now()))),
+        }
+    }
+
+    /// When the oldest waiting moved-from expires.
+    pub(super) fn pair_deadline(&self) -> Option<Instant> {
+        self.waiting.iter().find_map(|w| match w {
+            Waiting::MoveOut { since, .. } => Some(*since + RENAME_PAIR_WAIT),
+            _ => None,
+        })
+    }
+
+    /// Moved-froms whose second half never came left the watched tree: they become deletes
+    /// (of the path and all below it) where they stand. `None` expires all (at shutdown).
+    pub(super) fn expire_unpaired_moves(&mut self, now: Option<Instant>) {
+        let mut expired = Vec::new();
+        for w in self.waiting.iter_mut() {
+            if let Waiting::MoveOut {
+                path, ts, since, ..
+            } = w
+            {
+                if now.is_none_or(|now| now.duration_since(*since) >= RENAME_PAIR_WAIT) {
+                    let change = Change {
+                        ts: *ts,
+                        backend: Backend::Inotify,
+                        op: Op::Delete,
+                        path: path.to_string_lossy().into_owned(),
+                        from: None,
+                        pid: None,
+                        comm: None,
+                        bytes: None,
+                        truncated: false,
+                    };
+                    expired.push(std::mem::take(path));
+                    *w = Waiting::Change(change);
+                }
+            }
+        }
+        for path in expired {
+            self.forget_scanned_under(&path);
+        }
+        self.release_ready();
+    }
+
+    /// Journals the records at the front that no longer wait.
+    fn release_ready(&mut self) {
+        while let Some(front) = self.waiting.pop_front() {
+            if matches!(front, Waiting::MoveOut { .. }) {
+                self.waiting.push_front(front);
+                return;
+            }
+            self.deliver(front);
+        }
+    }
+
+    /// Queues a record for the journal (see [`crate::change::Delivery`]: events pile up in the
+    /// bounded event queue meanwhile, and past it are dropped, counted and journaled as a gap).
+    /// A waiting move is never handed over: it stays at the front.
+    fn deliver(&mut self, record: Waiting) {
+        match record {
+            Waiting::Change(change) => self.delivery.deliver(change),
+            Waiting::Gap(gap) => self.delivery.report_gap(gap),
+            move_out @ Waiting::MoveOut { .. } => self.waiting.push_front(move_out),
+        }
+    }
+}

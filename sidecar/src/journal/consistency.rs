@@ -1,0 +1,141 @@
+//! Every journaled line must apply to the tree the lines before it describe: a create's parent
+//! is a directory the journal reported, a write, delete or rename names a path it reported. A
+//! backend can miss a change (inotify sees nothing in a directory before its watch exists, and
+//! a file made and moved on in that moment is never named to it); the next line that depends
+//! on it shows the loss. Then the journal writes a gap (`unreported change`) and repair lines
+//! for the smallest subtree that explains it, then the line itself. Only a `delete` or `rmdir`
+//! of a path the journal never reported, with nothing reported below it, is left out: it
+//! removes nothing a reader knows of.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::index::{below, Entry, Kind};
+use crate::change::{Change, Op};
+
+/// The top-most path the journal has not reported that `change` depends on, to be repaired
+/// before it (`None`: nothing is missing, or nothing can be repaired).
+pub(super) fn unknown_scope(
+    entries: &BTreeMap<String, Entry>,
+    roots: &[PathBuf],
+    change: &Change,
+) -> Option<String> {
+    match change.op {
+        Op::Create | Op::Mkdir => top_unknown(entries, roots, &change.path, false),
+        Op::Write | Op::Attrib => top_unknown(entries, roots, &change.path, true),
+        Op::Delete | Op::Rmdir => None,
+        Op::Rename => {
+            let from_known = change
+                .from
+                .as_deref()
+                .is_some_and(|from| entries.contains_key(from));
+            // With its source unknown the rename says nothing a reader can use: what arrived
+            // at `path` is repaired instead.
+            top_unknown(entries, roots, &change.path, false).or_else(|| {
+                (!from_known && root_of(roots, &change.path).is_some()).then(|| change.path.clone())
+            })
+        }
+    }
+}
+
+/// A delete or rmdir of a path the journal never reported, with nothing reported below it.
+pub(super) fn removes_nothing_reported(entries: &BTreeMap<String, Entry>, change: &Change) -> bool {
+    matches!(change.op, Op::Delete | Op::Rmdir)
+        && !entries.contains_key(&change.path)
+        && entries.range(below(&change.path)).next().is_none()
+}
+
+/// The root `path` lies strictly below.
+pub(super) fn root_of<'a>(roots: &'a [PathBuf], path: &str) -> Option<&'a PathBuf> {
+    roots.iter().find(|root| {
+        let root = root.as_os_str().as_encoded_bytes();
+        let path = path.as_bytes();
+        path.len() > root.len() && path.starts_with(root) && path[root.len()] == b'/'
+    })
+}
+
+fn is_known_dir(entries: &BTreeMap<String, Entry>, roots: &[PathBuf], path: &str) -> bool {
+    roots
+        .iter()
+        .any(|r| r.as_os_str().as_encoded_bytes() == path.as_bytes())
+        || entries.get(path).is_some_and(|e| e.kind == Kind::Dir)
+}
+
+/// The first of `path`'s ancestors below its root (and `path` itself, `with_self`) that is not
+/// a reported directory (for `path` itself: not reported at all).
+fn top_unknown(
+    entries: &BTreeMap<String, Entry>,
+    roots: &[PathBuf],
+    path: &str,
+    with_self: bool,
+) -> Option<String> {
+    let root = root_of(roots, path)?;
+    let start = root.as_os_str().len() + 1;
+    for (i, _) in path[start..].match_indices('/') {
+        let ancestor = &path[..start + i];
+        if !is_known_dir(entries, roots, ancestor) {
+            return Some(ancestor.to_owned());
+        }
+    }
+    (with_self && !entries.contains_key(path)).then(|| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Backend;
+    use std::time::UNIX_EPOCH;
+
+    fn change(op: Op, path: &str, from: Option<&str>) -> Change {
+        Change {
+            ts: UNIX_EPOCH,
+            backend: Backend::Inotify,
+            op,
+            path: path.into(),
+            from: from.map(Into::into),
+            pid: None,
+            comm: None,
+            bytes: None,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn the_top_most_missing_directory_is_the_scope() {
+        let roots = [PathBuf::from("/s")];
+        let mut entries = BTreeMap::new();
+        let dir = Entry {
+            kind: Kind::Dir,
+            scanned: None,
+            touched_ns: 0,
+        };
+        entries.insert("/s/a".to_string(), dir);
+        let create = change(Op::Create, "/s/a/b/c/f", None);
+        assert_eq!(
+            unknown_scope(&entries, &roots, &create).as_deref(),
+            Some("/s/a/b")
+        );
+        assert_eq!(
+            unknown_scope(&entries, &roots, &change(Op::Create, "/s/a/f", None)),
+            None
+        );
+        let write = change(Op::Write, "/s/a/f", None);
+        assert_eq!(
+            unknown_scope(&entries, &roots, &write).as_deref(),
+            Some("/s/a/f")
+        );
+        let rename = change(Op::Rename, "/s/a/g", Some("/s/gone"));
+        assert_eq!(
+            unknown_scope(&entries, &roots, &rename).as_deref(),
+            Some("/s/a/g")
+        );
+        assert_eq!(
+            unknown_scope(&entries, &roots, &change(Op::Delete, "/s/x", None)),
+            None
+        );
+        assert_eq!(
+            unknown_scope(&entries, &roots, &change(Op::Write, "/elsewhere/f", None)),
+            None
+        );
+    }
+}

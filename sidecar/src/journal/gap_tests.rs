@@ -1,0 +1,107 @@
+//! Gap lines and the repair that follows them, on a real directory.
+
+use super::*;
+
+use crate::change::{Backend, Family};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+fn gap(root: &str, lost: Option<u64>) -> Gap {
+    Gap {
+        ts: UNIX_EPOCH + Duration::new(1_795_654_923, 0),
+        backend: Backend::Ebpf(Family::Kprobe),
+        roots: vec![root.into()],
+        reason: GapReason::RingBufferFull,
+        lost,
+    }
+}
+
+#[test]
+fn a_gap_line_names_roots_reason_and_lost() {
+    let out = Shared::default();
+    let mut j = Journal::new(Box::new(out.clone()), Duration::ZERO).starting_at(41);
+    j.gap(gap("/s", Some(1234))).unwrap();
+    j.gap(gap("/s", None)).unwrap();
+    j.finish().unwrap();
+    assert_eq!(
+        out.text(),
+        "{\"seq\":41,\"ts\":\"2026-11-26T01:02:03.000000000Z\",\"op\":\"gap\",\"roots\":[\"/s\"],\
+         \"reason\":\"ring buffer full\",\"lost\":1234}\n\
+         {\"seq\":42,\"ts\":\"2026-11-26T01:02:03.000000000Z\",\"op\":\"gap\",\"roots\":[\"/s\"],\
+         \"reason\":\"ring buffer full\"}\n"
+    );
+}
+
+#[test]
+fn a_gap_is_followed_by_the_differences_a_rescan_finds() {
+    let root = std::env::temp_dir().join(format!("dk-journal-repair-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("d/sub")).unwrap();
+    std::fs::write(root.join("a"), "a").unwrap();
+    std::fs::write(root.join("d/sub/b"), "b").unwrap();
+    let out = Shared::default();
+    let metrics = Arc::new(Metrics::default());
+    let mut j = Journal::new(Box::new(out.clone()), Duration::ZERO).repairing(
+        vec![root.clone()],
+        DEFAULT_INDEX_LIMIT,
+        metrics.clone(),
+    );
+    j.baseline().unwrap();
+    // Changes nobody reported: a file and a directory tree go, others come.
+    std::fs::remove_file(root.join("a")).unwrap();
+    std::fs::remove_dir_all(root.join("d/sub")).unwrap();
+    std::fs::write(root.join("c"), "c").unwrap();
+    std::fs::create_dir(root.join("e")).unwrap();
+    j.gap(gap(&root.to_string_lossy(), Some(3))).unwrap();
+    j.finish().unwrap();
+    let text = out.text();
+    std::fs::remove_dir_all(&root).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let rel = v["path"]
+                .as_str()
+                .map(|p| p.trim_start_matches(&*root.to_string_lossy()).to_string());
+            format!(
+                "{} {} {} {}",
+                v["seq"],
+                v["op"].as_str().unwrap(),
+                rel.unwrap_or_default(),
+                v["repair"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "1 gap  null",
+            "2 delete /a true",
+            "3 rmdir /d/sub true",
+            "4 create /c true",
+            "5 mkdir /e true",
+        ]
+    );
+    let rendered = metrics.render();
+    assert!(rendered.contains("diffkeeper_gaps_total{reason=\"ring_buffer_full\"} 1"));
+    assert!(rendered.contains("diffkeeper_repair_lines_total 4"));
+}

@@ -1,0 +1,304 @@
+//! The repair index: what the journal has told its readers the watched trees look like
+//! (a baseline scan at start, then every journaled line applied to it), so that after a `gap`
+//! a rescan can journal exactly the differences (see [`super::repair`]).
+//!
+//! Kept in a `BTreeMap` by absolute path: a directory's subtree is one key range, so a rename
+//! or removal of a directory moves or drops its entries without visiting the rest. Bounded by
+//! `limit` entries: past it the index is dropped (and says so), and later gaps go unrepaired.
+
+use std::collections::BTreeMap;
+use std::fs::Metadata;
+use std::ops::Bound;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::change::{Change, Op};
+
+/// Entries indexed at most: measured at about 18 to 19 MB per 100,000 files (docs/journal.md),
+/// so about 95 MB at the limit.
+pub const DEFAULT_LIMIT: usize = 500_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Dir,
+    /// Anything else: a file, a symlink, a device (journaled as `create`).
+    NonDir,
+}
+
+/// What a scan saw of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stat {
+    pub(super) size: u64,
+    pub(super) mtime_ns: i64,
+    pub(super) ino: u64,
+    pub(super) mode: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+}
+
+impl Stat {
+    pub(super) fn of(meta: &Metadata) -> Self {
+        Self {
+            size: meta.size(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ino: meta.ino(),
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Entry {
+    pub(super) kind: Kind,
+    /// As last scanned; `None` for an entry the journal created since.
+    pub(super) scanned: Option<Stat>,
+    /// The time of the last journaled create, write or attrib of it (ns since the epoch), 0
+    /// if none since the scan: a later mtime on disk is a write the journal missed.
+    pub(super) touched_ns: i64,
+}
+
+impl Entry {
+    pub(super) fn scanned(kind: Kind, stat: Stat) -> Self {
+        Self {
+            kind,
+            scanned: Some(stat),
+            touched_ns: 0,
+        }
+    }
+}
+
+/// The indexed tree, or `Over` once it passed its limit.
+pub(super) enum Index {
+    Live {
+        entries: BTreeMap<String, Entry>,
+        limit: usize,
+    },
+    Over,
+}
+
+/// Applying a change made the index pass its limit: it is dropped now.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct LimitReached(pub(super) usize);
+
+impl Index {
+    pub(super) fn new(limit: usize) -> Self {
+        Self::Live {
+            entries: BTreeMap::new(),
+            limit,
+        }
+    }
+
+    pub(super) fn entries(&self) -> Option<&BTreeMap<String, Entry>> {
+        match self {
+            Self::Live { entries, .. } => Some(entries),
+            Self::Over => None,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.entries().map_or(0, BTreeMap::len)
+    }
+
+    /// Records `path` as scanned now (baseline or repair).
+    pub(super) fn set(&mut self, path: String, entry: Entry) -> Result<(), LimitReached> {
+        let Self::Live { entries, limit } = self else {
+            return Ok(());
+        };
+        entries.insert(path, entry);
+        if entries.len() > *limit {
+            let limit = *limit;
+            *self = Self::Over;
+            return Err(LimitReached(limit));
+        }
+        Ok(())
+    }
+
+    /// Applies a journaled change the way a reader replays it.
+    pub(super) fn apply(&mut self, change: &Change) -> Result<(), LimitReached> {
+        let Self::Live { entries, .. } = self else {
+            return Ok(());
+        };
+        let touched_ns = nanos(change.ts);
+        match change.op {
+            Op::Write | Op::Attrib => match entries.get_mut(change.path.as_str()) {
+                Some(entry) => entry.touched_ns = touched_ns,
+                None => return self.insert_new(&change.path, Kind::NonDir, touched_ns),
+            },
+            Op::Create | Op::Mkdir => {
+                let kind = if change.op == Op::Mkdir {
+                    Kind::Dir
+                } else {
+                    Kind::NonDir
+                };
+                remove_tree(entries, &change.path);
+                return self.insert_new(&change.path, kind, touched_ns);
+            }
+            Op::Delete | Op::Rmdir => remove_tree(entries, &change.path),
+            Op::Rename => {
+                if let Some(from) = &change.from {
+                    move_tree(entries, from, &change.path);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_new(&mut self, path: &str, kind: Kind, touched_ns: i64) -> Result<(), LimitReached> {
+        let entry = Entry {
+            kind,
+            scanned: None,
+            touched_ns,
+        };
+        self.set(path.to_owned(), entry)
+    }
+}
+
+/// The keys strictly below `dir`: `dir/` up to (not including) `dir0` ('0' follows '/').
+pub(super) fn below(dir: &str) -> (Bound<String>, Bound<String>) {
+    let dir = dir.trim_end_matches('/');
+    (
+        Bound::Included(format!("{dir}/")),
+        Bound::Excluded(format!("{dir}0")),
+    )
+}
+
+fn remove_tree(entries: &mut BTreeMap<String, Entry>, path: &str) {
+    entries.remove(path);
+    let doomed: Vec<String> = entries.range(below(path)).map(|(k, _)| k.clone()).collect();
+    for key in doomed {
+        entries.remove(&key);
+    }
+}
+
+/// Moves `from` and everything below it to `to` (replacing what was at `to`).
+fn move_tree(entries: &mut BTreeMap<String, Entry>, from: &str, to: &str) {
+    if from == to {
+        return;
+    }
+    let moved: Vec<(String, Entry)> = entries
+        .range(below(from))
+        .map(|(k, e)| (k[from.len()..].to_owned(), *e))
+        .collect();
+    let top = entries.remove(from);
+    remove_tree(entries, from);
+    remove_tree(entries, to);
+    if let Some(top) = top {
+        entries.insert(to.to_owned(), top);
+    }
+    for (rest, entry) in moved {
+        entries.insert(format!("{to}{rest}"), entry);
+    }
+}
+
+pub(super) fn nanos(ts: SystemTime) -> i64 {
+    ts.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Walks `root` (never following symlinks) and calls `found` for every entry below it, parents
+/// before children. Unreadable directories are skipped with a warning: their entries stay as
+/// they were.
+pub(super) fn walk(root: &Path, found: &mut dyn FnMut(String, Kind, Stat)) {
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                if dir.exists() {
+                    log::warn!("journal: cannot scan {}: {e}", dir.display());
+                }
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue; // gone meanwhile
+            };
+            let path = entry.path();
+            let kind = if meta.is_dir() {
+                pending.push(path.clone());
+                Kind::Dir
+            } else {
+                Kind::NonDir
+            };
+            found(path.to_string_lossy().into_owned(), kind, Stat::of(&meta));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Backend;
+
+    fn change(op: Op, path: &str, from: Option<&str>) -> Change {
+        Change {
+            ts: UNIX_EPOCH,
+            backend: Backend::Inotify,
+            op,
+            path: path.into(),
+            from: from.map(Into::into),
+            pid: None,
+            comm: None,
+            bytes: None,
+            truncated: false,
+        }
+    }
+
+    fn keys(index: &Index) -> Vec<(&str, Kind)> {
+        index
+            .entries()
+            .unwrap()
+            .iter()
+            .map(|(k, e)| (k.as_str(), e.kind))
+            .collect()
+    }
+
+    #[test]
+    fn a_directory_rename_moves_its_subtree_and_nothing_else() {
+        let mut index = Index::new(100);
+        for c in [
+            change(Op::Mkdir, "/s/d", None),
+            change(Op::Create, "/s/d/f", None),
+            change(Op::Mkdir, "/s/d/e", None),
+            change(Op::Create, "/s/d/e/g", None),
+            change(Op::Create, "/s/d0", None),
+            change(Op::Create, "/s/d.txt", None),
+            change(Op::Rename, "/s/x", Some("/s/d")),
+        ] {
+            index.apply(&c).unwrap();
+        }
+        assert_eq!(
+            keys(&index),
+            [
+                ("/s/d.txt", Kind::NonDir),
+                ("/s/d0", Kind::NonDir),
+                ("/s/x", Kind::Dir),
+                ("/s/x/e", Kind::Dir),
+                ("/s/x/e/g", Kind::NonDir),
+                ("/s/x/f", Kind::NonDir),
+            ]
+        );
+        index.apply(&change(Op::Rmdir, "/s/x", None)).unwrap();
+        assert_eq!(
+            keys(&index),
+            [("/s/d.txt", Kind::NonDir), ("/s/d0", Kind::NonDir)]
+        );
+    }
+
+    #[test]
+    fn passing_the_limit_drops_the_index() {
+        let mut index = Index::new(2);
+        index.apply(&change(Op::Create, "/s/a", None)).unwrap();
+        index.apply(&change(Op::Create, "/s/b", None)).unwrap();
+        assert_eq!(
+            index.apply(&change(Op::Create, "/s/c", None)),
+            Err(LimitReached(2))
+        );
+        assert!(index.entries().is_none());
+        assert_eq!(index.apply(&change(Op::Create, "/s/d", None)), Ok(()));
+    }
+}

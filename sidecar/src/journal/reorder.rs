@@ -1,0 +1,158 @@
+//! The reorder window: records are held for a short while after they arrive and released in
+//! timestamp order, so that changes from more than one source (two backends around a
+//! coverage fallback, CPUs whose events reach the reader late) come out with `ts` never
+//! decreasing. A record that arrives after a later one was already released (more than the
+//! window late) cannot be put back: its `ts` is raised to the last released one, and counted.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::change::Record;
+
+/// How long a record is held: far above the reader's batching (10 ms polls), far below
+/// anything a reader of the journal would notice.
+pub const WINDOW: Duration = Duration::from_millis(20);
+
+pub(super) struct Reorder {
+    window: Duration,
+    held: BinaryHeap<Reverse<Held>>,
+    arrivals: u64,
+    last_released: Option<SystemTime>,
+    /// Records released with their `ts` raised (they came more than the window late).
+    pub(super) late: u64,
+}
+
+struct Held {
+    ts: SystemTime,
+    arrival: u64,
+    due: Instant,
+    record: Record,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ts, self.arrival) == (other.ts, other.arrival)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.ts, self.arrival).cmp(&(other.ts, other.arrival))
+    }
+}
+
+fn ts_of(record: &Record) -> SystemTime {
+    match record {
+        Record::Change(c) => c.ts,
+        Record::Gap(g) => g.ts,
+    }
+}
+
+fn set_ts(record: &mut Record, ts: SystemTime) {
+    match record {
+        Record::Change(c) => c.ts = ts,
+        Record::Gap(g) => g.ts = ts,
+    }
+}
+
+impl Reorder {
+    pub(super) fn new(window: Duration) -> Self {
+        Self {
+            window,
+            held: BinaryHeap::new(),
+            arrivals: 0,
+            last_released: None,
+            late: 0,
+        }
+    }
+
+    pub(super) fn push(&mut self, record: Record, now: Instant) {
+        self.arrivals += 1;
+        self.held.push(Reverse(Held {
+            ts: ts_of(&record),
+            arrival: self.arrivals,
+            due: now + self.window,
+            record,
+        }));
+    }
+
+    /// When the earliest held record is due (to wake up for it).
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.held.peek().map(|Reverse(h)| h.due)
+    }
+
+    /// The earliest record if it has been held for the window (`None` for `now`: any).
+    pub(super) fn pop_due(&mut self, now: Option<Instant>) -> Option<Record> {
+        let due = self.held.peek()?.0.due;
+        if now.is_some_and(|now| due > now) {
+            return None;
+        }
+        let Reverse(held) = self.held.pop()?;
+        let mut record = held.record;
+        match self.last_released {
+            Some(last) if held.ts < last => {
+                set_ts(&mut record, last);
+                self.late += 1;
+            }
+            _ => self.last_released = Some(held.ts),
+        }
+        Some(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{Backend, Change, Op};
+    use std::time::UNIX_EPOCH;
+
+    fn at(ns: u64, path: &str) -> Record {
+        Record::Change(Change {
+            ts: UNIX_EPOCH + Duration::from_nanos(ns),
+            backend: Backend::Inotify,
+            op: Op::Write,
+            path: path.into(),
+            from: None,
+            pid: None,
+            comm: None,
+            bytes: None,
+            truncated: false,
+        })
+    }
+
+    fn path(record: Record) -> (String, SystemTime) {
+        match record {
+            Record::Change(c) => (c.path, c.ts),
+            Record::Gap(_) => panic!("a gap"),
+        }
+    }
+
+    #[test]
+    fn records_within_the_window_come_out_in_ts_order_and_late_ones_are_raised() {
+        let start = Instant::now();
+        let mut r = Reorder::new(Duration::from_millis(20));
+        r.push(at(30, "c"), start);
+        r.push(at(10, "a"), start + Duration::from_millis(1));
+        r.push(at(20, "b"), start + Duration::from_millis(2));
+        assert!(r.pop_due(Some(start + Duration::from_millis(5))).is_none());
+        let later = start + Duration::from_millis(30);
+        let out: Vec<String> = std::iter::from_fn(|| r.pop_due(Some(later)))
+            .map(|rec| path(rec).0)
+            .collect();
+        assert_eq!(out, ["a", "b", "c"]);
+        // More than the window late: released with the last ts, counted.
+        r.push(at(5, "late"), later);
+        let (name, ts) = path(r.pop_due(None).unwrap());
+        assert_eq!(
+            (name.as_str(), ts),
+            ("late", UNIX_EPOCH + Duration::from_nanos(30))
+        );
+        assert_eq!(r.late, 1);
+    }
+}
