@@ -190,8 +190,92 @@ struct dk_tp_call {
 	__u16 op;
 	__u16 flags;
 	__u32 done;
+	/* Filled as the ends are walked (record_path, record_from). */
+	struct dk_tp_names nm;
+	__u32 root, from_root;
+	__u32 path_len;
+	__u32 pad;
 };
 
+#if DK_TP_TAIL
+/* Compat: the steps of record(), which dk_sys_enter_path and dk_sys_enter_from run apart. */
+
+/* The path end into data[0..]; the slot's flags start here. Returns the end's length. */
+static __always_inline __u32 record_path(struct dk_scratch *s, struct dk_tp_call *c)
+{
+	s->w.flags = 0;
+	int path_len = put_end(s, c->dir, c->name, 0, &c->root, &c->nm, 0);
+
+	/* Compat: the verdict materialised before the test, else clang threads put_end's failure
+	 * paths straight to the block below, laid out before them (a backward jump). */
+	dk_keep_compares(path_len);
+	if (path_len >= 0)
+		s->w.flags |= DK_F_PATH;
+	else
+		path_len = 0;
+	c->path_len = path_len;
+	s->ev.from_len = 0;
+	return path_len;
+}
+
+/* A rename's source end, after the path end (`base` bytes). */
+static __always_inline void record_from(struct dk_scratch *s, struct dk_tp_call *c, __u32 base)
+{
+	if (base > DK_PATH_MAX) /* put_end never returns more; bounds it for the verifier */
+		return;
+	int from_len = put_end(s, c->from_dir, c->from_name, base, &c->from_root, &c->nm, 1);
+
+	dk_keep_compares(from_len);
+	if (from_len >= 0) {
+		s->w.flags |= DK_F_FROM;
+		s->ev.from_len = from_len;
+	}
+}
+
+/* Keeps the report in the thread's slot for sys_exit, if an end is watched. */
+static __always_inline int record_finish(void *ctx, struct dk_scratch *s, struct dk_tp_call *c,
+					 long nr, void *regs, bool btf)
+{
+	/* A tail program reads `done` from a map: picked among constants, it lets clang drop
+	 * submit()'s other families' branches (and their helpers, newer than compat's kernels). */
+	__u32 done = c->done == DK_TP_DONE_WRITE ? DK_TP_DONE_WRITE :
+		     c->done == DK_TP_DONE_OPEN  ? DK_TP_DONE_OPEN :
+						   DK_TP_DONE;
+
+	if (!(s->w.flags & (DK_F_PATH | DK_F_FROM)))
+		return 0;
+	/* Only once something is watched: a 32-bit syscall's number means something else. */
+	if (dk_enter_compat(regs, btf))
+		return 0;
+	s->ev.path_len = c->path_len;
+	s->ev.root_id = c->root;
+	s->ev.from_root_id = c->from_root;
+	s->ev.flags = s->w.flags | c->flags;
+	if (s->ev.flags & DK_F_NAME) { /* always: no stale entry is ever compared at exit */
+		__u64 id = bpf_get_current_pid_tgid();
+		struct dk_tp_names nm = c->nm; /* from the stack: older kernels take no map value */
+
+		if (bpf_map_update_elem(&dk_tp_names, &id, &nm, BPF_ANY))
+			return 0; /* cannot check the names at exit: not sent (counted lost) */
+	}
+	return submit(ctx, s, c->op, c->bytes, done, nr);
+}
+
+static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void *regs, bool btf)
+{
+	struct dk_scratch *s = scratch();
+
+	if (!s)
+		return 0;
+	__u32 path_len = record_path(s, c);
+
+	if (c->op == DK_OP_RENAME)
+		record_from(s, c, path_len);
+	return record_finish(ctx, s, c, nr, regs, btf);
+}
+#else
+/* Modern: the same steps in one program, the names and ids on the stack (the compat steps'
+ * form, through the call struct, is refused by 6.18's verifier: "R2 unbounded memory access"). */
 static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void *regs, bool btf)
 {
 	struct dk_scratch *s = scratch();
@@ -203,9 +287,6 @@ static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void
 	s->w.flags = 0;
 	int path_len = put_end(s, c->dir, c->name, 0, &root, &nm, 0);
 
-	/* Compat: the verdict materialised before the test, else clang threads put_end's failure
-	 * paths straight to the block below, laid out before them (a backward jump). */
-	dk_keep_compares(path_len);
 	if (path_len >= 0)
 		s->w.flags |= DK_F_PATH;
 	else
@@ -214,7 +295,6 @@ static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void
 	if (c->op == DK_OP_RENAME) {
 		int from_len = put_end(s, c->from_dir, c->from_name, path_len, &from_root, &nm, 1);
 
-		dk_keep_compares(from_len);
 		if (from_len >= 0) {
 			s->w.flags |= DK_F_FROM;
 			s->ev.from_len = from_len;
@@ -237,6 +317,7 @@ static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void
 	}
 	return submit(ctx, s, c->op, c->bytes, c->done, nr);
 }
+#endif
 
 /* A linkat(olddfd, "", ..., AT_EMPTY_PATH) of a file without a name (O_TMPFILE): its size,
  * whose writes were counted (DK_STAT_UNLINKED) instead of reported. 0 for a named file. */
@@ -249,6 +330,40 @@ static __always_inline __u64 unnamed_size(long fd, bool btf)
 		return 0;
 	return BPF_CORE_READ(inode, i_size);
 }
+
+#if DK_TP_TAIL
+/* The call sys_enter picked, for the program it tail-calls (same CPU, same run). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dk_tp_call);
+} dk_tp_call SEC(".maps");
+
+/* The programs dk_sys_enter tail-calls, by index; the loader fills it before attaching it. */
+enum { DK_TP_TAIL_PATH, DK_TP_TAIL_FROM, DK_TP_TAILS };
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, DK_TP_TAILS);
+	__type(key, __u32);
+	__type(value, __u32);
+} dk_tp_tail SEC(".maps");
+
+/* Hands `c` to dk_sys_enter_path; returns only if the tail call failed (the loader did not
+ * fill dk_tp_tail, or the tail-call limit was reached): the call is not reported, counted. */
+static __always_inline int record_in_tail(void *ctx, struct dk_tp_call *c)
+{
+	__u32 zero = 0;
+	struct dk_tp_call *slot = bpf_map_lookup_elem(&dk_tp_call, &zero);
+
+	if (!slot)
+		return 0;
+	*slot = *c;
+	bpf_tail_call(ctx, &dk_tp_tail, DK_TP_TAIL_PATH);
+	count_lost();
+	return 0;
+}
+#endif
 
 #define ARG(n) dk_enter_arg(regs, btf, n)
 
@@ -366,6 +481,10 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 	dk_keep_compares(kind);
 	if (dirfd != DK_NO_DIRFD)
 		c.dir = name_dir(dirfd, btf);
+#if DK_TP_TAIL
+	if (!btf)
+		return record_in_tail(ctx, &c);
+#endif
 	return record(ctx, nr, &c, regs, btf);
 }
 
@@ -440,6 +559,44 @@ int dk_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
 	return on_sys_enter(ctx, (void *)ctx->args[0], (long)ctx->args[1], false);
 }
+
+#if DK_TP_TAIL
+/*
+ * The rest of dk_sys_enter (compat), in two programs so that no one verifies two walks: the
+ * path end, then for a rename the source end. The call and what is walked so far stay in
+ * dk_tp_call and the scratch (per CPU: a tail call runs on the CPU of its caller).
+ */
+SEC("raw_tracepoint/sys_enter")
+int dk_sys_enter_path(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct dk_tp_call *c = bpf_map_lookup_elem(&dk_tp_call, &zero);
+	struct dk_scratch *s = scratch();
+
+	if (!c || !s)
+		return 0;
+	record_path(s, c);
+	if (c->op == DK_OP_RENAME) {
+		bpf_tail_call(ctx, &dk_tp_tail, DK_TP_TAIL_FROM);
+		count_lost();
+		return 0;
+	}
+	return record_finish(ctx, s, c, (long)ctx->args[1], (void *)ctx->args[0], false);
+}
+
+SEC("raw_tracepoint/sys_enter")
+int dk_sys_enter_from(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 zero = 0;
+	struct dk_tp_call *c = bpf_map_lookup_elem(&dk_tp_call, &zero);
+	struct dk_scratch *s = scratch();
+
+	if (!c || !s)
+		return 0;
+	record_from(s, c, c->path_len);
+	return record_finish(ctx, s, c, (long)ctx->args[1], (void *)ctx->args[0], false);
+}
+#endif
 
 SEC("raw_tracepoint/sys_exit")
 int dk_sys_exit(struct bpf_raw_tracepoint_args *ctx)

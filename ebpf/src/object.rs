@@ -202,6 +202,9 @@ pub mod programs {
     pub const SYS_ENTER: (&str, &str) = ("dk_sys_enter", "sys_enter");
     pub const SYS_EXIT: (&str, &str) = ("dk_sys_exit", "sys_exit");
     /// The same bodies as BTF-typed tracepoints (cheaper; need the running kernel's BTF ids).
+    /// Compat only: what [`SYS_ENTER`] tail-calls, by index in [`super::maps::TP_TAIL`] (never
+    /// attached).
+    pub const SYS_ENTER_TAILS: [&str; 2] = ["dk_sys_enter_path", "dk_sys_enter_from"];
     /// Modern only.
     pub const SYS_ENTER_BTF: (&str, &str) = ("dk_sys_enter_btf", "sys_enter");
     pub const SYS_EXIT_BTF: (&str, &str) = ("dk_sys_exit_btf", "sys_exit");
@@ -213,6 +216,9 @@ pub mod programs {
         names.extend(KPROBE_HOOKS.map(|(p, _)| p));
         names.extend(KRETPROBE_RETURNS.map(|(p, _)| p));
         names.extend([SYS_ENTER.0, SYS_EXIT.0]);
+        if kind == super::ObjectKind::Compat {
+            names.extend(SYS_ENTER_TAILS);
+        }
         if kind == super::ObjectKind::Modern {
             names.extend(FEXIT_WRITES.map(|(p, _)| p));
             names.extend(FENTRY_HOOKS.map(|(p, _)| p));
@@ -241,6 +247,9 @@ pub mod maps {
     /// `ARRAY`, 1 entry, key `0u32`, value [`DkAbsRoot`](crate::event::DkAbsRoot): which
     /// absolute names the tracepoint programs send; written by the loader before attach.
     pub const ABS: &str = "dk_abs";
+    /// Compat only: `PROG_ARRAY` of [`super::programs::SYS_ENTER_TAILS`], filled by the loader
+    /// before `dk_sys_enter` is attached.
+    pub const TP_TAIL: &str = "dk_tp_tail";
 }
 
 /// Read-only globals (`const volatile`) user space sets at load: modern object only (compat

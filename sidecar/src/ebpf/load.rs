@@ -242,6 +242,9 @@ fn attach_tracepoint(
             }
         }
     }
+    if object == ObjectKind::Compat {
+        super::tail_calls::fill(ebpf)?;
+    }
     for (name, tracepoint) in [programs::SYS_EXIT, programs::SYS_ENTER] {
         let step = format!("raw tracepoint {name} on {tracepoint}");
         with_program(ebpf, name, &step, |prog: &mut RawTracePoint| {

@@ -9,6 +9,7 @@
 //! * [`btf_select`]: system BTF, else the cached `<release>.btf`.
 //! * [`roots`]: watched roots as (device, inode) map entries.
 //! * [`load`]: loading with BTF, attaching each family, failure causes and hints.
+//! * [`tail_calls`]: the compat object's sys_enter programs joined by tail calls.
 //! * [`kretprobe`]: kprobe mode's kretprobes with an explicit maxactive, made through
 //!   [`tracefs`], and the kernel's count of their misses.
 //! * [`features`]: what this kernel's BPF can do (probed), and so which object loads.
@@ -38,6 +39,7 @@ mod reorder;
 mod roots;
 mod session;
 mod source;
+mod tail_calls;
 mod tracefs;
 
 use std::path::PathBuf;

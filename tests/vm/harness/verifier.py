@@ -39,6 +39,8 @@ PROGRAMS = {
         "dk_sys_exit",
     ],
 }
+# Compat only: what its dk_sys_enter tail-calls (one program was past 6.1's verifier limit).
+COMPAT_TAILS = ["dk_sys_enter_path", "dk_sys_enter_from"]
 PROGRAMS["modern"] = PROGRAMS["compat"] + [
     "dk_fexit_vfs_write",
     "dk_fexit_vfs_writev",
@@ -65,6 +67,7 @@ PROGRAMS["modern"] = PROGRAMS["compat"] + [
     "dk_sys_enter_btf",
     "dk_sys_exit_btf",
 ]
+PROGRAMS["compat"] += COMPAT_TAILS
 # Programs without a walk (no bpf_loop): the modern programs 5.10 takes (the kretprobes only
 # send or drop what a hook recorded; the statfs hook only learns a root).
 NO_WALK = {"dk_kprobe_write", "dk_kprobe_sb_statfs", "dk_fentry_sb_statfs"} | {
