@@ -323,40 +323,43 @@ impl Routing {
 
     fn dispatch(&mut self, event: Event) {
         let unplaced_before = self.unreported.unplaced_names();
-        self.dispatch_placed(event);
+        let journaled = self.dispatch_placed(event);
         let unplaced = self.unreported.unplaced_names() - unplaced_before;
-        if unplaced > 0 {
-            // A name the change was made under cannot be placed (tracepoint mode): its line,
-            // if any, is flagged and names only the directory; the gap here asks for a rescan
-            // (which names it from the file system).
+        if unplaced > 0 && !journaled {
+            // A change under a name that cannot be placed, with no line at all (not even its
+            // directory, flagged): a gap here, repaired by a rescan. A flagged line is its own
+            // sign (`truncated`), and a rescan would rewrite the lines after it.
             self.report_gap(GapReason::UnplacedName, unplaced);
         }
     }
 
-    fn dispatch_placed(&mut self, mut event: Event) {
+    /// Returns whether a line was journaled (the canary's events count as one).
+    fn dispatch_placed(&mut self, mut event: Event) -> bool {
         // Tracepoint mode's names: placed first, so that the canary and the journal get the
         // form every family sends.
         let names = event.name.clone().unwrap_or_default();
         if event.name.is_some() {
             match names::place_event(event, &self.roots, &self.unreported) {
                 Some(placed) => event = placed,
-                None => return,
+                None => return false,
             }
         }
         let is_canary =
             |end: &Option<(u32, String)>| end.as_ref().is_some_and(|(id, _)| *id == self.canary_id);
         if is_canary(&event.path) || is_canary(&event.from) {
             let _ = self.canary.send(event);
-            return;
+            return true;
         }
         let bytes = event.bytes;
-        if let Some(change) = self.to_change(event) {
-            let follow_up = follow_up(&change, &names, bytes);
-            self.deliver(change);
-            if let Some(next) = follow_up {
-                self.deliver(next);
-            }
+        let Some(change) = self.to_change(event) else {
+            return false;
+        };
+        let follow_up = follow_up(&change, &names, bytes);
+        self.deliver(change);
+        if let Some(next) = follow_up {
+            self.deliver(next);
         }
+        true
     }
 
     fn stopping(&self) -> bool {
@@ -616,10 +619,15 @@ mod tests {
     }
 
     #[test]
-    fn an_unplaced_name_is_a_flagged_line_and_a_gap_where_it_happened() {
+    fn an_unplaced_name_is_a_flagged_line_or_else_a_gap_where_it_happened() {
         let (mut r, changes, _) = routing();
         r.dispatch(named(Op::Create, "a", "c.txt", false));
         r.dispatch(named(Op::Create, "a", "../x", false));
+        // Relative to a root's own directory: no directory left to name, so a gap.
+        let mut rootless = named(Op::Create, "", "../y", false);
+        rootless.path = Some((diffkeeper_ebpf::event::DK_ROOT_ABS, String::new()));
+        rootless.name.as_mut().unwrap().path = Some("/state/../y".into());
+        r.dispatch(rootless);
         r.dispatch(named(Op::Create, "a", "d.txt", false));
         let got: Vec<String> = changes
             .rx
