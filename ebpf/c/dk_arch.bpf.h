@@ -6,7 +6,7 @@
  *                  x86_64                                aarch64
  *   syscalls       syscall_64.tbl: open, creat, link,    asm-generic/unistd.h: only the *at
  *                  symlink, unlink, rmdir, mkdir,        forms (openat, linkat, unlinkat,
- *                  rename(at), chmod, chown too          mkdirat, renameat2, fchmodat, ...)
+ *                  rename(at), chmod, chown too          mkdirat, renameat(2), fchmodat, ...)
  *   kprobe args    UAPI struct pt_regs (rdi, rsi, ...)   struct user_pt_regs (regs[0..7])
  *   sys_exit regs  orig_rax, rdi, rsi, rdx: one read;    syscallno, orig_x0 (x0 holds the return
  *                  r10 (argument 3, linkat only): one    value by then), regs[1..3]
@@ -210,12 +210,14 @@ struct dk_pt_regs {
 };
 
 /* asm-generic/unistd.h (arm64 has no open, creat, link, symlink, unlink, rmdir, mkdir, rename,
- * renameat, chmod or chown syscall; fstatfs is __NR3264_fstatfs). */
+ * chmod or chown syscall; it has renameat, __ARCH_WANT_RENAMEAT, which musl's rename() uses;
+ * fstatfs is __NR3264_fstatfs). */
 #define DK_SYSCALLS(X)                                                                \
 	X(mkdirat, 34, MKDIRAT)                                                       \
 	X(unlinkat, 35, UNLINKAT)                                                     \
 	X(symlinkat, 36, SYMLINKAT)                                                   \
 	X(linkat, 37, LINKAT)                                                         \
+	X(renameat, 38, RENAMEAT)                                                     \
 	X(fstatfs, 44, FSTATFS)                                                       \
 	X(fchmod, 52, FATTRIB)                                                        \
 	X(fchmodat, 53, ATTRIBAT)                                                     \

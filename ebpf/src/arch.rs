@@ -55,7 +55,16 @@ mod tests {
     fn kernel_header(arch: Arch) -> &'static str {
         match arch {
             Arch::X86_64 => "asm/unistd_64.h",
+            // arm64's uapi asm/unistd.h asks for renameat before including the generic table.
             Arch::Aarch64 => "asm-generic/unistd.h",
+        }
+    }
+
+    /// What the architecture's own asm/unistd.h defines before the generic table.
+    fn kernel_prelude(arch: Arch) -> &'static str {
+        match arch {
+            Arch::X86_64 => "",
+            Arch::Aarch64 => "#define __ARCH_WANT_RENAMEAT\n",
         }
     }
 
@@ -137,9 +146,10 @@ mod tests {
     /// name -> (our number, our kind, the kernel's `__NR_<name>` after preprocessing).
     fn our_table(arch: Arch) -> BTreeMap<String, (String, String, String)> {
         let body = format!(
-            "#include \"dk_arch.bpf.h\"\n#include <{}>\n\
+            "#include \"dk_arch.bpf.h\"\n{}#include <{}>\n\
              #define DK_ROW(name, nr, kind) DKROW name nr kind __NR_##name\n\
              DK_SYSCALLS(DK_ROW)\n",
+            kernel_prelude(arch),
             kernel_header(arch)
         );
         rows(&preprocess(arch, &body), "DKROW", 4)
@@ -150,7 +160,11 @@ mod tests {
 
     /// The family's syscalls the kernel's header defines: name -> number.
     fn kernel_table(arch: Arch) -> BTreeMap<String, String> {
-        let mut body = format!("#include <{}>\n", kernel_header(arch));
+        let mut body = format!(
+            "{}#include <{}>\n",
+            kernel_prelude(arch),
+            kernel_header(arch)
+        );
         for (name, _) in FAMILY {
             body += &format!("DKNR {name} __NR_{name}\n");
         }
@@ -206,8 +220,8 @@ mod tests {
     }
 
     /// What the tables above must come to: arm64 has only the *at forms (asm-generic: no open,
-    /// creat, link, symlink, unlink, rmdir, mkdir, rename, renameat, chmod, chown), and its
-    /// pwrite64 is 68 (67 is pread64).
+    /// creat, link, symlink, unlink, rmdir, mkdir, rename, chmod, chown; renameat because
+    /// arm64 asks for it, and musl's rename() uses it), and its pwrite64 is 68 (67 is pread64).
     #[test]
     fn the_tables_are_the_expected_ones() {
         let names = |arch| {
@@ -227,7 +241,7 @@ mod tests {
             names(Arch::Aarch64).collect::<Vec<_>>().join(" "),
             "fchmod=52 fchmodat=53 fchmodat2=452 fchown=55 fchownat=54 fstatfs=44 linkat=37 \
              mkdirat=34 openat=56 openat2=437 pwrite64=68 pwritev=70 pwritev2=287 \
-             renameat2=276 symlinkat=36 unlinkat=35 write=64 writev=66"
+             renameat=38 renameat2=276 symlinkat=36 unlinkat=35 write=64 writev=66"
         );
     }
 }
