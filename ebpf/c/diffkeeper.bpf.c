@@ -53,7 +53,7 @@
  *   dk_arch.bpf.h     what differs between x86_64 and aarch64 (syscalls, registers)
  *   dk_walk.bpf.h     the parent walk and path assembly
  *   dk_vfs.bpf.h      the kprobe and fentry families (VFS calls and security hooks)
- *   dk_sys_exit.bpf.h the tracepoint family
+ *   dk_tracepoint.bpf.h the tracepoint family (dk_tp_names.bpf.h: its user names)
  */
 
 char LICENSE[] SEC("license") = "GPL";
@@ -461,4 +461,4 @@ static __always_inline int report_rename(void *ctx, struct dentry *from, struct 
 }
 
 #include "dk_vfs.bpf.h"
-#include "dk_sys_exit.bpf.h"
+#include "dk_tracepoint.bpf.h"

@@ -37,10 +37,22 @@ enum dk_flag {
 	DK_F_TRUNCATED = 4, /* a path could not be assembled whole (longer than DK_PATH_MAX, or a
 			     * name unreadable): it is cut after its last whole name and ends
 			     * with '/' (or is empty) */
-	DK_F_NAME = 8,      /* tracepoint mode's link calls: path is a directory, and `from` the new
-			     * name relative to it exactly as the caller passed it (from_len 0, with
-			     * DK_F_TRUNCATED, when it was not read) */
+	DK_F_NAME = 8,      /* tracepoint mode: each end sent (path, and from for a rename) is a
+			     * directory, NUL, and a name relative to it exactly as the caller
+			     * passed it; with DK_F_TRUNCATED, only the directory (name not read).
+			     * Root id DK_ROOT_ABS: an absolute name from the sidecar's own root
+			     * directory, after an empty directory */
+	DK_F_CONTENT = 16,  /* tracepoint mode's linkat of an unnamed (O_TMPFILE) file: bytes is its
+			     * size, written while it had no name (counted, not reported, then) */
+	DK_F_EXCHANGE = 32, /* a rename with RENAME_EXCHANGE: path and from swapped places */
+	DK_F_RACED = 64,    /* DK_F_NAME: a name read differently from the caller's memory at
+			     * sys_exit than at sys_enter: the kernel may have used either */
 };
+
+/* Root id of an end whose name is absolute (DK_F_NAME): placed from the sidecar's root. */
+#define DK_ROOT_ABS 0xffffffffu
+/* Bytes of the watched roots' common prefix the tracepoint programs compare absolute names with. */
+#define DK_ABS_PREFIX 64
 
 /*
  * Indices of dk_stats (PERCPU_ARRAY of __u64): changes the kernel side did not report on
@@ -96,6 +108,22 @@ struct dk_dev_roots {
  */
 struct dk_settings {
 	__u64 all_roots; /* bit id set for every root id in dk_roots (modern: dk_all_roots) */
+};
+
+/*
+ * Value of dk_abs (ARRAY, key 0), written by the loader: which absolute names the tracepoint
+ * programs send. Only a caller whose root directory is (dev, ino), the sidecar's, and only names
+ * starting with prefix[0] (the state directories' common leading directories) or prefix[1]
+ * (the canary's directory), as the sidecar's root sees them: the bytes where mask is 0xff,
+ * compared a word at a time. ino 0: none.
+ */
+#define DK_ABS_PREFIXES 2
+struct dk_abs_root {
+	__u32 dev;
+	__u32 pad;
+	__u64 ino;
+	__u64 prefix[DK_ABS_PREFIXES][DK_ABS_PREFIX / 8];
+	__u64 mask[DK_ABS_PREFIXES][DK_ABS_PREFIX / 8]; /* bytes 0xff where the prefix has one */
 };
 
 #endif /* DIFFKEEPER_EVENT_H */

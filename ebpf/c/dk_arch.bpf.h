@@ -4,8 +4,9 @@
  * kind once per architecture, with -D__TARGET_ARCH_x86 or -D__TARGET_ARCH_arm64):
  *
  *                  x86_64                                aarch64
- *   syscalls       syscall_64.tbl: open, creat, link,    asm-generic/unistd.h: only openat(2),
- *                  symlink too                           linkat(2), symlinkat(2)
+ *   syscalls       syscall_64.tbl: open, creat, link,    asm-generic/unistd.h: only the *at
+ *                  symlink, unlink, rmdir, mkdir,        forms (openat, linkat, unlinkat,
+ *                  rename(at), chmod, chown too          mkdirat, renameat(2), fchmodat, ...)
  *   kprobe args    UAPI struct pt_regs (rdi, rsi, ...)   struct user_pt_regs (regs[0..7])
  *   sys_exit regs  orig_rax, rdi, rsi, rdx: one read;    syscallno, orig_x0 (x0 holds the return
  *                  r10 (argument 3, linkat only): one    value by then), regs[1..3]
@@ -16,30 +17,46 @@
  *                  64-bit code too)
  *
  * What the rest of the source uses:
- *   DK_SYSCALLS(X)    X(name, number, kind) for every syscall sys_exit reports; `cargo test`
+ *   DK_SYSCALLS(X)    X(name, number, kind) for every syscall the tracepoints report; `cargo test`
  *                     compares each number with the kernel's own UAPI header (ebpf/src/arch.rs)
  *   struct dk_sys     the syscall number (and, but for x86_64's tp_btf, the first arguments),
  *                     read at once by dk_sys_read()
- *   dk_sys_arg()      argument 0 to 3 (the fd, the open calls' flags, the link calls' dirfd and
- *                     name)
+ *   dk_sys_arg()      at sys_exit: argument 0 (fstatfs's fd)
+ *   dk_enter_arg()    at sys_enter: argument 0 to 4 (fds, names, flags)
+ *   dk_enter_compat() at sys_enter: a 32-bit syscall (not reported)
  *   PT_REGS_PARMn     bpf_tracing.h's, given the register struct it casts a kprobe context to
  */
 #ifndef DK_ARCH_BPF_H
 #define DK_ARCH_BPF_H
 
-/* What on_sys_exit() does with a syscall that returned >= 0. */
+/*
+ * What the tracepoint programs do with a syscall (dk_tracepoint.bpf.h). sys_enter records what
+ * the call names, sys_exit sends it if the call succeeded. Argument numbers are in the names:
+ * FD0 is a file descriptor in argument 0, CWD a name relative to the working directory, AT01
+ * a directory fd in argument 0 and a name relative to it in argument 1.
+ */
 enum dk_sys_kind {
 	DK_SYS_NONE,
-	DK_SYS_WRITE,     /* write family: fd in argument 0, bytes are the return value */
-	DK_SYS_OPEN_ARG1, /* open(path, flags, mode): O_CREAT in argument 1 */
-	DK_SYS_OPEN_ARG2, /* openat(dirfd, path, flags, mode): O_CREAT in argument 2 */
-	DK_SYS_OPEN,      /* creat, or flags in user memory (openat2's open_how): check the file */
-	DK_SYS_FSTATFS,   /* fstatfs(fd): how the sidecar teaches the kernel side its roots */
-	/* A new name (hard link or symlink) given as a user path: reported as the directory the
-	 * path is relative to, and the path itself (DK_F_NAME). */
-	DK_SYS_LINK,      /* link(old, new), symlink(target, new): new (argument 1) from the cwd */
-	DK_SYS_SYMLINKAT, /* symlinkat(target, newdfd, new): newdfd, new in arguments 1, 2 */
-	DK_SYS_LINKAT,    /* linkat(olddfd, old, newdfd, new, flags): newdfd, new in arguments 2, 3 */
+	DK_SYS_WRITE,      /* write family: fd in argument 0, bytes are the return value */
+	DK_SYS_FATTRIB,    /* fchmod(fd, mode), fchown(fd, uid, gid): attrib of the open file */
+	DK_SYS_FSTATFS,    /* fstatfs(fd): how the sidecar teaches the kernel side its roots */
+	DK_SYS_OPEN_ARG1,  /* open(name, flags, mode): a create if O_CREAT and the file is new */
+	DK_SYS_CREAT,      /* creat(name, mode): likewise, O_CREAT implied */
+	DK_SYS_OPEN_ARG2,  /* openat(dirfd, name, flags, mode) */
+	DK_SYS_OPENAT2,    /* openat2(dirfd, name, how): the flags are in user memory */
+	DK_SYS_UNLINK,     /* unlink(name): delete */
+	DK_SYS_RMDIR,      /* rmdir(name) */
+	DK_SYS_MKDIR,      /* mkdir(name, mode) */
+	DK_SYS_ATTRIB,     /* chmod(name, mode), chown/lchown(name, uid, gid) */
+	DK_SYS_LINK,       /* link(old, new), symlink(target, new): the new name, argument 1 */
+	DK_SYS_UNLINKAT,   /* unlinkat(dirfd, name, flags): rmdir with AT_REMOVEDIR */
+	DK_SYS_MKDIRAT,    /* mkdirat(dirfd, name, mode) */
+	DK_SYS_ATTRIBAT,   /* fchmodat(2), fchownat(dirfd, name, ...): "" (AT_EMPTY_PATH) is dirfd */
+	DK_SYS_SYMLINKAT,  /* symlinkat(target, newdfd, new): newdfd, new in arguments 1, 2 */
+	DK_SYS_LINKAT,     /* linkat(olddfd, old, newdfd, new, flags): newdfd, new in 2, 3 */
+	DK_SYS_RENAME,     /* rename(old, new): both from the working directory */
+	DK_SYS_RENAMEAT,   /* renameat(olddfd, old, newdfd, new) */
+	DK_SYS_RENAMEAT2,  /* renameat2(olddfd, old, newdfd, new, flags): RENAME_EXCHANGE */
 };
 
 #if defined(__TARGET_ARCH_x86)
@@ -52,16 +69,32 @@ enum dk_sys_kind {
 	X(open, 2, OPEN_ARG1)                                                         \
 	X(pwrite64, 18, WRITE)                                                        \
 	X(writev, 20, WRITE)                                                          \
-	X(creat, 85, OPEN)                                                            \
+	X(rename, 82, RENAME)                                                         \
+	X(mkdir, 83, MKDIR)                                                           \
+	X(rmdir, 84, RMDIR)                                                           \
+	X(creat, 85, CREAT)                                                           \
 	X(link, 86, LINK)                                                             \
+	X(unlink, 87, UNLINK)                                                         \
 	X(symlink, 88, LINK)                                                          \
+	X(chmod, 90, ATTRIB)                                                          \
+	X(fchmod, 91, FATTRIB)                                                        \
+	X(chown, 92, ATTRIB)                                                          \
+	X(fchown, 93, FATTRIB)                                                        \
+	X(lchown, 94, ATTRIB)                                                         \
 	X(fstatfs, 138, FSTATFS)                                                      \
 	X(openat, 257, OPEN_ARG2)                                                     \
+	X(mkdirat, 258, MKDIRAT)                                                      \
+	X(fchownat, 260, ATTRIBAT)                                                    \
+	X(unlinkat, 263, UNLINKAT)                                                    \
+	X(renameat, 264, RENAMEAT)                                                    \
 	X(linkat, 265, LINKAT)                                                        \
 	X(symlinkat, 266, SYMLINKAT)                                                  \
+	X(fchmodat, 268, ATTRIBAT)                                                    \
 	X(pwritev, 296, WRITE)                                                        \
+	X(renameat2, 316, RENAMEAT2)                                                  \
 	X(pwritev2, 328, WRITE)                                                       \
-	X(openat2, 437, OPEN)
+	X(openat2, 437, OPENAT2)                                                      \
+	X(fchmodat2, 452, ATTRIBAT)
 
 /* rdx, rsi, rdi, orig_rax: arguments 2, 1, 0 and the syscall number, adjacent in pt_regs. */
 struct dk_sys {
@@ -131,6 +164,25 @@ static __always_inline unsigned long dk_sys_arg(void *regs, bool btf, const stru
 	return arg;
 }
 
+/* sys_enter: argument n (0 to 4: rdi, rsi, rdx, r10, r8) of the syscall about to run. */
+static __always_inline unsigned long dk_enter_arg(void *regs, bool btf, int n)
+{
+	struct pt_regs *p = regs;
+	unsigned long arg = 0;
+
+	if (btf)
+		return n == 0 ? p->rdi : n == 1 ? p->rsi : n == 2 ? p->rdx : n == 3 ? p->r10 : p->r8;
+	bpf_probe_read_kernel(&arg, sizeof(arg),
+			      n == 0 ? &p->rdi : n == 1 ? &p->rsi : n == 2 ? &p->rdx : n == 3 ? &p->r10 : &p->r8);
+	return arg;
+}
+
+/* sys_enter: a 32-bit syscall, whose number means something else (TS_COMPAT, set on entry). */
+static __always_inline int dk_enter_compat(void *regs, bool btf)
+{
+	return dk_sys_compat(btf);
+}
+
 #elif defined(__TARGET_ARCH_arm64)
 
 /*
@@ -157,19 +209,29 @@ struct dk_pt_regs {
 	__s32 syscallno;
 };
 
-/* asm-generic/unistd.h (arm64 has no open, creat, link or symlink syscall; fstatfs is
- * __NR3264_fstatfs). */
+/* asm-generic/unistd.h (arm64 has no open, creat, link, symlink, unlink, rmdir, mkdir, rename,
+ * chmod or chown syscall; it has renameat, __ARCH_WANT_RENAMEAT, which musl's rename() uses;
+ * fstatfs is __NR3264_fstatfs). */
 #define DK_SYSCALLS(X)                                                                \
+	X(mkdirat, 34, MKDIRAT)                                                       \
+	X(unlinkat, 35, UNLINKAT)                                                     \
 	X(symlinkat, 36, SYMLINKAT)                                                   \
 	X(linkat, 37, LINKAT)                                                         \
+	X(renameat, 38, RENAMEAT)                                                     \
 	X(fstatfs, 44, FSTATFS)                                                       \
+	X(fchmod, 52, FATTRIB)                                                        \
+	X(fchmodat, 53, ATTRIBAT)                                                     \
+	X(fchownat, 54, ATTRIBAT)                                                     \
+	X(fchown, 55, FATTRIB)                                                        \
 	X(openat, 56, OPEN_ARG2)                                                      \
 	X(write, 64, WRITE)                                                           \
 	X(writev, 66, WRITE)                                                          \
 	X(pwrite64, 68, WRITE)                                                        \
 	X(pwritev, 70, WRITE)                                                         \
+	X(renameat2, 276, RENAMEAT2)                                                  \
 	X(pwritev2, 287, WRITE)                                                       \
-	X(openat2, 437, OPEN)
+	X(openat2, 437, OPENAT2)                                                      \
+	X(fchmodat2, 452, ATTRIBAT)
 
 /* pstate, orig_x0, syscallno (and its padding): adjacent in pt_regs, so one read. */
 struct dk_sys {
@@ -227,6 +289,31 @@ static __always_inline unsigned long dk_sys_arg(void *regs, bool btf, const stru
 		return p->user_regs.regs[n & 7];
 	bpf_probe_read_kernel(&arg, sizeof(arg), &p->user_regs.regs[n & 7]);
 	return arg;
+}
+
+/* sys_enter: argument n (0 to 4) of the syscall about to run: x0..x4 (x0 still holds it). */
+static __always_inline unsigned long dk_enter_arg(void *regs, bool btf, int n)
+{
+	struct dk_pt_regs *p = regs;
+	unsigned long arg = 0;
+
+	if (btf)
+		return p->user_regs.regs[n & 7];
+	bpf_probe_read_kernel(&arg, sizeof(arg), &p->user_regs.regs[n & 7]);
+	return arg;
+}
+
+/* sys_enter: an AArch32 task, whose syscall numbers are arm's EABI ones. */
+static __always_inline int dk_enter_compat(void *regs, bool btf)
+{
+	struct dk_pt_regs *p = regs;
+	__u64 pstate = 0;
+
+	if (btf)
+		pstate = p->user_regs.pstate;
+	else
+		bpf_probe_read_kernel(&pstate, sizeof(pstate), &p->user_regs.pstate);
+	return pstate & DK_PSR_MODE32_BIT;
 }
 
 #else

@@ -58,10 +58,16 @@ enum dk_table {
 /* A user string (a link call's new name): the unsplit helper reads user memory too on those
  * architectures (newer kernels pick the user or the kernel copy by the address). */
 #define dk_probe_read_user_str bpf_probe_read_str
+#define dk_probe_read_user bpf_probe_read
 
 /* sys_exit reports writes through the report call every kind shares: one inlined walk, so the
  * program stays within the pre-5.2 verifier budget. */
 #define DK_WRITES_SHARE_REPORT 1
+
+/* sys_enter picks the call's ends in one program and walks them in another, reached by
+ * bpf_tail_call() (4.2): each is verified alone, so the many kinds' paths are not multiplied by
+ * the walks' (one program had Debian 6.1's verifier pass its 1,000,000-step limit). */
+#define DK_TP_TAIL 1
 
 /* fentry/fexit/tp_btf need the running kernel's own BTF: not on the kernels compat is for. */
 #define DK_HAVE_BTF_PROGS 0
@@ -241,10 +247,12 @@ static __always_inline long dk_output(void *ctx, void *data, __u64 size)
 
 #define DK_HAVE_BTF_PROGS 1
 #define dk_probe_read_user_str bpf_probe_read_user_str
+#define dk_probe_read_user bpf_probe_read_user
 /* sys_exit gives writes, the most frequent call, their own report call: the shared one costs a
  * write outside the watched dirs ~5 ns/run more (register spills, the other kinds' tests),
  * and a second inlined walk costs modern's verifier a few hundred steps. */
 #define DK_WRITES_SHARE_REPORT 0
+#define DK_TP_TAIL 0
 #define DK_STEP static long
 #define dk_keep_compares(v)
 #define dk_loop(n, cb, data) bpf_loop(n, cb, data, 0)

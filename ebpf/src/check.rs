@@ -19,12 +19,13 @@ use std::fmt;
 pub const MAX_INSNS_4_18: usize = 4096;
 
 /// Helpers in Linux 4.18 that the compat object may call, by id (`enum bpf_func_id`).
-pub const HELPERS_4_18: [(u32, &str); 10] = [
+pub const HELPERS_4_18: [(u32, &str); 11] = [
     (1, "map_lookup_elem"),
     (2, "map_update_elem"),
     (3, "map_delete_elem"),
     (4, "probe_read"),
     (5, "ktime_get_ns"),
+    (12, "tail_call"),
     (14, "get_current_pid_tgid"),
     (16, "get_current_comm"),
     (25, "perf_event_output"),

@@ -3,8 +3,8 @@
 //! A ring buffer record (modern object) or perf sample (compat object) is a [`DkEvent`] header
 //! followed by `path_len` bytes of path and then `from_len` bytes of `from`, both relative to
 //! their watched root (a perf sample may carry up to 7 bytes of padding after them). With
-//! [`DK_F_NAME`], `path` is a directory and `from` a new name relative to it, as its caller
-//! passed it ([`Event::name`]). The layouts here are
+//! [`DK_F_NAME`] (tracepoint mode), each end is a directory, a NUL, and a name relative to it
+//! as its caller passed it ([`Event::name`]). The layouts here are
 //! checked field by field against the C header by a test that compiles it with `offsetof()`.
 
 use std::fmt;
@@ -30,6 +30,20 @@ pub const DK_F_PATH: u16 = 1;
 pub const DK_F_FROM: u16 = 2;
 pub const DK_F_TRUNCATED: u16 = 4;
 pub const DK_F_NAME: u16 = 8;
+/// Tracepoint mode's linkat of an unnamed (`O_TMPFILE`) file: `bytes` is its size, written
+/// while it had no name.
+pub const DK_F_CONTENT: u16 = 16;
+/// A rename with `RENAME_EXCHANGE`: `path` and `from` swapped places.
+pub const DK_F_EXCHANGE: u16 = 32;
+/// With [`DK_F_NAME`]: a name read differently from the caller's memory at sys_exit than at
+/// sys_enter (another thread changed it during the call): the kernel may have used either.
+pub const DK_F_RACED: u16 = 64;
+/// Root id of an end whose name is absolute ([`DK_F_NAME`]), from the sidecar's own root
+/// (`0xffffffffu` in C; not in the layout test, which prints constants as `int`).
+pub const DK_ROOT_ABS: u32 = u32::MAX;
+/// Bytes of each [`DkAbsRoot::prefix`], and how many there are.
+pub const DK_ABS_PREFIX: usize = 64;
+pub const DK_ABS_PREFIXES: usize = 2;
 
 /// `enum dk_stat`: the indices of the `dk_stats` counters.
 pub const DK_STAT_TOO_DEEP: u32 = 0;
@@ -125,6 +139,60 @@ impl DkSettings {
     }
 }
 
+/// `struct dk_abs_root`: value (key 0) of the `dk_abs` ARRAY map: the absolute names the
+/// tracepoint programs send (a caller whose root directory is the sidecar's, names starting with
+/// one of the prefixes). `ino` 0: none.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DkAbsRoot {
+    /// The sidecar's root directory: kernel device encoding and inode.
+    pub dev: u32,
+    pub pad: u32,
+    pub ino: u64,
+    /// The prefixes' bytes in native-endian words, as the programs load them from the name:
+    /// 0 the state directories' common leading directories, 1 the canary's directory.
+    pub prefix: [[u64; DK_ABS_PREFIX / 8]; DK_ABS_PREFIXES],
+    /// Bytes 0xff where the prefix has one, then 0.
+    pub mask: [[u64; DK_ABS_PREFIX / 8]; DK_ABS_PREFIXES],
+}
+
+impl DkAbsRoot {
+    /// The value for `prefixes` (each 1 to [`DK_ABS_PREFIX`] bytes, without NUL).
+    pub fn new(dev: u32, ino: u64, prefixes: [&[u8]; DK_ABS_PREFIXES]) -> Self {
+        let words = |b: &[u8; DK_ABS_PREFIX]| {
+            std::array::from_fn(|k| {
+                u64::from_ne_bytes(b[8 * k..8 * k + 8].try_into().expect("8 bytes"))
+            })
+        };
+        let mut value = Self {
+            dev,
+            ino,
+            ..Default::default()
+        };
+        for (i, prefix) in prefixes.iter().enumerate() {
+            let (mut bytes, mut mask) = ([0u8; DK_ABS_PREFIX], [0u8; DK_ABS_PREFIX]);
+            bytes[..prefix.len()].copy_from_slice(prefix);
+            mask[..prefix.len()].fill(0xff);
+            value.prefix[i] = words(&bytes);
+            value.mask[i] = words(&mask);
+        }
+        value
+    }
+
+    /// The bytes as the map stores them.
+    pub fn to_bytes(&self) -> [u8; size_of::<DkAbsRoot>()] {
+        let mut b = [0u8; size_of::<DkAbsRoot>()];
+        b[0..4].copy_from_slice(&self.dev.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.pad.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.ino.to_ne_bytes());
+        let words = self.prefix.iter().chain(&self.mask).flatten();
+        for (k, w) in words.enumerate() {
+            b[16 + 8 * k..24 + 8 * k].copy_from_slice(&w.to_ne_bytes());
+        }
+        b
+    }
+}
+
 /// The kernel's internal `dev_t` (`MKDEV`), which is what `super_block.s_dev` holds.
 pub fn kernel_dev(major: u64, minor: u64) -> u32 {
     ((major << 20) | (minor & 0xf_ffff)) as u32
@@ -209,11 +277,25 @@ pub struct Event {
     pub path: Option<(u32, String)>,
     /// Root id and relative path of a rename's source, if it is watched.
     pub from: Option<(u32, String)>,
-    /// Tracepoint mode's link calls: `path` is the directory a new name was made relative to,
-    /// and this the name exactly as the caller passed it (user memory: it may be absolute,
-    /// hold `..`, or be empty when `truncated`). Placing it is the reader's job.
-    pub name: Option<String>,
+    /// Tracepoint mode ([`DK_F_NAME`]): `path` (and `from`) are the directories the names here
+    /// are relative to, as the caller passed them (they may hold `..`; an absolute one has root
+    /// id [`DK_ROOT_ABS`]). Placing them is the reader's job.
+    pub name: Option<Names>,
     pub truncated: bool,
+}
+
+/// The user names of a [`DK_F_NAME`] record, one per end; `None` where the kernel side sent
+/// the directory alone (not read, or too long: the event is `truncated`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    pub path: Option<String>,
+    pub from: Option<String>,
+    /// [`DK_F_CONTENT`]: the new name is of an unnamed file `bytes` long.
+    pub content: bool,
+    /// [`DK_F_EXCHANGE`]: a rename that swapped `path` and `from`.
+    pub exchange: bool,
+    /// [`DK_F_RACED`]: the names changed in memory during the call; not to be trusted.
+    pub raced: bool,
 }
 
 /// A record that does not decode.
@@ -289,6 +371,14 @@ impl Event {
             });
         }
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let named = head.flags & DK_F_NAME != 0;
+        // DK_F_NAME: "dir NUL name"; no NUL when only the directory was sent.
+        let split = |bytes: &[u8]| match bytes.iter().position(|&b| b == 0) {
+            Some(nul) if named => (text(&bytes[..nul]), Some(text(&bytes[nul + 1..]))),
+            _ => (text(bytes), None),
+        };
+        let (path, path_name) = split(&record[start..path_end]);
+        let (from, from_name) = split(&record[path_end..from_end]);
         let comm_len = head
             .comm
             .iter()
@@ -301,11 +391,15 @@ impl Event {
             pid: head.pid,
             tid: head.tid,
             comm: text(&head.comm[..comm_len]),
-            path: (head.flags & DK_F_PATH != 0)
-                .then(|| (head.root_id, text(&record[start..path_end]))),
-            from: (head.flags & DK_F_FROM != 0)
-                .then(|| (head.from_root_id, text(&record[path_end..from_end]))),
-            name: (head.flags & DK_F_NAME != 0).then(|| text(&record[path_end..from_end])),
+            path: (head.flags & DK_F_PATH != 0).then_some((head.root_id, path)),
+            from: (head.flags & DK_F_FROM != 0).then_some((head.from_root_id, from)),
+            name: named.then_some(Names {
+                path: path_name,
+                from: from_name,
+                content: head.flags & DK_F_CONTENT != 0,
+                exchange: head.flags & DK_F_EXCHANGE != 0,
+                raced: head.flags & DK_F_RACED != 0,
+            }),
             truncated: head.flags & DK_F_TRUNCATED != 0,
         })
     }
@@ -353,7 +447,16 @@ mod tests {
             prog += &format!("F(dk_dev_roots, {m})\n");
         }
         prog += "F(dk_settings, all_roots)\n";
-        for s in ["dk_event", "dk_root_key", "dk_dev_roots", "dk_settings"] {
+        for m in ["dev", "pad", "ino", "prefix", "mask"] {
+            prog += &format!("F(dk_abs_root, {m})\n");
+        }
+        for s in [
+            "dk_event",
+            "dk_root_key",
+            "dk_dev_roots",
+            "dk_settings",
+            "dk_abs_root",
+        ] {
             prog += &format!("S({s})\n");
         }
         for c in [
@@ -373,6 +476,11 @@ mod tests {
             "DK_F_FROM",
             "DK_F_TRUNCATED",
             "DK_F_NAME",
+            "DK_F_CONTENT",
+            "DK_F_EXCHANGE",
+            "DK_F_RACED",
+            "DK_ABS_PREFIX",
+            "DK_ABS_PREFIXES",
             "DK_STAT_TOO_DEEP",
             "DK_STAT_UNLINKED",
             "DK_STAT_MISSED_RETURN",
@@ -451,7 +559,13 @@ mod tests {
         rust.push(("dk_event".into(), size_of::<DkEvent>()));
         rust.push(("dk_root_key".into(), size_of::<DkRootKey>()));
         rust.push(("dk_dev_roots".into(), size_of::<DkDevRoots>()));
+        rust.extend(field!(DkAbsRoot, "dk_abs_root", dev));
+        rust.extend(field!(DkAbsRoot, "dk_abs_root", pad));
+        rust.extend(field!(DkAbsRoot, "dk_abs_root", ino));
+        rust.extend(field!(DkAbsRoot, "dk_abs_root", prefix));
+        rust.extend(field!(DkAbsRoot, "dk_abs_root", mask));
         rust.push(("dk_settings".into(), size_of::<DkSettings>()));
+        rust.push(("dk_abs_root".into(), size_of::<DkAbsRoot>()));
         for (name, value) in [
             ("DK_COMM_LEN", DK_COMM_LEN),
             ("DK_PATH_MAX", DK_PATH_MAX),
@@ -469,6 +583,11 @@ mod tests {
             ("DK_F_FROM", DK_F_FROM.into()),
             ("DK_F_TRUNCATED", DK_F_TRUNCATED.into()),
             ("DK_F_NAME", DK_F_NAME.into()),
+            ("DK_F_CONTENT", DK_F_CONTENT.into()),
+            ("DK_F_EXCHANGE", DK_F_EXCHANGE.into()),
+            ("DK_F_RACED", DK_F_RACED.into()),
+            ("DK_ABS_PREFIX", DK_ABS_PREFIX),
+            ("DK_ABS_PREFIXES", DK_ABS_PREFIXES),
             ("DK_STAT_TOO_DEEP", DK_STAT_TOO_DEEP as usize),
             ("DK_STAT_UNLINKED", DK_STAT_UNLINKED as usize),
             ("DK_STAT_MISSED_RETURN", DK_STAT_MISSED_RETURN as usize),
@@ -538,14 +657,44 @@ mod tests {
             root_id: 3,
             op: DK_OP_CREATE,
             flags: DK_F_PATH | DK_F_NAME,
-            path_len: 5,
-            from_len: 9,
+            path_len: 15,
             ..Default::default()
         };
-        let ev = Event::parse(&record(&head, b"a/dirsub/x.txt")).unwrap();
+        let ev = Event::parse(&record(&head, b"a/dir\0sub/x.txt")).unwrap();
         assert_eq!(ev.path, Some((3, "a/dir".into())));
-        assert_eq!(ev.name.as_deref(), Some("sub/x.txt"));
-        assert_eq!((ev.from, ev.truncated), (None, false));
+        let name = ev.name.unwrap();
+        assert_eq!(name.path.as_deref(), Some("sub/x.txt"));
+        assert_eq!((name.from, ev.from, ev.truncated), (None, None, false));
+        // Only the directory (its name was not read): no name, and flagged.
+        let cut = DkEvent {
+            flags: DK_F_PATH | DK_F_NAME | DK_F_TRUNCATED,
+            path_len: 5,
+            ..head
+        };
+        let ev = Event::parse(&record(&cut, b"a/dir")).unwrap();
+        assert_eq!((ev.name.unwrap().path, ev.truncated), (None, true));
+    }
+
+    #[test]
+    fn parses_a_named_rename_record() {
+        let head = DkEvent {
+            root_id: 1,
+            from_root_id: DK_ROOT_ABS,
+            op: DK_OP_RENAME,
+            flags: DK_F_PATH | DK_F_FROM | DK_F_NAME | DK_F_EXCHANGE,
+            path_len: 5,
+            from_len: 7,
+            ..Default::default()
+        };
+        let ev = Event::parse(&record(&head, b"d\0new\0/s/old")).unwrap();
+        assert_eq!(ev.path, Some((1, "d".into())));
+        assert_eq!(ev.from, Some((DK_ROOT_ABS, String::new())));
+        let name = ev.name.unwrap();
+        assert_eq!(
+            (name.path.as_deref(), name.from.as_deref()),
+            (Some("new"), Some("/s/old"))
+        );
+        assert!(name.exchange && !name.content);
     }
 
     #[test]

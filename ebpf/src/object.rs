@@ -196,10 +196,17 @@ pub mod programs {
         ("dk_kretprobe_do_rmdir", "do_rmdir"),
         ("dk_kretprobe_notify_change", "notify_change"),
     ];
-    /// The raw tracepoint program and the tracepoint it attaches to by name (any BTF).
+    /// The raw tracepoint programs and the tracepoints they attach to by name (any BTF):
+    /// sys_enter records what a call names in the thread's slot, sys_exit sends it if the
+    /// call succeeded. Tracepoint mode attaches both.
+    pub const SYS_ENTER: (&str, &str) = ("dk_sys_enter", "sys_enter");
     pub const SYS_EXIT: (&str, &str) = ("dk_sys_exit", "sys_exit");
-    /// The same body as a BTF-typed tracepoint (cheaper; needs the running kernel's BTF ids).
+    /// The same bodies as BTF-typed tracepoints (cheaper; need the running kernel's BTF ids).
+    /// Compat only: what [`SYS_ENTER`] tail-calls, by index in [`super::maps::TP_TAIL`] (never
+    /// attached).
+    pub const SYS_ENTER_TAILS: [&str; 2] = ["dk_sys_enter_path", "dk_sys_enter_from"];
     /// Modern only.
+    pub const SYS_ENTER_BTF: (&str, &str) = ("dk_sys_enter_btf", "sys_enter");
     pub const SYS_EXIT_BTF: (&str, &str) = ("dk_sys_exit_btf", "sys_exit");
 
     /// Every program of an object: the compat object has the kprobe, kretprobe and raw
@@ -208,12 +215,15 @@ pub mod programs {
         let mut names = vec![KPROBE_WRITE, KRETPROBE_WRITE];
         names.extend(KPROBE_HOOKS.map(|(p, _)| p));
         names.extend(KRETPROBE_RETURNS.map(|(p, _)| p));
-        names.push(SYS_EXIT.0);
+        names.extend([SYS_ENTER.0, SYS_EXIT.0]);
+        if kind == super::ObjectKind::Compat {
+            names.extend(SYS_ENTER_TAILS);
+        }
         if kind == super::ObjectKind::Modern {
             names.extend(FEXIT_WRITES.map(|(p, _)| p));
             names.extend(FENTRY_HOOKS.map(|(p, _)| p));
             names.extend(FEXIT_RETURNS.map(|(p, _)| p));
-            names.push(SYS_EXIT_BTF.0);
+            names.extend([SYS_ENTER_BTF.0, SYS_EXIT_BTF.0]);
         }
         names
     }
@@ -234,6 +244,12 @@ pub mod maps {
     /// [`DkSettings`](crate::event::DkSettings), written by the loader after load and before
     /// attach (modern takes the same values as [`super::globals`]).
     pub const SETTINGS: &str = "dk_settings";
+    /// `ARRAY`, 1 entry, key `0u32`, value [`DkAbsRoot`](crate::event::DkAbsRoot): which
+    /// absolute names the tracepoint programs send; written by the loader before attach.
+    pub const ABS: &str = "dk_abs";
+    /// Compat only: `PROG_ARRAY` of [`super::programs::SYS_ENTER_TAILS`], filled by the loader
+    /// before `dk_sys_enter` is attached.
+    pub const TP_TAIL: &str = "dk_tp_tail";
 }
 
 /// Read-only globals (`const volatile`) user space sets at load: modern object only (compat

@@ -368,20 +368,6 @@ fn start_backend(
                     session.btf_source(),
                     session.btf_path().display()
                 );
-                let unreported: Vec<&str> = [change::Op::Delete, change::Op::Rename]
-                    .into_iter()
-                    .filter(|op| !session.backend().reports(*op))
-                    .map(|op| op.as_str())
-                    .collect();
-                if !unreported.is_empty() {
-                    log::warn!(
-                        "[eBPF] {} mode does not report {} (it sees only the write, open and \
-                         link system calls): those changes will not be journaled; where they matter \
-                         use a kernel with kprobes or fentry, or --enable-ebpf=false (inotify)",
-                        session.backend().as_str(),
-                        unreported.join(" or ")
-                    );
-                }
                 metrics.set_ready(Active {
                     backend: session.backend(),
                     btf_source: Some(session.btf_source()),

@@ -40,13 +40,12 @@ impl Backend {
     }
 
     /// Whether this backend reports `op` at all (the coverage table of docs/how-it-works.md):
-    /// kprobe and fentry see every op through the VFS, inotify every op through its events; the
-    /// tracepoint family sees only the syscalls that write, open and make links, never an
-    /// unlink, a rename, a directory or an attribute change.
-    pub fn reports(self, op: Op) -> bool {
+    /// kprobe and fentry see every op through the VFS, inotify every op through its events, and
+    /// the tracepoint family every op from the syscalls (docs/tracepoint.md).
+    /// The match is exhaustive on purpose: a new backend must say what it reports.
+    pub fn reports(self, _op: Op) -> bool {
         match self {
-            Self::Ebpf(Family::Fentry | Family::Kprobe) | Self::Inotify => true,
-            Self::Ebpf(Family::Tracepoint) => matches!(op, Op::Write | Op::Create),
+            Self::Ebpf(_) | Self::Inotify => true,
         }
     }
 }

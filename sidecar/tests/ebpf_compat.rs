@@ -53,7 +53,9 @@ fn compat_object_journals_the_same_scenario_with_system_btf() {
     );
     assert!(!logs_containing("[eBPF] object compat: forced by --ebpf-object").is_empty());
     // Compat has no tp_btf program: the raw tracepoint is what attaches.
-    assert!(!logs_containing("tracepoint mode: raw_tracepoint sys_exit attached").is_empty());
+    assert!(
+        !logs_containing("tracepoint mode: raw_tracepoint sys_enter+sys_exit attached").is_empty()
+    );
     write_scenario(TRACEPOINT, &root, &outside, &rx, true);
     assert_eq!(session.lost_counter().load(Ordering::Relaxed), 0);
     stop_and_check_unloaded(session);

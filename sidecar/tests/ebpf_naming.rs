@@ -294,10 +294,11 @@ fn write_fd(fd: &OwnedFd, data: &[u8]) {
 
 /// Tracepoint mode, both objects: new names from link(2), symlink(2), linkat(2) and
 /// symlinkat(2) relative to a directory descriptor and to the working directory (this thread's
-/// own, unshare(CLONE_FS)), in nested directories and in the root itself, are journaled as
-/// `create` of the path they made; an absolute name, one with `..` and one through a symlinked
-/// directory are counted as unplaced_name and logged, never journaled; names made outside the
-/// root leave nothing. Before: none of these names was journaled or counted.
+/// own, unshare(CLONE_FS)), in nested directories and in the root itself, and an absolute name
+/// (the caller shares the sidecar's root directory), are journaled as `create` of the path they
+/// made; one with `..` and one through a symlinked directory are journaled as a `create` of
+/// their directory flagged `truncated` (the name unknown), counted as unplaced_name and logged;
+/// names made outside the root leave nothing.
 #[test]
 fn new_names_are_journaled_below_their_directory_or_counted() {
     for object in OBJECTS {
@@ -363,8 +364,9 @@ fn new_names_with(object: ObjectKind) {
     }
     std::env::set_current_dir(&root).unwrap();
     fs::hard_link(&target, "root-hard").unwrap();
-    // Not placeable: absolute, `..`, through a symlink to a directory outside.
+    // Absolute: placed below the root it starts with.
     fs::hard_link(&target, root.join("a/absolute")).unwrap();
+    // Not placeable: `..`, through a symlink to a directory outside.
     symlink_at(&a, "b/../dotdot");
     symlink_at(&a, "to-outside/escaped");
     // Outside the root: nothing, not even a count.
@@ -380,32 +382,40 @@ fn new_names_with(object: ObjectKind) {
 
     let creates: Vec<String> = got
         .iter()
-        .filter(|c| c.op == Op::Create && c.path != marker.to_string_lossy())
+        .filter(|c| c.op == Op::Create && c.path != marker.to_string_lossy() && !c.truncated)
         .map(|c| c.path[root.to_string_lossy().len()..].to_string())
         .collect();
     assert_eq!(
         creates,
         [
             "/target.txt",
+            "/a/to-outside", // symlink(2) by absolute name, in the set-up
             "/a/hard",
             "/a/b/c/deep",
             "/a/b/sym",
             "/top-sym",
             "/a/b/cwd-hard",
             "/a/b/c/cwd-sym",
-            "/root-hard"
+            "/root-hard",
+            "/a/absolute"
         ],
         "{object}: {got:#?}"
     );
+    let flagged: Vec<(Op, &str)> = got
+        .iter()
+        .filter(|c| c.truncated)
+        .map(|c| (c.op, &c.path[root.to_string_lossy().len()..]))
+        .collect();
+    assert_eq!(
+        flagged,
+        [(Op::Create, "/a/"), (Op::Create, "/a/")],
+        "{object}"
+    );
     assert!(got
         .iter()
-        .all(|c| !c.truncated && c.path.starts_with(&*root.to_string_lossy())));
-    assert_eq!(unplaced, 3, "{object}: absolute, `..`, through a symlink");
-    for why in [
-        "an absolute name",
-        "a `..` component",
-        "is not a directory (a symlink",
-    ] {
+        .all(|c| c.path.starts_with(&*root.to_string_lossy())));
+    assert_eq!(unplaced, 2, "{object}: `..`, through a symlink");
+    for why in ["a `..` component", "is not a directory (a symlink"] {
         assert!(
             !logs_containing(why).is_empty(),
             "{object}: no log line says {why:?}"

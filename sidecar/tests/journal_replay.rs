@@ -159,14 +159,19 @@ fn inotify_journal_replays_to_the_real_tree_at_full_speed() {
 #[test]
 fn tracepoint_journal_replays_to_the_real_tree_for_the_ops_it_reports() {
     let (mut ops, mut not_reported) = reported_ops(Backend::Ebpf(Family::Tracepoint));
-    // The storm links by absolute path (linkat(AT_FDCWD, "/…")): tracepoint mode sees only
-    // new names relative to a directory it can place, so these never reach the journal.
+    // A directory moved in from outside: the rename's source is outside the roots, so the
+    // programs walk only the destination's directory and send its name; neither that it is a
+    // directory nor what it holds is known (journaled as a create; docs/tracepoint.md).
+    // Links: the storm's symlinks point at names that do not exist yet, and a later open
+    // through one creates its target, which tracepoint mode names as the caller passed it (the
+    // symlink's name); its absolute hard links are placed only when the name starts with a
+    // state directory's prefix as the sidecar sees it (seed 1 here: a gap instead).
     ops.retain(|op| {
-        let absolute_link = matches!(op, StormOp::HardLink | StormOp::Symlink);
-        if absolute_link {
+        let skipped = matches!(op, StormOp::MoveIn | StormOp::HardLink | StormOp::Symlink);
+        if skipped {
             not_reported.push(*op);
         }
-        !absolute_link
+        !skipped
     });
     eprintln!("tracepoint mode: storms of {ops:?}; not reported yet: {not_reported:?}");
     all_seeds(

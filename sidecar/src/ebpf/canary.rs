@@ -277,17 +277,30 @@ mod tests {
     fn wrong_name_is_reported_and_right_one_passes() {
         let (tx, rx) = mpsc::channel();
         let name = format!("canary-{}", std::process::id());
+        let (dir, renamed) = (format!("{name}.dir"), format!("{name}.renamed"));
         let len = PAYLOAD.len() as u64;
-        tx.send(event(Op::Create, &name, None, 0)).unwrap();
-        tx.send(event(Op::Write, "\u{1}garbage", None, len))
-            .unwrap();
+        let run = |written: &str| {
+            [
+                event(Op::Mkdir, &dir, None, 0),
+                event(Op::Create, &name, None, 0),
+                event(Op::Write, written, None, len),
+                event(Op::Attrib, &name, None, 0),
+                event(Op::Rename, &renamed, Some(&name), 0),
+                event(Op::Delete, &renamed, None, 0),
+                event(Op::Rmdir, &dir, None, 0),
+            ]
+        };
+        for ev in run("\u{1}garbage") {
+            tx.send(ev).unwrap();
+        }
         let err = wait(3, expected(Family::Tracepoint, &name), &rx).unwrap_err();
         assert!(matches!(err, CanaryError::Mismatch { .. }), "{err}");
         let err = err.to_string();
         assert!(err.contains("garbage") && err.contains(&name), "{err}");
         // In any order (the compat object's perf buffers are per CPU).
-        tx.send(event(Op::Write, &name, None, len)).unwrap();
-        tx.send(event(Op::Create, &name, None, 0)).unwrap();
+        for ev in run(&name).into_iter().rev() {
+            tx.send(ev).unwrap();
+        }
         wait(3, expected(Family::Tracepoint, &name), &rx).unwrap();
     }
 
@@ -297,16 +310,15 @@ mod tests {
         let name = "canary-7";
         let renamed = "canary-7.renamed";
         let len = PAYLOAD.len() as u64;
-        // Tracepoint: a missing create fails (its f_mode read is its own), however good the
-        // write is.
+        let dir = format!("{name}.dir");
+        // Tracepoint: a write alone is not enough (every kind is checked, the mkdir first).
         tx.send(event(Op::Write, name, None, len)).unwrap();
         let err = wait(3, expected(Family::Tracepoint, name), &rx).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("no event for the canary's create of {name:?} within 1s")
+            format!("no event for the canary's mkdir of {dir:?} within 1s")
         );
         // kprobe: create and write are not enough; the rename must name both ends.
-        let dir = format!("{name}.dir");
         let all = |rename_from| {
             [
                 event(Op::Mkdir, &dir, None, 0),
@@ -361,6 +373,7 @@ mod tests {
             assert!(checked.iter().all(|op| ops.contains(op)), "{family:?}");
         }
         assert_eq!(checked_ops(Family::Kprobe), Op::ALL.to_vec());
+        assert_eq!(checked_ops(Family::Tracepoint), Op::ALL.to_vec());
     }
 
     /// The real thing on a real directory, without programs: nothing comes back.

@@ -10,7 +10,7 @@ use aya::maps::{Array, HashMap, MapData};
 use aya::programs::kprobe::KProbeError;
 use aya::programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, ProgramError, RawTracePoint};
 use aya::{Ebpf, EbpfLoader};
-use diffkeeper_ebpf::event::{DkDevRoots, DkRootKey, DkSettings};
+use diffkeeper_ebpf::event::{DkAbsRoot, DkDevRoots, DkRootKey, DkSettings};
 use diffkeeper_ebpf::object::{globals, maps, programs, ObjectKind};
 
 use super::btf_select::{kernel_ids, BtfSource, SelectedBtf};
@@ -55,6 +55,12 @@ pub fn load(
         fill_settings(&mut ebpf, DkSettings { all_roots })?;
     }
     fill_roots(&mut ebpf, roots)?;
+    // The last root is the canary's (session.rs).
+    let filter = match roots.paths.split_last() {
+        Some((canary, state)) if !state.is_empty() => super::absolute::kernel_filter(state, canary),
+        _ => super::absolute::kernel_filter(&roots.paths, std::path::Path::new("/")),
+    };
+    fill_absolute(&mut ebpf, filter)?;
     Ok(ebpf)
 }
 
@@ -69,6 +75,14 @@ fn fill_settings(ebpf: &mut Ebpf, settings: DkSettings) -> Result<(), Failure> {
     array
         .set(0, settings.to_bytes(), 0)
         .map_err(|e| fill_err(&e))
+}
+
+fn fill_absolute(ebpf: &mut Ebpf, value: DkAbsRoot) -> Result<(), Failure> {
+    let fill_err = |e: &(dyn StdError + 'static)| explain(&format!("filling {}", maps::ABS), e);
+    let map = ebpf.map_mut(maps::ABS).expect("the object defines dk_abs");
+    let mut array: Array<&mut MapData, [u8; size_of::<DkAbsRoot>()]> =
+        Array::try_from(map).map_err(|e| fill_err(&e))?;
+    array.set(0, value.to_bytes(), 0).map_err(|e| fill_err(&e))
 }
 
 fn fill_roots(ebpf: &mut Ebpf, roots: &RootTable) -> Result<(), Failure> {
@@ -196,27 +210,30 @@ fn load_once(prog: &mut KProbe) -> Result<(), ProgramError> {
     Ok(())
 }
 
-/// The tp_btf program when the object has it and the BTF is the system one (its ids are the
-/// running kernel's), else or if that fails the raw tracepoint; the log says which one is
-/// attached.
+/// The tp_btf programs when the object has them and the BTF is the system one (their ids are
+/// the running kernel's), else or if that fails the raw tracepoints; the log says which ones
+/// are attached. sys_exit first: a sys_enter slot is then always sent or dropped by its exit.
 fn attach_tracepoint(
     ebpf: &mut Ebpf,
     object: ObjectKind,
     btf: &SelectedBtf,
 ) -> Result<(), Failure> {
     if object == ObjectKind::Modern && btf.source == BtfSource::System {
-        let (name, tracepoint) = programs::SYS_EXIT_BTF;
-        let step = format!("tp_btf {name} on {tracepoint}");
-        let typedef = format!("btf_trace_{tracepoint}");
-        let attached = system_ids("tp_btf", &[(&typedef, AttachKind::Typedef)]).and_then(|ids| {
-            with_program(ebpf, name, &step, |prog: &mut BtfTracePoint| {
-                prog.load(tracepoint, &ids)?;
-                prog.attach().map(drop)
-            })
-        });
+        let attached = [programs::SYS_EXIT_BTF, programs::SYS_ENTER_BTF]
+            .into_iter()
+            .try_for_each(|(name, tracepoint)| {
+                let step = format!("tp_btf {name} on {tracepoint}");
+                let typedef = format!("btf_trace_{tracepoint}");
+                system_ids("tp_btf", &[(&typedef, AttachKind::Typedef)]).and_then(|ids| {
+                    with_program(ebpf, name, &step, |prog: &mut BtfTracePoint| {
+                        prog.load(tracepoint, &ids)?;
+                        prog.attach().map(drop)
+                    })
+                })
+            });
         match attached {
             Ok(()) => {
-                log::info!("[eBPF] tracepoint mode: tp_btf {tracepoint} attached");
+                log::info!("[eBPF] tracepoint mode: tp_btf sys_enter+sys_exit attached");
                 return Ok(());
             }
             Err(failure) => {
@@ -225,13 +242,17 @@ fn attach_tracepoint(
             }
         }
     }
-    let (name, tracepoint) = programs::SYS_EXIT;
-    let step = format!("raw tracepoint {name} on {tracepoint}");
-    with_program(ebpf, name, &step, |prog: &mut RawTracePoint| {
-        prog.load()?;
-        prog.attach(tracepoint).map(drop)
-    })?;
-    log::info!("[eBPF] tracepoint mode: raw_tracepoint {tracepoint} attached");
+    if object == ObjectKind::Compat {
+        super::tail_calls::fill(ebpf)?;
+    }
+    for (name, tracepoint) in [programs::SYS_EXIT, programs::SYS_ENTER] {
+        let step = format!("raw tracepoint {name} on {tracepoint}");
+        with_program(ebpf, name, &step, |prog: &mut RawTracePoint| {
+            prog.load()?;
+            prog.attach(tracepoint).map(drop)
+        })?;
+    }
+    log::info!("[eBPF] tracepoint mode: raw_tracepoint sys_enter+sys_exit attached");
     Ok(())
 }
 

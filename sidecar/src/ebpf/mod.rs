@@ -9,6 +9,7 @@
 //! * [`btf_select`]: system BTF, else the cached `<release>.btf`.
 //! * [`roots`]: watched roots as (device, inode) map entries.
 //! * [`load`]: loading with BTF, attaching each family, failure causes and hints.
+//! * [`tail_calls`]: the compat object's sys_enter programs joined by tail calls.
 //! * [`kretprobe`]: kprobe mode's kretprobes with an explicit maxactive, made through
 //!   [`tracefs`], and the kernel's count of their misses.
 //! * [`features`]: what this kernel's BPF can do (probed), and so which object loads.
@@ -21,6 +22,7 @@
 //! * [`clock`]: kernel event time (boot or monotonic clock) to wall-clock time.
 //! * [`error`]: every way this can fail, with step, cause and hint as data.
 
+mod absolute;
 mod admission;
 mod btf_select;
 mod canary;
@@ -37,6 +39,7 @@ mod reorder;
 mod roots;
 mod session;
 mod source;
+mod tail_calls;
 mod tracefs;
 
 use std::path::PathBuf;

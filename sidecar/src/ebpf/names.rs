@@ -1,11 +1,17 @@
-//! New names in tracepoint mode (link, linkat, symlink, symlinkat): the kernel side sends the
-//! directory the new name is relative to (walked up from its dentry, so exact) and the name
-//! exactly as the caller passed it ([`Event::name`](diffkeeper_ebpf::event::Event::name)).
-//! Here the name is placed below that directory, or refused with the reason: the journal never
-//! carries a guessed path.
+//! Names in tracepoint mode (creates, links, deletes, mkdir, rmdir, renames, chmod/chown by
+//! name): the kernel side sends, at sys_enter, the directory a name is relative to (walked up
+//! from its dentry, so exact) and the name exactly as the caller passed it
+//! ([`Event::name`](diffkeeper_ebpf::event::Event::name)). Here the name is placed below that
+//! directory, or refused with the reason: the journal never carries a guessed path. An absolute
+//! name comes only from a caller that shares the sidecar's root directory
+//! ([`super::absolute`]), and is placed below the watched root it starts with.
 
 use std::fmt;
 use std::path::Path;
+
+use diffkeeper_ebpf::event::{Event, Names, DK_ROOT_ABS};
+
+use super::reader::Unreported;
 
 /// Why a new name cannot be placed below the directory the kernel side walked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,8 +24,13 @@ pub enum Unplaced {
     /// Nothing but `/` and `.`: no link call that succeeded has such a name.
     Empty,
     /// A directory on the way is not a real directory below the root now (a symlink, which may
-    /// lead anywhere, or something removed since): the new file may not be where the name says.
+    /// lead anywhere, or a file): the name may not be where it says.
     NotADirectory(String),
+    /// An absolute name below no watched root (it only shares their leading directories).
+    Outside,
+    /// The caller's memory held another name at the end of the call than at its start
+    /// (another thread rewrote it): the kernel may have used either.
+    Raced,
 }
 
 impl fmt::Display for Unplaced {
@@ -33,7 +44,12 @@ impl fmt::Display for Unplaced {
             Self::Empty => f.write_str("the name is empty"),
             Self::NotADirectory(dir) => write!(
                 f,
-                "{dir} is not a directory (a symlink, or gone): the name may lead elsewhere"
+                "{dir} is not a directory (a symlink, or a file): the name may lead elsewhere"
+            ),
+            Self::Outside => f.write_str("the absolute name is below no watched root"),
+            Self::Raced => f.write_str(
+                "another thread changed the name in memory while the call ran: the kernel may \
+                 have used another one",
             ),
         }
     }
@@ -58,17 +74,139 @@ pub fn components(name: &str) -> Result<Vec<&str>, Unplaced> {
     Ok(parts)
 }
 
+/// A [`DK_F_NAME`](diffkeeper_ebpf::event::DK_F_NAME) event with its names placed: each end as
+/// the other families send it, (root id, path below the root), so the canary and the journal
+/// see one form. An end whose name cannot be placed keeps its directory, ending in `/`, and the
+/// event is flagged `truncated` (the change happened in there, under a name not known); it is
+/// counted and logged too. `None` when no end is left: an absolute name below no root (sent
+/// because it starts with the roots' common directories), or one that cannot be placed.
+pub fn place_event(mut event: Event, roots: &[String], unreported: &Unreported) -> Option<Event> {
+    let Names {
+        path, from, raced, ..
+    } = event.name.take()?;
+    let mut cut = event.truncated;
+    let who = (event.comm.as_str(), event.pid);
+    let (path_end, from_end) = (event.path.take(), event.from.take());
+    let mut place_one = |end: Option<(u32, String)>, name: Option<String>| {
+        let (id, mut dir) = end?;
+        let Some(name) = name else {
+            // Only the directory came (its name was not read): flagged, never guessed.
+            cut = true;
+            if !dir.is_empty() && !dir.ends_with('/') {
+                dir.push('/');
+            }
+            return (id != DK_ROOT_ABS).then_some((id, dir));
+        };
+        let placed = if raced {
+            Err(Unplaced::Raced)
+        } else {
+            place_end(roots, id, &dir, &name)
+        };
+        match placed {
+            Ok(end) => Some(end),
+            Err(Unplaced::Outside) => None,
+            Err(why) => {
+                log_unplaced(who, roots, (id, &dir), &name, &why, unreported);
+                cut = true;
+                if !dir.is_empty() {
+                    dir.push('/');
+                }
+                (id != DK_ROOT_ABS).then_some((id, dir))
+            }
+        }
+    };
+    let (path, from) = (place_one(path_end, path), place_one(from_end, from));
+    event.path = path;
+    event.from = from;
+    event.truncated = cut;
+    (event.path.is_some() || event.from.is_some()).then_some(event)
+}
+
+/// One named end placed: (root id, path below that root).
+fn place_end(roots: &[String], id: u32, dir: &str, name: &str) -> Result<(u32, String), Unplaced> {
+    if id == DK_ROOT_ABS {
+        return place_absolute(name, roots);
+    }
+    let root = roots.get(id as usize).ok_or(Unplaced::Outside)?;
+    let root = root.trim_end_matches('/');
+    let start = if dir.is_empty() {
+        root.to_string()
+    } else {
+        format!("{root}/{dir}")
+    };
+    let placed = place(&start, name)?;
+    let below = placed[root.len()..].trim_start_matches('/').to_string();
+    Ok((id, below))
+}
+
+/// Logs the first hundred unplaced names, then one at each power of two: a program making
+/// such names in a loop cannot flood the log; the count is exact either way.
+fn log_unplaced(
+    (comm, pid): (&str, u32),
+    roots: &[String],
+    (id, dir): (u32, &str),
+    name: &str,
+    why: &Unplaced,
+    unreported: &Unreported,
+) {
+    let total = unreported.count_unplaced_name();
+    if total <= 100 || total.is_power_of_two() {
+        let base = match roots.get(id as usize) {
+            Some(root) => format!("{}/{dir}", root.trim_end_matches('/')),
+            None => "the caller's root directory".into(),
+        };
+        log::warn!(
+            "[eBPF] name not placed: {} (pid {}) passed {name:?} relative to {base}: {why} \
+             ({total} in all; diffkeeper_unreported_changes_total{{reason=\"{}\"}})",
+            comm,
+            pid,
+            Unreported::UNPLACED_NAME
+        );
+    }
+}
+
+/// An absolute `name` (from a caller that shares the sidecar's root directory) placed below the
+/// watched root it lies in: the innermost root whose path is a prefix of its components, then
+/// [`place`] below it. `roots` are absolute, as the sidecar sees them; returns (root id, path
+/// below the root).
+pub fn place_absolute(name: &str, roots: &[String]) -> Result<(u32, String), Unplaced> {
+    let parts = name
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect::<Vec<_>>();
+    if parts.contains(&"..") {
+        return Err(Unplaced::Parent);
+    }
+    let root = roots
+        .iter()
+        .enumerate()
+        .filter_map(|(id, root)| {
+            let root_parts: Vec<&str> = root.split('/').filter(|p| !p.is_empty()).collect();
+            let below = parts.len() > root_parts.len() && parts.starts_with(&root_parts);
+            below.then_some((id, root, root_parts.len()))
+        })
+        .max_by_key(|(_, _, depth)| *depth); // the innermost root holding the name
+    let (id, root, depth) = root.ok_or(Unplaced::Outside)?;
+    let below = parts[depth..].join("/");
+    place(root, &below)?;
+    Ok((id as u32, below))
+}
+
 /// `dir` (absolute, as the sidecar sees it) joined with `name`. Each component before the last
-/// must be a directory below `dir` now, not a symlink (lstat); the last one is the new name
-/// itself, which link calls never follow.
+/// must not be a symlink or a file now (lstat): a real directory, or gone since (the call went
+/// through it, and the reader places names a few milliseconds later: an app that removes the
+/// directories right after must not lose its lines). The last one is the name itself.
 pub fn place(dir: &str, name: &str) -> Result<String, Unplaced> {
     let parts = components(name)?;
     let mut path = String::with_capacity(dir.len() + 1 + name.len());
     path.push_str(dir.trim_end_matches('/'));
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
-            let is_dir = std::fs::symlink_metadata(Path::new(&path)).is_ok_and(|m| m.is_dir());
-            if !is_dir {
+            let through = match std::fs::symlink_metadata(Path::new(&path)) {
+                Ok(meta) => meta.is_dir(),
+                Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+            };
+            if !through {
                 return Err(Unplaced::NotADirectory(path));
             }
         }
@@ -102,7 +240,39 @@ mod tests {
     }
 
     #[test]
-    fn a_name_through_a_symlink_or_a_missing_directory_is_refused() {
+    fn absolute_names_are_placed_below_their_root() {
+        let dir = std::env::temp_dir().join(format!("dk-abs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("st/sub")).expect("mkdir");
+        let st = dir.join("st").to_string_lossy().into_owned();
+        let roots = [st.clone(), format!("{st}/sub")];
+        assert_eq!(
+            place_absolute(&format!("{st}/a.txt"), &roots),
+            Ok((0, "a.txt".into()))
+        );
+        // The innermost root; `.` and repeated `/` name the directory they are in.
+        assert_eq!(
+            place_absolute(&format!("/{st}/./sub//b"), &roots),
+            Ok((1, "b".into()))
+        );
+        assert_eq!(place_absolute(&st, &roots), Err(Unplaced::Outside));
+        assert_eq!(
+            place_absolute(&format!("{st}x/a"), &roots),
+            Err(Unplaced::Outside)
+        );
+        assert_eq!(
+            place_absolute(&format!("{st}/../st/a"), &roots),
+            Err(Unplaced::Parent)
+        );
+        assert_eq!(
+            place_absolute(&format!("{st}/gone/a"), &roots),
+            Ok((0, "gone/a".into()))
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_name_through_a_symlink_or_a_file_is_refused() {
         let dir = std::env::temp_dir().join(format!("dk-names-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("real")).expect("mkdir");
@@ -113,9 +283,12 @@ mod tests {
             place(&d, "link/x"),
             Err(Unplaced::NotADirectory(format!("{d}/link")))
         );
+        // Gone since: the call went through it.
+        assert_eq!(place(&d, "gone/x"), Ok(format!("{d}/gone/x")));
+        std::fs::write(dir.join("file"), b"f").expect("write");
         assert_eq!(
-            place(&d, "gone/x"),
-            Err(Unplaced::NotADirectory(format!("{d}/gone")))
+            place(&d, "file/x"),
+            Err(Unplaced::NotADirectory(format!("{d}/file")))
         );
         // The last component is the new name itself: a symlink there is what was made.
         assert_eq!(place(&d, "link"), Ok(format!("{d}/link")));

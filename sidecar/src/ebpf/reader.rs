@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray};
 use aya::Ebpf;
-use diffkeeper_ebpf::event::{Event, Stat};
+use diffkeeper_ebpf::event::{Event, Names, Stat};
 use diffkeeper_ebpf::object::{maps, ObjectKind};
 
 use super::admission::{Admission, Held, HOLD_MAX};
@@ -20,7 +20,7 @@ use super::clock::WallClock;
 use super::error::{Cause, Failure, Hint};
 use super::kretprobe::MissWatch;
 use super::load::explain;
-use super::names::{self, Unplaced};
+use super::names;
 use super::source::EventSource;
 use crate::change::{
     Backend, Change, ChangeSink, Delivery, Family, Gap, GapReason, Op, Record, STOP_GRACE,
@@ -80,7 +80,7 @@ impl Unreported {
     }
 
     /// Counts one more unplaced name; returns the new total.
-    fn count_unplaced_name(&self) -> u64 {
+    pub(super) fn count_unplaced_name(&self) -> u64 {
         self.unplaced_names.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
@@ -322,20 +322,44 @@ impl Routing {
     }
 
     fn dispatch(&mut self, event: Event) {
+        let unplaced_before = self.unreported.unplaced_names();
+        let journaled = self.dispatch_placed(event);
+        let unplaced = self.unreported.unplaced_names() - unplaced_before;
+        if unplaced > 0 && !journaled {
+            // A change under a name that cannot be placed, with no line at all (not even its
+            // directory, flagged): a gap here, repaired by a rescan. A flagged line is its own
+            // sign (`truncated`), and a rescan would rewrite the lines after it.
+            self.report_gap(GapReason::UnplacedName, unplaced);
+        }
+    }
+
+    /// Returns whether a line was journaled (the canary's events count as one).
+    fn dispatch_placed(&mut self, mut event: Event) -> bool {
+        // Tracepoint mode's names: placed first, so that the canary and the journal get the
+        // form every family sends.
+        let names = event.name.clone().unwrap_or_default();
+        if event.name.is_some() {
+            match names::place_event(event, &self.roots, &self.unreported) {
+                Some(placed) => event = placed,
+                None => return false,
+            }
+        }
         let is_canary =
             |end: &Option<(u32, String)>| end.as_ref().is_some_and(|(id, _)| *id == self.canary_id);
         if is_canary(&event.path) || is_canary(&event.from) {
             let _ = self.canary.send(event);
-            return;
+            return true;
         }
-        let unplaced_before = self.unreported.unplaced_names();
-        if let Some(change) = self.to_change(event) {
-            self.deliver(change);
-        } else if self.unreported.unplaced_names() > unplaced_before {
-            // A file came to exist that cannot be named from the event: a gap here, repaired
-            // by a rescan (which names it from the file system).
-            self.report_gap(GapReason::UnplacedName, 1);
+        let bytes = event.bytes;
+        let Some(change) = self.to_change(event) else {
+            return false;
+        };
+        let follow_up = follow_up(&change, &names, bytes);
+        self.deliver(change);
+        if let Some(next) = follow_up {
+            self.deliver(next);
         }
+        true
     }
 
     fn stopping(&self) -> bool {
@@ -412,20 +436,15 @@ impl Routing {
     }
 
     fn to_change(&self, event: Event) -> Option<Change> {
-        let path = match &event.name {
-            None => self.absolute(event.path.as_ref()),
-            Some(name) => self.new_name(&event, name),
-        };
+        let path = self.absolute(event.path.as_ref());
         let from = self.absolute(event.from.as_ref());
         let (op, path, from) = match (event.op, path, from) {
-            (Op::Write, Some(p), _) => (Op::Write, p, None),
-            (Op::Create, Some(p), _) => (Op::Create, p, None),
-            (op @ (Op::Delete | Op::Mkdir | Op::Rmdir | Op::Attrib), Some(p), _) => (op, p, None),
             (Op::Rename, Some(p), Some(f)) => (Op::Rename, p, Some(f)),
             // Moved in from outside the watched roots: a new file here.
             (Op::Rename, Some(p), None) => (Op::Create, p, None),
             // Moved out: gone from here.
             (Op::Rename, None, Some(f)) => (Op::Delete, f, None),
+            (op, Some(p), _) => (op, p, None),
             _ => return None,
         };
         Some(Change {
@@ -440,41 +459,28 @@ impl Routing {
             truncated: event.truncated,
         })
     }
+}
 
-    /// A new name (tracepoint mode's link calls) below the directory the kernel side walked:
-    /// placed, or counted and logged (never journaled under a guessed path). When the kernel
-    /// could not send the name whole, the directory's path, ending in `/`, flagged `truncated`.
-    fn new_name(&self, event: &Event, name: &str) -> Option<String> {
-        let mut dir = self.absolute(event.path.as_ref())?;
-        if event.truncated {
-            if !dir.ends_with('/') {
-                dir.push('/');
-            }
-            return Some(dir);
-        }
-        match names::place(&dir, name) {
-            Ok(path) => Some(path),
-            Err(why) => {
-                self.unplaced(event, &dir, name, &why);
-                None
-            }
-        }
+/// The second line some tracepoint reports make: a new name given to an unnamed (O_TMPFILE)
+/// file brings the write of its content (made while it had no name, so not reported then); a
+/// RENAME_EXCHANGE is two renames, the second the other way (both at the same time: the two
+/// files swapped places, which replaying them in order would not do).
+fn follow_up(change: &Change, names: &Names, bytes: u64) -> Option<Change> {
+    if names.content && change.op == Op::Create && !change.truncated {
+        return Some(Change {
+            op: Op::Write,
+            bytes: Some(bytes),
+            ..change.clone()
+        });
     }
-
-    /// Logs the first hundred unplaced names, then one at each power of two: a program making
-    /// such names in a loop cannot flood the log; the count is exact either way.
-    fn unplaced(&self, event: &Event, dir: &str, name: &str, why: &Unplaced) {
-        let total = self.unreported.count_unplaced_name();
-        if total <= 100 || total.is_power_of_two() {
-            log::warn!(
-                "[eBPF] new name not journaled: {} (pid {}) made {name:?} relative to {dir}: \
-                 {why} ({total} in all; diffkeeper_unreported_changes_total{{reason=\"{}\"}})",
-                event.comm,
-                event.pid,
-                Unreported::UNPLACED_NAME
-            );
-        }
+    if names.exchange && change.op == Op::Rename {
+        return Some(Change {
+            path: change.from.clone()?,
+            from: Some(change.path.clone()),
+            ..change.clone()
+        });
     }
+    None
 }
 
 #[cfg(test)]
@@ -528,44 +534,122 @@ mod tests {
         }
     }
 
-    fn new_name(dir: &str, name: &str, truncated: bool) -> Event {
+    fn named(op: Op, dir: &str, name: &str, truncated: bool) -> Event {
         Event {
-            name: Some(name.into()),
+            name: Some(Names {
+                path: (!truncated).then(|| name.to_string()),
+                ..Names::default()
+            }),
             truncated,
-            ..event(Op::Create, Some((0, dir)), None)
+            ..event(op, Some((0, dir)), None)
         }
     }
 
     #[test]
-    fn new_names_are_placed_below_their_directory_or_counted() {
-        let (r, _, _) = routing();
-        let placed = |dir: &str, name: &str| r.to_change(new_name(dir, name, false));
-        let c = placed("a/b", "c.txt").unwrap();
+    fn names_are_placed_below_their_directory_or_flagged() {
+        let (mut r, changes, _) = routing();
+        let mut placed = |op: Op, dir: &str, name: &str, truncated: bool| {
+            r.dispatch(named(op, dir, name, truncated));
+            changes.try_iter().next()
+        };
+        let c = placed(Op::Create, "a/b", "c.txt", false).unwrap();
         assert_eq!(
             (c.op, c.path.as_str(), c.truncated),
             (Op::Create, "/state/a/b/c.txt", false)
         );
-        assert_eq!(placed("", "top").unwrap().path, "/state/top");
-        assert_eq!(placed("a", ".//x").unwrap().path, "/state/a/x");
-        assert_eq!(r.unreported.unplaced_names(), 0);
-        assert!(placed("a", "/state/a/x").is_none());
-        assert!(placed("a", "../x").is_none());
-        assert_eq!(r.unreported.unplaced_names(), 2);
+        assert_eq!(
+            placed(Op::Mkdir, "", "top", false).unwrap().path,
+            "/state/top"
+        );
+        assert_eq!(
+            placed(Op::Delete, "a", ".//x", false).unwrap().path,
+            "/state/a/x"
+        );
+        // Outside the directory: the directory, flagged, and counted.
+        let c = placed(Op::Rmdir, "a", "../x", false).unwrap();
+        assert_eq!(
+            (c.op, c.path.as_str(), c.truncated),
+            (Op::Rmdir, "/state/a/", true)
+        );
         // Cut by the kernel side: the directory, flagged, never a name it did not send.
-        let c = r.to_change(new_name("a/b", "", true)).unwrap();
+        let c = placed(Op::Attrib, "a/b", "", true).unwrap();
         assert_eq!((c.path.as_str(), c.truncated), ("/state/a/b/", true));
-        let c = r.to_change(new_name("a/", "", true)).unwrap();
+        // An absolute name below no root is not a change here.
+        let abs = Event {
+            name: Some(Names {
+                path: Some("/elsewhere/x".into()),
+                ..Names::default()
+            }),
+            ..event(
+                Op::Create,
+                Some((diffkeeper_ebpf::event::DK_ROOT_ABS, "")),
+                None,
+            )
+        };
+        r.dispatch(abs);
+        assert!(changes.try_iter().next().is_none());
+        // Changed in memory during the call: the directory, flagged, and counted.
+        let mut raced = named(Op::Create, "a", "x", false);
+        raced.name.as_mut().unwrap().raced = true;
+        r.dispatch(raced);
+        let c = changes.try_iter().next().unwrap();
         assert_eq!((c.path.as_str(), c.truncated), ("/state/a/", true));
+        assert_eq!(r.unreported.unplaced_names(), 2);
         let counts = r.unreported.by_reason();
         assert_eq!(counts.last(), Some(&("unplaced_name", 2)));
     }
 
     #[test]
-    fn an_unplaced_new_name_is_a_gap_where_it_happened() {
+    fn content_and_exchange_make_a_second_line() {
         let (mut r, changes, _) = routing();
-        r.dispatch(new_name("a", "c.txt", false));
-        r.dispatch(new_name("a", "../x", false));
-        r.dispatch(new_name("a", "d.txt", false));
+        let mut tmpfile = named(Op::Create, "", "final.txt", false);
+        tmpfile.bytes = 6;
+        tmpfile.name.as_mut().unwrap().content = true;
+        r.dispatch(tmpfile);
+        let (create, write) = (
+            changes.try_iter().next().unwrap(),
+            changes.try_iter().next().unwrap(),
+        );
+        assert_eq!((create.op, create.bytes), (Op::Create, None));
+        assert_eq!(
+            (write.op, write.path.as_str(), write.bytes),
+            (Op::Write, "/state/final.txt", Some(6))
+        );
+        let swap = Event {
+            name: Some(Names {
+                path: Some("b".into()),
+                from: Some("a".into()),
+                exchange: true,
+                ..Names::default()
+            }),
+            ..event(Op::Rename, Some((0, "")), Some((0, "")))
+        };
+        r.dispatch(swap);
+        let (one, two) = (
+            changes.try_iter().next().unwrap(),
+            changes.try_iter().next().unwrap(),
+        );
+        assert_eq!(
+            (one.path.as_str(), one.from.as_deref()),
+            ("/state/b", Some("/state/a"))
+        );
+        assert_eq!(
+            (two.path.as_str(), two.from.as_deref()),
+            ("/state/a", Some("/state/b"))
+        );
+    }
+
+    #[test]
+    fn an_unplaced_name_is_a_flagged_line_or_else_a_gap_where_it_happened() {
+        let (mut r, changes, _) = routing();
+        r.dispatch(named(Op::Create, "a", "c.txt", false));
+        r.dispatch(named(Op::Create, "a", "../x", false));
+        // Relative to a root's own directory: no directory left to name, so a gap.
+        let mut rootless = named(Op::Create, "", "../y", false);
+        rootless.path = Some((diffkeeper_ebpf::event::DK_ROOT_ABS, String::new()));
+        rootless.name.as_mut().unwrap().path = Some("/state/../y".into());
+        r.dispatch(rootless);
+        r.dispatch(named(Op::Create, "a", "d.txt", false));
         let got: Vec<String> = changes
             .rx
             .try_iter()
@@ -573,15 +657,18 @@ mod tests {
                 crate::change::Record::Gap(gap) => {
                     format!("gap {} {:?}", gap.reason.as_str(), gap.lost)
                 }
-                crate::change::Record::Change(c) => format!("{} {}", c.op.as_str(), c.path),
+                crate::change::Record::Change(c) => {
+                    format!("{} {} {}", c.op.as_str(), c.path, c.truncated)
+                }
             })
             .collect();
         assert_eq!(
             got,
             [
-                "create /state/a/c.txt",
+                "create /state/a/c.txt false",
+                "create /state/a/ true",
                 "gap unplaced name Some(1)",
-                "create /state/a/d.txt"
+                "create /state/a/d.txt false"
             ]
         );
     }

@@ -146,6 +146,20 @@ pub fn write_scenario(
     let pid = std::process::id();
     let comm = thread_comm();
     let mut want: Vec<(Op, PathBuf, Option<u64>)> = Vec::new();
+    if backend.reports(Op::Mkdir) {
+        let made = |top: &Path, levels: usize| {
+            let mut dirs: Vec<PathBuf> = top
+                .ancestors()
+                .take(levels)
+                .map(Path::to_path_buf)
+                .collect();
+            dirs.reverse();
+            dirs
+        };
+        for dir in made(&deep_dir, 3).into_iter().chain(made(&very_deep, 20)) {
+            want.push((Op::Mkdir, dir, None));
+        }
+    }
     let created = |p: &Path, want: &mut Vec<_>| {
         if sees_creates {
             want.push((Op::Create, p.to_path_buf(), None));

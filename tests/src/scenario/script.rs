@@ -263,6 +263,12 @@ impl Script {
             linkat(file, "", &links, "sub/linked.txt", AtFlags::AT_EMPTY_PATH)
         })?;
         self.expect("link", "links/sub/linked.txt", None, None);
+        self.expect(
+            "tmpfile-content",
+            "links/sub/linked.txt",
+            None,
+            Some(b"unnamed".len()),
+        );
         std::env::set_current_dir(self.root.join("links/sub"))?;
         let c = |s: &str| std::ffi::CString::new(s).map_err(std::io::Error::other);
         let (old, hard) = (c(&target.to_string_lossy())?, c("hard-cwd.txt")?);
@@ -287,11 +293,17 @@ impl Script {
             )
         })?;
         self.expect("link", "links/sub/linked-proc.txt", None, None);
-        // Made from a watched working directory, but not placeable below it by tracepoint mode.
+        // An absolute new name (tracepoint mode places it: the caller shares the sidecar's root),
+        // and one with `..` (tracepoint mode journals its directory, flagged).
         fs::hard_link(&target, self.root.join("links/absolute.txt"))?;
         self.expect("absolute-link", "links/absolute.txt", None, None);
         symlink("moved.txt", "../dotdot-sym")?;
-        self.expect("dotdot-link", "links/dotdot-sym", None, None);
+        let made = if self.backend == "tracepoint" {
+            "links/sub"
+        } else {
+            "links/dotdot-sym"
+        };
+        self.expect("dotdot-link", made, None, None);
         // Outside the watched directory: from a working directory and a descriptor there.
         std::env::set_current_dir(outside)?;
         fs::write("o.txt", b"outside")?;
@@ -387,6 +399,11 @@ impl Script {
         line.insert("path".into(), json!(path(rel)));
         if let Some(from) = from {
             line.insert("from".into(), json!(path(from)));
+        }
+        if step == "dotdot-link" && self.backend == "tracepoint" {
+            // Its directory (the working directory), flagged: the name is not placed.
+            line.insert("path".into(), json!(format!("{}/", path(rel))));
+            line.insert("truncated".into(), json!(true));
         }
         if self.backend != "inotify" {
             line.insert("pid".into(), json!(std::process::id()));

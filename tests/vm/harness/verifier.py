@@ -35,9 +35,12 @@ PROGRAMS = {
         "dk_kretprobe_notify_change",
         "dk_kretprobe_do_mkdirat",
         "dk_kretprobe_do_rmdir",
+        "dk_sys_enter",
         "dk_sys_exit",
     ],
 }
+# Compat only: what its dk_sys_enter tail-calls (one program was past 6.1's verifier limit).
+COMPAT_TAILS = ["dk_sys_enter_path", "dk_sys_enter_from"]
 PROGRAMS["modern"] = PROGRAMS["compat"] + [
     "dk_fexit_vfs_write",
     "dk_fexit_vfs_writev",
@@ -61,11 +64,14 @@ PROGRAMS["modern"] = PROGRAMS["compat"] + [
     "dk_fexit_notify_change",
     "dk_fexit_do_mkdirat",
     "dk_fexit_do_rmdir",
+    "dk_sys_enter_btf",
     "dk_sys_exit_btf",
 ]
+PROGRAMS["compat"] += COMPAT_TAILS
 # Programs without a walk (no bpf_loop): the modern programs 5.10 takes (the kretprobes only
-# send or drop what a hook recorded; the statfs hook only learns a root).
-NO_WALK = {"dk_kprobe_write", "dk_kprobe_sb_statfs", "dk_fentry_sb_statfs"} | {
+# send or drop what a hook recorded; the statfs hook only learns a root; the raw sys_exit only
+# sends or drops what sys_enter kept).
+NO_WALK = {"dk_kprobe_write", "dk_kprobe_sb_statfs", "dk_fentry_sb_statfs", "dk_sys_exit"} | {
     f"dk_kretprobe_{fn}"
     for fn in (
         "vfs_create", "vfs_unlink", "vfs_rename", "vfs_link", "vfs_symlink", "do_filp_open",
@@ -87,7 +93,7 @@ def verifier_lines(text: str) -> dict[str, dict]:
 
 def _verifier_expect(kind: str, release: str) -> str:
     if kind == "modern" and release.startswith("5."):
-        return "refused (all but dk_kprobe_write, the statfs hooks and the return kretprobes: no walk)"
+        return "refused (all but dk_kprobe_write, the statfs hooks, the return kretprobes and dk_sys_exit: no walk)"
     return f"loads, each <= {VERIFIER_LIMIT_4_18} processed" if kind == "compat" else "loads"
 
 
