@@ -7,7 +7,8 @@ have 2). Then one regular write:
   return: it is journaled, the kernel reports no missed return, and the tracefs events are gone
   after SIGTERM.
 * kretprobe.small: --kretprobe-maxactive 4: its return is missed, and the miss is counted
-  (diffkeeper_kretprobe_missed_total) and logged.
+  (diffkeeper_kretprobe_missed_total), logged and journaled as a gap (whose repair may then name
+  the file: that line is marked "repair" and is not the kretprobe's).
 * kretprobe.mount: tracefs and debugfs unmounted in the sidecar's mount namespace: it mounts
   tracefs itself, says so, and must then pass like kretprobe.blocked.
 * kretprobe.pmu: tracefs hidden from the sidecar: it falls back to the kprobe PMU with the kernel's
@@ -83,6 +84,7 @@ def _check(variant: str):
                 if not missed.isdigit() or int(missed) == 0
                 else "",
                 f"no log line /{MISSED_LINE}/" if not re.search(MISSED_LINE, out.output) else "",
+                "no `kretprobe missed` gap line in the journal" if ev.get("missed_gap") != "yes" else "",
             ]
         else:  # pmu
             problems = [
