@@ -51,7 +51,16 @@ static __always_inline struct dentry *cwd_dentry(bool btf)
 /* fstatfs(fd) by anyone on a watched root directory teaches the kernel side its dentry. */
 static __always_inline int learn_from_fd(struct file **fds, long fd)
 {
-	return learn_from_dentry(BPF_CORE_READ(fd_file(fds, fd), f_path.dentry));
+	struct dentry *dentry = BPF_CORE_READ(fd_file(fds, fd), f_path.dentry);
+	struct dk_root_key key = {
+		.dev = BPF_CORE_READ(dentry, d_sb, s_dev),
+		.ino = BPF_CORE_READ(dentry, d_inode, i_ino),
+	};
+	__u32 *id = bpf_map_lookup_elem(&dk_roots, &key);
+
+	if (id)
+		learn_root(*id, dentry);
+	return 0;
 }
 
 
