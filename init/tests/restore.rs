@@ -8,8 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use common::{run, Env};
+use common::{run, Env, Run};
 use diffkeeper_store::{Change, Meta, Record, Store, StoreOptions};
+use diffkeeper_tests::store_log;
 
 const ROOT: &str = "/var/lib/app";
 
@@ -56,18 +57,23 @@ fn rfc3339(ns: u64) -> String {
     )
 }
 
+/// diffkeeper-init restoring the newest state of `store` into `target`, no other flag.
+fn restore(env: &Env, store: &Path, target: &Path) -> Run {
+    run(env
+        .init_with_system_btf()
+        .arg("--restore-from")
+        .arg(store)
+        .arg("--restore-to")
+        .arg(target))
+}
+
 #[test]
 fn restores_the_newest_state_or_t_into_an_empty_dir() {
     let env = Env::new("restore");
     let store = env.scratch.dir("store");
     let t1 = recorded_store(&store);
     let target = env.scratch.dir("state");
-    let r = run(env
-        .init_with_system_btf()
-        .arg("--restore-from")
-        .arg(&store)
-        .arg("--restore-to")
-        .arg(&target));
+    let r = restore(&env, &store, &target);
     r.expect(
         0,
         &["restore: 1 files (2 bytes), 1 hard links, 1 symlinks, 2 directories"],
@@ -120,12 +126,7 @@ fn a_new_empty_store_volume_restores_nothing_and_succeeds() {
     let store = env.scratch.dir("store");
     env.scratch.dir("store/lost+found");
     let target = env.scratch.dir("state");
-    let r = run(env
-        .init_with_system_btf()
-        .arg("--restore-from")
-        .arg(&store)
-        .arg("--restore-to")
-        .arg(&target));
+    let r = restore(&env, &store, &target);
     r.expect(
         0,
         &["holds no store yet (nothing recorded so far): nothing to restore"],
@@ -133,25 +134,8 @@ fn a_new_empty_store_volume_restores_nothing_and_succeeds() {
     assert!(fs::read_dir(&target).unwrap().next().is_none());
     // Anything else in it is opened as a store, and refused when it is not one.
     fs::write(store.join("stray"), "x").unwrap();
-    let r = run(env
-        .init_with_system_btf()
-        .arg("--restore-from")
-        .arg(&store)
-        .arg("--restore-to")
-        .arg(&target));
+    let r = restore(&env, &store, &target);
     r.expect(1, &["not a diffkeeper store"]);
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&len.to_le_bytes());
-    crc.update(payload);
-    let mut out = b"DKF1".to_vec();
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(payload);
-    out
 }
 
 #[test]
@@ -196,19 +180,9 @@ fn a_hostile_store_is_refused_whole_and_writes_nothing() {
     ];
     for (name, records, needle) in cases {
         let store = env.scratch.dir(name);
-        fs::create_dir(store.join("packs")).unwrap();
-        let mut log = b"DKSTORE\0LOG\0".to_vec();
-        log.extend_from_slice(&1u32.to_le_bytes());
-        for r in &records {
-            log.extend_from_slice(&frame(&r.encode()));
-        }
-        fs::write(store.join("log"), log).unwrap();
-        let r = run(env
-            .init_with_system_btf()
-            .arg("--restore-from")
-            .arg(&store)
-            .arg("--restore-to")
-            .arg(&target));
+        let payloads: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
+        store_log::forged_store(&store, &payloads);
+        let r = restore(&env, &store, &target);
         r.expect(1, &["restore from", needle]);
         assert_eq!(
             fs::read_dir(&target).unwrap().count(),

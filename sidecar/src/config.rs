@@ -227,10 +227,11 @@ fn split_command(mut args: Vec<OsString>) -> (Vec<OsString>, Vec<OsString>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, UsageError> {
+    /// Parses `args` with `env` as the environment; panics unless it is a run.
+    pub(crate) fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, UsageError> {
         let lookup = diffkeeper_cli::env_from_pairs(env);
         match parse(args.iter().map(OsString::from).collect(), &lookup)? {
             Command::Run(config) => Ok(*config),

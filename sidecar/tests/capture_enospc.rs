@@ -11,7 +11,7 @@ use diffkeeper_tests::filesystems::{mount_tmpfs, private_mounts_in_this_thread};
 use diffkeeper_tests::http::{http_get, metric_sample};
 use diffkeeper_tests::recorder::compare::differences;
 use diffkeeper_tests::recorder::workload::noise;
-use diffkeeper_tests::recorder::{settle, snapshot, start};
+use diffkeeper_tests::recorder::{settle, snapshot, start_inotify_ready};
 use diffkeeper_tests::scratch::Scratch;
 
 const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
@@ -32,16 +32,8 @@ fn a_full_store_disk_is_said_and_capture_resumes_when_space_returns() {
     let state = scratch.dir("state");
     let store = fs.path().join("store");
     let journal = scratch.path().join("journal.jsonl");
-    let args = ["--enable-ebpf=false".to_string()];
-    let mut sidecar = start(
-        std::path::Path::new(SIDECAR),
-        &args,
-        &state,
-        &store,
-        &scratch,
-    );
-    let addr = sidecar.metrics_addr(Duration::from_secs(10)).unwrap();
-    sidecar.wait_ready(Duration::from_secs(30)).unwrap();
+    let (mut sidecar, addr) =
+        start_inotify_ready(std::path::Path::new(SIDECAR), &state, &store, &scratch);
 
     // Fill the store's file system to the last byte.
     let filler = fs.path().join("filler");

@@ -87,8 +87,7 @@ fn tracepoint_round_trip_exports_every_phase_it_can_see() {
 #[test]
 fn a_restart_records_what_changed_while_no_sidecar_ran() {
     use diffkeeper_tests::recorder::compare::differences;
-    use diffkeeper_tests::recorder::{settle, snapshot, start};
-    use std::time::Duration;
+    use diffkeeper_tests::recorder::{settle, snapshot, start_inotify_ready};
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = diffkeeper_tests::scratch::Scratch::new("restart");
     let state = scratch.dir("state");
@@ -96,17 +95,9 @@ fn a_restart_records_what_changed_while_no_sidecar_ran() {
     std::fs::write(state.join("kept.txt"), "kept\n").unwrap();
     std::fs::write(state.join("deleted.txt"), "deleted while stopped\n").unwrap();
     std::fs::write(state.join("changed.txt"), "v1\n").unwrap();
-    let args = ["--enable-ebpf=false".to_string()];
     for round in 0..2 {
-        let mut sidecar = start(
-            std::path::Path::new(SIDECAR),
-            &args,
-            &state,
-            &store,
-            &scratch,
-        );
-        let addr = sidecar.metrics_addr(Duration::from_secs(10)).unwrap();
-        sidecar.wait_ready(Duration::from_secs(30)).unwrap();
+        let (mut sidecar, addr) =
+            start_inotify_ready(std::path::Path::new(SIDECAR), &state, &store, &scratch);
         settle(addr);
         let (status, _) = sidecar.terminate();
         assert!(status.is_some_and(|s| s.success()), "{}", sidecar.log());
@@ -127,23 +118,15 @@ fn a_restart_records_what_changed_while_no_sidecar_ran() {
 /// after the sidecar stops.
 #[test]
 fn a_file_written_without_pause_is_recorded_and_its_deferral_said_once() {
-    use diffkeeper_tests::recorder::start;
+    use diffkeeper_tests::recorder::start_inotify_ready;
     use std::io::Write;
     use std::time::{Duration, Instant};
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = diffkeeper_tests::scratch::Scratch::new("hot");
     let state = scratch.dir("state");
     let store = scratch.path().join("store");
-    let args = ["--enable-ebpf=false".to_string()];
-    let mut sidecar = start(
-        std::path::Path::new(SIDECAR),
-        &args,
-        &state,
-        &store,
-        &scratch,
-    );
-    sidecar.metrics_addr(Duration::from_secs(10)).unwrap();
-    sidecar.wait_ready(Duration::from_secs(30)).unwrap();
+    let (mut sidecar, _) =
+        start_inotify_ready(std::path::Path::new(SIDECAR), &state, &store, &scratch);
     let mut log = std::fs::File::create(state.join("hot.log")).unwrap();
     let until = Instant::now() + Duration::from_secs(3);
     let mut n = 0;

@@ -9,9 +9,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use diffkeeper_cli::ready::READY_PREFIX;
@@ -20,29 +18,8 @@ use diffkeeper_tests::http::{http_get, metric_sample};
 use diffkeeper_tests::scratch::Scratch;
 use diffkeeper_tests::sidecar::SidecarProcess;
 
-const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One eBPF sidecar at a time: the canary allows about a second and this machine has two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn sidecar(args: &[&str]) -> Command {
-    let mut cmd = Command::new(SIDECAR);
-    cmd.args(args).stdout(Stdio::null());
-    cmd
-}
-
-fn spawn(cmd: &mut Command) -> SidecarProcess {
-    SidecarProcess::spawn(cmd).expect("run diffkeeper-sidecar")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod sidecar_common;
+use sidecar_common::{path, serial, sidecar, spawn, READY_TIMEOUT, SIDECAR};
 
 /// A sidecar watching `<scratch>/state` with its journal in `<scratch>/journal.jsonl`.
 struct Watching {

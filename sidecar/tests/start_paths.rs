@@ -7,36 +7,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use diffkeeper_tests::scratch::Scratch;
-use diffkeeper_tests::sidecar::SidecarProcess;
 
-const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One eBPF sidecar at a time: the canary allows about a second and this machine has two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn sidecar(args: &[&str]) -> Command {
-    let mut cmd = Command::new(SIDECAR);
-    cmd.args(args).stdout(Stdio::null());
-    cmd
-}
-
-fn spawn(cmd: &mut Command) -> SidecarProcess {
-    SidecarProcess::spawn(cmd).expect("run diffkeeper-sidecar")
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod sidecar_common;
+use sidecar_common::{path, serial, sidecar, spawn, READY_TIMEOUT};
 
 #[test]
 fn a_missing_state_dir_is_named_and_exits_1() {

@@ -5,35 +5,19 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use common::*;
 use diffkeeper_store::{Change, Meta, Record, Store, StoreError, StoreOptions, StoreReader};
+use diffkeeper_tests::store_log;
 
 const ROOT: &str = "/state";
 
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&len.to_le_bytes());
-    crc.update(payload);
-    let mut out = b"DKF1".to_vec();
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 /// A store whose log holds exactly `records` (encoded as given, unchecked), and no packs.
 fn forged_store(dir: &Path, records: &[Record]) {
-    fs::create_dir_all(dir.join("packs")).unwrap();
-    let mut log = b"DKSTORE\0LOG\0".to_vec();
-    log.extend_from_slice(&1u32.to_le_bytes());
-    for r in records {
-        log.extend_from_slice(&frame(&r.encode()));
-    }
-    fs::write(dir.join("log"), log).unwrap();
+    let payloads: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
+    store_log::forged_store(dir, &payloads);
 }
 
 fn rec(path: &[u8], change: Change) -> Record {
@@ -52,23 +36,35 @@ fn dir_meta() -> Meta {
     }
 }
 
+/// A [`good_store`] in a new temporary directory, with its log's path and bytes.
+fn good_store_log() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    let tmp = tempdir();
+    good_store(tmp.path());
+    let log = tmp.path().join("log");
+    let bytes = fs::read(&log).unwrap();
+    (tmp, log, bytes)
+}
+
 /// A real store with a few files, synced and closed.
 fn good_store(dir: &Path) {
+    record_files(
+        dir,
+        &[(b"a", &noise(1, 300_000)[..]), (b"b", &b"small"[..])],
+    );
+}
+
+/// Opens (or creates) the store in `dir`, records `files` (path, content) with mode 0644 and
+/// closes it.
+fn record_files(dir: &Path, files: &[(&[u8], &[u8])]) {
     let mut w = Store::create_or_open(dir, StoreOptions::default()).unwrap();
     let meta = Meta {
         mode: 0o644,
         ..Meta::default()
     };
-    w.put_file(
-        SystemTime::now(),
-        ROOT,
-        b"a",
-        &meta,
-        &mut &noise(1, 300_000)[..],
-    )
-    .unwrap();
-    w.put_file(SystemTime::now(), ROOT, b"b", &meta, &mut &b"small"[..])
-        .unwrap();
+    for (path, content) in files {
+        w.put_file(SystemTime::now(), ROOT, path, &meta, &mut &content[..])
+            .unwrap();
+    }
 }
 
 #[test]
@@ -164,10 +160,7 @@ fn a_symlinked_parent_is_refused_before_anything_is_written() {
 
 #[test]
 fn truncated_log_reads_what_is_whole() {
-    let tmp = tempdir();
-    good_store(tmp.path());
-    let log = tmp.path().join("log");
-    let bytes = fs::read(&log).unwrap();
+    let (tmp, log, bytes) = good_store_log();
     // Cut inside the last record: the earlier one reads, the cut one is a torn tail.
     fs::write(&log, &bytes[..bytes.len() - 5]).unwrap();
     let reader = StoreReader::open(tmp.path()).unwrap();
@@ -228,10 +221,7 @@ fn a_flipped_byte_in_a_chunk_is_named_and_refused() {
 
 #[test]
 fn a_huge_claimed_length_is_refused_without_allocating_it() {
-    let tmp = tempdir();
-    good_store(tmp.path());
-    let log = tmp.path().join("log");
-    let mut bytes = fs::read(&log).unwrap();
+    let (tmp, log, mut bytes) = good_store_log();
     // The first frame's length field, after the 16-byte header and the 4-byte magic.
     bytes[20..24].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
     fs::write(&log, &bytes).unwrap();
@@ -255,20 +245,14 @@ fn a_huge_claimed_length_is_refused_without_allocating_it() {
     .encode();
     let n = payload.len();
     payload[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
-    let mut forged = b"DKSTORE\0LOG\0".to_vec();
-    forged.extend_from_slice(&1u32.to_le_bytes());
-    forged.extend_from_slice(&frame(&payload));
-    fs::write(&log, forged).unwrap();
+    fs::write(&log, store_log::log_of(&[payload])).unwrap();
     let err = StoreReader::open(tmp.path()).err().unwrap();
     assert!(err.to_string().contains("chunk count"), "{err}");
 }
 
 #[test]
 fn a_newer_format_is_refused_by_readers_and_writers() {
-    let tmp = tempdir();
-    good_store(tmp.path());
-    let log = tmp.path().join("log");
-    let mut bytes = fs::read(&log).unwrap();
+    let (tmp, log, mut bytes) = good_store_log();
     bytes[12..16].copy_from_slice(&2u32.to_le_bytes());
     fs::write(&log, &bytes).unwrap();
     for err in [
@@ -295,10 +279,7 @@ fn a_newer_format_is_refused_by_readers_and_writers() {
 
 #[test]
 fn a_writer_refuses_a_log_corrupt_in_the_middle() {
-    let tmp = tempdir();
-    good_store(tmp.path());
-    let log = tmp.path().join("log");
-    let mut bytes = fs::read(&log).unwrap();
+    let (tmp, log, mut bytes) = good_store_log();
     bytes[40] ^= 1; // inside the first record, which is followed by the second
     fs::write(&log, &bytes).unwrap();
     let err = Store::create_or_open(tmp.path(), StoreOptions::default())
@@ -320,25 +301,12 @@ fn a_torn_tail_is_cut_by_the_next_writer() {
     for file in ["log", "packs/00000001.pack"] {
         let path = tmp.path().join(file);
         let mut bytes = fs::read(&path).unwrap();
-        let whole = frame(&noise(3, 5000));
+        let whole = store_log::frame(&noise(3, 5000));
         bytes.extend_from_slice(&whole[..1000]);
         fs::write(&path, &bytes).unwrap();
     }
     assert_eq!(StoreReader::verify(tmp.path()).unwrap().torn_tails.len(), 2);
-    let mut w = Store::create_or_open(tmp.path(), StoreOptions::default()).unwrap();
-    let meta = Meta {
-        mode: 0o644,
-        ..Meta::default()
-    };
-    w.put_file(
-        SystemTime::now(),
-        ROOT,
-        b"c",
-        &meta,
-        &mut &noise(4, 70_000)[..],
-    )
-    .unwrap();
-    drop(w);
+    record_files(tmp.path(), &[(b"c", &noise(4, 70_000)[..])]);
     let report = StoreReader::verify(tmp.path()).unwrap();
     assert!(
         report.problems.is_empty() && report.torn_tails.is_empty(),

@@ -14,5 +14,6 @@ pub mod replay;
 pub mod scenario;
 pub mod scratch;
 pub mod sidecar;
+pub mod store_log;
 pub mod storm;
 pub mod tarball;

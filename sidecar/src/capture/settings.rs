@@ -62,18 +62,8 @@ impl CaptureSettings {
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::OsString;
-
     use super::*;
-    use crate::config::{parse, Command, Config};
-
-    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, UsageError> {
-        let lookup = diffkeeper_cli::env_from_pairs(env);
-        match parse(args.iter().map(OsString::from).collect(), &lookup)? {
-            Command::Run(config) => Ok(*config),
-            other => panic!("expected a run, got {other:?}"),
-        }
-    }
+    use crate::config::tests::run;
 
     #[test]
     fn off_unless_given() {

@@ -1,35 +1,12 @@
 //! With `--store`: what the journal hands to capture and how capture's notes are numbered.
 
+use super::test_fixture::Shared;
 use super::*;
 
 use crate::capture::note::{Content, Note};
 use crate::capture::test_feed;
 use crate::change::Family;
-use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
-
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Shared {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Shared {
-    fn lines(&self) -> Vec<serde_json::Value> {
-        String::from_utf8(self.0.lock().unwrap().clone())
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
 
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::new(1_795_654_920 + secs, 0)

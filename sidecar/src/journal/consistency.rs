@@ -82,23 +82,8 @@ fn top_unknown(
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_fixture::inotify_change as change;
     use super::*;
-    use crate::change::Backend;
-    use std::time::UNIX_EPOCH;
-
-    fn change(op: Op, path: &str, from: Option<&str>) -> Change {
-        Change {
-            ts: UNIX_EPOCH,
-            backend: Backend::Inotify,
-            op,
-            path: path.into(),
-            from: from.map(Into::into),
-            pid: None,
-            comm: None,
-            bytes: None,
-            truncated: false,
-        }
-    }
 
     #[test]
     fn the_top_most_missing_directory_is_the_scope() {

@@ -1,29 +1,10 @@
 //! Gap lines and the repair that follows them, on a real directory.
 
+use super::test_fixture::Shared;
 use super::*;
 
 use crate::change::{Backend, Family};
-use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
-
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Shared {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Shared {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
 
 fn gap(root: &str, lost: Option<u64>) -> Gap {
     Gap {

@@ -231,22 +231,8 @@ pub(super) fn walk(root: &Path, found: &mut dyn FnMut(String, Kind, Stat)) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_fixture::inotify_change as change;
     use super::*;
-    use crate::change::Backend;
-
-    fn change(op: Op, path: &str, from: Option<&str>) -> Change {
-        Change {
-            ts: UNIX_EPOCH,
-            backend: Backend::Inotify,
-            op,
-            path: path.into(),
-            from: from.map(Into::into),
-            pid: None,
-            comm: None,
-            bytes: None,
-            truncated: false,
-        }
-    }
 
     fn keys(index: &Index) -> Vec<(&str, Kind)> {
         index

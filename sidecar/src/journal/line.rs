@@ -16,14 +16,20 @@ pub(super) struct LineBuilder {
 }
 
 impl LineBuilder {
-    /// A change; `repair` marks a line made by the rescan after a gap, not by a backend.
-    pub(super) fn build(&mut self, seq: u64, c: &Change, count: u64, repair: bool) -> &[u8] {
+    /// Starts every line the same way: `{"seq":N,"ts":"<ts>`, the time's quote left open.
+    fn begin(&mut self, seq: u64, ts: SystemTime) -> &mut Vec<u8> {
         let buf = &mut self.buf;
         buf.clear();
         buf.extend_from_slice(b"{\"seq\":");
         push_decimal(buf, seq);
         buf.extend_from_slice(b",\"ts\":\"");
-        self.clock.write(buf, c.ts);
+        self.clock.write(buf, ts);
+        buf
+    }
+
+    /// A change; `repair` marks a line made by the rescan after a gap, not by a backend.
+    pub(super) fn build(&mut self, seq: u64, c: &Change, count: u64, repair: bool) -> &[u8] {
+        let buf = self.begin(seq, c.ts);
         buf.extend_from_slice(b"\",\"backend\":\"");
         buf.extend_from_slice(c.backend.as_str().as_bytes());
         buf.extend_from_slice(b"\",\"op\":\"");
@@ -62,12 +68,7 @@ impl LineBuilder {
 
     /// A `gap` line: changes under `roots` were lost here (`lost` omitted when unknown).
     pub(super) fn build_gap(&mut self, seq: u64, gap: &Gap) -> &[u8] {
-        let buf = &mut self.buf;
-        buf.clear();
-        buf.extend_from_slice(b"{\"seq\":");
-        push_decimal(buf, seq);
-        buf.extend_from_slice(b",\"ts\":\"");
-        self.clock.write(buf, gap.ts);
+        let buf = self.begin(seq, gap.ts);
         buf.extend_from_slice(b"\",\"op\":\"gap\",\"roots\":[");
         for (i, root) in gap.roots.iter().enumerate() {
             if i > 0 {
@@ -90,12 +91,7 @@ impl LineBuilder {
     /// A capture line: `{"seq":..,"ts":..,"op":"capture","path":..,"content":..,"reason":..}`,
     /// stamped `ts` (the journal passes the last journaled one, so `ts` never decreases).
     pub(super) fn build_note(&mut self, seq: u64, ts: SystemTime, note: &Note) -> &[u8] {
-        let buf = &mut self.buf;
-        buf.clear();
-        buf.extend_from_slice(b"{\"seq\":");
-        push_decimal(buf, seq);
-        buf.extend_from_slice(b",\"ts\":\"");
-        self.clock.write(buf, ts);
+        let buf = self.begin(seq, ts);
         buf.extend_from_slice(b"\",\"op\":\"capture\"");
         if let Some(path) = &note.path {
             buf.extend_from_slice(b",\"path\":");

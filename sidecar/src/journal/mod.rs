@@ -33,6 +33,8 @@ mod reorder;
 mod repair;
 mod resume;
 #[cfg(test)]
+mod test_fixture;
+#[cfg(test)]
 mod tests;
 
 pub use index::DEFAULT_LIMIT as DEFAULT_INDEX_LIMIT;

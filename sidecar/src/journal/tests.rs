@@ -1,35 +1,12 @@
 //! The journal from its inputs to its bytes: schema, escaping, coalescing, the thread.
 
 use super::line::push_json_string;
+use super::test_fixture::Shared;
 use super::*;
 
 use crate::change::{Backend, Family};
 use diffkeeper_cli::time::format_second;
-use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
-
-/// A `Write` whose contents the test can read after the journal is done.
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Shared {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Shared {
-    fn lines(&self) -> Vec<serde_json::Value> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
-            .collect()
-    }
-}
 
 fn change(op: Op, path: &str, pid: u32, bytes: u64) -> Change {
     Change {
@@ -82,7 +59,7 @@ fn line_matches_the_readme_schema() {
     r.comm = None;
     j.push(r).unwrap();
     j.finish().unwrap();
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = out.text();
     assert_eq!(
         text,
         "{\"seq\":1,\"ts\":\"2026-11-26T01:02:03.123456789Z\",\"backend\":\"kprobe\",\"op\":\"write\",\

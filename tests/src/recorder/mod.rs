@@ -186,6 +186,20 @@ pub fn start(
     SidecarProcess::spawn(&mut cmd).unwrap()
 }
 
+/// [`start`] with inotify only (`--enable-ebpf=false`), once its metrics listen and it is ready.
+pub fn start_inotify_ready(
+    sidecar: &Path,
+    state: &Path,
+    store: &Path,
+    scratch: &Scratch,
+) -> (SidecarProcess, SocketAddr) {
+    let args = ["--enable-ebpf=false".to_string()];
+    let mut process = start(sidecar, &args, state, store, scratch);
+    let addr = process.metrics_addr(Duration::from_secs(10)).unwrap();
+    process.wait_ready(Duration::from_secs(30)).unwrap();
+    (process, addr)
+}
+
 /// Waits until capture has handled every change (nothing queued or deferred, the recorded
 /// count steady) and one sync interval has passed.
 pub fn settle(addr: SocketAddr) {
