@@ -71,6 +71,13 @@ def parse_args(argv):
         help="outer limit per VM in seconds (default: sum of the case timeouts + 60)",
     )
     p.add_argument(
+        "--stall-grace",
+        type=float,
+        default=qemu.STALL_GRACE,
+        help="seconds a case may outlive its own timeout before the guest counts as stuck (its "
+        "stacks are dumped, the case runs once more in a fresh boot); default %(default)s",
+    )
+    p.add_argument(
         "--bpf-object",
         type=Path,
         action="append",
@@ -154,22 +161,60 @@ def host_btf_variants(t: Target, args, work: Path) -> dict[str, Path]:
     return made
 
 
-def run_kernel(t: Target, args) -> tuple[qemu.VmRun, list[report.Row]]:
-    kernel, cases = t.kernel, t.cases
+MAX_BOOTS = 4  # a guest that keeps dying is not booted again for ever
+
+
+def run_kernel(t: Target, args) -> tuple[list[qemu.VmRun], list[report.Row]]:
+    """Boots the kernel with its cases. If the guest ends before its last case (a crash, or a
+    case it is stuck in), the cases it did not reach run in a fresh boot, so one bad case costs
+    one row, not the rest of the kernel's rows. A case the guest got stuck in runs once more at
+    the start of that boot: its row says it stalled, and fails if it stalls again or fails."""
+    kernel = t.kernel
     work = args.out / t.name
     logs = work / "cases"
     shutil.rmtree(work, ignore_errors=True)
     logs.mkdir(parents=True)
     variants = host_btf_variants(t, args, work)
+    cases = [c for c in t.cases if not c.runs_on or c.runs_on(kernel.release)]
+    pending, runs, ran_in, stalls = list(cases), [], {}, {}
+    while pending and len(runs) < MAX_BOOTS:
+        boot_dir = work if not runs else work / f"boot{len(runs) + 1}"
+        boot_dir.mkdir(exist_ok=True)
+        name = kernel.release if not runs else f"{kernel.release} (boot {len(runs) + 1})"
+        vm = boot_once(t, args, pending, variants, boot_dir, name)
+        runs.append(vm)
+        ran_in.update({c: vm for c in vm.cases})
+        if vm.done or vm.timed_out:
+            break
+        # The case the guest ended in (stuck, crashed, or cut by the kill after a slow case),
+        # and what it never reached.
+        ids = [c.id for c in pending]
+        last = next((i for i in reversed(range(len(ids))) if ids[i] in vm.cases), -1)
+        rest = pending[last + 1 :]
+        cut = last >= 0 and vm.cases[ids[last]].rc is None and vm.killed
+        if cut and ids[last] == vm.stalled and vm.stalled not in stalls:
+            stalls[vm.stalled] = vm.cases[vm.stalled]
+            rest = [pending[last], *rest]
+        elif cut and ids[last] != vm.stalled:
+            rest = [pending[last], *rest]
+        if rest:
+            log(f"{name}: the guest ended in {ids[last] if last >= 0 else 'boot'}: booting again for {len(rest)} cases")
+        pending = rest
+    rows = [report.judge(kernel.release, c, ran_in.get(c.id, runs[-1]), logs, stalls.get(c.id)) for c in cases]
+    return runs, rows
+
+
+def boot_once(t: Target, args, cases, variants, work: Path, name: str) -> qemu.VmRun:
+    kernel = t.kernel
     case_list = "".join(c.list_line(kernel.release) + "\n" for c in cases)
     segment = image.kernel_segment(kernel, case_list, variants, t.btfhub_arch)
     initrd = image.write_initrd(work / "initrd.img", t.common, segment + t.extra)
     timeout = args.vm_timeout or BOOT_ALLOWANCE + sum(c.timeout for c in cases)
-    log(f"{kernel.release}: booting with {len(cases)} cases (outer timeout {timeout} s)")
-    vm = qemu.boot(kernel.release, kernel.vmlinux, initrd, work, timeout, t.command)
-    log(f"{kernel.release}: guest finished in {vm.secs:.0f} s (done={vm.done})")
-    rows = [report.judge(kernel.release, c, vm, logs) for c in cases]
-    return vm, rows
+    log(f"{name}: booting with {len(cases)} cases (outer timeout {timeout} s)")
+    stuck_after = {c.id: c.timeout + (args.stall_grace if c.stall_grace is None else c.stall_grace) for c in cases}
+    vm = qemu.boot(name, kernel.vmlinux, initrd, work, timeout, t.command, stuck_after)
+    log(f"{name}: guest finished in {vm.secs:.0f} s (done={vm.done})")
+    return vm
 
 
 def main(argv) -> int:
@@ -230,7 +275,7 @@ def main(argv) -> int:
         raise HarnessError(f"no kernel series {args.kernel} for the architectures {arches}")
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(lambda t: run_kernel(t, args), targets))
-    runs = [vm for vm, _ in results]
+    runs = [vm for vms, _ in results for vm in vms]
     rows = [row for _, rows in results for row in rows]
     summary = report.write(args.out, rows, runs, time.monotonic() - start)
     print(summary)
@@ -245,6 +290,9 @@ def main(argv) -> int:
     failed = [r for r in rows if r.result not in ("PASS", "XFAIL")]
     for r in failed:
         print(f"FAILED ({r.result}) {r.kernel} {r.case}: {r.note} (log: {r.log})", file=sys.stderr)
+    for r in rows:
+        if r.console and (r.stalled or r.result not in ("PASS", "XFAIL")):  # the console's last lines
+            print(f"-- {r.kernel} {r.case}: the guest console's last lines --\n{r.console}", file=sys.stderr)
     return 1 if failed else 0
 
 

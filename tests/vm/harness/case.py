@@ -39,6 +39,10 @@ class Case:
     expect_on: Callable[[str], str] | None = None
     # The script's arguments on a given kernel release, when they depend on the kernel.
     args_on: Callable[[str], list[str]] | None = None
+    # Whether it runs on a given kernel release (None: on every kernel).
+    runs_on: Callable[[str], bool] | None = None
+    # Seconds it may outlive its timeout before the guest counts as stuck (None: --stall-grace).
+    stall_grace: float | None = None
 
     def list_line(self, release: str) -> str:
         args = self.args_on(release) if self.args_on else self.args

@@ -23,12 +23,20 @@ class Row:
     secs: float | None
     note: str
     log: str
+    stalled: bool = False  # the guest got stuck in this case once; the row is its second run
+    console: str = ""  # a failed case the guest ended in: the console's last lines
 
 
-def judge(kernel: str, case: Case, run: VmRun, logs: Path) -> Row:
+def judge(kernel: str, case: Case, run: VmRun, logs: Path, stalled: CaseOutput | None = None) -> Row:
+    """The row of one case, from the run it finished in (stalled: its first run, in which the
+    guest got stuck, when it ran again)."""
     out = run.cases.get(case.id) or CaseOutput(case.id, "", None, None)
     verdict = case.check(out, kernel)
-    if not verdict.ok and out.rc is None:
+    if not verdict.ok and out.stalled:
+        again = " again, on its second run" if stalled else ""
+        note = f"the guest was stuck in this case{again}: SysRq dump in the case log"
+        verdict = dataclasses.replace(verdict, note=note)
+    elif not verdict.ok and out.rc is None:
         if case.id not in run.cases:
             ended = (
                 f"qemu was killed after {run.secs:.0f} s (outer timeout)"
@@ -42,14 +50,28 @@ def judge(kernel: str, case: Case, run: VmRun, logs: Path) -> Row:
             note = "unfinished: the guest died during this case"
         verdict = dataclasses.replace(verdict, note=note + " (console log in the case log)")
     result, note = _result(case, out, verdict)
+    if stalled and result == "PASS":
+        note = "passed on its second run; the guest was stuck in its first (SysRq dump in the case log)"
     log_file = logs / f"{case.id}.log"
-    text = (
+    text = ""
+    if stalled:
+        text += (
+            f"# {kernel} {case.id}: FIRST RUN, the guest got stuck in it\n{stalled.output}"
+            f"\n# ---- console log of that boot (last lines, with the SysRq dumps) ----\n"
+            f"{stalled.console_tail}\n\n# ---- SECOND RUN, in a fresh boot ----\n"
+        )
+    text += (
         f"# {kernel} {case.id}: {case.script} {' '.join(case.args)}\n"
         f"# rc={out.rc} secs={out.secs}\n{out.output}"
     )
+    console = ""
     if out.rc is None:
         tail = out.console_tail or run.console_tail(80)
         text += f"\n# ---- console log (last lines) ----\n{tail}\n"
+        if result not in ("PASS", "XFAIL"):
+            console = "\n".join(tail.splitlines()[-40:])
+    if stalled and not console:
+        console = "\n".join(stalled.console_tail.splitlines()[-40:])
     log_file.write_text(text)
     return Row(
         kernel,
@@ -63,6 +85,8 @@ def judge(kernel: str, case: Case, run: VmRun, logs: Path) -> Row:
         out.secs,
         note,
         str(log_file),
+        stalled is not None and not out.stalled,  # stuck once, then finished
+        console,
     )
 
 
@@ -87,6 +111,8 @@ def markdown_table(rows: list[Row]) -> str:
     for r in rows:
         secs = f"{r.secs:.1f}" if r.secs is not None else "-"
         result = r.result if r.result == "PASS" else f"**{r.result}** {r.note}"
+        if r.result == "PASS" and r.stalled:
+            result = f"PASS ({r.note})"
         if r.result == "XFAIL":
             result = f"XFAIL {r.note}"
         lines.append(
@@ -100,9 +126,11 @@ def write(out_dir: Path, rows: list[Row], runs: list[VmRun], wall: float) -> str
     table = markdown_table(rows)
     xfail = sum(r.result == "XFAIL" for r in rows)
     failed = sum(r.result not in ("PASS", "XFAIL") for r in rows)
+    stalls = [f"{r.kernel} {r.case}" for r in rows if r.stalled]
+    stalled = f"; the guest got stuck in {len(stalls)} ({', '.join(stalls)}), run again" if stalls else ""
     footer = (
         f"{len(rows) - failed - xfail}/{len(rows)} passed, {xfail} expected to fail (XFAIL), "
-        f"{failed} failed; matrix wall time {wall:.0f} s "
+        f"{failed} failed{stalled}; matrix wall time {wall:.0f} s "
         f"({', '.join(f'{r.name}: {r.secs:.0f} s' for r in runs)})"
     )
     (out_dir / "results.json").write_text(
@@ -115,6 +143,7 @@ def write(out_dir: Path, rows: list[Row], runs: list[VmRun], wall: float) -> str
                         "secs": round(r.secs, 1),
                         "done": r.done,
                         "timed_out": r.timed_out,
+                        "stalled": r.stalled,
                         "boot": r.boot,
                         "console": str(r.console),
                     }
@@ -133,8 +162,8 @@ def write(out_dir: Path, rows: list[Row], runs: list[VmRun], wall: float) -> str
 # What the events column counts, under every published table.
 EVENTS_LEGEND = (
     '"events (seen/expected)" counts journal lines: what the sidecar wrote, out of what the scenario\n'
-    "expects for that backend. tracepoint sees writes only; kprobe and fentry also see create,\n"
-    "rename and delete; inotify sees everything, including directories."
+    "expects for that backend. Every backend reports every operation kind (create, write, delete,\n"
+    "rename, mkdir, rmdir, attrib), so the expectation is the same for all of them."
 )
 
 
