@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """diffkeeper benchmarks: every metric next to its peer, measured in the same run.
 
-    bench/bench.py --bin-dir DIR [--smoke] [--out-dir DIR] [--only SECTION,...]
+    bench/bench.py --bin-dir DIR [--smoke] [--out-dir DIR] [--only SECTION,...] [--baseline-sidecar BIN]
 
 DIR holds the release builds of diffkeeper-init, diffkeeper-sidecar, diffkeeper and
 diffkeeper-bench.
@@ -87,6 +87,9 @@ def main() -> int:
     ap.add_argument("--out-dir", type=Path, default=REPO / "target" / "bench")
     ap.add_argument("--update-doc", type=Path, metavar="MD",
                     help="also paste the table between the RESULTS markers of MD (e.g. BENCHMARKS.md)")
+    ap.add_argument("--baseline-sidecar", type=Path, metavar="BIN",
+                    help="another build's diffkeeper-sidecar (e.g. main's, before a change) measured beside "
+                         "this one in the 'outside' rows: the before/after of a change on the write path")
     ap.add_argument("--only", default="", help="comma-separated sections: " + ",".join(s[0] for s in SECTIONS))
     args = ap.parse_args()
 
@@ -104,6 +107,8 @@ def main() -> int:
     system.enter_private_mount_namespace()
     system.ensure_tracefs()
     ctx = Context.create(bins, sizes, REPO)
+    if args.baseline_sidecar:
+        ctx.baseline_sidecar = args.baseline_sidecar.resolve()
     before = machine()
     rows: list[Row] = []
     started = time.monotonic()

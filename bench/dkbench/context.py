@@ -38,6 +38,9 @@ class Context:
     out: Path         # tmpfs for journals and peer output
     repo: Path
     metrics_port: int = 19_611
+    # Another build's sidecar (--baseline-sidecar) run beside this one in the write-path rows:
+    # the before/after of a change.
+    baseline_sidecar: Path | None = None
 
     @property
     def watched(self) -> Path:
@@ -58,8 +61,8 @@ class Context:
 
     @property
     def empty_program(self) -> Path:
-        """bench/empty_sys_exit.bpf.c compiled (once per run)."""
-        return compile_empty_program(self.repo / "bench" / "empty_sys_exit.bpf.c", self.out / "empty.bpf.o")
+        """bench/empty_syscalls.bpf.c compiled (once per run)."""
+        return compile_empty_program(self.repo / "bench" / "empty_syscalls.bpf.c", self.out / "empty.bpf.o")
 
     @property
     def system_btf_cache(self) -> Path:

@@ -2,11 +2,13 @@
 watched dirs, delivery at the maximum write rate, memory, and start-up time."""
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import stats, system
 from .context import Context
@@ -38,7 +40,7 @@ COMPAT = Variant("compat", "compat", "raw_tracepoint", False, "compat object, ra
 
 def _sidecar(ctx: Context, backend: str = "tracepoint", **kw) -> Sidecar:
     journal = kw.pop("journal", ctx.out / "journal.jsonl")
-    return Sidecar(ctx.bins, [ctx.watched], journal, cache_dir=kw.pop("cache_dir", ctx.empty_cache),
+    return Sidecar(kw.pop("bins", ctx.bins), [ctx.watched], journal, cache_dir=kw.pop("cache_dir", ctx.empty_cache),
                    backend=backend, **kw)
 
 
@@ -91,10 +93,11 @@ def _with_bpftrace(program: str, measure):
 
 
 def _with_helper(ctx: Context, mode: str, arg, measure):
+    """Runs measure(program ids) while the bench helper holds its programs attached."""
     with HelperProbe(ctx.bins, mode, arg) as probe:
-        prog_id = probe.ready()
+        prog_ids = probe.ready()
         try:
-            return measure(prog_id)
+            return measure(prog_ids)
         finally:
             probe.stop()
 
@@ -126,7 +129,7 @@ def program_cost(ctx: Context) -> list[Row]:
         return lambda: _with_sidecar(ctx, lambda sc: cost(sc.prog_ids(), target), variant=variant)
 
     def helper_cost(mode, arg):
-        return lambda: _with_helper(ctx, mode, arg, lambda prog_id: cost([prog_id], ctx.outside_same_fs))
+        return lambda: _with_helper(ctx, mode, arg, lambda prog_ids: cost(prog_ids, ctx.outside_same_fs))
 
     targets = {"same_fs": ctx.outside_same_fs, "other_fs": ctx.outside_other_fs}
     conditions = {f"{v.key}_{fs}": sidecar_cost(v, targets[fs]) for v in VARIANTS for fs, _ in FS_CASES}
@@ -137,10 +140,10 @@ def program_cost(ctx: Context) -> list[Row]:
     base = Value(stats.median(s["unfiltered"]), "ns/run")
     label = "same program, filter passes every write"
     ns_run = lambda key: Value(stats.median(s[key]), "ns/run")  # noqa: E731
-    floor_note = (f"floor: an empty program on sys_exit costs {stats.median(s['empty']):.1f} ns/run (the stats' "
-                  "own clock reads, included in every number here); the programs ran "
-                  f"{stats.median(runs_per_write):.3f} times per write (every syscall on the machine passes "
-                  "sys_exit, so other processes' calls are averaged in)")
+    floor_note = (f"floor: empty programs on sys_enter and sys_exit cost {stats.median(s['empty']):.1f} ns/run (the "
+                  "stats' own clock reads, included in every number here); each condition's programs ran "
+                  f"{stats.median(runs_per_write):.3f} times per write together (every syscall on the machine "
+                  "passes both tracepoints, so other processes' calls are averaged in)")
     rows = []
     for fs, where in FS_CASES:
         rows.append(Row(
@@ -225,24 +228,28 @@ def write_overhead_outside(ctx: Context) -> list[Row]:
     def loop(fs):
         return lambda: write_loop(ctx.bins, targets[fs], n)
 
-    def sidecar(variant, fs):
-        return lambda: _with_sidecar(ctx, lambda sc: loop(fs)(), variant=variant)
+    def sidecar(variant, fs, **kw):
+        return lambda: _with_sidecar(ctx, lambda sc: loop(fs)(), variant=variant, **kw)
 
     conditions = {"unprobed": loop("same_fs")}
     conditions |= {f"{v.key}_{fs}": sidecar(v, fs) for v in VARIANTS for fs, _ in FS_CASES}
+    if ctx.baseline_sidecar:
+        baseline = dataclasses.replace(ctx.bins, sidecar=ctx.baseline_sidecar)
+        conditions |= {f"baseline_{fs}": sidecar(MODERN, fs, bins=baseline) for fs, _ in FS_CASES}
     conditions["bpftrace"] = lambda: _with_bpftrace(BPFTRACE_COUNT_WRITES, loop("same_fs"))
     conditions["empty"] = lambda: _with_helper(ctx, "empty", ctx.empty_program, lambda _: loop("same_fs")())
     s = stats.interleaved(ctx.sizes.reps, conditions)
     what = "write() 1 B to tmpfs outside watched dirs"
-    return [
+    rows = [
         _vs_unprobed(f"{what}, other file system: sidecar (tracepoint, {MODERN.label}) vs unprobed", s,
                      "modern_other_fs", "<= 1.35x", 1.35, note=contamination),
         _vs_unprobed(f"{what}, same file system as the watched dir: sidecar (tracepoint, {MODERN.label}) "
                      "vs unprobed", s, "modern_same_fs", "<= 1.35x", 1.35),
-        _vs_unprobed("  floor: an empty program on the same tracepoint (sys_exit) vs unprobed", s, "empty",
-                     note=f"extra CPU ns per write: empty program {_overhead(s, 'empty'):.0f}, sidecar "
+        _vs_unprobed("  floor: empty programs on the same tracepoints (sys_enter, sys_exit) vs unprobed", s, "empty",
+                     note=f"extra CPU ns per write: empty programs {_overhead(s, 'empty'):.0f}, sidecar "
                           f"{_overhead(s, 'modern_other_fs'):.0f} (other fs) / {_overhead(s, 'modern_same_fs'):.0f} "
                           f"(same fs), bpftrace {_overhead(s, 'bpftrace'):.0f}"),
+        *(_above_floor(s, fs, where, limit) for (fs, where), limit in zip(FS_CASES, (0.07, 0.04))),
         _overhead_vs_peer("  sidecar overhead, other file system, vs bpftrace counting sys_enter_write", s,
                           "modern_other_fs", "bpftrace", "bpftrace overhead"),
         _overhead_vs_peer("  sidecar overhead, same file system, vs bpftrace counting sys_enter_write", s,
@@ -250,6 +257,33 @@ def write_overhead_outside(ctx: Context) -> list[Row]:
         *_compat_rows(s, "other_fs", "other file system", COMPAT_OVERHEAD_LIMIT),
         *_compat_rows(s, "same_fs", "same file system as the watched dir", COMPAT_OVERHEAD_LIMIT),
     ]
+    if ctx.baseline_sidecar:
+        rows += [_vs_baseline(s, fs, where, ctx.baseline_sidecar) for fs, where in FS_CASES]
+    return rows
+
+
+def _above_floor(s: dict, fs: str, where: str, limit: float) -> Row:
+    """The sidecar's write() cost above what empty programs on the same tracepoints cost, as a
+    share of the unprobed write (paired per repetition)."""
+    key = f"modern_{fs}"
+    shares = [(k - e) / u for k, e, u in zip(s[key], s["empty"], s["unprobed"])]
+    return Row(f"  sidecar above the floor, {where}: (sidecar - empty programs) / unprobed",
+               Value(_overhead(s, key) - _overhead(s, "empty"), CPU_NS),
+               Value(_overhead(s, "empty"), CPU_NS), "empty programs' overhead",
+               stats.median(shares), f"<= +{limit}x", check=lambda v, r: r is not None and r <= limit,
+               note="ratio column: the median per-repetition share of an unprobed write this costs above the floor")
+
+
+def _vs_baseline(s: dict, fs: str, where: str, baseline: Path) -> Row:
+    """This build's sidecar against another build's (--baseline-sidecar) in the same repetitions:
+    the before/after of a change on the write path."""
+    return Row(f"write() 1 B outside watched dirs, {where}: this build's sidecar vs the baseline build's "
+               f"({MODERN.label})", Value(stats.median(s[f"modern_{fs}"]), CPU_NS),
+               Value(stats.median(s[f"baseline_{fs}"]), CPU_NS), f"baseline {baseline}",
+               stats.paired_ratio(s[f"modern_{fs}"], s[f"baseline_{fs}"]), "<= 1.03x",
+               check=lambda v, r: r is not None and r <= 1.03,
+               note=f"extra CPU ns per write over unprobed: this build {_overhead(s, f'modern_{fs}'):.0f}, "
+                    f"baseline {_overhead(s, f'baseline_{fs}'):.0f}")
 
 
 def write_overhead_inside(ctx: Context) -> list[Row]:

@@ -241,15 +241,16 @@ class Inotifywait(Background):
 class HelperProbe(Background):
     """A program held attached by the bench helper until its stdin closes: `unfiltered DIR`
     (diffkeeper's tracepoint program reporting every write on DIR's file system) or
-    `empty OBJECT` (an empty program on the same tracepoint)."""
+    `empty OBJECT` (empty programs on the same tracepoints, sys_enter and sys_exit)."""
 
     def __init__(self, bins: Bins, mode: str, arg: Path):
         super().__init__([str(bins.helper), mode, str(arg)], stream="stdout",
                          stdin=subprocess.PIPE, name=f"diffkeeper-bench {mode}")
 
-    def ready(self) -> int:
-        _, m = self.wait_for(r"ready prog_id=(\d+)")
-        return int(m.group(1))
+    def ready(self) -> list[int]:
+        """The ids of the programs it holds."""
+        _, m = self.wait_for(r"ready prog_id=([\d,]+)")
+        return [int(i) for i in m.group(1).split(",")]
 
     def stop(self, sig: int = 0, timeout: float = 15.0, ok_codes=(0,)) -> int:
         self.proc.stdin.close()
@@ -266,7 +267,7 @@ class HelperProbe(Background):
 
 
 def compile_empty_program(source: Path, out: Path) -> Path:
-    """clang (scripts/setup.sh installs it with libbpf-dev) -> the empty sys_exit program."""
+    """clang (scripts/setup.sh installs it with libbpf-dev) -> the empty programs' object."""
     if not out.exists():
         subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
                         "-c", str(source), "-o", str(out)], check=True, timeout=120)

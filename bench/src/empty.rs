@@ -1,14 +1,18 @@
-//! The floor of the tracepoint mode: an empty program on the same raw tracepoint (sys_exit).
+//! The floor of the tracepoint mode: empty programs on the same raw tracepoints (sys_enter and
+//! sys_exit), so the cost of merely enabling them is measured apart from what our programs do.
 
 use std::path::Path;
 
-use aya::programs::RawTracePoint;
 use aya::EbpfLoader;
 use diffkeeper_ebpf::object::programs;
 
-use crate::hold;
+use crate::{attach, hold};
 
-const PROGRAM: &str = "dk_bench_empty";
+/// (program in bench/empty_syscalls.bpf.c, the sidecar's program on the same tracepoint).
+const PROGRAMS: [(&str, (&str, &str)); 2] = [
+    ("dk_bench_empty_enter", programs::SYS_ENTER),
+    ("dk_bench_empty", programs::SYS_EXIT),
+];
 
 pub fn run(object: &Path) -> Result<(), String> {
     let bytes =
@@ -16,19 +20,10 @@ pub fn run(object: &Path) -> Result<(), String> {
     let mut ebpf = EbpfLoader::new()
         .load(&bytes)
         .map_err(|e| format!("loading {}: {e}", object.display()))?;
-    let (_, tracepoint) = programs::SYS_EXIT;
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut(PROGRAM)
-        .ok_or_else(|| format!("{} has no program {PROGRAM}", object.display()))?
-        .try_into()
-        .map_err(|e| format!("{PROGRAM}: {e}"))?;
-    prog.load().map_err(|e| format!("loading {PROGRAM}: {e}"))?;
-    prog.attach(tracepoint)
-        .map_err(|e| format!("attaching {PROGRAM} to raw tracepoint {tracepoint}: {e}"))?;
-    let id = prog
-        .info()
-        .map_err(|e| format!("{PROGRAM} info: {e}"))?
-        .id();
-    hold::until_stdin_closes(id, || false);
+    let mut ids = Vec::new();
+    for (name, (_, tracepoint)) in PROGRAMS {
+        ids.push(attach::raw_tracepoint(&mut ebpf, name, tracepoint)?);
+    }
+    hold::until_stdin_closes(&ids, || false);
     Ok(())
 }

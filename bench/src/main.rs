@@ -3,16 +3,19 @@
 //!
 //! * `write PATH COUNT`: COUNT 1-byte `write(2)` calls to PATH (created/truncated), timed
 //!   around the loop only; prints `{"writes":COUNT,"ns":ELAPSED}`.
-//! * `unfiltered DIR`: loads diffkeeper's own `dk_sys_exit` program (the sidecar's tracepoint
-//!   mode, same object bytes) with DIR as the only watched root. With DIR = the root of a
+//! * `unfiltered DIR`: loads diffkeeper's own `dk_sys_enter` and `dk_sys_exit` programs (the
+//!   sidecar's tracepoint mode, same object bytes) with DIR as the only watched root. With DIR = the root of a
 //!   file system, the in-kernel filter rejects no write on it, so every write there pays the
 //!   full parent walk, path assembly and ring buffer submit: the "filter removed" baseline.
-//!   Prints `ready prog_id=N`, drains the ring buffer until stdin closes, then `events=N`.
-//! * `empty OBJECT`: attaches `dk_bench_empty` from OBJECT (bench/empty_sys_exit.bpf.c, an
-//!   empty program) to the same raw tracepoint: the floor any sys_exit program pays.
+//!   Prints `ready prog_id=N,M`, drains the ring buffer until stdin closes, then `events=N`.
+//! * `empty OBJECT`: attaches `dk_bench_empty_enter` and `dk_bench_empty` from OBJECT
+//!   (bench/empty_syscalls.bpf.c, empty programs) to the raw tracepoints the sidecar's
+//!   tracepoint mode uses, sys_enter and sys_exit: the floor any program there pays. Prints
+//!   `ready prog_id=N,M`.
 //! * `record SRC STORE ROOT`: records SRC's changed entries into the content store STORE (the
 //!   capture side of the store rows; see record.rs).
 
+mod attach;
 mod empty;
 mod hold;
 mod record;

@@ -5,13 +5,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use aya::maps::{HashMap, MapData, RingBuf};
-use aya::programs::RawTracePoint;
 use aya::{Btf, EbpfLoader};
 use diffkeeper_ebpf::event::{kernel_dev, DkDevRoots, DkRootKey};
 use diffkeeper_ebpf::object::{self, maps, programs};
 use nix::sys::stat::{major, minor};
 
-use crate::hold;
+use crate::{attach, hold};
 
 pub fn run(dir: &Path) -> Result<(), String> {
     let meta = std::fs::metadata(dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?;
@@ -48,16 +47,11 @@ pub fn run(dir: &Path) -> Result<(), String> {
     devs.insert(dev, dev_roots.to_bytes(), 0)
         .map_err(|e| format!("filling {}: {e}", maps::DEVS))?;
 
-    let (name, tracepoint) = programs::SYS_EXIT;
-    let prog: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("the object has no program {name}"))?
-        .try_into()
-        .map_err(|e| format!("{name}: {e}"))?;
-    prog.load().map_err(|e| format!("loading {name}: {e}"))?;
-    prog.attach(tracepoint)
-        .map_err(|e| format!("attaching {name} to raw tracepoint {tracepoint}: {e}"))?;
-    let id = prog.info().map_err(|e| format!("{name} info: {e}"))?.id();
+    // Both halves of the tracepoint mode: sys_enter resolves the write's file, sys_exit sends it.
+    let mut ids = Vec::new();
+    for (name, tracepoint) in [programs::SYS_ENTER, programs::SYS_EXIT] {
+        ids.push(attach::raw_tracepoint(&mut ebpf, name, tracepoint)?);
+    }
 
     let mut ring = RingBuf::try_from(
         ebpf.take_map(maps::EVENTS)
@@ -66,6 +60,6 @@ pub fn run(dir: &Path) -> Result<(), String> {
     .map_err(|e| format!("{}: {e}", maps::EVENTS))?;
     // Drain while attached, so the ring never fills and every event is really submitted
     // (the cost being measured), not dropped.
-    hold::until_stdin_closes(id, || ring.next().is_some());
+    hold::until_stdin_closes(&ids, || ring.next().is_some());
     Ok(())
 }
