@@ -16,5 +16,5 @@ evidence init_rc "$?"
 [ -f "$cache/$RELEASE.btf" ] && evidence cache_btf_bytes "$(wc -c <"$cache/$RELEASE.btf")"
 echo "== the journal scenario with --attach $mode from that cache"
 diffkeeper-scenario --sidecar /usr/local/bin/diffkeeper-sidecar --expect-backend "$expect" \
-    --workdir /tmp/case --ready-timeout 20 --verbose --hide-system-btf -- --attach "$mode" \
+    --workdir /tmp/case --ready-timeout 35 --verbose --hide-system-btf -- --attach "$mode" \
     --btf-cache-dir "$cache"

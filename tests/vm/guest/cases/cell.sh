@@ -14,4 +14,4 @@ hide=--hide-system-btf
 [ "$btf" = system ] && hide=
 # --verbose: the sidecar's log (ready line, BTF line, fallback reasons) goes to the case log.
 diffkeeper-scenario --sidecar /usr/local/bin/diffkeeper-sidecar --expect-backend "$expect" \
-    --workdir /tmp/case --ready-timeout 20 --verbose $hide -- --attach "$mode" --ebpf-object "$object" --btf-cache-dir "$cache"
+    --workdir /tmp/case --ready-timeout 35 --verbose $hide -- --attach "$mode" --ebpf-object "$object" --btf-cache-dir "$cache"

@@ -2,4 +2,4 @@
 # must go straight to inotify, say why, and produce the full inotify journal.
 . /vm/lib.sh
 diffkeeper-scenario --sidecar /usr/local/bin/diffkeeper-sidecar --expect-backend inotify \
-    --workdir /tmp/case --ready-timeout 20 --verbose -- --enable-ebpf=false
+    --workdir /tmp/case --ready-timeout 35 --verbose -- --enable-ebpf=false

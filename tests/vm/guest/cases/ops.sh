@@ -9,7 +9,7 @@ mode=$1 expect=$2 object=${3:-auto}
 mkdir -p /tmp/case/small /tmp/case/btf-cache
 mount -t tmpfs -o nr_inodes=64 tmpfs /tmp/case/small
 diffkeeper-scenario --sidecar /usr/local/bin/diffkeeper-sidecar --expect-backend "$expect" --ops \
-    --workdir /tmp/case/small --ready-timeout 20 --verbose -- --attach "$mode" --ebpf-object "$object" \
+    --workdir /tmp/case/small --ready-timeout 35 --verbose -- --attach "$mode" --ebpf-object "$object" \
     --btf-cache-dir /tmp/case/btf-cache
 rc=$?
 umount /tmp/case/small
