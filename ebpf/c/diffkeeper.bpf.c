@@ -218,6 +218,19 @@ struct {
 	__type(value, struct dk_pending);
 } dk_pending SEC(".maps");
 
+/*
+ * How many dk_pending entries exist: keep_pending() counts them in, forget_pending() out. With
+ * none, a syscall's exit has nothing to look up (most writes on a node are outside the state
+ * dirs and made none). Never below the real number: an entry the LRU evicts stays counted, which
+ * only costs the lookups the count saves.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} dk_pending_count SEC(".maps");
+
 /* Events dropped because the ring buffer (or dk_inflight) was full. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -281,18 +294,45 @@ enum dk_emit {
 	DK_EMIT_SETATTR = DK_DONE_SETATTR,
 };
 
+static __always_inline void add_pending_count(__s64 delta)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&dk_pending_count, &zero);
+
+	if (n)
+		__sync_fetch_and_add(n, delta);
+}
+
+/* Whether any dk_pending entry may exist. */
+static __always_inline int any_pending(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&dk_pending_count, &zero);
+
+	return !n || *n;
+}
+
 /* A report whose `done` call never returned (its kretprobe missed) is still there when the
  * thread's next operation is recorded: count it, it is overwritten. */
 static __always_inline void keep_pending(struct dk_scratch *s, __u32 done, __u64 dentry)
 {
 	__u64 id = bpf_get_current_pid_tgid();
+	int replaces = bpf_map_lookup_elem(&dk_pending, &id) != 0;
 
-	if (bpf_map_lookup_elem(&dk_pending, &id))
+	if (replaces)
 		count_stat(DK_STAT_MISSED_RETURN);
 	s->done = done;
 	s->dentry = dentry;
 	if (bpf_map_update_elem(&dk_pending, &id, s, BPF_ANY))
 		count_lost();
+	else if (!replaces)
+		add_pending_count(1);
+}
+
+static __always_inline void forget_pending(__u64 id)
+{
+	if (!bpf_map_delete_elem(&dk_pending, &id))
+		add_pending_count(-1);
 }
 
 
@@ -344,7 +384,7 @@ static __always_inline int deliver_pending(void *ctx, __u32 done, int ok, __u64 
 		if (size <= sizeof(struct dk_event) + 2 * DK_PATH_MAX && dk_output(ctx, &p->ev, size))
 			count_lost();
 	}
-	bpf_map_delete_elem(&dk_pending, &id);
+	forget_pending(id);
 	return 0;
 }
 

@@ -507,6 +507,8 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 	if (kind == DK_SYS_FSTATFS) /* nothing left to learn: one global load */
 		return ret < 0 || all_roots_learned() ? 0 :
 			learn_from_fd(task_fds(btf), (long)(int)dk_sys_arg(regs, btf, &r, 0));
+	if (!any_pending()) /* this call's entry made none: one array load, no hash lookup */
+		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
 	struct dk_pending *p = bpf_map_lookup_elem(&dk_pending, &id);
 
@@ -536,7 +538,7 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 		if (size <= sizeof(struct dk_event) + 2 * DK_PATH_MAX && dk_output(ctx, &p->ev, size))
 			count_lost();
 	}
-	bpf_map_delete_elem(&dk_pending, &id);
+	forget_pending(id);
 	return 0;
 }
 
