@@ -29,6 +29,9 @@ pub struct ExportReport {
     pub symlinks: u64,
     pub dirs: u64,
     pub bytes: u64,
+    /// Entries of a root at, below or on the way to a root inside it (which owns that
+    /// directory in the export): left out.
+    pub shadowed: u64,
 }
 
 impl StoreReader {
