@@ -1,7 +1,10 @@
 //! Writing the state at a time T to a directory: `diffkeeper export` and init's restore.
 //!
 //! Layout: a store with one root exports that root's contents directly into the target; with
-//! several roots, each goes to `TARGET/<root without its leading />`. The whole plan is checked
+//! several roots, each goes to `TARGET/<root without its leading />`. A root inside another
+//! (`/srv/db` in `/srv`) owns its directory: what the outer root recorded at, below or on the way
+//! to it is left out (and counted), so no root's files land in, overwrite or pass through another
+//! root's (capture places every path in its deepest root). The whole plan is checked
 //! before anything is written (clean paths, no entry below a symlink or a file, no pruned
 //! content, every chunk present), so a hostile or damaged store is refused whole.
 
@@ -40,7 +43,7 @@ impl StoreReader {
     /// so `out` never holds a partial tree.
     pub fn export(&self, ts_ns: u64, out: &Path) -> Result<ExportReport> {
         let tree = self.tree_at(ts_ns);
-        let plan = plan(&tree, self)?;
+        let (plan, shadowed) = plan(&tree, self)?;
         let target_err = |reason: &str| StoreError::Target {
             path: out.to_path_buf(),
             reason: reason.to_string(),
@@ -69,11 +72,12 @@ impl StoreReader {
             std::process::id()
         ));
         fs::create_dir(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-        let result = write_plan(&plan, self, &tmp).and_then(|report| {
+        let written = write_plan(&plan, self, &tmp);
+        let result = written.and_then(|report| {
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
                 .and_then(|_| fs::rename(&tmp, out))
                 .map_err(|e| StoreError::io(out, e))?;
-            Ok(report)
+            Ok(ExportReport { shadowed, ..report })
         });
         if result.is_err() {
             let _ = fs::remove_dir_all(&tmp);
@@ -87,7 +91,7 @@ impl StoreReader {
     /// of it is written, so a damaged store leaves `dir` as it was.
     pub fn restore_into(&self, ts_ns: u64, dir: &Path, overwrite: bool) -> Result<ExportReport> {
         let tree = self.tree_at(ts_ns);
-        let plan = plan(&tree, self)?;
+        let (plan, shadowed) = plan(&tree, self)?;
         let md = fs::symlink_metadata(dir).map_err(|e| StoreError::io(dir, e))?;
         if !md.is_dir() {
             return Err(StoreError::Target {
@@ -108,7 +112,7 @@ impl StoreReader {
         let staging = dir.join(format!(".dk-restore-{}", std::process::id()));
         fs::create_dir(&staging).map_err(|e| StoreError::io(&staging, e))?;
         let report = match write_plan(&plan, self, &staging) {
-            Ok(report) => report,
+            Ok(report) => ExportReport { shadowed, ..report },
             Err(e) => {
                 let _ = fs::remove_dir_all(&staging);
                 return Err(e);
@@ -148,13 +152,20 @@ struct Item<'a> {
 }
 
 /// Checks the tree at T and orders it for writing: parents before children.
-fn plan<'a>(tree: &'a Tree, reader: &StoreReader) -> Result<Vec<Item<'a>>> {
+/// The items to write, and how many entries were left out as shadowed by a nested root.
+fn plan<'a>(tree: &'a Tree, reader: &StoreReader) -> Result<(Vec<Item<'a>>, u64)> {
     let roots = tree.roots();
     let single = roots.len() == 1;
     let mut items = Vec::with_capacity(tree.entries.len());
+    let mut shadowed = 0;
     for ((root, path), entry) in &tree.entries {
         check_root(root)?;
         check_rel(path)?;
+        let is_dir = matches!(entry.node, Node::Dir { .. });
+        if shadowed_by_nested_root(&roots, root, path, is_dir) {
+            shadowed += 1;
+            continue;
+        }
         let what = || format!("{}{}", root_prefix(root), String::from_utf8_lossy(path));
         // Every recorded ancestor must be a directory: never write through a symlink or a file.
         let mut up = parent(path);
@@ -197,7 +208,35 @@ fn plan<'a>(tree: &'a Tree, reader: &StoreReader) -> Result<Vec<Item<'a>>> {
             what: what(),
         });
     }
-    Ok(items)
+    Ok((items, shadowed))
+}
+
+/// Whether `path` of `root` is at or below another root that lies inside `root`, or is a
+/// non-directory on the way to one (its files would be written through it).
+fn shadowed_by_nested_root(roots: &[String], root: &str, path: &[u8], is_dir: bool) -> bool {
+    let prefix: &[u8] = if root == "/" { b"/" } else { root.as_bytes() };
+    roots.iter().any(|other| {
+        let Some(inner) = other.as_bytes().strip_prefix(prefix) else {
+            return false;
+        };
+        // `inner`: the nested root relative to `root` ("" or no '/' boundary: not nested).
+        let inner = match inner.strip_prefix(b"/") {
+            Some(rel) if root != "/" => rel,
+            _ if root == "/" => inner,
+            _ => return false,
+        };
+        if inner.is_empty() {
+            return false;
+        }
+        let at_or_below = path == inner || is_below(path, inner);
+        at_or_below || (!is_dir && is_below(inner, path))
+    })
+}
+
+/// Whether `path` lies strictly below `dir` (both relative).
+fn is_below(path: &[u8], dir: &[u8]) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.first() == Some(&b'/'))
 }
 
 fn reader_has(reader: &StoreReader, hash: &crate::record::Hash) -> bool {
