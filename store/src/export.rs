@@ -72,8 +72,7 @@ impl StoreReader {
             std::process::id()
         ));
         fs::create_dir(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-        let written = write_plan(&plan, self, &tmp);
-        let result = written.and_then(|report| {
+        let result = write_plan(&plan, self, &tmp).and_then(|report| {
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
                 .and_then(|_| fs::rename(&tmp, out))
                 .map_err(|e| StoreError::io(out, e))?;
@@ -212,25 +211,21 @@ fn plan<'a>(tree: &'a Tree, reader: &StoreReader) -> Result<(Vec<Item<'a>>, u64)
 }
 
 /// Whether `path` of `root` is at or below another root that lies inside `root`, or is a
-/// non-directory on the way to one (its files would be written through it).
+/// non-directory on the way to one (that root's files would be written through it).
 fn shadowed_by_nested_root(roots: &[String], root: &str, path: &[u8], is_dir: bool) -> bool {
-    let prefix: &[u8] = if root == "/" { b"/" } else { root.as_bytes() };
-    roots.iter().any(|other| {
-        let Some(inner) = other.as_bytes().strip_prefix(prefix) else {
-            return false;
-        };
-        // `inner`: the nested root relative to `root` ("" or no '/' boundary: not nested).
-        let inner = match inner.strip_prefix(b"/") {
-            Some(rel) if root != "/" => rel,
-            _ if root == "/" => inner,
-            _ => return false,
-        };
-        if inner.is_empty() {
-            return false;
-        }
-        let at_or_below = path == inner || is_below(path, inner);
-        at_or_below || (!is_dir && is_below(inner, path))
-    })
+    roots
+        .iter()
+        .filter_map(|other| nested_rel(root, other))
+        .any(|inner| path == inner || is_below(path, inner) || (!is_dir && is_below(inner, path)))
+}
+
+/// `inner` relative to `outer` when it lies strictly inside it (`/srv/db` in `/srv`: `db`).
+fn nested_rel<'a>(outer: &str, inner: &'a str) -> Option<&'a [u8]> {
+    let rest = match outer {
+        "/" => inner.strip_prefix('/')?,
+        _ => inner.strip_prefix(outer)?.strip_prefix('/')?,
+    };
+    (!rest.is_empty()).then_some(rest.as_bytes())
 }
 
 /// Whether `path` lies strictly below `dir` (both relative).
@@ -326,4 +321,32 @@ fn set_owner_times(path: &Path, meta: &Meta, as_root: bool, follow: bool) -> Res
     )
     .map_err(|e| StoreError::io(path, e.into()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nested_root_shadows_what_its_outer_root_holds_there() {
+        let roots = ["/".to_string(), "/srv".to_string(), "/srv/db".to_string()];
+        assert_eq!(nested_rel("/srv", "/srv/db"), Some(&b"db"[..]));
+        assert_eq!(nested_rel("/", "/srv"), Some(&b"srv"[..]));
+        assert_eq!(nested_rel("/srv", "/srv"), None);
+        assert_eq!(nested_rel("/srv", "/srvx/db"), None, "not a path boundary");
+        let shadowed =
+            |root, path: &[u8], is_dir| shadowed_by_nested_root(&roots, root, path, is_dir);
+        assert!(shadowed("/srv", b"db", true));
+        assert!(shadowed("/srv", b"db/x", false));
+        assert!(!shadowed("/srv", b"dbx", false));
+        assert!(!shadowed("/srv", b"top", false));
+        assert!(!shadowed("/srv/db", b"x", false));
+        // Under "/": both /srv and /srv/db nest.
+        assert!(shadowed("/", b"srv/top", false));
+        // On the way to a nested root: a directory stays, a symlink or file is left out.
+        assert!(!shadowed("/", b"etc", true));
+        let roots = ["/a".to_string(), "/a/b/c".to_string()];
+        assert!(shadowed_by_nested_root(&roots, "/a", b"b", false));
+        assert!(!shadowed_by_nested_root(&roots, "/a", b"b", true));
+    }
 }
