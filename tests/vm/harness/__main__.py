@@ -155,7 +155,8 @@ def host_btf_variants(t: Target, args, work: Path) -> dict[str, Path]:
 
 
 def run_kernel(t: Target, args) -> tuple[qemu.VmRun, list[report.Row]]:
-    kernel, cases = t.kernel, t.cases
+    kernel = t.kernel
+    cases = [c for c in t.cases if c.runs_on is None or c.runs_on(kernel.release)]
     work = args.out / t.name
     logs = work / "cases"
     shutil.rmtree(work, ignore_errors=True)

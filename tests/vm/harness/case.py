@@ -39,6 +39,9 @@ class Case:
     expect_on: Callable[[str], str] | None = None
     # The script's arguments on a given kernel release, when they depend on the kernel.
     args_on: Callable[[str], list[str]] | None = None
+    # Whether the case runs on a given kernel release (None: on every one); a case that would
+    # only repeat another there is left out of that guest.
+    runs_on: Callable[[str], bool] | None = None
 
     def list_line(self, release: str) -> str:
         args = self.args_on(release) if self.args_on else self.args
