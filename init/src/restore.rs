@@ -35,6 +35,13 @@ pub fn run(restore: &Restore) -> Result<ExportReport, StoreError> {
         restore.store.display(),
         restore.target.display()
     );
+    if report.shadowed > 0 {
+        log::info!(
+            "restore: left out {} entries an outer root recorded where a root inside it lies \
+             (that root's own entries are restored there)",
+            report.shadowed
+        );
+    }
     Ok(report)
 }
 

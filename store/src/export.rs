@@ -1,7 +1,10 @@
 //! Writing the state at a time T to a directory: `diffkeeper export` and init's restore.
 //!
 //! Layout: a store with one root exports that root's contents directly into the target; with
-//! several roots, each goes to `TARGET/<root without its leading />`. The whole plan is checked
+//! several roots, each goes to `TARGET/<root without its leading />`. A root inside another
+//! (`/srv/db` in `/srv`) owns its directory: what the outer root recorded at, below or on the way
+//! to it is left out (and counted), so no root's files land in, overwrite or pass through another
+//! root's (capture places every path in its deepest root). The whole plan is checked
 //! before anything is written (clean paths, no entry below a symlink or a file, no pruned
 //! content, every chunk present), so a hostile or damaged store is refused whole.
 
@@ -29,6 +32,9 @@ pub struct ExportReport {
     pub symlinks: u64,
     pub dirs: u64,
     pub bytes: u64,
+    /// Entries of a root at, below or on the way to a root inside it (which owns that
+    /// directory in the export): left out.
+    pub shadowed: u64,
 }
 
 impl StoreReader {
@@ -37,7 +43,7 @@ impl StoreReader {
     /// so `out` never holds a partial tree.
     pub fn export(&self, ts_ns: u64, out: &Path) -> Result<ExportReport> {
         let tree = self.tree_at(ts_ns);
-        let plan = plan(&tree, self)?;
+        let (plan, shadowed) = plan(&tree, self)?;
         let target_err = |reason: &str| StoreError::Target {
             path: out.to_path_buf(),
             reason: reason.to_string(),
@@ -70,7 +76,7 @@ impl StoreReader {
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
                 .and_then(|_| fs::rename(&tmp, out))
                 .map_err(|e| StoreError::io(out, e))?;
-            Ok(report)
+            Ok(ExportReport { shadowed, ..report })
         });
         if result.is_err() {
             let _ = fs::remove_dir_all(&tmp);
@@ -84,7 +90,7 @@ impl StoreReader {
     /// of it is written, so a damaged store leaves `dir` as it was.
     pub fn restore_into(&self, ts_ns: u64, dir: &Path, overwrite: bool) -> Result<ExportReport> {
         let tree = self.tree_at(ts_ns);
-        let plan = plan(&tree, self)?;
+        let (plan, shadowed) = plan(&tree, self)?;
         let md = fs::symlink_metadata(dir).map_err(|e| StoreError::io(dir, e))?;
         if !md.is_dir() {
             return Err(StoreError::Target {
@@ -105,7 +111,7 @@ impl StoreReader {
         let staging = dir.join(format!(".dk-restore-{}", std::process::id()));
         fs::create_dir(&staging).map_err(|e| StoreError::io(&staging, e))?;
         let report = match write_plan(&plan, self, &staging) {
-            Ok(report) => report,
+            Ok(report) => ExportReport { shadowed, ..report },
             Err(e) => {
                 let _ = fs::remove_dir_all(&staging);
                 return Err(e);
@@ -145,13 +151,20 @@ struct Item<'a> {
 }
 
 /// Checks the tree at T and orders it for writing: parents before children.
-fn plan<'a>(tree: &'a Tree, reader: &StoreReader) -> Result<Vec<Item<'a>>> {
+/// The items to write, and how many entries were left out as shadowed by a nested root.
+fn plan<'a>(tree: &'a Tree, reader: &StoreReader) -> Result<(Vec<Item<'a>>, u64)> {
     let roots = tree.roots();
     let single = roots.len() == 1;
     let mut items = Vec::with_capacity(tree.entries.len());
+    let mut shadowed = 0;
     for ((root, path), entry) in &tree.entries {
         check_root(root)?;
         check_rel(path)?;
+        let is_dir = matches!(entry.node, Node::Dir { .. });
+        if shadowed_by_nested_root(&roots, root, path, is_dir) {
+            shadowed += 1;
+            continue;
+        }
         let what = || format!("{}{}", root_prefix(root), String::from_utf8_lossy(path));
         // Every recorded ancestor must be a directory: never write through a symlink or a file.
         let mut up = parent(path);
@@ -194,7 +207,31 @@ fn plan<'a>(tree: &'a Tree, reader: &StoreReader) -> Result<Vec<Item<'a>>> {
             what: what(),
         });
     }
-    Ok(items)
+    Ok((items, shadowed))
+}
+
+/// Whether `path` of `root` is at or below another root that lies inside `root`, or is a
+/// non-directory on the way to one (that root's files would be written through it).
+fn shadowed_by_nested_root(roots: &[String], root: &str, path: &[u8], is_dir: bool) -> bool {
+    roots
+        .iter()
+        .filter_map(|other| nested_rel(root, other))
+        .any(|inner| path == inner || is_below(path, inner) || (!is_dir && is_below(inner, path)))
+}
+
+/// `inner` relative to `outer` when it lies strictly inside it (`/srv/db` in `/srv`: `db`).
+fn nested_rel<'a>(outer: &str, inner: &'a str) -> Option<&'a [u8]> {
+    let rest = match outer {
+        "/" => inner.strip_prefix('/')?,
+        _ => inner.strip_prefix(outer)?.strip_prefix('/')?,
+    };
+    (!rest.is_empty()).then_some(rest.as_bytes())
+}
+
+/// Whether `path` lies strictly below `dir` (both relative).
+fn is_below(path: &[u8], dir: &[u8]) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.first() == Some(&b'/'))
 }
 
 fn reader_has(reader: &StoreReader, hash: &crate::record::Hash) -> bool {
@@ -284,4 +321,32 @@ fn set_owner_times(path: &Path, meta: &Meta, as_root: bool, follow: bool) -> Res
     )
     .map_err(|e| StoreError::io(path, e.into()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nested_root_shadows_what_its_outer_root_holds_there() {
+        let roots = ["/".to_string(), "/srv".to_string(), "/srv/db".to_string()];
+        assert_eq!(nested_rel("/srv", "/srv/db"), Some(&b"db"[..]));
+        assert_eq!(nested_rel("/", "/srv"), Some(&b"srv"[..]));
+        assert_eq!(nested_rel("/srv", "/srv"), None);
+        assert_eq!(nested_rel("/srv", "/srvx/db"), None, "not a path boundary");
+        let shadowed =
+            |root, path: &[u8], is_dir| shadowed_by_nested_root(&roots, root, path, is_dir);
+        assert!(shadowed("/srv", b"db", true));
+        assert!(shadowed("/srv", b"db/x", false));
+        assert!(!shadowed("/srv", b"dbx", false));
+        assert!(!shadowed("/srv", b"top", false));
+        assert!(!shadowed("/srv/db", b"x", false));
+        // Under "/": both /srv and /srv/db nest.
+        assert!(shadowed("/", b"srv/top", false));
+        // On the way to a nested root: a directory stays, a symlink or file is left out.
+        assert!(!shadowed("/", b"etc", true));
+        let roots = ["/a".to_string(), "/a/b/c".to_string()];
+        assert!(shadowed_by_nested_root(&roots, "/a", b"b", false));
+        assert!(!shadowed_by_nested_root(&roots, "/a", b"b", true));
+    }
 }

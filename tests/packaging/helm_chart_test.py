@@ -4,7 +4,9 @@
 For each scenario the chart's values-*.yaml files name, Helm renders the chart and kustomize
 renders the matching overlay (or the base with the matching components); both must give the same
 objects. manifests_test.py validates and checks the kustomize side, so the chart inherits those
-checks. The chart is also linted in strict mode for every scenario.
+checks; the state recorder's checks (check_recorder: the store's PVC, --store, DAC_READ_SEARCH,
+init's read-only restore into the state volume) also run on the chart's own rendering, and the
+default rendering must have none of it. The chart is also linted in strict mode for every scenario.
 
 Helm: no helm binary is packaged for Debian 12 or on PyPI, so Helm's own Go engine (Helm v4, the
 PyPI package helm-python-sdk, installed by scripts/setup.sh) loads, lints and renders the chart
@@ -21,7 +23,7 @@ import tempfile
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from manifests_test import K8S, Checks, render, write_kustomization  # noqa: E402
+from manifests_test import K8S, Checks, check_recorder, render, write_kustomization  # noqa: E402
 
 CHART = os.path.join(K8S, "helm", "diffkeeper")
 MIRROR_CA = os.path.join(K8S, "overlays", "strict-firewall", "mirror-ca.crt")
@@ -41,6 +43,11 @@ SCENARIOS = {
     "old kernels 4.18-5.7, kprobe mode, < 1.29": (
         ["values-kernel-pre-5.8.yaml", "values-kretprobe-tracefs.yaml", "values-classic-sidecar.yaml"], {},
         ("base", ["kernel-pre-5.8", "kretprobe-tracefs", "classic-sidecar"])),
+    "state recorder": (["values-state-recorder.yaml"], {}, ("base", ["state-recorder"])),
+    "state recorder, kernels 5.8-5.10, node cache, < 1.29": (
+        ["values-node-cache.yaml", "values-kernel-pre-5.11.yaml", "values-state-recorder.yaml",
+         "values-classic-sidecar.yaml"], {},
+        ("overlays/node-cache", ["kernel-pre-5.11", "state-recorder", "classic-sidecar"])),
 }
 
 
@@ -95,6 +102,17 @@ def differences(left, right, path=""):
     return [] if left == right else [f"{path}: helm {left!r} != kustomize {right!r}"]
 
 
+def check_state_recorder(checks, scenario, values, rendered):
+    """With stateRecorder.enabled, the kustomize component's checks on the chart's objects;
+    without, no store anywhere (the recorder is off by default)."""
+    if values.get("stateRecorder", {}).get("enabled"):
+        check_recorder(checks, f"helm template ({scenario})", rendered)
+        return
+    text = yaml.safe_dump_all(rendered)
+    leaked = [w for w in ("PersistentVolumeClaim", "--store", "--restore-from", "DAC_READ_SEARCH") if w in text]
+    checks.result(f"helm template ({scenario}): no state recorder unless enabled", not leaked, str(leaked))
+
+
 def kustomize(source, tmp):
     if isinstance(source, str):
         directory = os.path.normpath(os.path.join(K8S, source))
@@ -130,6 +148,7 @@ def main():
                 checks.result(f"kustomize build ({scenario})", False, err)
                 continue
             helm_objects, kustomize_objects = objects(rendered), objects(expected)
+            check_state_recorder(checks, scenario, values, list(helm_objects.values()))
             kinds = ", ".join(f"{k}/{n}" for k, n in sorted(helm_objects))
             print(f"INFO helm template with {' '.join(['-f ' + f for f in files]) or 'the defaults'}: {kinds}")
             checks.result(f"helm and kustomize render the same objects ({scenario})",

@@ -13,7 +13,7 @@ arm64_args=("${@:2}")
 log_dir="$(mktemp -d /tmp/diffkeeper-packaging.XXXXXX)"
 passed=0 failed=0
 
-for suite in image_test.sh manifests_test.py helm_chart_test.py caps_test.sh pod_sidecar_test.sh kube_play_test.sh; do
+for suite in image_test.sh manifests_test.py helm_chart_test.py caps_test.sh pod_sidecar_test.sh recorder_e2e_test.sh kube_play_test.sh; do
   echo "== packaging: $suite"
   "$here/$suite" "$bin_dir" "${arm64_args[@]}" 2>"$log_dir/$suite.stderr" | tee "$log_dir/$suite.out"
   rc=${PIPESTATUS[0]}

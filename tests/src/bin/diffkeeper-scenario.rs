@@ -34,6 +34,16 @@ Usage: diffkeeper-scenario --sidecar PATH --expect-backend B [OPTIONS] [-- SIDEC
   --verbose               copy the sidecar's log to stderr (it is always copied on failure)
   -- SIDECAR_ARGS...      appended to: --state-dir DIR --coalesce-ms 0 --journal FILE
 
+Or: diffkeeper-scenario --roundtrip --diffkeeper PATH --sidecar PATH --expect-backend B [-- SIDECAR_ARGS...]
+  the state recorder's round trip: the sidecar with --store on a fresh tree, a workload in
+  phases (edits, appends, atomic save, chmod +x, truncate, directory rename, deletes, empty dir,
+  symlink, hard link, 4 KiB changed in an 8 MiB file, spaces and UTF-8), a `cp -a` snapshot after
+  each, and `diffkeeper export --at T_i` compared with snapshot i (types, modes, contents, link
+  targets). Every difference fails but those at a path truncated by ftruncate(2), which no eBPF
+  mode reports (a size change alone is no journal op): `gap`, counted. Prints one
+  `PHASE i ok|gap|FAIL [RECORD+EXPORT s] NAME: differences` line per phase, then
+  ROUNDTRIP {\"backend\":..,\"result\":\"pass\"|\"fail\",\"equal\":N,\"gaps\":G,\"phases\":M,\"secs\":..}
+
 Or: diffkeeper-scenario --shutdown-fs DIR
   shut the ext4 file system holding DIR down (EXT4_IOC_SHUTDOWN, flags 0: frozen, marked shut
   down, thawed; it stays mounted read-write) and exit, so that an unlink on it passes the VFS
@@ -48,6 +58,8 @@ Exit codes: 0 pass, 1 fail, 2 bad usage.
 struct Cli {
     options: Options,
     verbose: bool,
+    /// `--roundtrip`: the state recorder's round trip through this `diffkeeper` binary.
+    roundtrip: Option<PathBuf>,
 }
 
 fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
@@ -55,6 +67,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
     let mut backend = None;
     let mut options = Options::new("", "");
     let mut verbose = false;
+    let (mut roundtrip, mut diffkeeper) = (false, None);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -80,6 +93,8 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
             "--keep" => options.keep = true,
             "--ops" => options.ops = true,
             "--verbose" => verbose = true,
+            "--roundtrip" => roundtrip = true,
+            "--diffkeeper" => diffkeeper = Some(PathBuf::from(value("--diffkeeper")?)),
             "--" => {
                 options.sidecar_args = args.collect();
                 break;
@@ -95,7 +110,17 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
         ));
     }
     options.expect_backend = backend;
-    Ok(Some(Cli { options, verbose }))
+    let roundtrip = match (roundtrip, diffkeeper) {
+        (true, Some(diffkeeper)) => Some(diffkeeper),
+        (true, None) => return Err("--roundtrip needs --diffkeeper PATH (see --help)".into()),
+        (false, Some(_)) => return Err("--diffkeeper is only for --roundtrip (see --help)".into()),
+        (false, None) => None,
+    };
+    Ok(Some(Cli {
+        options,
+        verbose,
+        roundtrip,
+    }))
 }
 
 /// EXT4_IOC_SHUTDOWN: _IOR('X', 125, __u32) (fs/ext4/ext4.h; the same number on x86_64 and
@@ -142,6 +167,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(diffkeeper) = &cli.roundtrip {
+        return roundtrip(&cli.options, diffkeeper);
+    }
     let outcome = scenario::run(&cli.options);
     if cli.verbose || !outcome.pass {
         for line in outcome.log.lines() {
@@ -153,6 +181,66 @@ fn main() -> ExitCode {
     }
     println!("{}", outcome.summary_line());
     if outcome.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `--roundtrip`: every phase's export must equal its snapshot. kprobe and fentry report every
+/// op the workload makes but ftruncate(2): differences at the truncated path are gaps, said.
+fn roundtrip(options: &Options, diffkeeper: &std::path::Path) -> ExitCode {
+    use diffkeeper_tests::recorder::{export_with_cli, round_trip, Options as RoundTripOptions};
+    let started = std::time::Instant::now();
+    let export = export_with_cli(diffkeeper);
+    let result = round_trip(&RoundTripOptions {
+        sidecar: &options.sidecar,
+        backend_args: options
+            .sidecar_args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        reports: &|op| op != "ftruncate",
+        export: &export,
+    });
+    let (mut equal, mut gaps) = (0, 0);
+    for (i, phase) in result.phases.iter().enumerate() {
+        let secs = format!("[{:.1}+{:.1}s]", phase.record_secs, phase.export_secs);
+        if phase.unexplained.is_empty() && phase.explained.is_empty() {
+            equal += 1;
+            println!("PHASE {i} ok {secs} {}", phase.name);
+        } else if phase.unexplained.is_empty() {
+            gaps += 1;
+            let what: Vec<String> = phase
+                .explained
+                .iter()
+                .map(|(d, why)| format!("{d} ({why})"))
+                .collect();
+            println!("PHASE {i} gap {secs} {}: {}", phase.name, what.join("; "));
+        } else {
+            let what: Vec<String> = phase.unexplained.iter().map(|d| d.to_string()).collect();
+            println!("PHASE {i} FAIL {secs} {}: {}", phase.name, what.join("; "));
+        }
+    }
+    let pass = result.failures() == 0 && result.backend == options.expect_backend;
+    if !pass {
+        for line in result.log.lines() {
+            eprintln!("sidecar: {line}");
+        }
+    }
+    println!(
+        "ROUNDTRIP {}",
+        serde_json::json!({
+            "backend": options.expect_backend,
+            "observed_backend": result.backend,
+            "result": if pass { "pass" } else { "fail" },
+            "equal": equal,
+            "gaps": gaps,
+            "phases": result.phases.len(),
+            "secs": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        })
+    );
+    if pass {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -8,6 +8,9 @@
 pub mod compare;
 pub mod workload;
 
+mod cli_export;
+pub use cli_export::export_with_cli;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -40,6 +43,10 @@ pub struct PhaseResult {
     pub unexplained: Vec<Difference>,
     /// Differences at paths changed through an op this backend does not report, and why.
     pub explained: Vec<(Difference, String)>,
+    /// Seconds the phase took: its changes, until capture settled, and the snapshot.
+    pub record_secs: f64,
+    /// Seconds the export at its time and the comparison took.
+    pub export_secs: f64,
 }
 
 /// The whole round trip.
@@ -105,16 +112,21 @@ pub fn round_trip(options: &Options) -> RoundTrip {
             panic!("{e}\n{}", sidecar.log());
         });
     let mut times = Vec::new();
+    let mut record_secs = Vec::new();
     let mut names = vec!["baseline (the tree before the sidecar started)"];
+    let started = Instant::now();
     settle(addr);
     times.push(SystemTime::now());
     snapshot(&state, &scratch.path().join("snap-0"));
+    record_secs.push(started.elapsed().as_secs_f64());
     for (i, phase) in workload::PHASES.iter().enumerate() {
+        let started = Instant::now();
         (phase.run)(&state);
         settle(addr);
         times.push(SystemTime::now());
         snapshot(&state, &scratch.path().join(format!("snap-{}", i + 1)));
         names.push(phase.name);
+        record_secs.push(started.elapsed().as_secs_f64());
     }
     let (status, _) = sidecar.terminate();
     let log = sidecar.log();
@@ -138,12 +150,16 @@ pub fn round_trip(options: &Options) -> RoundTrip {
                 }
             }
         }
+        let started = Instant::now();
         let out = scratch.path().join(format!("export-{i}"));
         if let Err(e) = (options.export)(&store, *ts, &out) {
             panic!("export at phase {i} ({}): {e}\n{log}", names[i]);
         }
         let (mut unexplained, mut explained) = (Vec::new(), Vec::new());
-        for d in differences(&scratch.path().join(format!("snap-{i}")), &out) {
+        let found = differences(&scratch.path().join(format!("snap-{i}")), &out);
+        // Compared: freed at once (a VM guest keeps its whole scratch dir in RAM).
+        let _ = std::fs::remove_dir_all(&out);
+        for d in found {
             let why = tainted
                 .iter()
                 .find(|(t, _)| d.path == **t || d.path.starts_with(&format!("{t}/")))
@@ -157,6 +173,8 @@ pub fn round_trip(options: &Options) -> RoundTrip {
             name: names[i],
             unexplained,
             explained,
+            record_secs: record_secs[i],
+            export_secs: started.elapsed().as_secs_f64(),
         });
     }
     RoundTrip {

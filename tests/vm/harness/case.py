@@ -39,7 +39,8 @@ class Case:
     expect_on: Callable[[str], str] | None = None
     # The script's arguments on a given kernel release, when they depend on the kernel.
     args_on: Callable[[str], list[str]] | None = None
-    # Whether it runs on a given kernel release (None: on every kernel).
+    # Whether the case runs on a given kernel release (None: on every one); a case that would
+    # only repeat another there, or costs more than it proves there, is left out of that guest.
     runs_on: Callable[[str], bool] | None = None
     # Seconds it may outlive its timeout before the guest counts as stuck (None: --stall-grace).
     stall_grace: float | None = None

@@ -23,7 +23,7 @@ BPF_OBJECTS = ("diffkeeper.bpf.o", "diffkeeper-compat.bpf.o")
 def bpf_objects(arch: str) -> list[Path]:
     """The committed objects of an architecture: "x86_64" or "aarch64" (`uname -m`)."""
     return [REPO / "ebpf" / "obj" / arch / name for name in BPF_OBJECTS]
-BINARIES = ("diffkeeper-init", "diffkeeper-sidecar", "diffkeeper-scenario")
+BINARIES = ("diffkeeper-init", "diffkeeper-sidecar", "diffkeeper-scenario", "diffkeeper")
 # What diffkeeper-init reads as the host's identity (BTFHub: debian/12/<x86_64|arm64>).
 OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
 

@@ -30,6 +30,10 @@ app.kubernetes.io/part-of: diffkeeper
     {{- if .Values.init.disableDownload }}
     - --disable-btfhub-download
     {{- end }}
+    {{- if .Values.stateRecorder.enabled }}
+    - --restore-from=/var/lib/diffkeeper/store
+    - --restore-to={{ .Values.app.stateMountPath }}
+    {{- end }}
   securityContext:
     runAsUser: 65532
     runAsGroup: 65532
@@ -54,6 +58,13 @@ app.kubernetes.io/part-of: diffkeeper
       mountPath: /etc/diffkeeper/mirror-ca
       readOnly: true
     {{- end }}
+    {{- if .Values.stateRecorder.enabled }}
+    - name: state
+      mountPath: {{ .Values.app.stateMountPath }}
+    - name: diffkeeper-store
+      mountPath: /var/lib/diffkeeper/store
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/* diffkeeper-sidecar; native: an init container with restartPolicy Always (Kubernetes >= 1.29). */}}
@@ -73,6 +84,10 @@ app.kubernetes.io/part-of: diffkeeper
     - --metrics-addr=0.0.0.0:{{ .Values.sidecar.metricsPort }}
     {{- if .Values.sidecar.kretprobeTracefs }}
     - --tracefs-dir=/host/sys/kernel/tracing
+    {{- end }}
+    {{- if .Values.stateRecorder.enabled }}
+    - --store=/var/lib/diffkeeper/store
+    - --store-max-bytes={{ int64 .Values.stateRecorder.storeMaxBytes }}
     {{- end }}
   ports:
     - name: metrics
@@ -102,9 +117,18 @@ app.kubernetes.io/part-of: diffkeeper
     readOnlyRootFilesystem: true
     capabilities:
       drop: ["ALL"]
+      {{- if .Values.stateRecorder.enabled }}
+      add: {{ toJson (concat .Values.sidecar.capabilities (list "DAC_READ_SEARCH")) }}
+      {{- else }}
       add: {{ toJson .Values.sidecar.capabilities }}
+      {{- end }}
   resources:
+    {{- if .Values.stateRecorder.enabled }}
+    {{- $limits := merge (dict "memory" .Values.stateRecorder.sidecarMemoryLimit) .Values.sidecar.resources.limits }}
+    {{- toYaml (dict "requests" .Values.sidecar.resources.requests "limits" $limits) | nindent 4 }}
+    {{- else }}
     {{- toYaml .Values.sidecar.resources | nindent 4 }}
+    {{- end }}
   volumeMounts:
     - name: state
       mountPath: {{ .Values.app.stateMountPath }}
@@ -118,6 +142,10 @@ app.kubernetes.io/part-of: diffkeeper
     - name: host-tracefs
       mountPath: /host/sys/kernel/tracing
       readOnly: false
+    {{- end }}
+    {{- if .Values.stateRecorder.enabled }}
+    - name: diffkeeper-store
+      mountPath: /var/lib/diffkeeper/store
     {{- end }}
 {{- end }}
 

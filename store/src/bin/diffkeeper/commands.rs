@@ -74,6 +74,13 @@ pub fn export(store: &Path, at: u64, out: &Path) -> Result<ExitCode, Failure> {
         report.dirs,
         out.display()
     );
+    if report.shadowed > 0 {
+        eprintln!(
+            "diffkeeper: left out {} entries an outer root recorded where a root inside it \
+             lies (that root's own entries are exported there)",
+            report.shadowed
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
