@@ -82,7 +82,7 @@ pub fn collect_until(rx: &ChangeQueue, marker: &Path) -> Vec<Change> {
         let change = rx.recv_timeout(left).unwrap_or_else(|_| {
             panic!("no event for {} within 5 s; got {got:#?}", marker.display())
         });
-        let done = change.path == marker.to_string_lossy() && change.op == Op::Write;
+        let done = change.path == marker && change.op == Op::Write;
         got.push(change);
         if done {
             return got;
