@@ -4,6 +4,9 @@
 //! and the store must export the exact names with their own content. In tracepoint mode with
 //! both eBPF objects, and in inotify mode. Needs root.
 
+// Test set-up: a step that fails should panic on the spot.
+#![allow(clippy::unwrap_used)]
+
 mod sidecar_common;
 
 use std::collections::BTreeSet;
