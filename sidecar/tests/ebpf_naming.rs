@@ -497,8 +497,3 @@ fn ia32_syscalls_are_not_misread_as_writes() {
         &bogus[..bogus.len().min(3)]
     );
 }
-
-/// A journaled path as text (these tests name their files in UTF-8).
-fn text(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 test names")
-}

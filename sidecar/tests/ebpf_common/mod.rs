@@ -73,6 +73,11 @@ pub fn config(attach: AttachMode, scratch: &Scratch, roots: Vec<PathBuf>) -> Ebp
     }
 }
 
+/// A journaled path as text (these tests name their files in UTF-8).
+pub fn text(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 test names")
+}
+
 /// Collects changes until one for `marker` arrives (events from one thread are in order).
 pub fn collect_until(rx: &ChangeQueue, marker: &Path) -> Vec<Change> {
     let deadline = Instant::now() + Duration::from_secs(5);
