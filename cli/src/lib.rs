@@ -8,6 +8,7 @@
 
 mod args;
 mod flag;
+pub mod name;
 pub mod ready;
 pub mod time;
 

@@ -274,9 +274,10 @@ pub struct Event {
     pub tid: u32,
     pub comm: String,
     /// Root id and relative path of the file (a rename's target), if it is watched.
-    pub path: Option<(u32, String)>,
+    /// Paths are the kernel's bytes: Linux names need not be UTF-8.
+    pub path: Option<(u32, Vec<u8>)>,
     /// Root id and relative path of a rename's source, if it is watched.
-    pub from: Option<(u32, String)>,
+    pub from: Option<(u32, Vec<u8>)>,
     /// Tracepoint mode ([`DK_F_NAME`]): `path` (and `from`) are the directories the names here
     /// are relative to, as the caller passed them (they may hold `..`; an absolute one has root
     /// id [`DK_ROOT_ABS`]). Placing them is the reader's job.
@@ -288,8 +289,8 @@ pub struct Event {
 /// the directory alone (not read, or too long: the event is `truncated`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names {
-    pub path: Option<String>,
-    pub from: Option<String>,
+    pub path: Option<Vec<u8>>,
+    pub from: Option<Vec<u8>>,
     /// [`DK_F_CONTENT`]: the new name is of an unnamed file `bytes` long.
     pub content: bool,
     /// [`DK_F_EXCHANGE`]: a rename that swapped `path` and `from`.
@@ -370,12 +371,12 @@ impl Event {
                 need: from_end,
             });
         }
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         let named = head.flags & DK_F_NAME != 0;
-        // DK_F_NAME: "dir NUL name"; no NUL when only the directory was sent.
+        // DK_F_NAME: "dir NUL name"; no NUL when only the directory was sent. Names stay bytes
+        // (one copy each, no UTF-8 check): the journal decides how to print them.
         let split = |bytes: &[u8]| match bytes.iter().position(|&b| b == 0) {
-            Some(nul) if named => (text(&bytes[..nul]), Some(text(&bytes[nul + 1..]))),
-            _ => (text(bytes), None),
+            Some(nul) if named => (bytes[..nul].to_vec(), Some(bytes[nul + 1..].to_vec())),
+            _ => (bytes.to_vec(), None),
         };
         let (path, path_name) = split(&record[start..path_end]);
         let (from, from_name) = split(&record[path_end..from_end]);
@@ -390,7 +391,7 @@ impl Event {
             ts_ns: head.ts_ns,
             pid: head.pid,
             tid: head.tid,
-            comm: text(&head.comm[..comm_len]),
+            comm: String::from_utf8_lossy(&head.comm[..comm_len]).into_owned(),
             path: (head.flags & DK_F_PATH != 0).then_some((head.root_id, path)),
             from: (head.flags & DK_F_FROM != 0).then_some((head.from_root_id, from)),
             name: named.then_some(Names {
@@ -663,7 +664,7 @@ mod tests {
         let ev = Event::parse(&record(&head, b"a/dir\0sub/x.txt")).unwrap();
         assert_eq!(ev.path, Some((3, "a/dir".into())));
         let name = ev.name.unwrap();
-        assert_eq!(name.path.as_deref(), Some("sub/x.txt"));
+        assert_eq!(name.path.as_deref(), Some(&b"sub/x.txt"[..]));
         assert_eq!((name.from, ev.from, ev.truncated), (None, None, false));
         // Only the directory (its name was not read): no name, and flagged.
         let cut = DkEvent {
@@ -688,13 +689,26 @@ mod tests {
         };
         let ev = Event::parse(&record(&head, b"d\0new\0/s/old")).unwrap();
         assert_eq!(ev.path, Some((1, "d".into())));
-        assert_eq!(ev.from, Some((DK_ROOT_ABS, String::new())));
+        assert_eq!(ev.from, Some((DK_ROOT_ABS, Vec::new())));
         let name = ev.name.unwrap();
         assert_eq!(
             (name.path.as_deref(), name.from.as_deref()),
-            (Some("new"), Some("/s/old"))
+            (Some(&b"new"[..]), Some(&b"/s/old"[..]))
         );
         assert!(name.exchange && !name.content);
+    }
+
+    #[test]
+    fn keeps_the_bytes_of_a_name_that_is_not_utf8() {
+        let head = DkEvent {
+            root_id: 1,
+            op: DK_OP_CREATE,
+            flags: DK_F_PATH | DK_F_NAME,
+            path_len: 6,
+            ..Default::default()
+        };
+        let ev = Event::parse(&record(&head, b"d\0bad\xff")).unwrap();
+        assert_eq!(ev.name.unwrap().path.as_deref(), Some(&b"bad\xff"[..]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One observed file change: what every backend (eBPF or inotify) hands to the journal.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -73,15 +74,16 @@ impl Family {
 pub use diffkeeper_ebpf::event::Op;
 
 /// A change under a watched state directory. `path` (and `from` for renames) are absolute:
-/// the watched root joined with the path below it. pid/comm/bytes are `None` where the
-/// backend cannot know them (inotify).
+/// the watched root joined with the path below it, as the bytes the kernel names them with
+/// (Linux names need not be UTF-8; the journal line says how it prints those). pid/comm/bytes
+/// are `None` where the backend cannot know them (inotify).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub ts: SystemTime,
     pub backend: Backend,
     pub op: Op,
-    pub path: String,
-    pub from: Option<String>,
+    pub path: PathBuf,
+    pub from: Option<PathBuf>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
     pub bytes: Option<u64>,
@@ -106,7 +108,7 @@ pub struct Gap {
     /// The backend that lost them (its name is on the repair lines that follow).
     pub backend: Backend,
     /// The watched roots whose changes may be missing (all of them when the backend cannot tell).
-    pub roots: Vec<String>,
+    pub roots: Vec<PathBuf>,
     pub reason: GapReason,
     pub lost: Option<u64>,
 }

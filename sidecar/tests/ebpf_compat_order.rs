@@ -82,7 +82,9 @@ fn a_create_on_one_cpu_comes_before_the_write_on_another() {
     // Per file: the op of its first line.
     let mut first: HashMap<&str, Op> = HashMap::new();
     for c in &changes {
-        first.entry(c.path.as_str()).or_insert(c.op);
+        first
+            .entry(c.path.to_str().expect("UTF-8 test names"))
+            .or_insert(c.op);
     }
     let write_first: Vec<&str> = first
         .iter()

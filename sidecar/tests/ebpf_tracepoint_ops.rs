@@ -62,7 +62,14 @@ fn ops_until(rx: &ChangeQueue, root: &Path, marker: &Path) -> Vec<(Op, String, O
     };
     collect_until(rx, marker)
         .iter()
-        .map(|c| (c.op, rel(&c.path), c.from.as_deref().map(rel)))
+        .map(|c| {
+            let text = |p: &Path| p.to_string_lossy().into_owned();
+            (
+                c.op,
+                rel(&text(&c.path)),
+                c.from.as_deref().map(|f| rel(&text(f))),
+            )
+        })
         .collect()
 }
 
@@ -321,8 +328,8 @@ fn a_write_is_journaled_on_the_file_it_wrote() {
             std::fs::write(&marker, b"m").unwrap();
             let writes: Vec<(String, Option<u64>)> = collect_until(&rx, &marker)
                 .into_iter()
-                .filter(|c| c.op == Op::Write && c.path != marker.to_string_lossy())
-                .map(|c| (c.path, c.bytes))
+                .filter(|c| c.op == Op::Write && c.path != marker)
+                .map(|c| (c.path.to_string_lossy().into_owned(), c.bytes))
                 .collect();
             assert_eq!(on_disk, written as u64, "the write went to secret");
             assert_eq!(
@@ -391,9 +398,9 @@ fn names_are_the_ones_the_kernel_created() {
         ebpf_common::stop_and_check_unloaded(session);
         let creates = |flagged: bool| {
             got.iter()
-                .filter(|c| c.op == Op::Create && c.path != marker.to_string_lossy())
+                .filter(|c| c.op == Op::Create && c.path != marker)
                 .filter(move |c| c.truncated == flagged)
-                .map(|c| c.path.clone())
+                .map(|c| c.path.to_string_lossy().into_owned())
         };
         let journaled: BTreeSet<String> = creates(false).collect();
         let flagged: Vec<String> = creates(true).collect();
@@ -476,8 +483,8 @@ fn tmpfile_with(object: ObjectKind) {
     std::fs::write(&marker, b"m").unwrap();
     let got: Vec<(Op, String, Option<u64>)> = collect_until(&rx, &marker)
         .into_iter()
-        .filter(|c| c.path != marker.to_string_lossy())
-        .map(|c| (c.op, c.path, c.bytes))
+        .filter(|c| c.path != marker)
+        .map(|c| (c.op, c.path.to_string_lossy().into_owned(), c.bytes))
         .collect();
     ebpf_common::stop_and_check_unloaded(session);
     let path = final_txt.to_string_lossy().into_owned();

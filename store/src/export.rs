@@ -9,7 +9,7 @@
 //! content, every chunk present), so a hostile or damaged store is refused whole.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
@@ -66,11 +66,10 @@ impl StoreReader {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let tmp = parent_dir.join(format!(
-            ".{}.dk-export-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".dk-export-{}", std::process::id()));
+        let tmp = parent_dir.join(tmp_name);
         fs::create_dir(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
         let result = write_plan(&plan, self, &tmp).and_then(|report| {
             fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))

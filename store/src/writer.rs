@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -167,7 +168,7 @@ impl StoreWriter {
         })
         .map_err(|e| match e {
             chunker::ChunkError::Read(e) => StoreError::Io {
-                path: PathBuf::from(String::from_utf8_lossy(path).into_owned()),
+                path: PathBuf::from(std::ffi::OsStr::from_bytes(path)),
                 source: e,
             },
             chunker::ChunkError::Store(e) => e,

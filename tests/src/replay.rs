@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use serde_json::Value;
@@ -49,11 +50,8 @@ impl Tree {
                 let Ok(meta) = path.symlink_metadata() else {
                     continue;
                 };
-                let rel = path
-                    .strip_prefix(root)
-                    .expect("below the root")
-                    .to_string_lossy()
-                    .into_owned();
+                let rel = path.strip_prefix(root).expect("below the root");
+                let rel = name_key(rel.as_os_str().as_bytes());
                 if meta.is_dir() {
                     pending.push(path);
                     tree.insert(rel, Kind::Dir);
@@ -135,7 +133,7 @@ impl Replay {
 /// Replays the journal `lines` (JSON text, one per line) onto `start`; paths are made relative
 /// to `root`, lines for paths outside it are skipped.
 pub fn replay(start: Tree, root: &Path, lines: &str) -> Replay {
-    let root = format!("{}/", root.display());
+    let root = [root.as_os_str().as_bytes(), b"/"].concat();
     let mut r = Replay {
         tree: start,
         ..Replay::default()
@@ -176,15 +174,18 @@ pub fn replay(start: Tree, root: &Path, lines: &str) -> Replay {
         if line["repair"] == Value::Bool(true) {
             r.repairs += 1;
         }
-        let rel = |v: &Value| {
-            v.as_str()
-                .and_then(|p| p.strip_prefix(&root))
-                .map(str::to_owned)
+        // A name's exact bytes: `KEY_b64` when the journal gives them (not UTF-8), else `KEY`.
+        let rel = |key: &str| {
+            let exact = match line[format!("{key}_b64")].as_str() {
+                Some(b64) => diffkeeper_cli::name::decode_exact(b64).ok()?,
+                None => line[key].as_str()?.as_bytes().to_vec(),
+            };
+            exact.strip_prefix(&root[..]).map(name_key)
         };
-        let Some(path) = rel(&line["path"]) else {
+        let Some(path) = rel("path") else {
             continue;
         };
-        let from = rel(&line["from"]);
+        let from = rel("from");
         if let Some(anomaly) = apply(&mut r.tree, &op, &path, from.as_deref()) {
             let anomaly = format!("seq {seq}: {anomaly}");
             if r.gaps.is_empty() {
@@ -195,6 +196,19 @@ pub fn replay(start: Tree, root: &Path, lines: &str) -> Replay {
         }
     }
     r
+}
+
+/// A tree key for a name's bytes: UTF-8 as it is, each byte that is not as NUL and two hex
+/// digits (no name holds a NUL, so two names never share a key, and `/` stays a separator).
+pub fn name_key(bytes: &[u8]) -> String {
+    let mut key = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        key.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(key, "\0{b:02x}");
+        }
+    }
+    key
 }
 
 /// Applies one op; returns the anomaly, if any (the op is applied as well as it can be).
@@ -263,5 +277,20 @@ mod tests {
         assert_eq!(names, ["e", "e/f", "e/g", "n"]);
         assert_eq!(r.anomalies, ["seq 3: write gone: missing"]);
         assert_eq!(r.order_errors.len(), 2, "{:?}", r.order_errors);
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_replay_by_their_exact_bytes() {
+        let lines = [
+            r#"{"seq":1,"ts":"2026-01-01T00:00:00.000000001Z","op":"create","path":"/s/bad\ufffd","path_b64":"L3MvYmFk/w=="}"#,
+            r#"{"seq":2,"ts":"2026-01-01T00:00:00.000000002Z","op":"create","path":"/s/bad\ufffd","path_b64":"L3MvYmFk/g=="}"#,
+            r#"{"seq":3,"ts":"2026-01-01T00:00:00.000000003Z","op":"delete","path":"/s/bad\ufffd","path_b64":"L3MvYmFk/w=="}"#,
+        ]
+        .join("\n");
+        let r = replay(Tree::default(), Path::new("/s"), &lines);
+        let names: Vec<&str> = r.tree.0.keys().map(String::as_str).collect();
+        assert_eq!(names, ["bad\0fe"]);
+        assert!(r.anomalies.is_empty(), "{:?}", r.anomalies);
+        assert_eq!(name_key(b"a/\xffb/\xc3\xa9"), "a/\0ffb/\u{e9}");
     }
 }

@@ -3,6 +3,9 @@
 //! `*.tmp` excludes such files anywhere, and `cache` a directory of that name with all below
 //! it), one with `/` against the whole absolute path.
 
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
 /// The `--exclude` globs, checked once at start.
 #[derive(Debug, Clone, Default)]
 pub struct Excludes {
@@ -51,18 +54,18 @@ impl Excludes {
     }
 
     /// The first glob that excludes `path` (absolute), if any.
-    pub fn matching(&self, path: &str) -> Option<&str> {
+    pub fn matching(&self, path: &Path) -> Option<&str> {
+        let path = path.as_os_str().as_bytes();
         self.globs
             .iter()
             .find(|glob| {
                 if glob.contains('/') {
-                    matches(glob.as_bytes(), path.as_bytes())
-                        || path
-                            .match_indices('/')
-                            .any(|(i, _)| i > 0 && matches(glob.as_bytes(), &path.as_bytes()[..i]))
+                    matches(glob.as_bytes(), path)
+                        || (1..path.len())
+                            .any(|i| path[i] == b'/' && matches(glob.as_bytes(), &path[..i]))
                 } else {
-                    path.split('/')
-                        .any(|name| matches(glob.as_bytes(), name.as_bytes()))
+                    path.split(|&b| b == b'/')
+                        .any(|name| matches(glob.as_bytes(), name))
                 }
             })
             .map(String::as_str)
@@ -97,23 +100,26 @@ mod tests {
     #[test]
     fn names_and_paths() {
         let e = ex(&["*.tmp", "cache", "/state/logs/**", "/state/a?c/*.db"]);
-        assert_eq!(e.matching("/state/x/y.tmp"), Some("*.tmp"));
-        assert_eq!(e.matching("/state/cache/deep/f"), Some("cache"));
+        assert_eq!(e.matching(Path::new("/state/x/y.tmp")), Some("*.tmp"));
+        assert_eq!(e.matching(Path::new("/state/cache/deep/f")), Some("cache"));
         assert_eq!(
-            e.matching("/state/logs/2026/app.log"),
+            e.matching(Path::new("/state/logs/2026/app.log")),
             Some("/state/logs/**")
         );
-        assert_eq!(e.matching("/state/abc/x.db"), Some("/state/a?c/*.db"));
-        assert_eq!(e.matching("/state/abc/sub/x.db"), None);
-        assert_eq!(e.matching("/state/x.tmpl"), None);
-        assert_eq!(e.matching("/state/caches"), None);
+        assert_eq!(
+            e.matching(Path::new("/state/abc/x.db")),
+            Some("/state/a?c/*.db")
+        );
+        assert_eq!(e.matching(Path::new("/state/abc/sub/x.db")), None);
+        assert_eq!(e.matching(Path::new("/state/x.tmpl")), None);
+        assert_eq!(e.matching(Path::new("/state/caches")), None);
     }
 
     #[test]
     fn a_directory_glob_excludes_what_is_below() {
         let e = ex(&["/state/tmp"]);
-        assert_eq!(e.matching("/state/tmp/a/b"), Some("/state/tmp"));
-        assert_eq!(e.matching("/state/tmpx"), None);
+        assert_eq!(e.matching(Path::new("/state/tmp/a/b")), Some("/state/tmp"));
+        assert_eq!(e.matching(Path::new("/state/tmpx")), None);
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub const QUEUE_CAPACITY: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct Job {
     pub op: Op,
-    pub path: String,
-    pub from: Option<String>,
+    pub path: PathBuf,
+    pub from: Option<PathBuf>,
     pub ts: SystemTime,
 }
 

@@ -2,6 +2,7 @@
 //! store that is full or back. Each becomes a journal line of its own, `"op":"capture"`, so
 //! nothing the store lacks goes unsaid where the changes themselves are read.
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::SystemTime;
 
@@ -35,16 +36,16 @@ impl Content {
 pub struct Note {
     pub ts: SystemTime,
     /// The path concerned; `None` when it concerns the whole store.
-    pub path: Option<String>,
+    pub path: Option<PathBuf>,
     pub content: Content,
     pub reason: String,
 }
 
 impl Note {
-    pub fn new(path: Option<&str>, content: Content, reason: impl Into<String>) -> Self {
+    pub fn new(path: Option<&Path>, content: Content, reason: impl Into<String>) -> Self {
         Self {
             ts: SystemTime::now(),
-            path: path.map(str::to_string),
+            path: path.map(Path::to_path_buf),
             content,
             reason: reason.into(),
         }
@@ -56,7 +57,10 @@ pub type NoteReceiver = Receiver<Note>;
 
 /// Sends `note` to the journal and logs it (the journal may already be gone at shutdown).
 pub fn tell(notes: &NoteSender, note: Note) {
-    let path = note.path.as_deref().unwrap_or("the store");
+    let path = note
+        .path
+        .as_deref()
+        .map_or("the store".into(), |p| p.to_string_lossy());
     match note.content {
         Content::Skipped | Content::Deferred => {
             log::info!(

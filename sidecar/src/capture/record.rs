@@ -3,12 +3,12 @@
 //! changing), tombstones, moves, hard links, and the rescan that follows any loss.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::note::{tell, Content, Note};
 use super::read::{look, Found, Skip};
-use super::state::{is_within, Fingerprint};
+use super::state::{is_within, moved_to, Fingerprint};
 use super::walk::walk;
 use super::worker::{changed_while_read, place, Worker};
 
@@ -19,7 +19,7 @@ const READ_ATTEMPTS: u32 = 4;
 const REREAD_PAUSE: Duration = Duration::from_millis(5);
 
 impl Worker {
-    pub(super) fn delete(&mut self, path: &str) {
+    pub(super) fn delete(&mut self, path: &Path) {
         self.deferred.retain(|p, _| !is_within(p, path));
         self.told_deferred.retain(|p| !is_within(p, path));
         self.told_skipped.retain(|p| !is_within(p, path));
@@ -36,12 +36,12 @@ impl Worker {
         }
     }
 
-    pub(super) fn rename(&mut self, from: &str, to: &str) {
-        let moved: Vec<(String, Instant)> = self
+    pub(super) fn rename(&mut self, from: &Path, to: &Path) {
+        let moved: Vec<(PathBuf, Instant)> = self
             .deferred
             .iter()
             .filter(|(p, _)| is_within(p, from))
-            .map(|(p, due)| (format!("{to}{}", &p[from.len()..]), *due))
+            .map(|(p, due)| (moved_to(p, from, to), *due))
             .collect();
         self.deferred.retain(|p, _| !is_within(p, from));
         self.deferred.extend(moved);
@@ -65,7 +65,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn attrib(&mut self, path: &str) {
+    pub(super) fn attrib(&mut self, path: &Path) {
         let Ok(metadata) = std::fs::symlink_metadata(path) else {
             return self.capture(path);
         };
@@ -87,16 +87,16 @@ impl Worker {
     }
 
     /// `path` and everything below it.
-    fn capture_tree(&mut self, path: &str) {
-        let mut paths = vec![path.to_string()];
-        walk(Path::new(path), &mut |p| paths.push(p.to_string()));
+    fn capture_tree(&mut self, path: &Path) {
+        let mut paths = vec![path.to_path_buf()];
+        walk(path, &mut |p| paths.push(p.to_path_buf()));
         for p in paths {
             self.capture(&p);
         }
     }
 
     /// Records `path` as it is now, at most once per `--capture-interval-ms`.
-    pub(super) fn capture(&mut self, path: &str) {
+    pub(super) fn capture(&mut self, path: &Path) {
         if place(&self.roots, path).is_none() || self.halted() {
             return;
         }
@@ -110,17 +110,18 @@ impl Worker {
         if let Some(last) = self.last_read.get(path) {
             let due = *last + self.settings.interval;
             if now < due {
-                if self.deferred.insert(path.to_string(), due).is_none() {
+                if self.deferred.insert(path.to_path_buf(), due).is_none() {
                     self.stats.deferred();
                     log::debug!(
-                        "capture: {path} changes faster than --capture-interval-ms={}: recorded again at most once per interval",
+                        "capture: {} changes faster than --capture-interval-ms={}: recorded again at most once per interval",
+                        path.display(),
                         self.settings.interval.as_millis()
                     );
                 }
                 return;
             }
         }
-        self.last_read.insert(path.to_string(), now);
+        self.last_read.insert(path.to_path_buf(), now);
         for _ in 0..READ_ATTEMPTS {
             match self.record(path) {
                 Ok(()) => return,
@@ -129,11 +130,11 @@ impl Worker {
         }
         // Changed during every read: never stored torn; read again after the interval.
         let due = Instant::now() + self.settings.interval;
-        if self.deferred.insert(path.to_string(), due).is_none() {
+        if self.deferred.insert(path.to_path_buf(), due).is_none() {
             self.stats.deferred();
         }
         // Said once per run of put-offs (a file always being written would say it each time).
-        if self.told_deferred.insert(path.to_string()) {
+        if self.told_deferred.insert(path.to_path_buf()) {
             tell(
                 &self.notes,
                 Note::new(
@@ -149,10 +150,10 @@ impl Worker {
     }
 
     /// One attempt at recording `path`; `Err(Retry)` when it changed while being read.
-    fn record(&mut self, path: &str) -> Result<(), Retry> {
+    fn record(&mut self, path: &Path) -> Result<(), Retry> {
         // Put off before as never quiet: read it without waiting for a pause this time.
         let quiet = !self.told_deferred.contains(path);
-        let found = match look(Path::new(path), self.settings.max_file_bytes, quiet) {
+        let found = match look(path, self.settings.max_file_bytes, quiet) {
             Ok(found) => found,
             Err(e) => {
                 self.stats.failed();
@@ -242,7 +243,7 @@ impl Worker {
         if fingerprint.is_dir() && was_known.is_none() {
             // A directory may arrive with content (moved in, `cp -r`) reported only once.
             let mut below = Vec::new();
-            walk(Path::new(path), &mut |p| below.push(p.to_string()));
+            walk(path, &mut |p| below.push(p.to_path_buf()));
             for p in below {
                 if self.known.get(&p).is_none() {
                     self.capture(&p);
@@ -254,7 +255,7 @@ impl Worker {
 
     /// A write goes through one name of a hard-linked file: its other recorded names (in the
     /// same root) now hold the same content.
-    fn relink(&mut self, path: &str, fingerprint: &Fingerprint) {
+    fn relink(&mut self, path: &Path, fingerprint: &Fingerprint) {
         let Some((root, rel)) = place(&self.roots, path) else {
             return;
         };
@@ -277,9 +278,9 @@ impl Worker {
         }
     }
 
-    fn skipped(&mut self, path: &str, skip: Skip) {
+    fn skipped(&mut self, path: &Path, skip: Skip) {
         self.stats.skipped();
-        if self.told_skipped.insert(path.to_string()) {
+        if self.told_skipped.insert(path.to_path_buf()) {
             tell(
                 &self.notes,
                 Note::new(Some(path), Content::Skipped, skip.to_string()),
@@ -295,7 +296,7 @@ impl Worker {
         for root in self.roots.clone() {
             let mut seen = HashSet::new();
             let mut paths = Vec::new();
-            walk(Path::new(&root), &mut |p| paths.push(p.to_string()));
+            walk(Path::new(&root), &mut |p| paths.push(p.to_path_buf()));
             for path in paths {
                 let unchanged = std::fs::symlink_metadata(&path)
                     .is_ok_and(|m| self.known.get(&path) == Some(&Fingerprint::of(&m)));
@@ -309,7 +310,7 @@ impl Worker {
                 }
                 seen.insert(path);
             }
-            for gone in self.known.paths_under(&root) {
+            for gone in self.known.paths_under(Path::new(&root)) {
                 if !seen.contains(&gone) {
                     self.delete(&gone);
                 }

@@ -83,7 +83,7 @@ mod tests {
             (Duration::from_secs(1), Duration::from_secs(1))
         );
         assert_eq!((s.max_store_bytes, s.max_file_bytes), (0, 1 << 30));
-        assert_eq!(s.excludes.matching("/s/a.tmp"), None);
+        assert_eq!(s.excludes.matching(std::path::Path::new("/s/a.tmp")), None);
         let env = [
             ("DIFFKEEPER_STORE", "/env-store"),
             ("DIFFKEEPER_STORE_SYNC_MS", "50"),
@@ -99,7 +99,10 @@ mod tests {
             (Duration::from_millis(50), Duration::from_millis(250))
         );
         assert_eq!((s.max_store_bytes, s.max_file_bytes), (1_000_000, 4096));
-        assert_eq!(s.excludes.matching("/s/cache/x"), Some("cache"));
+        assert_eq!(
+            s.excludes.matching(std::path::Path::new("/s/cache/x")),
+            Some("cache")
+        );
         // Repeated flags replace the variable's list.
         let s = run(&["--state-dir", "/s", "--exclude", "*.log"], &env)
             .unwrap()
@@ -107,8 +110,8 @@ mod tests {
             .unwrap();
         assert_eq!(
             (
-                s.excludes.matching("/s/a.log"),
-                s.excludes.matching("/s/a.tmp")
+                s.excludes.matching(std::path::Path::new("/s/a.log")),
+                s.excludes.matching(std::path::Path::new("/s/a.tmp"))
             ),
             (Some("*.log"), None)
         );

@@ -4,7 +4,7 @@ use std::path::Path;
 
 /// Calls `found` with each path below `dir` (not `dir` itself), parents before children.
 /// A directory that cannot be listed is logged and skipped (its own entry was still given).
-pub fn walk(dir: &Path, found: &mut dyn FnMut(&str)) {
+pub fn walk(dir: &Path, found: &mut dyn FnMut(&Path)) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         // Gone meanwhile, or not a directory: nothing below it.
@@ -26,11 +26,7 @@ pub fn walk(dir: &Path, found: &mut dyn FnMut(&str)) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Some(name) = path.to_str() else {
-            log::warn!("capture: {} is not UTF-8: not recorded", path.display());
-            continue;
-        };
-        found(name);
+        found(&path);
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             walk(&path, found);
         }

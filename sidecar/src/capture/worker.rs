@@ -4,6 +4,9 @@
 //! journal only hands over a job (or counts it lost when the queue is full).
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -44,13 +47,13 @@ pub struct Worker {
     pub(super) notes: NoteSender,
     pub(super) stats: Arc<CaptureStats>,
     pub(super) known: Known,
-    pub(super) last_read: HashMap<String, Instant>,
+    pub(super) last_read: HashMap<PathBuf, Instant>,
     /// Paths read too recently to read again: when they are due.
-    pub(super) deferred: HashMap<String, Instant>,
+    pub(super) deferred: HashMap<PathBuf, Instant>,
     /// Paths whose skip was journaled (once per path until it is deleted).
-    pub(super) told_skipped: HashSet<String>,
+    pub(super) told_skipped: HashSet<PathBuf>,
     /// Paths put off as always being written, and said so, until they are recorded again.
-    pub(super) told_deferred: HashSet<String>,
+    pub(super) told_deferred: HashSet<PathBuf>,
     unsynced: bool,
     halt: Option<Halt>,
     /// While a halted store is retried: the wait it had (a new refusal doubles it, quietly).
@@ -89,15 +92,15 @@ impl Worker {
     /// What an existing store holds under the roots counts as recorded but unverified, so the
     /// rescan records what differs and a tombstone for what disappeared while no sidecar ran.
     pub fn baseline(&mut self) -> Result<usize, StoreError> {
-        let held: Vec<String> = self
+        let held: Vec<PathBuf> = self
             .store
             .tree()
             .entries
             .keys()
             .filter(|(root, _)| self.roots.contains(root))
-            .filter_map(|(root, rel)| {
-                let rel = std::str::from_utf8(rel).ok()?;
-                Some(format!("{}/{rel}", root.trim_end_matches('/')))
+            .map(|(root, rel)| {
+                let root = super::state::trim_end_slashes(root.as_bytes());
+                PathBuf::from(OsString::from_vec([root, b"/", rel].concat()))
             })
             .collect();
         for path in held {
@@ -175,7 +178,7 @@ impl Worker {
                 ),
             );
         }
-        let due: Vec<String> = self
+        let due: Vec<PathBuf> = self
             .deferred
             .iter()
             .filter(|(_, due)| **due <= now)
@@ -199,7 +202,7 @@ impl Worker {
             // Lost at stop (queue full, or the journal's last gap): recorded before the sync.
             self.rescan();
         }
-        let deferred: Vec<String> = self.deferred.drain().map(|(path, _)| path).collect();
+        let deferred: Vec<PathBuf> = self.deferred.drain().map(|(path, _)| path).collect();
         for path in deferred {
             self.last_read.remove(&path);
             self.capture(&path);
@@ -251,7 +254,7 @@ impl Worker {
     pub(super) fn check(
         &mut self,
         result: Result<PutOutcome, StoreError>,
-        path: Option<&str>,
+        path: Option<&Path>,
     ) -> bool {
         match result {
             Ok(outcome) => {
@@ -336,13 +339,14 @@ impl Worker {
 
 /// The watched root `path` lies in (the deepest, if roots nest) and the path below it; `None`
 /// for a root itself or a path outside every root.
-pub(super) fn place<'a>(roots: &'a [String], path: &'a str) -> Option<(&'a str, &'a [u8])> {
+pub(super) fn place<'a>(roots: &'a [String], path: &'a Path) -> Option<(&'a str, &'a [u8])> {
     let root = roots
         .iter()
-        .filter(|root| super::state::is_within(path, root))
+        .filter(|root| super::state::is_within(path, Path::new(root)))
         .max_by_key(|root| root.len())?;
-    let rel = path[root.len()..].trim_start_matches('/');
-    (!rel.is_empty()).then_some((root.as_str(), rel.as_bytes()))
+    let rel = &path.as_os_str().as_bytes()[root.len()..];
+    let rel = &rel[rel.iter().take_while(|&&b| b == b'/').count()..];
+    (!rel.is_empty()).then_some((root.as_str(), rel))
 }
 
 /// Whether a store error comes from a file that changed while it was read.

@@ -10,6 +10,7 @@
 //! differently from the canonical root paths (through a symlink, or with `//` or `/./` in the
 //! leading directories).
 
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -32,25 +33,28 @@ pub fn kernel_filter(roots: &[PathBuf], canary: &Path) -> DkAbsRoot {
         Some(m) => kernel_dev(m.major, m.minor),
         None => kernel_dev(major(meta.dev()), minor(meta.dev())),
     };
+    // Bytes: the kernel compares the name's bytes, which need not be UTF-8.
     let canonical = |r: &Path| {
         let path = std::fs::canonicalize(r).unwrap_or_else(|_| r.to_path_buf());
-        path.to_string_lossy().into_owned()
+        path.into_os_string().into_vec()
     };
-    let state: Vec<String> = roots.iter().map(|r| canonical(r)).collect();
+    let state: Vec<Vec<u8>> = roots.iter().map(|r| canonical(r)).collect();
     let (state, canary) = (common_prefix(&state), common_prefix(&[canonical(canary)]));
-    DkAbsRoot::new(dev, meta.ino(), [state.as_bytes(), canary.as_bytes()])
+    DkAbsRoot::new(dev, meta.ino(), [&state, &canary])
 }
 
 /// The leading directories all `roots` share, each followed by `/` ("/" at least), cut to the
 /// last whole directory within [`DK_ABS_PREFIX`] bytes.
-fn common_prefix(roots: &[String]) -> String {
+fn common_prefix(roots: &[Vec<u8>]) -> Vec<u8> {
     let Some(first) = roots.first() else {
-        return "/".into();
+        return b"/".to_vec();
     };
-    let mut prefix = String::from("/");
-    for part in first.split('/').filter(|p| !p.is_empty()) {
-        let longer = format!("{prefix}{part}/");
-        let shared = roots.iter().all(|r| format!("{r}/").starts_with(&longer));
+    let mut prefix = b"/".to_vec();
+    for part in first.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
+        let longer = [&prefix[..], part, b"/"].concat();
+        let shared = roots
+            .iter()
+            .all(|r| [&r[..], b"/"].concat().starts_with(&longer));
         if !shared || longer.len() > DK_ABS_PREFIX {
             break;
         }
@@ -65,22 +69,22 @@ mod tests {
 
     #[test]
     fn the_prefix_is_the_shared_leading_directories_within_the_limit() {
-        let roots = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let roots = |r: &[&str]| r.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
         assert_eq!(
             common_prefix(&roots(&["/var/lib/app/state"])),
-            "/var/lib/app/state/"
+            b"/var/lib/app/state/"
         );
         assert_eq!(
             common_prefix(&roots(&["/var/lib/app/a", "/var/lib/app/b"])),
-            "/var/lib/app/"
+            b"/var/lib/app/"
         );
         // A directory is shared whole or not at all: /data and /database share only "/".
-        assert_eq!(common_prefix(&roots(&["/data", "/database"])), "/");
-        assert_eq!(common_prefix(&roots(&["/"])), "/");
+        assert_eq!(common_prefix(&roots(&["/data", "/database"])), b"/");
+        assert_eq!(common_prefix(&roots(&["/"])), b"/");
         let long = "/a-rather-long-directory-name/then-another-one/and-a-third-one-past-64/state";
         assert_eq!(
             common_prefix(&roots(&[long])),
-            "/a-rather-long-directory-name/then-another-one/"
+            b"/a-rather-long-directory-name/then-another-one/"
         );
     }
 

@@ -131,7 +131,7 @@ mod tests {
 
     fn path(record: Record) -> String {
         match record {
-            Record::Change(c) => c.path,
+            Record::Change(c) => c.path.to_string_lossy().into_owned(),
             Record::Gap(g) => format!("gap {}", g.reason.as_str()),
         }
     }

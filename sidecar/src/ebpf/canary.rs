@@ -45,7 +45,7 @@ impl Expected {
     }
 
     fn matches(&self, root_id: u32, ev: &Event) -> bool {
-        let at = |name: &str| Some((root_id, name.to_string()));
+        let at = |name: &str| Some((root_id, name.as_bytes().to_vec()));
         ev.op == self.op
             && ev.path == at(&self.name)
             && ev.from == self.from.as_deref().and_then(at)
@@ -186,7 +186,11 @@ fn wait(
     Err(match seen.iter().find(|ev| ev.op == missing.op) {
         Some(ev) => CanaryError::Mismatch {
             expected: missing.describe(),
-            got_name: ev.path.as_ref().map(|(_, p)| p.clone()).unwrap_or_default(),
+            got_name: ev
+                .path
+                .as_ref()
+                .map(|(_, p)| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default(),
             got_bytes: ev.bytes,
         },
         None => CanaryError::NoEvent {
@@ -254,8 +258,8 @@ mod tests {
             pid: std::process::id(),
             tid: 0,
             comm: String::new(),
-            path: Some((3, path.to_string())),
-            from: from.map(|f| (3, f.to_string())),
+            path: Some((3, path.as_bytes().to_vec())),
+            from: from.map(|f| (3, f.as_bytes().to_vec())),
             name: None,
             truncated: false,
         }

@@ -6,8 +6,10 @@
 //! name comes only from a caller that shares the sidecar's root directory
 //! ([`super::absolute`]), and is placed below the watched root it starts with.
 
+use std::ffi::OsStr;
 use std::fmt;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use diffkeeper_ebpf::event::{Event, Names, DK_ROOT_ABS};
 
@@ -55,17 +57,33 @@ impl fmt::Display for Unplaced {
     }
 }
 
+/// A name's bytes without its trailing `/`s (`/` alone becomes empty).
+fn trim_end_slashes(name: &[u8]) -> &[u8] {
+    let end = name.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    &name[..end]
+}
+
+/// The components of `name`, without the empty ones (repeated or trailing `/`) and `.`, which
+/// name the directory they are in.
+fn parts(name: &[u8]) -> Vec<&[u8]> {
+    name.split(|&b| b == b'/')
+        .filter(|part| !part.is_empty() && *part != b".")
+        .collect()
+}
+
+/// A root as bytes (names are bytes: Linux does not require UTF-8).
+fn root_bytes(root: &Path) -> &[u8] {
+    root.as_os_str().as_bytes()
+}
+
 /// The components of a relative `name`: empty ones (repeated or trailing `/`) and `.` name the
 /// directory they are in, so they are dropped; an absolute name or a `..` is refused.
-pub fn components(name: &str) -> Result<Vec<&str>, Unplaced> {
-    if name.starts_with('/') {
+pub fn components(name: &[u8]) -> Result<Vec<&[u8]>, Unplaced> {
+    if name.starts_with(b"/") {
         return Err(Unplaced::Absolute);
     }
-    let parts: Vec<&str> = name
-        .split('/')
-        .filter(|part| !part.is_empty() && *part != ".")
-        .collect();
-    if parts.contains(&"..") {
+    let parts = parts(name);
+    if parts.contains(&&b".."[..]) {
         return Err(Unplaced::Parent);
     }
     if parts.is_empty() {
@@ -80,20 +98,20 @@ pub fn components(name: &str) -> Result<Vec<&str>, Unplaced> {
 /// event is flagged `truncated` (the change happened in there, under a name not known); it is
 /// counted and logged too. `None` when no end is left: an absolute name below no root (sent
 /// because it starts with the roots' common directories), or one that cannot be placed.
-pub fn place_event(mut event: Event, roots: &[String], unreported: &Unreported) -> Option<Event> {
+pub fn place_event(mut event: Event, roots: &[PathBuf], unreported: &Unreported) -> Option<Event> {
     let Names {
         path, from, raced, ..
     } = event.name.take()?;
     let mut cut = event.truncated;
     let who = (event.comm.as_str(), event.pid);
     let (path_end, from_end) = (event.path.take(), event.from.take());
-    let mut place_one = |end: Option<(u32, String)>, name: Option<String>| {
+    let mut place_one = |end: Option<(u32, Vec<u8>)>, name: Option<Vec<u8>>| {
         let (id, mut dir) = end?;
         let Some(name) = name else {
             // Only the directory came (its name was not read): flagged, never guessed.
             cut = true;
-            if !dir.is_empty() && !dir.ends_with('/') {
-                dir.push('/');
+            if !dir.is_empty() && !dir.ends_with(b"/") {
+                dir.push(b'/');
             }
             return (id != DK_ROOT_ABS).then_some((id, dir));
         };
@@ -109,7 +127,7 @@ pub fn place_event(mut event: Event, roots: &[String], unreported: &Unreported) 
                 log_unplaced(who, roots, (id, &dir), &name, &why, unreported);
                 cut = true;
                 if !dir.is_empty() {
-                    dir.push('/');
+                    dir.push(b'/');
                 }
                 (id != DK_ROOT_ABS).then_some((id, dir))
             }
@@ -123,43 +141,54 @@ pub fn place_event(mut event: Event, roots: &[String], unreported: &Unreported) 
 }
 
 /// One named end placed: (root id, path below that root).
-fn place_end(roots: &[String], id: u32, dir: &str, name: &str) -> Result<(u32, String), Unplaced> {
+fn place_end(
+    roots: &[PathBuf],
+    id: u32,
+    dir: &[u8],
+    name: &[u8],
+) -> Result<(u32, Vec<u8>), Unplaced> {
     if id == DK_ROOT_ABS {
         return place_absolute(name, roots);
     }
     let root = roots.get(id as usize).ok_or(Unplaced::Outside)?;
-    let root = root.trim_end_matches('/');
+    let root = trim_end_slashes(root_bytes(root));
     let start = if dir.is_empty() {
-        root.to_string()
+        root.to_vec()
     } else {
-        format!("{root}/{dir}")
+        [root, b"/", dir].concat()
     };
     let placed = place(&start, name)?;
-    let below = placed[root.len()..].trim_start_matches('/').to_string();
-    Ok((id, below))
+    let below = &placed[root.len()..];
+    let skip = below.iter().take_while(|&&b| b == b'/').count();
+    Ok((id, below[skip..].to_vec()))
 }
 
 /// Logs the first hundred unplaced names, then one at each power of two: a program making
 /// such names in a loop cannot flood the log; the count is exact either way.
 fn log_unplaced(
     (comm, pid): (&str, u32),
-    roots: &[String],
-    (id, dir): (u32, &str),
-    name: &str,
+    roots: &[PathBuf],
+    (id, dir): (u32, &[u8]),
+    name: &[u8],
     why: &Unplaced,
     unreported: &Unreported,
 ) {
     let total = unreported.count_unplaced_name();
     if total <= 100 || total.is_power_of_two() {
         let base = match roots.get(id as usize) {
-            Some(root) => format!("{}/{dir}", root.trim_end_matches('/')),
+            Some(root) => format!(
+                "{}/{}",
+                String::from_utf8_lossy(trim_end_slashes(root_bytes(root))),
+                String::from_utf8_lossy(dir)
+            ),
             None => "the caller's root directory".into(),
         };
         log::warn!(
-            "[eBPF] name not placed: {} (pid {}) passed {name:?} relative to {base}: {why} \
+            "[eBPF] name not placed: {} (pid {}) passed {:?} relative to {base}: {why} \
              ({total} in all; diffkeeper_unreported_changes_total{{reason=\"{}\"}})",
             comm,
             pid,
+            OsStr::from_bytes(name),
             Unreported::UNPLACED_NAME
         );
     }
@@ -169,25 +198,26 @@ fn log_unplaced(
 /// watched root it lies in: the innermost root whose path is a prefix of its components, then
 /// [`place`] below it. `roots` are absolute, as the sidecar sees them; returns (root id, path
 /// below the root).
-pub fn place_absolute(name: &str, roots: &[String]) -> Result<(u32, String), Unplaced> {
-    let parts = name
-        .split('/')
-        .filter(|part| !part.is_empty() && *part != ".")
-        .collect::<Vec<_>>();
-    if parts.contains(&"..") {
+pub fn place_absolute(name: &[u8], roots: &[PathBuf]) -> Result<(u32, Vec<u8>), Unplaced> {
+    let parts = parts(name);
+    if parts.contains(&&b".."[..]) {
         return Err(Unplaced::Parent);
     }
     let root = roots
         .iter()
         .enumerate()
         .filter_map(|(id, root)| {
-            let root_parts: Vec<&str> = root.split('/').filter(|p| !p.is_empty()).collect();
+            let root = root_bytes(root);
+            let root_parts: Vec<&[u8]> = root
+                .split(|&b| b == b'/')
+                .filter(|p| !p.is_empty())
+                .collect();
             let below = parts.len() > root_parts.len() && parts.starts_with(&root_parts);
             below.then_some((id, root, root_parts.len()))
         })
         .max_by_key(|(_, _, depth)| *depth); // the innermost root holding the name
     let (id, root, depth) = root.ok_or(Unplaced::Outside)?;
-    let below = parts[depth..].join("/");
+    let below = parts[depth..].join(&b'/');
     place(root, &below)?;
     Ok((id as u32, below))
 }
@@ -196,22 +226,23 @@ pub fn place_absolute(name: &str, roots: &[String]) -> Result<(u32, String), Unp
 /// must not be a symlink or a file now (lstat): a real directory, or gone since (the call went
 /// through it, and the reader places names a few milliseconds later: an app that removes the
 /// directories right after must not lose its lines). The last one is the name itself.
-pub fn place(dir: &str, name: &str) -> Result<String, Unplaced> {
+pub fn place(dir: &[u8], name: &[u8]) -> Result<Vec<u8>, Unplaced> {
     let parts = components(name)?;
-    let mut path = String::with_capacity(dir.len() + 1 + name.len());
-    path.push_str(dir.trim_end_matches('/'));
+    let mut path = Vec::with_capacity(dir.len() + 1 + name.len());
+    path.extend_from_slice(trim_end_slashes(dir));
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
-            let through = match std::fs::symlink_metadata(Path::new(&path)) {
+            let through = match std::fs::symlink_metadata(OsStr::from_bytes(&path)) {
                 Ok(meta) => meta.is_dir(),
                 Err(e) => e.kind() == std::io::ErrorKind::NotFound,
             };
             if !through {
-                return Err(Unplaced::NotADirectory(path));
+                let shown = String::from_utf8_lossy(&path).into_owned();
+                return Err(Unplaced::NotADirectory(shown));
             }
         }
-        path.push('/');
-        path.push_str(part);
+        path.push(b'/');
+        path.extend_from_slice(part);
     }
     Ok(path)
 }
@@ -220,23 +251,38 @@ pub fn place(dir: &str, name: &str) -> Result<String, Unplaced> {
 mod tests {
     use super::*;
 
+    fn placed(dir: &str, name: &str) -> Result<String, Unplaced> {
+        place(dir.as_bytes(), name.as_bytes()).map(|p| String::from_utf8(p).expect("UTF-8"))
+    }
+
+    fn absolute(name: &str, roots: &[PathBuf]) -> Result<(u32, String), Unplaced> {
+        place_absolute(name.as_bytes(), roots)
+            .map(|(id, p)| (id, String::from_utf8(p).expect("UTF-8")))
+    }
+
     #[test]
     fn plain_relative_names_are_placed() {
-        assert_eq!(components("a.txt").unwrap(), ["a.txt"]);
-        assert_eq!(components("./a//b/").unwrap(), ["a", "b"]);
-        assert_eq!(components("a/./b").unwrap(), ["a", "b"]);
-        assert_eq!(place("/state/", "x").unwrap(), "/state/x");
-        assert_eq!(place("/state/d", ".//x").unwrap(), "/state/d/x");
-        assert_eq!(place("/", "x").unwrap(), "/x");
+        assert_eq!(components(b"a.txt").unwrap(), [b"a.txt"]);
+        assert_eq!(components(b"./a//b/").unwrap(), [b"a", b"b"]);
+        assert_eq!(components(b"a/./b").unwrap(), [b"a", b"b"]);
+        assert_eq!(placed("/state/", "x").unwrap(), "/state/x");
+        assert_eq!(placed("/state/d", ".//x").unwrap(), "/state/d/x");
+        assert_eq!(placed("/", "x").unwrap(), "/x");
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_keep_their_bytes() {
+        assert_eq!(place(b"/state", b"bad\xff").unwrap(), b"/state/bad\xff");
+        assert_eq!(place(b"/state", b"bad\xfe").unwrap(), b"/state/bad\xfe");
     }
 
     #[test]
     fn absolute_parent_and_empty_names_are_refused() {
-        assert_eq!(place("/state", "/state/x"), Err(Unplaced::Absolute));
-        assert_eq!(place("/state", "../x"), Err(Unplaced::Parent));
-        assert_eq!(place("/state", "a/../x"), Err(Unplaced::Parent));
-        assert_eq!(place("/state", "./"), Err(Unplaced::Empty));
-        assert_eq!(place("/state", ""), Err(Unplaced::Empty));
+        assert_eq!(placed("/state", "/state/x"), Err(Unplaced::Absolute));
+        assert_eq!(placed("/state", "../x"), Err(Unplaced::Parent));
+        assert_eq!(placed("/state", "a/../x"), Err(Unplaced::Parent));
+        assert_eq!(placed("/state", "./"), Err(Unplaced::Empty));
+        assert_eq!(placed("/state", ""), Err(Unplaced::Empty));
     }
 
     #[test]
@@ -245,27 +291,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("st/sub")).expect("mkdir");
         let st = dir.join("st").to_string_lossy().into_owned();
-        let roots = [st.clone(), format!("{st}/sub")];
+        let roots = [PathBuf::from(&st), PathBuf::from(format!("{st}/sub"))];
         assert_eq!(
-            place_absolute(&format!("{st}/a.txt"), &roots),
+            absolute(&format!("{st}/a.txt"), &roots),
             Ok((0, "a.txt".into()))
         );
         // The innermost root; `.` and repeated `/` name the directory they are in.
         assert_eq!(
-            place_absolute(&format!("/{st}/./sub//b"), &roots),
+            absolute(&format!("/{st}/./sub//b"), &roots),
             Ok((1, "b".into()))
         );
-        assert_eq!(place_absolute(&st, &roots), Err(Unplaced::Outside));
+        assert_eq!(absolute(&st, &roots), Err(Unplaced::Outside));
         assert_eq!(
-            place_absolute(&format!("{st}x/a"), &roots),
+            absolute(&format!("{st}x/a"), &roots),
             Err(Unplaced::Outside)
         );
         assert_eq!(
-            place_absolute(&format!("{st}/../st/a"), &roots),
+            absolute(&format!("{st}/../st/a"), &roots),
             Err(Unplaced::Parent)
         );
         assert_eq!(
-            place_absolute(&format!("{st}/gone/a"), &roots),
+            absolute(&format!("{st}/gone/a"), &roots),
             Ok((0, "gone/a".into()))
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");
@@ -278,20 +324,20 @@ mod tests {
         std::fs::create_dir_all(dir.join("real")).expect("mkdir");
         std::os::unix::fs::symlink("/tmp", dir.join("link")).expect("symlink");
         let d = dir.to_string_lossy();
-        assert_eq!(place(&d, "real/x"), Ok(format!("{d}/real/x")));
+        assert_eq!(placed(&d, "real/x"), Ok(format!("{d}/real/x")));
         assert_eq!(
-            place(&d, "link/x"),
+            placed(&d, "link/x"),
             Err(Unplaced::NotADirectory(format!("{d}/link")))
         );
         // Gone since: the call went through it.
-        assert_eq!(place(&d, "gone/x"), Ok(format!("{d}/gone/x")));
+        assert_eq!(placed(&d, "gone/x"), Ok(format!("{d}/gone/x")));
         std::fs::write(dir.join("file"), b"f").expect("write");
         assert_eq!(
-            place(&d, "file/x"),
+            placed(&d, "file/x"),
             Err(Unplaced::NotADirectory(format!("{d}/file")))
         );
         // The last component is the new name itself: a symlink there is what was made.
-        assert_eq!(place(&d, "link"), Ok(format!("{d}/link")));
+        assert_eq!(placed(&d, "link"), Ok(format!("{d}/link")));
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

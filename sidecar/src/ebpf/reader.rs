@@ -3,6 +3,8 @@
 //! tracepoint mode's new names, [`super::names`]), and keeps the kernel's lost-event count
 //! current.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -87,8 +89,8 @@ impl Unreported {
 
 struct Routing {
     backend: Backend,
-    /// Root directories by id, as text: every event's path is built on one of them.
-    roots: Vec<String>,
+    /// Root directories by id: every event's path is built on one of them.
+    roots: Vec<PathBuf>,
     canary_id: u32,
     /// Hands changes to the journal (bounded waits once stopping).
     delivery: Delivery,
@@ -130,10 +132,7 @@ impl Reader {
         let (admission, held) = Admission::new(family);
         let routing = Routing {
             backend: Backend::Ebpf(family),
-            roots: roots
-                .iter()
-                .map(|root| root.to_string_lossy().into_owned())
-                .collect(),
+            roots,
             canary_id,
             delivery: Delivery::new(sink, stop.clone()),
             held,
@@ -344,8 +343,9 @@ impl Routing {
                 None => return false,
             }
         }
-        let is_canary =
-            |end: &Option<(u32, String)>| end.as_ref().is_some_and(|(id, _)| *id == self.canary_id);
+        let is_canary = |end: &Option<(u32, Vec<u8>)>| {
+            end.as_ref().is_some_and(|(id, _)| *id == self.canary_id)
+        };
         if is_canary(&event.path) || is_canary(&event.from) {
             let _ = self.canary.send(event);
             return true;
@@ -422,17 +422,18 @@ impl Routing {
         }
     }
 
-    /// `root/relative` in one allocation, the event's own string only read (this runs for every
-    /// event at full write rate).
-    fn absolute(&self, end: Option<&(u32, String)>) -> Option<String> {
+    /// `root/relative` in one allocation, the event's own bytes only read (this runs for every
+    /// event at full write rate); bytes, not text: Linux names need not be UTF-8.
+    fn absolute(&self, end: Option<&(u32, Vec<u8>)>) -> Option<PathBuf> {
         let (id, relative) = end?;
         let id = *id;
-        let root = self.roots.get(id as usize)?.trim_end_matches('/');
-        let mut path = String::with_capacity(root.len() + 1 + relative.len());
-        path.push_str(root);
-        path.push('/');
-        path.push_str(relative);
-        Some(path)
+        let root = self.roots.get(id as usize)?.as_os_str().as_bytes();
+        let root = &root[..root.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1)];
+        let mut path = Vec::with_capacity(root.len() + 1 + relative.len());
+        path.extend_from_slice(root);
+        path.push(b'/');
+        path.extend_from_slice(relative);
+        Some(PathBuf::from(OsString::from_vec(path)))
     }
 
     fn to_change(&self, event: Event) -> Option<Change> {

@@ -1,6 +1,7 @@
 //! Tests of the reader's routing: how events become changes, held back and handed on.
 
 use super::*;
+use std::path::Path;
 
 fn routing() -> (Routing, crate::change::ChangeQueue, Receiver<Event>) {
     let (routing, changes, canaries, _stop) = routing_with_queue(crate::change::QUEUE_CAPACITY);
@@ -42,8 +43,8 @@ fn event(op: Op, path: Option<(u32, &str)>, from: Option<(u32, &str)>) -> Event 
         pid: 9,
         tid: 9,
         comm: "app".into(),
-        path: path.map(|(i, p)| (i, p.to_string())),
-        from: from.map(|(i, p)| (i, p.to_string())),
+        path: path.map(|(i, p)| (i, p.as_bytes().to_vec())),
+        from: from.map(|(i, p)| (i, p.as_bytes().to_vec())),
         name: None,
         truncated: false,
     }
@@ -52,7 +53,7 @@ fn event(op: Op, path: Option<(u32, &str)>, from: Option<(u32, &str)>) -> Event 
 fn named(op: Op, dir: &str, name: &str, truncated: bool) -> Event {
     Event {
         name: Some(Names {
-            path: (!truncated).then(|| name.to_string()),
+            path: (!truncated).then(|| name.as_bytes().to_vec()),
             ..Names::default()
         }),
         truncated,
@@ -69,30 +70,33 @@ fn names_are_placed_below_their_directory_or_flagged() {
     };
     let c = placed(Op::Create, "a/b", "c.txt", false).unwrap();
     assert_eq!(
-        (c.op, c.path.as_str(), c.truncated),
+        (c.op, c.path.to_str().unwrap(), c.truncated),
         (Op::Create, "/state/a/b/c.txt", false)
     );
     assert_eq!(
         placed(Op::Mkdir, "", "top", false).unwrap().path,
-        "/state/top"
+        Path::new("/state/top")
     );
     assert_eq!(
         placed(Op::Delete, "a", ".//x", false).unwrap().path,
-        "/state/a/x"
+        Path::new("/state/a/x")
     );
     // Outside the directory: the directory, flagged, and counted.
     let c = placed(Op::Rmdir, "a", "../x", false).unwrap();
     assert_eq!(
-        (c.op, c.path.as_str(), c.truncated),
+        (c.op, c.path.to_str().unwrap(), c.truncated),
         (Op::Rmdir, "/state/a/", true)
     );
     // Cut by the kernel side: the directory, flagged, never a name it did not send.
     let c = placed(Op::Attrib, "a/b", "", true).unwrap();
-    assert_eq!((c.path.as_str(), c.truncated), ("/state/a/b/", true));
+    assert_eq!(
+        (c.path.to_str().unwrap(), c.truncated),
+        ("/state/a/b/", true)
+    );
     // An absolute name below no root is not a change here.
     let abs = Event {
         name: Some(Names {
-            path: Some("/elsewhere/x".into()),
+            path: Some(b"/elsewhere/x".to_vec()),
             ..Names::default()
         }),
         ..event(
@@ -108,7 +112,7 @@ fn names_are_placed_below_their_directory_or_flagged() {
     raced.name.as_mut().unwrap().raced = true;
     r.dispatch(raced);
     let c = changes.try_iter().next().unwrap();
-    assert_eq!((c.path.as_str(), c.truncated), ("/state/a/", true));
+    assert_eq!((c.path.to_str().unwrap(), c.truncated), ("/state/a/", true));
     assert_eq!(r.unreported.unplaced_names(), 2);
     let counts = r.unreported.by_reason();
     assert_eq!(counts.last(), Some(&("unplaced_name", 2)));
@@ -127,7 +131,7 @@ fn content_and_exchange_make_a_second_line() {
     );
     assert_eq!((create.op, create.bytes), (Op::Create, None));
     assert_eq!(
-        (write.op, write.path.as_str(), write.bytes),
+        (write.op, write.path.to_str().unwrap(), write.bytes),
         (Op::Write, "/state/final.txt", Some(6))
     );
     let swap = Event {
@@ -145,12 +149,12 @@ fn content_and_exchange_make_a_second_line() {
         changes.try_iter().next().unwrap(),
     );
     assert_eq!(
-        (one.path.as_str(), one.from.as_deref()),
-        ("/state/b", Some("/state/a"))
+        (one.path.to_str().unwrap(), one.from.as_deref()),
+        ("/state/b", Some(Path::new("/state/a")))
     );
     assert_eq!(
-        (two.path.as_str(), two.from.as_deref()),
-        ("/state/a", Some("/state/b"))
+        (two.path.to_str().unwrap(), two.from.as_deref()),
+        ("/state/a", Some(Path::new("/state/b")))
     );
 }
 
@@ -161,8 +165,8 @@ fn an_unplaced_name_is_a_flagged_line_or_else_a_gap_where_it_happened() {
     r.dispatch(named(Op::Create, "a", "../x", false));
     // Relative to a root's own directory: no directory left to name, so a gap.
     let mut rootless = named(Op::Create, "", "../y", false);
-    rootless.path = Some((diffkeeper_ebpf::event::DK_ROOT_ABS, String::new()));
-    rootless.name.as_mut().unwrap().path = Some("/state/../y".into());
+    rootless.path = Some((diffkeeper_ebpf::event::DK_ROOT_ABS, Vec::new()));
+    rootless.name.as_mut().unwrap().path = Some(b"/state/../y".to_vec());
     r.dispatch(rootless);
     r.dispatch(named(Op::Create, "a", "d.txt", false));
     let got: Vec<String> = changes
@@ -173,7 +177,7 @@ fn an_unplaced_name_is_a_flagged_line_or_else_a_gap_where_it_happened() {
                 format!("gap {} {:?}", gap.reason.as_str(), gap.lost)
             }
             crate::change::Record::Change(c) => {
-                format!("{} {} {}", c.op.as_str(), c.path, c.truncated)
+                format!("{} {} {}", c.op.as_str(), c.path.display(), c.truncated)
             }
         })
         .collect();
@@ -192,17 +196,17 @@ fn an_unplaced_name_is_a_flagged_line_or_else_a_gap_where_it_happened() {
 fn paths_join_on_any_root_including_slash() {
     let (r, _, _) = routing();
     assert_eq!(
-        r.absolute(Some(&(0, "a/b".into()))).as_deref(),
-        Some("/state/a/b")
+        r.absolute(Some(&(0, b"a/b".to_vec()))).as_deref(),
+        Some(Path::new("/state/a/b"))
     );
-    assert_eq!(r.absolute(Some(&(7, "a".into()))), None);
+    assert_eq!(r.absolute(Some(&(7, b"a".to_vec()))), None);
     let top = Routing {
         roots: vec!["/".into()],
         ..r
     };
     assert_eq!(
-        top.absolute(Some(&(0, "a/b".into()))).as_deref(),
-        Some("/a/b")
+        top.absolute(Some(&(0, b"a/b".to_vec()))).as_deref(),
+        Some(Path::new("/a/b"))
     );
 }
 
@@ -213,20 +217,20 @@ fn renames_across_the_boundary_become_create_or_delete() {
         .to_change(event(Op::Rename, Some((0, "a/b")), Some((0, "c"))))
         .unwrap();
     assert_eq!(
-        (c.op, c.path.as_str(), c.from.as_deref()),
-        (Op::Rename, "/state/a/b", Some("/state/c"))
+        (c.op, c.path.to_str().unwrap(), c.from.as_deref()),
+        (Op::Rename, "/state/a/b", Some(Path::new("/state/c")))
     );
     let c = r
         .to_change(event(Op::Rename, Some((0, "in")), None))
         .unwrap();
     assert_eq!(
-        (c.op, c.path.as_str(), c.bytes),
+        (c.op, c.path.to_str().unwrap(), c.bytes),
         (Op::Create, "/state/in", None)
     );
     let c = r
         .to_change(event(Op::Rename, None, Some((0, "out"))))
         .unwrap();
-    assert_eq!((c.op, c.path.as_str()), (Op::Delete, "/state/out"));
+    assert_eq!((c.op, c.path.to_str().unwrap()), (Op::Delete, "/state/out"));
     let c = r.to_change(event(Op::Write, Some((0, "f")), None)).unwrap();
     assert_eq!(
         (c.bytes, c.pid, c.comm.as_deref()),
@@ -240,7 +244,7 @@ fn directories_and_attribute_changes_are_journaled_as_their_own_ops() {
     for op in [Op::Mkdir, Op::Rmdir, Op::Attrib, Op::Delete] {
         let c = r.to_change(event(op, Some((0, "d")), None)).unwrap();
         assert_eq!(
-            (c.op, c.path.as_str(), c.from, c.bytes),
+            (c.op, c.path.to_str().unwrap(), c.from, c.bytes),
             (op, "/state/d", None, None)
         );
     }
@@ -255,7 +259,10 @@ fn canary_events_never_reach_the_sink() {
     assert!(changes.try_iter().next().is_none());
     assert_eq!(canaries.try_recv().unwrap(), ev);
     r.dispatch(event(Op::Write, Some((0, "f")), None));
-    assert_eq!(changes.try_iter().next().unwrap().path, "/state/f");
+    assert_eq!(
+        changes.try_iter().next().unwrap().path,
+        Path::new("/state/f")
+    );
 }
 
 #[test]
@@ -271,7 +278,7 @@ fn a_full_queue_holds_the_reader_until_the_journal_takes_a_change() {
     r.dispatch(event(Op::Write, Some((0, "second")), None));
     let (first, second) = journal.join().unwrap();
     assert_eq!(
-        (first.path.as_str(), second.path.as_str()),
+        (first.path.to_str().unwrap(), second.path.to_str().unwrap()),
         ("/state/first", "/state/second")
     );
     assert_eq!(r.delivery.dropped(), 0);
@@ -300,7 +307,10 @@ fn stopping_with_a_stuck_journal_drops_and_counts_instead_of_hanging() {
         .expect("the reader came back after stop");
     let r = reader.join().unwrap();
     assert_eq!(r.delivery.dropped(), 2);
-    assert_eq!(changes.try_iter().next().unwrap().path, "/state/queued");
+    assert_eq!(
+        changes.try_iter().next().unwrap().path,
+        Path::new("/state/queued")
+    );
 }
 
 #[test]

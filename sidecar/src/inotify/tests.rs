@@ -30,8 +30,13 @@ fn lines(rx: &ChangeQueue) -> Vec<String> {
                 (Backend::Inotify, None, &None, None)
             );
             match c.from {
-                Some(from) => format!("{} {from} -> {}", c.op.as_str(), c.path),
-                None => format!("{} {}", c.op.as_str(), c.path),
+                Some(from) => format!(
+                    "{} {} -> {}",
+                    c.op.as_str(),
+                    from.display(),
+                    c.path.display()
+                ),
+                None => format!("{} {}", c.op.as_str(), c.path.display()),
             }
         })
         .collect()

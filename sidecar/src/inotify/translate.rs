@@ -323,10 +323,7 @@ impl Translator {
         let gap = Gap {
             ts: SystemTime::now(),
             backend: Backend::Inotify,
-            roots: roots
-                .iter()
-                .map(|r| r.to_string_lossy().into_owned())
-                .collect(),
+            roots,
             reason,
             lost,
         };
@@ -341,8 +338,8 @@ impl Translator {
             ts: SystemTime::now(),
             backend: Backend::Inotify,
             op,
-            path: path.to_string_lossy().into_owned(),
-            from: from.map(|p| p.to_string_lossy().into_owned()),
+            path: path.to_path_buf(),
+            from: from.map(Path::to_path_buf),
             pid: None,
             comm: None,
             bytes: None,

@@ -34,7 +34,7 @@ fn notes_are_numbered_lines_that_never_move_ts_back_nor_enter_the_index() {
     j.capture = Some(feed);
     j.push(change(Op::Create, "/s/a", 5)).unwrap();
     // Made "later" by capture's clock than the next change's ts: carries the journal's last ts.
-    let mut note = Note::new(Some("/s/a"), Content::Skipped, "too big");
+    let mut note = Note::new(Some(Path::new("/s/a")), Content::Skipped, "too big");
     note.ts = at(100);
     notes.send(note).unwrap();
     j.write_notes().unwrap();
@@ -55,8 +55,12 @@ fn notes_are_numbered_lines_that_never_move_ts_back_nor_enter_the_index() {
     );
     assert_eq!(lines[1]["content"], "skipped");
     assert_eq!(lines[1]["reason"], "too big");
-    let fed: Vec<String> = jobs.try_iter().map(|job| job.path).collect();
-    assert_eq!(fed, ["/s/a", "/s/a"], "both changes fed, the note not");
+    let fed: Vec<PathBuf> = jobs.try_iter().map(|job| job.path).collect();
+    assert_eq!(
+        fed,
+        [Path::new("/s/a"); 2],
+        "both changes fed, the note not"
+    );
 }
 
 #[test]
@@ -81,7 +85,7 @@ fn a_gap_asks_capture_to_rescan_and_its_repair_lines_are_fed() {
     j.gap(Gap {
         ts: at(1),
         backend: Backend::Ebpf(Family::Kprobe),
-        roots: vec![root.to_string_lossy().into_owned()],
+        roots: vec![root.clone()],
         reason: GapReason::RingBufferFull,
         lost: Some(2),
     })
@@ -91,7 +95,7 @@ fn a_gap_asks_capture_to_rescan_and_its_repair_lines_are_fed() {
     assert!(stats.rescan_asked(), "a gap must make capture rescan");
     let fed: Vec<String> = jobs
         .try_iter()
-        .map(|job| format!("{} {}", job.op.as_str(), job.path))
+        .map(|job| format!("{} {}", job.op.as_str(), job.path.display()))
         .collect();
     let root = root.to_string_lossy();
     assert_eq!(

@@ -3,6 +3,7 @@
 //! A rename or delete also releases what is held below the path (it may be a directory).
 
 use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::change::Change;
@@ -12,10 +13,10 @@ use crate::change::Change;
 pub(super) struct Coalescer {
     window: Duration,
     /// Keyed by path; the held change's own `path` is empty meanwhile (moved into the key).
-    held: HashMap<String, Held>,
+    held: HashMap<PathBuf, Held>,
     /// Window deadlines in opening order (the window length is fixed, so this is also deadline
     /// order). Entries whose `seq` no longer matches `held` were released early: skipped.
-    deadlines: VecDeque<(Instant, u64, String)>,
+    deadlines: VecDeque<(Instant, u64, PathBuf)>,
     next_seq: u64,
 }
 
@@ -95,15 +96,12 @@ impl Coalescer {
     /// Takes what is held for `dir` itself and for every path below it (`dir/...`), in the
     /// order their windows opened: a rename or delete of a directory must come after the
     /// writes to files under it, as it did in the kernel.
-    pub(super) fn take_under(&mut self, dir: &str) -> Vec<(Change, u64)> {
-        let base = dir.trim_end_matches('/');
-        let mut under: Vec<(u64, String)> = self
+    pub(super) fn take_under(&mut self, dir: &Path) -> Vec<(Change, u64)> {
+        // Path::starts_with compares whole components: `dir` itself or `dir/...`.
+        let mut under: Vec<(u64, PathBuf)> = self
             .held
             .iter()
-            .filter(|(path, _)| {
-                path.strip_prefix(base)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
+            .filter(|(path, _)| path.starts_with(dir))
             .map(|(path, held)| (held.seq, path.clone()))
             .collect();
         under.sort_unstable();
@@ -113,7 +111,7 @@ impl Coalescer {
             .collect()
     }
 
-    pub(super) fn take(&mut self, path: &str) -> Option<(Change, u64)> {
+    pub(super) fn take(&mut self, path: &Path) -> Option<(Change, u64)> {
         self.held.remove_entry(path).map(|(path, mut held)| {
             held.change.path = path;
             (held.change, held.count)

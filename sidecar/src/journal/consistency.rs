@@ -8,76 +8,84 @@
 //! removes nothing a reader knows of.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use super::index::{below, Entry, Kind};
 use crate::change::{Change, Op};
 
+/// The index's keys are a path's bytes.
+fn key(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
+}
+
 /// The top-most path the journal has not reported that `change` depends on, to be repaired
 /// before it (`None`: nothing is missing, or nothing can be repaired).
 pub(super) fn unknown_scope(
-    entries: &BTreeMap<String, Entry>,
+    entries: &BTreeMap<Vec<u8>, Entry>,
     roots: &[PathBuf],
     change: &Change,
-) -> Option<String> {
-    match change.op {
-        Op::Create | Op::Mkdir => top_unknown(entries, roots, &change.path, false),
-        Op::Write | Op::Attrib => top_unknown(entries, roots, &change.path, true),
+) -> Option<PathBuf> {
+    let path = key(&change.path);
+    let scope = match change.op {
+        Op::Create | Op::Mkdir => top_unknown(entries, roots, path, false),
+        Op::Write | Op::Attrib => top_unknown(entries, roots, path, true),
         Op::Delete | Op::Rmdir => None,
         Op::Rename => {
             let from_known = change
                 .from
                 .as_deref()
-                .is_some_and(|from| entries.contains_key(from));
+                .is_some_and(|from| entries.contains_key(key(from)));
             // With its source unknown the rename says nothing a reader can use: what arrived
             // at `path` is repaired instead.
-            top_unknown(entries, roots, &change.path, false).or_else(|| {
-                (!from_known && root_of(roots, &change.path).is_some()).then(|| change.path.clone())
-            })
+            top_unknown(entries, roots, path, false)
+                .or_else(|| (!from_known && root_of(roots, path).is_some()).then_some(path))
         }
-    }
+    };
+    scope.map(|s| PathBuf::from(OsStr::from_bytes(s)))
 }
 
 /// A delete or rmdir of a path the journal never reported, with nothing reported below it.
-pub(super) fn removes_nothing_reported(entries: &BTreeMap<String, Entry>, change: &Change) -> bool {
+pub(super) fn removes_nothing_reported(
+    entries: &BTreeMap<Vec<u8>, Entry>,
+    change: &Change,
+) -> bool {
+    let path = key(&change.path);
     matches!(change.op, Op::Delete | Op::Rmdir)
-        && !entries.contains_key(&change.path)
-        && entries.range(below(&change.path)).next().is_none()
+        && !entries.contains_key(path)
+        && entries.range(below(path)).next().is_none()
 }
 
 /// The root `path` lies strictly below.
-pub(super) fn root_of<'a>(roots: &'a [PathBuf], path: &str) -> Option<&'a PathBuf> {
+pub(super) fn root_of<'a>(roots: &'a [PathBuf], path: &[u8]) -> Option<&'a PathBuf> {
     roots.iter().find(|root| {
-        let root = root.as_os_str().as_encoded_bytes();
-        let path = path.as_bytes();
+        let root = key(root);
         path.len() > root.len() && path.starts_with(root) && path[root.len()] == b'/'
     })
 }
 
-fn is_known_dir(entries: &BTreeMap<String, Entry>, roots: &[PathBuf], path: &str) -> bool {
-    roots
-        .iter()
-        .any(|r| r.as_os_str().as_encoded_bytes() == path.as_bytes())
-        || entries.get(path).is_some_and(|e| e.kind == Kind::Dir)
+fn is_known_dir(entries: &BTreeMap<Vec<u8>, Entry>, roots: &[PathBuf], path: &[u8]) -> bool {
+    roots.iter().any(|r| key(r) == path) || entries.get(path).is_some_and(|e| e.kind == Kind::Dir)
 }
 
 /// The first of `path`'s ancestors below its root (and `path` itself, `with_self`) that is not
 /// a reported directory (for `path` itself: not reported at all).
-fn top_unknown(
-    entries: &BTreeMap<String, Entry>,
+fn top_unknown<'p>(
+    entries: &BTreeMap<Vec<u8>, Entry>,
     roots: &[PathBuf],
-    path: &str,
+    path: &'p [u8],
     with_self: bool,
-) -> Option<String> {
+) -> Option<&'p [u8]> {
     let root = root_of(roots, path)?;
-    let start = root.as_os_str().len() + 1;
-    for (i, _) in path[start..].match_indices('/') {
+    let start = key(root).len() + 1;
+    for (i, _) in path[start..].iter().enumerate().filter(|(_, &b)| b == b'/') {
         let ancestor = &path[..start + i];
         if !is_known_dir(entries, roots, ancestor) {
-            return Some(ancestor.to_owned());
+            return Some(ancestor);
         }
     }
-    (with_self && !entries.contains_key(path)).then(|| path.to_owned())
+    (with_self && !entries.contains_key(path)).then_some(path)
 }
 
 #[cfg(test)]
@@ -94,11 +102,11 @@ mod tests {
             scanned: None,
             touched_ns: 0,
         };
-        entries.insert("/s/a".to_string(), dir);
+        entries.insert(b"/s/a".to_vec(), dir);
         let create = change(Op::Create, "/s/a/b/c/f", None);
         assert_eq!(
             unknown_scope(&entries, &roots, &create).as_deref(),
-            Some("/s/a/b")
+            Some(Path::new("/s/a/b"))
         );
         assert_eq!(
             unknown_scope(&entries, &roots, &change(Op::Create, "/s/a/f", None)),
@@ -107,12 +115,12 @@ mod tests {
         let write = change(Op::Write, "/s/a/f", None);
         assert_eq!(
             unknown_scope(&entries, &roots, &write).as_deref(),
-            Some("/s/a/f")
+            Some(Path::new("/s/a/f"))
         );
         let rename = change(Op::Rename, "/s/a/g", Some("/s/gone"));
         assert_eq!(
             unknown_scope(&entries, &roots, &rename).as_deref(),
-            Some("/s/a/g")
+            Some(Path::new("/s/a/g"))
         );
         assert_eq!(
             unknown_scope(&entries, &roots, &change(Op::Delete, "/s/x", None)),

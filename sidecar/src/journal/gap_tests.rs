@@ -4,6 +4,7 @@ use super::test_fixture::Shared;
 use super::*;
 
 use crate::change::{Backend, Family};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::time::UNIX_EPOCH;
 
 fn gap(root: &str, lost: Option<u64>) -> Gap {
@@ -85,4 +86,70 @@ fn a_gap_is_followed_by_the_differences_a_rescan_finds() {
     let rendered = metrics.render();
     assert!(rendered.contains("diffkeeper_gaps_total{reason=\"ring_buffer_full\"} 1"));
     assert!(rendered.contains("diffkeeper_repair_lines_total 4"));
+}
+
+/// A path from bytes that need not be UTF-8.
+fn bytes_path(bytes: &[u8]) -> PathBuf {
+    PathBuf::from(std::ffi::OsStr::from_bytes(bytes))
+}
+
+#[test]
+fn a_root_that_is_not_utf8_adds_every_roots_exact_bytes() {
+    let out = Shared::default();
+    let mut j = Journal::new(Box::new(out.clone()), Duration::ZERO);
+    let mut lost = gap("/s", None);
+    lost.roots.push(bytes_path(b"/r\xff"));
+    j.gap(lost).unwrap();
+    j.finish().unwrap();
+    assert_eq!(
+        out.text(),
+        "{\"seq\":1,\"ts\":\"2026-11-26T01:02:03.000000000Z\",\"op\":\"gap\",\
+         \"roots\":[\"/s\",\"/r\u{fffd}\"],\"roots_b64\":[\"L3M=\",\"L3L/\"],\
+         \"reason\":\"ring buffer full\"}\n"
+    );
+}
+
+#[test]
+fn repair_lines_keep_names_that_differ_only_in_an_invalid_byte_apart() {
+    let root = std::env::temp_dir().join(format!("dk-journal-names-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let name = |invalid: u8| {
+        let mut bytes = root.as_os_str().as_bytes().to_vec();
+        bytes.extend_from_slice(b"/bad");
+        bytes.push(invalid);
+        bytes_path(&bytes)
+    };
+    std::fs::write(name(0xff), "ff").unwrap();
+    let out = Shared::default();
+    let mut j = Journal::new(Box::new(out.clone()), Duration::ZERO).repairing(
+        vec![root.clone()],
+        DEFAULT_INDEX_LIMIT,
+        Arc::new(Metrics::default()),
+    );
+    j.baseline().unwrap();
+    // Unreported: the indexed name goes, its look-alike comes.
+    std::fs::remove_file(name(0xff)).unwrap();
+    std::fs::write(name(0xfe), "fe").unwrap();
+    j.gap(gap(&root.to_string_lossy(), None)).unwrap();
+    j.finish().unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+    let lines: Vec<(String, Vec<u8>)> = out
+        .lines()
+        .iter()
+        .skip(1)
+        .map(|v| {
+            let exact = v["path_b64"].as_str().expect("path_b64 on a lossy name");
+            let bytes = diffkeeper_cli::name::decode_exact(exact).unwrap();
+            (v["op"].as_str().unwrap().to_string(), bytes)
+        })
+        .collect();
+    let exact = |invalid| name(invalid).into_os_string().into_vec();
+    assert_eq!(
+        lines,
+        [
+            ("delete".to_string(), exact(0xff)),
+            ("create".to_string(), exact(0xfe))
+        ]
+    );
 }

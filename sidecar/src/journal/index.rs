@@ -2,13 +2,15 @@
 //! (a baseline scan at start, then every journaled line applied to it), so that after a `gap`
 //! a rescan can journal exactly the differences (see [`super::repair`]).
 //!
-//! Kept in a `BTreeMap` by absolute path: a directory's subtree is one key range, so a rename
+//! Kept in a `BTreeMap` by absolute path (its bytes: byte order keeps a subtree together, where
+//! `Path`'s component order would not match the range below): a directory's subtree is one key range, so a rename
 //! or removal of a directory moves or drops its entries without visiting the rest. Bounded by
 //! `limit` entries: past it the index is dropped (and says so), and later gaps go unrepaired.
 
 use std::collections::BTreeMap;
 use std::fs::Metadata;
 use std::ops::Bound;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -73,7 +75,7 @@ impl Entry {
 /// The indexed tree, or `Over` once it passed its limit.
 pub(super) enum Index {
     Live {
-        entries: BTreeMap<String, Entry>,
+        entries: BTreeMap<Vec<u8>, Entry>,
         limit: usize,
     },
     Over,
@@ -91,7 +93,7 @@ impl Index {
         }
     }
 
-    pub(super) fn entries(&self) -> Option<&BTreeMap<String, Entry>> {
+    pub(super) fn entries(&self) -> Option<&BTreeMap<Vec<u8>, Entry>> {
         match self {
             Self::Live { entries, .. } => Some(entries),
             Self::Over => None,
@@ -103,7 +105,7 @@ impl Index {
     }
 
     /// Records `path` as scanned now (baseline or repair).
-    pub(super) fn set(&mut self, path: String, entry: Entry) -> Result<(), LimitReached> {
+    pub(super) fn set(&mut self, path: Vec<u8>, entry: Entry) -> Result<(), LimitReached> {
         let Self::Live { entries, limit } = self else {
             return Ok(());
         };
@@ -122,10 +124,11 @@ impl Index {
             return Ok(());
         };
         let touched_ns = nanos(change.ts);
+        let path = change.path.as_os_str().as_bytes();
         match change.op {
-            Op::Write | Op::Attrib => match entries.get_mut(change.path.as_str()) {
+            Op::Write | Op::Attrib => match entries.get_mut(path) {
                 Some(entry) => entry.touched_ns = touched_ns,
-                None => return self.insert_new(&change.path, Kind::NonDir, touched_ns),
+                None => return self.insert_new(path, Kind::NonDir, touched_ns),
             },
             Op::Create | Op::Mkdir => {
                 let kind = if change.op == Op::Mkdir {
@@ -133,20 +136,20 @@ impl Index {
                 } else {
                     Kind::NonDir
                 };
-                remove_tree(entries, &change.path);
-                return self.insert_new(&change.path, kind, touched_ns);
+                remove_tree(entries, path);
+                return self.insert_new(path, kind, touched_ns);
             }
-            Op::Delete | Op::Rmdir => remove_tree(entries, &change.path),
+            Op::Delete | Op::Rmdir => remove_tree(entries, path),
             Op::Rename => {
                 if let Some(from) = &change.from {
-                    move_tree(entries, from, &change.path);
+                    move_tree(entries, from.as_os_str().as_bytes(), path);
                 }
             }
         }
         Ok(())
     }
 
-    fn insert_new(&mut self, path: &str, kind: Kind, touched_ns: i64) -> Result<(), LimitReached> {
+    fn insert_new(&mut self, path: &[u8], kind: Kind, touched_ns: i64) -> Result<(), LimitReached> {
         let entry = Entry {
             kind,
             scanned: None,
@@ -157,28 +160,26 @@ impl Index {
 }
 
 /// The keys strictly below `dir`: `dir/` up to (not including) `dir0` ('0' follows '/').
-pub(super) fn below(dir: &str) -> (Bound<String>, Bound<String>) {
-    let dir = dir.trim_end_matches('/');
-    (
-        Bound::Included(format!("{dir}/")),
-        Bound::Excluded(format!("{dir}0")),
-    )
+pub(super) fn below(dir: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let end = dir.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    let with = |last: u8| [&dir[..end], &[last]].concat();
+    (Bound::Included(with(b'/')), Bound::Excluded(with(b'0')))
 }
 
-fn remove_tree(entries: &mut BTreeMap<String, Entry>, path: &str) {
+fn remove_tree(entries: &mut BTreeMap<Vec<u8>, Entry>, path: &[u8]) {
     entries.remove(path);
-    let doomed: Vec<String> = entries.range(below(path)).map(|(k, _)| k.clone()).collect();
+    let doomed: Vec<Vec<u8>> = entries.range(below(path)).map(|(k, _)| k.clone()).collect();
     for key in doomed {
         entries.remove(&key);
     }
 }
 
 /// Moves `from` and everything below it to `to` (replacing what was at `to`).
-fn move_tree(entries: &mut BTreeMap<String, Entry>, from: &str, to: &str) {
+fn move_tree(entries: &mut BTreeMap<Vec<u8>, Entry>, from: &[u8], to: &[u8]) {
     if from == to {
         return;
     }
-    let moved: Vec<(String, Entry)> = entries
+    let moved: Vec<(Vec<u8>, Entry)> = entries
         .range(below(from))
         .map(|(k, e)| (k[from.len()..].to_owned(), *e))
         .collect();
@@ -189,7 +190,7 @@ fn move_tree(entries: &mut BTreeMap<String, Entry>, from: &str, to: &str) {
         entries.insert(to.to_owned(), top);
     }
     for (rest, entry) in moved {
-        entries.insert(format!("{to}{rest}"), entry);
+        entries.insert([to, &rest].concat(), entry);
     }
 }
 
@@ -201,7 +202,7 @@ pub(super) fn nanos(ts: SystemTime) -> i64 {
 /// Walks `root` (never following symlinks) and calls `found` for every entry below it, parents
 /// before children. Unreadable directories are skipped with a warning: their entries stay as
 /// they were.
-pub(super) fn walk(root: &Path, found: &mut dyn FnMut(String, Kind, Stat)) {
+pub(super) fn walk(root: &Path, found: &mut dyn FnMut(Vec<u8>, Kind, Stat)) {
     let mut pending = vec![root.to_owned()];
     while let Some(dir) = pending.pop() {
         let entries = match std::fs::read_dir(&dir) {
@@ -224,7 +225,7 @@ pub(super) fn walk(root: &Path, found: &mut dyn FnMut(String, Kind, Stat)) {
             } else {
                 Kind::NonDir
             };
-            found(path.to_string_lossy().into_owned(), kind, Stat::of(&meta));
+            found(path.into_os_string().into_vec(), kind, Stat::of(&meta));
         }
     }
 }
@@ -235,11 +236,14 @@ mod tests {
     use super::*;
 
     fn keys(index: &Index) -> Vec<(&str, Kind)> {
+        fn text(k: &[u8]) -> &str {
+            std::str::from_utf8(k).expect("UTF-8 test names")
+        }
         index
             .entries()
             .unwrap()
             .iter()
-            .map(|(k, e)| (k.as_str(), e.kind))
+            .map(|(k, e)| (text(k), e.kind))
             .collect()
     }
 

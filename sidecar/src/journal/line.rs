@@ -1,8 +1,11 @@
 //! One change as one JSON line, built in a reused buffer with hand-written JSON (the journal is
 //! the hot path); the field order is the schema of docs/sidecar.md.
 
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use diffkeeper_cli::name::printed;
 use diffkeeper_cli::time::{format_second, put_padded};
 
 use crate::capture::note::Note;
@@ -34,11 +37,11 @@ impl LineBuilder {
         buf.extend_from_slice(c.backend.as_str().as_bytes());
         buf.extend_from_slice(b"\",\"op\":\"");
         buf.extend_from_slice(c.op.as_str().as_bytes());
-        buf.extend_from_slice(b"\",\"path\":");
-        push_json_string(buf, &c.path);
+        buf.extend_from_slice(b"\",");
+        push_path(buf, "path", &c.path);
         if let Some(from) = &c.from {
-            buf.extend_from_slice(b",\"from\":");
-            push_json_string(buf, from);
+            buf.push(b',');
+            push_path(buf, "from", from);
         }
         if c.truncated {
             buf.extend_from_slice(b",\"truncated\":true");
@@ -74,9 +77,26 @@ impl LineBuilder {
             if i > 0 {
                 buf.push(b',');
             }
-            push_json_string(buf, root);
+            push_json_string(buf, &printed(root.as_os_str().as_bytes()).text);
         }
-        buf.extend_from_slice(b"],\"reason\":");
+        buf.push(b']');
+        // Only when a root is not UTF-8: every root's exact bytes, in the same order.
+        if gap
+            .roots
+            .iter()
+            .any(|r| std::str::from_utf8(r.as_os_str().as_bytes()).is_err())
+        {
+            buf.extend_from_slice(b",\"roots_b64\":[");
+            for (i, root) in gap.roots.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                let exact = diffkeeper_cli::name::encode_exact(root.as_os_str().as_bytes());
+                push_json_string(buf, &exact);
+            }
+            buf.push(b']');
+        }
+        buf.extend_from_slice(b",\"reason\":");
         push_json_string(buf, gap.reason.as_str());
         if let Some(lost) = gap.lost {
             buf.extend_from_slice(b",\"lost\":");
@@ -94,8 +114,8 @@ impl LineBuilder {
         let buf = self.begin(seq, ts);
         buf.extend_from_slice(b"\",\"op\":\"capture\"");
         if let Some(path) = &note.path {
-            buf.extend_from_slice(b",\"path\":");
-            push_json_string(buf, path);
+            buf.push(b',');
+            push_path(buf, "path", path);
         }
         buf.extend_from_slice(b",\"content\":\"");
         buf.extend_from_slice(note.content.as_str().as_bytes());
@@ -148,6 +168,26 @@ fn push_decimal(buf: &mut Vec<u8>, mut value: u64) {
         }
     }
     buf.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `"key":"name"` for a path, and `,"key_b64":"..."` with its exact bytes when they
+/// are not UTF-8 (the rule of [`diffkeeper_cli::name`]); a UTF-8 path allocates nothing.
+pub(super) fn push_path(buf: &mut Vec<u8>, key: &str, path: &Path) {
+    let name = printed(path.as_os_str().as_bytes());
+    buf.push(b'"');
+    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(b"\":");
+    push_json_string(buf, &name.text);
+    if let Some(exact) = name.exact_b64 {
+        buf.push(b',');
+        buf.push(b'"');
+        buf.extend_from_slice(key.as_bytes());
+        buf.extend_from_slice(diffkeeper_cli::name::EXACT_SUFFIX.as_bytes());
+        buf.extend_from_slice(b"\":\"");
+        // Base64 needs no escaping.
+        buf.extend_from_slice(exact.as_bytes());
+        buf.push(b'"');
+    }
 }
 
 /// Appends `s` as a JSON string; the common case (nothing to escape) is one copy.

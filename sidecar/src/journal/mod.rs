@@ -41,6 +41,7 @@ pub use index::DEFAULT_LIMIT as DEFAULT_INDEX_LIMIT;
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
@@ -260,11 +261,8 @@ impl Journal {
         Ok(())
     }
 
-    fn root_names(&self) -> Vec<String> {
-        self.roots
-            .iter()
-            .map(|r| r.to_string_lossy().into_owned())
-            .collect()
+    fn root_names(&self) -> Vec<PathBuf> {
+        self.roots.clone()
     }
     /// Journals the records the reorder window releases by `now` (`None`: all of them).
     fn release(
@@ -432,13 +430,13 @@ impl Journal {
                 log::debug!(
                     "journal: not journaled (never reported): {} {}",
                     change.op.as_str(),
-                    change.path
+                    change.path.display()
                 );
                 return Ok(());
             }
             if let Some(scope) = consistency::unknown_scope(entries, &self.roots, change) {
                 // Gone meanwhile: nothing to repair (its removal, if reported, follows).
-                if Path::new(&scope).symlink_metadata().is_ok() {
+                if scope.symlink_metadata().is_ok() {
                     self.repair_unreported(&scope, change.backend)?;
                 }
             }
@@ -455,16 +453,16 @@ impl Journal {
 
     /// A change depends on `scope`, which the journal never reported: a gap, then `scope` as it
     /// is on disk now.
-    fn repair_unreported(&mut self, scope: &str, backend: Backend) -> io::Result<()> {
-        let lines = match repair::repair_scope(&mut self.index, Path::new(scope), true, backend) {
+    fn repair_unreported(&mut self, scope: &Path, backend: Backend) -> io::Result<()> {
+        let lines = match repair::repair_scope(&mut self.index, scope, true, backend) {
             Ok(lines) => lines,
             Err(limit) => return self.index_over(limit),
         };
         if lines.is_empty() {
             return Ok(());
         }
-        let root = consistency::root_of(&self.roots, scope)
-            .map(|r| r.to_string_lossy().into_owned())
+        let root = consistency::root_of(&self.roots, scope.as_os_str().as_bytes())
+            .cloned()
             .into_iter()
             .collect();
         let ts = self.last_ts.unwrap_or_else(SystemTime::now);

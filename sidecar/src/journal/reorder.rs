@@ -128,7 +128,7 @@ mod tests {
 
     fn path(record: Record) -> (String, SystemTime) {
         match record {
-            Record::Change(c) => (c.path, c.ts),
+            Record::Change(c) => (c.path.to_string_lossy().into_owned(), c.ts),
             Record::Gap(_) => panic!("a gap"),
         }
     }

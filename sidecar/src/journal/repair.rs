@@ -7,7 +7,9 @@
 //! modified after the journal last reported it, `attrib` for a changed mode or owner.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::index::{below, walk, Entry, Index, Kind, LimitReached, Stat};
@@ -33,8 +35,8 @@ pub(super) fn repair_scope(
     let Some(indexed) = index.entries() else {
         return Ok(Vec::new());
     };
-    let scope_text = scope.to_string_lossy().into_owned();
-    let mut on_disk: BTreeMap<String, (Kind, Stat)> = BTreeMap::new();
+    let scope_key = scope.as_os_str().as_bytes();
+    let mut on_disk: BTreeMap<Vec<u8>, (Kind, Stat)> = BTreeMap::new();
     let top_on_disk = scope.symlink_metadata().ok();
     if let (true, Some(meta)) = (with_top, &top_on_disk) {
         let kind = if meta.is_dir() {
@@ -42,22 +44,20 @@ pub(super) fn repair_scope(
         } else {
             Kind::NonDir
         };
-        on_disk.insert(scope_text.clone(), (kind, Stat::of(meta)));
+        on_disk.insert(scope_key.to_vec(), (kind, Stat::of(meta)));
     }
     if top_on_disk.is_some_and(|m| m.is_dir()) {
         walk(scope, &mut |path, kind, stat| {
             on_disk.insert(path, (kind, stat));
         });
     }
-    let top = with_top
-        .then(|| indexed.get_key_value(scope_text.as_str()))
-        .flatten();
+    let top = with_top.then(|| indexed.get_key_value(scope_key)).flatten();
     let now = SystemTime::now();
-    let line = |op: Op, path: &str| Change {
+    let line = |op: Op, path: &[u8]| Change {
         ts: now,
         backend,
         op,
-        path: path.to_owned(),
+        path: PathBuf::from(OsStr::from_bytes(path)),
         from: None,
         pid: None,
         comm: None,
@@ -65,10 +65,10 @@ pub(super) fn repair_scope(
         truncated: false,
     };
     let mut changes = Vec::new();
-    let mut removed_dir: Option<&str> = None;
-    for (path, entry) in top.into_iter().chain(indexed.range(below(&scope_text))) {
+    let mut removed_dir: Option<&[u8]> = None;
+    for (path, entry) in top.into_iter().chain(indexed.range(below(scope_key))) {
         if removed_dir
-            .is_some_and(|dir| path.starts_with(dir) && path[dir.len()..].starts_with('/'))
+            .is_some_and(|dir| path.starts_with(dir) && path[dir.len()..].starts_with(b"/"))
         {
             continue; // inside a directory already removed
         }
@@ -147,10 +147,7 @@ fn difference(entry: &Entry, disk: &Stat) -> Option<Op> {
 }
 
 /// Scans every root into the index: the tree the journal starts from.
-pub(super) fn baseline(
-    index: &mut Index,
-    roots: &[std::path::PathBuf],
-) -> Result<(), LimitReached> {
+pub(super) fn baseline(index: &mut Index, roots: &[PathBuf]) -> Result<(), LimitReached> {
     let mut result = Ok(());
     for root in roots {
         walk(root, &mut |path, kind, stat| {

@@ -70,6 +70,43 @@ fn line_matches_the_readme_schema() {
 }
 
 #[test]
+fn names_that_are_not_utf8_carry_their_exact_bytes_and_coalesce_apart() {
+    use std::os::unix::ffi::OsStrExt;
+    let path = |b: &[u8]| PathBuf::from(std::ffi::OsStr::from_bytes(b));
+    let (mut j, out) = journal(1000);
+    for (name, bytes) in [
+        (&b"/s/bad\xff"[..], 1),
+        (b"/s/bad\xfe", 2),
+        (b"/s/bad\xff", 4),
+    ] {
+        let mut w = change(Op::Write, "", 7, bytes);
+        w.path = path(name);
+        j.push(w).unwrap();
+    }
+    let mut r = change(Op::Rename, "", 7, 0);
+    (r.path, r.from) = (path(b"/s/new\xfe"), Some(path(b"/s/bad\xff")));
+    r.comm = None;
+    j.push(r).unwrap();
+    j.finish().unwrap();
+    let lines: Vec<String> = out
+        .text()
+        .lines()
+        .map(|l| l.split_once(",\"backend\"").unwrap().1.to_string())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ":\"tracepoint\",\"op\":\"write\",\"path\":\"/s/bad\u{fffd}\",\"path_b64\":\"L3MvYmFk/w==\",\
+             \"pid\":7,\"comm\":\"app\",\"bytes\":5,\"count\":2}",
+            ":\"tracepoint\",\"op\":\"rename\",\"path\":\"/s/new\u{fffd}\",\"path_b64\":\"L3MvbmV3/g==\",\
+             \"from\":\"/s/bad\u{fffd}\",\"from_b64\":\"L3MvYmFk/w==\",\"pid\":7}",
+            ":\"tracepoint\",\"op\":\"write\",\"path\":\"/s/bad\u{fffd}\",\"path_b64\":\"L3MvYmFk/g==\",\
+             \"pid\":7,\"comm\":\"app\",\"bytes\":2}",
+        ]
+    );
+}
+
+#[test]
 fn a_reopened_journal_file_continues_its_seq_after_a_torn_line() {
     let path = std::env::temp_dir().join(format!("dk-journal-append-{}", std::process::id()));
     // A previous run's last whole line, then one torn by a crash.

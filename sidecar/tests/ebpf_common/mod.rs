@@ -73,6 +73,11 @@ pub fn config(attach: AttachMode, scratch: &Scratch, roots: Vec<PathBuf>) -> Ebp
     }
 }
 
+/// A journaled path as text (these tests name their files in UTF-8).
+pub fn text(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 test names")
+}
+
 /// Collects changes until one for `marker` arrives (events from one thread are in order).
 pub fn collect_until(rx: &ChangeQueue, marker: &Path) -> Vec<Change> {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -82,7 +87,7 @@ pub fn collect_until(rx: &ChangeQueue, marker: &Path) -> Vec<Change> {
         let change = rx.recv_timeout(left).unwrap_or_else(|_| {
             panic!("no event for {} within 5 s; got {got:#?}", marker.display())
         });
-        let done = change.path == marker.to_string_lossy() && change.op == Op::Write;
+        let done = change.path == marker && change.op == Op::Write;
         got.push(change);
         if done {
             return got;

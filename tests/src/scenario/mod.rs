@@ -143,6 +143,7 @@ impl Outcome {
             "stop_ms": self.stop_ms.map(|ms| ms as u64),
             "diff": self.diff,
             "ops": self.journaled_ops(),
+            "names_b64": self.lines_with_exact_names(),
         });
         format!("SCENARIO {summary}")
     }
@@ -156,6 +157,15 @@ impl Outcome {
             .filter_map(|line| line.get("op").and_then(Value::as_str).map(str::to_string))
             .collect();
         ops.into_iter().collect()
+    }
+
+    /// Journal lines that carry a name's exact bytes (`path_b64`: a name that is not UTF-8).
+    pub fn lines_with_exact_names(&self) -> usize {
+        self.journal
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line.get("path_b64").is_some())
+            .count()
     }
 
     fn fail(&mut self, reason: impl Into<String>) {

@@ -3,10 +3,12 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{IoSlice, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use diffkeeper_cli::name::printed;
 use serde_json::{json, Map, Value};
 
 use super::{covers, journal_op, WRITER_COMM};
@@ -205,6 +207,7 @@ impl Script {
         gone.write_all(b"after unlink")?;
         drop(gone);
         self.delete("moved.txt")?;
+        self.names_not_utf8()?;
         // Creates until the file system is out of inodes (only on a small tmpfs): the one that
         // fails with ENOSPC ran the create hook and must leave no line.
         let free = nix::sys::statvfs::statvfs(&self.root).map_err(std::io::Error::from)?;
@@ -228,6 +231,24 @@ impl Script {
                 }
             }
             return Err(std::io::Error::other("no ENOSPC after 1000 creates"));
+        }
+        Ok(())
+    }
+
+    /// Two names that differ only in an invalid UTF-8 byte (Linux names are bytes), created,
+    /// written, renamed and deleted: their lines print the same lossy `path` but different
+    /// `path_b64`/`from_b64` (the exact bytes).
+    fn names_not_utf8(&mut self) -> Io {
+        for invalid in [0xff_u8, 0xfe] {
+            let name = |stem: &str| {
+                let bytes = [stem.as_bytes(), &[invalid]].concat();
+                PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
+            };
+            let (made, moved) = (name("bad-"), name("moved-"));
+            self.create(&made)?;
+            self.write(&made, 3)?;
+            self.rename(&made, &moved)?;
+            self.delete(&moved)?;
         }
         Ok(())
     }
@@ -327,7 +348,8 @@ impl Script {
         Ok(())
     }
 
-    fn create(&mut self, rel: &str) -> Io {
+    fn create(&mut self, rel: impl AsRef<Path>) -> Io {
+        let rel = rel.as_ref();
         OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -338,7 +360,8 @@ impl Script {
 
     /// Every write opens its own descriptor: inotify merges identical consecutive events, and
     /// the open/close events in between keep one event per write.
-    fn write(&mut self, rel: &str, len: usize) -> Io {
+    fn write(&mut self, rel: impl AsRef<Path>, len: usize) -> Io {
+        let rel = rel.as_ref();
         let mut file = OpenOptions::new().append(true).open(self.root.join(rel))?;
         let written = file.write(&vec![b'w'; len])?;
         check_len(written, len)?;
@@ -375,30 +398,48 @@ impl Script {
         Ok(())
     }
 
-    fn rename(&mut self, from: &str, to: &str) -> Io {
+    fn rename(&mut self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Io {
+        let (from, to) = (from.as_ref(), to.as_ref());
         fs::rename(self.root.join(from), self.root.join(to))?;
         self.expect("rename", to, Some(from), None);
         Ok(())
     }
 
-    fn delete(&mut self, rel: &str) -> Io {
+    fn delete(&mut self, rel: impl AsRef<Path>) -> Io {
+        let rel = rel.as_ref();
         fs::remove_file(self.root.join(rel))?;
         self.expect("delete", rel, None, None);
         Ok(())
     }
 
     /// Records the journal line `step` must produce, if the backend sees it.
-    fn expect(&mut self, step: &str, rel: &str, from: Option<&str>, bytes: Option<usize>) {
+    fn expect(
+        &mut self,
+        step: &str,
+        rel: impl AsRef<Path>,
+        from: Option<&Path>,
+        bytes: Option<usize>,
+    ) {
         if !covers(&self.backend, step) {
             return;
         }
-        let path = |rel: &str| self.root.join(rel).to_string_lossy().into_owned();
+        let rel = rel.as_ref();
+        let path = |rel: &Path| self.root.join(rel).to_string_lossy().into_owned();
         let mut line = Map::new();
         line.insert("backend".into(), json!(self.backend));
         line.insert("op".into(), json!(journal_op(step)));
-        line.insert("path".into(), json!(path(rel)));
+        // The journal's rule for a name that is not UTF-8 (docs/journal.md).
+        let mut name = |key: &str, rel: &Path| {
+            let full = self.root.join(rel);
+            let printed = printed(full.as_os_str().as_bytes());
+            line.insert(key.into(), json!(printed.text));
+            if let Some(exact) = printed.exact_b64 {
+                line.insert(format!("{key}_b64"), json!(exact));
+            }
+        };
+        name("path", rel);
         if let Some(from) = from {
-            line.insert("from".into(), json!(path(from)));
+            name("from", from);
         }
         if step == "dotdot-link" && self.backend == "tracepoint" {
             // Its directory (the working directory), flagged: the name is not placed.

@@ -530,11 +530,32 @@ def _ops_check(mode: str, forced: str = "", expect: str = "") -> Callable[[CaseO
         return _verdict(
             seen,
             scenario_events(out.output),
-            [scenario_problem(out), f"backend {seen or 'none'} instead of {want}" if seen != want else ""],
+            [
+                scenario_problem(out),
+                f"backend {seen or 'none'} instead of {want}" if seen != want else "",
+                exact_names_problem(out.output),
+            ],
             [_never_ready(seen)],
         )
 
     return check
+
+
+# The ops scenario's two names that differ only in an invalid byte: create, write, rename and
+# delete of each, every line carrying the exact bytes in path_b64 (the scenario's exact diff
+# checks the values; this checks the guest ran a scenario that makes them).
+OPS_EXACT_NAME_LINES = 8
+
+
+def exact_names_problem(text: str) -> str:
+    """"" when the ops scenario's journal held its lines with non-UTF-8 names."""
+    summary = scenario_summary(text)
+    if not summary:
+        return ""
+    got = summary.get("names_b64")
+    if got is None or got < OPS_EXACT_NAME_LINES:
+        return f"non-UTF-8 names: {got} lines with path_b64 instead of {OPS_EXACT_NAME_LINES}"
+    return ""
 
 
 def ops_cases() -> list[Case]:

@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::ExitCode;
 
+use diffkeeper_cli::name::{printed, EXACT_SUFFIX};
 use diffkeeper_store::{DiffKind, StoreError, StoreReader};
 
 use crate::{patch, when, Failure};
@@ -22,29 +23,29 @@ fn stdout_error(e: std::io::Error) -> Failure {
     Failure::Store(StoreError::io("stdout", e))
 }
 
-pub fn timeline(store: &Path, path: Option<&str>, json: bool) -> Result<ExitCode, Failure> {
+pub fn timeline(store: &Path, path: Option<&OsStr>, json: bool) -> Result<ExitCode, Failure> {
     let reader = open(store)?;
     let mut out = std::io::stdout().lock();
-    for e in reader.timeline(path.map(str::as_bytes)) {
+    for e in reader.timeline(path.map(OsStr::as_bytes)) {
         let full = full_path(&e.root, &e.path);
         let line = if json {
             let mut v = serde_json::json!({
                 "ts": when::format(e.ts_ns),
                 "op": e.op,
                 "root": e.root,
-                "path": String::from_utf8_lossy(&e.path),
             });
+            put_name(&mut v, "path", &e.path);
             if let Some(size) = e.size {
                 v["size"] = size.into();
             }
             if let Some(other) = &e.other {
-                v["other"] = String::from_utf8_lossy(other).into();
+                put_name(&mut v, "other", other);
             }
             v.to_string()
         } else {
             let detail = match (&e.size, &e.other) {
                 (Some(size), _) => format!(" ({size} bytes)"),
-                (None, Some(other)) => format!(" -> {}", String::from_utf8_lossy(other)),
+                (None, Some(other)) => format!(" -> {}", shown(other)),
                 (None, None) => String::new(),
             };
             format!("{}  {:<8} {full}{detail}", when::format(e.ts_ns), e.op)
@@ -127,8 +128,27 @@ pub fn verify(store: &Path) -> Result<ExitCode, Failure> {
     })
 }
 
-/// The absolute path of a root-relative path.
+/// The absolute path of a root-relative path, as [`shown`] prints it.
 pub fn full_path(root: &str, path: &[u8]) -> String {
-    let sep = if root.ends_with('/') { "" } else { "/" };
-    format!("{root}{sep}{}", String::from_utf8_lossy(path))
+    let sep = if root.ends_with('/') { &b""[..] } else { b"/" };
+    shown(&[root.as_bytes(), sep, path].concat())
+}
+
+/// A name in text output: as it is when UTF-8; else lossily, then ` [path_b64=...]` with its
+/// exact bytes (the journal's rule, docs/journal.md), so two names never print the same.
+pub fn shown(name: &[u8]) -> String {
+    let printed = printed(name);
+    match printed.exact_b64 {
+        None => printed.text.into_owned(),
+        Some(exact) => format!("{} [path{EXACT_SUFFIX}={exact}]", printed.text),
+    }
+}
+
+/// Sets `key` to a name in JSON output, and `key_b64` to its exact bytes when not UTF-8.
+fn put_name(v: &mut serde_json::Value, key: &str, name: &[u8]) {
+    let printed = printed(name);
+    v[key] = printed.text.as_ref().into();
+    if let Some(exact) = printed.exact_b64 {
+        v[format!("{key}{EXACT_SUFFIX}")] = exact.into();
+    }
 }

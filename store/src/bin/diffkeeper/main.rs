@@ -29,7 +29,10 @@ Usage:
   diffkeeper verify --store DIR
       Checks every record checksum and chunk hash; exit 1 naming what is corrupt.
 
-PATH is absolute (under a watched root) or relative to the store's only root.
+PATH is absolute (under a watched root) or relative to the store's only root; its bytes are
+taken as the shell passes them, so a name that is not UTF-8 is given as it is
+(cat --store DIR \"$(printf '/state/bad\\377')\"). Output prints such a name lossily plus
+its exact bytes: path_b64/other_b64 in --json, [path_b64=...] after it in text.
 T is an RFC 3339 time as in the journal's ts (2026-11-18T11:06:40Z) or a duration ago
 (30s, 5m, 2h, 1d, 1h30m).
 Environment: DIFFKEEPER_STORE stands for --store.
@@ -110,7 +113,12 @@ fn run(args: Vec<OsString>) -> Result<ExitCode, Failure> {
         };
     match command.as_str() {
         "timeline" => {
-            let path = opt(&mut args, "--path")?;
+            // The name's bytes as the shell passes them: a name need not be UTF-8.
+            let path: Option<OsString> = args
+                .opt_value_from_os_str("--path", |s| {
+                    Ok::<_, std::convert::Infallible>(s.to_os_string())
+                })
+                .map_err(|e| usage(format!("{e} (see --help)")))?;
             let json = args.contains("--json");
             finish(args)?;
             commands::timeline(&store, path.as_deref(), json)
