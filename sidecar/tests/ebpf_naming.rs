@@ -62,10 +62,17 @@ fn start_with(
 /// Both objects, each forced: the modern one and compat (4.18's helpers, unrolled walk).
 const OBJECTS: [ObjectKind; 2] = [ObjectKind::Modern, ObjectKind::Compat];
 
-/// The counters are refreshed every 250 ms.
-fn unreported(session: &EbpfSession, stat: Stat) -> u64 {
-    std::thread::sleep(Duration::from_millis(400));
-    session.unreported().get(stat)
+/// How much `stat` grew over `before`, once it grew by `want` or 5 s passed: the reader
+/// refreshes the counters every 250 ms, later on a loaded machine.
+fn unreported_growth(session: &EbpfSession, stat: Stat, before: u64, want: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let grown = session.unreported().get(stat) - before;
+        if grown >= want || std::time::Instant::now() > deadline {
+            return grown;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn c(s: &str) -> CString {
@@ -140,7 +147,7 @@ fn truncated_paths_are_flagged_and_too_deep_ones_counted() {
     let marker = root.join("zz-marker");
     fs::write(&marker, b"m").unwrap();
     let got = collect_until(&rx, &marker);
-    let too_deep = unreported(&session, Stat::TooDeep) - too_deep_before;
+    let too_deep = unreported_growth(&session, Stat::TooDeep, too_deep_before, 1);
     ebpf_common::stop_and_check_unloaded(session);
 
     let prefix = format!("{}/", root.display());
@@ -256,7 +263,7 @@ fn unnamed_files_with(object: ObjectKind) {
     let marker = root.join("zz-marker");
     fs::write(&marker, b"m").unwrap();
     let got = collect_until(&rx, &marker);
-    let unlinked = unreported(&session, Stat::Unlinked) - before;
+    let unlinked = unreported_growth(&session, Stat::Unlinked, before, 5);
     ebpf_common::stop_and_check_unloaded(session);
 
     let made_up: Vec<&Change> = got
