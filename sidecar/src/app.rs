@@ -40,8 +40,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(config::Command::Run(config)) => {
-            // notify logs every stale watch descriptor after an rmdir at INFO: noise for operators.
-            init_logging(config.debug, &["notify"]);
+            init_logging(config.debug, &[]);
             match run(&config) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {

@@ -97,7 +97,31 @@ pub struct Change {
 pub enum Record {
     Change(Change),
     Gap(Gap),
+    /// Not a line: the journal writes everything it received before the fence (a gap's
+    /// repair included), then answers it (see [`Delivery::fence`]).
+    Fence(Fence),
 }
+
+/// A backend waiting until the journal has written what it was sent before (see
+/// [`Delivery::fence`]).
+#[derive(Debug, Clone)]
+pub struct Fence(SyncSender<()>);
+
+impl Fence {
+    /// Everything before the fence is written: the backend may go on.
+    pub fn pass(self) {
+        // The backend may have stopped waiting (timed out or stopping): nothing to tell.
+        let _ = self.0.try_send(());
+    }
+}
+
+/// Fences carry no data: any two are alike (so records compare by their changes and gaps).
+impl PartialEq for Fence {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Fence {}
 
 /// Changes lost before they reached the journal: where, why and (if known) how many.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +261,7 @@ impl Record {
     pub fn into_change(self) -> Option<Change> {
         match self {
             Self::Change(change) => Some(change),
-            Self::Gap(_) => None,
+            Self::Gap(_) | Self::Fence(_) => None,
         }
     }
 }
@@ -309,6 +333,16 @@ impl Delivery {
     /// Reports lost changes at this point of the stream (same waiting rules as a change).
     pub fn report_gap(&mut self, gap: Gap) {
         self.send(Record::Gap(gap));
+    }
+
+    /// Waits until the journal has written every record sent before this call (a gap's repair
+    /// lines included), at most `timeout`; false when it did not answer in time (or is gone).
+    /// The inotify backend fences a gap so that its rescan is known to be done before it reads
+    /// on (see `inotify::overflow`).
+    pub fn fence(&mut self, timeout: Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(Record::Fence(Fence(tx)));
+        rx.recv_timeout(timeout).is_ok()
     }
 
     /// Hands on a change or a loss, as [`Delivery::deliver`] does.

@@ -171,6 +171,14 @@ pub fn run(
             // A journal that is never idle still writes capture's notes.
             journal.write_notes()?;
         }
+        if let Record::Fence(fence) = record {
+            // A backend waits for what it sent before (a gap's repair): all of it is written
+            // now, without waiting out the reorder window.
+            journal.release(&mut reorder, None, &metrics)?;
+            journal.out.flush()?;
+            fence.pass();
+            continue;
+        }
         reorder.push(record, journal.clock);
         journal.release(&mut reorder, Some(journal.clock), &metrics)?;
     }
@@ -281,6 +289,8 @@ impl Journal {
                     self.push(change)?;
                 }
                 Record::Gap(gap) => self.gap(gap)?,
+                // Answered on arrival (see `run`): none waits in the window.
+                Record::Fence(fence) => fence.pass(),
             }
         }
         if reorder.late > late_before && (late_before == 0 || reorder.late.is_power_of_two()) {
