@@ -204,9 +204,14 @@ impl Watches {
     }
 
     /// Detached watches of a directory that left the roots: removed, so that nothing done out
-    /// there is journaled.
+    /// there is journaled. Those in the map again are kept: their directory came back (moved
+    /// out and in again, or through a directory not watched yet) and was watched anew, which
+    /// gives the same descriptor.
     pub(super) fn remove(&mut self, detached: Detached) {
         for (wd, _) in detached {
+            if self.paths.contains_key(&wd) {
+                continue;
+            }
             // Fails when the directory is gone already (its watch went with it).
             let _ = self.inotify.watches().remove(wd);
         }
