@@ -31,6 +31,11 @@ impl Translator {
              gap and the repair from a rescan (raise fs.inotify.max_queued_events to make this \
              rarer)"
         );
+        if self.stopping() {
+            // Only handing over what is queued: the journal's rescan at stop repairs the rest.
+            self.gap(GapReason::InotifyOverflow, self.roots.clone(), None);
+            return;
+        }
         for _ in 0..FENCED_ROUNDS_MAX {
             // What waits for its pair goes first: the rescan tells where it went.
             self.expire_unpaired_moves(None);
