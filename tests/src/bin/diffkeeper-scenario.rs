@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use diffkeeper_tests::scenario::{self, Options};
+use diffkeeper_tests::scenario::{self, storms, Options};
 
 const HELP: &str = "\
 diffkeeper-scenario: run diffkeeper-sidecar on a fresh watched directory, make scripted changes
@@ -31,6 +31,14 @@ Usage: diffkeeper-scenario --sidecar PATH --expect-backend B [OPTIONS] [-- SIDEC
                           linkat(2), symlink(2), symlinkat(2) (dirfd, cwd, O_TMPFILE, absolute,
                           `..`, outside), writes to unnamed files: only completed operations,
                           and no made-up path, may be journaled
+  --replay-storms N       the replay contract instead: one sidecar, first one scripted change of
+                          every kind (the parity workload: each step's lines printed against the
+                          ones it must produce), then N seeded storms of every op kind (renames
+                          of files and directories into, out of and within the roots, atomic
+                          saves, deletes, chmod, links), each in a directory of its own, without
+                          pauses; replaying the journal under each storm's directory must give
+                          the real tree, and seq/ts must never go back. Failing seeds are printed
+  --steps N               operations per storm (default 60)
   --verbose               copy the sidecar's log to stderr (it is always copied on failure)
   -- SIDECAR_ARGS...      appended to: --state-dir DIR --coalesce-ms 0 --journal FILE
 
@@ -39,7 +47,8 @@ Or: diffkeeper-scenario --shutdown-fs DIR
   down, thawed; it stays mounted read-write) and exit, so that an unlink on it passes the VFS
   checks and its security hook, then fails in ext4_unlink with EIO (the VM ext4 rows)
 
-Output: one line on stdout,
+Output (--replay-storms: a parity table, `PARITY {...}` and `REPLAY {...}` lines; the
+failing seeds on stderr): one line on stdout,
   SCENARIO {\"backend\":B,\"observed_backend\":..,\"result\":\"pass\"|\"fail\",\"reason\":..,
             \"events\":N,\"expected\":M,\"exit_code\":..,\"stop_ms\":..,\"diff\":[\"-missing\",\"+unexpected\",..]}
 Exit codes: 0 pass, 1 fail, 2 bad usage.
@@ -48,6 +57,14 @@ Exit codes: 0 pass, 1 fail, 2 bad usage.
 struct Cli {
     options: Options,
     verbose: bool,
+    /// `--replay-storms N` and `--steps N`.
+    storms: Option<(u64, usize)>,
+}
+
+fn number<T: std::str::FromStr>(name: &str, v: &OsString) -> Result<T, String> {
+    v.to_string_lossy()
+        .parse()
+        .map_err(|_| format!("{name} {v:?} is not a number"))
 }
 
 fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
@@ -55,6 +72,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
     let mut backend = None;
     let mut options = Options::new("", "");
     let mut verbose = false;
+    let (mut seeds, mut steps) = (None, 60);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -80,6 +98,10 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
             "--keep" => options.keep = true,
             "--ops" => options.ops = true,
             "--verbose" => verbose = true,
+            "--replay-storms" => {
+                seeds = Some(number("--replay-storms", &value("--replay-storms")?)?)
+            }
+            "--steps" => steps = number("--steps", &value("--steps")?)?,
             "--" => {
                 options.sidecar_args = args.collect();
                 break;
@@ -95,7 +117,11 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
         ));
     }
     options.expect_backend = backend;
-    Ok(Some(Cli { options, verbose }))
+    Ok(Some(Cli {
+        options,
+        verbose,
+        storms: seeds.map(|seeds| (seeds, steps)),
+    }))
 }
 
 /// EXT4_IOC_SHUTDOWN: _IOR('X', 125, __u32) (fs/ext4/ext4.h; the same number on x86_64 and
@@ -142,6 +168,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some((seeds, steps)) = cli.storms {
+        return replay_storms(&cli, seeds, steps);
+    }
     let outcome = scenario::run(&cli.options);
     if cli.verbose || !outcome.pass {
         for line in outcome.log.lines() {
@@ -157,4 +186,54 @@ fn main() -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+fn replay_storms(cli: &Cli, seeds: u64, steps: usize) -> ExitCode {
+    let outcome = storms::run(&cli.options, seeds, steps);
+    if cli.verbose || !outcome.pass {
+        for line in outcome.log.lines() {
+            eprintln!("sidecar: {line}");
+        }
+        for failure in &outcome.failed {
+            eprintln!("{failure}");
+        }
+        if let Some(reason) = &outcome.reason {
+            eprintln!("scenario: {reason}");
+        }
+    }
+    print_parity(&outcome.parity);
+    println!("{}", outcome.parity_line());
+    println!("{}", outcome.summary_line());
+    if outcome.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The parity workload's steps, one line each: what the journal missed of them.
+fn print_parity(parity: &serde_json::Value) {
+    let Some(steps) = parity["steps"].as_array() else {
+        return;
+    };
+    println!("parity: step | lines expected | missing");
+    for step in steps {
+        let missing: Vec<&str> = step["missing"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str())
+            .collect();
+        println!(
+            "parity: {} | {} | {}",
+            step["kind"].as_str().unwrap_or("?"),
+            step["expected"],
+            if missing.is_empty() {
+                "-".to_string()
+            } else {
+                missing.join(", ")
+            }
+        );
+    }
+    println!("parity: unexpected lines: {}", parity["unexpected"]);
 }

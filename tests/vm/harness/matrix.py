@@ -545,13 +545,14 @@ def ops_cases() -> list[Case]:
 
 def all_cases() -> list[Case]:
     """Every matrix case, in guest run order."""
-    from . import btrfs, bundle, ext4, kretprobe  # noqa: PLC0415 (they import this module or case.py)
+    from . import btrfs, bundle, ext4, kretprobe, replay  # noqa: PLC0415 (they import this module or case.py)
 
     return [
         *verifier.verifier_cases(),
         *cell_cases(),
         *compat_cases(),
         *ops_cases(),
+        *replay.cases(),
         *kretprobe.cases(),
         broken_case(),
         broken_writer_case(),
