@@ -20,10 +20,13 @@ use nix::sys::stat::{fstatat, Mode, SFlag};
 /// What every directory is watched for. `ONLYDIR`: only a directory is watched (opened with
 /// `O_NOFOLLOW`, never a symlink: no tree outside the roots may be observed under a path
 /// inside them); `EXCL_UNLINK`: no events from files unlinked while still open.
+/// `CLOSE_WRITE` is not journaled: it stands between the `MODIFY` events of two writers (or
+/// two opens) of a file, which the kernel would otherwise merge into one while unread.
 fn mask() -> WatchMask {
     WatchMask::CREATE
         | WatchMask::DELETE
         | WatchMask::MODIFY
+        | WatchMask::CLOSE_WRITE
         | WatchMask::ATTRIB
         | WatchMask::MOVED_FROM
         | WatchMask::MOVED_TO
