@@ -155,8 +155,9 @@ fn inotify_journal_replays_to_the_real_tree_at_full_speed() {
 fn tracepoint_journal_replays_to_the_real_tree_for_the_ops_it_reports() {
     let (mut ops, mut not_reported) = reported_ops(Backend::Ebpf(Family::Tracepoint));
     // A directory moved in from outside: the rename's source is outside the roots, so the
-    // programs walk only the destination's directory and send its name; neither that it is a
-    // directory nor what it holds is known (journaled as a create; docs/tracepoint.md).
+    // programs walk only the destination's directory and send its name; that it is a directory
+    // and what it holds are read from the disk when the event is read (docs/journal.md,
+    // `mkdir`), so a storm without pauses that moves it on at once leaves a file in the replay.
     // Links: the storm's symlinks point at names that do not exist yet, and a later open
     // through one creates its target, which tracepoint mode names as the caller passed it (the
     // symlink's name); its absolute hard links are placed only when the name starts with a
