@@ -123,10 +123,14 @@ impl Index {
         };
         let touched_ns = nanos(change.ts);
         match change.op {
-            Op::Write | Op::Attrib => match entries.get_mut(change.path.as_str()) {
-                Some(entry) => entry.touched_ns = touched_ns,
-                None => return self.insert_new(&change.path, Kind::NonDir, touched_ns),
-            },
+            Op::Write | Op::Attrib => {
+                // A write to a path a reader never heard of makes nothing appear for it (the
+                // journal repairs such a path first when it still exists): neither here, or a
+                // later rename from it would pass for known.
+                if let Some(entry) = entries.get_mut(change.path.as_str()) {
+                    entry.touched_ns = touched_ns;
+                }
+            }
             Op::Create | Op::Mkdir => {
                 let kind = if change.op == Op::Mkdir {
                     Kind::Dir

@@ -37,6 +37,8 @@ pub struct StormsOutcome {
     pub storm_ms: u128,
     pub parity: Value,
     pub log: String,
+    /// What each storm did (seed 1 first), for the failure message.
+    storms: Vec<String>,
 }
 
 impl StormsOutcome {
@@ -144,6 +146,7 @@ fn make_changes(
         let mut storm = Storm::new(&root, &outside, seed, &StormOp::ALL);
         storm.populate();
         storm.run(steps, Duration::ZERO);
+        outcome.storms.push(storm.to_string());
     }
     let marker = dirs.state.join(MARKER);
     fs::write(&marker, "end").map_err(|e| format!("write {}: {e}", marker.display()))?;
@@ -196,11 +199,18 @@ fn check(dirs: &Dirs, seeds: u64, parity_steps: &[parity::Step], outcome: &mut S
         if differences.is_empty() && replayed.anomalies.is_empty() {
             continue;
         }
+        let storm = outcome.storms.get(seed as usize - 1).cloned();
+        let lines: Vec<&str> = journal
+            .lines()
+            .filter(|l| l.contains(&format!("{}/", root.display())))
+            .collect();
         outcome.failed.push(format!(
             "seed {seed}: replaying the journal under {} does not give the real tree:\n\
-             {differences}anomalies before a gap: {:?}",
+             {differences}anomalies before a gap: {:?}\nstorm:\n{}journal lines under it:\n{}",
             root.display(),
-            replayed.anomalies
+            replayed.anomalies,
+            storm.unwrap_or_default(),
+            lines.join("\n")
         ));
     }
     if !outcome.failed.is_empty() {

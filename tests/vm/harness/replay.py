@@ -52,8 +52,9 @@ def _check(mode: str, obj: str, expect: str = ""):
         if (v := _finished(out)) is not None:
             return v
         want = expect or _expected(release, mode, obj)
-        seen = ready_backend(out.output)
         replay, parity = _line("REPLAY", out.output), _line("PARITY", out.output)
+        # The sidecar's log is printed on failure only; the REPLAY line names its backend too.
+        seen = ready_backend(out.output) or replay.get("observed_backend") or ""
         steps = parity.get("steps", [])
         misses = parity_misses(parity)
         events = (
