@@ -5,7 +5,7 @@
 //! on it shows the loss. Then the journal writes a gap (`unreported change`) and repair lines
 //! for the smallest subtree that explains it, then the line itself. Only a `delete` or `rmdir`
 //! of a path the journal never reported, with nothing reported below it, is left out: it
-//! removes nothing a reader knows of.
+//! removes nothing a reader knows of; so is a `mkdir` of a directory already reported.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -43,6 +43,15 @@ pub(super) fn removes_nothing_reported(entries: &BTreeMap<String, Entry>, change
     matches!(change.op, Op::Delete | Op::Rmdir)
         && !entries.contains_key(&change.path)
         && entries.range(below(&change.path)).next().is_none()
+}
+
+/// A `mkdir` of a directory the journal already reported (a listing of a new directory, by
+/// inotify's catch-up or an eBPF move-in, found it before its own event came): a reader has it.
+pub(super) fn adds_nothing_new(entries: &BTreeMap<String, Entry>, change: &Change) -> bool {
+    change.op == Op::Mkdir
+        && entries
+            .get(&change.path)
+            .is_some_and(|e| e.kind == Kind::Dir)
 }
 
 /// The root `path` lies strictly below.
@@ -122,5 +131,10 @@ mod tests {
             unknown_scope(&entries, &roots, &change(Op::Write, "/elsewhere/f", None)),
             None
         );
+        assert!(adds_nothing_new(&entries, &change(Op::Mkdir, "/s/a", None)));
+        assert!(!adds_nothing_new(
+            &entries,
+            &change(Op::Mkdir, "/s/b", None)
+        ));
     }
 }

@@ -437,20 +437,20 @@ impl Journal {
         self.last_backend = change.backend;
         self.last_ts = Some(self.last_ts.map_or(change.ts, |last| last.max(change.ts)));
         if let Some(entries) = self.index.entries().filter(|_| !self.roots.is_empty()) {
-            if consistency::removes_nothing_reported(entries, change) {
-                // Nothing a reader has heard of goes away: the line would only puzzle it.
+            if consistency::removes_nothing_reported(entries, change)
+                || consistency::adds_nothing_new(entries, change)
+            {
+                // Nothing a reader has heard of goes away, or what it has comes again: the line
+                // would only puzzle it.
                 log::debug!(
-                    "journal: not journaled (never reported): {} {}",
+                    "journal: not journaled (nothing new for a reader): {} {}",
                     change.op.as_str(),
                     change.path
                 );
                 return Ok(());
             }
             if let Some(scope) = consistency::unknown_scope(entries, &self.roots, change) {
-                // Gone meanwhile: nothing to repair (its removal, if reported, follows).
-                if Path::new(&scope).symlink_metadata().is_ok() {
-                    self.repair_unreported(&scope, change.backend)?;
-                }
+                self.repair_unreported(&scope, change.backend)?;
             }
         }
         let seq = self.take_seq();
@@ -464,15 +464,18 @@ impl Journal {
     }
 
     /// A change depends on `scope`, which the journal never reported: a gap, then `scope` as it
-    /// is on disk now.
+    /// is on disk now. Gone meanwhile, there is nothing to repair (its removal, if reported,
+    /// follows), but the gap still says that the line after it may not apply to what a reader
+    /// has (a directory moved in and on before an eBPF reader could see it was one).
     fn repair_unreported(&mut self, scope: &str, backend: Backend) -> io::Result<()> {
-        let lines = match repair::repair_scope(&mut self.index, Path::new(scope), true, backend) {
-            Ok(lines) => lines,
-            Err(limit) => return self.index_over(limit),
+        let lines = if Path::new(scope).symlink_metadata().is_ok() {
+            match repair::repair_scope(&mut self.index, Path::new(scope), true, backend) {
+                Ok(lines) => lines,
+                Err(limit) => return self.index_over(limit),
+            }
+        } else {
+            Vec::new()
         };
-        if lines.is_empty() {
-            return Ok(());
-        }
         let root = consistency::root_of(&self.roots, scope)
             .map(|r| r.to_string_lossy().into_owned())
             .into_iter()
