@@ -355,7 +355,8 @@ impl Routing {
             return false;
         };
         let follow_up = follow_up(&change, &names, bytes);
-        if change.op == Op::Create {
+        // A truncated line names the directory a name could not be placed in, not a new one.
+        if change.op == Op::Create && !change.truncated {
             for line in moved_in::expand(change) {
                 self.deliver(line);
             }
