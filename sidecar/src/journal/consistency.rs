@@ -8,10 +8,13 @@
 //! removes nothing a reader knows of; so is a `mkdir` of a directory already reported.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::index::{below, Entry, Kind};
-use crate::change::{Change, Op};
+use super::repair;
+use crate::change::{Backend, Change, Gap, GapReason, Op};
 
 /// The top-most path the journal has not reported that `change` depends on, to be repaired
 /// before it (`None`: nothing is missing, or nothing can be repaired).
@@ -87,6 +90,49 @@ fn top_unknown(
         }
     }
     (with_self && !entries.contains_key(path)).then(|| path.to_owned())
+}
+
+impl super::Journal {
+    /// A change depends on `scope`, which the journal never reported: a gap, then `scope` as it
+    /// is on disk now. Gone meanwhile, there is nothing to repair (its removal, if reported,
+    /// follows), but the gap still says that the line after it may not apply to what a reader
+    /// has (a directory moved in and on before an eBPF reader could see it was one).
+    pub(super) fn repair_unreported(&mut self, scope: &str, backend: Backend) -> io::Result<()> {
+        let lines = if Path::new(scope).symlink_metadata().is_ok() {
+            match repair::repair_scope(&mut self.index, Path::new(scope), true, backend) {
+                Ok(lines) => lines,
+                Err(limit) => return self.index_over(limit),
+            }
+        } else {
+            Vec::new()
+        };
+        let root = root_of(&self.roots, scope)
+            .map(|r| r.to_string_lossy().into_owned())
+            .into_iter()
+            .collect();
+        let ts = self.last_ts.unwrap_or_else(SystemTime::now);
+        let gap = Gap {
+            ts,
+            backend,
+            roots: root,
+            reason: GapReason::UnreportedChange,
+            lost: None,
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.count_gap(gap.reason);
+            metrics.count_repair_lines(lines.len() as u64);
+        }
+        let seq = self.take_seq();
+        self.out.write_all(self.line.build_gap(seq, &gap))?;
+        // Only `scope` was missed, and its repair lines below are fed: no rescan needed.
+        for mut change in lines {
+            change.ts = ts;
+            let seq = self.take_seq();
+            self.out.write_all(self.line.build(seq, &change, 1, true))?;
+            self.offer_to_capture(&change)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
