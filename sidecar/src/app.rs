@@ -40,8 +40,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(config::Command::Run(config)) => {
-            // notify logs every stale watch descriptor after an rmdir at INFO: noise for operators.
-            init_logging(config.debug, &["notify"]);
+            init_logging(config.debug, &[]);
             match run(&config) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
@@ -114,6 +113,18 @@ pub fn run(config: &Config) -> Result<u8, Fatal> {
         Running::Ebpf(session) => session.backend(),
         Running::Inotify(_) => Backend::Inotify,
     };
+    // Ready means the journal knows the tree it starts from: a change made after the ready line
+    // is reported against it (its start-up scan runs on its own thread).
+    if spare_sink
+        .as_ref()
+        .is_some_and(|sink| !sink.fence(JOURNAL_START_WAIT))
+    {
+        log::warn!(
+            "the journal's start-up scan of the watched directories did not end within {} s; \
+             changes made until it ends may be journaled as repairs",
+            JOURNAL_START_WAIT.as_secs()
+        );
+    }
     log::info!("{}", ready_line(backend.as_str()));
     // `-- CMD`: started once ready, so everything it does is journaled (and captured).
     let command = match (config.command.split_first(), command_stop) {
@@ -303,6 +314,10 @@ fn refuse_journal_in_state_dir(journal: &Path, roots: &[PathBuf]) -> Result<(), 
         state_dir: inside.root,
     })
 }
+
+/// How long the ready line waits for the journal's start-up scan (a large tree under a slow
+/// disk); past it the sidecar says so and goes on.
+const JOURNAL_START_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 type JournalThread = JoinHandle<std::io::Result<()>>;
 

@@ -99,7 +99,31 @@ pub struct Change {
 pub enum Record {
     Change(Change),
     Gap(Gap),
+    /// Not a line: the journal writes everything it received before the fence (a gap's
+    /// repair included), then answers it (see [`Delivery::fence`]).
+    Fence(Fence),
 }
+
+/// A backend waiting until the journal has written what it was sent before (see
+/// [`Delivery::fence`]).
+#[derive(Debug, Clone)]
+pub struct Fence(SyncSender<()>);
+
+impl Fence {
+    /// Everything before the fence is written: the backend may go on.
+    pub fn pass(self) {
+        // The backend may have stopped waiting (timed out or stopping): nothing to tell.
+        let _ = self.0.try_send(());
+    }
+}
+
+/// Fences carry no data: any two are alike (so records compare by their changes and gaps).
+impl PartialEq for Fence {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Fence {}
 
 /// Changes lost before they reached the journal: where, why and (if known) how many.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,8 +148,6 @@ pub enum GapReason {
     InotifyOverflow,
     /// A new directory could not be watched (fs.inotify.max_user_watches reached).
     InotifyWatchLimit,
-    /// The inotify translator fell behind and its event queue was full.
-    InotifyBehind,
     /// The sidecar stopped while the journal queue stayed full: the rest was dropped.
     StopDropped,
     /// The repair index reached its limit: later gaps in these roots cannot be repaired.
@@ -139,12 +161,11 @@ pub enum GapReason {
 }
 
 impl GapReason {
-    pub const ALL: [GapReason; 10] = [
+    pub const ALL: [GapReason; 9] = [
         Self::RingBufferFull,
         Self::KretprobeMissed,
         Self::InotifyOverflow,
         Self::InotifyWatchLimit,
-        Self::InotifyBehind,
         Self::StopDropped,
         Self::IndexLimit,
         Self::UnreportedChange,
@@ -159,7 +180,6 @@ impl GapReason {
             Self::KretprobeMissed => "kretprobe missed",
             Self::InotifyOverflow => "inotify queue overflow",
             Self::InotifyWatchLimit => "inotify watch limit",
-            Self::InotifyBehind => "inotify reader behind",
             Self::StopDropped => "dropped at stop",
             Self::IndexLimit => "repair index limit",
             Self::UnreportedChange => "unreported change",
@@ -175,7 +195,6 @@ impl GapReason {
             Self::KretprobeMissed => "kretprobe_missed",
             Self::InotifyOverflow => "inotify_overflow",
             Self::InotifyWatchLimit => "inotify_watch_limit",
-            Self::InotifyBehind => "inotify_behind",
             Self::StopDropped => "dropped_at_stop",
             Self::IndexLimit => "index_limit",
             Self::UnreportedChange => "unreported_change",
@@ -198,6 +217,26 @@ impl GapReason {
 pub struct ChangeSink {
     tx: SyncSender<Record>,
     dropped_at_stop: Arc<AtomicU64>,
+}
+
+impl ChangeSink {
+    /// Waits until the journal has written every record sent before (and so has done its
+    /// start-up scan, the tree it starts from), at most `timeout`; false if it did not.
+    pub fn fence(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut record = Record::Fence(Fence(tx));
+        loop {
+            match self.tx.try_send(record) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => record = back,
+                Err(_) => return false,
+            }
+            std::thread::sleep(FULL_PAUSE_MAX);
+        }
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
 }
 
 /// The journal's end of the queue.
@@ -239,7 +278,7 @@ impl Record {
     pub fn into_change(self) -> Option<Change> {
         match self {
             Self::Change(change) => Some(change),
-            Self::Gap(_) => None,
+            Self::Gap(_) | Self::Fence(_) => None,
         }
     }
 }
@@ -264,6 +303,8 @@ pub fn queue(capacity: usize) -> (ChangeSink, ChangeQueue) {
     )
 }
 
+/// How often a backend waiting on a fence looks at the stop flag.
+const FENCE_STOP_CHECK: Duration = Duration::from_millis(20);
 /// After stop, a backend waits on a full change queue this long in all, then drops what is left.
 pub const STOP_GRACE: Duration = Duration::from_millis(200);
 /// While the queue is full a backend re-tries after a pause that doubles up to the maximum:
@@ -311,6 +352,25 @@ impl Delivery {
     /// Reports lost changes at this point of the stream (same waiting rules as a change).
     pub fn report_gap(&mut self, gap: Gap) {
         self.send(Record::Gap(gap));
+    }
+
+    /// Waits until the journal has written every record sent before this call (a gap's repair
+    /// lines included), at most `timeout`; false when it did not answer in time (or is gone).
+    /// The inotify backend fences a gap so that its rescan is known to be done before it reads
+    /// on (see `inotify::overflow`).
+    /// Gives up at once when stopping (the journal may be stuck on its output).
+    pub fn fence(&mut self, timeout: Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.send(Record::Fence(Fence(tx)));
+        let deadline = Instant::now() + timeout;
+        while !self.stopping() && Instant::now() < deadline {
+            match rx.recv_timeout(FENCE_STOP_CHECK) {
+                Ok(()) => return true,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        false
     }
 
     /// Hands on a change or a loss, as [`Delivery::deliver`] does.

@@ -235,6 +235,10 @@ fn create_files(dir: &Path, round: usize, count: usize) {
     }
 }
 
+/// A journal nobody reads: the reader waits for it, and the kernel's inotify queue holds what
+/// comes meanwhile (past its size the kernel drops events and says so: an overflow gap), so the
+/// sidecar's memory stays flat however many changes are made; SIGTERM still ends it in time,
+/// counting what the journal never took.
 #[test]
 fn a_journal_nobody_reads_bounds_memory_counts_drops_and_cannot_hold_the_exit() {
     let scratch = Scratch::new("inotify-stalled");
@@ -249,51 +253,32 @@ fn a_journal_nobody_reads_bounds_memory_counts_drops_and_cannot_hold_the_exit() 
     let mut sidecar = SidecarProcess::spawn(&mut cmd).expect("run diffkeeper-sidecar");
     let addr = sidecar.metrics_addr(READY_TIMEOUT).unwrap();
     assert_eq!(sidecar.wait_ready(READY_TIMEOUT).unwrap(), "inotify");
-    let dropped = |addr| {
+    let metric = |addr, name| {
         let (_, metrics) = http_get(addr, "/metrics").unwrap();
-        metric_sample(&metrics, "diffkeeper_inotify_dropped_events_total")
-            .unwrap_or_else(|| panic!("no drop counter in /metrics:\n{metrics}"))
+        metric_sample(&metrics, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
     };
-    assert_eq!(dropped(addr), 0);
 
-    // Far more than the pipe, the journal queue and the event queue hold together.
+    // Far more than the pipe and the journal queue hold together (and, with the second round,
+    // than the kernel's default queue of 16,384 events).
     const CREATES: usize = 12_000;
     create_files(&state, 1, CREATES);
-    // Wait (deterministically) until the sidecar counts drops: everything queued is full.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while dropped(addr) == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no drops counted: {}",
-            sidecar.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The journal's queue fills (the reader then waits on it).
+    std::thread::sleep(Duration::from_secs(2));
     let peak_full = peak_rss_kib(sidecar.pid());
-    // As many again: with every queue full, they are dropped, not kept.
     create_files(&state, 2, CREATES);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = 0;
-    loop {
-        let now = dropped(addr);
-        if now >= CREATES as u64 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {now} drops counted after {CREATES} more creates (last {last}): {}",
-            sidecar.log()
-        );
-        last = now;
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    std::thread::sleep(Duration::from_secs(2));
     let peak_after = peak_rss_kib(sidecar.pid());
     assert!(
         peak_after <= peak_full + 2048,
-        "memory grew by {} KiB while every queue was full ({peak_full} -> {peak_after} KiB)",
+        "memory grew by {} KiB while the journal was stalled ({peak_full} -> {peak_after} KiB)",
         peak_after - peak_full
     );
     assert!(peak_after < 64 * 1024, "peak RSS {peak_after} KiB");
+    assert_eq!(
+        metric(addr, "diffkeeper_inotify_dropped_events_total"),
+        0,
+        "nothing is dropped by the sidecar while it runs: the kernel holds it"
+    );
 
     let (status, took) = sidecar.terminate();
     let log = sidecar.log();
@@ -304,15 +289,13 @@ fn a_journal_nobody_reads_bounds_memory_counts_drops_and_cannot_hold_the_exit() 
     );
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
     assert!(log.contains("did not take the last changes"), "{log}");
-    assert!(log.contains("inotify: dropped"), "{log}");
     assert!(log.contains("inotify: stopping: dropped"), "{log}");
 }
 
-/// 4,000 new directories with a file each, made as fast as possible: notify adds their
-/// watches on its own thread, and the sidecar must neither lose the files made before a watch
-/// existed nor fall so far behind that its event queue drops (each lost event would at least
-/// be a gap repaired from a rescan). Replaying the journal gives the real tree, and the log
-/// never blames the journal's output (a local file here).
+/// 4,000 new directories with a file each, made as fast as possible: each is watched when its
+/// event is read, and the sidecar must not lose the files made before its watch existed.
+/// Replaying the journal gives the real tree, and the log never blames the journal's output (a
+/// local file here).
 #[test]
 fn a_storm_of_new_directories_journals_every_file() {
     use diffkeeper_tests::replay::{replay, Tree};

@@ -134,9 +134,7 @@ fn all_seeds(mode: &[&str], ops: &[StormOp], pause: Duration) {
     );
 }
 
-/// Operations 1 ms apart: an application's pace, not a tight loop. At full speed the inotify
-/// backend still loses changes made inside a directory in the moment after it is renamed
-/// (see the next test and docs/journal.md).
+/// Operations 1 ms apart: an application's pace, not a tight loop.
 #[test]
 fn inotify_journal_replays_to_the_real_tree() {
     let (ops, not_reported) = reported_ops(Backend::Inotify);
@@ -144,12 +142,9 @@ fn inotify_journal_replays_to_the_real_tree() {
     all_seeds(&["--enable-ebpf=false"], &ops, Duration::from_millis(1));
 }
 
-/// Known to fail in 1 to 5 of 20 seeds (runs here): notify removes a renamed directory's watch
-/// and adds it again under the new name once it has read the batch, and drops the events the
-/// old watch delivered meanwhile, without a sign of the loss. Fixing it needs an inotify reader
-/// that renames its watches in place.
+/// No pause at all: a directory renamed (or made) and changed before the reader reads a single
+/// event. The watch map follows renames in place and new directories are listed once watched.
 #[test]
-#[ignore = "known loss: changes in a directory in the moment after its rename (docs/journal.md)"]
 fn inotify_journal_replays_to_the_real_tree_at_full_speed() {
     all_seeds(&["--enable-ebpf=false"], &StormOp::ALL, Duration::ZERO);
 }
@@ -160,8 +155,9 @@ fn inotify_journal_replays_to_the_real_tree_at_full_speed() {
 fn tracepoint_journal_replays_to_the_real_tree_for_the_ops_it_reports() {
     let (mut ops, mut not_reported) = reported_ops(Backend::Ebpf(Family::Tracepoint));
     // A directory moved in from outside: the rename's source is outside the roots, so the
-    // programs walk only the destination's directory and send its name; neither that it is a
-    // directory nor what it holds is known (journaled as a create; docs/tracepoint.md).
+    // programs walk only the destination's directory and send its name; that it is a directory
+    // and what it holds are read from the disk when the event is read (docs/journal.md,
+    // `mkdir`), so a storm without pauses that moves it on at once leaves a file in the replay.
     // Links: the storm's symlinks point at names that do not exist yet, and a later open
     // through one creates its target, which tracepoint mode names as the caller passed it (the
     // symlink's name); its absolute hard links are placed only when the name starts with a
@@ -202,13 +198,9 @@ impl Drop for SysctlGuard {
     }
 }
 
-/// Known to fail under load (in two of the full-suite runs here): after a repair, inotify events
-/// that were already queued before the rescan are journaled on top of it (a `mkdir` of a
-/// directory the repair already created, a `rename` from a name the repair already removed),
-/// so the replay breaks after the gap. The gap and repair lines themselves are right. Fixing
-/// it needs the repair to fence the backend's queued events (docs/journal.md, "Known limits").
+/// Events the kernel queued before a repair's rescan must not be journaled after its repair
+/// lines (they would undo it): the inotify backend drops them and fences the gap.
 #[test]
-#[ignore = "known defect: events queued before a repair's rescan are journaled after it (docs/journal.md)"]
 fn an_inotify_overflow_is_a_gap_then_repair_lines_and_the_replay_holds() {
     let scratch = Scratch::new("loss");
     let (state, outside) = (scratch.dir("state"), scratch.dir("outside"));

@@ -47,7 +47,7 @@ fn the_sidecar_links_no_http_client() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     // The listing is real: the sidecar's own dependencies are in it.
-    for expected in ["diffkeeper-sidecar", "aya", "notify"] {
+    for expected in ["diffkeeper-sidecar", "aya", "inotify"] {
         assert!(
             crates.contains(&expected),
             "{expected} missing from:\n{tree}"

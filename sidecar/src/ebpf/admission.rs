@@ -133,6 +133,7 @@ mod tests {
         match record {
             Record::Change(c) => c.path.to_string_lossy().into_owned(),
             Record::Gap(g) => format!("gap {}", g.reason.as_str()),
+            Record::Fence(_) => "fence".into(),
         }
     }
 

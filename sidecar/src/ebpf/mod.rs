@@ -15,6 +15,7 @@
 //! * [`features`]: what this kernel's BPF can do (probed), and so which object loads.
 //! * [`source`]: where events arrive: the ring buffer (modern) or per-CPU perf buffers (compat).
 //! * [`reader`]: the event reader thread.
+//! * [`moved_in`]: a directory moved in from outside the roots, and what it holds.
 //! * [`admission`]: the reader holds a family's changes back until its canary passed.
 //! * [`names`]: placing tracepoint mode's new names (link calls) below their directory.
 //! * [`canary`]: the private canary directory and the self-check that catches a BTF that does
@@ -33,6 +34,7 @@ mod kretprobe;
 mod learned;
 mod load;
 mod mode;
+mod moved_in;
 mod names;
 mod reader;
 mod reorder;

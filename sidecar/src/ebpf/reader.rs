@@ -22,8 +22,8 @@ use super::clock::WallClock;
 use super::error::{Cause, Failure, Hint};
 use super::kretprobe::MissWatch;
 use super::load::explain;
-use super::names;
 use super::source::EventSource;
+use super::{moved_in, names};
 use crate::change::{
     Backend, Change, ChangeSink, Delivery, Family, Gap, GapReason, Op, Record, STOP_GRACE,
 };
@@ -355,7 +355,14 @@ impl Routing {
             return false;
         };
         let follow_up = follow_up(&change, &names, bytes);
-        self.deliver(change);
+        // A truncated line names the directory a name could not be placed in, not a new one.
+        if change.op == Op::Create && !change.truncated {
+            for line in moved_in::expand(change) {
+                self.deliver(line);
+            }
+        } else {
+            self.deliver(change);
+        }
         if let Some(next) = follow_up {
             self.deliver(next);
         }

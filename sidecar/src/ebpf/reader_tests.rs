@@ -179,6 +179,7 @@ fn an_unplaced_name_is_a_flagged_line_or_else_a_gap_where_it_happened() {
             crate::change::Record::Change(c) => {
                 format!("{} {} {}", c.op.as_str(), c.path.display(), c.truncated)
             }
+            crate::change::Record::Fence(_) => "fence".into(),
         })
         .collect();
     assert_eq!(

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use super::translate::{Translator, RENAME_PAIR_WAIT};
+use super::watches::Detached;
 use crate::change::{Backend, Change, Gap, Op};
 
 /// One record in journal order.
@@ -15,8 +16,10 @@ pub(super) enum Waiting {
     Gap(Gap),
     /// The first half of a rename, waiting for its second half since `since`.
     MoveOut {
-        cookie: usize,
+        cookie: u32,
         path: PathBuf,
+        /// The watches of the moved directory and below (none for a file).
+        detached: Detached,
         ts: SystemTime,
         since: Instant,
     },
@@ -32,23 +35,33 @@ impl Translator {
         }
     }
 
-    pub(super) fn hold_move_out(&mut self, cookie: usize, path: PathBuf) {
+    pub(super) fn hold_move_out(&mut self, cookie: u32, path: PathBuf) {
+        let detached = self.watches.detach(&path);
         self.waiting.push_back(Waiting::MoveOut {
             cookie,
             path,
+            detached,
             ts: SystemTime::now(),
             since: Instant::now(),
         });
     }
 
-    pub(super) fn is_waiting_move(&self, cookie: usize) -> bool {
-        self.waiting
-            .iter()
-            .any(|w| matches!(w, Waiting::MoveOut { cookie: c, .. } if *c == cookie))
+    /// The path of the first half waiting with `cookie`, if any, and its detached watches
+    /// (taken: the second half places them).
+    pub(super) fn waiting_move_out(&mut self, cookie: u32) -> Option<(PathBuf, Detached)> {
+        self.waiting.iter_mut().find_map(|w| match w {
+            Waiting::MoveOut {
+                cookie: c,
+                path,
+                detached,
+                ..
+            } if *c == cookie => Some((path.clone(), std::mem::take(detached))),
+            _ => None,
+        })
     }
 
     /// Both halves came: the rename takes its first half's place.
-    pub(super) fn pair_move(&mut self, cookie: usize, from: &Path, to: &Path) {
+    pub(super) fn pair_move(&mut self, cookie: u32, from: &Path, to: &Path) {
         let rename = |ts| Change {
             ts,
             backend: Backend::Inotify,
@@ -91,7 +104,11 @@ impl Translator {
         let mut expired = Vec::new();
         for w in self.waiting.iter_mut() {
             if let Waiting::MoveOut {
-                path, ts, since, ..
+                path,
+                detached,
+                ts,
+                since,
+                ..
             } = w
             {
                 if now.is_none_or(|now| now.duration_since(*since) >= RENAME_PAIR_WAIT) {
@@ -106,13 +123,14 @@ impl Translator {
                         bytes: None,
                         truncated: false,
                     };
-                    expired.push(std::mem::take(path));
+                    expired.push((std::mem::take(path), std::mem::take(detached)));
                     *w = Waiting::Change(change);
                 }
             }
         }
-        for path in expired {
+        for (path, detached) in expired {
             self.forget_scanned_under(&path);
+            self.watches.remove(detached);
         }
         self.release_ready();
     }

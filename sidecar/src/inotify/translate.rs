@@ -1,32 +1,42 @@
-//! notify's events to journal changes: create/mkdir/write/attrib/delete/rmdir/rename, paths
-//! under a renamed directory followed, losses journaled as gaps.
+//! inotify's events to journal changes: create/mkdir/write/attrib/delete/rmdir/rename, named
+//! through the watch map, new directories watched at once and caught up on, losses journaled
+//! as gaps.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use notify::event::{CreateKind, EventKind, ModifyKind, RemoveKind, RenameMode};
-use notify::{Event, INotifyWatcher, RecursiveMode, Watcher};
+use inotify::{EventMask, WatchDescriptor};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::pairing::Waiting;
-use super::scan::PendingDir;
-use super::{describe, is_directory, Msg};
+use super::watches::Watches;
 use crate::change::{Backend, Change, ChangeSink, Delivery, Gap, GapReason, Op, STOP_GRACE};
 use crate::metrics::Metrics;
 
 /// How long the first half of a rename waits for its second half before it counts as a move
 /// out of the watched tree (reported as a delete). Everything after it waits as long.
 pub(super) const RENAME_PAIR_WAIT: Duration = Duration::from_millis(50);
-/// How often an idle translator looks for events notify's thread had to drop.
-const BEHIND_CHECK: Duration = Duration::from_millis(100);
-/// Directory renames whose old paths are followed at once (see `Translator::moved_dirs`).
-pub(super) const MOVED_DIRS_MAX: usize = 64;
+/// How often an idle reader looks at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+/// One read takes what fits: 256 KiB is about 8,000 events with short names, so a burst is
+/// read in few system calls and the kernel queue empties fast.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// One event, copied out of the read buffer.
+pub(super) struct RawEvent {
+    pub(super) wd: WatchDescriptor,
+    pub(super) mask: EventMask,
+    pub(super) cookie: u32,
+    pub(super) name: Option<OsString>,
+}
 
 pub(super) struct Translator {
-    pub(super) watcher: INotifyWatcher,
+    pub(super) watches: Watches,
     pub(super) roots: Vec<PathBuf>,
     /// Hands changes to the journal (bounded waits once stopping).
     pub(super) delivery: Delivery,
@@ -34,84 +44,67 @@ pub(super) struct Translator {
     /// Records in journal order, held while the first half of a rename at their front waits
     /// for its second half (see [`super::pairing`]).
     pub(super) waiting: VecDeque<Waiting>,
-    /// Entries a catch-up scan reported, by path, with their inode: a new directory is scanned
+    /// Entries a catch-up scan reported, by path, with their inode: a new directory is listed
     /// after its watch is in place, so an entry made in between is both found by the scan and
     /// reported by inotify. An inotify create of that very inode is skipped; a create of
     /// another inode under that name (a file moved onto it) is new.
     pub(super) scanned: HashMap<PathBuf, (u64, Instant)>,
     pub(super) last_purge: Instant,
-    /// New directories whose catch-up scan is due (see [`super::scan`]).
-    pub(super) pending_dirs: HashSet<PathBuf>,
-    pub(super) pending_order: Vec<PendingDir>,
-    /// Directories renamed within the tree (from, to). notify names events by the watch they
-    /// came from, and re-watches a renamed directory only after the batch of events it read the
-    /// rename in: events from the old watches still carry the old path. They are renamed here
-    /// until something new takes the old name or a directory above it.
-    pub(super) moved_dirs: Vec<(PathBuf, PathBuf)>,
-    /// Events notify's thread dropped because the event queue was full (see `handler`).
-    pub(super) behind: Arc<AtomicU64>,
-    /// The path of the last removal journaled: a removed watched directory is reported twice
-    /// (its own watch, then its parent's), and journaled once.
-    pub(super) last_removed: Option<PathBuf>,
+    /// Directory renames a catch-up listing journaled before their events were read (old
+    /// paths), and the cookies of those events' second halves (see [`super::scan`]).
+    pub(super) listed_moves: VecDeque<PathBuf>,
+    /// New directories that were gone from their path when their event was read: deleted, or
+    /// renamed (they or a directory above them) by events not read yet. A rename read later
+    /// that moves one of them catches it up under its new path (see [`super::scan`]).
+    pub(super) unwatched: VecDeque<PathBuf>,
+    pub(super) passed_cookies: VecDeque<u32>,
+    buffer: Vec<u8>,
 }
 
 impl Translator {
     pub(super) fn new(
-        watcher: INotifyWatcher,
+        watches: Watches,
         roots: Vec<PathBuf>,
         sink: ChangeSink,
         metrics: Arc<Metrics>,
         stop: Arc<AtomicBool>,
     ) -> Self {
         Self {
-            watcher,
+            watches,
             roots,
             delivery: Delivery::new(sink, stop),
             metrics,
             waiting: VecDeque::new(),
             scanned: HashMap::new(),
             last_purge: Instant::now(),
-            pending_dirs: HashSet::new(),
-            pending_order: Vec::new(),
-            moved_dirs: Vec::new(),
-            behind: Arc::new(AtomicU64::new(0)),
-            last_removed: None,
+            listed_moves: VecDeque::new(),
+            unwatched: VecDeque::new(),
+            passed_cookies: VecDeque::new(),
+            buffer: vec![0; READ_BUFFER],
         }
     }
 
-    pub(super) fn run(&mut self, rx: Receiver<Msg>) {
+    pub(super) fn run(&mut self) {
         while !self.stopping() {
-            let msg = if let Some(deadline) = self.pair_deadline() {
-                rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            } else if !self.pending_order.is_empty() {
-                // Scans wait until notify's queue is read empty: one round trip for them all.
-                match rx.try_recv() {
-                    Ok(msg) => Ok(msg),
-                    Err(TryRecvError::Empty) => {
-                        self.catch_up_pending();
-                        continue;
-                    }
-                    Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
-                }
-            } else {
-                // Not a plain recv: events notify's thread dropped while the queue was full are
-                // journaled (as a gap) even when no event follows them.
-                rx.recv_timeout(BEHIND_CHECK)
-            };
-            match msg {
-                Ok(Msg::Notify(Ok(event))) => self.handle(event),
-                Ok(Msg::Notify(Err(error))) => self.report_error(&error),
-                Ok(Msg::Stop) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            let wait = self
+                .pair_deadline()
+                .map_or(STOP_CHECK, |deadline| {
+                    deadline.saturating_duration_since(Instant::now())
+                })
+                .min(STOP_CHECK);
+            if self.readable(wait) {
+                let events = self.read();
+                self.handle_all(events);
             }
-            self.report_behind();
             self.expire_unpaired_moves(Some(Instant::now()));
         }
         // Hand over what is queued (bounded: deliver() gives up after the stop grace).
-        while let Ok(msg) = rx.try_recv() {
-            if let Msg::Notify(Ok(event)) = msg {
-                self.handle(event);
+        loop {
+            let events = self.read();
+            if events.is_empty() {
+                break;
             }
+            self.handle_all(events);
         }
         self.expire_unpaired_moves(None);
         let dropped = self.delivery.dropped();
@@ -130,119 +123,100 @@ impl Translator {
         self.delivery.stopping()
     }
 
-    pub(super) fn handle(&mut self, mut event: Event) {
-        self.scan_pending_before(&event);
-        let tracker = event.attrs.tracker();
-        if !self.moved_dirs.is_empty() {
-            if let (EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_)), Some(path)) =
-                (event.kind, event.paths.last())
-            {
-                // The name (or one above it) is taken by something new: events under it are
-                // its own from now on.
-                let path = path.clone();
-                self.moved_dirs.retain(|(from, _)| !from.starts_with(&path));
+    /// Whether events are queued, waiting at most `wait` for some.
+    pub(super) fn readable(&self, wait: Duration) -> bool {
+        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(self.watches.inotify.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, timeout).is_ok_and(|n| n > 0)
+    }
+
+    /// The events queued now (none when the queue is empty).
+    pub(super) fn read(&mut self) -> Vec<RawEvent> {
+        match self.watches.inotify.read_events(&mut self.buffer) {
+            Ok(events) => events
+                .map(|e| RawEvent {
+                    wd: e.wd,
+                    mask: e.mask,
+                    cookie: e.cookie,
+                    name: e.name.map(ToOwned::to_owned),
+                })
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Vec::new(),
+            Err(e) => {
+                log::warn!("inotify: reading events failed: {e}");
+                Vec::new()
             }
-            // Both names of a rename too: its old name may lie below a renamed directory.
-            for path in event.paths.iter_mut() {
-                self.follow_moved_dirs(path);
-            }
-        }
-        let mut paths = event.paths.into_iter();
-        match event.kind {
-            EventKind::Other if event.attrs.flag() == Some(notify::event::Flag::Rescan) => {
-                self.rescan_after_overflow();
-            }
-            EventKind::Create(kind) => {
-                let Some(path) = paths.next() else { return };
-                let is_dir = kind == CreateKind::Folder || is_directory(&path);
-                self.report_create(&path, is_dir);
-                if is_dir {
-                    self.schedule_catch_up(path);
-                }
-            }
-            EventKind::Modify(ModifyKind::Data(_)) => {
-                if let Some(path) = paths.next() {
-                    self.emit(Op::Write, &path, None);
-                }
-            }
-            EventKind::Modify(ModifyKind::Metadata(_)) => {
-                if let Some(path) = paths.next() {
-                    self.emit(Op::Attrib, &path, None);
-                }
-            }
-            EventKind::Remove(kind) => {
-                if let Some(path) = paths.next() {
-                    if self.last_removed.as_ref() == Some(&path) {
-                        return; // the same directory, from its own watch and its parent's
-                    }
-                    self.forget_scanned_under(&path);
-                    let op = if kind == RemoveKind::Folder {
-                        Op::Rmdir
-                    } else {
-                        Op::Delete
-                    };
-                    self.emit(op, &path, None);
-                    self.last_removed = Some(path);
-                }
-            }
-            EventKind::Modify(ModifyKind::Name(mode)) => self.handle_rename(mode, tracker, paths),
-            // Opens and closes: not part of the journal.
-            _ => {}
         }
     }
 
-    pub(super) fn handle_rename(
-        &mut self,
-        mode: RenameMode,
-        tracker: Option<usize>,
-        mut paths: impl Iterator<Item = PathBuf>,
-    ) {
-        match (mode, tracker) {
-            (RenameMode::From, Some(cookie)) => {
-                if let Some(path) = paths.next() {
-                    self.hold_move_out(cookie, path);
-                }
+    /// One read's events in order; an overflow ends it (what follows it in the read is older
+    /// than the rescan that recovers from it, see [`super::overflow`]).
+    pub(super) fn handle_all(&mut self, events: Vec<RawEvent>) {
+        for event in events {
+            if event.mask.contains(EventMask::Q_OVERFLOW) {
+                self.recover_from_overflow();
+                return;
             }
-            (RenameMode::To, Some(cookie)) => {
-                // Paired halves are followed by a `Both` event; a lone `To` is a move into the
-                // tree from outside: new to us, like a create.
-                if let (false, Some(path)) = (self.is_waiting_move(cookie), paths.next()) {
-                    let is_dir = is_directory(&path);
-                    self.report_create(&path, is_dir);
-                    if is_dir {
-                        self.schedule_catch_up(path);
-                    }
-                }
-            }
-            (RenameMode::Both, Some(cookie)) => {
-                if let (Some(from), Some(to)) = (paths.next(), paths.next()) {
-                    self.forget_scanned_under(&from);
-                    self.forget_scanned_under(&to);
-                    self.pair_move(cookie, &from, &to);
-                    // Followed whatever `to` is now: notify does not say whether a renamed
-                    // entry is a directory, and it may be gone already (following a file's
-                    // name renames nothing: no event comes from below a file).
-                    if self.moved_dirs.len() == MOVED_DIRS_MAX {
-                        self.moved_dirs.remove(0);
-                    }
-                    self.moved_dirs.push((from, to));
-                }
-            }
-            // A watched root itself moved (no cookie), or kinds inotify does not produce.
-            _ => {}
+            self.handle(event);
         }
     }
 
-    /// Renames `path` when it lies under a directory that was renamed (see `moved_dirs`),
-    /// latest rename last.
-    pub(super) fn follow_moved_dirs(&self, path: &mut PathBuf) {
-        // Only what lies below: the old name itself is reported by its parent's watch, which
-        // names it rightly (a directory created again under that name).
-        for (from, to) in &self.moved_dirs {
-            if let Ok(rest) = path.strip_prefix(from) {
-                if !rest.as_os_str().is_empty() {
-                    *path = to.join(rest);
-                }
+    pub(super) fn handle(&mut self, event: RawEvent) {
+        let mask = event.mask;
+        if mask.contains(EventMask::IGNORED) {
+            self.watches.forget(&event.wd);
+            return;
+        }
+        // Events about a watched directory itself (no name) are reported by its parent's watch.
+        let (Some(dir), Some(name)) = (self.watches.path(&event.wd), event.name) else {
+            return;
+        };
+        let path = dir.join(name);
+        let is_dir = mask.contains(EventMask::ISDIR);
+        if mask.contains(EventMask::CREATE) {
+            self.report_create(&path, is_dir);
+            if is_dir {
+                self.catch_up(&path);
+            }
+        } else if mask.contains(EventMask::MODIFY) {
+            self.emit(Op::Write, &path, None);
+        } else if mask.contains(EventMask::ATTRIB) {
+            self.emit(Op::Attrib, &path, None);
+        } else if mask.contains(EventMask::DELETE) {
+            self.forget_scanned_under(&path);
+            self.emit(if is_dir { Op::Rmdir } else { Op::Delete }, &path, None);
+        } else if mask.contains(EventMask::MOVED_FROM) {
+            if !self.already_listed(&path, event.cookie) {
+                self.hold_move_out(event.cookie, path);
+            }
+        } else if mask.contains(EventMask::MOVED_TO) && !self.passed_over(event.cookie) {
+            self.moved_to(event.cookie, path, is_dir);
+        }
+    }
+
+    /// The second half of a rename, or (no first half waiting) a move in from outside.
+    fn moved_to(&mut self, cookie: u32, to: PathBuf, is_dir: bool) {
+        let Some((from, detached)) = self.waiting_move_out(cookie) else {
+            // New to us, like a create.
+            self.report_create(&to, is_dir);
+            if is_dir {
+                self.catch_up(&to);
+            }
+            return;
+        };
+        let unwatched = self.take_unwatched_under(&from);
+        self.forget_scanned_under(&from);
+        self.forget_scanned_under(&to);
+        self.pair_move(cookie, &from, &to);
+        // In place, now: the events that follow from the watches below name the new path.
+        let watched = self.watches.attach(detached, &to);
+        if is_dir && !watched {
+            // Never watched (renamed before its create was read): what is in it is new.
+            self.catch_up(&to);
+        }
+        for rest in unwatched {
+            if !rest.as_os_str().is_empty() || watched {
+                self.catch_up(&super::watches::below(&to, &rest));
             }
         }
     }
@@ -261,65 +235,8 @@ impl Translator {
         }
         self.emit(if is_dir { Op::Mkdir } else { Op::Create }, path, None);
     }
-}
 
-impl Translator {
-    pub(super) fn rescan_after_overflow(&mut self) {
-        let total = self.metrics.count_inotify_overflow();
-        for root in &self.roots {
-            if let Err(e) = self.watcher.watch(root, RecursiveMode::Recursive) {
-                log::error!(
-                    "inotify: re-watching {} failed: {}",
-                    root.display(),
-                    describe(&e)
-                );
-            }
-        }
-        log::warn!(
-            "inotify event queue overflowed ({total} so far): changes were lost; journaled a \
-             gap and the repair from a rescan (raise fs.inotify.max_queued_events to make this \
-             rarer)"
-        );
-        self.gap(GapReason::InotifyOverflow, self.roots.clone(), None);
-    }
-
-    /// Events notify's thread had to drop since the last look: a gap here.
-    pub(super) fn report_behind(&mut self) {
-        if self.behind.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let lost = self.behind.swap(0, Ordering::Relaxed);
-        self.gap(GapReason::InotifyBehind, self.roots.clone(), Some(lost));
-    }
-
-    pub(super) fn report_error(&mut self, error: &notify::Error) {
-        let paths: Vec<String> = error
-            .paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        let text = describe(error);
-        match error.kind {
-            notify::ErrorKind::MaxFilesWatch => {
-                log::error!(
-                    "inotify: new directories are not watched: {text}; journaled a gap (changes \
-                     in unwatched directories are not seen until the limit is raised)"
-                );
-                let affected: Vec<PathBuf> = self
-                    .roots
-                    .iter()
-                    .filter(|root| {
-                        error.paths.is_empty() || error.paths.iter().any(|p| p.starts_with(root))
-                    })
-                    .cloned()
-                    .collect();
-                self.gap(GapReason::InotifyWatchLimit, affected, None);
-            }
-            _ => log::warn!("inotify: {text} ({})", paths.join(", ")),
-        }
-    }
-
-    fn gap(&mut self, reason: GapReason, roots: Vec<PathBuf>, lost: Option<u64>) {
+    pub(super) fn gap(&mut self, reason: GapReason, roots: Vec<PathBuf>, lost: Option<u64>) {
         let gap = Gap {
             ts: SystemTime::now(),
             backend: Backend::Inotify,
@@ -331,9 +248,6 @@ impl Translator {
     }
 
     pub(super) fn emit(&mut self, op: Op, path: &Path, from: Option<&Path>) {
-        if op != Op::Delete && op != Op::Rmdir {
-            self.last_removed = None;
-        }
         let change = Change {
             ts: SystemTime::now(),
             backend: Backend::Inotify,

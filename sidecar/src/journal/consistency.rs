@@ -5,15 +5,18 @@
 //! on it shows the loss. Then the journal writes a gap (`unreported change`) and repair lines
 //! for the smallest subtree that explains it, then the line itself. Only a `delete` or `rmdir`
 //! of a path the journal never reported, with nothing reported below it, is left out: it
-//! removes nothing a reader knows of.
+//! removes nothing a reader knows of; so is a `mkdir` of a directory already reported.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use super::index::{below, Entry, Kind};
-use crate::change::{Change, Op};
+use super::repair;
+use crate::change::{Backend, Change, Gap, GapReason, Op};
 
 /// The index's keys are a path's bytes.
 fn key(path: &Path) -> &[u8] {
@@ -57,6 +60,15 @@ pub(super) fn removes_nothing_reported(
         && entries.range(below(path)).next().is_none()
 }
 
+/// A `mkdir` of a directory the journal already reported (a listing of a new directory, by
+/// inotify's catch-up or an eBPF move-in, found it before its own event came): a reader has it.
+pub(super) fn adds_nothing_new(entries: &BTreeMap<Vec<u8>, Entry>, change: &Change) -> bool {
+    change.op == Op::Mkdir
+        && entries
+            .get(key(&change.path))
+            .is_some_and(|e| e.kind == Kind::Dir)
+}
+
 /// The root `path` lies strictly below.
 pub(super) fn root_of<'a>(roots: &'a [PathBuf], path: &[u8]) -> Option<&'a PathBuf> {
     roots.iter().find(|root| {
@@ -86,6 +98,49 @@ fn top_unknown<'p>(
         }
     }
     (with_self && !entries.contains_key(path)).then_some(path)
+}
+
+impl super::Journal {
+    /// A change depends on `scope`, which the journal never reported: a gap, then `scope` as it
+    /// is on disk now. Gone meanwhile, there is nothing to repair (its removal, if reported,
+    /// follows), but the gap still says that the line after it may not apply to what a reader
+    /// has (a directory moved in and on before an eBPF reader could see it was one).
+    pub(super) fn repair_unreported(&mut self, scope: &Path, backend: Backend) -> io::Result<()> {
+        let lines = if scope.symlink_metadata().is_ok() {
+            match repair::repair_scope(&mut self.index, scope, true, backend) {
+                Ok(lines) => lines,
+                Err(limit) => return self.index_over(limit),
+            }
+        } else {
+            Vec::new()
+        };
+        let root = root_of(&self.roots, scope.as_os_str().as_bytes())
+            .cloned()
+            .into_iter()
+            .collect();
+        let ts = self.last_ts.unwrap_or_else(SystemTime::now);
+        let gap = Gap {
+            ts,
+            backend,
+            roots: root,
+            reason: GapReason::UnreportedChange,
+            lost: None,
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.count_gap(gap.reason);
+            metrics.count_repair_lines(lines.len() as u64);
+        }
+        let seq = self.take_seq();
+        self.out.write_all(self.line.build_gap(seq, &gap))?;
+        // Only `scope` was missed, and its repair lines below are fed: no rescan needed.
+        for mut change in lines {
+            change.ts = ts;
+            let seq = self.take_seq();
+            self.out.write_all(self.line.build(seq, &change, 1, true))?;
+            self.offer_to_capture(&change)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -130,5 +185,10 @@ mod tests {
             unknown_scope(&entries, &roots, &change(Op::Write, "/elsewhere/f", None)),
             None
         );
+        assert!(adds_nothing_new(&entries, &change(Op::Mkdir, "/s/a", None)));
+        assert!(!adds_nothing_new(
+            &entries,
+            &change(Op::Mkdir, "/s/b", None)
+        ));
     }
 }

@@ -153,3 +153,47 @@ fn repair_lines_keep_names_that_differ_only_in_an_invalid_byte_apart() {
         ]
     );
 }
+
+/// A backend that fences a gap goes on only once the journal has written the gap and its
+/// repair (without waiting out the reorder window), so nothing it reads after the fence can
+/// come before the repair.
+#[test]
+fn a_fence_returns_once_the_gap_and_its_repair_are_written() {
+    let root = std::env::temp_dir().join(format!("dk-journal-fence-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let out = Shared::default();
+    let (sink, queue) = crate::change::queue(16);
+    let options = Options {
+        coalesce: Duration::ZERO,
+        roots: vec![root.clone()],
+        index_limit: DEFAULT_INDEX_LIMIT,
+    };
+    let output = Output {
+        out: Box::new(out.clone()),
+        next_seq: 1,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let journal = std::thread::spawn(move || run(output, options, metrics, queue, None));
+    assert!(
+        sink.fence(Duration::from_secs(5)),
+        "the start-up scan is done"
+    );
+    std::fs::write(root.join("unseen"), "x").unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut delivery = crate::change::Delivery::new(sink.clone(), stop);
+    delivery.report_gap(gap(&root.to_string_lossy(), None));
+    assert!(
+        delivery.fence(Duration::from_secs(5)),
+        "the journal answers"
+    );
+    let ops: Vec<String> = out
+        .lines()
+        .iter()
+        .map(|l| format!("{} {}", l["op"].as_str().unwrap(), l["repair"]))
+        .collect();
+    assert_eq!(ops, ["gap null", "create true"]);
+    drop((sink, delivery));
+    journal.join().unwrap().unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -126,10 +126,14 @@ impl Index {
         let touched_ns = nanos(change.ts);
         let path = change.path.as_os_str().as_bytes();
         match change.op {
-            Op::Write | Op::Attrib => match entries.get_mut(path) {
-                Some(entry) => entry.touched_ns = touched_ns,
-                None => return self.insert_new(path, Kind::NonDir, touched_ns),
-            },
+            Op::Write | Op::Attrib => {
+                // A write to a path a reader never heard of makes nothing appear for it (the
+                // journal repairs such a path first when it still exists): neither here, or a
+                // later rename from it would pass for known.
+                if let Some(entry) = entries.get_mut(path) {
+                    entry.touched_ns = touched_ns;
+                }
+            }
             Op::Create | Op::Mkdir => {
                 let kind = if change.op == Op::Mkdir {
                     Kind::Dir

@@ -41,7 +41,6 @@ pub use index::DEFAULT_LIMIT as DEFAULT_INDEX_LIMIT;
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
@@ -172,6 +171,14 @@ pub fn run(
             // A journal that is never idle still writes capture's notes.
             journal.write_notes()?;
         }
+        if let Record::Fence(fence) = record {
+            // A backend waits for what it sent before (a gap's repair): all of it is written
+            // now, without waiting out the reorder window.
+            journal.release(&mut reorder, None, &metrics)?;
+            journal.out.flush()?;
+            fence.pass();
+            continue;
+        }
         reorder.push(record, journal.clock);
         journal.release(&mut reorder, Some(journal.clock), &metrics)?;
     }
@@ -279,6 +286,8 @@ impl Journal {
                     self.push(change)?;
                 }
                 Record::Gap(gap) => self.gap(gap)?,
+                // Answered on arrival (see `run`): none waits in the window.
+                Record::Fence(fence) => fence.pass(),
             }
         }
         if reorder.late > late_before && (late_before == 0 || reorder.late.is_power_of_two()) {
@@ -425,20 +434,20 @@ impl Journal {
         self.last_backend = change.backend;
         self.last_ts = Some(self.last_ts.map_or(change.ts, |last| last.max(change.ts)));
         if let Some(entries) = self.index.entries().filter(|_| !self.roots.is_empty()) {
-            if consistency::removes_nothing_reported(entries, change) {
-                // Nothing a reader has heard of goes away: the line would only puzzle it.
+            if consistency::removes_nothing_reported(entries, change)
+                || consistency::adds_nothing_new(entries, change)
+            {
+                // Nothing a reader has heard of goes away, or what it has comes again: the line
+                // would only puzzle it.
                 log::debug!(
-                    "journal: not journaled (never reported): {} {}",
+                    "journal: not journaled (nothing new for a reader): {} {}",
                     change.op.as_str(),
                     change.path.display()
                 );
                 return Ok(());
             }
             if let Some(scope) = consistency::unknown_scope(entries, &self.roots, change) {
-                // Gone meanwhile: nothing to repair (its removal, if reported, follows).
-                if scope.symlink_metadata().is_ok() {
-                    self.repair_unreported(&scope, change.backend)?;
-                }
+                self.repair_unreported(&scope, change.backend)?;
             }
         }
         let seq = self.take_seq();
@@ -447,44 +456,6 @@ impl Journal {
         self.offer_to_capture(change)?;
         if let Err(limit) = self.index.apply(change) {
             return self.index_over(limit);
-        }
-        Ok(())
-    }
-
-    /// A change depends on `scope`, which the journal never reported: a gap, then `scope` as it
-    /// is on disk now.
-    fn repair_unreported(&mut self, scope: &Path, backend: Backend) -> io::Result<()> {
-        let lines = match repair::repair_scope(&mut self.index, scope, true, backend) {
-            Ok(lines) => lines,
-            Err(limit) => return self.index_over(limit),
-        };
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let root = consistency::root_of(&self.roots, scope.as_os_str().as_bytes())
-            .cloned()
-            .into_iter()
-            .collect();
-        let ts = self.last_ts.unwrap_or_else(SystemTime::now);
-        let gap = Gap {
-            ts,
-            backend,
-            roots: root,
-            reason: GapReason::UnreportedChange,
-            lost: None,
-        };
-        if let Some(metrics) = &self.metrics {
-            metrics.count_gap(gap.reason);
-            metrics.count_repair_lines(lines.len() as u64);
-        }
-        let seq = self.take_seq();
-        self.out.write_all(self.line.build_gap(seq, &gap))?;
-        // Only `scope` was missed, and its repair lines below are fed: no rescan needed.
-        for mut change in lines {
-            change.ts = ts;
-            let seq = self.take_seq();
-            self.out.write_all(self.line.build(seq, &change, 1, true))?;
-            self.offer_to_capture(&change)?;
         }
         Ok(())
     }

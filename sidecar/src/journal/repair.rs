@@ -65,28 +65,36 @@ pub(super) fn repair_scope(
         truncated: false,
     };
     let mut changes = Vec::new();
-    let mut removed_dir: Option<&[u8]> = None;
+    // A removal takes everything below it for a reader (a file can have entries below it in
+    // the index when a backend reported a directory as a file).
+    let mut removed: Vec<&[u8]> = Vec::new();
+    let inside =
+        |dir: &[u8], path: &[u8]| path.starts_with(dir) && path[dir.len()..].starts_with(b"/");
     for (path, entry) in top.into_iter().chain(indexed.range(below(scope_key))) {
-        if removed_dir
-            .is_some_and(|dir| path.starts_with(dir) && path[dir.len()..].starts_with(b"/"))
-        {
-            continue; // inside a directory already removed
+        if removed.iter().any(|dir| inside(dir, path)) {
+            continue; // inside something already removed
         }
         let same_kind = on_disk
             .get(path)
             .is_some_and(|(kind, _)| *kind == entry.kind);
         if !same_kind {
-            if entry.kind == Kind::Dir {
-                removed_dir = Some(path);
-                changes.push(line(Op::Rmdir, path));
-            } else {
-                changes.push(line(Op::Delete, path));
-            }
+            removed.push(path);
+            changes.push(line(
+                if entry.kind == Kind::Dir {
+                    Op::Rmdir
+                } else {
+                    Op::Delete
+                },
+                path,
+            ));
         }
     }
     let mut updates = Vec::new();
     for (path, (kind, stat)) in &on_disk {
-        match indexed.get(path) {
+        let known = indexed
+            .get(path)
+            .filter(|_| !removed.iter().any(|dir| inside(dir, path)));
+        match known {
             Some(entry) if entry.kind == *kind => {
                 if let Some(op) = difference(entry, stat) {
                     updates.push(line(op, path));
@@ -157,4 +165,49 @@ pub(super) fn baseline(index: &mut Index, roots: &[PathBuf]) -> Result<(), Limit
         });
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Family;
+
+    /// A directory the index holds as a file (a backend reported it so), with an entry below
+    /// it: the repair removes the file, makes the directory, and creates what is in it (a
+    /// reader's delete took the entry below too).
+    #[test]
+    fn entries_below_a_removed_file_are_created_again() {
+        let root = std::env::temp_dir().join(format!("dk-repair-below-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("m")).unwrap();
+        std::fs::write(root.join("m/f"), "x").unwrap();
+        let at = |rel: &str| root.join(rel);
+        let mut index = Index::new(100);
+        let reported = |op, path: PathBuf| Change {
+            ts: SystemTime::now(),
+            backend: Backend::Ebpf(Family::Kprobe),
+            op,
+            path,
+            from: None,
+            pid: None,
+            comm: None,
+            bytes: None,
+            truncated: false,
+        };
+        index.apply(&reported(Op::Create, at("m"))).unwrap();
+        index.apply(&reported(Op::Create, at("m/f"))).unwrap();
+        let lines: Vec<String> = repair_scope(&mut index, &root.join("m"), true, Backend::Inotify)
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c.op.as_str(),
+                    c.path.strip_prefix(&root).unwrap().display()
+                )
+            })
+            .collect();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(lines, ["delete m", "mkdir m", "create m/f"]);
+    }
 }

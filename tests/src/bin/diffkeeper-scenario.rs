@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use diffkeeper_tests::scenario::{self, Options};
+use diffkeeper_tests::scenario::{self, storms, Options};
 
 const HELP: &str = "\
 diffkeeper-scenario: run diffkeeper-sidecar on a fresh watched directory, make scripted changes
@@ -31,6 +31,14 @@ Usage: diffkeeper-scenario --sidecar PATH --expect-backend B [OPTIONS] [-- SIDEC
                           linkat(2), symlink(2), symlinkat(2) (dirfd, cwd, O_TMPFILE, absolute,
                           `..`, outside), writes to unnamed files: only completed operations,
                           and no made-up path, may be journaled
+  --replay-storms N       the replay contract instead: one sidecar, first one scripted change of
+                          every kind (the parity workload: each step's lines printed against the
+                          ones it must produce), then N seeded storms of every op kind (renames
+                          of files and directories into, out of and within the roots, atomic
+                          saves, deletes, chmod, links), each in a directory of its own, without
+                          pauses; replaying the journal under each storm's directory must give
+                          the real tree, and seq/ts must never go back. Failing seeds are printed
+  --steps N               operations per storm (default 60)
   --verbose               copy the sidecar's log to stderr (it is always copied on failure)
   -- SIDECAR_ARGS...      appended to: --state-dir DIR --coalesce-ms 0 --journal FILE
 
@@ -49,7 +57,8 @@ Or: diffkeeper-scenario --shutdown-fs DIR
   down, thawed; it stays mounted read-write) and exit, so that an unlink on it passes the VFS
   checks and its security hook, then fails in ext4_unlink with EIO (the VM ext4 rows)
 
-Output: one line on stdout,
+Output (--replay-storms: a parity table, `PARITY {...}` and `REPLAY {...}` lines; the
+failing seeds on stderr): one line on stdout,
   SCENARIO {\"backend\":B,\"observed_backend\":..,\"result\":\"pass\"|\"fail\",\"reason\":..,
             \"events\":N,\"expected\":M,\"exit_code\":..,\"stop_ms\":..,\"diff\":[\"-missing\",\"+unexpected\",..]}
 Exit codes: 0 pass, 1 fail, 2 bad usage.
@@ -60,6 +69,14 @@ struct Cli {
     verbose: bool,
     /// `--roundtrip`: the state recorder's round trip through this `diffkeeper` binary.
     roundtrip: Option<PathBuf>,
+    /// `--replay-storms N` and `--steps N`.
+    storms: Option<(u64, usize)>,
+}
+
+fn number<T: std::str::FromStr>(name: &str, v: &OsString) -> Result<T, String> {
+    v.to_string_lossy()
+        .parse()
+        .map_err(|_| format!("{name} {v:?} is not a number"))
 }
 
 fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
@@ -68,6 +85,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
     let mut options = Options::new("", "");
     let mut verbose = false;
     let (mut roundtrip, mut diffkeeper) = (false, None);
+    let (mut seeds, mut steps) = (None, 60);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -95,6 +113,10 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
             "--verbose" => verbose = true,
             "--roundtrip" => roundtrip = true,
             "--diffkeeper" => diffkeeper = Some(PathBuf::from(value("--diffkeeper")?)),
+            "--replay-storms" => {
+                seeds = Some(number("--replay-storms", &value("--replay-storms")?)?)
+            }
+            "--steps" => steps = number("--steps", &value("--steps")?)?,
             "--" => {
                 options.sidecar_args = args.collect();
                 break;
@@ -120,6 +142,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
         options,
         verbose,
         roundtrip,
+        storms: seeds.map(|seeds| (seeds, steps)),
     }))
 }
 
@@ -169,6 +192,9 @@ fn main() -> ExitCode {
     };
     if let Some(diffkeeper) = &cli.roundtrip {
         return roundtrip(&cli.options, diffkeeper);
+    }
+    if let Some((seeds, steps)) = cli.storms {
+        return replay_storms(&cli, seeds, steps);
     }
     let outcome = scenario::run(&cli.options);
     if cli.verbose || !outcome.pass {
@@ -245,4 +271,54 @@ fn roundtrip(options: &Options, diffkeeper: &std::path::Path) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+fn replay_storms(cli: &Cli, seeds: u64, steps: usize) -> ExitCode {
+    let outcome = storms::run(&cli.options, seeds, steps);
+    if cli.verbose || !outcome.pass {
+        for line in outcome.log.lines() {
+            eprintln!("sidecar: {line}");
+        }
+        for failure in &outcome.failed {
+            eprintln!("{failure}");
+        }
+        if let Some(reason) = &outcome.reason {
+            eprintln!("scenario: {reason}");
+        }
+    }
+    print_parity(&outcome.parity);
+    println!("{}", outcome.parity_line());
+    println!("{}", outcome.summary_line());
+    if outcome.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The parity workload's steps, one line each: what the journal missed of them.
+fn print_parity(parity: &serde_json::Value) {
+    let Some(steps) = parity["steps"].as_array() else {
+        return;
+    };
+    println!("parity: step | lines expected | missing");
+    for step in steps {
+        let missing: Vec<&str> = step["missing"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m.as_str())
+            .collect();
+        println!(
+            "parity: {} | {} | {}",
+            step["kind"].as_str().unwrap_or("?"),
+            step["expected"],
+            if missing.is_empty() {
+                "-".to_string()
+            } else {
+                missing.join(", ")
+            }
+        );
+    }
+    println!("parity: unexpected lines: {}", parity["unexpected"]);
 }

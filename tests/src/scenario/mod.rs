@@ -8,12 +8,16 @@
 //!
 //! * this file: the run (directories, sidecar, outcome);
 //! * [`script`]: the changes and the lines they must produce;
-//! * [`diff`]: the journal against those lines.
+//! * [`diff`]: the journal against those lines;
+//! * [`storms`]: the replay contract under seeded storms (`--replay-storms`), and [`parity`]:
+//!   one scripted change of every kind against the lines it must produce.
 //!
 //! Process control is [`crate::sidecar`]; the HTTP client is [`crate::http`].
 
 mod diff;
+pub mod parity;
 mod script;
+pub mod storms;
 
 use std::ffi::OsString;
 use std::fs;

@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import matrix, qemu, roundtrip
+from . import matrix, qemu, replay, roundtrip
 from .cpio import CpioWriter
 from .kernels import Kernel, elf_section
 from .arm64_apt import Apt, _unpack
@@ -356,6 +356,8 @@ def cases(x86_cases: list[matrix.Case], fentry: bool) -> list[matrix.Case]:
             marked.append(ebpf_off_case())
         if not fentry and case.id in ("cell.system.fentry", "cell.system.auto"):
             case = _without_fentry(case)
+        if not fentry and case.id == "replay.fentry":
+            case = replay.without_fentry(case)
         if not fentry and case.id == "ops.fentry":
             case = dataclasses.replace(
                 case,

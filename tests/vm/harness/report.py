@@ -6,6 +6,7 @@ import re
 import time
 from pathlib import Path
 
+from . import replay
 from .matrix import Case
 from .qemu import CaseOutput, VmRun
 
@@ -124,6 +125,9 @@ def markdown_table(rows: list[Row]) -> str:
 
 def write(out_dir: Path, rows: list[Row], runs: list[VmRun], wall: float) -> str:
     table = markdown_table(rows)
+    parity = replay.parity_tables(rows)
+    if parity:
+        table = f"{table}\n\n{parity}"
     xfail = sum(r.result == "XFAIL" for r in rows)
     failed = sum(r.result not in ("PASS", "XFAIL") for r in rows)
     stalls = [f"{r.kernel} {r.case}" for r in rows if r.stalled]
