@@ -223,10 +223,28 @@ pub fn write_cached_btf(cfg: &EbpfConfig, btf: &[u8]) -> PathBuf {
     cached
 }
 
+/// What a [`burst`] came to: every change it made is in exactly one of these.
+#[derive(Debug, Clone, Copy)]
+pub struct Burst {
+    /// Changes that reached the queue.
+    pub received: u64,
+    /// Events the kernel dropped (the session's lost counter, read once more at stop).
+    pub lost: u64,
+    /// Changes read but dropped at stop because the queue stayed full past its grace: reported
+    /// too (the journal turns this count into its last gap line), so accounted for.
+    pub dropped_at_stop: u64,
+}
+
+impl Burst {
+    pub fn accounted(&self) -> u64 {
+        self.received + self.lost + self.dropped_at_stop
+    }
+}
+
 /// Starts eBPF with `cfg` (whose buffers should be far too small), makes one file under `root`
 /// and writes 1 byte to it `writes` times while the changes are drained as the journal does
-/// (the queue is bounded), then stops: (changes received, events counted lost).
-pub fn burst(cfg: &EbpfConfig, root: &Path, writes: u64) -> (u64, u64) {
+/// (the queue is bounded), then stops.
+pub fn burst(cfg: &EbpfConfig, root: &Path, writes: u64) -> Burst {
     use std::io::Write;
     use std::sync::atomic::Ordering;
 
@@ -234,7 +252,7 @@ pub fn burst(cfg: &EbpfConfig, root: &Path, writes: u64) -> (u64, u64) {
     let session = diffkeeper_sidecar::ebpf::start(cfg, tx)
         .unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
     let lost = session.lost_counter();
-    let received = std::thread::spawn(move || rx.iter().count() as u64);
+    let queue = std::thread::spawn(move || (rx.iter().count() as u64, rx.dropped_at_stop()));
     let mut f = fs::File::create(root.join("burst")).unwrap(); // + 1 create event
     for _ in 0..writes {
         f.write_all(b"x").unwrap();
@@ -242,5 +260,10 @@ pub fn burst(cfg: &EbpfConfig, root: &Path, writes: u64) -> (u64, u64) {
     drop(f);
     std::thread::sleep(Duration::from_millis(100));
     session.stop(); // drains the buffers and refreshes the lost counter; drops the sink
-    (received.join().unwrap(), lost.load(Ordering::Relaxed))
+    let (received, dropped_at_stop) = queue.join().unwrap();
+    Burst {
+        received,
+        lost: lost.load(Ordering::Relaxed),
+        dropped_at_stop,
+    }
 }
