@@ -119,7 +119,7 @@ fn compat_perf_buffer_overflow_counts_every_lost_event() {
     let mut cfg = compat(config(AttachMode::Tracepoint, &scratch, vec![root.clone()]));
     cfg.ringbuf_bytes = 4096; // the perf buffers' floor: 16 KiB per CPU
     const WRITES: u64 = 300_000;
-    let burst = burst(&cfg, &root, WRITES);
+    let burst = burst(&cfg, &root, WRITES, Drain::Keeping);
     assert!(
         burst.lost > 0,
         "16 KiB perf buffers kept up with {WRITES} writes"
@@ -128,5 +128,28 @@ fn compat_perf_buffer_overflow_counts_every_lost_event() {
     assert!(
         !logs_containing("[eBPF] the kernel dropped").is_empty(),
         "losses must be logged, not only counted"
+    );
+}
+
+/// A journal that takes nothing until the sidecar stopped (its output blocked): what the reader
+/// could not hand on within the stop grace, changes and the kernel's last loss count alike, is
+/// counted as dropped at stop, and nothing else is missing.
+#[test]
+fn compat_stalled_journal_counts_what_was_dropped_at_stop() {
+    capture_logs();
+    let scratch = Scratch::new("compat-stalled");
+    let root = scratch.dir("state");
+    let mut cfg = compat(config(AttachMode::Tracepoint, &scratch, vec![root.clone()]));
+    cfg.ringbuf_bytes = 4096;
+    const WRITES: u64 = 30_000;
+    let burst = burst(&cfg, &root, WRITES, Drain::StalledUntilStopped);
+    assert!(
+        burst.dropped_at_stop > 0,
+        "nothing dropped at stop: {burst:?}"
+    );
+    assert_eq!(burst.accounted(), WRITES + 1, "{burst:?}");
+    assert!(
+        !logs_containing("[eBPF] stopping: dropped").is_empty(),
+        "drops at stop must be logged, not only counted"
     );
 }
