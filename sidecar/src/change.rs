@@ -275,6 +275,17 @@ impl ChangeQueue {
 }
 
 impl Record {
+    /// The changes the journal misses if this record never reaches it: a change itself, or a
+    /// gap's own count (unknown counts as none: only the gap line itself would be missing); a
+    /// fence carries no change.
+    pub fn changes_missing(&self) -> u64 {
+        match self {
+            Self::Change(_) => 1,
+            Self::Gap(gap) => gap.lost.unwrap_or(0),
+            Self::Fence(_) => 0,
+        }
+    }
+
     pub fn into_change(self) -> Option<Change> {
         match self {
             Self::Change(change) => Some(change),
@@ -340,7 +351,8 @@ impl Delivery {
         self.stop.load(Ordering::Acquire)
     }
 
-    /// Changes dropped because the queue stayed full past the stop grace.
+    /// Changes dropped because the queue stayed full past the stop grace (a dropped gap counts
+    /// the changes it reported lost: the journal's last gap line reports them instead).
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
@@ -383,8 +395,11 @@ impl Delivery {
                 Err(TrySendError::Full(back)) => record = back,
             }
             if self.past_stop_grace() {
-                self.dropped += 1;
-                self.sink.dropped_at_stop.fetch_add(1, Ordering::AcqRel);
+                let changes = record.changes_missing();
+                self.dropped += changes;
+                self.sink
+                    .dropped_at_stop
+                    .fetch_add(changes, Ordering::AcqRel);
                 return;
             }
             std::thread::sleep(pause);
@@ -412,5 +427,35 @@ mod tests {
         for (i, backend) in Backend::ALL.into_iter().enumerate() {
             assert_eq!(backend.index(), i, "{backend:?}");
         }
+    }
+
+    /// The last gap of a stopping backend (its loss count) is the one most likely to meet a
+    /// full queue: dropped, it must hand its count on to the journal's last gap line.
+    #[test]
+    fn a_gap_dropped_at_stop_counts_the_changes_it_reported_lost() {
+        let backend = Backend::Ebpf(Family::Tracepoint);
+        let change = || Change {
+            ts: SystemTime::UNIX_EPOCH,
+            backend,
+            op: Op::Write,
+            path: "/s/f".into(),
+            from: None,
+            pid: None,
+            comm: None,
+            bytes: Some(1),
+            truncated: false,
+        };
+        let (sink, queue) = queue(1);
+        let mut delivery = Delivery::new(sink, Arc::new(AtomicBool::new(true)));
+        delivery.deliver(change());
+        delivery.report_gap(Gap {
+            ts: SystemTime::UNIX_EPOCH,
+            backend,
+            roots: vec!["/s".into()],
+            reason: GapReason::RingBufferFull,
+            lost: Some(7),
+        });
+        delivery.deliver(change());
+        assert_eq!((delivery.dropped(), queue.dropped_at_stop()), (8, 8));
     }
 }

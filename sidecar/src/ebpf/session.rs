@@ -146,12 +146,22 @@ impl EbpfSession {
             _canary,
             ..
         } = self;
-        drop(ebpf);
+        unload(ebpf);
         drop(kretprobes);
         reader.stop();
         drop(_pins);
         drop(_canary);
     }
+}
+
+/// Detaches and unloads the programs, then closes the maps: in that order. The kernel empties a
+/// tail-call table (PROG_ARRAY) as soon as its last descriptor in user space closes, and the
+/// compat object's `dk_sys_enter` counts every call it cannot hand on as lost: closed first, the
+/// maps would leave it running for a moment with an empty table, counting writes of every
+/// process on the host into `dk_lost`, which the reader reads once more when it stops.
+fn unload(mut ebpf: Ebpf) {
+    load::unload_programs(&mut ebpf);
+    drop(ebpf);
 }
 
 /// Makes the canary directory, selects BTF, then tries the families `cfg.attach` allows in
@@ -289,7 +299,7 @@ fn try_family(
         kretprobes.as_ref().and_then(Kretprobes::miss_watch),
     )?;
     if let Err(e) = canary::check(canary_dir, canary_id, family, &reader.canary) {
-        drop(ebpf);
+        unload(ebpf);
         drop(kretprobes);
         reader.stop();
         log::warn!(

@@ -228,18 +228,63 @@ pub fn write_cached_btf(cfg: &EbpfConfig, btf: &[u8]) -> PathBuf {
     cached
 }
 
+/// What a [`burst`] came to, as the journal would see it: every change it made is in exactly one
+/// of `received`, `reported_lost` and `dropped_at_stop`.
+#[derive(Debug, Clone, Copy)]
+pub struct Burst {
+    /// Changes that reached the queue.
+    pub received: u64,
+    /// The changes the gaps that reached the queue said were lost.
+    pub reported_lost: u64,
+    /// Events the kernel dropped (the session's lost counter, read once more at stop).
+    pub lost: u64,
+    /// Changes (and gaps' counts) the reader dropped at stop because the queue stayed full past
+    /// its grace: reported too (the journal's last gap line), so accounted for.
+    pub dropped_at_stop: u64,
+}
+
+impl Burst {
+    pub fn accounted(&self) -> u64 {
+        self.received + self.reported_lost + self.dropped_at_stop
+    }
+}
+
+/// How the [`burst`]'s queue is drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// As the journal does, from the start.
+    Keeping,
+    /// Not at all until the session has stopped: a journal whose output is blocked.
+    StalledUntilStopped,
+}
+
 /// Starts eBPF with `cfg` (whose buffers should be far too small), makes one file under `root`
-/// and writes 1 byte to it `writes` times while the changes are drained as the journal does
-/// (the queue is bounded), then stops: (changes received, events counted lost).
-pub fn burst(cfg: &EbpfConfig, root: &Path, writes: u64) -> (u64, u64) {
+/// and writes 1 byte to it `writes` times while the changes are drained as `drain` says (the
+/// queue is bounded), then stops.
+pub fn burst(cfg: &EbpfConfig, root: &Path, writes: u64, drain: Drain) -> Burst {
+    use diffkeeper_sidecar::change::Record;
     use std::io::Write;
     use std::sync::atomic::Ordering;
 
-    let (tx, rx) = diffkeeper_sidecar::change::queue(diffkeeper_sidecar::change::QUEUE_CAPACITY);
+    let (tx, queue) = diffkeeper_sidecar::change::queue(diffkeeper_sidecar::change::QUEUE_CAPACITY);
     let session = diffkeeper_sidecar::ebpf::start(cfg, tx)
         .unwrap_or_else(|e| panic!("eBPF did not start: {e}"));
     let lost = session.lost_counter();
-    let received = std::thread::spawn(move || rx.iter().count() as u64);
+    let (stopped_tx, stopped) = std::sync::mpsc::channel::<()>();
+    let journal = std::thread::spawn(move || {
+        if drain == Drain::StalledUntilStopped {
+            let _ = stopped.recv();
+        }
+        let (mut received, mut reported_lost) = (0, 0);
+        for record in queue.rx.iter() {
+            match record {
+                Record::Change(_) => received += 1,
+                Record::Gap(gap) => reported_lost += gap.lost.unwrap_or(0),
+                Record::Fence(_) => {} // only inotify fences its gaps
+            }
+        }
+        (received, reported_lost, queue.dropped_at_stop())
+    });
     let mut f = fs::File::create(root.join("burst")).unwrap(); // + 1 create event
     for _ in 0..writes {
         f.write_all(b"x").unwrap();
@@ -247,5 +292,12 @@ pub fn burst(cfg: &EbpfConfig, root: &Path, writes: u64) -> (u64, u64) {
     drop(f);
     std::thread::sleep(Duration::from_millis(100));
     session.stop(); // drains the buffers and refreshes the lost counter; drops the sink
-    (received.join().unwrap(), lost.load(Ordering::Relaxed))
+    drop(stopped_tx);
+    let (received, reported_lost, dropped_at_stop) = journal.join().unwrap();
+    Burst {
+        received,
+        reported_lost,
+        lost: lost.load(Ordering::Relaxed),
+        dropped_at_stop,
+    }
 }
