@@ -11,10 +11,11 @@
  *              write, pwrite64, writev, pwritev, pwritev2 by fd, files created by
  *              openat/openat2 and, on x86_64, open/creat (FMODE_CREATED), and new names from
  *              linkat/symlinkat and, on x86_64, link/symlink: the directory (dirfd or cwd)
- *              by its dentry, the name as the caller's string, for user space to place.
- *              unlink/rename are not seen.
+ *              by its dentry, the name as the caller's string, for user space to place;
+ *              truncate/ftruncate and opens with O_TRUNC of an existing file, as writes.
  *
- * Every family reports bytes as the call's return value (kretprobe, fexit, sys_exit).
+ * Every family reports a write's bytes as the call's return value (kretprobe, fexit,
+ * sys_exit); a truncation is a write of 0 bytes (the content changed, nothing was written).
  * Why these kernel functions (prototypes checked in the BTF of Debian 6.1.0-56,
  * 6.12.117 and the 6.18 build kernel; all identical and all non-inlined FUNCs):
  *   vfs_write(file, buf, count, pos)              write(2), pwrite64(2)
@@ -24,7 +25,8 @@
  *   security_inode_unlink(dir, dentry)             unlink(2)/unlinkat(2) of a file
  *   security_inode_rename(odir, odentry, ndir, ndentry, flags)  rename(2) family
  *   security_inode_mkdir(dir, dentry, mode), security_inode_rmdir(dir, dentry)
- *   security_inode_setattr([idmap,] dentry, attr)  chmod/chown family (see report_setattr)
+ *   security_inode_setattr([idmap,] dentry, attr)  chmod/chown family, and truncate(2),
+ *        ftruncate(2) and O_TRUNC opens (ATTR_SIZE, a write; see report_setattr)
  * The vfs_create/vfs_unlink/vfs_rename prototypes changed (user_namespace -> mnt_idmap
  * in 6.3, renamedata struct in 6.0); the security_inode_* hooks did not.
  *
@@ -118,6 +120,7 @@ struct task_struct {
 #define DK_ATTR_MODE 1u
 #define DK_ATTR_UID 2u
 #define DK_ATTR_GID 4u
+#define DK_ATTR_SIZE 8u /* truncate(2), ftruncate(2), an O_TRUNC open: the content changed */
 
 /* IS_ERR_VALUE() for a returned pointer (include/linux/err.h: MAX_ERRNO 4095). */
 #define DK_IS_ERR(p) ((unsigned long)(p) >= (unsigned long)-4095)
@@ -313,13 +316,16 @@ static __always_inline int any_pending(void)
 }
 
 /* A report whose `done` call never returned (its kretprobe missed) is still there when the
- * thread's next operation is recorded: count it, it is overwritten. */
+ * thread's next operation is recorded: count it, it is overwritten. Not missed: the create
+ * hook of an O_CREAT | O_TRUNC open of an existing file (do_filp_open() has not returned yet)
+ * followed by its truncation, which is the open's one change. */
 static __always_inline void keep_pending(struct dk_scratch *s, __u32 done, __u64 dentry)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	int replaces = bpf_map_lookup_elem(&dk_pending, &id) != 0;
+	struct dk_pending *old = bpf_map_lookup_elem(&dk_pending, &id);
+	int replaces = old != 0;
 
-	if (replaces)
+	if (old && !(done == DK_DONE_SETATTR && old->done == DK_DONE_CREATE))
 		count_stat(DK_STAT_MISSED_RETURN);
 	s->done = done;
 	s->dentry = dentry;

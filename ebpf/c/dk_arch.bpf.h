@@ -39,6 +39,7 @@ enum dk_sys_kind {
 	DK_SYS_NONE,
 	DK_SYS_WRITE,      /* write family: fd in argument 0, bytes are the return value */
 	DK_SYS_FATTRIB,    /* fchmod(fd, mode), fchown(fd, uid, gid): attrib of the open file */
+	DK_SYS_FTRUNCATE,  /* ftruncate(fd, length): a write (of 0 bytes) to the open file */
 	DK_SYS_FSTATFS,    /* fstatfs(fd): how the sidecar teaches the kernel side its roots */
 	DK_SYS_OPEN_ARG1,  /* open(name, flags, mode): a create if O_CREAT and the file is new */
 	DK_SYS_CREAT,      /* creat(name, mode): likewise, O_CREAT implied */
@@ -48,6 +49,7 @@ enum dk_sys_kind {
 	DK_SYS_RMDIR,      /* rmdir(name) */
 	DK_SYS_MKDIR,      /* mkdir(name, mode) */
 	DK_SYS_ATTRIB,     /* chmod(name, mode), chown/lchown(name, uid, gid) */
+	DK_SYS_TRUNCATE,   /* truncate(name, length): a write (of 0 bytes) */
 	DK_SYS_LINK,       /* link(old, new), symlink(target, new): the new name, argument 1 */
 	DK_SYS_UNLINKAT,   /* unlinkat(dirfd, name, flags): rmdir with AT_REMOVEDIR */
 	DK_SYS_MKDIRAT,    /* mkdirat(dirfd, name, mode) */
@@ -69,6 +71,8 @@ enum dk_sys_kind {
 	X(open, 2, OPEN_ARG1)                                                         \
 	X(pwrite64, 18, WRITE)                                                        \
 	X(writev, 20, WRITE)                                                          \
+	X(truncate, 76, TRUNCATE)                                                     \
+	X(ftruncate, 77, FTRUNCATE)                                                   \
 	X(rename, 82, RENAME)                                                         \
 	X(mkdir, 83, MKDIR)                                                           \
 	X(rmdir, 84, RMDIR)                                                           \
@@ -211,7 +215,7 @@ struct dk_pt_regs {
 
 /* asm-generic/unistd.h (arm64 has no open, creat, link, symlink, unlink, rmdir, mkdir, rename,
  * chmod or chown syscall; it has renameat, __ARCH_WANT_RENAMEAT, which musl's rename() uses;
- * fstatfs is __NR3264_fstatfs). */
+ * fstatfs, truncate and ftruncate are __NR3264_*). */
 #define DK_SYSCALLS(X)                                                                \
 	X(mkdirat, 34, MKDIRAT)                                                       \
 	X(unlinkat, 35, UNLINKAT)                                                     \
@@ -219,6 +223,8 @@ struct dk_pt_regs {
 	X(linkat, 37, LINKAT)                                                         \
 	X(renameat, 38, RENAMEAT)                                                     \
 	X(fstatfs, 44, FSTATFS)                                                       \
+	X(truncate, 45, TRUNCATE)                                                     \
+	X(ftruncate, 46, FTRUNCATE)                                                   \
 	X(fchmod, 52, FATTRIB)                                                        \
 	X(fchmodat, 53, ATTRIBAT)                                                     \
 	X(fchownat, 54, ATTRIBAT)                                                     \

@@ -44,6 +44,7 @@ struct fs_struct___dk_tp {
 #define DK_AT_FDCWD -100
 #define DK_NO_DIRFD -1 /* on_sys_enter: the end is an open file, not a name */
 #define DK_O_CREAT 0100
+#define DK_O_TRUNC 01000
 #define DK_AT_REMOVEDIR 0x200
 #define DK_AT_EMPTY_PATH 0x1000
 #define DK_RENAME_EXCHANGE 2
@@ -54,7 +55,15 @@ enum dk_tp_done {
 	DK_TP_DONE = 0x10,       /* sent if the call returned >= 0 */
 	DK_TP_DONE_WRITE = 0x11, /* sent if it returned > 0: the byte count */
 	DK_TP_DONE_OPEN = 0x12,  /* sent if the descriptor it returned is a file it created */
+	DK_TP_DONE_OPEN_TRUNC = 0x13, /* O_TRUNC: sent as a create if it created the file, else
+				       * as a write of 0 bytes (it truncated an existing one) */
 };
+
+/* What an open's exit reports: a create (O_CREAT), a create or a truncation (O_TRUNC). */
+static __always_inline __u32 open_done(__u64 flags)
+{
+	return flags & DK_O_TRUNC ? DK_TP_DONE_OPEN_TRUNC : DK_TP_DONE_OPEN;
+}
 
 /* The current task's fd array: direct loads through BTF-typed pointers when `btf`. */
 static __always_inline struct file **task_fds(bool btf)
@@ -238,9 +247,10 @@ static __always_inline int record_finish(void *ctx, struct dk_scratch *s, struct
 {
 	/* A tail program reads `done` from a map: picked among constants, it lets clang drop
 	 * submit()'s other families' branches (and their helpers, newer than compat's kernels). */
-	__u32 done = c->done == DK_TP_DONE_WRITE ? DK_TP_DONE_WRITE :
-		     c->done == DK_TP_DONE_OPEN  ? DK_TP_DONE_OPEN :
-						   DK_TP_DONE;
+	__u32 done = c->done == DK_TP_DONE_WRITE      ? DK_TP_DONE_WRITE :
+		     c->done == DK_TP_DONE_OPEN       ? DK_TP_DONE_OPEN :
+		     c->done == DK_TP_DONE_OPEN_TRUNC ? DK_TP_DONE_OPEN_TRUNC :
+							DK_TP_DONE;
 
 	if (!(s->w.flags & (DK_F_PATH | DK_F_FROM)))
 		return 0;
@@ -382,52 +392,56 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 
 	if (kind == DK_SYS_NONE || kind == DK_SYS_FSTATFS)
 		return 0;
-	if (kind == DK_SYS_WRITE || kind == DK_SYS_FATTRIB) {
+	if (kind == DK_SYS_WRITE || kind == DK_SYS_FATTRIB || kind == DK_SYS_FTRUNCATE) {
 		c.dir = BPF_CORE_READ(fd_file(task_fds(btf), (int)ARG(0)), f_path.dentry);
-		c.op = kind == DK_SYS_WRITE ? DK_OP_WRITE : DK_OP_ATTRIB;
+		c.op = kind == DK_SYS_FATTRIB ? DK_OP_ATTRIB : DK_OP_WRITE; /* ftruncate: 0 bytes */
 		c.done = kind == DK_SYS_WRITE ? DK_TP_DONE_WRITE : DK_TP_DONE;
 		if (!DK_WRITES_SHARE_REPORT) /* dk_compat.bpf.h: modern's fast path */
 			return record(ctx, nr, &c, regs, btf);
 		dirfd = DK_NO_DIRFD;
 	}
 	dk_keep_compares(kind);
+	/* Opens change something only with O_CREAT (a new file) or O_TRUNC (an existing one
+	 * emptied): the others, most of the machine's, stop here. */
 	if (kind == DK_SYS_OPEN_ARG1) {
-		if (!(ARG(1) & DK_O_CREAT))
+		if (!(ARG(1) & (DK_O_CREAT | DK_O_TRUNC)))
 			return 0;
 		c.name = (const char *)ARG(0);
-		c.done = DK_TP_DONE_OPEN;
+		c.done = open_done(ARG(1));
 	}
 	dk_keep_compares(kind);
-	if (kind == DK_SYS_CREAT) {
+	if (kind == DK_SYS_CREAT) { /* O_CREAT | O_WRONLY | O_TRUNC */
 		c.name = (const char *)ARG(0);
-		c.done = DK_TP_DONE_OPEN;
+		c.done = DK_TP_DONE_OPEN_TRUNC;
 	}
 	dk_keep_compares(kind);
 	if (kind == DK_SYS_OPEN_ARG2) {
-		if (!(ARG(2) & DK_O_CREAT))
+		if (!(ARG(2) & (DK_O_CREAT | DK_O_TRUNC)))
 			return 0;
 		dirfd = (int)ARG(0);
 		c.name = (const char *)ARG(1);
-		c.done = DK_TP_DONE_OPEN;
+		c.done = open_done(ARG(2));
 	}
 	dk_keep_compares(kind);
 	if (kind == DK_SYS_OPENAT2) {
 		__u64 flags = 0; /* struct open_how's first member */
 
-		if (dk_probe_read_user(&flags, sizeof(flags), (void *)ARG(2)) || !(flags & DK_O_CREAT))
+		if (dk_probe_read_user(&flags, sizeof(flags), (void *)ARG(2)) ||
+		    !(flags & (DK_O_CREAT | DK_O_TRUNC)))
 			return 0;
 		dirfd = (int)ARG(0);
 		c.name = (const char *)ARG(1);
-		c.done = DK_TP_DONE_OPEN;
+		c.done = open_done(flags);
 	}
 	dk_keep_compares(kind);
 	if (kind == DK_SYS_UNLINK || kind == DK_SYS_RMDIR || kind == DK_SYS_MKDIR ||
-	    kind == DK_SYS_ATTRIB) {
+	    kind == DK_SYS_ATTRIB || kind == DK_SYS_TRUNCATE) {
 		c.name = (const char *)ARG(0);
-		c.op = kind == DK_SYS_UNLINK ? DK_OP_DELETE :
-		       kind == DK_SYS_RMDIR  ? DK_OP_RMDIR :
-		       kind == DK_SYS_MKDIR  ? DK_OP_MKDIR :
-					       DK_OP_ATTRIB;
+		c.op = kind == DK_SYS_UNLINK   ? DK_OP_DELETE :
+		       kind == DK_SYS_RMDIR    ? DK_OP_RMDIR :
+		       kind == DK_SYS_MKDIR    ? DK_OP_MKDIR :
+		       kind == DK_SYS_TRUNCATE ? DK_OP_WRITE : /* 0 bytes */
+						 DK_OP_ATTRIB;
 	}
 	dk_keep_compares(kind);
 	if (kind == DK_SYS_LINK)
@@ -490,8 +504,8 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 
 /*
  * sys_exit: the slot sys_enter kept for this call, sent if the call succeeded, dropped either
- * way. Writes that failed or wrote nothing, and opens that did not create their file, are not
- * changes.
+ * way. Writes that failed or wrote nothing, and opens that neither created nor truncated their
+ * file, are not changes.
  */
 static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf)
 {
@@ -520,8 +534,15 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 		ok = ret > 0;
 		p->ev.bytes = ret;
 	}
-	if (ok && p->done == DK_TP_DONE_OPEN)
-		ok = BPF_CORE_READ(fd_file(task_fds(btf), ret), f_mode) & DK_FMODE_CREATED;
+	if (ok && (p->done == DK_TP_DONE_OPEN || p->done == DK_TP_DONE_OPEN_TRUNC)) {
+		int created = (BPF_CORE_READ(fd_file(task_fds(btf), ret), f_mode) & DK_FMODE_CREATED) != 0;
+
+		/* An existing file opened with O_TRUNC was truncated (do_open(): a failed truncation
+		 * fails the open): a write of 0 bytes. */
+		if (!created)
+			p->ev.op = DK_OP_WRITE;
+		ok = created || p->done == DK_TP_DONE_OPEN_TRUNC;
+	}
 	if (p->ev.flags & DK_F_NAME) {
 		struct dk_tp_names *nm = bpf_map_lookup_elem(&dk_tp_names, &id);
 		int raced = ok && (!nm || !name_unchanged(p, nm, 0) || !name_unchanged(p, nm, 1));

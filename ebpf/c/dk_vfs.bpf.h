@@ -143,11 +143,15 @@ DK_HOOK(rmdir, report_dentry(ctx, dentry, DK_OP_RMDIR, 0, false, DK_EMIT_RMDIR, 
 	struct inode *dir, struct dentry *dentry)
 
 /*
- * chmod, chown and their f*at variants (and the mode a write changes when it clears setuid):
+ * chmod, chown and their f*at variants (and the mode a write changes when it clears setuid),
+ * and truncate(2), ftruncate(2) and opens with O_TRUNC of an existing file (do_truncate()):
  * security_inode_setattr(), then delivered when notify_change() returns. Its prototype is
  * (dentry, attr) on older kernels and (user_namespace or mnt_idmap, dentry, attr) on newer
  * ones, so the caller passes the first three arguments and this picks the dentry among them.
- * Only mode and owner changes are reported: times and size are a write's business.
+ * A size change is a write of 0 bytes (the content changed); a mode or owner change an attrib.
+ * One call with both (a truncation that clears setuid) is one write: a thread has one report
+ * in flight, and whoever reads the file again for its content reads its mode too. Times alone
+ * are not reported.
  */
 static __always_inline int report_setattr(void *ctx, __u64 a0, __u64 a1, __u64 a2)
 {
@@ -160,9 +164,12 @@ static __always_inline int report_setattr(void *ctx, __u64 a0, __u64 a1, __u64 a
 	} else if (!dk_is_dentry(dentry)) {
 		return 0;
 	}
-	if (!(BPF_CORE_READ(attr, ia_valid) & (DK_ATTR_MODE | DK_ATTR_UID | DK_ATTR_GID)))
+	unsigned int valid = BPF_CORE_READ(attr, ia_valid);
+
+	if (!(valid & (DK_ATTR_SIZE | DK_ATTR_MODE | DK_ATTR_UID | DK_ATTR_GID)))
 		return 0;
-	return report_dentry(ctx, dentry, DK_OP_ATTRIB, 0, false, DK_EMIT_SETATTR, NULL);
+	return report_dentry(ctx, dentry, valid & DK_ATTR_SIZE ? DK_OP_WRITE : DK_OP_ATTRIB, 0,
+			     false, DK_EMIT_SETATTR, NULL);
 }
 
 SEC("kprobe/security_inode_setattr")

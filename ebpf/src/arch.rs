@@ -70,7 +70,7 @@ mod tests {
 
     /// Every syscall the tracepoint programs can report, with what they do with it; an
     /// architecture's table must list exactly those its kernel has.
-    const FAMILY: [(&str, &str); 30] = [
+    const FAMILY: [(&str, &str); 32] = [
         ("write", "WRITE"),
         ("pwrite64", "WRITE"),
         ("writev", "WRITE"),
@@ -101,6 +101,8 @@ mod tests {
         ("fchmodat", "ATTRIBAT"),
         ("fchownat", "ATTRIBAT"),
         ("fchmodat2", "ATTRIBAT"),
+        ("truncate", "TRUNCATE"),
+        ("ftruncate", "FTRUNCATE"),
     ];
 
     /// Syscalls newer than the build machine's UAPI headers (linux-libc-dev 6.1 has no
@@ -232,16 +234,17 @@ mod tests {
         assert_eq!(
             names(Arch::X86_64).collect::<Vec<_>>().join(" "),
             "chmod=90 chown=92 creat=85 fchmod=91 fchmodat=268 fchmodat2=452 fchown=93 \
-             fchownat=260 fstatfs=138 lchown=94 link=86 linkat=265 mkdir=83 mkdirat=258 open=2 \
-             openat=257 openat2=437 pwrite64=18 pwritev=296 pwritev2=328 rename=82 \
-             renameat=264 renameat2=316 rmdir=84 symlink=88 symlinkat=266 unlink=87 \
-             unlinkat=263 write=1 writev=20"
+             fchownat=260 fstatfs=138 ftruncate=77 lchown=94 link=86 linkat=265 mkdir=83 \
+             mkdirat=258 open=2 openat=257 openat2=437 pwrite64=18 pwritev=296 pwritev2=328 \
+             rename=82 renameat=264 renameat2=316 rmdir=84 symlink=88 symlinkat=266 \
+             truncate=76 unlink=87 unlinkat=263 write=1 writev=20"
         );
         assert_eq!(
             names(Arch::Aarch64).collect::<Vec<_>>().join(" "),
-            "fchmod=52 fchmodat=53 fchmodat2=452 fchown=55 fchownat=54 fstatfs=44 linkat=37 \
-             mkdirat=34 openat=56 openat2=437 pwrite64=68 pwritev=70 pwritev2=287 \
-             renameat=38 renameat2=276 symlinkat=36 unlinkat=35 write=64 writev=66"
+            "fchmod=52 fchmodat=53 fchmodat2=452 fchown=55 fchownat=54 fstatfs=44 \
+             ftruncate=46 linkat=37 mkdirat=34 openat=56 openat2=437 pwrite64=68 pwritev=70 \
+             pwritev2=287 renameat=38 renameat2=276 symlinkat=36 truncate=45 unlinkat=35 \
+             write=64 writev=66"
         );
     }
 }

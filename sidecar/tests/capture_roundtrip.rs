@@ -2,15 +2,15 @@
 //! phases (diffkeeper_tests::recorder::workload), a `cp -a` snapshot after each, and the store's
 //! export at each phase's time held against its snapshot, in inotify mode and in real eBPF
 //! tracepoint mode. A difference at a path changed through an operation the backend does not
-//! report (tracepoint: ftruncate, a size change alone) is printed as a KNOWN GAP with its reason;
-//! any other difference fails. inotify reports every op of the workload (chmod as `attrib`,
-//! ftruncate as a write), so its every phase must match. Needs root.
+//! report would be printed as a KNOWN GAP with its reason; both backends report every op of the
+//! workload (chmod as `attrib`, truncations as writes), so their every phase must match exactly.
+//! Needs root.
 
 use std::sync::Mutex;
 
 use diffkeeper_sidecar::change::{Backend, Family, Op};
 use diffkeeper_store::{ts_ns, StoreReader};
-use diffkeeper_tests::recorder::{round_trip, Options, RoundTrip};
+use diffkeeper_tests::recorder::{round_trip, Options};
 
 const SIDECAR: &str = env!("CARGO_BIN_EXE_diffkeeper-sidecar");
 
@@ -38,14 +38,11 @@ fn reports(backend: Backend) -> impl Fn(&str) -> bool {
         "mkdir" => backend.reports(Op::Mkdir),
         // Names given by absolute path are placed below their root by every backend.
         "link by absolute path" => true,
-        // A size change alone is no journal op for the eBPF programs (mode and owner changes
-        // are `attrib`; times and size are a write's business); inotify sees IN_MODIFY.
-        "ftruncate" => backend == Backend::Inotify,
         other => panic!("the workload names an op this test does not know: {other}"),
     }
 }
 
-fn run(backend: Backend, args: &[&str]) -> RoundTrip {
+fn run(backend: Backend, args: &[&str]) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let reports = reports(backend);
     let result = round_trip(&Options {
@@ -57,13 +54,7 @@ fn run(backend: Backend, args: &[&str]) -> RoundTrip {
     println!("{}", result.table());
     assert_eq!(result.backend, backend.as_str(), "{}", result.log);
     assert_eq!(result.failures(), 0, "{}\n{}", result.table(), result.log);
-    result
-}
-
-#[test]
-fn inotify_round_trip_exports_every_phase_as_snapshotted() {
-    let result = run(Backend::Inotify, &["--enable-ebpf=false"]);
-    // inotify reports every op the workload uses (chmod as `attrib`): no known gap at all.
+    // Every op the workload uses is reported: no known gap at all.
     for phase in &result.phases {
         assert!(
             phase.explained.is_empty(),
@@ -76,18 +67,17 @@ fn inotify_round_trip_exports_every_phase_as_snapshotted() {
 }
 
 #[test]
-fn tracepoint_round_trip_exports_every_phase_it_can_see() {
-    let result = run(
+fn inotify_round_trip_exports_every_phase_as_snapshotted() {
+    run(Backend::Inotify, &["--enable-ebpf=false"]);
+}
+
+#[test]
+fn tracepoint_round_trip_exports_every_phase_as_snapshotted() {
+    // Rename, delete, mkdir, chmod, links and truncations (as writes) are all reported.
+    run(
         Backend::Ebpf(Family::Tracepoint),
         &["--attach", "tracepoint"],
     );
-    // Rename, delete, mkdir, chmod and links are reported: the only gap allowed is the file
-    // ftruncate(2) shortened, until a later change to it is reported.
-    for phase in &result.phases {
-        for (difference, _) in &phase.explained {
-            assert_eq!(difference.path, "log.txt", "{}", result.table());
-        }
-    }
 }
 
 /// A restarted sidecar's baseline brings the store up to date with what happened while none

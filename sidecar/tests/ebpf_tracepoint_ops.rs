@@ -155,7 +155,55 @@ fn every_op_with(object: ObjectKind) {
                 libc::AT_EMPTY_PATH,
             ),
         );
+        // Truncations are writes (of 0 bytes): by fd, by name, and opens with O_TRUNC of the
+        // existing file (open, openat, creat); O_CREAT | O_TRUNC of a new file is a create.
+        ok("ftruncate", libc::syscall(libc::SYS_ftruncate, f, 0));
         libc::close(f);
+        ok(
+            "truncate",
+            libc::syscall(libc::SYS_truncate, c("f").as_ptr(), 1),
+        );
+        let trunc = |what, fd: libc::c_long| {
+            ok(what, fd);
+            libc::close(fd as libc::c_int);
+        };
+        trunc(
+            "open O_TRUNC",
+            libc::syscall(
+                libc::SYS_open,
+                c("f").as_ptr(),
+                libc::O_WRONLY | libc::O_TRUNC,
+            ),
+        );
+        trunc(
+            "openat O_CREAT | O_TRUNC",
+            libc::syscall(
+                libc::SYS_openat,
+                dfd,
+                c("f").as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC,
+                0o644,
+            ),
+        );
+        trunc(
+            "creat",
+            libc::syscall(libc::SYS_creat, c("f").as_ptr(), 0o644),
+        );
+        trunc(
+            "creat new",
+            libc::syscall(libc::SYS_creat, c("k").as_ptr(), 0o644),
+        );
+        failed(libc::syscall(libc::SYS_truncate, c("missing").as_ptr(), 0)); // ENOENT
+        failed(libc::syscall(
+            libc::SYS_open,
+            c("missing").as_ptr(),
+            libc::O_WRONLY | libc::O_TRUNC,
+        )); // ENOENT
+            // Not a change: an open without O_CREAT or O_TRUNC.
+        trunc(
+            "open",
+            libc::syscall(libc::SYS_open, c("f").as_ptr(), libc::O_WRONLY),
+        );
         failed(libc::syscall(libc::SYS_chmod, c("missing").as_ptr(), 0o600)); // ENOENT
         ok(
             "rename",
@@ -265,6 +313,12 @@ fn every_op_with(object: ObjectKind) {
         line(Op::Attrib, "/f", None), // fchown
         line(Op::Attrib, "/f", None), // fchownat
         line(Op::Attrib, "/f", None), // fchownat AT_EMPTY_PATH
+        line(Op::Write, "/f", None),  // ftruncate
+        line(Op::Write, "/f", None),  // truncate
+        line(Op::Write, "/f", None),  // open O_TRUNC
+        line(Op::Write, "/f", None),  // openat O_CREAT | O_TRUNC of the existing file
+        line(Op::Write, "/f", None),  // creat over it
+        line(Op::Create, "/k", None), // creat of a new file
         line(Op::Rename, "/g", Some("/f")),
         line(Op::Rename, "/d1/h", Some("/g")),
         line(Op::Rename, "/d2/i", Some("/d1/h")),
@@ -297,6 +351,8 @@ fn a_write_is_journaled_on_the_file_it_wrote() {
         let (_scratch, root, session, rx) = start("tp-dup2", object);
         for decoy in [root.join("decoy"), PathBuf::from("/dev/null")] {
             let secret = root.join("secret");
+            // The second round's File::create (O_TRUNC) empties the first's: a write of 0 bytes.
+            let truncated = secret.exists().then_some(0);
             let file = std::fs::File::create(&secret).unwrap();
             let decoy_file = std::fs::OpenOptions::new()
                 .create(true)
@@ -332,12 +388,13 @@ fn a_write_is_journaled_on_the_file_it_wrote() {
                 .map(|c| (c.path.to_string_lossy().into_owned(), c.bytes))
                 .collect();
             assert_eq!(on_disk, written as u64, "the write went to secret");
-            assert_eq!(
-                writes,
-                [(secret.to_string_lossy().into_owned(), Some(written as u64))],
-                "{object}, decoy {}",
-                decoy.display()
-            );
+            let secret_path = secret.to_string_lossy().into_owned();
+            let want: Vec<_> = truncated
+                .into_iter()
+                .chain([written as u64])
+                .map(|bytes| (secret_path.clone(), Some(bytes)))
+                .collect();
+            assert_eq!(writes, want, "{object}, decoy {}", decoy.display());
         }
         ebpf_common::stop_and_check_unloaded(session);
     }

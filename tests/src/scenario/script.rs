@@ -164,6 +164,7 @@ impl Script {
             .create(true)
             .truncate(false)
             .open(self.root.join("new.txt"))?;
+        self.truncations("new.txt")?;
         // rename onto a non-empty directory: the hook runs, the file system says ENOTEMPTY.
         for dir in ["d1", "d2", "sticky"] {
             fs::create_dir(self.root.join(dir))?;
@@ -345,6 +346,33 @@ impl Script {
         file.write_all(b"unnamed")?;
         link(&file)?;
         file.write_all(b" then named")?;
+        Ok(())
+    }
+
+    /// Truncations of an existing file with nothing written after them, each a `write` (eBPF:
+    /// of 0 bytes): ftruncate(2), an O_TRUNC open, O_CREAT | O_TRUNC (File::create, creat(2)
+    /// on x86_64), then truncate(2) by name. Each but the last ends with a close: inotify merges
+    /// an IN_MODIFY into an identical one still unread at its queue's tail.
+    fn truncations(&mut self, rel: &str) -> Io {
+        let path = self.root.join(rel);
+        open_for_write(&path)?.set_len(0)?;
+        self.expect("ftruncate", rel, None, Some(0));
+        OpenOptions::new().write(true).truncate(true).open(&path)?;
+        self.expect("O_TRUNC open", rel, None, Some(0));
+        File::create(&path)?;
+        self.expect("O_CREAT | O_TRUNC open", rel, None, Some(0));
+        let name = std::ffi::CString::new(path.to_string_lossy().as_bytes())?;
+        // SAFETY: a NUL-terminated name that outlives the calls; the descriptor is closed here.
+        unsafe {
+            let fd = nix::libc::creat(name.as_ptr(), 0o644);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            nix::libc::close(fd);
+            self.expect("creat over it", rel, None, Some(0));
+            check_rc(nix::libc::truncate(name.as_ptr(), 0))?;
+        }
+        self.expect("truncate", rel, None, Some(0));
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 # ops.sh MODE EXPECT [OBJECT]: the operations scenario (diffkeeper-scenario --ops) with the system
 # BTF and --attach MODE, in a tmpfs with 64 inodes (so that a create ends in ENOSPC after its
-# security hook ran): operations that fail after their hook (ENOTEMPTY, EPERM, ENOSPC) leave no
-# line; new names from link/linkat/symlink/symlinkat (relative to a dirfd and to the cwd,
+# security hook ran): truncations (ftruncate, O_TRUNC opens, creat, truncate) are writes of 0
+# bytes; operations that fail after their hook (ENOTEMPTY, EPERM, ENOSPC) leave no line; new names from link/linkat/symlink/symlinkat (relative to a dirfd and to the cwd,
 # O_TMPFILE + linkat) are journaled as create by every mode, absolute and `..` names by
 # kprobe/fentry only; names made outside the state dir and writes to unnamed files never appear.
 . /vm/lib.sh
