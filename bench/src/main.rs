@@ -11,7 +11,8 @@
 //! * `empty OBJECT`: attaches `dk_bench_empty_enter` and `dk_bench_empty` from OBJECT
 //!   (bench/empty_syscalls.bpf.c, empty programs) to the raw tracepoints the sidecar's
 //!   tracepoint mode uses, sys_enter and sys_exit: the floor any program there pays. Prints
-//!   `ready prog_id=N,M`.
+//!   `ready prog_id=N,M`. `empty-exit OBJECT`: the sys_exit one alone, the floor of the
+//!   tracepoint mode before it also attached sys_enter (for before/after comparisons).
 //! * `record SRC STORE ROOT`: records SRC's changed entries into the content store STORE (the
 //!   capture side of the store rows; see record.rs).
 
@@ -25,7 +26,7 @@ mod write_loop;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: diffkeeper-bench write PATH COUNT | unfiltered DIR | empty OBJECT | record SRC STORE ROOT";
+    "usage: diffkeeper-bench write PATH COUNT | unfiltered DIR | empty OBJECT | empty-exit OBJECT | record SRC STORE ROOT";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,7 +41,8 @@ fn main() -> ExitCode {
             .map_err(|e| format!("COUNT {count:?} is not a number: {e}"))
             .and_then(|n| write_loop::run(path.as_ref(), n)),
         ["unfiltered", dir] => unfiltered::run(dir.as_ref()),
-        ["empty", object] => empty::run(object.as_ref()),
+        ["empty", object] => empty::run(object.as_ref(), &empty::BOTH),
+        ["empty-exit", object] => empty::run(object.as_ref(), &empty::EXIT_ONLY),
         ["record", src, store, root] => record::run(src.as_ref(), store.as_ref(), root),
         _ => Err(USAGE.to_string()),
     };
