@@ -4,24 +4,13 @@
 mod common;
 
 use std::fs;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::SystemTime;
 
 use common::*;
 use diffkeeper_store::{Meta, Store, StoreOptions};
 
 const ROOT: &str = "/state";
-
-fn run(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .output()
-        .expect("diffkeeper runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// A store with two versions of notes.txt around a mark, plus a binary and a deleted file.
 fn store_with_history(dir: &std::path::Path) -> (u64, String) {

@@ -8,7 +8,6 @@ mod common;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::process::{Command, Output};
 use std::time::SystemTime;
 
 use common::*;
@@ -16,17 +15,6 @@ use diffkeeper_cli::name::decode_exact;
 use diffkeeper_store::{Meta, Store, StoreOptions};
 
 const ROOT: &str = "/state";
-
-fn run(args: &[&OsStr]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .output()
-        .expect("diffkeeper runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[test]
 fn names_differing_only_in_an_invalid_byte_stay_apart_from_store_to_export() {

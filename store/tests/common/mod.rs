@@ -153,3 +153,16 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_diffkeeper"))
 }
+
+/// The real `diffkeeper` binary run with `args` (names may be bytes that are not UTF-8).
+pub fn run(args: &[impl AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    std::process::Command::new(bin())
+        .args(args)
+        .output()
+        .expect("diffkeeper runs")
+}
+
+/// Output bytes as text, for assertions and messages.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
