@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::change::{Change, Op};
 
-/// The lines for `change`, a `create`.
+/// The lines for `change`, the `create` a rename from outside the roots became.
 pub(super) fn expand(change: Change) -> Vec<Change> {
     let is_dir = Path::new(&change.path)
         .symlink_metadata()

@@ -351,12 +351,15 @@ impl Routing {
             return true;
         }
         let bytes = event.bytes;
+        let renamed = event.op == Op::Rename;
         let Some(change) = self.to_change(event) else {
             return false;
         };
         let follow_up = follow_up(&change, &names, bytes);
-        // A truncated line names the directory a name could not be placed in, not a new one.
-        if change.op == Op::Create && !change.truncated {
+        // Only a rename from outside the roots can bring a directory as a `create` (see
+        // moved_in): other creates are never looked at on disk. A truncated line names the
+        // directory a name could not be placed in, not a new one.
+        if renamed && change.op == Op::Create && !change.truncated {
             for line in moved_in::expand(change) {
                 self.deliver(line);
             }
