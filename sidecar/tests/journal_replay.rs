@@ -214,10 +214,14 @@ fn an_inotify_overflow_is_a_gap_then_repair_lines_and_the_replay_holds() {
         let _tiny = SysctlGuard::set("/proc/sys/fs/inotify/max_queued_events", "16");
         start(&state, &journal, &["--enable-ebpf=false"])
     };
-    // The flood: far more events than the queue holds, faster than they are read.
+    // The flood: far more events than the queue holds, with the sidecar stopped so none is
+    // read meanwhile (a running reader can keep up with this writer and never overflow).
+    let pid = nix::unistd::Pid::from_raw(sidecar.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     for i in 0..3000 {
         fs::write(state.join(format!("flood{i}")), "x").unwrap();
     }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     storm.run(STEPS, Duration::from_millis(1));
     journal_through_marker(&sidecar, &state, &journal);
     sidecar.terminate();
