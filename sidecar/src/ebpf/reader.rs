@@ -18,8 +18,8 @@ use diffkeeper_ebpf::object::{maps, ObjectKind};
 use super::admission::{Admission, Held, HOLD_MAX};
 use super::clock::WallClock;
 use super::error::{Cause, Failure, Hint};
+use super::explain::explain;
 use super::kretprobe::MissWatch;
-use super::load::explain;
 use super::names;
 use super::source::EventSource;
 use crate::change::{
