@@ -90,8 +90,9 @@ pub fn minimise(kernel: &[u8], object_btf: &[u8]) -> Result<Vec<u8>, MinimiseErr
 
 /// The names taken from the object's BTF.
 struct Wanted {
-    /// (kind, name) of its named structs, unions, enums and typedefs, flavour stripped.
-    roots: HashSet<(u32, Vec<u8>)>,
+    /// The names of its structs, unions, enums and typedefs (flavour stripped), each with the
+    /// kinds it is a name of (bit `1 << kind`).
+    roots: HashMap<Vec<u8>, u32>,
     /// The member names of all its structs and unions.
     members: HashSet<Vec<u8>>,
 }
@@ -100,17 +101,15 @@ impl Wanted {
     fn of(object_btf: &[u8]) -> Result<Self, RecordError> {
         let local = Sections::of(object_btf)?;
         let mut wanted = Self {
-            roots: HashSet::new(),
+            roots: HashMap::new(),
             members: HashSet::new(),
         };
         for record in local.records() {
             let record = record?;
-            let kind = root_kind(record.kind());
             let name = local.name(record.name_off(), record.id)?;
-            if kind.is_some() && !name.is_empty() {
-                wanted
-                    .roots
-                    .insert((record.kind(), flavourless(name).to_vec()));
+            if is_root_kind(record.kind()) && !name.is_empty() {
+                let kinds = wanted.roots.entry(flavourless(name).to_vec()).or_default();
+                *kinds |= 1 << record.kind();
             }
             if matches!(record.kind(), KIND_STRUCT | KIND_UNION) {
                 for member in record.bytes[12..].as_chunks::<12>().0 {
@@ -125,21 +124,23 @@ impl Wanted {
     }
 
     fn is_root(&self, kernel: &Sections, record: &Record) -> Result<bool, RecordError> {
-        if root_kind(record.kind()).is_none() || record.name_off() == 0 {
+        if !is_root_kind(record.kind()) || record.name_off() == 0 {
             return Ok(false);
         }
         let name = flavourless(kernel.name(record.name_off(), record.id)?);
-        Ok(self.roots.contains(&(record.kind(), name.to_vec())))
+        Ok(self
+            .roots
+            .get(name)
+            .is_some_and(|kinds| kinds & (1 << record.kind()) != 0))
     }
 }
 
-/// The kinds a relocation can be rooted at by name (`Some`), else `None`.
-fn root_kind(kind: u32) -> Option<u32> {
+/// Whether a relocation can be rooted at a type of `kind`, found by name.
+fn is_root_kind(kind: u32) -> bool {
     matches!(
         kind,
         KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_TYPEDEF
     )
-    .then_some(kind)
 }
 
 /// `name` without a `___flavour` suffix, as the loader compares names.
