@@ -75,6 +75,32 @@ install_rustup() {
   export PATH="$HOME/.cargo/bin:$PATH"
 }
 
+# The workspace's minimum Rust (`rust-version` in Cargo.toml; aya needs it): an older toolchain
+# already on the machine is updated, never silently used.
+ensure_rust_version() {
+  local want have manifest
+  manifest="$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml"
+  want="$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' "$manifest")"
+  if [ -z "$want" ]; then
+    echo "setup: FAILED in step \"rust\": no rust-version line in $manifest" >&2
+    exit 1
+  fi
+  have="$(rustc --version | cut -d' ' -f2)"
+  rust_at_least "$have" "$want" && return
+  echo "setup: rust: rustc $have is older than the $want the workspace needs (rust-version in Cargo.toml): updating the stable toolchain" >&2
+  rustup toolchain install stable --profile minimal -c clippy,rustfmt
+  have="$(rustc --version | cut -d' ' -f2)"
+  if ! rust_at_least "$have" "$want"; then
+    echo "setup: FAILED in step \"rust\": the active toolchain ($(rustup show active-toolchain)) is rustc $have, older than $want; make stable the default (rustup default stable) or remove the override, and run again" >&2
+    exit 1
+  fi
+}
+
+# Whether version $1 (x.y.z) is at least $2.
+rust_at_least() {
+  [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]
+}
+
 install_rust_target() {
   step="rust"
   if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
@@ -83,6 +109,7 @@ install_rust_target() {
   if ! command -v cargo >/dev/null 2>&1 || ! command -v rustup >/dev/null 2>&1; then
     install_rustup
   fi
+  ensure_rust_version
   local triple installed
   installed="$(rustup target list --installed)"
   for triple in "${rust_targets[@]}"; do

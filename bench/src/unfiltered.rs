@@ -17,7 +17,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
     let dev = kernel_dev(major(meta.dev()), minor(meta.dev()));
     let btf = Btf::from_sys_fs().map_err(|e| format!("cannot read the system BTF: {e}"))?;
     let mut ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
+        .btf(&btf)
         .load(object::object())
         .map_err(|e| format!("loading diffkeeper's eBPF object: {e}"))?;
 
@@ -32,7 +32,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
     )
     .map_err(|e| format!("{}: {e}", maps::ROOTS))?;
     roots
-        .insert(key.to_bytes(), 0, 0)
+        .insert(&key.to_bytes(), &0, 0)
         .map_err(|e| format!("filling {}: {e}", maps::ROOTS))?;
     let mut dev_roots = DkDevRoots {
         count: 1,
@@ -44,7 +44,7 @@ pub fn run(dir: &Path) -> Result<(), String> {
             .expect("the object defines dk_devs"),
     )
     .map_err(|e| format!("{}: {e}", maps::DEVS))?;
-    devs.insert(dev, dev_roots.to_bytes(), 0)
+    devs.insert(&dev, &dev_roots.to_bytes(), 0)
         .map_err(|e| format!("filling {}: {e}", maps::DEVS))?;
 
     // Both halves of the tracepoint mode: sys_enter resolves the write's file, sys_exit sends it.

@@ -20,7 +20,7 @@ fn cpu_time() -> Result<Duration, String> {
 pub fn run(path: &Path, count: u64) -> Result<(), String> {
     let mut file =
         File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    let byte = [b'x'];
+    let byte = *b"x";
     let cpu_start = cpu_time()?;
     let start = Instant::now();
     for _ in 0..count {

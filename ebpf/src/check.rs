@@ -239,7 +239,7 @@ fn functions(elf_sections: &[Section]) -> Result<Vec<(String, usize, usize, usiz
         .data;
     let data = elf_sections[symtab].data;
     let mut out = Vec::new();
-    for sym in data.chunks_exact(24) {
+    for sym in data.as_chunks::<24>().0 {
         if sym[4] & 0xf != STT_FUNC {
             continue;
         }
@@ -303,7 +303,7 @@ fn map_types(btf: &[u8]) -> Result<BTreeMap<String, u32>, ParseError> {
     let mut maps = BTreeMap::new();
     for (_, name, _, data) in all.iter().filter(|t| t.0 == 15 && t.1 == ".maps") {
         let _ = name;
-        for var in data.chunks_exact(12) {
+        for var in data.as_chunks::<12>().0 {
             let (vkind, vname, vtype, _) = get(u32_at(var, 0)?)?;
             if *vkind != 14 {
                 return err(format!("{vname}: .maps holds a non-variable"));
@@ -313,7 +313,7 @@ fn map_types(btf: &[u8]) -> Result<BTreeMap<String, u32>, ParseError> {
                 return err(format!("map {vname} is not a struct"));
             }
             let mut map_type = None;
-            for m in def.3.chunks_exact(12) {
+            for m in def.3.as_chunks::<12>().0 {
                 if cstr(strings, u32_at(m, 0)? as usize)? != "type" {
                     continue;
                 }
@@ -365,7 +365,7 @@ pub fn check_with_limit(
             return err(format!("{}: size is not a multiple of 8", s.name));
         }
         let mut pseudo_calls = false;
-        for (i, insn) in s.data.chunks_exact(8).enumerate() {
+        for (i, insn) in s.data.as_chunks::<8>().0.iter().enumerate() {
             let (code, src) = (insn[0], insn[1] >> 4);
             let (class, op) = (code & 7, code & 0xf0);
             if class != 5 && class != 6 {

@@ -156,10 +156,7 @@ pub fn run(config: &Config) -> Result<u8, Fatal> {
                 let Some(sink) = spare_sink.take() else {
                     continue;
                 };
-                match switch_to_inotify(running, &uncovered, &roots, sink, &metrics) {
-                    Ok(inotify) => running = inotify,
-                    Err(e) => return Err(e),
-                }
+                running = switch_to_inotify(running, &uncovered, &roots, sink, &metrics)?;
             }
             Err(_) => break Some(Fatal::ThreadsGone),
         }

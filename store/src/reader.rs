@@ -299,7 +299,7 @@ impl StoreReader {
         report
             .problems
             .extend(packs.bad.iter().map(|e| e.to_string()));
-        for (hash, _) in packs.index.iter() {
+        for hash in packs.index.keys() {
             report.chunks += 1;
             if let Err(e) = packs.read(hash) {
                 report.problems.push(e.to_string());

@@ -41,7 +41,7 @@ fn storm_child() {
         ..Meta::default()
     };
     let mut out = std::io::stdout().lock();
-    for i in 0.. {
+    for i in 0..=u64::MAX {
         let (name, content) = op(i);
         match content {
             Some(data) => {

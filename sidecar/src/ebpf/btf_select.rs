@@ -3,19 +3,21 @@
 //! The sidecar never downloads. Every file is checked with the shared header validation first,
 //! because aya itself does not check the BTF magic.
 //!
-//! The system BTF is not parsed here: aya's `EbpfLoader::new()` parses it anyway (13.5 MiB
-//! held, 18.5 MiB at its peak here), so relocation uses that copy, and the fentry/`tp_btf`
-//! attach gets the few kernel type ids it needs from an id skeleton ([`kernel_ids`]) built
-//! after the loader is gone. Parsing it here as well doubled the sidecar's peak memory.
+//! The system BTF is never parsed whole (13.5 MiB held, 18.5 MiB at the parse's peak): CO-RE
+//! relocation gets the part of it the object reads ([`relocation_btf`], a few KB), and the
+//! fentry/`tp_btf` attach gets the few kernel type ids it needs from an id skeleton
+//! ([`kernel_ids`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use aya::{Btf, Endianness};
 use diffkeeper_btf::cache::BtfCache;
+use diffkeeper_btf::minimise::{minimise, MinimiseError};
 use diffkeeper_btf::skeleton::{skeleton, AttachKind, SkeletonError};
 use diffkeeper_btf::validate::{check_file, BtfFileError};
 use diffkeeper_btf::SYSTEM_BTF_PATH;
+use object::{Object, ObjectSection};
 
 /// Where the BTF came from; fentry needs [`BtfSource::System`] (the running kernel's type ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +36,7 @@ impl BtfSource {
     }
 }
 
-/// A validated BTF: the cached one parsed, the system one left to the loader (see the module
+/// A validated BTF: the cached one parsed, the system one only checked (see the module
 /// documentation).
 pub struct SelectedBtf {
     pub source: BtfSource,
@@ -44,8 +46,7 @@ pub struct SelectedBtf {
 }
 
 impl SelectedBtf {
-    /// What the loader relocates against: the cached BTF; `None` keeps the loader's own parse
-    /// of the system BTF.
+    /// The cached BTF to relocate against; `None` for the system BTF (see [`relocation_btf`]).
     pub fn for_relocation(&self) -> Option<&Btf> {
         self.parsed.as_ref()
     }
@@ -53,36 +54,64 @@ impl SelectedBtf {
 
 /// The system BTF's ids of the `wanted` types (names of kernel functions or `btf_trace_*`
 /// typedefs) as a BTF the fentry/fexit/`tp_btf` loads can look them up in.
-pub fn kernel_ids(wanted: &[(&str, AttachKind)]) -> Result<Btf, KernelIdsError> {
-    let full = std::fs::read(SYSTEM_BTF_PATH).map_err(KernelIdsError::Read)?;
-    let skeleton = skeleton(&full, wanted).map_err(KernelIdsError::Skeleton)?;
+pub fn kernel_ids(wanted: &[(&str, AttachKind)]) -> Result<Btf, SystemBtfError> {
+    let full = std::fs::read(SYSTEM_BTF_PATH).map_err(SystemBtfError::Read)?;
+    let skeleton = skeleton(&full, wanted).map_err(SystemBtfError::Skeleton)?;
     drop(full);
-    Btf::parse(&skeleton, Endianness::default()).map_err(KernelIdsError::Parse)
+    Btf::parse(&skeleton, Endianness::default()).map_err(SystemBtfError::Parse)
 }
 
-/// Why the kernel's type ids could not be had.
+/// The part of the system BTF that relocating `object` (an eBPF ELF object) reads: the
+/// kernel's types named like the object's own, cut down to the members it declares.
+pub fn relocation_btf(object: &[u8]) -> Result<Btf, SystemBtfError> {
+    let elf = object::File::parse(object).map_err(SystemBtfError::Object)?;
+    let section = elf
+        .section_by_name(".BTF")
+        .ok_or(SystemBtfError::NoObjectBtf)?;
+    let local = section.data().map_err(SystemBtfError::Object)?;
+    let full = std::fs::read(SYSTEM_BTF_PATH).map_err(SystemBtfError::Read)?;
+    let minimised = minimise(&full, local).map_err(SystemBtfError::Minimise)?;
+    drop(full);
+    Btf::parse(&minimised, Endianness::default()).map_err(SystemBtfError::Parse)
+}
+
+/// Why the part of the system BTF a step needs could not be had.
 #[derive(Debug)]
-pub enum KernelIdsError {
+pub enum SystemBtfError {
     Read(std::io::Error),
     Skeleton(SkeletonError),
+    Object(object::Error),
+    NoObjectBtf,
+    Minimise(MinimiseError),
     Parse(aya::BtfError),
 }
 
-impl fmt::Display for KernelIdsError {
+impl fmt::Display for SystemBtfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Read(e) => write!(f, "reading {SYSTEM_BTF_PATH}: {e}"),
             Self::Skeleton(e) => write!(f, "finding type ids in {SYSTEM_BTF_PATH}: {e}"),
-            Self::Parse(e) => write!(f, "parsing the type-id skeleton of {SYSTEM_BTF_PATH}: {e}"),
+            Self::Object(e) => write!(f, "reading the eBPF object's ELF sections: {e}"),
+            Self::NoObjectBtf => f.write_str("the eBPF object has no .BTF section"),
+            Self::Minimise(e) => {
+                write!(
+                    f,
+                    "cutting {SYSTEM_BTF_PATH} down to the object's types: {e}"
+                )
+            }
+            Self::Parse(e) => write!(f, "parsing the part of {SYSTEM_BTF_PATH} kept: {e}"),
         }
     }
 }
 
-impl std::error::Error for KernelIdsError {
+impl std::error::Error for SystemBtfError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Read(e) => Some(e),
             Self::Skeleton(e) => Some(e),
+            Self::Object(e) => Some(e),
+            Self::NoObjectBtf => None,
+            Self::Minimise(e) => Some(e),
             Self::Parse(e) => Some(e),
         }
     }
@@ -166,7 +195,7 @@ pub fn select(cache_dir: &Path, release: &str) -> Result<SelectedBtf, NoBtf> {
     Err(NoBtf { tried, cache_file })
 }
 
-/// Checks the file; parses it unless it is the system BTF (the loader parses that one).
+/// Checks the file; parses it unless it is the system BTF (never parsed whole).
 fn load(path: &Path, source: BtfSource) -> Result<Option<Btf>, Unusable> {
     if !path.exists() {
         return Err(Unusable::Missing(path.to_owned()));
@@ -211,6 +240,45 @@ mod tests {
         let err = load(&path, BtfSource::Cache).unwrap_err().to_string();
         std::fs::remove_file(&path).ok();
         assert!(err.contains("bad magic"), "{err}");
+    }
+
+    /// Relocating against the part of the system BTF kept for an object gives every program
+    /// of both objects exactly the instructions the whole system BTF gives.
+    #[test]
+    fn the_kept_part_relocates_as_the_whole_system_btf_does() {
+        let Ok(full) = Btf::from_sys_fs() else {
+            eprintln!("no system BTF: skipped");
+            return;
+        };
+        for object in diffkeeper_ebpf::object::ObjectKind::ALL {
+            let part = relocation_btf(object.bytes()).unwrap();
+            let relocated = |target: &Btf| {
+                let mut obj = aya_obj::Object::parse(object.bytes()).unwrap();
+                obj.relocate_btf(target)
+                    .unwrap_or_else(|e| panic!("{object}: {e}"));
+                obj.functions
+                    .values()
+                    .map(|f| (f.name.clone(), format!("{:?}", f.instructions)))
+                    .collect::<Vec<_>>()
+            };
+            let (with_part, with_full) = (relocated(&part), relocated(&full));
+            let unrelocated = relocated(&Btf::new());
+            assert_eq!(with_part.len(), with_full.len());
+            assert!(
+                with_full != unrelocated,
+                "{object}: relocation changed nothing"
+            );
+            for ((name, part), (_, full)) in with_part.iter().zip(&with_full) {
+                assert!(part == full, "{object} {name}: relocated differently");
+            }
+            let part_bytes = part.to_bytes().len();
+            let full_bytes = std::fs::metadata(SYSTEM_BTF_PATH).unwrap().len() as usize;
+            eprintln!("{object}: {part_bytes} of {full_bytes} bytes kept");
+            assert!(
+                part_bytes * 100 < full_bytes,
+                "{object}: {part_bytes} bytes kept"
+            );
+        }
     }
 
     /// The skeleton's ids are the ones a parse of the whole system BTF gives.

@@ -29,6 +29,7 @@ mod btf_select;
 mod canary;
 mod clock;
 mod error;
+mod explain;
 mod features;
 mod kretprobe;
 mod learned;

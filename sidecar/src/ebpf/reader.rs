@@ -20,8 +20,8 @@ use diffkeeper_ebpf::object::{maps, ObjectKind};
 use super::admission::{Admission, Held, HOLD_MAX};
 use super::clock::WallClock;
 use super::error::{Cause, Failure, Hint};
+use super::explain::explain;
 use super::kretprobe::MissWatch;
-use super::load::explain;
 use super::source::EventSource;
 use super::{moved_in, names};
 use crate::change::{

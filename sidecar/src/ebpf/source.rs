@@ -15,7 +15,7 @@ use diffkeeper_ebpf::object::{maps, ObjectKind};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::error::{Cause, Failure, Hint};
-use super::load::explain;
+use super::explain::explain;
 use super::reorder::{self, Reorder};
 
 pub enum EventSource {
@@ -25,7 +25,9 @@ pub enum EventSource {
 
 pub struct PerfBuffers {
     /// One per online CPU; the index is the CPU's position in [`Reorder`].
-    buffers: Vec<PerfEventArrayBuffer<MapData>>,
+    buffers: Vec<PerfEventArrayBuffer>,
+    /// The map the buffers are stored in: dropping it would clear them from the kernel's side.
+    _array: PerfEventArray<MapData>,
     /// A wrapped record made whole (one CPU: routed straight from its buffer).
     scratch: Vec<u8>,
     /// Several CPUs: records held until they can be released in stamp order.
@@ -61,14 +63,17 @@ impl EventSource {
                 let buffers = cpus
                     .iter()
                     .map(|&cpu| {
-                        array.open(cpu, Some(pages)).map_err(|e| {
-                            explain(&format!("opening the perf buffer of CPU {cpu}"), &e)
-                        })
+                        let step = format!("opening the perf buffer of CPU {cpu}");
+                        let buffer = PerfEventArrayBuffer::open(cpu, pages)
+                            .map_err(|e| explain(&step, &e))?;
+                        array.set(cpu, &buffer).map_err(|e| explain(&step, &e))?;
+                        Ok(buffer)
                     })
-                    .collect::<Result<_, _>>()?;
+                    .collect::<Result<_, Failure>>()?;
                 Ok(Self::Perf(PerfBuffers {
                     reorder: Reorder::new(cpus.len(), reorder::WINDOW),
                     buffers,
+                    _array: array,
                     scratch: Vec::new(),
                 }))
             }
@@ -115,6 +120,7 @@ impl PerfBuffers {
             buffers,
             scratch,
             reorder,
+            ..
         } = self;
         // One CPU's records are already in order: routed straight from its buffer.
         if let [buffer] = buffers.as_mut_slice() {

@@ -9,7 +9,7 @@ use aya::Ebpf;
 use diffkeeper_ebpf::object::{maps, programs};
 
 use super::error::Failure;
-use super::load::explain;
+use super::explain::explain;
 
 /// Loads the tail-called programs (never attached) and puts them in [`maps::TP_TAIL`] at their
 /// indexes. The kernel empties a jump table when its last user-space descriptor closes, so the
