@@ -2,7 +2,7 @@
 //!
 //! A kretprobe takes one of its `maxactive` instances when the probed function is entered and
 //! gives it back at the return; a call entered while all are taken has its return missed. aya
-//! 0.14 makes kretprobes through the kprobe PMU, which cannot set maxactive: the kernel default
+//! (0.15) makes kretprobes through the kprobe PMU, which cannot set maxactive: the kernel default
 //! (max(10, 2 × possible CPUs)) is used up by a handful of threads blocked inside `vfs_write`
 //! (pipes, sockets, NFS, dirty-page throttling), and every other write's return is lost. Here
 //! each kretprobe is a tracefs event `r<N>:diffkeeper/<event> <function>` that the loaded
@@ -15,7 +15,7 @@ use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -417,86 +417,7 @@ fn boot_secs() -> u64 {
         .map_or(0, |t| u64::try_from(t.tv_sec()).unwrap_or(0))
 }
 
-/// perf_event_open(2) on a tracepoint, and the ioctls that attach a BPF program to it.
-mod perf {
-    use super::*;
-
-    const PERF_TYPE_TRACEPOINT: u32 = 2;
-    const PERF_FLAG_FD_CLOEXEC: u64 = 8;
-    /// `attr.disabled`, the first bit of the flag word: enabled once the program is set.
-    const DISABLED: u64 = 1;
-    // _IO('$', 0) and _IOW('$', 8, __u32): the generic encoding, as on x86_64 and arm64.
-    const PERF_EVENT_IOC_ENABLE: u64 = 0x2400;
-    const PERF_EVENT_IOC_SET_BPF: u64 = 0x4004_2408;
-
-    /// `struct perf_event_attr` up to `config1` (PERF_ATTR_SIZE_VER0, 64 bytes): a tracepoint
-    /// needs nothing after it, and the kernel takes the rest as zero.
-    #[repr(C)]
-    struct Attr {
-        kind: u32,
-        size: u32,
-        config: u64,
-        sample_period: u64,
-        sample_type: u64,
-        read_format: u64,
-        flags: u64,
-        wakeup_events: u32,
-        bp_type: u32,
-        config1: u64,
-    }
-
-    /// One event for all processes, on CPU 0: a kprobe event runs its BPF program on every
-    /// CPU whichever CPU the perf event is bound to (as aya and libbpf attach them).
-    pub fn open_tracepoint(id: u64) -> Result<OwnedFd, Errno> {
-        let attr = Attr {
-            kind: PERF_TYPE_TRACEPOINT,
-            size: std::mem::size_of::<Attr>() as u32,
-            config: id,
-            sample_period: 1,
-            sample_type: 0,
-            read_format: 0,
-            flags: DISABLED,
-            wakeup_events: 1,
-            bp_type: 0,
-            config1: 0,
-        };
-        let (pid, cpu, group_fd): (i32, i32, i32) = (-1, 0, -1);
-        // SAFETY: `attr` is a valid perf_event_attr of the size it states, read by the kernel.
-        let fd = unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_perf_event_open,
-                &attr as *const Attr,
-                pid,
-                cpu,
-                group_fd,
-                PERF_FLAG_FD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(Errno::last());
-        }
-        // SAFETY: perf_event_open(2) returned a new fd that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-    }
-
-    pub fn set_bpf(perf: &OwnedFd, prog_fd: i32) -> Result<(), Errno> {
-        ioctl(perf, PERF_EVENT_IOC_SET_BPF, prog_fd)
-    }
-
-    pub fn enable(perf: &OwnedFd) -> Result<(), Errno> {
-        ioctl(perf, PERF_EVENT_IOC_ENABLE, 0)
-    }
-
-    fn ioctl(perf: &OwnedFd, request: u64, arg: i32) -> Result<(), Errno> {
-        // SAFETY: both requests take an int argument by value, not a pointer.
-        let rc = unsafe { nix::libc::ioctl(perf.as_raw_fd(), request as _, arg) };
-        if rc < 0 {
-            Err(Errno::last())
-        } else {
-            Ok(())
-        }
-    }
-}
+mod perf;
 
 #[cfg(test)]
 mod tests {
