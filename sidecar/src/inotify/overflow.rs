@@ -10,8 +10,8 @@
 //! queued, or after [`FENCED_ROUNDS_MAX`] rounds under a steady stream of changes (then the
 //! events of the last round are kept: a reader may see a change twice).
 //!
-//! The watch map is rebuilt from a walk before each rescan: renames and new directories were
-//! among the lost events.
+//! The watch map is rebuilt from a walk before each rescan (after the discard): renames and new
+//! directories were among the lost events.
 
 use std::time::Duration;
 
@@ -40,11 +40,15 @@ impl Translator {
             // What waits for its pair goes first: the rescan tells where it went.
             self.expire_unpaired_moves(None);
             self.scanned.clear();
+            // Discarded before the walk, not after: a directory moved in between the walk and
+            // the discard would lose its event, be found by the rescan and stay unwatched.
+            // What is queued after the discard is either seen by the walk and the rescan, and
+            // still queued after the fence (one more round), or read as usual.
+            self.discard_queued();
             if let Err(e) = self.watches.rebuild(&self.roots.clone()) {
                 let root = self.roots.first().cloned().unwrap_or_default();
                 self.watch_failed(&root, &e);
             }
-            self.discard_queued();
             self.gap(GapReason::InotifyOverflow, self.roots.clone(), None);
             if self.stopping() {
                 return;
