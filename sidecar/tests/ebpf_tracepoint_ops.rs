@@ -3,25 +3,20 @@
 //!
 //! * each syscall of the op set (raw numbers, so libc picks none for us) journals its op on the
 //!   right path, and a call that fails journals nothing;
-//! * a write is journaled on the file it wrote, though another thread points its fd elsewhere
-//!   (dup2) before the write returns;
-//! * names are the ones the kernel created, though another thread rewrites the name buffer
-//!   while the calls run;
 //! * an O_TMPFILE file written, then linked by an absolute name from a cwd outside the roots,
 //!   ends as `create` and `write` of that name.
+//!
+//! The races (a dup2 onto the written fd, a name changed in memory during the call) run against
+//! the real binary, here and in the VM rows: `scenarios.rs`, `diffkeeper-scenario --races`.
 
 // Test set-up: a step that fails should panic on the spot.
 #![allow(clippy::unwrap_used)]
 
 mod ebpf_common;
 
-use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use diffkeeper_ebpf::object::ObjectKind;
 use diffkeeper_sidecar::change::{self, ChangeQueue, Op};
@@ -342,164 +337,7 @@ fn every_op_with(object: ObjectKind) {
     assert_eq!(got, want, "{object}");
 }
 
-/// Issue: sys_exit resolved the fd after the write, so a dup2() by another thread in between
-/// named the decoy (or, with /dev/null, nothing). One thread writes 128 MiB through fd N; 3 ms
-/// later the main thread points N at the decoy. The journal must name the file written.
-#[test]
-fn a_write_is_journaled_on_the_file_it_wrote() {
-    for object in OBJECTS {
-        let (_scratch, root, session, rx) = start("tp-dup2", object);
-        for decoy in [root.join("decoy"), PathBuf::from("/dev/null")] {
-            let secret = root.join("secret");
-            // The second round's File::create (O_TRUNC) empties the first's: a write of 0 bytes.
-            let truncated = secret.exists().then_some(0);
-            let file = std::fs::File::create(&secret).unwrap();
-            let decoy_file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&decoy)
-                .unwrap();
-            let fd = file.as_raw_fd();
-            let big = vec![b's'; 128 << 20];
-            let writer = std::thread::spawn(move || {
-                // SAFETY: a live buffer; fd stays open (file is moved into this thread).
-                let n = unsafe { libc::write(fd, big.as_ptr().cast(), big.len()) };
-                drop(file);
-                n
-            });
-            // Once the write is under way (secret grows page by page), point fd N elsewhere.
-            while std::fs::metadata(&secret).unwrap().len() == 0 {
-                std::hint::spin_loop();
-            }
-            // SAFETY: both descriptors are open; the writer's call holds its own reference.
-            let rc = unsafe { libc::dup2(decoy_file.as_raw_fd(), fd) };
-            assert_eq!(rc, fd, "dup2: {}", std::io::Error::last_os_error());
-            let written = writer.join().unwrap();
-            assert!(written > 0, "the write failed");
-            let on_disk = std::fs::metadata(&secret).unwrap().len();
-            let marker = root.join(format!(
-                "zz-{}",
-                decoy.file_name().unwrap().to_string_lossy()
-            ));
-            std::fs::write(&marker, b"m").unwrap();
-            let writes: Vec<(String, Option<u64>)> = collect_until(&rx, &marker)
-                .into_iter()
-                .filter(|c| c.op == Op::Write && c.path != marker)
-                .map(|c| (c.path.to_string_lossy().into_owned(), c.bytes))
-                .collect();
-            assert_eq!(on_disk, written as u64, "the write went to secret");
-            let secret_path = secret.to_string_lossy().into_owned();
-            let want: Vec<_> = truncated
-                .into_iter()
-                .chain([written as u64])
-                .map(|bytes| (secret_path.clone(), Some(bytes)))
-                .collect();
-            assert_eq!(writes, want, "{object}, decoy {}", decoy.display());
-        }
-        ebpf_common::stop_and_check_unloaded(session);
-    }
-}
-
-/// Issue: names were re-read from user memory at sys_exit, so a thread rewriting the buffer
-/// during the call made the journal name symlinks that never existed, and miss real ones.
-/// 5,000 symlinkat() calls while another thread changes the name's first byte every ~1 ms
-/// (cycling through 58 letters): no journaled name is one that was not made, and each made one
-/// is journaled, or stands as a line on its directory flagged `truncated` (the name changed in
-/// memory during the call: the kernel may have used either). A name changed and changed back
-/// within one call is not detected (docs/tracepoint.md), hence the cycle here.
-#[test]
-fn names_are_the_ones_the_kernel_created() {
-    for object in OBJECTS {
-        let (_scratch, root, session, rx) = start("tp-flip", object);
-        let dir = std::fs::File::open(&root).unwrap();
-        // One buffer, shared on purpose with the flipping thread (a data race on user memory
-        // is exactly what a racing program does; bytes are read and written whole).
-        let name: &'static mut [u8; 8] = Box::leak(Box::new(*b"a00000\0\0"));
-        let addr = name.as_mut_ptr() as usize;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flipper = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let first = addr as *mut u8;
-                while !stop.load(Ordering::Relaxed) {
-                    // SAFETY: the leaked buffer lives for the whole test.
-                    unsafe {
-                        let now = first.read_volatile();
-                        first.write_volatile(if now >= b'z' { b'A' } else { now + 1 })
-                    };
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-        };
-        let target = c("t");
-        for i in 0..5000u32 {
-            let digits = format!("{i:05}");
-            // SAFETY: as above; only the digits are written here, the flipper owns byte 0.
-            unsafe {
-                for (k, d) in digits.bytes().enumerate() {
-                    (addr as *mut u8).add(1 + k).write_volatile(d);
-                }
-                libc::symlinkat(
-                    target.as_ptr(),
-                    dir.as_raw_fd(),
-                    addr as *const libc::c_char,
-                );
-            }
-        }
-        stop.store(true, Ordering::Relaxed);
-        flipper.join().unwrap();
-        let marker = root.join("zz-marker");
-        std::fs::write(&marker, b"m").unwrap();
-        let got = collect_until(&rx, &marker);
-        std::thread::sleep(Duration::from_millis(100));
-        ebpf_common::stop_and_check_unloaded(session);
-        let creates = |flagged: bool| {
-            got.iter()
-                .filter(|c| c.op == Op::Create && c.path != marker)
-                .filter(move |c| c.truncated == flagged)
-                .map(|c| c.path.to_string_lossy().into_owned())
-        };
-        let journaled: BTreeSet<String> = creates(false).collect();
-        let flagged: Vec<String> = creates(true).collect();
-        let on_disk: BTreeSet<String> = std::fs::read_dir(&root)
-            .unwrap()
-            .map(|e| e.unwrap().path().to_string_lossy().into_owned())
-            .filter(|p| *p != marker.to_string_lossy())
-            .collect();
-        let never_made: Vec<_> = journaled.difference(&on_disk).collect();
-        let missing: Vec<_> = on_disk.difference(&journaled).collect();
-        eprintln!(
-            "{object}: {} made, {} journaled by name, {} flagged as raced",
-            on_disk.len(),
-            journaled.len(),
-            flagged.len()
-        );
-        assert!(
-            never_made.is_empty(),
-            "{object}: {} journaled names never existed ({:?}…)",
-            never_made.len(),
-            never_made.first()
-        );
-        assert_eq!(
-            missing.len(),
-            flagged.len(),
-            "{object}: made but not journaled ({:?}…), against the flagged lines",
-            missing.first()
-        );
-        let dir_line = format!("{}/", root.display());
-        assert!(
-            flagged.iter().all(|p| *p == dir_line),
-            "{object}: {flagged:?}"
-        );
-        assert!(
-            on_disk.len() > 4000,
-            "{object}: only {} symlinks made",
-            on_disk.len()
-        );
-    }
-}
-
-/// Issue: a file made with O_TMPFILE, written, then given its name by
+/// A file made with O_TMPFILE, written, then given its name by
 /// `linkat(fd, "", AT_FDCWD, "/abs/final.txt", AT_EMPTY_PATH)` from a cwd outside the roots left
 /// nothing in the journal (the write had no name yet; the absolute name was not placed). Now:
 /// `create final.txt`, then its content's `write`.

@@ -79,6 +79,37 @@ fn tracepoint_journals_new_names_with_both_objects() {
     }
 }
 
+/// The races (diffkeeper_tests::scenario::races) in tracepoint mode with each object: a dup2
+/// onto the written fd during a 32+ MiB write (a file, then /dev/null as the decoy) leaves the
+/// write on the file written, with its byte count; 5,000 symlinkat() calls while another thread
+/// flips the name's first byte leave no journaled name that was never created, and every one
+/// created is journaled or covered by a flagged line on its directory. Both failed when the
+/// names and fds were resolved at sys_exit.
+#[test]
+fn tracepoint_names_what_the_kernel_did_under_races_with_both_objects() {
+    for object in ["modern", "compat"] {
+        let options = Options::new(SIDECAR, "tracepoint")
+            .arg("--attach")
+            .arg("tracepoint")
+            .arg("--ebpf-object")
+            .arg(object);
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let outcome = scenario::races::run(&options);
+        eprintln!("{object}: {}", outcome.summary_line());
+        assert!(
+            outcome.pass,
+            "{object}: {}\n--- sidecar log ---\n{}",
+            outcome.summary_line(),
+            outcome.log
+        );
+        assert!(
+            outcome.dup2_raced == 2 && outcome.flips > 0,
+            "{}",
+            outcome.summary_line()
+        );
+    }
+}
+
 #[test]
 fn cached_btf_is_used_when_the_kernel_exposes_none() {
     let cache = Scratch::new("sidecar-btf-cache");

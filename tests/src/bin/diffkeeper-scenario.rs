@@ -41,6 +41,15 @@ Usage: diffkeeper-scenario --sidecar PATH --expect-backend B [OPTIONS] [-- SIDEC
                           pauses; replaying the journal under each storm's directory must give
                           the real tree, and seq/ts must never go back. Failing seeds are printed
   --steps N               operations per storm (default 60)
+  --races                 two races instead, under one sidecar: a thread write()s tens of MiB
+                          through fd K while the main thread dup2()s a decoy (a file, then
+                          /dev/null) onto K: the write lines must name the file written, with
+                          its byte count; and 5,000 symlinkat() calls while another thread
+                          changes the name's first byte every millisecond: no journaled name
+                          may be one never created, and every created one is journaled or
+                          covered by a line on its directory flagged `truncated`. Prints
+                          RACES {\"result\":..,\"dup2_raced\":N,\"dup2_wrong\":[..],
+                          \"flip_made\":N,\"flip_flagged\":N,\"flip_never_made\":N,..}
   --verbose               copy the sidecar's log to stderr (it is always copied on failure)
   -- SIDECAR_ARGS...      appended to: --state-dir DIR --coalesce-ms 0 --journal FILE
 
@@ -73,6 +82,8 @@ struct Cli {
     roundtrip: Option<PathBuf>,
     /// `--replay-storms N` and `--steps N`.
     storms: Option<(u64, usize)>,
+    /// `--races`.
+    races: bool,
 }
 
 fn number<T: std::str::FromStr>(name: &str, v: &OsString) -> Result<T, String> {
@@ -88,6 +99,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
     let mut verbose = false;
     let (mut roundtrip, mut diffkeeper) = (false, None);
     let (mut seeds, mut steps) = (None, 60);
+    let mut races = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -112,6 +124,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
             "--hide-system-btf" => options.hide_system_btf = true,
             "--keep" => options.keep = true,
             "--ops" => options.ops = true,
+            "--races" => races = true,
             "--verbose" => verbose = true,
             "--roundtrip" => roundtrip = true,
             "--diffkeeper" => diffkeeper = Some(PathBuf::from(value("--diffkeeper")?)),
@@ -145,6 +158,7 @@ fn parse(args: Vec<OsString>) -> Result<Option<Cli>, String> {
         verbose,
         roundtrip,
         storms: seeds.map(|seeds| (seeds, steps)),
+        races,
     }))
 }
 
@@ -198,6 +212,9 @@ fn main() -> ExitCode {
     if let Some((seeds, steps)) = cli.storms {
         return replay_storms(&cli, seeds, steps);
     }
+    if cli.races {
+        return races(&cli);
+    }
     let outcome = scenario::run(&cli.options);
     if cli.verbose || !outcome.pass {
         for line in outcome.log.lines() {
@@ -205,6 +222,22 @@ fn main() -> ExitCode {
         }
         if let Some(reason) = &outcome.reason {
             eprintln!("scenario: {reason}");
+        }
+    }
+    println!("{}", outcome.summary_line());
+    if outcome.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// `--races`: the summary line; the sidecar's log on failure (or with --verbose).
+fn races(cli: &Cli) -> ExitCode {
+    let outcome = scenario::races::run(&cli.options);
+    if cli.verbose || !outcome.pass {
+        for line in outcome.log.lines() {
+            eprintln!("sidecar: {line}");
         }
     }
     println!("{}", outcome.summary_line());

@@ -10,12 +10,15 @@
 //! * [`script`]: the changes and the lines they must produce;
 //! * [`diff`]: the journal against those lines;
 //! * [`storms`]: the replay contract under seeded storms (`--replay-storms`), and [`parity`]:
-//!   one scripted change of every kind against the lines it must produce.
+//!   one scripted change of every kind against the lines it must produce;
+//! * [`races`]: a dup2 during a write and a name changed in memory during the call
+//!   (`--races`): the journal names what the kernel did.
 //!
 //! Process control is [`crate::sidecar`]; the HTTP client is [`crate::http`].
 
 mod diff;
 pub mod parity;
+pub mod races;
 mod script;
 pub mod storms;
 

@@ -587,7 +587,7 @@ def ops_cases() -> list[Case]:
 
 def all_cases() -> list[Case]:
     """Every matrix case, in guest run order."""
-    from . import btrfs, bundle, ext4, kretprobe, replay, roundtrip  # noqa: PLC0415 (they import this module or case.py)
+    from . import btrfs, bundle, ext4, kretprobe, races, replay, roundtrip  # noqa: PLC0415 (they import this module or case.py)
 
     return [
         *verifier.verifier_cases(),
@@ -596,6 +596,7 @@ def all_cases() -> list[Case]:
         *ops_cases(),
         *roundtrip.cases(),
         *replay.cases(),
+        *races.cases(),
         *kretprobe.cases(),
         broken_case(),
         broken_writer_case(),
