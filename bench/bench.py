@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """diffkeeper benchmarks: every metric next to its peer, measured in the same run.
 
-    bench/bench.py --bin-dir DIR [--smoke] [--out-dir DIR] [--only SECTION,...] [--baseline-sidecar BIN]
+    bench/bench.py --bin-dir DIR [--smoke] [--out-dir DIR] [--only SECTION,...] [--baseline-sidecar BIN] [--reps N]
 
 DIR holds the release builds of diffkeeper-init, diffkeeper-sidecar, diffkeeper and
 diffkeeper-bench.
@@ -11,6 +11,7 @@ lives in a private mount namespace and disappears with it. Method: BENCHMARKS.md
 """
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -23,6 +24,7 @@ from pathlib import Path
 
 # `python3 bench/bench.py` puts bench/ first on the module path, so dkbench imports as is.
 from dkbench import (
+    baseline_rows,
     bundle_rows,
     capture_rows,
     init_rows,
@@ -39,11 +41,12 @@ from dkbench.table import Row, error_row, render
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = ["bpftrace", "bpftool", "inotifywait", "curl", "tar", "xz", "grep", "restic"]
 
-# (name, what its rows are called if it fails, function); every section but "program" runs with
+# (name, what its rows are called if it fails, function); every section but "program" and "before-after" (they turn it on) runs with
 # kernel.bpf_stats_enabled=0, whatever another session left it at.
 SECTIONS = [
     ("program", "BPF program cost per run", kernel_rows.program_cost),
     ("outside", "write() overhead outside watched dirs", kernel_rows.write_overhead_outside),
+    ("before-after", "BPF programs' time per write against --baseline-sidecar", baseline_rows.program_time_vs_baseline),
     ("inside", "write() overhead inside the watched dir", kernel_rows.write_overhead_inside),
     ("capture", "write() inside the watched dir with --store vs without", capture_rows.write_path_with_store),
     ("flood", "events delivered at max rate / sidecar RSS", kernel_rows.delivery_and_memory),
@@ -90,6 +93,9 @@ def main() -> int:
     ap.add_argument("--baseline-sidecar", type=Path, metavar="BIN",
                     help="another build's diffkeeper-sidecar (e.g. main's, before a change) measured beside "
                          "this one in the 'outside' rows: the before/after of a change on the write path")
+    ap.add_argument("--reps", type=int, metavar="N",
+                    help="repetitions of every timed comparison (default 7; more on a noisy machine: the "
+                         "medians of paired ratios settle as N grows)")
     ap.add_argument("--only", default="", help="comma-separated sections: " + ",".join(s[0] for s in SECTIONS))
     args = ap.parse_args()
 
@@ -102,6 +108,8 @@ def main() -> int:
         return 2
     bins = Bins.in_dir(args.bin_dir.resolve())
     sizes = Sizes.smoke() if args.smoke else Sizes.full()
+    if args.reps:
+        sizes = dataclasses.replace(sizes, reps=args.reps)
     only = {s for s in args.only.split(",") if s}
 
     system.enter_private_mount_namespace()
