@@ -204,6 +204,7 @@ struct dk_tp_call {
 	__u32 root, from_root;
 	__u32 path_len;
 	__u32 pad;
+	long nr; /* modern: the syscall number, laundered with the rest (on_sys_enter) */
 };
 
 #if DK_TP_TAIL
@@ -341,14 +342,16 @@ static __always_inline __u64 unnamed_size(long fd, bool btf)
 	return BPF_CORE_READ(inode, i_size);
 }
 
-#if DK_TP_TAIL
-/* The call sys_enter picked, for the program it tail-calls (same CPU, same run). */
+/* The call sys_enter picked: for the program it tail-calls (compat; same CPU, same run), or
+ * passed through it to record() so the verifier walks record() once (modern, launder()). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct dk_tp_call);
 } dk_tp_call SEC(".maps");
+
+#if DK_TP_TAIL
 
 /* The programs dk_sys_enter tail-calls, by index; the loader fills it before attaching it. */
 enum { DK_TP_TAIL_PATH, DK_TP_TAIL_FROM, DK_TP_TAILS };
@@ -498,6 +501,23 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 #if DK_TP_TAIL
 	if (!btf)
 		return record_in_tail(ctx, &c);
+#else
+	/* Each kind above reaches here with constants of its own in `c`: states the verifier
+	 * cannot merge, so it walked record() once per kind (most of the start-up time). Read
+	 * back from a map value, the fields are unknown to it: one walk serves every kind. */
+	__u32 zero = 0;
+	struct dk_tp_call *slot = bpf_map_lookup_elem(&dk_tp_call, &zero);
+
+	if (!slot)
+		return 0;
+	c.nr = nr;
+	*slot = c;
+	asm volatile("" ::: "memory"); /* read back from the map, not what clang knows it wrote */
+	c = *slot;
+	nr = c.nr;
+	c.done = c.done == DK_TP_DONE_OPEN      ? DK_TP_DONE_OPEN :
+		 c.done == DK_TP_DONE_OPEN_TRUNC ? DK_TP_DONE_OPEN_TRUNC :
+						   DK_TP_DONE;
 #endif
 	return record(ctx, nr, &c, regs, btf);
 }
