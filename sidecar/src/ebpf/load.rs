@@ -225,18 +225,25 @@ fn attach_tracepoint(
     btf: &SelectedBtf,
 ) -> Result<(), Failure> {
     if object == ObjectKind::Modern && btf.source == BtfSource::System {
-        let attached = [programs::SYS_EXIT_BTF, programs::SYS_ENTER_BTF]
-            .into_iter()
-            .try_for_each(|(name, tracepoint)| {
+        let programs = [programs::SYS_EXIT_BTF, programs::SYS_ENTER_BTF];
+        // Both programs' ids from one read of the system BTF (sysfs serves it 4 KiB a read).
+        let typedefs: Vec<String> = programs
+            .iter()
+            .map(|(_, tracepoint)| format!("btf_trace_{tracepoint}"))
+            .collect();
+        let wanted: Vec<_> = typedefs
+            .iter()
+            .map(|typedef| (typedef.as_str(), AttachKind::Typedef))
+            .collect();
+        let attached = system_ids("tp_btf", &wanted).and_then(|ids| {
+            programs.into_iter().try_for_each(|(name, tracepoint)| {
                 let step = format!("tp_btf {name} on {tracepoint}");
-                let typedef = format!("btf_trace_{tracepoint}");
-                system_ids("tp_btf", &[(&typedef, AttachKind::Typedef)]).and_then(|ids| {
-                    with_program(ebpf, name, &step, |prog: &mut BtfTracePoint| {
-                        prog.load(tracepoint, &ids)?;
-                        prog.attach().map(drop)
-                    })
+                with_program(ebpf, name, &step, |prog: &mut BtfTracePoint| {
+                    prog.load(tracepoint, &ids)?;
+                    prog.attach().map(drop)
                 })
-            });
+            })
+        });
         match attached {
             Ok(()) => {
                 log::info!("[eBPF] tracepoint mode: tp_btf sys_enter+sys_exit attached");
