@@ -12,7 +12,9 @@
 //! * [`storms`]: the replay contract under seeded storms (`--replay-storms`), and [`parity`]:
 //!   one scripted change of every kind against the lines it must produce;
 //! * [`races`]: a dup2 during a write and a name changed in memory during the call
-//!   (`--races`): the journal names what the kernel did.
+//!   (`--races`): the journal names what the kernel did;
+//! * [`session`]: what the runs share (fresh directories, a sidecar ready with the expected
+//!   backend while the changes are made, the end marker).
 //!
 //! Process control is [`crate::sidecar`]; the HTTP client is [`crate::http`].
 
@@ -20,6 +22,7 @@ mod diff;
 pub mod parity;
 pub mod races;
 mod script;
+mod session;
 pub mod storms;
 
 use std::ffi::OsString;
@@ -34,6 +37,7 @@ use serde_json::{json, Value};
 use crate::sidecar::SidecarProcess;
 use diff::{diff, normalise_journal};
 use script::{perform, perform_ops};
+use session::in_fresh_dirs;
 
 /// The name of the thread that makes the changes: the `comm` eBPF backends must report.
 pub const WRITER_COMM: &str = "dk-scenario";
@@ -190,20 +194,13 @@ pub fn run(opts: &Options) -> Outcome {
         pass: true,
         ..Outcome::default()
     };
-    let dirs = match Dirs::create(opts.workdir.as_deref()) {
-        Ok(dirs) => dirs,
-        Err(e) => {
-            outcome.fail(e);
-            return outcome;
-        }
-    };
-    outcome.state_dir = dirs.state.clone();
-    run_in(opts, &dirs, &mut outcome);
-    outcome.journal = fs::read_to_string(&dirs.journal).unwrap_or_default();
-    if opts.keep {
-        eprintln!("scenario: kept {}", dirs.root.display());
-    } else {
-        let _ = fs::remove_dir_all(&dirs.root);
+    let result = in_fresh_dirs(opts, |dirs| {
+        outcome.state_dir = dirs.state.clone();
+        run_in(opts, dirs, &mut outcome);
+        outcome.journal = fs::read_to_string(&dirs.journal).unwrap_or_default();
+    });
+    if let Err(e) = result {
+        outcome.fail(e);
     }
     outcome
 }

@@ -20,12 +20,13 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::libc;
 use serde_json::{json, Value};
 
-use super::{spawn_sidecar, Dirs, Options};
+use super::session::{in_fresh_dirs, mark_end, with_ready_sidecar};
+use super::{Dirs, Options};
 
 /// The last change made: once its line is in the journal, so is everything before it.
 const MARKER: &str = "zz-end-of-races";
@@ -94,18 +95,8 @@ pub fn run(opts: &Options) -> RacesOutcome {
         pass: true,
         ..RacesOutcome::default()
     };
-    let dirs = match Dirs::create(opts.workdir.as_deref()) {
-        Ok(dirs) => dirs,
-        Err(e) => {
-            outcome.fail(e);
-            return outcome;
-        }
-    };
-    run_in(opts, &dirs, &mut outcome);
-    if opts.keep {
-        eprintln!("scenario: kept {}", dirs.root.display());
-    } else {
-        let _ = fs::remove_dir_all(&dirs.root);
+    if let Err(e) = in_fresh_dirs(opts, |dirs| run_in(opts, dirs, &mut outcome)) {
+        outcome.fail(e);
     }
     outcome
 }
@@ -117,28 +108,13 @@ fn run_in(opts: &Options, dirs: &Dirs, outcome: &mut RacesOutcome) {
             return outcome.fail(format!("mkdir {}: {e}", dir.display()));
         }
     }
-    let mut sidecar = match spawn_sidecar(opts, dirs) {
-        Ok(s) => s,
-        Err(e) => return outcome.fail(e),
-    };
-    let ready = sidecar.wait_ready(opts.ready_timeout);
-    outcome.backend = ready.as_ref().ok().cloned();
-    let made = match ready {
-        Err(e) => Err(e),
-        Ok(backend) if backend != opts.expect_backend => Err(format!(
-            "the sidecar is ready with backend {backend}, expected {}",
-            opts.expect_backend
-        )),
-        Ok(_) => race(dirs, &dup2_dir, &flip_dir, outcome),
-    };
-    let (status, _) = sidecar.terminate();
-    outcome.log = sidecar.log();
-    if !status.is_some_and(|s| s.success()) {
-        outcome.fail(format!(
-            "the sidecar did not exit cleanly after SIGTERM: {status:?}"
-        ));
+    let run = with_ready_sidecar(opts, dirs, || race(dirs, &dup2_dir, &flip_dir, outcome));
+    outcome.backend = run.backend;
+    outcome.log = run.log;
+    if let Some(problem) = run.stop_problem {
+        outcome.fail(problem);
     }
-    match made {
+    match run.made {
         Ok(written) => check(dirs, &dup2_dir, &flip_dir, &written, outcome),
         Err(e) => outcome.fail(e),
     }
@@ -169,19 +145,7 @@ fn race(
         }
     }
     outcome.flips = flip_round(flip_dir)?;
-    let marker = dirs.state.join(MARKER);
-    fs::write(&marker, "end").map_err(|e| format!("write {}: {e}", marker.display()))?;
-    let needle = format!("\"path\":\"{}\"", marker.display());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(&dirs.journal).is_ok_and(|j| j.contains(&needle)) {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "no journal line for {} within 60 s",
-                marker.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    mark_end(dirs, MARKER)?;
     Ok(written)
 }
 

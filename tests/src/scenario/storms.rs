@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{parity, spawn_sidecar, Dirs, Options};
+use super::session::{in_fresh_dirs, mark_end, with_ready_sidecar};
+use super::{parity, Dirs, Options};
 use crate::replay::{replay, Tree};
 use crate::storm::{Storm, StormOp};
 
@@ -79,18 +80,8 @@ pub fn run(opts: &Options, seeds: u64, steps: usize) -> StormsOutcome {
         seeds,
         ..StormsOutcome::default()
     };
-    let dirs = match Dirs::create(opts.workdir.as_deref()) {
-        Ok(dirs) => dirs,
-        Err(e) => {
-            outcome.fail(e);
-            return outcome;
-        }
-    };
-    run_in(opts, &dirs, seeds, steps, &mut outcome);
-    if opts.keep {
-        eprintln!("scenario: kept {}", dirs.root.display());
-    } else {
-        let _ = fs::remove_dir_all(&dirs.root);
+    if let Err(e) = in_fresh_dirs(opts, |dirs| run_in(opts, dirs, seeds, steps, &mut outcome)) {
+        outcome.fail(e);
     }
     outcome
 }
@@ -102,28 +93,13 @@ fn run_in(opts: &Options, dirs: &Dirs, seeds: u64, steps: usize, outcome: &mut S
     if let Err(e) = mkdirs(&[&root, &outside]) {
         return outcome.fail(e);
     }
-    let mut sidecar = match spawn_sidecar(opts, dirs) {
-        Ok(s) => s,
-        Err(e) => return outcome.fail(e),
-    };
-    let ready = sidecar.wait_ready(opts.ready_timeout);
-    outcome.backend = ready.as_ref().ok().cloned();
-    let made = match ready {
-        Err(e) => Err(e),
-        Ok(backend) if backend != opts.expect_backend => Err(format!(
-            "the sidecar is ready with backend {backend}, expected {}",
-            opts.expect_backend
-        )),
-        Ok(_) => make_changes(dirs, seeds, steps, outcome),
-    };
-    let (status, _) = sidecar.terminate();
-    outcome.log = sidecar.log();
-    if !status.is_some_and(|s| s.success()) {
-        outcome.fail(format!(
-            "the sidecar did not exit cleanly after SIGTERM: {status:?}"
-        ));
+    let run = with_ready_sidecar(opts, dirs, || make_changes(dirs, seeds, steps, outcome));
+    outcome.backend = run.backend;
+    outcome.log = run.log;
+    if let Some(problem) = run.stop_problem {
+        outcome.fail(problem);
     }
-    match made {
+    match run.made {
         Ok(parity_steps) => check(dirs, seeds, &parity_steps, outcome),
         Err(e) => outcome.fail(e),
     }
@@ -148,19 +124,7 @@ fn make_changes(
         storm.run(steps, Duration::ZERO);
         outcome.storms.push(storm.to_string());
     }
-    let marker = dirs.state.join(MARKER);
-    fs::write(&marker, "end").map_err(|e| format!("write {}: {e}", marker.display()))?;
-    let needle = format!("\"path\":\"{}\"", marker.display());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(&dirs.journal).is_ok_and(|j| j.contains(&needle)) {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "no journal line for {} within 60 s",
-                marker.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    mark_end(dirs, MARKER)?;
     outcome.storm_ms = start.elapsed().as_millis();
     Ok(parity_steps)
 }
