@@ -8,8 +8,7 @@ import dataclasses
 
 from . import stats, system
 from .context import Context
-from .kernel_rows import FS_CASES, MODERN, _with_helper, _with_sidecar
-from .procs import prog_run_stats, write_loop
+from .kernel_rows import FS_CASES, MODERN, _with_helper, _with_sidecar, programs_during_writes
 from .table import Row, Value
 
 NS_WRITE = "ns/write"
@@ -25,10 +24,7 @@ def program_time_vs_baseline(ctx: Context) -> list[Row]:
     def per_write(prog_ids, target) -> float:
         """The programs' run time over `n` writes, per write (other processes' syscalls that pass
         the same tracepoints meanwhile are averaged in, alike for every condition)."""
-        before = [prog_run_stats(i) for i in prog_ids]
-        write_loop(ctx.bins, target, n)
-        after = [prog_run_stats(i) for i in prog_ids]
-        return sum(a[0] - b[0] for a, b in zip(after, before)) / n
+        return programs_during_writes(ctx, prog_ids, target, n)[0] / n
 
     def sidecar(fs, **kw):
         return lambda: _with_sidecar(ctx, lambda sc: per_write(sc.prog_ids(), targets[fs]), variant=MODERN, **kw)

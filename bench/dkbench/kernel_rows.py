@@ -106,6 +106,19 @@ FS_CASES = (("same_fs", "same file system as the watched dir"), ("other_fs", "ot
 VARIANTS = (MODERN, COMPAT, MODERN_RAW)
 
 
+def programs_during_writes(ctx: Context, prog_ids, target: Path, n: int) -> tuple[int, int]:
+    """(run time in ns, runs) of the programs `prog_ids` over `n` one-byte writes to `target`
+    (kernel BPF stats, which must be on); fails if they ran fewer times than there were writes."""
+    before = [prog_run_stats(i) for i in prog_ids]
+    write_loop(ctx.bins, target, n)
+    after = [prog_run_stats(i) for i in prog_ids]
+    ns = sum(a[0] - b[0] for a, b in zip(after, before))
+    runs = sum(a[1] - b[1] for a, b in zip(after, before))
+    if runs < n:
+        raise BenchError(f"programs {prog_ids} ran {runs} times for {n} writes: not attached?")
+    return ns, runs
+
+
 def program_cost(ctx: Context) -> list[Row]:
     """ns per run of the sidecar's kernel program (kernel BPF stats) for writes outside the
     watched dir, against the same program with a filter that rejects nothing; the compat
@@ -115,13 +128,7 @@ def program_cost(ctx: Context) -> list[Row]:
     runs_per_write: list[float] = []
 
     def cost(prog_ids, target):
-        before = [prog_run_stats(i) for i in prog_ids]
-        write_loop(ctx.bins, target, n)
-        after = [prog_run_stats(i) for i in prog_ids]
-        ns = sum(a[0] - b[0] for a, b in zip(after, before))
-        runs = sum(a[1] - b[1] for a, b in zip(after, before))
-        if runs < n:
-            raise BenchError(f"programs {prog_ids} ran {runs} times for {n} writes: not attached?")
+        ns, runs = programs_during_writes(ctx, prog_ids, target, n)
         runs_per_write.append(runs / n)
         return ns / runs
 
