@@ -10,22 +10,27 @@
 
 use std::fmt;
 
-use crate::records::{assemble, RecordError, Sections, KIND_FUNC, KIND_PTR, KIND_TYPEDEF};
+use crate::records::{
+    assemble, RecordError, Sections, KIND_FUNC, KIND_PTR, KIND_STRUCT, KIND_TYPEDEF,
+};
 
-/// The BTF kinds a program is attached by.
+/// The BTF kinds programs name kernel types by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttachKind {
+pub enum TypeKind {
     /// `BTF_KIND_TYPEDEF`: `btf_trace_<tracepoint>` for `tp_btf`.
     Typedef,
-    /// `BTF_KIND_FUNC`: a kernel function for fentry/fexit.
+    /// `BTF_KIND_FUNC`: a kernel function for fentry/fexit, or a kfunc a program calls.
     Func,
+    /// `BTF_KIND_STRUCT`: a type a program casts a pointer to (bpf_rdonly_cast).
+    Struct,
 }
 
-impl AttachKind {
+impl TypeKind {
     fn code(self) -> u32 {
         match self {
             Self::Typedef => KIND_TYPEDEF,
             Self::Func => KIND_FUNC,
+            Self::Struct => KIND_STRUCT,
         }
     }
 }
@@ -36,7 +41,7 @@ pub enum SkeletonError {
     /// The BTF's records could not be read.
     Records(RecordError),
     /// A wanted type is not in the BTF.
-    NotFound { name: String, kind: AttachKind },
+    NotFound { name: String, kind: TypeKind },
 }
 
 impl fmt::Display for SkeletonError {
@@ -58,42 +63,47 @@ impl From<RecordError> for SkeletonError {
 
 /// Builds the skeleton of `btf` (a whole BTF file) keeping each `(name, kind)` of `wanted` at
 /// its id: the first type of that name and kind, as the loader's lookup picks it.
-pub fn skeleton(btf: &[u8], wanted: &[(&str, AttachKind)]) -> Result<Vec<u8>, SkeletonError> {
-    let sections = Sections::of(btf)?;
-    let ids = find_ids(&sections, wanted)?;
+pub fn skeleton(btf: &[u8], wanted: &[(&str, TypeKind)]) -> Result<Vec<u8>, SkeletonError> {
+    let ids = type_ids(btf, wanted)?;
+    let ids = match ids.iter().position(Option::is_none) {
+        Some(i) => {
+            return Err(SkeletonError::NotFound {
+                name: wanted[i].0.to_owned(),
+                kind: wanted[i].1,
+            })
+        }
+        None => ids.into_iter().flatten().collect::<Vec<_>>(),
+    };
     Ok(write_skeleton(wanted, &ids))
 }
 
-/// The id of each wanted type, scanning the type section once and stopping when all are found.
-fn find_ids(sections: &Sections, wanted: &[(&str, AttachKind)]) -> Result<Vec<u32>, SkeletonError> {
-    let mut ids = vec![0u32; wanted.len()];
+/// The id of each wanted type in `btf` (a whole BTF file), `None` where there is none: the first
+/// type of that name and kind, as the kernel's lookups pick it. One scan of the type section,
+/// stopping when all are found.
+pub fn type_ids(btf: &[u8], wanted: &[(&str, TypeKind)]) -> Result<Vec<Option<u32>>, RecordError> {
+    let sections = Sections::of(btf)?;
+    let mut ids = vec![None; wanted.len()];
     let mut missing = wanted.len();
     let mut records = sections.records();
     while missing > 0 {
         let Some(record) = records.next() else { break };
         let record = record?;
         for (slot, (name, want)) in ids.iter_mut().zip(wanted) {
-            if *slot == 0
+            if slot.is_none()
                 && want.code() == record.kind()
                 && sections.name(record.name_off(), record.id)? == name.as_bytes()
             {
-                *slot = record.id;
+                *slot = Some(record.id);
                 missing -= 1;
             }
         }
     }
-    match ids.iter().position(|&id| id == 0) {
-        Some(i) => Err(SkeletonError::NotFound {
-            name: wanted[i].0.to_owned(),
-            kind: wanted[i].1,
-        }),
-        None => Ok(ids),
-    }
+    Ok(ids)
 }
 
 /// Placeholders (`PTR` to `void`, no name: no lookup by name matches them) up to the highest
 /// id, each wanted type (name and kind, pointing at `void`) at its id.
-fn write_skeleton(wanted: &[(&str, AttachKind)], ids: &[u32]) -> Vec<u8> {
+fn write_skeleton(wanted: &[(&str, TypeKind)], ids: &[u32]) -> Vec<u8> {
     let mut strings = vec![0u8];
     let mut name_offs = Vec::with_capacity(wanted.len());
     for (name, _) in wanted {
@@ -134,13 +144,13 @@ mod tests {
         btf.record(KIND_FUNC, "vfs_unlink", 0, &[0]);
         let full = btf.bytes();
         let wanted = [
-            ("btf_trace_sys_exit", AttachKind::Typedef),
-            ("vfs_write", AttachKind::Func),
-            ("vfs_unlink", AttachKind::Func),
+            ("btf_trace_sys_exit", TypeKind::Typedef),
+            ("vfs_write", TypeKind::Func),
+            ("vfs_unlink", TypeKind::Func),
         ];
-        let ids = find_ids(&Sections::of(&full).unwrap(), &wanted).unwrap();
+        let ids = type_ids(&full, &wanted).unwrap();
         // The first vfs_write wins, as in the loader's own lookup.
-        assert_eq!(ids, [5, 3, 8]);
+        assert_eq!(ids, [Some(5), Some(3), Some(8)]);
         let skel = skeleton(&full, &wanted).unwrap();
         let header = check_bytes(&skel).unwrap();
         assert_eq!(header.type_len, 8 * 12);
@@ -163,7 +173,7 @@ mod tests {
     fn a_missing_type_is_named() {
         let mut btf = TestBtf::new();
         btf.record(KIND_FUNC, "vfs_write", 0, &[0]);
-        let err = skeleton(&btf.bytes(), &[("vfs_write", AttachKind::Typedef)]).unwrap_err();
+        let err = skeleton(&btf.bytes(), &[("vfs_write", TypeKind::Typedef)]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "no Typedef named vfs_write in the BTF",
@@ -172,11 +182,28 @@ mod tests {
     }
 
     #[test]
+    fn type_ids_match_name_and_kind_and_say_what_is_missing() {
+        let mut btf = TestBtf::new();
+        btf.record(KIND_FUNC, "dentry", 0, &[0]);
+        btf.record(KIND_STRUCT, "dentry", 1, &[192, 0, 0, 0]);
+        btf.record(KIND_FUNC, "bpf_rdonly_cast", 0, &[0]);
+        let wanted = [
+            ("dentry", TypeKind::Struct),
+            ("bpf_rdonly_cast", TypeKind::Func),
+            ("file", TypeKind::Struct),
+        ];
+        assert_eq!(
+            type_ids(&btf.bytes(), &wanted).unwrap(),
+            [Some(2), Some(3), None]
+        );
+    }
+
+    #[test]
     fn an_unknown_kind_stops_the_scan() {
         let mut btf = TestBtf::new();
         // Kind 31 does not exist: its record length cannot be known.
         btf.record(31, "f", 0, &[0]);
-        let err = skeleton(&btf.bytes(), &[("g", AttachKind::Func)]).unwrap_err();
+        let err = skeleton(&btf.bytes(), &[("g", TypeKind::Func)]).unwrap_err();
         assert_eq!(
             err,
             SkeletonError::Records(RecordError::UnknownKind { id: 1, kind: 31 })

@@ -279,6 +279,7 @@ static __always_inline void count_stat(__u32 stat)
 
 #include "dk_compat.bpf.h"
 #include "dk_arch.bpf.h"
+#include "dk_direct.bpf.h"
 #include "dk_walk.bpf.h"
 
 /* Where submit() sends a report: out now, or kept in dk_pending until the call returns. */
@@ -436,7 +437,7 @@ static __always_inline int report_dentry(void *ctx, struct dentry *dentry, __u16
 	__u32 dev;
 	const struct dk_dev_roots *roots;
 
-	if (!watched_device(dentry, &dev, &roots))
+	if (!watched_device(dentry, &dev, &roots, false))
 		return 0;
 	struct dk_scratch *s = scratch();
 
@@ -447,7 +448,7 @@ static __always_inline int report_dentry(void *ctx, struct dentry *dentry, __u16
 	if (self >= 0) {
 		s->w.root_id = self;
 		s->w.depth = 0;
-	} else if (!find_root(s, roots, dentry, dev)) {
+	} else if (!find_root(s, roots, dentry, dev, false)) {
 		return 0;
 	}
 	if (named && !BPF_CORE_READ(dentry, d_hash.pprev)) {
@@ -479,7 +480,7 @@ static __always_inline int report_rename(void *ctx, struct dentry *from, struct 
 	__u32 dev;
 	const struct dk_dev_roots *roots;
 
-	if (!watched_device(from, &dev, &roots))
+	if (!watched_device(from, &dev, &roots, false))
 		return 0;
 	struct dk_scratch *s = scratch();
 
@@ -490,12 +491,12 @@ static __always_inline int report_rename(void *ctx, struct dentry *from, struct 
 	s->ev.from_len = 0;
 	s->ev.root_id = 0;
 	s->ev.from_root_id = 0;
-	if (find_root(s, roots, to, dev)) {
+	if (find_root(s, roots, to, dev, false)) {
 		s->w.flags |= DK_F_PATH;
 		s->ev.root_id = s->w.root_id;
 		s->ev.path_len = put_path(s, 0);
 	}
-	if (find_root(s, roots, from, dev)) {
+	if (find_root(s, roots, from, dev, false)) {
 		s->w.flags |= DK_F_FROM;
 		s->ev.from_root_id = s->w.root_id;
 		s->ev.from_len = put_path(s, s->ev.path_len);

@@ -23,8 +23,9 @@
  * syscall number (sys_enter gets it as an argument), then the device of the file or directory
  * (watched_device) before any walk. sys_exit looks up the slot only for the numbers sys_enter
  * may have recorded. Two programs each share the bodies: tp_btf (BTF-typed: register and
- * task->files->fdt->fd are direct loads; needs the running kernel's own BTF ids, so only with
- * the system BTF) and raw_tracepoint (any BTF: every kernel pointer is a bpf_probe_read_kernel).
+ * task->files->fdt->fd are direct loads, and on 6.2+ the file, its dentry and the parent walk
+ * too (dk_direct.bpf.h); needs the running kernel's own BTF ids, so only with the system BTF)
+ * and raw_tracepoint (any BTF: every kernel pointer is a bpf_probe_read_kernel).
  *
  * What remains racy: the kernel copies a name and looks up an fd a few instructions after
  * sys_enter; a thread that changes them in exactly that window is not detected.
@@ -120,7 +121,8 @@ static __always_inline int learn_from_fd(struct file **fds, long fd)
  * reported). Returns the end's length, or -1 when it is not watched; sets *root to its root id.
  */
 static __always_inline int put_end(struct dk_scratch *s, struct dentry *dir, const char *name,
-				   __u32 base, __u32 *root, struct dk_tp_names *nm, int end)
+				   __u32 base, __u32 *root, struct dk_tp_names *nm, int end,
+				   bool direct)
 {
 	__u32 dev;
 	const struct dk_dev_roots *roots;
@@ -141,7 +143,7 @@ static __always_inline int put_end(struct dk_scratch *s, struct dentry *dir, con
 		nm->len[end & 1] = n;
 		return n;
 	}
-	if (!watched_device(dir, &dev, &roots))
+	if (!watched_device(dir, &dev, &roots, direct))
 		return -1;
 	int self = name ? root_id(roots, dir, dev) : -1;
 	int found = 1;
@@ -150,7 +152,7 @@ static __always_inline int put_end(struct dk_scratch *s, struct dentry *dir, con
 		s->w.root_id = self;
 		s->w.depth = 0;
 	} else {
-		found = find_root(s, roots, dir, dev) > 0;
+		found = find_root(s, roots, dir, dev, direct) > 0;
 	}
 	dk_keep_compares(found); /* compat: one path on from here (no jump back into it) */
 	if (!found)
@@ -184,7 +186,7 @@ static __always_inline struct dentry *name_dir(long dirfd, bool btf)
 {
 	if (dirfd == DK_AT_FDCWD)
 		return cwd_dentry(btf);
-	return BPF_CORE_READ(fd_file(task_fds(btf), dirfd), f_path.dentry);
+	return dentry_of(fd_file(task_fds(btf), dirfd), btf);
 }
 
 /*
@@ -214,7 +216,7 @@ struct dk_tp_call {
 static __always_inline __u32 record_path(struct dk_scratch *s, struct dk_tp_call *c)
 {
 	s->w.flags = 0;
-	int path_len = put_end(s, c->dir, c->name, 0, &c->root, &c->nm, 0);
+	int path_len = put_end(s, c->dir, c->name, 0, &c->root, &c->nm, 0, false);
 
 	/* Compat: the verdict materialised before the test, else clang threads put_end's failure
 	 * paths straight to the block below, laid out before them (a backward jump). */
@@ -233,7 +235,7 @@ static __always_inline void record_from(struct dk_scratch *s, struct dk_tp_call 
 {
 	if (base > DK_PATH_MAX) /* put_end never returns more; bounds it for the verifier */
 		return;
-	int from_len = put_end(s, c->from_dir, c->from_name, base, &c->from_root, &c->nm, 1);
+	int from_len = put_end(s, c->from_dir, c->from_name, base, &c->from_root, &c->nm, 1, false);
 
 	dk_keep_compares(from_len);
 	if (from_len >= 0) {
@@ -296,7 +298,7 @@ static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void
 	if (!s)
 		return 0;
 	s->w.flags = 0;
-	int path_len = put_end(s, c->dir, c->name, 0, &root, &nm, 0);
+	int path_len = put_end(s, c->dir, c->name, 0, &root, &nm, 0, btf);
 
 	if (path_len >= 0)
 		s->w.flags |= DK_F_PATH;
@@ -304,7 +306,7 @@ static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void
 		path_len = 0;
 	s->ev.from_len = 0;
 	if (c->op == DK_OP_RENAME) {
-		int from_len = put_end(s, c->from_dir, c->from_name, path_len, &from_root, &nm, 1);
+		int from_len = put_end(s, c->from_dir, c->from_name, path_len, &from_root, &nm, 1, btf);
 
 		if (from_len >= 0) {
 			s->w.flags |= DK_F_FROM;
@@ -396,11 +398,18 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 	if (kind == DK_SYS_NONE || kind == DK_SYS_FSTATFS)
 		return 0;
 	if (kind == DK_SYS_WRITE || kind == DK_SYS_FATTRIB || kind == DK_SYS_FTRUNCATE) {
-		c.dir = BPF_CORE_READ(fd_file(task_fds(btf), (int)ARG(0)), f_path.dentry);
+		c.dir = dentry_of(fd_file(task_fds(btf), (int)ARG(0)), btf);
 		c.op = kind == DK_SYS_FATTRIB ? DK_OP_ATTRIB : DK_OP_WRITE; /* ftruncate: 0 bytes */
 		c.done = kind == DK_SYS_WRITE ? DK_TP_DONE_WRITE : DK_TP_DONE;
-		if (!DK_WRITES_SHARE_REPORT) /* dk_compat.bpf.h: modern's fast path */
+		if (!DK_WRITES_SHARE_REPORT) { /* dk_compat.bpf.h: modern's fast path */
+			__u32 dev;
+			const struct dk_dev_roots *roots;
+
+			/* Most writes on a node are elsewhere: refused before the scratch lookup. */
+			if (!watched_device(c.dir, &dev, &roots, btf))
+				return 0;
 			return record(ctx, nr, &c, regs, btf);
+		}
 		dirfd = DK_NO_DIRFD;
 	}
 	dk_keep_compares(kind);

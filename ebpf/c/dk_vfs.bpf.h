@@ -63,7 +63,7 @@ int BPF_KPROBE(dk_kprobe_write, struct file *file)
 	__u64 id = bpf_get_current_pid_tgid();
 	__u64 ptr = (__u64)file;
 	int stale = bpf_map_lookup_elem(&dk_inflight, &id) != NULL;
-	int watched = watched_device(BPF_CORE_READ(file, f_path.dentry), &dev, &roots);
+	int watched = watched_device(BPF_CORE_READ(file, f_path.dentry), &dev, &roots, false);
 
 	/* Compat: materialise the verdict before branching on it, else clang threads the map
 	 * lookup's result straight into the update block it lays out above (a backward jump). */

@@ -11,15 +11,17 @@
 /*
  * The first filter: is `dentry` on a file system holding a watched root? Once every root is
  * learned that is a compare with their super_block pointers, and *roots is NULL (walks then
- * compare dentry pointers); before, the device number is looked up in dk_devs.
+ * compare dentry pointers); before, the device number is looked up in dk_devs. `direct`, here
+ * and in find_root(): the caller is a tp_btf program, which may load pointers directly
+ * (dk_direct.bpf.h).
  */
 static __always_inline int watched_device(struct dentry *dentry, __u32 *dev,
-					  const struct dk_dev_roots **roots)
+					  const struct dk_dev_roots **roots, bool direct)
 {
 	*dev = 0;
 	*roots = NULL;
 	if (all_roots_learned())
-		return learned_root_id(DK_T_SB, BPF_CORE_READ(dentry, d_sb)) >= 0;
+		return learned_root_id(DK_T_SB, sb_of(dentry, direct)) >= 0;
 	*dev = BPF_CORE_READ(dentry, d_sb, s_dev);
 	*roots = bpf_map_lookup_elem(&dk_devs, dev);
 	return *roots != NULL;
@@ -93,12 +95,12 @@ struct dk_loop {
 };
 
 /* One step up from s->w.cur: records it in chain[i]; stops at a watched root or the top. */
-DK_STEP find_step(__u32 i, void *data)
+static __always_inline long find_step_at(__u32 i, void *data, bool direct)
 {
 	struct dk_loop *l = data;
 	struct dk_scratch *s = l->s;
 	struct dentry *d = s->w.cur;
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	struct dentry *parent = parent_of(d, direct);
 
 	if (!parent || parent == d) {
 		s->w.ended = 1;
@@ -120,13 +122,26 @@ DK_STEP find_step(__u32 i, void *data)
 	return 1;
 }
 
+/* Two callbacks, so that only the tp_btf programs' copies contain the cast. */
+DK_STEP find_step(__u32 i, void *data)
+{
+	return find_step_at(i, data, false);
+}
+
+#if DK_HAVE_BTF_PROGS
+DK_STEP find_step_direct(__u32 i, void *data)
+{
+	return find_step_at(i, data, true);
+}
+#endif
+
 /*
  * Finds the watched root above `leaf` within DK_MAX_DEPTH links; returns the depth or 0. A walk
  * that runs out of links before a root or the top cannot tell: it is counted (DK_STAT_TOO_DEEP)
  * and nothing is reported.
  */
 static __always_inline __u32 find_root(struct dk_scratch *s, const struct dk_dev_roots *roots,
-				       struct dentry *leaf, __u32 dev)
+				       struct dentry *leaf, __u32 dev, bool direct)
 {
 	struct dk_loop l = { .s = s, .roots = roots };
 
@@ -135,7 +150,12 @@ static __always_inline __u32 find_root(struct dk_scratch *s, const struct dk_dev
 	s->w.depth = 0;
 	s->w.root_id = 0;
 	s->w.ended = 0;
-	dk_loop(DK_MAX_DEPTH, find_step, &l);
+#if DK_HAVE_BTF_PROGS
+	if (direct && dk_direct)
+		dk_loop(DK_MAX_DEPTH, find_step_direct, &l);
+	else
+#endif
+		dk_loop(DK_MAX_DEPTH, find_step, &l);
 	if (!s->w.depth && !s->w.ended)
 		count_stat(DK_STAT_TOO_DEEP);
 	return s->w.depth;

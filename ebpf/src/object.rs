@@ -260,6 +260,13 @@ pub mod globals {
     pub const RING_BYTES: &str = "dk_ring_bytes";
     /// `u64`: bit `id` set for every root id in [`super::maps::ROOTS`].
     pub const ALL_ROOTS: &str = "dk_all_roots";
+    /// `u32`: 1 when the tp_btf programs may load kernel pointers directly (the loader placed
+    /// the kernel's `bpf_rdonly_cast` id in their casts), else 0.
+    pub const DIRECT: &str = "dk_direct";
+    /// `u32`: the running kernel's BTF id of `struct dentry` (0 without direct loads).
+    pub const BTF_DENTRY: &str = "dk_btf_dentry";
+    /// `u32`: the running kernel's BTF id of `struct file` (0 without direct loads).
+    pub const BTF_FILE: &str = "dk_btf_file";
 }
 
 #[cfg(test)]

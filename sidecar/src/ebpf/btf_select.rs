@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use aya::{Btf, Endianness};
 use diffkeeper_btf::cache::BtfCache;
 use diffkeeper_btf::minimise::{minimise, MinimiseError};
-use diffkeeper_btf::skeleton::{skeleton, AttachKind, SkeletonError};
+use diffkeeper_btf::skeleton::{skeleton, SkeletonError, TypeKind};
 use diffkeeper_btf::validate::{check_file, BtfFileError};
-use diffkeeper_btf::SYSTEM_BTF_PATH;
+use diffkeeper_btf::{RecordError, SYSTEM_BTF_PATH};
 use object::{Object, ObjectSection};
+
+use super::direct::DirectIds;
 
 /// Where the BTF came from; fentry needs [`BtfSource::System`] (the running kernel's type ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +56,7 @@ impl SelectedBtf {
 
 /// The system BTF's ids of the `wanted` types (names of kernel functions or `btf_trace_*`
 /// typedefs) as a BTF the fentry/fexit/`tp_btf` loads can look them up in.
-pub fn kernel_ids(wanted: &[(&str, AttachKind)]) -> Result<Btf, SystemBtfError> {
+pub fn kernel_ids(wanted: &[(&str, TypeKind)]) -> Result<Btf, SystemBtfError> {
     let full = std::fs::read(SYSTEM_BTF_PATH).map_err(SystemBtfError::Read)?;
     let skeleton = skeleton(&full, wanted).map_err(SystemBtfError::Skeleton)?;
     drop(full);
@@ -62,8 +64,9 @@ pub fn kernel_ids(wanted: &[(&str, AttachKind)]) -> Result<Btf, SystemBtfError> 
 }
 
 /// The part of the system BTF that relocating `object` (an eBPF ELF object) reads: the
-/// kernel's types named like the object's own, cut down to the members it declares.
-pub fn relocation_btf(object: &[u8]) -> Result<Btf, SystemBtfError> {
+/// kernel's types named like the object's own, cut down to the members it declares; and the
+/// kernel's ids its direct loads need, if it has them (see [`DirectIds`]).
+pub fn relocation_btf(object: &[u8]) -> Result<(Btf, Option<DirectIds>), SystemBtfError> {
     let elf = object::File::parse(object).map_err(SystemBtfError::Object)?;
     let section = elf
         .section_by_name(".BTF")
@@ -71,8 +74,10 @@ pub fn relocation_btf(object: &[u8]) -> Result<Btf, SystemBtfError> {
     let local = section.data().map_err(SystemBtfError::Object)?;
     let full = std::fs::read(SYSTEM_BTF_PATH).map_err(SystemBtfError::Read)?;
     let minimised = minimise(&full, local).map_err(SystemBtfError::Minimise)?;
+    let direct = DirectIds::find(&full).map_err(SystemBtfError::DirectIds)?;
     drop(full);
-    Btf::parse(&minimised, Endianness::default()).map_err(SystemBtfError::Parse)
+    let part = Btf::parse(&minimised, Endianness::default()).map_err(SystemBtfError::Parse)?;
+    Ok((part, direct))
 }
 
 /// Why the part of the system BTF a step needs could not be had.
@@ -83,6 +88,7 @@ pub enum SystemBtfError {
     Object(object::Error),
     NoObjectBtf,
     Minimise(MinimiseError),
+    DirectIds(RecordError),
     Parse(aya::BtfError),
 }
 
@@ -99,6 +105,7 @@ impl fmt::Display for SystemBtfError {
                     "cutting {SYSTEM_BTF_PATH} down to the object's types: {e}"
                 )
             }
+            Self::DirectIds(e) => write!(f, "finding the kfunc ids in {SYSTEM_BTF_PATH}: {e}"),
             Self::Parse(e) => write!(f, "parsing the part of {SYSTEM_BTF_PATH} kept: {e}"),
         }
     }
@@ -112,6 +119,7 @@ impl std::error::Error for SystemBtfError {
             Self::Object(e) => Some(e),
             Self::NoObjectBtf => None,
             Self::Minimise(e) => Some(e),
+            Self::DirectIds(e) => Some(e),
             Self::Parse(e) => Some(e),
         }
     }
@@ -251,7 +259,7 @@ mod tests {
             return;
         };
         for object in diffkeeper_ebpf::object::ObjectKind::ALL {
-            let part = relocation_btf(object.bytes()).unwrap();
+            let (part, _) = relocation_btf(object.bytes()).unwrap();
             let relocated = |target: &Btf| {
                 let mut obj = aya_obj::Object::parse(object.bytes()).unwrap();
                 obj.relocate_btf(target)
@@ -289,15 +297,16 @@ mod tests {
             return;
         };
         let wanted = [
-            ("btf_trace_sys_exit", AttachKind::Typedef),
-            ("vfs_write", AttachKind::Func),
-            ("security_inode_rename", AttachKind::Func),
+            ("btf_trace_sys_exit", TypeKind::Typedef),
+            ("vfs_write", TypeKind::Func),
+            ("security_inode_rename", TypeKind::Func),
         ];
         let ids = kernel_ids(&wanted).unwrap();
         for (name, kind) in wanted {
             let kind = match kind {
-                AttachKind::Typedef => aya_obj::btf::BtfKind::Typedef,
-                AttachKind::Func => aya_obj::btf::BtfKind::Func,
+                TypeKind::Typedef => aya_obj::btf::BtfKind::Typedef,
+                TypeKind::Func => aya_obj::btf::BtfKind::Func,
+                TypeKind::Struct => aya_obj::btf::BtfKind::Struct,
             };
             assert_eq!(
                 ids.id_by_type_name_kind(name, kind).unwrap(),

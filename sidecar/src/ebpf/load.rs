@@ -1,6 +1,7 @@
 //! Loading the CO-RE object with the selected BTF, filling the root maps, and attaching one
 //! attach family. Failures carry a cause and a hint for the operator.
 
+use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::mem::size_of;
 use std::path::Path;
@@ -12,12 +13,13 @@ use diffkeeper_ebpf::event::{DkAbsRoot, DkDevRoots, DkRootKey, DkSettings};
 use diffkeeper_ebpf::object::{globals, maps, programs, ObjectKind};
 
 use super::btf_select::{kernel_ids, relocation_btf, BtfSource, SelectedBtf};
+use super::direct::{self, DirectIds};
 use super::error::{Cause, Failure, Hint};
 use super::explain::explain;
 use super::kretprobe::Kretprobes;
 use super::roots::RootTable;
 use crate::change::Family;
-use diffkeeper_btf::skeleton::AttachKind;
+use diffkeeper_btf::skeleton::TypeKind;
 
 /// Creates the maps and relocates the programs of `object` against `btf`; no program is
 /// loaded yet. The modern object takes its settings as read-only globals at load, the compat
@@ -32,13 +34,25 @@ pub fn load(
     // Never the loader's default (the whole system BTF, parsed at load): its peak memory is
     // several times the sidecar's.
     let system_part;
-    let target = match btf.for_relocation() {
-        Some(cached) => cached,
+    let (target, direct_ids) = match btf.for_relocation() {
+        // A cached BTF's ids need not be the running kernel's: no direct loads.
+        Some(cached) => (cached, None),
         None => {
-            system_part = relocation_btf(object.bytes())
+            let (part, ids) = relocation_btf(object.bytes())
                 .map_err(|e| explain(&format!("relocating the {object} eBPF object"), &e))?;
-            &system_part
+            system_part = part;
+            (&system_part, ids)
         }
+    };
+    // Modern: the tp_btf programs' casts get the kernel's ids (direct.rs), or none.
+    let (bytes, direct, ids) = if object == ObjectKind::Modern {
+        let (bytes, casts) = direct::patch(object.bytes(), direct_ids)
+            .map_err(|e| explain(&format!("preparing the {object} eBPF object"), &e))?;
+        let direct = u32::from(direct_ids.is_some() && casts > 0);
+        log::debug!("[eBPF] direct loads in tp_btf: {direct} ({casts} casts, {direct_ids:?})");
+        (Cow::Owned(bytes), direct, direct_ids.unwrap_or_default())
+    } else {
+        (Cow::Borrowed(object.bytes()), 0, DirectIds::default())
     };
     let mut loader = EbpfLoader::new();
     loader.btf(target);
@@ -46,9 +60,12 @@ pub fn load(
         loader
             .map_max_entries(maps::EVENTS, ringbuf_bytes)
             .override_global(globals::RING_BYTES, &ringbuf_bytes, true)
-            .override_global(globals::ALL_ROOTS, &all_roots, true);
+            .override_global(globals::ALL_ROOTS, &all_roots, true)
+            .override_global(globals::DIRECT, &direct, true)
+            .override_global(globals::BTF_DENTRY, &ids.dentry, true)
+            .override_global(globals::BTF_FILE, &ids.file, true);
     }
-    let mut ebpf = loader.load(object.bytes()).map_err(|e| {
+    let mut ebpf = loader.load(&bytes).map_err(|e| {
         explain(
             &format!(
                 "loading the {object} eBPF object with BTF {}",
@@ -144,7 +161,7 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), Failure> {
         .into_iter()
         .chain(programs::FEXIT_RETURNS)
         .chain(programs::FENTRY_HOOKS)
-        .map(|(_, function)| (function, AttachKind::Func))
+        .map(|(_, function)| (function, TypeKind::Func))
         .collect();
     let ids = system_ids("fentry/fexit", &functions)?;
     // The returns before the hooks: a hook's record must never wait for a return that is not
@@ -170,7 +187,7 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), Failure> {
 }
 
 /// The running kernel's ids of `wanted` (see [`kernel_ids`]), for attaching `what`.
-fn system_ids(what: &str, wanted: &[(&str, AttachKind)]) -> Result<aya::Btf, Failure> {
+fn system_ids(what: &str, wanted: &[(&str, TypeKind)]) -> Result<aya::Btf, Failure> {
     kernel_ids(wanted).map_err(|e| explain(&format!("attaching {what}"), &e))
 }
 
@@ -233,7 +250,7 @@ fn attach_tracepoint(
             .collect();
         let wanted: Vec<_> = typedefs
             .iter()
-            .map(|typedef| (typedef.as_str(), AttachKind::Typedef))
+            .map(|typedef| (typedef.as_str(), TypeKind::Typedef))
             .collect();
         let attached = system_ids("tp_btf", &wanted).and_then(|ids| {
             programs.into_iter().try_for_each(|(name, tracepoint)| {

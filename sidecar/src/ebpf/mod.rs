@@ -28,6 +28,7 @@ mod admission;
 mod btf_select;
 mod canary;
 mod clock;
+mod direct;
 mod error;
 mod explain;
 mod features;
