@@ -81,8 +81,8 @@ pub fn patch(object: &[u8], ids: Option<DirectIds>) -> Result<(Vec<u8>, usize), 
     let mut count = 0;
     for range in code {
         // eBPF instructions are 8 bytes, little-endian on both targets (bpfel).
-        for insn in patched[range].chunks_exact_mut(8) {
-            if u64::from_le_bytes(insn.try_into().expect("8-byte chunk")) == CAST_PLACEHOLDER {
+        for insn in patched[range].as_chunks_mut::<8>().0 {
+            if u64::from_le_bytes(*insn) == CAST_PLACEHOLDER {
                 insn.copy_from_slice(&replacement.to_le_bytes());
                 count += 1;
             }
