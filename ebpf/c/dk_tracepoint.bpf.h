@@ -401,15 +401,17 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 		c.dir = dentry_of(fd_file(task_fds(btf), (int)ARG(0)), btf);
 		c.op = kind == DK_SYS_FATTRIB ? DK_OP_ATTRIB : DK_OP_WRITE; /* ftruncate: 0 bytes */
 		c.done = kind == DK_SYS_WRITE ? DK_TP_DONE_WRITE : DK_TP_DONE;
-		if (!DK_WRITES_SHARE_REPORT) { /* dk_compat.bpf.h: modern's fast path */
-			__u32 dev;
-			const struct dk_dev_roots *roots;
+		__u32 dev;
+		const struct dk_dev_roots *roots;
+		int watched = watched_device(c.dir, &dev, &roots, btf);
 
-			/* Most writes on a node are elsewhere: refused before the scratch lookup. */
-			if (!watched_device(c.dir, &dev, &roots, btf))
-				return 0;
+		/* Most writes on a node are elsewhere: refused here, before the scratch lookup
+		 * (and compat's tail call). */
+		dk_keep_compares(watched);
+		if (!watched)
+			return 0;
+		if (!DK_WRITES_SHARE_REPORT) /* dk_compat.bpf.h: modern's fast path */
 			return record(ctx, nr, &c, regs, btf);
-		}
 		dirfd = DK_NO_DIRFD;
 	}
 	dk_keep_compares(kind);

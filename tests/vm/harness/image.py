@@ -23,6 +23,34 @@ BPF_OBJECTS = ("diffkeeper.bpf.o", "diffkeeper-compat.bpf.o")
 def bpf_objects(arch: str) -> list[Path]:
     """The committed objects of an architecture: "x86_64" or "aarch64" (`uname -m`)."""
     return [REPO / "ebpf" / "obj" / arch / name for name in BPF_OBJECTS]
+
+
+# The modern object's placeholder kfunc calls (ebpf/c/dk_direct.bpf.h): the sidecar writes the
+# kernel's bpf_rdonly_cast id into them, or `r0 = r1` where it does not use direct loads. A
+# generic loader (bpftool, verifier-stats) cannot, so the guest gets the second form: what the
+# sidecar loads without direct loads (their branches are dead with the default dk_direct = 0).
+CAST_PLACEHOLDER = (0x7DCA57ED_00002085).to_bytes(8, "little")
+MOVE_R1_TO_R0 = (0x10BF).to_bytes(8, "little")
+SHF_EXECINSTR = 0x4
+
+
+def loadable_object(obj: Path) -> bytes:
+    """`obj` (a little-endian ELF64 eBPF object) with every placeholder cast made `r0 = r1`."""
+    data = bytearray(obj.read_bytes())
+    shoff = int.from_bytes(data[0x28:0x30], "little")
+    shentsize = int.from_bytes(data[0x3A:0x3C], "little")
+    shnum = int.from_bytes(data[0x3C:0x3E], "little")
+    for i in range(shnum):
+        header = shoff + i * shentsize
+        flags = int.from_bytes(data[header + 8:header + 16], "little")
+        offset = int.from_bytes(data[header + 24:header + 32], "little")
+        size = int.from_bytes(data[header + 32:header + 40], "little")
+        if not flags & SHF_EXECINSTR:
+            continue
+        for at in range(offset, offset + size - 7, 8):
+            if data[at:at + 8] == CAST_PLACEHOLDER:
+                data[at:at + 8] = MOVE_R1_TO_R0
+    return bytes(data)
 BINARIES = ("diffkeeper-init", "diffkeeper-sidecar", "diffkeeper-scenario", "diffkeeper")
 # What diffkeeper-init reads as the host's identity (BTFHub: debian/12/<x86_64|arm64>).
 OS_RELEASE = b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n'
@@ -96,7 +124,7 @@ def common_segment(
     if verifier_stats is not None:
         cpio.file("usr/local/bin/verifier-stats", verifier_stats, 0o755)
     for obj in bpf_objects(arch):
-        cpio.file(f"vm/obj/{obj.name}", obj, 0o644)
+        cpio.data(f"vm/obj/{obj.name}", loadable_object(obj), 0o644)
     cpio.data("etc/os-release", OS_RELEASE)
     cpio.file("init", GUEST_DIR / "init.sh", 0o755)
     cpio.file("vm/lib.sh", GUEST_DIR / "lib.sh", 0o644)
