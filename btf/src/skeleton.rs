@@ -74,7 +74,7 @@ pub fn skeleton(btf: &[u8], wanted: &[(&str, TypeKind)]) -> Result<Vec<u8>, Skel
         }
         None => ids.into_iter().flatten().collect::<Vec<_>>(),
     };
-    Ok(write_skeleton(wanted, &ids))
+    Ok(skeleton_of_ids(wanted, &ids))
 }
 
 /// The id of each wanted type in `btf` (a whole BTF file), `None` where there is none: the first
@@ -101,9 +101,10 @@ pub fn type_ids(btf: &[u8], wanted: &[(&str, TypeKind)]) -> Result<Vec<Option<u3
     Ok(ids)
 }
 
-/// Placeholders (`PTR` to `void`, no name: no lookup by name matches them) up to the highest
+/// The skeleton of the `wanted` types at `ids` (their ids, found earlier with [`type_ids`]):
+/// placeholders (`PTR` to `void`, no name: no lookup by name matches them) up to the highest
 /// id, each wanted type (name and kind, pointing at `void`) at its id.
-fn write_skeleton(wanted: &[(&str, TypeKind)], ids: &[u32]) -> Vec<u8> {
+pub fn skeleton_of_ids(wanted: &[(&str, TypeKind)], ids: &[u32]) -> Vec<u8> {
     let mut strings = vec![0u8];
     let mut name_offs = Vec::with_capacity(wanted.len());
     for (name, _) in wanted {

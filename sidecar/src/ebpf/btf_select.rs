@@ -6,20 +6,19 @@
 //! The system BTF is never parsed whole (13.5 MiB held, 18.5 MiB at the parse's peak): CO-RE
 //! relocation gets the part of it the object reads ([`relocation_btf`], a few KB), and the
 //! fentry/`tp_btf` attach gets the few kernel type ids it needs from an id skeleton
-//! ([`kernel_ids`]).
+//! ([`kernel_ids`]), with the ids found in the same read of the file ([`KnownIds`]).
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use aya::{Btf, Endianness};
 use diffkeeper_btf::cache::BtfCache;
 use diffkeeper_btf::minimise::{minimise, MinimiseError};
-use diffkeeper_btf::skeleton::{skeleton, SkeletonError, TypeKind};
+use diffkeeper_btf::skeleton::{skeleton, skeleton_of_ids, type_ids, SkeletonError, TypeKind};
 use diffkeeper_btf::validate::{check_file, BtfFileError};
 use diffkeeper_btf::{RecordError, SYSTEM_BTF_PATH};
 use object::{Object, ObjectSection};
-
-use super::direct::DirectIds;
 
 /// Where the BTF came from; fentry needs [`BtfSource::System`] (the running kernel's type ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +44,37 @@ pub struct SelectedBtf {
     pub path: PathBuf,
     /// `None` for the system BTF.
     pub parsed: Option<Btf>,
+    /// System BTF: the attach targets' ids, once relocation has read the file.
+    pub known_ids: KnownIds,
+}
+
+/// Kernel type ids found in the system BTF while it was read for relocation
+/// ([`relocation_btf`]), so that attaching does not read the 5 MB file again.
+#[derive(Debug, Default)]
+pub struct KnownIds(OnceCell<Vec<(String, TypeKind, Option<u32>)>>);
+
+impl KnownIds {
+    /// Keeps the ids of `names` (`None`: not in the BTF); only the first call counts.
+    pub fn remember(&self, names: &[(&str, TypeKind)], ids: &[Option<u32>]) {
+        let known = names
+            .iter()
+            .zip(ids)
+            .map(|((name, kind), id)| ((*name).to_owned(), *kind, *id))
+            .collect();
+        let _ = self.0.set(known);
+    }
+
+    /// The id of each of `wanted`, if every one is known and in the BTF.
+    fn get(&self, wanted: &[(&str, TypeKind)]) -> Option<Vec<u32>> {
+        let known = self.0.get()?;
+        wanted
+            .iter()
+            .map(|(name, kind)| {
+                let (_, _, id) = known.iter().find(|(n, k, _)| n == name && k == kind)?;
+                *id
+            })
+            .collect()
+    }
 }
 
 impl SelectedBtf {
@@ -55,18 +85,26 @@ impl SelectedBtf {
 }
 
 /// The system BTF's ids of the `wanted` types (names of kernel functions or `btf_trace_*`
-/// typedefs) as a BTF the fentry/fexit/`tp_btf` loads can look them up in.
-pub fn kernel_ids(wanted: &[(&str, TypeKind)]) -> Result<Btf, SystemBtfError> {
-    let full = std::fs::read(SYSTEM_BTF_PATH).map_err(SystemBtfError::Read)?;
-    let skeleton = skeleton(&full, wanted).map_err(SystemBtfError::Skeleton)?;
-    drop(full);
+/// typedefs) as a BTF the fentry/fexit/`tp_btf` loads can look them up in: from `known` when
+/// it has them all, else read from the file.
+pub fn kernel_ids(wanted: &[(&str, TypeKind)], known: &KnownIds) -> Result<Btf, SystemBtfError> {
+    let skeleton = match known.get(wanted) {
+        Some(ids) => skeleton_of_ids(wanted, &ids),
+        None => {
+            let full = std::fs::read(SYSTEM_BTF_PATH).map_err(SystemBtfError::Read)?;
+            skeleton(&full, wanted).map_err(SystemBtfError::Skeleton)?
+        }
+    };
     Btf::parse(&skeleton, Endianness::default()).map_err(SystemBtfError::Parse)
 }
 
 /// The part of the system BTF that relocating `object` (an eBPF ELF object) reads: the
-/// kernel's types named like the object's own, cut down to the members it declares; and the
-/// kernel's ids its direct loads need, if it has them (see [`DirectIds`]).
-pub fn relocation_btf(object: &[u8]) -> Result<(Btf, Option<DirectIds>), SystemBtfError> {
+/// kernel's types named like the object's own, cut down to the members it declares; and, from
+/// the same read, the kernel's ids of the types `also` names (`None`: not there).
+pub fn relocation_btf(
+    object: &[u8],
+    also: &[(&str, TypeKind)],
+) -> Result<(Btf, Vec<Option<u32>>), SystemBtfError> {
     let elf = object::File::parse(object).map_err(SystemBtfError::Object)?;
     let section = elf
         .section_by_name(".BTF")
@@ -74,10 +112,10 @@ pub fn relocation_btf(object: &[u8]) -> Result<(Btf, Option<DirectIds>), SystemB
     let local = section.data().map_err(SystemBtfError::Object)?;
     let full = std::fs::read(SYSTEM_BTF_PATH).map_err(SystemBtfError::Read)?;
     let minimised = minimise(&full, local).map_err(SystemBtfError::Minimise)?;
-    let direct = DirectIds::find(&full).map_err(SystemBtfError::DirectIds)?;
+    let ids = type_ids(&full, also).map_err(SystemBtfError::Ids)?;
     drop(full);
     let part = Btf::parse(&minimised, Endianness::default()).map_err(SystemBtfError::Parse)?;
-    Ok((part, direct))
+    Ok((part, ids))
 }
 
 /// Why the part of the system BTF a step needs could not be had.
@@ -88,7 +126,7 @@ pub enum SystemBtfError {
     Object(object::Error),
     NoObjectBtf,
     Minimise(MinimiseError),
-    DirectIds(RecordError),
+    Ids(RecordError),
     Parse(aya::BtfError),
 }
 
@@ -105,7 +143,7 @@ impl fmt::Display for SystemBtfError {
                     "cutting {SYSTEM_BTF_PATH} down to the object's types: {e}"
                 )
             }
-            Self::DirectIds(e) => write!(f, "finding the kfunc ids in {SYSTEM_BTF_PATH}: {e}"),
+            Self::Ids(e) => write!(f, "finding type ids in {SYSTEM_BTF_PATH}: {e}"),
             Self::Parse(e) => write!(f, "parsing the part of {SYSTEM_BTF_PATH} kept: {e}"),
         }
     }
@@ -119,7 +157,7 @@ impl std::error::Error for SystemBtfError {
             Self::Object(e) => Some(e),
             Self::NoObjectBtf => None,
             Self::Minimise(e) => Some(e),
-            Self::DirectIds(e) => Some(e),
+            Self::Ids(e) => Some(e),
             Self::Parse(e) => Some(e),
         }
     }
@@ -192,6 +230,7 @@ pub fn select(cache_dir: &Path, release: &str) -> Result<SelectedBtf, NoBtf> {
                     source,
                     path,
                     parsed,
+                    known_ids: KnownIds::default(),
                 });
             }
             Err(why) => {
@@ -259,7 +298,7 @@ mod tests {
             return;
         };
         for object in diffkeeper_ebpf::object::ObjectKind::ALL {
-            let (part, _) = relocation_btf(object.bytes()).unwrap();
+            let (part, _) = relocation_btf(object.bytes(), &[]).unwrap();
             let relocated = |target: &Btf| {
                 let mut obj = aya_obj::Object::parse(object.bytes()).unwrap();
                 obj.relocate_btf(target)
@@ -301,16 +340,23 @@ mod tests {
             ("vfs_write", TypeKind::Func),
             ("security_inode_rename", TypeKind::Func),
         ];
-        let ids = kernel_ids(&wanted).unwrap();
+        let known = KnownIds::default();
+        let ids = kernel_ids(&wanted, &known).unwrap();
+        // Again from ids kept from an earlier read, as after relocation.
+        let system = std::fs::read(SYSTEM_BTF_PATH).unwrap();
+        known.remember(&wanted, &type_ids(&system, &wanted).unwrap());
+        let remembered = kernel_ids(&wanted, &known).unwrap();
         for (name, kind) in wanted {
             let kind = match kind {
                 TypeKind::Typedef => aya_obj::btf::BtfKind::Typedef,
                 TypeKind::Func => aya_obj::btf::BtfKind::Func,
                 TypeKind::Struct => aya_obj::btf::BtfKind::Struct,
             };
+            let id = full.id_by_type_name_kind(name, kind).unwrap();
+            assert_eq!(ids.id_by_type_name_kind(name, kind).unwrap(), id, "{name}");
             assert_eq!(
-                ids.id_by_type_name_kind(name, kind).unwrap(),
-                full.id_by_type_name_kind(name, kind).unwrap(),
+                remembered.id_by_type_name_kind(name, kind).unwrap(),
+                id,
                 "{name}"
             );
         }

@@ -7,8 +7,7 @@
 
 use std::fmt;
 
-use diffkeeper_btf::skeleton::{type_ids, TypeKind};
-use diffkeeper_btf::RecordError;
+use diffkeeper_btf::skeleton::TypeKind;
 use object::{Object, ObjectSection, SectionKind};
 
 /// The placeholder (`DK_CAST_INSN`): call (0x85), src_reg 2 (a kfunc call), imm 0x7dca57ed.
@@ -32,18 +31,20 @@ pub struct DirectIds {
 }
 
 impl DirectIds {
-    /// The ids in `system_btf` (the running kernel's whole BTF); `None` when it has no
+    /// The kernel types they are the ids of, in the order [`DirectIds::of`] takes them.
+    pub const WANTED: [(&str, TypeKind); 3] = [
+        ("bpf_rdonly_cast", TypeKind::Func),
+        ("dentry", TypeKind::Struct),
+        ("file", TypeKind::Struct),
+    ];
+
+    /// From the ids of [`DirectIds::WANTED`] in the system BTF; `None` when it has no
     /// `bpf_rdonly_cast` (before 6.2) or lacks a type.
-    pub fn find(system_btf: &[u8]) -> Result<Option<Self>, RecordError> {
-        let wanted = [
-            ("bpf_rdonly_cast", TypeKind::Func),
-            ("dentry", TypeKind::Struct),
-            ("file", TypeKind::Struct),
-        ];
-        Ok(match type_ids(system_btf, &wanted)?[..] {
+    pub fn of(ids: &[Option<u32>]) -> Option<Self> {
+        match *ids {
             [Some(cast), Some(dentry), Some(file)] => Some(Self { cast, dentry, file }),
             _ => None,
-        })
+        }
     }
 }
 
@@ -124,9 +125,9 @@ mod tests {
     #[test]
     fn this_kernels_btf_has_the_ids() {
         let btf = std::fs::read(diffkeeper_btf::SYSTEM_BTF_PATH).unwrap();
-        let ids = DirectIds::find(&btf)
-            .unwrap()
-            .expect("bpf_rdonly_cast in the system BTF");
+        let ids = diffkeeper_btf::skeleton::type_ids(&btf, &DirectIds::WANTED).unwrap();
+        let ids = DirectIds::of(&ids).expect("bpf_rdonly_cast in the system BTF");
         assert!(ids.cast > 0 && ids.dentry > 0 && ids.file > 0);
+        assert_eq!(DirectIds::of(&[Some(1), None, Some(2)]), None);
     }
 }

@@ -38,10 +38,23 @@ pub fn load(
         // A cached BTF's ids need not be the running kernel's: no direct loads.
         Some(cached) => (cached, None),
         None => {
-            let (part, ids) = relocation_btf(object.bytes())
+            // The same read finds the ids the direct loads and the attach need.
+            let attach_targets = attach_targets();
+            let wanted: Vec<_> = DirectIds::WANTED
+                .into_iter()
+                .chain(
+                    attach_targets
+                        .iter()
+                        .map(|(name, kind)| (name.as_str(), *kind)),
+                )
+                .collect();
+            let (part, ids) = relocation_btf(object.bytes(), &wanted)
                 .map_err(|e| explain(&format!("relocating the {object} eBPF object"), &e))?;
+            let (direct, attach) = ids.split_at(DirectIds::WANTED.len());
+            btf.known_ids
+                .remember(&wanted[DirectIds::WANTED.len()..], attach);
             system_part = part;
-            (&system_part, ids)
+            (&system_part, DirectIds::of(direct))
         }
     };
     // Modern: the tp_btf programs' casts get the kernel's ids (direct.rs), or none.
@@ -150,20 +163,38 @@ pub fn attach(
             Cause::NoFentryInCompat,
             Hint::FentryNeedsModern,
         )),
-        Family::Fentry => attach_fentry(ebpf).map(|()| None),
+        Family::Fentry => attach_fentry(ebpf, btf).map(|()| None),
         Family::Kprobe => attach_kprobe(ebpf, kretprobe_maxactive, tracefs_dir).map(Some),
         Family::Tracepoint => attach_tracepoint(ebpf, object, btf).map(|()| None),
     }
 }
 
-fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), Failure> {
-    let functions: Vec<_> = programs::FEXIT_WRITES
+/// The kernel functions the fentry/fexit programs attach to.
+fn fentry_targets() -> impl Iterator<Item = (&'static str, TypeKind)> {
+    programs::FEXIT_WRITES
         .into_iter()
         .chain(programs::FEXIT_RETURNS)
         .chain(programs::FENTRY_HOOKS)
         .map(|(_, function)| (function, TypeKind::Func))
-        .collect();
-    let ids = system_ids("fentry/fexit", &functions)?;
+}
+
+/// The `btf_trace_*` typedefs the tp_btf programs attach by, sys_exit's first.
+fn tp_btf_targets() -> [String; 2] {
+    [programs::SYS_EXIT_BTF, programs::SYS_ENTER_BTF]
+        .map(|(_, tracepoint)| format!("btf_trace_{tracepoint}"))
+}
+
+/// Every kernel type a program of the modern object attaches by.
+fn attach_targets() -> Vec<(String, TypeKind)> {
+    fentry_targets()
+        .map(|(name, kind)| (name.to_owned(), kind))
+        .chain(tp_btf_targets().map(|name| (name, TypeKind::Typedef)))
+        .collect()
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
+    let functions: Vec<_> = fentry_targets().collect();
+    let ids = system_ids("fentry/fexit", &functions, btf)?;
     // The returns before the hooks: a hook's record must never wait for a return that is not
     // attached yet.
     for (name, function) in programs::FEXIT_WRITES
@@ -187,8 +218,12 @@ fn attach_fentry(ebpf: &mut Ebpf) -> Result<(), Failure> {
 }
 
 /// The running kernel's ids of `wanted` (see [`kernel_ids`]), for attaching `what`.
-fn system_ids(what: &str, wanted: &[(&str, TypeKind)]) -> Result<aya::Btf, Failure> {
-    kernel_ids(wanted).map_err(|e| explain(&format!("attaching {what}"), &e))
+fn system_ids(
+    what: &str,
+    wanted: &[(&str, TypeKind)],
+    btf: &SelectedBtf,
+) -> Result<aya::Btf, Failure> {
+    kernel_ids(wanted, &btf.known_ids).map_err(|e| explain(&format!("attaching {what}"), &e))
 }
 
 /// The kretprobes through [`Kretprobes`] (tracefs, with `maxactive`), the kprobes through aya.
@@ -243,16 +278,11 @@ fn attach_tracepoint(
 ) -> Result<(), Failure> {
     if object == ObjectKind::Modern && btf.source == BtfSource::System {
         let programs = [programs::SYS_EXIT_BTF, programs::SYS_ENTER_BTF];
-        // Both programs' ids from one read of the system BTF (sysfs serves it 4 KiB a read).
-        let typedefs: Vec<String> = programs
-            .iter()
-            .map(|(_, tracepoint)| format!("btf_trace_{tracepoint}"))
-            .collect();
-        let wanted: Vec<_> = typedefs
-            .iter()
-            .map(|typedef| (typedef.as_str(), TypeKind::Typedef))
-            .collect();
-        let attached = system_ids("tp_btf", &wanted).and_then(|ids| {
+        let typedefs = tp_btf_targets();
+        let wanted = typedefs
+            .each_ref()
+            .map(|typedef| (typedef.as_str(), TypeKind::Typedef));
+        let attached = system_ids("tp_btf", &wanted, btf).and_then(|ids| {
             programs.into_iter().try_for_each(|(name, tracepoint)| {
                 let step = format!("tp_btf {name} on {tracepoint}");
                 with_program(ebpf, name, &step, |prog: &mut BtfTracePoint| {
@@ -341,6 +371,7 @@ mod tests {
             source: BtfSource::System,
             path: PathBuf::from(diffkeeper_btf::SYSTEM_BTF_PATH),
             parsed: None,
+            known_ids: Default::default(),
         };
         let roots = RootTable::build(vec![std::env::temp_dir()]).unwrap();
         for object in ObjectKind::ALL {

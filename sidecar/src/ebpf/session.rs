@@ -365,6 +365,7 @@ mod tests {
             path: PathBuf::from(diffkeeper_btf::SYSTEM_BTF_PATH),
             // The loader parses the system BTF itself.
             parsed: None,
+            known_ids: Default::default(),
         }
     }
 
