@@ -81,7 +81,14 @@ impl Translator {
     }
 
     /// A known directory found at `to` by a listing: renamed there (see [`Self::catch_up`]).
+    ///
+    /// New directories below it that could not be watched at their old path (they were
+    /// made, or moved in, under `from` and their events read after it had moved) went with
+    /// it: they are caught up under `to` now, as the rename's own events would have done (see
+    /// `Translator::moved_to`). Those events are passed over, and the listing does not enter a
+    /// known directory, so nothing else would ever watch them.
     fn listed_move(&mut self, from: &Path, to: &Path) {
+        let unwatched = self.take_unwatched_under(from);
         self.forget_scanned_under(from);
         let detached = self.watches.detach(from);
         self.watches.attach(detached, to);
@@ -90,6 +97,13 @@ impl Translator {
             self.listed_moves.pop_front();
         }
         self.listed_moves.push_back(from.to_owned());
+        for rest in unwatched {
+            // `from` itself is watched (that is how the listing knew it): its watch reports
+            // what is in it, and a second listing would journal its entries twice.
+            if !rest.as_os_str().is_empty() {
+                self.catch_up(&super::watches::below(to, &rest));
+            }
+        }
     }
 
     /// The first half of a rename that a listing already journaled (see [`Self::catch_up`]):
@@ -135,10 +149,17 @@ impl Translator {
     /// `path` (and anything below it) was deleted or renamed: a create of it is new from now
     /// on, and a directory there that could not be watched is not looked for any more.
     pub(super) fn forget_scanned_under(&mut self, path: &Path) {
+        self.forget_listed_entries_under(path);
+        self.unwatched.retain(|p| !p.starts_with(path));
+    }
+
+    /// `path` (and anything below it) left its place in journal order: what a listing reported
+    /// there no longer stands for an entry the journal has, so a later listing or create of
+    /// the same inode there is new.
+    pub(super) fn forget_listed_entries_under(&mut self, path: &Path) {
         if !self.scanned.is_empty() {
             self.scanned.retain(|p, _| !p.starts_with(path));
         }
-        self.unwatched.retain(|p| !p.starts_with(path));
     }
 
     /// The unwatched new directories at or below `from` (see `Translator::unwatched`), as

@@ -274,3 +274,64 @@ fn a_reused_directory_name_is_not_followed_to_its_old_directory() {
     );
     fs::remove_dir_all(&root).unwrap();
 }
+
+/// `mv $out/m2 d1/m2; mv $out/m5 m5; mv d1 m5/d0; echo>m5/d0/m2/f`, all before a read: m2's
+/// move-in is read once d1 has left its path (m2 cannot be watched there: remembered as
+/// unwatched), then m5's listing finds d1 at m5/d0 and journals that rename itself. The
+/// unwatched m2 went with d1: it is caught up under its new path, with what was made in it.
+#[test]
+fn a_directory_moved_in_under_a_directory_a_listing_finds_renamed_is_caught_up() {
+    let root = scratch_root("listedunwatched");
+    let outside = root.with_extension("out");
+    fs::create_dir_all(outside.join("m2")).unwrap();
+    fs::create_dir_all(outside.join("m5")).unwrap();
+    fs::write(outside.join("m2/inner"), "in").unwrap();
+    fs::create_dir(root.join("d1")).unwrap();
+    let (mut t, rx, _) = translator(&root);
+    fs::rename(outside.join("m2"), root.join("d1/m2")).unwrap();
+    fs::rename(outside.join("m5"), root.join("m5")).unwrap();
+    fs::rename(root.join("d1"), root.join("m5/d0")).unwrap();
+    fs::write(root.join("m5/d0/m2/f"), "x").unwrap();
+    pump(&mut t);
+    let mut got = lines(&rx, &root);
+    got[3..].sort(); // the listing's order is the directory's
+    assert_eq!(
+        got,
+        [
+            "mkdir d1/m2",
+            "mkdir m5",
+            "rename d1 -> m5/d0",
+            "create m5/d0/m2/f",
+            "create m5/d0/m2/inner",
+        ]
+    );
+    // And m2 is watched from now on.
+    fs::write(root.join("m5/d0/m2/g"), "y").unwrap();
+    pump(&mut t);
+    assert_eq!(lines(&rx, &root), ["create m5/d0/m2/g", "write m5/d0/m2/g"]);
+    fs::remove_dir_all(&root).unwrap();
+    fs::remove_dir_all(&outside).unwrap();
+}
+
+/// `mkdir d; mv d $out/gone; mkdir d; echo>d/g`, all before a read: the first `d`'s create is
+/// read when the second stands there, so its listing reports `d/g`; the move out of the first
+/// takes `d/g` with it in the journal, and the second `d`'s listing reports `d/g` again.
+#[test]
+fn a_listing_under_a_name_that_moved_away_is_not_taken_for_the_next_directory_there() {
+    let root = scratch_root("nameagain");
+    let outside = root.with_extension("out");
+    fs::create_dir_all(&outside).unwrap();
+    let (mut t, rx, _) = translator(&root);
+    fs::create_dir(root.join("d")).unwrap();
+    fs::rename(root.join("d"), outside.join("gone")).unwrap();
+    fs::create_dir(root.join("d")).unwrap();
+    fs::write(root.join("d/g"), "x").unwrap();
+    pump(&mut t);
+    t.expire_unpaired_moves(Some(Instant::now() + RENAME_PAIR_WAIT));
+    assert_eq!(
+        lines(&rx, &root),
+        ["mkdir d", "create d/g", "delete d", "mkdir d", "create d/g"]
+    );
+    fs::remove_dir_all(&root).unwrap();
+    fs::remove_dir_all(&outside).unwrap();
+}

@@ -187,6 +187,13 @@ impl Translator {
             self.emit(if is_dir { Op::Rmdir } else { Op::Delete }, &path, None);
         } else if mask.contains(EventMask::MOVED_FROM) {
             if !self.already_listed(&path, event.cookie) {
+                // The rename (or the delete it becomes) stands here in the journal: what a
+                // listing reported under `path` leaves with it, now, not when the second half
+                // comes. A directory made at `path` next may be the one that listing saw (the
+                // create read late, of the directory that left), and its own listing must
+                // report those entries again. Unwatched directories below stay: the second
+                // half catches them up where they went.
+                self.forget_listed_entries_under(&path);
                 self.hold_move_out(event.cookie, path);
             }
         } else if mask.contains(EventMask::MOVED_TO) && !self.passed_over(event.cookie) {
