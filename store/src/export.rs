@@ -8,7 +8,7 @@
 //! before anything is written (clean paths, no entry below a symlink or a file, no pruned
 //! content, every chunk present), so a hostile or damaged store is refused whole.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
@@ -20,6 +20,7 @@ use nix::sys::time::TimeSpec;
 
 use crate::error::{Result, StoreError};
 use crate::path::{check_rel, check_root, parent};
+use crate::prefetch::{self, FileChunks, Prefetched};
 use crate::reader::{root_prefix, StoreReader};
 use crate::record::Meta;
 use crate::tree::{Node, Tree};
@@ -238,6 +239,23 @@ fn reader_has(reader: &StoreReader, hash: &crate::record::Hash) -> bool {
 }
 
 fn write_plan(plan: &[Item<'_>], reader: &StoreReader, base: &Path) -> Result<ExportReport> {
+    // The files whose content is written: the first name of each hard-linked set (write_items
+    // links the others to it), in plan order.
+    let mut seen = HashSet::new();
+    let files = plan
+        .iter()
+        .filter_map(|item| match item.node {
+            Node::File { chunks, link, .. } if seen.insert(*link) => Some(FileChunks {
+                chunks,
+                what: &item.what,
+            }),
+            _ => None,
+        })
+        .collect();
+    prefetch::run(reader, files, |content| write_items(plan, content, base))
+}
+
+fn write_items(plan: &[Item<'_>], content: &mut Prefetched, base: &Path) -> Result<ExportReport> {
     let mut report = ExportReport::default();
     let as_root = nix::unistd::geteuid().is_root();
     let mut first_of_link: HashMap<u64, PathBuf> = HashMap::new();
@@ -275,7 +293,7 @@ fn write_plan(plan: &[Item<'_>], reader: &StoreReader, base: &Path) -> Result<Ex
                     .custom_flags(nix::libc::O_NOFOLLOW)
                     .open(&target)
                     .map_err(|e| StoreError::io(&target, e))?;
-                report.bytes += reader.write_content(chunks, &mut file, &item.what)?;
+                report.bytes += content.write_file(chunks.len(), &mut file, &item.what)?;
                 drop(file);
                 fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode))
                     .map_err(|e| StoreError::io(&target, e))?;

@@ -140,7 +140,13 @@ pub fn scan(
     mut visit: impl FnMut(Frame) -> Result<()>,
 ) -> Result<End> {
     let file_len = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, &mut *file);
+    // Reading heads only, a small buffer makes each skip a seek: a large one would read (copy)
+    // nearly every byte of the file, as most frames are shorter than it.
+    let capacity = match check {
+        Check::HeadsOnly(_) => 4 << 10,
+        _ => 1 << 20,
+    };
+    let mut reader = std::io::BufReader::with_capacity(capacity, &mut *file);
     reader
         .seek(SeekFrom::Start(HEADER_LEN))
         .map_err(|e| StoreError::io(path, e))?;

@@ -16,6 +16,7 @@ mod frame;
 mod log;
 mod pack;
 pub mod path;
+mod prefetch;
 mod prune;
 mod reader;
 mod record;

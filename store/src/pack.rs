@@ -134,7 +134,7 @@ impl Packs {
         } else {
             (CODEC_RAW, raw)
         };
-        let mut payload = Vec::with_capacity(37 + data.len());
+        let mut payload = Vec::with_capacity(CHUNK_HEAD_LEN + data.len());
         payload.extend_from_slice(&hash);
         payload.extend_from_slice(&(raw.len() as u32).to_le_bytes());
         payload.push(codec);
@@ -205,14 +205,23 @@ impl Packs {
         Ok(())
     }
 
-    /// Reads a chunk back, checking its id.
-    pub fn read(&self, hash: &Hash) -> Result<Vec<u8>> {
+    /// Reads a chunk back into `buf` (see [`ChunkBuf::content`]), checking its id.
+    pub fn read_with(
+        &self,
+        hash: &Hash,
+        decoder: &mut ChunkDecoder,
+        buf: &mut ChunkBuf,
+    ) -> Result<()> {
         let loc = self
             .index
             .get(hash)
             .ok_or_else(|| StoreError::MissingChunk { hash: hex(hash) })?;
         let path = pack_path(&self.dir, loc.pack);
-        let mut payload = vec![0u8; loc.stored_len as usize];
+        let stored_len = loc.stored_len as usize;
+        (buf.len, buf.stored_raw) = (0, false);
+        if buf.payload.len() < stored_len {
+            buf.payload.resize(stored_len, 0);
+        }
         {
             let mut readers = self.readers.lock().unwrap_or_else(|e| e.into_inner());
             let file = match readers.entry(loc.pack) {
@@ -221,10 +230,10 @@ impl Packs {
                     e.insert(File::open(&path).map_err(|e| StoreError::io(&path, e))?)
                 }
             };
-            file.read_exact_at(&mut payload, loc.offset)
+            file.read_exact_at(&mut buf.payload[..stored_len], loc.offset)
                 .map_err(|e| StoreError::io(&path, e))?;
         }
-        decode_chunk(&payload, hash)
+        decode_chunk(decoder, buf, stored_len, hash)
             .map_err(|reason| StoreError::corrupt(&path, loc.offset, reason))
     }
 
@@ -335,7 +344,7 @@ fn list(dir: &Path) -> Result<Vec<u32>> {
 }
 
 fn parse_head(payload: &[u8]) -> Option<(Hash, u32, u8)> {
-    if payload.len() < 37 {
+    if payload.len() < CHUNK_HEAD_LEN {
         return None;
     }
     let mut hash = [0u8; 32];
@@ -344,8 +353,47 @@ fn parse_head(payload: &[u8]) -> Option<(Hash, u32, u8)> {
     Some((hash, raw_len, payload[36]))
 }
 
-/// Decompresses a chunk frame's payload and checks it against `want`.
-pub fn decode_chunk(payload: &[u8], want: &Hash) -> std::result::Result<Vec<u8>, String> {
+/// The buffers a chunk is read and decompressed into, reused from chunk to chunk: fresh ones per
+/// chunk (musl maps and unmaps every allocation over 128 KiB, and each page is then faulted in)
+/// cost an export more time than the decompression itself.
+#[derive(Default)]
+pub struct ChunkBuf {
+    /// The last chunk frame's payload, read from its pack to the front (this only grows).
+    payload: Vec<u8>,
+    /// Decompressed content (its first `len` bytes).
+    raw: Vec<u8>,
+    /// Where the last chunk read lies: after the head in `payload` (stored raw) or in `raw`.
+    stored_raw: bool,
+    len: usize,
+}
+
+impl ChunkBuf {
+    /// The content of the chunk last read into this buffer (empty after a failed read).
+    pub fn content(&self) -> &[u8] {
+        match self.stored_raw {
+            true => &self.payload[CHUNK_HEAD_LEN..][..self.len],
+            false => &self.raw[..self.len],
+        }
+    }
+}
+
+/// A zstd decompression context, kept: creating one per chunk was ~4 % of an export's time.
+pub struct ChunkDecoder(zstd::bulk::Decompressor<'static>);
+
+impl ChunkDecoder {
+    pub fn new() -> std::io::Result<Self> {
+        zstd::bulk::Decompressor::new().map(Self)
+    }
+}
+
+/// Decompresses the chunk frame payload in `buf` and checks it against `want`.
+fn decode_chunk(
+    decoder: &mut ChunkDecoder,
+    buf: &mut ChunkBuf,
+    stored_len: usize,
+    want: &Hash,
+) -> std::result::Result<(), String> {
+    let payload = &buf.payload[..stored_len];
     let (hash, raw_len, codec) = parse_head(payload).ok_or("chunk header cut short")?;
     if &hash != want {
         return Err(format!(
@@ -359,17 +407,29 @@ pub fn decode_chunk(payload: &[u8], want: &Hash) -> std::result::Result<Vec<u8>,
             "chunk claims {raw_len} bytes, over the {MAX_CHUNK} limit"
         ));
     }
-    let data = &payload[37..];
-    let raw = match codec {
-        CODEC_RAW => data.to_vec(),
-        CODEC_ZSTD => zstd::bulk::decompress(data, raw_len as usize)
-            .map_err(|e| format!("chunk {} does not decompress: {e}", hex(want)))?,
+    let raw_len = raw_len as usize;
+    let data = &payload[CHUNK_HEAD_LEN..];
+    let raw: &[u8] = match codec {
+        CODEC_RAW => data,
+        CODEC_ZSTD => {
+            if buf.raw.len() < raw_len {
+                buf.raw.resize(raw_len, 0);
+            }
+            // Exactly raw_len bytes of room: a frame that inflates to more fails here.
+            let n = decoder
+                .0
+                .decompress_to_buffer(data, &mut buf.raw[..raw_len])
+                .map_err(|e| format!("chunk {} does not decompress: {e}", hex(want)))?;
+            &buf.raw[..n]
+        }
         other => return Err(format!("unknown chunk codec {other}")),
     };
-    if raw.len() != raw_len as usize || blake3::hash(&raw).as_bytes() != want {
+    if raw.len() != raw_len || blake3::hash(raw).as_bytes() != want {
         return Err(format!("chunk {} fails its hash check", hex(want)));
     }
-    Ok(raw)
+    buf.stored_raw = codec == CODEC_RAW;
+    buf.len = raw_len;
+    Ok(())
 }
 
 pub fn hex(hash: &Hash) -> String {

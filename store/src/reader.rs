@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, StoreError};
 use crate::frame::End;
 use crate::log::{read_all, LOG_NAME};
-use crate::pack::{self, Packs, Scan};
+use crate::pack::{self, ChunkBuf, ChunkDecoder, Packs, Scan};
 use crate::path::is_within;
 use crate::record::{Change, ChunkRef, Record};
 use crate::tree::{Node, Tree};
@@ -202,9 +202,29 @@ impl StoreReader {
         out: &mut dyn Write,
         what: &str,
     ) -> Result<u64> {
+        let mut decoder = ChunkDecoder::new().map_err(|e| StoreError::io(&self.dir, e))?;
+        let mut buf = ChunkBuf::default();
         let mut total = 0u64;
         for chunk in chunks {
-            let data = self.packs.read(&chunk.hash).map_err(|e| match e {
+            let data = self.read_chunk(chunk, &mut decoder, &mut buf, what)?;
+            out.write_all(data)
+                .map_err(|e| StoreError::io(format!("writing {what}"), e))?;
+            total += data.len() as u64;
+        }
+        Ok(total)
+    }
+
+    /// Reads one chunk of `what` into `buf`, checked against its id and length.
+    pub fn read_chunk<'b>(
+        &self,
+        chunk: &ChunkRef,
+        decoder: &mut ChunkDecoder,
+        buf: &'b mut ChunkBuf,
+        what: &str,
+    ) -> Result<&'b [u8]> {
+        self.packs
+            .read_with(&chunk.hash, decoder, buf)
+            .map_err(|e| match e {
                 StoreError::Corrupt {
                     path,
                     offset,
@@ -219,18 +239,15 @@ impl StoreReader {
                 },
                 other => other,
             })?;
-            if data.len() != chunk.len as usize {
-                return Err(StoreError::corrupt(
-                    self.dir.join("packs"),
-                    0,
-                    format!("a chunk of {what} has the wrong length"),
-                ));
-            }
-            out.write_all(&data)
-                .map_err(|e| StoreError::io(format!("writing {what}"), e))?;
-            total += data.len() as u64;
+        let data = buf.content();
+        if data.len() != chunk.len as usize {
+            return Err(StoreError::corrupt(
+                self.dir.join("packs"),
+                0,
+                format!("a chunk of {what} has the wrong length"),
+            ));
         }
-        Ok(total)
+        Ok(data)
     }
 
     /// Paths that differ between the states at `from_ns` and `to_ns`, sorted.
@@ -299,9 +316,11 @@ impl StoreReader {
         report
             .problems
             .extend(packs.bad.iter().map(|e| e.to_string()));
+        let mut decoder = ChunkDecoder::new().map_err(|e| StoreError::io(&packs_dir, e))?;
+        let mut buf = ChunkBuf::default();
         for hash in packs.index.keys() {
             report.chunks += 1;
-            if let Err(e) = packs.read(hash) {
+            if let Err(e) = packs.read_with(hash, &mut decoder, &mut buf) {
                 report.problems.push(e.to_string());
             }
         }
