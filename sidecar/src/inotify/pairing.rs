@@ -20,6 +20,8 @@ pub(super) enum Waiting {
         path: PathBuf,
         /// The watches of the moved directory and below (none for a file).
         detached: Detached,
+        /// Its place in the event stream (see `RawEvent::at`).
+        at: u64,
         ts: SystemTime,
         since: Instant,
     },
@@ -35,27 +37,29 @@ impl Translator {
         }
     }
 
-    pub(super) fn hold_move_out(&mut self, cookie: u32, path: PathBuf) {
+    pub(super) fn hold_move_out(&mut self, cookie: u32, path: PathBuf, at: u64) {
         let detached = self.watches.detach(&path);
         self.waiting.push_back(Waiting::MoveOut {
             cookie,
             path,
             detached,
+            at,
             ts: SystemTime::now(),
             since: Instant::now(),
         });
     }
 
-    /// The path of the first half waiting with `cookie`, if any, and its detached watches
-    /// (taken: the second half places them).
-    pub(super) fn waiting_move_out(&mut self, cookie: u32) -> Option<(PathBuf, Detached)> {
+    /// The path of the first half waiting with `cookie`, if any, its detached watches (taken:
+    /// the second half places them) and its place in the event stream.
+    pub(super) fn waiting_move_out(&mut self, cookie: u32) -> Option<(PathBuf, Detached, u64)> {
         self.waiting.iter_mut().find_map(|w| match w {
             Waiting::MoveOut {
                 cookie: c,
                 path,
                 detached,
+                at,
                 ..
-            } if *c == cookie => Some((path.clone(), std::mem::take(detached))),
+            } if *c == cookie => Some((path.clone(), std::mem::take(detached), *at)),
             _ => None,
         })
     }
@@ -112,17 +116,7 @@ impl Translator {
             } = w
             {
                 if now.is_none_or(|now| now.duration_since(*since) >= RENAME_PAIR_WAIT) {
-                    let change = Change {
-                        ts: *ts,
-                        backend: Backend::Inotify,
-                        op: Op::Delete,
-                        path: path.clone(),
-                        from: None,
-                        pid: None,
-                        comm: None,
-                        bytes: None,
-                        truncated: false,
-                    };
+                    let change = moved_out(path, *ts);
                     expired.push((std::mem::take(path), std::mem::take(detached)));
                     *w = Waiting::Change(change);
                 }
@@ -131,6 +125,26 @@ impl Translator {
         for (path, detached) in expired {
             self.forget_scanned_under(&path);
             self.watches.remove(detached);
+        }
+        self.release_ready();
+    }
+
+    /// The first half waiting with `cookie` is journaled as a move out (a delete) where it
+    /// stands, though its second half came (see `Translator::moved_to`).
+    pub(super) fn unpair(&mut self, cookie: u32) {
+        for w in self.waiting.iter_mut() {
+            if let Waiting::MoveOut {
+                cookie: c,
+                path,
+                ts,
+                ..
+            } = w
+            {
+                if *c == cookie {
+                    *w = Waiting::Change(moved_out(path, *ts));
+                    break;
+                }
+            }
         }
         self.release_ready();
     }
@@ -155,5 +169,20 @@ impl Translator {
             Waiting::Gap(gap) => self.delivery.report_gap(gap),
             move_out @ Waiting::MoveOut { .. } => self.waiting.push_front(move_out),
         }
+    }
+}
+
+/// A path moved out of the roots: deleted, with all below it.
+fn moved_out(path: &Path, ts: SystemTime) -> Change {
+    Change {
+        ts,
+        backend: Backend::Inotify,
+        op: Op::Delete,
+        path: path.to_path_buf(),
+        from: None,
+        pid: None,
+        comm: None,
+        bytes: None,
+        truncated: false,
     }
 }

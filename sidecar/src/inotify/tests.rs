@@ -335,3 +335,56 @@ fn a_listing_under_a_name_that_moved_away_is_not_taken_for_the_next_directory_th
     fs::remove_dir_all(&root).unwrap();
     fs::remove_dir_all(&outside).unwrap();
 }
+
+/// `mkdir d; echo>d/x; mv d e; mkdir d`, all before a read, then `echo>d/y`: the first `d`'s
+/// late listing watches the newer `d`, and the rename must not take that watch to `e` (it
+/// would name `d/y` as `e/y`, and `e` would never be listed). The directory at `e` is not the
+/// one watched: it is journaled as moved out of `d` and in at `e`, and listed there.
+#[test]
+fn a_rename_does_not_carry_the_watch_of_a_newer_directory_of_the_same_name() {
+    let root = scratch_root("newerwatch");
+    let (mut t, rx, _) = translator(&root);
+    fs::create_dir(root.join("d")).unwrap();
+    fs::write(root.join("d/x"), "x").unwrap();
+    fs::rename(root.join("d"), root.join("e")).unwrap();
+    fs::create_dir(root.join("d")).unwrap();
+    pump(&mut t);
+    fs::write(root.join("d/y"), "y").unwrap();
+    pump(&mut t);
+    assert_eq!(
+        lines(&rx, &root),
+        [
+            "mkdir d",
+            "delete d",
+            "mkdir e",
+            "create e/x",
+            "mkdir d",
+            "create d/y",
+            "write d/y",
+        ]
+    );
+    // And `e` is watched as itself.
+    fs::write(root.join("e/z"), "z").unwrap();
+    pump(&mut t);
+    assert_eq!(lines(&rx, &root), ["create e/z", "write e/z"]);
+    fs::remove_dir_all(&root).unwrap();
+}
+
+/// `mv d e; mv e d` before a read, `d` watched from the start: `d` is where its watch is when
+/// the first rename is read, but the watch is older than the rename, so it is that directory's
+/// and goes with it (both renames journaled, not a move out and in).
+#[test]
+fn a_directory_renamed_and_back_keeps_its_renames() {
+    let root = scratch_root("andback");
+    fs::create_dir_all(root.join("d")).unwrap();
+    let (mut t, rx, _) = translator(&root);
+    fs::rename(root.join("d"), root.join("e")).unwrap();
+    fs::rename(root.join("e"), root.join("d")).unwrap();
+    fs::write(root.join("d/f"), "f").unwrap();
+    pump(&mut t);
+    assert_eq!(
+        lines(&rx, &root),
+        ["rename d -> e", "rename e -> d", "create d/f", "write d/f"]
+    );
+    fs::remove_dir_all(&root).unwrap();
+}

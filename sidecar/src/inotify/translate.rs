@@ -14,7 +14,7 @@ use inotify::{EventMask, WatchDescriptor};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::pairing::Waiting;
-use super::watches::Watches;
+use super::watches::{Detached, Watches};
 use crate::change::{Backend, Change, ChangeSink, Delivery, Gap, GapReason, Op, STOP_GRACE};
 use crate::metrics::Metrics;
 
@@ -33,6 +33,9 @@ pub(super) struct RawEvent {
     pub(super) mask: EventMask,
     pub(super) cookie: u32,
     pub(super) name: Option<OsString>,
+    /// Where the event stands in the stream: the bytes of the events queued before it (as
+    /// the kernel counts them for `FIONREAD`), which tells it from a watch added later.
+    pub(super) at: u64,
 }
 
 pub(super) struct Translator {
@@ -132,13 +135,23 @@ impl Translator {
 
     /// The events queued now (none when the queue is empty).
     pub(super) fn read(&mut self) -> Vec<RawEvent> {
+        let read = &mut self.watches.read;
         match self.watches.inotify.read_events(&mut self.buffer) {
             Ok(events) => events
-                .map(|e| RawEvent {
-                    wd: e.wd,
-                    mask: e.mask,
-                    cookie: e.cookie,
-                    name: e.name.map(ToOwned::to_owned),
+                .map(|e| {
+                    let at = *read;
+                    // struct inotify_event, then the name with its NUL, padded to 16 bytes.
+                    let name = e
+                        .name
+                        .map_or(0, |n| (n.len() as u64 + 1).next_multiple_of(16));
+                    *read += 16 + name;
+                    RawEvent {
+                        wd: e.wd,
+                        mask: e.mask,
+                        cookie: e.cookie,
+                        name: e.name.map(ToOwned::to_owned),
+                        at,
+                    }
                 })
                 .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Vec::new(),
@@ -194,7 +207,7 @@ impl Translator {
                 // report those entries again. Unwatched directories below stay: the second
                 // half catches them up where they went.
                 self.forget_listed_entries_under(&path);
-                self.hold_move_out(event.cookie, path);
+                self.hold_move_out(event.cookie, path, event.at);
             }
         } else if mask.contains(EventMask::MOVED_TO) && !self.passed_over(event.cookie) {
             self.moved_to(event.cookie, path, is_dir);
@@ -203,7 +216,7 @@ impl Translator {
 
     /// The second half of a rename, or (no first half waiting) a move in from outside.
     fn moved_to(&mut self, cookie: u32, to: PathBuf, is_dir: bool) {
-        let Some((from, detached)) = self.waiting_move_out(cookie) else {
+        let Some((from, detached, moved_at)) = self.waiting_move_out(cookie) else {
             // New to us, like a create.
             self.report_create(&to, is_dir);
             if is_dir {
@@ -211,6 +224,10 @@ impl Translator {
             }
             return;
         };
+        if is_dir && self.watches.stayed_behind(&detached, moved_at, &from, &to) {
+            self.moved_past_watch(cookie, &from, &to, detached);
+            return;
+        }
         let unwatched = self.take_unwatched_under(&from);
         self.forget_scanned_under(&from);
         self.forget_scanned_under(&to);
@@ -226,6 +243,23 @@ impl Translator {
                 self.catch_up(&super::watches::below(&to, &rest));
             }
         }
+    }
+
+    /// A directory renamed from `from` to `to` whose watch at `from` is on a newer directory
+    /// of that name (see `Watches::stayed_behind`). The renamed one was never watched, and
+    /// what the journal holds under `from` came from listing the newer one: the rename is
+    /// journaled as a move out of `from` (a delete of it all) and a move in at `to`, listed
+    /// there. The watches stay at `from`: the newer directory's create comes next in the
+    /// stream, and its listing (the entries reported before were forgotten with the
+    /// moved-from) and its watches' events name it there.
+    fn moved_past_watch(&mut self, cookie: u32, from: &Path, to: &Path, detached: Detached) {
+        self.unpair(cookie);
+        // Unwatched directories below `from` are in the renamed one: `to`'s listing covers them.
+        self.forget_scanned_under(from);
+        self.forget_scanned_under(to);
+        self.watches.attach(detached, from);
+        self.report_create(to, true);
+        self.catch_up(to);
     }
 
     /// An inotify create (or move-in): reported unless a catch-up scan already reported this

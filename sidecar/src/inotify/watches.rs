@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use inotify::{Inotify, WatchDescriptor, WatchMask};
 use nix::dir::Dir;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{fstatat, Mode, SFlag};
+use nix::sys::stat::{fstat, fstatat, lstat, Mode, SFlag};
 
 /// What every directory is watched for. `ONLYDIR`: only a directory is watched (opened with
 /// `O_NOFOLLOW`, never a symlink: no tree outside the roots may be observed under a path
@@ -70,9 +70,22 @@ pub(super) struct Found {
 /// directory.
 pub(super) type Detached = Vec<(WatchDescriptor, PathBuf)>;
 
+/// The directory a watch is on: its (device, inode), which inotify's events do not carry (a
+/// path alone cannot tell a directory from a newer one made under its name), and where the
+/// event stream stood when the watch was added: the bytes of all events queued before it.
+struct Watched {
+    id: (u64, u64),
+    since: u64,
+}
+
 pub(super) struct Watches {
     pub(super) inotify: Inotify,
     paths: HashMap<WatchDescriptor, PathBuf>,
+    /// The directory each watch is on (the very one opened and watched through its
+    /// descriptor; one watch per inode, so this never changes while the watch lives).
+    ids: HashMap<WatchDescriptor, Watched>,
+    /// The bytes of the events read so far (see [`RawEvent::at`](super::translate::RawEvent)).
+    pub(super) read: u64,
 }
 
 impl Watches {
@@ -80,6 +93,8 @@ impl Watches {
         Self {
             inotify,
             paths: HashMap::new(),
+            ids: HashMap::new(),
+            read: 0,
         }
     }
 
@@ -112,16 +127,27 @@ impl Watches {
         dir: &Path,
         found: &mut Vec<Found>,
     ) -> io::Result<Option<PathBuf>> {
+        let stat = fstat(handle.as_fd())?;
         let wd = if proc_fd_available() {
             // The descriptor's magic link leads to the directory opened, whatever its name now
-            // (it was opened without following a symlink: it is a directory itself).
+            // (it was opened without following a symlink: it is a directory itself), so the
+            // identity taken from the descriptor is the watched directory's.
             let link = format!("/proc/self/fd/{}", handle.as_raw_fd());
             self.inotify.watches().add(link, mask())?
         } else {
+            // By path: the identity is the opened directory's, which a rename between the
+            // open and the add may make another's (the race named at `proc_fd_available`).
             self.inotify
                 .watches()
                 .add(dir, mask() | WatchMask::DONT_FOLLOW)?
         };
+        if !self.ids.contains_key(&wd) {
+            // Read after the add: an event queued in between counts as older, which only
+            // makes `stayed_behind` look at it.
+            let since = self.read + self.queued_bytes();
+            let id = (stat.st_dev, stat.st_ino);
+            self.ids.insert(wd.clone(), Watched { id, since });
+        }
         match self.paths.get(&wd) {
             Some(known) if known != dir => return Ok(Some(known.clone())),
             Some(_) => {}
@@ -193,6 +219,58 @@ impl Watches {
             .collect()
     }
 
+    /// Whether the directory watched at `from` (the top of `detached`) may not be the one a
+    /// rename took to `to`, the rename's first half being queued at `moved_at` (a stream
+    /// position, see [`RawEvent::at`](super::translate::RawEvent)).
+    ///
+    /// A watch that existed when the rename was queued is on the renamed directory. One added
+    /// later was added on whatever stood at `from` then: when a directory's create is read
+    /// after it was renamed away and a newer one made under its name, that newer one. So a
+    /// watch younger than the rename whose directory is not at `to` but still at `from` stays
+    /// there. (A directory renamed and back before this is read looks the same: it is then
+    /// journaled as moved out and in, then renamed back, which replays to the same tree.) A
+    /// younger watch's directory found at neither path was renamed on or deleted by events
+    /// not read yet: it is taken to `to` as usual.
+    pub(super) fn stayed_behind(
+        &self,
+        detached: &Detached,
+        moved_at: u64,
+        from: &Path,
+        to: &Path,
+    ) -> bool {
+        let Some(watched) = detached
+            .iter()
+            .find(|(_, rest)| rest.as_os_str().is_empty())
+            .and_then(|(wd, _)| self.ids.get(wd))
+        else {
+            return false;
+        };
+        if watched.since <= moved_at {
+            return false;
+        }
+        let at = |path: &Path| lstat(path).ok().map(|s| (s.st_dev, s.st_ino));
+        at(to) != Some(watched.id) && at(from) == Some(watched.id)
+    }
+
+    /// The bytes of the events queued in the kernel now (`FIONREAD`; 0 if it fails, which only
+    /// makes a watch look older than it is: see [`Self::stayed_behind`]).
+    fn queued_bytes(&self) -> u64 {
+        let mut bytes: nix::libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through the pointer, which is valid for it.
+        let ok = unsafe {
+            nix::libc::ioctl(
+                self.inotify.as_fd().as_raw_fd(),
+                nix::libc::FIONREAD,
+                &mut bytes,
+            )
+        } == 0;
+        if ok {
+            u64::try_from(bytes).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
     /// The second half of a rename: what was detached from its old path stands for `to` now;
     /// watches that stood for `to` (an empty directory the rename replaced) are gone. Returns
     /// whether the renamed directory itself was watched.
@@ -215,6 +293,7 @@ impl Watches {
             if self.paths.contains_key(&wd) {
                 continue;
             }
+            self.ids.remove(&wd);
             // Fails when the directory is gone already (its watch went with it).
             let _ = self.inotify.watches().remove(wd);
         }
@@ -223,6 +302,7 @@ impl Watches {
     /// The kernel removed a watch (`IN_IGNORED`: its directory was deleted or unmounted).
     pub(super) fn forget(&mut self, wd: &WatchDescriptor) {
         self.paths.remove(wd);
+        self.ids.remove(wd);
     }
 
     /// After lost events: the map is rebuilt from a walk of the roots (directories made,
@@ -239,6 +319,7 @@ impl Watches {
         }
         for wd in old.into_keys() {
             if !self.paths.contains_key(&wd) {
+                self.ids.remove(&wd);
                 let _ = self.inotify.watches().remove(wd);
             }
         }
