@@ -65,7 +65,7 @@ impl KnownIds {
     }
 
     /// The id of each of `wanted`, if every one is known and in the BTF.
-    fn get(&self, wanted: &[(&str, TypeKind)]) -> Option<Vec<u32>> {
+    pub(super) fn get(&self, wanted: &[(&str, TypeKind)]) -> Option<Vec<u32>> {
         let known = self.0.get()?;
         wanted
             .iter()
