@@ -488,7 +488,7 @@ def _check_broken_writer(out: CaseOutput, release: str) -> Verdict:
         f"canary failures for {canary or 'no mode'} instead of kprobe and tracepoint"
         if canary != ["kprobe", "tracepoint"]
         else "",
-        f"{found.get('foreign_lines', '?')} of {found.get('journal_lines', '?')} journal lines not from inotify"
+        f"{found.get('foreign_lines', '?')} of {found.get('journal_lines', '?')} journal lines from a failed mode (another backend, or an eBPF gap)"
         if found.get("foreign_lines") != "0"
         else "",
         "no discarded-changes line: the writer's changes never reached a failing mode" if not discarded else "",
