@@ -245,7 +245,8 @@ fn a_journal_nobody_reads_bounds_memory_counts_drops_and_cannot_hold_the_exit() 
     let state = scratch.dir("state");
     // stdout is a pipe that is held open but never read: once its 64 KiB are full, every
     // journal write blocks, as behind a stuck log shipper.
-    let (_reader, writer) = nix::unistd::pipe().unwrap();
+    // Close-on-exec, so no other test's child holds either end.
+    let (_reader, writer) = std::io::pipe().unwrap();
     let mut cmd = Command::new(SIDECAR);
     cmd.args(["--enable-ebpf=false", "--coalesce-ms", "0"])
         .args(["--state-dir", path(&state), "--metrics-addr", "127.0.0.1:0"])

@@ -356,7 +356,9 @@ fn a_journal_that_cannot_be_written_stops_the_sidecar_with_exit_1() {
     let scratch = Scratch::new("sidecar-epipe");
     let state = scratch.dir("state");
     // stdout is a pipe whose reading end is already closed: the first journal write fails.
-    let (reader, writer) = nix::unistd::pipe().unwrap();
+    // Close-on-exec (unlike pipe(2)): a sidecar another test spawns meanwhile must not inherit
+    // the reading end and keep the pipe alive.
+    let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
     let mut cmd = sidecar(&[
         "--state-dir",
@@ -402,7 +404,8 @@ fn a_stalled_journal_reader_cannot_hold_the_exit() {
     let state = scratch.dir("state");
     // stdout is a pipe that is held open but never read: once its 64 KiB fill up, every
     // journal write blocks, as behind a stuck log shipper.
-    let (_reader, writer) = nix::unistd::pipe().unwrap();
+    // Close-on-exec, so no other test's child holds either end.
+    let (_reader, writer) = std::io::pipe().unwrap();
     let mut cmd = sidecar(&[
         "--state-dir",
         path(&state),
