@@ -370,8 +370,7 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    /// This kernel has no kprobe PMU (attach fails) and refuses fentry, but kprobe programs
-    /// still go through the verifier at load: all of them, of both objects, must pass it here.
+    /// The system BTF, as the sidecar selects it when /sys/kernel/btf/vmlinux exists.
     fn system_btf() -> SelectedBtf {
         SelectedBtf {
             source: BtfSource::System,
@@ -381,6 +380,8 @@ mod tests {
         }
     }
 
+    /// This kernel has no kprobe PMU (attach fails) and refuses fentry, but kprobe programs
+    /// still go through the verifier at load: all of them, of both objects, must pass it here.
     #[test]
     fn kprobe_programs_of_both_objects_pass_the_verifier() {
         let btf = system_btf();
