@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import stats, system
 from .context import Context
-from .procs import (Bpftrace, BenchError, HelperProbe, Inotifywait, Sidecar, foreign_probes,
+from .procs import (Bpftrace, BenchError, HelperProbe, Inotifywait, Sidecar, foreign_probes, ignored_loop,
                     prog_run_stats, write_loop)
 from .table import Row, Value
 
@@ -109,13 +109,17 @@ VARIANTS = (MODERN, COMPAT, MODERN_RAW)
 def programs_during_writes(ctx: Context, prog_ids, target: Path, n: int) -> tuple[int, int]:
     """(run time in ns, runs) of the programs `prog_ids` over `n` one-byte writes to `target`
     (kernel BPF stats, which must be on); fails if they ran fewer times than there were writes."""
+    return _programs_during(prog_ids, lambda: write_loop(ctx.bins, target, n), n, "writes")
+
+
+def _programs_during(prog_ids, loop, n: int, what: str) -> tuple[int, int]:
     before = [prog_run_stats(i) for i in prog_ids]
-    write_loop(ctx.bins, target, n)
+    loop()
     after = [prog_run_stats(i) for i in prog_ids]
     ns = sum(a[0] - b[0] for a, b in zip(after, before))
     runs = sum(a[1] - b[1] for a, b in zip(after, before))
     if runs < n:
-        raise BenchError(f"programs {prog_ids} ran {runs} times for {n} writes: not attached?")
+        raise BenchError(f"programs {prog_ids} ran {runs} times for {n} {what}: not attached?")
     return ns, runs
 
 
@@ -138,10 +142,19 @@ def program_cost(ctx: Context) -> list[Row]:
     def helper_cost(mode, arg):
         return lambda: _with_helper(ctx, mode, arg, lambda prog_ids: cost(prog_ids, ctx.outside_same_fs))
 
+    def ignored_cost(prog_ids):
+        ns, runs = _programs_during(prog_ids, lambda: ignored_loop(ctx.bins, n), n, "getppid calls")
+        return ns / runs
+
     targets = {"same_fs": ctx.outside_same_fs, "other_fs": ctx.outside_other_fs}
     conditions = {f"{v.key}_{fs}": sidecar_cost(v, targets[fs]) for v in VARIANTS for fs, _ in FS_CASES}
     conditions["unfiltered"] = helper_cost("unfiltered", ctx.fs_a)
     conditions["empty"] = helper_cost("empty", ctx.empty_program)
+    # Most syscalls on a node are none the programs look at: what those pay.
+    for v in VARIANTS:
+        conditions[f"{v.key}_ignored"] = (
+            lambda v=v: _with_sidecar(ctx, lambda sc: ignored_cost(sc.prog_ids()), variant=v))
+    conditions["empty_ignored"] = lambda: _with_helper(ctx, "empty", ctx.empty_program, ignored_cost)
     with system.bpf_stats(True):
         s = stats.interleaved(ctx.sizes.reps, conditions)
     base = Value(stats.median(s["unfiltered"]), "ns/run")
@@ -167,6 +180,15 @@ def program_cost(ctx: Context) -> list[Row]:
                 stats.paired_ratio(s[compat], s[f"{peer.key}_{fs}"]),
                 "<= 150 ns/run" if peer is MODERN else "report",
                 check=(lambda v, r: v <= 150) if peer is MODERN else None))
+    rows.append(Row(
+        f"BPF program cost, a syscall the programs ignore (getppid) ({MODERN.label}) vs empty programs",
+        ns_run("modern_ignored"), ns_run("empty_ignored"), "empty programs on sys_enter and sys_exit",
+        stats.paired_ratio(s["modern_ignored"], s["empty_ignored"]), "report",
+        note="most of a node's syscalls are of this kind: the programs only find the syscall number unknown"))
+    rows.append(Row(
+        f"  same, {COMPAT.label} vs the same attach type: {MODERN_RAW.label}",
+        ns_run("compat_ignored"), ns_run("modern_raw_ignored"), MODERN_RAW.label,
+        stats.paired_ratio(s["compat_ignored"], s["modern_raw_ignored"]), "report"))
     return rows
 
 
