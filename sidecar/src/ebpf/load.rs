@@ -17,7 +17,6 @@ use super::direct::{self, DirectIds};
 use super::error::{Cause, Failure, Hint};
 use super::explain::explain;
 use super::kretprobe::Kretprobes;
-use super::parallel_load::load_all;
 use super::roots::RootTable;
 use crate::change::Family;
 use diffkeeper_btf::skeleton::TypeKind;
@@ -204,44 +203,22 @@ fn attach_targets() -> Vec<(String, TypeKind)> {
 fn attach_fentry(ebpf: &mut Ebpf, btf: &SelectedBtf) -> Result<(), Failure> {
     let functions: Vec<_> = fentry_targets().collect();
     let ids = system_ids("fentry/fexit", &functions, btf)?;
-    let exits: Vec<_> = programs::FEXIT_WRITES
+    // The returns before the hooks: a hook's record must never wait for a return that is not
+    // attached yet.
+    for (name, function) in programs::FEXIT_WRITES
         .into_iter()
         .chain(programs::FEXIT_RETURNS)
-        .collect();
-    // Each program with its function, and whether it is an fexit (else an fentry).
-    let all: Vec<_> = exits
-        .iter()
-        .map(|&(name, function)| (name, (function, true)))
-        .chain(programs::FENTRY_HOOKS.map(|(name, function)| (name, (function, false))))
-        .collect();
-    // The first return alone: a kernel that refuses fentry says so before all the programs
-    // are verified.
-    if let Some(&(name, function)) = exits.first() {
+    {
         let step = format!("fexit {name} on {function}");
         with_program(ebpf, name, &step, |prog: &mut FExit| {
             prog.load(function, &ids)?;
             prog.attach().map(drop)
         })?;
     }
-    load_all(ebpf, &all, |name, &(function, exit), prog| {
-        if exit {
-            let step = format!("fexit {name} on {function}");
-            return as_type(prog, &step, |p: &mut FExit| p.load(function, &ids));
-        }
-        let step = format!("fentry {name} on {function}");
-        as_type(prog, &step, |p: &mut FEntry| p.load(function, &ids))
-    })?;
-    // The returns before the hooks: a hook's record must never wait for a return that is not
-    // attached yet.
-    for &(name, function) in exits.iter().skip(1) {
-        let step = format!("fexit {name} on {function}");
-        with_program(ebpf, name, &step, |prog: &mut FExit| {
-            prog.attach().map(drop)
-        })?;
-    }
     for (name, function) in programs::FENTRY_HOOKS {
         let step = format!("fentry {name} on {function}");
         with_program(ebpf, name, &step, |prog: &mut FEntry| {
+            prog.load(function, &ids)?;
             prog.attach().map(drop)
         })?;
     }
@@ -269,40 +246,34 @@ fn attach_kprobe(
     let writes = |name| programs::WRITE_FUNCTIONS.map(|function| (name, function));
     // The returns before the entries, as in attach_fentry: an entry's record must never wait
     // for a return that is not attached yet (it would be counted as a missed return).
-    let returns: Vec<_> = writes(programs::KRETPROBE_WRITE)
+    let returns = writes(programs::KRETPROBE_WRITE)
         .into_iter()
-        .chain(programs::KRETPROBE_RETURNS)
-        .collect();
+        .chain(programs::KRETPROBE_RETURNS);
+    for (name, function) in returns {
+        let step = format!("kretprobe {name} on {function}");
+        with_program(ebpf, name, &step, |prog: &mut KProbe| {
+            load_once(prog)?;
+            kretprobes.attach(prog, function)
+        })?;
+    }
     let entries = writes(programs::KPROBE_WRITE)
         .into_iter()
         .chain(programs::KPROBE_HOOKS);
-    let all: Vec<_> = returns.iter().copied().chain(entries.clone()).collect();
-    // The first return alone: a kernel that cannot attach kprobes says so before all the
-    // programs are verified.
-    if let Some(&(name, function)) = returns.first() {
-        let step = format!("kretprobe {name} on {function}");
-        with_program(ebpf, name, &step, |prog: &mut KProbe| {
-            prog.load()?;
-            kretprobes.attach(prog, function)
-        })?;
-    }
-    load_all(ebpf, &all, |name, _, prog| {
-        let step = format!("load the kprobe program {name}");
-        as_type(prog, &step, |prog: &mut KProbe| prog.load())
-    })?;
-    for &(name, function) in returns.iter().skip(1) {
-        let step = format!("kretprobe {name} on {function}");
-        with_program(ebpf, name, &step, |prog: &mut KProbe| {
-            kretprobes.attach(prog, function)
-        })?;
-    }
     for (name, function) in entries {
         let step = format!("kprobe {name} on {function}");
         with_program(ebpf, name, &step, |prog: &mut KProbe| {
+            load_once(prog)?;
             prog.attach(function, 0).map(drop)
         })?;
     }
     Ok(kretprobes)
+}
+
+fn load_once(prog: &mut KProbe) -> Result<(), ProgramError> {
+    if prog.fd().is_err() {
+        prog.load()?;
+    }
+    Ok(())
 }
 
 /// The tp_btf programs when the object has them and the BTF is the system one (their ids are
@@ -319,20 +290,13 @@ fn attach_tracepoint(
         let wanted = typedefs
             .each_ref()
             .map(|typedef| (typedef.as_str(), TypeKind::Typedef));
-        let step = |name: &str, tracepoint: &str| format!("tp_btf {name} on {tracepoint}");
         let attached = system_ids("tp_btf", &wanted, btf).and_then(|ids| {
-            load_all(ebpf, &programs, |name, tracepoint, prog| {
-                as_type(prog, &step(name, tracepoint), |prog: &mut BtfTracePoint| {
-                    prog.load(tracepoint, &ids)
-                })
-            })?;
             programs.into_iter().try_for_each(|(name, tracepoint)| {
-                with_program(
-                    ebpf,
-                    name,
-                    &step(name, tracepoint),
-                    |prog: &mut BtfTracePoint| prog.attach().map(drop),
-                )
+                let step = format!("tp_btf {name} on {tracepoint}");
+                with_program(ebpf, name, &step, |prog: &mut BtfTracePoint| {
+                    prog.load(tracepoint, &ids)?;
+                    prog.attach().map(drop)
+                })
             })
         });
         match attached {
@@ -346,21 +310,13 @@ fn attach_tracepoint(
             }
         }
     }
-    let attached = [programs::SYS_EXIT, programs::SYS_ENTER];
-    let mut names = attached.map(|(name, _)| (name, ())).to_vec();
-    if object == ObjectKind::Compat {
-        names.extend(programs::SYS_ENTER_TAILS.map(|name| (name, ())));
-    }
-    load_all(ebpf, &names, |name, _, prog| {
-        let step = format!("load the raw tracepoint program {name}");
-        as_type(prog, &step, |prog: &mut RawTracePoint| prog.load())
-    })?;
     if object == ObjectKind::Compat {
         super::tail_calls::fill(ebpf)?;
     }
-    for (name, tracepoint) in attached {
+    for (name, tracepoint) in [programs::SYS_EXIT, programs::SYS_ENTER] {
         let step = format!("raw tracepoint {name} on {tracepoint}");
         with_program(ebpf, name, &step, |prog: &mut RawTracePoint| {
+            prog.load()?;
             prog.attach(tracepoint).map(drop)
         })?;
     }
@@ -399,19 +355,9 @@ fn with_program<'a, P: 'a>(
 where
     &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
 {
-    as_type(program(ebpf, name), step, run)
-}
-
-/// Runs `step` on `prog` as type `P`, turning errors into a [`Failure`].
-fn as_type<'a, P: 'a>(
-    prog: &'a mut Program,
-    step: &str,
-    run: impl FnOnce(&mut P) -> Result<(), ProgramError>,
-) -> Result<(), Failure>
-where
-    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
-{
-    let prog: &mut P = prog.try_into().map_err(|e| explain(step, &e))?;
+    let prog: &mut P = program(ebpf, name)
+        .try_into()
+        .map_err(|e| explain(step, &e))?;
     run(prog).map_err(|e| explain(step, &e))
 }
 

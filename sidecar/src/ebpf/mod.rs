@@ -9,7 +9,6 @@
 //! * [`btf_select`]: system BTF, else the cached `<release>.btf`.
 //! * [`roots`]: watched roots as (device, inode) map entries.
 //! * [`load`]: loading with BTF, attaching each family, failure causes and hints.
-//! * [`parallel_load`]: a mode's programs loaded (verified) side by side.
 //! * [`tail_calls`]: the compat object's sys_enter programs joined by tail calls.
 //! * [`kretprobe`]: kprobe mode's kretprobes with an explicit maxactive, made through
 //!   [`tracefs`], and the kernel's count of their misses.
@@ -39,7 +38,6 @@ mod load;
 mod mode;
 mod moved_in;
 mod names;
-mod parallel_load;
 mod reader;
 mod reorder;
 mod roots;

@@ -11,14 +11,14 @@ use diffkeeper_ebpf::object::{maps, programs};
 use super::error::Failure;
 use super::explain::explain;
 
-/// Puts the tail-called programs (loaded by the caller, never attached) in [`maps::TP_TAIL`]
-/// at their indexes. The kernel empties a jump table when its last user-space descriptor closes, so the
+/// Loads the tail-called programs (never attached) and puts them in [`maps::TP_TAIL`] at their
+/// indexes. The kernel empties a jump table when its last user-space descriptor closes, so the
 /// table stays in `ebpf` (the session holds it while the programs run).
 pub fn fill(ebpf: &mut Ebpf) -> Result<(), Failure> {
     let mut targets = Vec::with_capacity(programs::SYS_ENTER_TAILS.len());
     for (index, name) in programs::SYS_ENTER_TAILS.into_iter().enumerate() {
         let step = format!(
-            "take {name} (tail call {index} of {})",
+            "load {name} (tail call {index} of {})",
             programs::SYS_ENTER.0
         );
         let prog: &mut RawTracePoint = ebpf
@@ -26,6 +26,7 @@ pub fn fill(ebpf: &mut Ebpf) -> Result<(), Failure> {
             .unwrap_or_else(|| panic!("the compat object has no program {name}"))
             .try_into()
             .map_err(|e| explain(&step, &e))?;
+        prog.load().map_err(|e| explain(&step, &e))?;
         let fd: ProgramFd = prog
             .fd()
             .and_then(|fd| fd.try_clone().map_err(Into::into))
