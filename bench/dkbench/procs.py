@@ -43,6 +43,14 @@ class Bins:
         return bins
 
 
+def ignored_loop(bins: Bins, count: int) -> float:
+    """CPU ns per getppid(2), a syscall the sidecar's programs run for but ignore."""
+    out = subprocess.run([str(bins.helper), "getppid", str(count)],
+                         check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads(out.stdout)
+    return result["cpu_ns"] / result["calls"]
+
+
 def write_loop(bins: Bins, path: Path, count: int) -> float:
     """CPU ns per 1-byte write(2): the writer's own CPU time around the loop only (kernel time,
     BPF programs and wake-ups included), so time spent preempted on this busy machine is not."""

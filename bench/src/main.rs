@@ -1,8 +1,10 @@
 //! Helpers that bench/bench.py drives; the Python harness does the timing, the repetitions and
-//! the table. Three subcommands:
+//! the table. The subcommands:
 //!
 //! * `write PATH COUNT`: COUNT 1-byte `write(2)` calls to PATH (created/truncated), timed
 //!   around the loop only; prints `{"writes":COUNT,"ns":ELAPSED}`.
+//! * `getppid COUNT`: COUNT `getppid(2)` calls, a syscall the sidecar's programs ignore;
+//!   prints `{"calls":COUNT,"ns":ELAPSED,"cpu_ns":CPU}`.
 //! * `unfiltered DIR`: loads diffkeeper's own `dk_sys_enter` and `dk_sys_exit` programs (the
 //!   sidecar's tracepoint mode, same object bytes) with DIR as the only watched root. With DIR = the root of a
 //!   file system, the in-kernel filter rejects no write on it, so every write there pays the
@@ -26,7 +28,7 @@ mod write_loop;
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: diffkeeper-bench write PATH COUNT | unfiltered DIR | empty OBJECT | empty-exit OBJECT | record SRC STORE ROOT";
+    "usage: diffkeeper-bench write PATH COUNT | getppid COUNT | unfiltered DIR | empty OBJECT | empty-exit OBJECT | record SRC STORE ROOT";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,6 +42,10 @@ fn main() -> ExitCode {
             .parse::<u64>()
             .map_err(|e| format!("COUNT {count:?} is not a number: {e}"))
             .and_then(|n| write_loop::run(path.as_ref(), n)),
+        ["getppid", count] => count
+            .parse::<u64>()
+            .map_err(|e| format!("COUNT {count:?} is not a number: {e}"))
+            .and_then(write_loop::run_ignored),
         ["unfiltered", dir] => unfiltered::run(dir.as_ref()),
         ["empty", object] => empty::run(object.as_ref(), &empty::BOTH),
         ["empty-exit", object] => empty::run(object.as_ref(), &empty::EXIT_ONLY),

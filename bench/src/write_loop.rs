@@ -33,3 +33,17 @@ pub fn run(path: &Path, count: u64) -> Result<(), String> {
     println!("{{\"writes\":{count},\"ns\":{ns},\"cpu_ns\":{cpu_ns}}}");
     Ok(())
 }
+
+/// COUNT `getppid(2)` calls, a syscall the sidecar's programs run for but ignore (what most of
+/// a node's syscalls are to them); prints `{"calls":COUNT,"ns":ELAPSED,"cpu_ns":CPU}`.
+pub fn run_ignored(count: u64) -> Result<(), String> {
+    let cpu_start = cpu_time()?;
+    let start = Instant::now();
+    for _ in 0..count {
+        std::hint::black_box(nix::unistd::getppid());
+    }
+    let ns = start.elapsed().as_nanos();
+    let cpu_ns = (cpu_time()? - cpu_start).as_nanos();
+    println!("{{\"calls\":{count},\"ns\":{ns},\"cpu_ns\":{cpu_ns}}}");
+    Ok(())
+}

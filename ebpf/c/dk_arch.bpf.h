@@ -100,6 +100,9 @@ enum dk_sys_kind {
 	X(openat2, 437, OPENAT2)                                                      \
 	X(fchmodat2, 452, ATTRIBAT)
 
+/* Ranges of numbers that split the list above into short runs (see dk_sys_kind). */
+#define DK_SYS_RANGES(R) R(0, 76) R(76, 95) R(95, 257) R(257, 300) R(300, 1L << 31)
+
 /* rdx, rsi, rdi, orig_rax: arguments 2, 1, 0 and the syscall number, adjacent in pt_regs. */
 struct dk_sys {
 	unsigned long rdx;
@@ -239,6 +242,9 @@ struct dk_pt_regs {
 	X(openat2, 437, OPENAT2)                                                      \
 	X(fchmodat2, 452, ATTRIBAT)
 
+/* Ranges of numbers that split the list above into short runs (see dk_sys_kind). */
+#define DK_SYS_RANGES(R) R(0, 45) R(45, 57) R(57, 100) R(100, 1L << 31)
+
 /* pstate, orig_x0, syscallno (and its padding): adjacent in pt_regs, so one read. */
 struct dk_sys {
 	__u64 pstate;
@@ -329,17 +335,33 @@ static __always_inline int dk_enter_compat(void *regs, bool btf)
 /*
  * The kind of syscall number nr on this architecture. Written as compares: the modern object
  * lets clang turn them into a compare tree (every syscall runs this), compat keeps them in
- * order (dk_keep_compares, dk_compat.bpf.h).
+ * order (dk_keep_compares, dk_compat.bpf.h). So that compat does not compare a number with
+ * the whole list (most syscalls are none of these, and each runs both programs), the range
+ * nr is in is found first, then only the numbers in it are compared: lo and hi are constants
+ * where dk_sys_kind_in() is inlined, so the other numbers' compares fold away.
  */
 #define DK_SYS_IF(name, n, kind)                                                      \
-	if (nr == (n))                                                                \
-		return DK_SYS_##kind;                                                 \
-	dk_keep_compares(nr);
-static __always_inline enum dk_sys_kind dk_sys_kind(long nr)
+	if ((n) >= lo && (n) < hi) {                                                  \
+		if (nr == (n))                                                        \
+			return DK_SYS_##kind;                                         \
+		dk_keep_compares(nr);                                                 \
+	}
+static __always_inline enum dk_sys_kind dk_sys_kind_in(long nr, long lo, long hi)
 {
 	DK_SYSCALLS(DK_SYS_IF)
 	return DK_SYS_NONE;
 }
+
+#define DK_SYS_RANGE(lo, hi)                                                          \
+	if (nr < (hi))                                                                \
+		return dk_sys_kind_in(nr, lo, hi);                                    \
+	dk_keep_compares(nr);
+static __always_inline enum dk_sys_kind dk_sys_kind(long nr)
+{
+	DK_SYS_RANGES(DK_SYS_RANGE)
+	return DK_SYS_NONE;
+}
+#undef DK_SYS_RANGE
 #undef DK_SYS_IF
 
 #endif /* DK_ARCH_BPF_H */

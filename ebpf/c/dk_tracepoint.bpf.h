@@ -70,7 +70,7 @@ static __always_inline __u32 open_done(__u64 flags)
 static __always_inline struct file **task_fds(bool btf)
 {
 	if (btf)
-		return bpf_get_current_task_btf()->files->fdt->fd;
+		return current_task(btf)->files->fdt->fd;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
 	return BPF_CORE_READ(task, files, fdt, fd);
@@ -91,7 +91,7 @@ static __always_inline struct file *fd_file(struct file **fds, long fd)
 static __always_inline struct dentry *cwd_dentry(bool btf)
 {
 	if (btf)
-		return bpf_get_current_task_btf()->fs->pwd.dentry;
+		return current_task(btf)->fs->pwd.dentry;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
 	return BPF_CORE_READ(task, fs, pwd.dentry);

@@ -267,6 +267,8 @@ pub mod globals {
     pub const BTF_DENTRY: &str = "dk_btf_dentry";
     /// `u32`: the running kernel's BTF id of `struct file` (0 without direct loads).
     pub const BTF_FILE: &str = "dk_btf_file";
+    /// `u32`: the running kernel's BTF id of `struct task_struct` (0 without direct loads).
+    pub const BTF_TASK: &str = "dk_btf_task";
 }
 
 #[cfg(test)]

@@ -28,21 +28,29 @@ pub struct DirectIds {
     pub dentry: u32,
     /// `STRUCT file`
     pub file: u32,
+    /// `STRUCT task_struct`
+    pub task: u32,
 }
 
 impl DirectIds {
     /// The kernel types they are the ids of, in the order [`DirectIds::of`] takes them.
-    pub const WANTED: [(&str, TypeKind); 3] = [
+    pub const WANTED: [(&str, TypeKind); 4] = [
         ("bpf_rdonly_cast", TypeKind::Func),
         ("dentry", TypeKind::Struct),
         ("file", TypeKind::Struct),
+        ("task_struct", TypeKind::Struct),
     ];
 
     /// From the ids of [`DirectIds::WANTED`] in the system BTF; `None` when it has no
     /// `bpf_rdonly_cast` (before 6.2) or lacks a type.
     pub fn of(ids: &[Option<u32>]) -> Option<Self> {
         match *ids {
-            [Some(cast), Some(dentry), Some(file)] => Some(Self { cast, dentry, file }),
+            [Some(cast), Some(dentry), Some(file), Some(task)] => Some(Self {
+                cast,
+                dentry,
+                file,
+                task,
+            }),
             _ => None,
         }
     }
@@ -111,6 +119,7 @@ mod tests {
             cast: 0x1234,
             dentry: 1,
             file: 2,
+            task: 3,
         };
         let (with_ids, count) = patch(modern, Some(ids)).unwrap();
         assert_eq!(count, placeholders(modern));
@@ -121,7 +130,7 @@ mod tests {
         assert_eq!(calls, count);
     }
 
-    /// The running kernel's BTF has the kfunc and both types from 6.2 on (Debian 12's own
+    /// The running kernel's BTF has the kfunc and the types from 6.2 on (Debian 12's own
     /// 6.1 has not: the programs then keep their probe reads).
     #[test]
     fn the_system_btf_has_the_ids_from_6_2_on() {
@@ -130,12 +139,14 @@ mod tests {
         let ids = diffkeeper_btf::skeleton::type_ids(&btf, &DirectIds::WANTED).unwrap();
         let has_kfunc = KernelVersion::current().unwrap() >= KernelVersion::new(6, 2, 0);
         match DirectIds::of(&ids) {
-            Some(ids) => assert!(has_kfunc && ids.cast > 0 && ids.dentry > 0 && ids.file > 0),
+            Some(ids) => {
+                assert!(has_kfunc && ids.cast > 0 && ids.dentry > 0 && ids.file > 0 && ids.task > 0)
+            }
             None => assert!(
                 !has_kfunc,
                 "no bpf_rdonly_cast in a 6.2+ system BTF: {ids:?}"
             ),
         }
-        assert_eq!(DirectIds::of(&[Some(1), None, Some(2)]), None);
+        assert_eq!(DirectIds::of(&[Some(1), None, Some(2), Some(3)]), None);
     }
 }

@@ -287,7 +287,16 @@ fn try_family(
         }
     };
     roots.teach_kernel();
-    verify_roots_matched(&ebpf, object, roots)?;
+    if verify_roots_matched(&ebpf, object, roots).is_err() {
+        // Once more before giving the family up: a root the kernel filter really does not match
+        // stays unmatched, and a start that missed its lookup once (seen once on a loaded arm64
+        // guest, not reproduced) does not cost the node its eBPF mode.
+        log::info!(
+            "[eBPF] not every watched directory was matched by the kernel filter: asking again"
+        );
+        roots.teach_kernel();
+        verify_roots_matched(&ebpf, object, roots)?;
+    }
     let reader = Reader::spawn(
         &mut ebpf,
         object,
