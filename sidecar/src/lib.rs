@@ -10,6 +10,7 @@ pub mod change;
 pub mod command;
 pub mod config;
 pub mod coverage;
+pub mod delivery;
 pub mod ebpf;
 pub mod fatal;
 pub mod inotify;
