@@ -17,4 +17,5 @@ pub mod inotify;
 pub mod journal;
 pub mod metrics;
 pub mod mounts;
+pub mod short_copy;
 pub mod signals;

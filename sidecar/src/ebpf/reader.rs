@@ -27,6 +27,7 @@ use super::{moved_in, names};
 use crate::change::{
     Backend, Change, ChangeSink, Delivery, Family, Gap, GapReason, Op, Record, STOP_GRACE,
 };
+use crate::short_copy;
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
@@ -445,10 +446,7 @@ impl Routing {
         let (id, relative) = end?;
         let root = self.roots.get(id as usize)?.as_os_str().as_bytes();
         let root = &root[..root.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1)];
-        let mut path = Vec::with_capacity(root.len() + 1 + relative.len());
-        path.extend_from_slice(root);
-        path.push(b'/');
-        path.extend_from_slice(relative);
+        let path = short_copy::concat(&[root, b"/", relative]);
         Some(PathBuf::from(OsString::from_vec(path)))
     }
 

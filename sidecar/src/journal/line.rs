@@ -11,7 +11,7 @@ use diffkeeper_cli::time::format_second;
 
 use super::line_buf::LineBuf;
 use crate::capture::note::Note;
-use crate::change::{Change, Gap};
+use crate::change::{Change, Comm, Gap};
 
 /// Builds journal lines one after another into the pending output ([`LineBuilder::pending`]).
 pub(super) struct LineBuilder {
@@ -80,7 +80,7 @@ impl LineBuilder {
         }
         if let Some(comm) = &c.comm {
             buf.push(b",\"comm\":");
-            push_json_string(buf, &comm.to_str());
+            push_comm(buf, comm);
         }
         if let Some(bytes) = c.bytes {
             buf.push(b",\"bytes\":");
@@ -170,7 +170,7 @@ impl TimestampCache {
         }
         buf.push(&self.prefix);
         buf.push_byte(b'.');
-        buf.push_padded(since_epoch.subsec_nanos().into(), 9);
+        buf.push_nanos(since_epoch.subsec_nanos());
         buf.push_byte(b'Z');
     }
 }
@@ -178,7 +178,17 @@ impl TimestampCache {
 /// Appends `"key":"name"` for a path, and `,"key_b64":"..."` with its exact bytes when they
 /// are not UTF-8 (the rule of [`diffkeeper_cli::name`]); a UTF-8 path allocates nothing.
 pub(super) fn push_path(buf: &mut LineBuf, key: &str, path: &Path) {
-    let name = printed(path.as_os_str().as_bytes());
+    let bytes = path.as_os_str().as_bytes();
+    if is_plain(bytes) {
+        // The common case, in one pass: printable ASCII is UTF-8 and needs no escaping.
+        buf.push_byte(b'"');
+        buf.push(key.as_bytes());
+        buf.push(b"\":\"");
+        buf.push(bytes);
+        buf.push_byte(b'"');
+        return;
+    }
+    let name = printed(bytes);
     buf.push_byte(b'"');
     buf.push(key.as_bytes());
     buf.push(b"\":");
@@ -195,11 +205,34 @@ pub(super) fn push_path(buf: &mut LineBuf, key: &str, path: &Path) {
     }
 }
 
+/// A task's name: its bytes when plain, else as text (the kernel's bytes need not be UTF-8).
+fn push_comm(buf: &mut LineBuf, comm: &Comm) {
+    if is_plain(comm.as_bytes()) {
+        buf.push_byte(b'"');
+        buf.push(comm.as_bytes());
+        buf.push_byte(b'"');
+    } else {
+        push_json_string(buf, &comm.to_str());
+    }
+}
+
+/// Printable ASCII without `"` or `\`: written into a JSON string as it is.
+fn is_plain(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
 /// Appends `s` as a JSON string; the common case (nothing to escape) is one copy.
 pub(super) fn push_json_string(buf: &mut LineBuf, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     buf.push_byte(b'"');
     let bytes = s.as_bytes();
+    if is_plain(bytes) {
+        buf.push(bytes);
+        buf.push_byte(b'"');
+        return;
+    }
     let mut plain_from = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {

@@ -1,17 +1,13 @@
 //! The journal's pending output: lines are built in place, one after another, and written out
 //! in large blocks (no second copy through a `BufWriter`).
 //!
-//! Short pieces (numbers, the backend, the op, a comm, most names) are copied with fixed-size
-//! moves that may write past the piece into scratch room kept at the end. The C library's
-//! `memcpy` is called for every copy whose length the compiler cannot see, and musl's (byte
-//! loops around `rep movsq`) costs more per call than such a piece: it was a quarter of the
-//! journal's CPU at full rate.
+//! Pieces are copied with [`copy_short`]: through musl's `memcpy`, the pieces of a line (numbers,
+//! the backend, the op, a comm, most names) were a quarter of the journal's CPU at full rate.
 
-/// Scratch bytes kept past the end: a short copy writes whole blocks of up to 16 bytes.
-const SLACK: usize = 32;
+use crate::short_copy::copy_short;
 
 pub(super) struct LineBuf {
-    /// Always at least `len + SLACK` bytes; those past `len` are scratch.
+    /// Zeroed once, grown as needed; those past `len` are not part of it.
     bytes: Vec<u8>,
     len: usize,
 }
@@ -19,7 +15,7 @@ pub(super) struct LineBuf {
 impl LineBuf {
     pub(super) fn with_capacity(capacity: usize) -> Self {
         Self {
-            bytes: vec![0; capacity + SLACK],
+            bytes: vec![0; capacity],
             len: 0,
         }
     }
@@ -36,10 +32,10 @@ impl LineBuf {
         self.len = 0;
     }
 
-    /// Makes room for `n` more bytes and the scratch after them.
+    /// Makes room for `n` more bytes.
     #[inline]
     fn reserve(&mut self, n: usize) {
-        let need = self.len + n + SLACK;
+        let need = self.len + n;
         if need > self.bytes.len() {
             self.bytes.resize(need.max(self.bytes.len() * 2), 0);
         }
@@ -52,49 +48,27 @@ impl LineBuf {
         self.len += 1;
     }
 
-    /// Appends `piece`. Up to 32 bytes take two fixed-size moves that overlap in the middle.
+    /// Appends `piece` ([`copy_short`]).
     #[inline]
     pub(super) fn push(&mut self, piece: &[u8]) {
-        let n = piece.len();
-        self.reserve(n);
-        let dst = &mut self.bytes[self.len..self.len + n.max(SLACK)];
-        match n {
-            0 => {}
-            1..=3 => {
-                dst[0] = piece[0];
-                dst[n / 2] = piece[n / 2];
-                dst[n - 1] = piece[n - 1];
-            }
-            4..=7 => {
-                dst[..4].copy_from_slice(&piece[..4]);
-                dst[n - 4..n].copy_from_slice(&piece[n - 4..]);
-            }
-            8..=16 => {
-                dst[..8].copy_from_slice(&piece[..8]);
-                dst[n - 8..n].copy_from_slice(&piece[n - 8..]);
-            }
-            17..=32 => {
-                dst[..16].copy_from_slice(&piece[..16]);
-                dst[n - 16..n].copy_from_slice(&piece[n - 16..]);
-            }
-            _ => dst[..n].copy_from_slice(piece),
-        }
-        self.len += n;
+        self.reserve(piece.len());
+        copy_short(&mut self.bytes[self.len..self.len + piece.len()], piece);
+        self.len += piece.len();
     }
 
     /// Appends `value` in decimal.
     #[inline]
     pub(super) fn push_decimal(&mut self, value: u64) {
-        let digits = value.checked_ilog10().map_or(1, |log| log as usize + 1);
-        self.push_padded(value, digits);
+        self.push(itoa::Buffer::new().format(value).as_bytes());
     }
 
-    /// Appends the last `width` decimal digits of `value`, zero-padded.
+    /// Appends `value` in decimal, zero-padded to 9 digits (a timestamp's nanoseconds).
     #[inline]
-    pub(super) fn push_padded(&mut self, value: u64, width: usize) {
-        self.reserve(width);
-        diffkeeper_cli::time::put_padded(&mut self.bytes[self.len..self.len + width], value);
-        self.len += width;
+    pub(super) fn push_nanos(&mut self, nanos: u32) {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(nanos % 1_000_000_000).as_bytes();
+        self.push(&b"000000000"[digits.len()..]);
+        self.push(digits);
     }
 }
 
@@ -120,16 +94,19 @@ mod tests {
     }
 
     #[test]
-    fn numbers_in_decimal_and_padded() {
+    fn numbers_in_decimal_and_nanoseconds_padded() {
         let mut buf = LineBuf::with_capacity(0);
         for value in [0, 7, 10, 99, 1_000_000, u64::MAX] {
             buf.push_decimal(value);
             buf.push_byte(b' ');
         }
-        buf.push_padded(42, 9);
+        for nanos in [42, 0, 999_999_999, 100_000_000] {
+            buf.push_nanos(nanos);
+            buf.push_byte(b' ');
+        }
         assert_eq!(
             std::str::from_utf8(buf.as_slice()).unwrap(),
-            "0 7 10 99 1000000 18446744073709551615 000000042"
+            "0 7 10 99 1000000 18446744073709551615 000000042 000000000 999999999 100000000 "
         );
     }
 }
