@@ -5,10 +5,14 @@
 //! gathers a read's records ([`Delivery::gather`]) and sends them at once
 //! ([`Delivery::flush`]); any other send goes on its own, as before. The journal hands the
 //! emptied batches back ([`ChangeQueue::recycle`]): allocated anew for every batch and freed
-//! on the other thread, they had musl's allocator map and unmap pages all the time.
+//! on the other thread, they had musl's allocator map and unmap pages all the time. For the same
+//! reason the journal hands back the paths of the changes it has written
+//! ([`PathReturn`]): the reader builds the next paths in them. A path allocated on one thread
+//! and freed on the other cost two trips through musl's one allocator lock per change.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -37,6 +41,8 @@ pub struct ChangeSink {
     dropped_at_stop: Arc<AtomicU64>,
     /// Emptied batches coming back from the journal.
     spare: Arc<Mutex<Receiver<Batch>>>,
+    /// Paths of written changes coming back from the journal.
+    spare_paths: Arc<Mutex<Receiver<Vec<PathBuf>>>>,
 }
 
 impl ChangeSink {
@@ -48,6 +54,16 @@ impl ChangeSink {
             .ok()
             .and_then(|spare| spare.try_recv().ok());
         recycled.unwrap_or_else(|| Vec::with_capacity(BATCH_MAX))
+    }
+
+    /// Paths the journal is done with, to build new ones in (empty if none came back).
+    pub fn spare_paths(&self) -> Vec<PathBuf> {
+        let recycled = self
+            .spare_paths
+            .lock()
+            .ok()
+            .and_then(|spare| spare.try_recv().ok());
+        recycled.unwrap_or_default()
     }
 
     /// Waits until the journal has written every record sent before (and so has done its
@@ -75,6 +91,7 @@ pub struct ChangeQueue {
     pub rx: Receiver<Batch>,
     dropped_at_stop: Arc<AtomicU64>,
     spare: SyncSender<Batch>,
+    spare_paths: SyncSender<Vec<PathBuf>>,
     /// What is left of the last batch taken by [`ChangeQueue::recv_timeout`].
     unread: RefCell<VecDeque<Record>>,
 }
@@ -91,6 +108,14 @@ impl ChangeQueue {
         batch.clear();
         if batch.capacity() == BATCH_MAX {
             let _ = self.spare.try_send(batch);
+        }
+    }
+
+    /// Where the journal hands back the paths of the changes it has written.
+    pub fn path_return(&self) -> PathReturn {
+        PathReturn {
+            tx: self.spare_paths.clone(),
+            pending: Vec::new(),
         }
     }
 
@@ -135,20 +160,48 @@ impl ChangeQueue {
 pub fn queue(capacity: usize) -> (ChangeSink, ChangeQueue) {
     let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
     let (spare_tx, spare_rx) = std::sync::mpsc::sync_channel(capacity);
+    let (paths_tx, paths_rx) = std::sync::mpsc::sync_channel(PATHS_QUEUED);
     let dropped_at_stop = Arc::new(AtomicU64::new(0));
     (
         ChangeSink {
             tx,
             dropped_at_stop: dropped_at_stop.clone(),
             spare: Arc::new(Mutex::new(spare_rx)),
+            spare_paths: Arc::new(Mutex::new(paths_rx)),
         },
         ChangeQueue {
             rx,
             dropped_at_stop,
             spare: spare_tx,
+            spare_paths: paths_tx,
             unread: RefCell::default(),
         },
     )
+}
+
+/// Bundles of [`BATCH_MAX`] paths on their way back (4 k paths, ~250 KB at most). The reader
+/// takes one when it runs out and the journal sends one per [`BATCH_MAX`] changes written, in
+/// bursts; with 4 bundles, those that found the queue full were freed, and the reader still
+/// allocated a path for one change in five at full rate.
+const PATHS_QUEUED: usize = 32;
+
+/// The journal's side of path reuse: paths gathered and sent back [`BATCH_MAX`] at a time
+/// (dropped, and freed, when nobody takes them).
+pub struct PathReturn {
+    tx: SyncSender<Vec<PathBuf>>,
+    pending: Vec<PathBuf>,
+}
+
+impl PathReturn {
+    pub fn give(&mut self, path: PathBuf) {
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(BATCH_MAX);
+        }
+        self.pending.push(path);
+        if self.pending.len() == BATCH_MAX {
+            let _ = self.tx.try_send(std::mem::take(&mut self.pending));
+        }
+    }
 }
 
 /// How often a backend waiting on a fence looks at the stop flag.
@@ -191,6 +244,11 @@ impl Delivery {
 
     pub fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Paths the journal is done with (see [`ChangeSink::spare_paths`]).
+    pub fn spare_paths(&self) -> Vec<PathBuf> {
+        self.sink.spare_paths()
     }
 
     /// Changes dropped because the queue stayed full past the stop grace (a dropped gap counts

@@ -32,15 +32,15 @@ pub fn copy_short(dst: &mut [u8], src: &[u8]) {
     }
 }
 
-/// `parts` one after another in a new vector of exactly their length.
-pub fn concat(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = vec![0; parts.iter().map(|p| p.len()).sum()];
+/// `parts` one after another in `out`, in place of what it held (its allocation is reused).
+pub fn join_into(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    out.clear();
+    out.resize(parts.iter().map(|p| p.len()).sum(), 0);
     let mut at = 0;
     for part in parts {
         copy_short(&mut out[at..at + part.len()], part);
         at += part.len();
     }
-    out
 }
 
 #[cfg(test)]
@@ -55,7 +55,10 @@ mod tests {
             copy_short(&mut dst, &src[..n]);
             assert_eq!(dst, &src[..n], "{n} bytes");
         }
-        assert_eq!(concat(&[b"/state", b"/", b"a/b"]), b"/state/a/b");
-        assert_eq!(concat(&[]), b"");
+        let mut out = b"old contents, longer".to_vec();
+        join_into(&mut out, &[b"/state", b"/", b"a/b"]);
+        assert_eq!(out, b"/state/a/b");
+        join_into(&mut out, &[]);
+        assert_eq!(out, b"");
     }
 }

@@ -101,6 +101,8 @@ struct Routing {
     clock: WallClock,
     /// Where unplaced new names are counted.
     unreported: Arc<Unreported>,
+    /// Paths the journal is done with: new ones are built in them.
+    spare_paths: Vec<PathBuf>,
 }
 
 impl Reader {
@@ -140,6 +142,7 @@ impl Reader {
             canary: canary_tx,
             clock: WallClock::new(object.clock()),
             unreported: unreported.clone(),
+            spare_paths: Vec::new(),
         };
         let thread = {
             let lost = lost.clone();
@@ -360,7 +363,7 @@ impl Routing {
             return true;
         }
         let renamed = event.op == Op::Rename;
-        let Some(change) = self.to_change(event) else {
+        let Some(change) = self.change_of(event) else {
             return false;
         };
         let follow_up = follow_up(&change, names, event.bytes);
@@ -440,17 +443,26 @@ impl Routing {
         }
     }
 
-    /// `root/relative` in one allocation, the event's own bytes only read (this runs for every
-    /// event at full write rate); bytes, not text: Linux names need not be UTF-8.
-    fn absolute(&self, end: Option<(u32, &[u8])>) -> Option<PathBuf> {
+    /// `root/relative`, built in a path the journal gave back when there is one (this runs for
+    /// every event at full write rate); bytes, not text: Linux names need not be UTF-8.
+    fn absolute(&mut self, end: Option<(u32, &[u8])>) -> Option<PathBuf> {
         let (id, relative) = end?;
         let root = self.roots.get(id as usize)?.as_os_str().as_bytes();
         let root = &root[..root.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1)];
-        let path = short_copy::concat(&[root, b"/", relative]);
+        if self.spare_paths.is_empty() {
+            self.spare_paths = self.delivery.spare_paths();
+        }
+        let mut path = self
+            .spare_paths
+            .pop()
+            .unwrap_or_default()
+            .into_os_string()
+            .into_vec();
+        short_copy::join_into(&mut path, &[root, b"/", relative]);
         Some(PathBuf::from(OsString::from_vec(path)))
     }
 
-    fn to_change(&self, event: &EventRef) -> Option<Change> {
+    fn change_of(&mut self, event: &EventRef) -> Option<Change> {
         let path = self.absolute(event.path);
         let from = self.absolute(event.from);
         let (op, path, from) = match (event.op, path, from) {

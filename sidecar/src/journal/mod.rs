@@ -50,6 +50,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::capture::Feed;
 use crate::change::{Backend, Change, ChangeQueue, Gap, GapReason, Op, Record};
+use crate::delivery::PathReturn;
 use crate::metrics::Metrics;
 use coalesce::Coalescer;
 use index::{Index, LimitReached};
@@ -130,6 +131,7 @@ pub fn run(
         .starting_at(output.next_seq)
         .repairing(options.roots, options.index_limit, metrics.clone());
     journal.capture = capture;
+    journal.path_return = Some(queue.path_return());
     journal.baseline()?;
     let rx = &queue.rx;
     let mut reorder = Reorder::new(reorder::WINDOW);
@@ -224,6 +226,8 @@ pub struct Journal {
     last_ts: Option<SystemTime>,
     /// `--store`: where each change line written goes after the journal.
     capture: Option<Feed>,
+    /// Where the paths of written changes go back to the backends, to be built in again.
+    path_return: Option<PathReturn>,
 }
 
 const CLOCK_EVERY: u32 = 64;
@@ -243,6 +247,7 @@ impl Journal {
             last_backend: Backend::Inotify,
             last_ts: None,
             capture: None,
+            path_return: None,
         }
     }
 
@@ -318,7 +323,11 @@ impl Journal {
     /// anything else first releases what is held for the paths it touches, keeping their order.
     pub fn push(&mut self, change: Change) -> io::Result<()> {
         if self.coalescer.is_off() {
-            return self.write(&change, 1);
+            self.write(&change, 1)?;
+            if let Some(path_return) = &mut self.path_return {
+                path_return.give(change.path);
+            }
+            return Ok(());
         }
         self.since_clock += 1;
         if self.since_clock >= CLOCK_EVERY {
