@@ -1,7 +1,7 @@
 //! Copying the short byte strings of the hot path (a root, a relative path, a line's numbers
 //! and names) without calling the C library: `copy_from_slice` of a length the compiler cannot
 //! see calls `memcpy`, and musl's (byte loops around `rep movsq`) cost ~35 ns for a few bytes,
-//! more than the rest of the work on them. Up to 32 bytes take two fixed-size moves that
+//! more than the rest of the work on them. Up to 128 bytes take two fixed-size moves that
 //! overlap in the middle, which compile to plain loads and stores.
 
 /// Copies `src` into `dst` (the same length).
@@ -28,6 +28,14 @@ pub fn copy_short(dst: &mut [u8], src: &[u8]) {
             dst[..16].copy_from_slice(&src[..16]);
             dst[n - 16..].copy_from_slice(&src[n - 16..]);
         }
+        33..=64 => {
+            dst[..32].copy_from_slice(&src[..32]);
+            dst[n - 32..].copy_from_slice(&src[n - 32..]);
+        }
+        65..=128 => {
+            dst[..64].copy_from_slice(&src[..64]);
+            dst[n - 64..].copy_from_slice(&src[n - 64..]);
+        }
         _ => dst.copy_from_slice(src),
     }
 }
@@ -49,8 +57,8 @@ mod tests {
 
     #[test]
     fn every_length_is_copied_whole() {
-        let src: Vec<u8> = (1..=100).collect();
-        for n in 0..=100 {
+        let src: Vec<u8> = (1..=200).collect();
+        for n in 0..=200 {
             let mut dst = vec![0; n];
             copy_short(&mut dst, &src[..n]);
             assert_eq!(dst, &src[..n], "{n} bytes");

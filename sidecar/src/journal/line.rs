@@ -11,7 +11,7 @@ use diffkeeper_cli::time::format_second;
 
 use super::line_buf::LineBuf;
 use crate::capture::note::Note;
-use crate::change::{Change, Comm, Gap};
+use crate::change::{Backend, Change, Comm, Gap, Op};
 
 /// Builds journal lines one after another into the pending output ([`LineBuilder::pending`]).
 pub(super) struct LineBuilder {
@@ -19,14 +19,32 @@ pub(super) struct LineBuilder {
     clock: TimestampCache,
     /// Where the line being built starts.
     start: usize,
+    /// What follows the time in a change's line, by backend and op, up to its path's value:
+    /// `Z","backend":"B","op":"O","path":"` (one copy instead of eight).
+    heads: Vec<Vec<u8>>,
 }
+
+/// The end of every head in [`LineBuilder::heads`].
+const PATH_KEY: &[u8] = b"\"path\":\"";
 
 impl LineBuilder {
     pub(super) fn with_capacity(capacity: usize) -> Self {
+        let mut heads = Vec::with_capacity(Backend::ALL.len() * Op::ALL.len());
+        for backend in Backend::ALL {
+            for op in Op::ALL {
+                let head = format!(
+                    "Z\",\"backend\":\"{}\",\"op\":\"{}\",",
+                    backend.as_str(),
+                    op.as_str()
+                );
+                heads.push([head.as_bytes(), PATH_KEY].concat());
+            }
+        }
         Self {
             buf: LineBuf::with_capacity(capacity),
             clock: TimestampCache::default(),
             start: 0,
+            heads,
         }
     }
 
@@ -47,26 +65,32 @@ impl LineBuilder {
 }
 
 impl LineBuilder {
-    /// Starts every line the same way: `{"seq":N,"ts":"<ts>`, the time's quote left open.
+    /// Starts every line the same way: `{"seq":N,"ts":"<ts>`, the time's `Z` and quote left
+    /// to the caller.
     fn begin(&mut self, seq: u64, ts: SystemTime) -> &mut LineBuf {
         self.start = self.buf.len();
         let buf = &mut self.buf;
         buf.push(b"{\"seq\":");
         buf.push_decimal(seq);
-        buf.push(b",\"ts\":\"");
         self.clock.write(buf, ts);
         buf
     }
 
     /// A change; `repair` marks a line made by the rescan after a gap, not by a backend.
     pub(super) fn build(&mut self, seq: u64, c: &Change, count: u64, repair: bool) -> &[u8] {
-        let buf = self.begin(seq, c.ts);
-        buf.push(b"\",\"backend\":\"");
-        buf.push(c.backend.as_str().as_bytes());
-        buf.push(b"\",\"op\":\"");
-        buf.push(c.op.as_str().as_bytes());
-        buf.push(b"\",");
-        push_path(buf, "path", &c.path);
+        self.begin(seq, c.ts);
+        // `Op::ALL` is in declaration order, so an op's discriminant is its place there.
+        let head = &self.heads[c.backend.index() * Op::ALL.len() + c.op as usize];
+        let buf = &mut self.buf;
+        let path = c.path.as_os_str().as_bytes();
+        if is_plain(path) {
+            buf.push(head);
+            buf.push(path);
+            buf.push_byte(b'"');
+        } else {
+            buf.push(&head[..head.len() - PATH_KEY.len()]);
+            push_path(buf, "path", &c.path);
+        }
         if let Some(from) = &c.from {
             buf.push_byte(b',');
             push_path(buf, "from", from);
@@ -99,7 +123,7 @@ impl LineBuilder {
     /// A `gap` line: changes under `roots` were lost here (`lost` omitted when unknown).
     pub(super) fn build_gap(&mut self, seq: u64, gap: &Gap) -> &[u8] {
         let buf = self.begin(seq, gap.ts);
-        buf.push(b"\",\"op\":\"gap\",\"roots\":[");
+        buf.push(b"Z\",\"op\":\"gap\",\"roots\":[");
         for (i, root) in gap.roots.iter().enumerate() {
             if i > 0 {
                 buf.push_byte(b',');
@@ -138,7 +162,7 @@ impl LineBuilder {
     /// stamped `ts` (the journal passes the last journaled one, so `ts` never decreases).
     pub(super) fn build_note(&mut self, seq: u64, ts: SystemTime, note: &Note) -> &[u8] {
         let buf = self.begin(seq, ts);
-        buf.push(b"\",\"op\":\"capture\"");
+        buf.push(b"Z\",\"op\":\"capture\"");
         if let Some(path) = &note.path {
             buf.push_byte(b',');
             push_path(buf, "path", path);
@@ -151,12 +175,13 @@ impl LineBuilder {
     }
 }
 
-/// Formats `ts` as RFC 3339 UTC with nanoseconds, reusing the `YYYY-MM-DDTHH:MM:SS` part while
-/// the second does not change.
+/// Writes the `ts` key and its time as RFC 3339 UTC with nanoseconds, all but the `Z`, reusing
+/// the part up to the second while the second does not change.
 #[derive(Default)]
 struct TimestampCache {
     second: Option<u64>,
-    prefix: [u8; 19],
+    /// `,"ts":"YYYY-MM-DDTHH:MM:SS.`
+    prefix: [u8; 27],
 }
 
 impl TimestampCache {
@@ -165,13 +190,13 @@ impl TimestampCache {
         let since_epoch = ts.duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = since_epoch.as_secs();
         if self.second != Some(secs) {
-            self.prefix = format_second(secs);
+            self.prefix[..7].copy_from_slice(b",\"ts\":\"");
+            self.prefix[7..26].copy_from_slice(&format_second(secs));
+            self.prefix[26] = b'.';
             self.second = Some(secs);
         }
         buf.push(&self.prefix);
-        buf.push_byte(b'.');
         buf.push_nanos(since_epoch.subsec_nanos());
-        buf.push_byte(b'Z');
     }
 }
 
