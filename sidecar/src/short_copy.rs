@@ -5,7 +5,7 @@
 //! overlap in the middle, which compile to plain loads and stores.
 
 /// Copies `src` into `dst` (the same length).
-#[inline]
+#[inline(always)]
 pub fn copy_short(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
     assert_eq!(dst.len(), n, "copy_short: lengths differ");
