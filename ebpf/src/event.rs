@@ -10,6 +10,9 @@
 use std::fmt;
 use std::mem::{offset_of, size_of};
 
+pub use crate::comm::Comm;
+pub use crate::event_ref::EventRef;
+
 pub const DK_COMM_LEN: usize = 16;
 pub const DK_PATH_MAX: usize = 4096;
 pub const DK_MAX_DEPTH: usize = 32;
@@ -272,7 +275,7 @@ pub struct Event {
     pub ts_ns: u64,
     pub pid: u32,
     pub tid: u32,
-    pub comm: String,
+    pub comm: Comm,
     /// Root id and relative path of the file (a rename's target), if it is watched.
     /// Paths are the kernel's bytes: Linux names need not be UTF-8.
     pub path: Option<(u32, Vec<u8>)>,
@@ -344,64 +347,6 @@ impl DkEvent {
             path_len: u16_at(offset_of!(DkEvent, path_len)),
             from_len: u16_at(offset_of!(DkEvent, from_len)),
             comm,
-        })
-    }
-}
-
-impl Event {
-    /// Decodes one ring buffer record.
-    pub fn parse(record: &[u8]) -> Result<Self, EventError> {
-        let head = DkEvent::from_bytes(record)?;
-        let op = match head.op {
-            DK_OP_WRITE => Op::Write,
-            DK_OP_CREATE => Op::Create,
-            DK_OP_DELETE => Op::Delete,
-            DK_OP_RENAME => Op::Rename,
-            DK_OP_MKDIR => Op::Mkdir,
-            DK_OP_RMDIR => Op::Rmdir,
-            DK_OP_ATTRIB => Op::Attrib,
-            other => return Err(EventError::UnknownOp(other)),
-        };
-        let start = size_of::<DkEvent>();
-        let path_end = start + usize::from(head.path_len);
-        let from_end = path_end + usize::from(head.from_len);
-        if record.len() < from_end {
-            return Err(EventError::Short {
-                len: record.len(),
-                need: from_end,
-            });
-        }
-        let named = head.flags & DK_F_NAME != 0;
-        // DK_F_NAME: "dir NUL name"; no NUL when only the directory was sent. Names stay bytes
-        // (one copy each, no UTF-8 check): the journal decides how to print them.
-        let split = |bytes: &[u8]| match bytes.iter().position(|&b| b == 0) {
-            Some(nul) if named => (bytes[..nul].to_vec(), Some(bytes[nul + 1..].to_vec())),
-            _ => (bytes.to_vec(), None),
-        };
-        let (path, path_name) = split(&record[start..path_end]);
-        let (from, from_name) = split(&record[path_end..from_end]);
-        let comm_len = head
-            .comm
-            .iter()
-            .position(|&c| c == 0)
-            .unwrap_or(DK_COMM_LEN);
-        Ok(Self {
-            op,
-            bytes: head.bytes,
-            ts_ns: head.ts_ns,
-            pid: head.pid,
-            tid: head.tid,
-            comm: String::from_utf8_lossy(&head.comm[..comm_len]).into_owned(),
-            path: (head.flags & DK_F_PATH != 0).then_some((head.root_id, path)),
-            from: (head.flags & DK_F_FROM != 0).then_some((head.from_root_id, from)),
-            name: named.then_some(Names {
-                path: path_name,
-                from: from_name,
-                content: head.flags & DK_F_CONTENT != 0,
-                exchange: head.flags & DK_F_EXCHANGE != 0,
-                raced: head.flags & DK_F_RACED != 0,
-            }),
-            truncated: head.flags & DK_F_TRUNCATED != 0,
         })
     }
 }
@@ -641,7 +586,7 @@ mod tests {
         let rec = record(&head, b"a/newold");
         let ev = Event::parse(&rec).unwrap();
         assert_eq!(ev.op, Op::Rename);
-        assert_eq!(ev.comm, "mv");
+        assert_eq!(ev.comm, Comm::from("mv"));
         assert_eq!(ev.ts_ns, 0x0102_0304_0506_0708);
         assert_eq!(ev.path, Some((1, "a/new".into())));
         assert_eq!(ev.from, Some((2, "old".into())));

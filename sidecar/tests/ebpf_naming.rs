@@ -495,7 +495,7 @@ fn ia32_syscalls_are_not_misread_as_writes() {
     ebpf_common::stop_and_check_unloaded(session);
     let bogus: Vec<&Change> = got
         .iter()
-        .filter(|c| c.path == target && c.comm.as_deref() == Some("ia32"))
+        .filter(|c| c.path == target && c.comm == Some("ia32".into()))
         .collect();
     assert!(
         bogus.is_empty(),

@@ -248,6 +248,7 @@ impl Drop for CanaryDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diffkeeper_ebpf::event::Comm;
     use std::sync::mpsc;
 
     fn event(op: Op, path: &str, from: Option<&str>, bytes: u64) -> Event {
@@ -257,7 +258,7 @@ mod tests {
             ts_ns: 0,
             pid: std::process::id(),
             tid: 0,
-            comm: String::new(),
+            comm: Comm::default(),
             path: Some((3, path.as_bytes().to_vec())),
             from: from.map(|f| (3, f.as_bytes().to_vec())),
             name: None,

@@ -11,7 +11,7 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use diffkeeper_ebpf::event::{Event, Names, DK_ROOT_ABS};
+use diffkeeper_ebpf::event::{Comm, Event, Names, DK_ROOT_ABS};
 
 use super::reader::Unreported;
 
@@ -103,7 +103,7 @@ pub fn place_event(mut event: Event, roots: &[PathBuf], unreported: &Unreported)
         path, from, raced, ..
     } = event.name.take()?;
     let mut cut = event.truncated;
-    let who = (event.comm.as_str(), event.pid);
+    let who = (event.comm, event.pid);
     let (path_end, from_end) = (event.path.take(), event.from.take());
     let mut place_one = |end: Option<(u32, Vec<u8>)>, name: Option<Vec<u8>>| {
         let (id, mut dir) = end?;
@@ -166,7 +166,7 @@ fn place_end(
 /// Logs the first hundred unplaced names, then one at each power of two: a program making
 /// such names in a loop cannot flood the log; the count is exact either way.
 fn log_unplaced(
-    (comm, pid): (&str, u32),
+    (comm, pid): (Comm, u32),
     roots: &[PathBuf],
     (id, dir): (u32, &[u8]),
     name: &[u8],

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray};
 use aya::Ebpf;
-use diffkeeper_ebpf::event::{Event, Names, Stat};
+use diffkeeper_ebpf::event::{Event, EventRef, Names, Stat};
 use diffkeeper_ebpf::object::{maps, ObjectKind};
 
 use super::admission::{Admission, Held, HOLD_MAX};
@@ -27,6 +27,7 @@ use super::{moved_in, names};
 use crate::change::{
     Backend, Change, ChangeSink, Delivery, Family, Gap, GapReason, Op, Record, STOP_GRACE,
 };
+use crate::short_copy;
 
 /// The kernel wakes the reader only when an eighth of the ring is full, so poll(2) also times
 /// out after this long: the most an event waits before it is read.
@@ -100,6 +101,8 @@ struct Routing {
     clock: WallClock,
     /// Where unplaced new names are counted.
     unreported: Arc<Unreported>,
+    /// Paths the journal is done with: new ones are built in them.
+    spare_paths: Vec<PathBuf>,
 }
 
 impl Reader {
@@ -139,6 +142,7 @@ impl Reader {
             canary: canary_tx,
             clock: WallClock::new(object.clock()),
             unreported: unreported.clone(),
+            spare_paths: Vec::new(),
         };
         let thread = {
             let lost = lost.clone();
@@ -272,8 +276,10 @@ fn run(
                 }
             }
         }
+        routing.delivery.gather();
         source.drain(stopping, |record| routing.route(record));
         routing.release_held();
+        routing.delivery.flush();
         if stopping || refreshed.elapsed() >= REFRESH {
             // Counted by the programs whenever an output fails (ring or perf buffer full).
             let total: u64 = lost_map
@@ -314,15 +320,19 @@ fn run(
 
 impl Routing {
     fn route(&mut self, record: &[u8]) {
-        match Event::parse(record) {
-            Ok(event) => self.dispatch(event),
+        match EventRef::parse(record) {
+            // Most events (every write) have nothing to place: no copy of their paths is made.
+            Ok(event) if !event.named() => {
+                self.dispatch_placed(&event, &Names::default());
+            }
+            Ok(event) => self.dispatch(event.to_owned()),
             Err(e) => log::warn!("[eBPF] dropping a malformed event: {e}"),
         }
     }
 
     fn dispatch(&mut self, event: Event) {
         let unplaced_before = self.unreported.unplaced_names();
-        let journaled = self.dispatch_placed(event);
+        let journaled = self.place_and_dispatch(event);
         let unplaced = self.unreported.unplaced_names() - unplaced_before;
         if unplaced > 0 && !journaled {
             // A change under a name that cannot be placed, with no line at all (not even its
@@ -333,29 +343,30 @@ impl Routing {
     }
 
     /// Returns whether a line was journaled (the canary's events count as one).
-    fn dispatch_placed(&mut self, mut event: Event) -> bool {
+    fn place_and_dispatch(&mut self, event: Event) -> bool {
         // Tracepoint mode's names: placed first, so that the canary and the journal get the
         // form every family sends.
-        let names = event.name.clone().unwrap_or_default();
-        if event.name.is_some() {
-            match names::place_event(event, &self.roots, &self.unreported) {
-                Some(placed) => event = placed,
-                None => return false,
-            }
-        }
-        let is_canary = |end: &Option<(u32, Vec<u8>)>| {
-            end.as_ref().is_some_and(|(id, _)| *id == self.canary_id)
+        let Some(names) = event.name.clone() else {
+            return self.dispatch_placed(&event.as_ref(), &Names::default());
         };
-        if is_canary(&event.path) || is_canary(&event.from) {
-            let _ = self.canary.send(event);
+        match names::place_event(event, &self.roots, &self.unreported) {
+            Some(placed) => self.dispatch_placed(&placed.as_ref(), &names),
+            None => false,
+        }
+    }
+
+    /// An event whose paths are placed (below a root), with the names it came with.
+    fn dispatch_placed(&mut self, event: &EventRef, names: &Names) -> bool {
+        let is_canary = |end: Option<(u32, &[u8])>| end.is_some_and(|(id, _)| id == self.canary_id);
+        if is_canary(event.path) || is_canary(event.from) {
+            let _ = self.canary.send(event.to_owned());
             return true;
         }
-        let bytes = event.bytes;
         let renamed = event.op == Op::Rename;
-        let Some(change) = self.to_change(event) else {
+        let Some(change) = self.change_of(event) else {
             return false;
         };
-        let follow_up = follow_up(&change, &names, bytes);
+        let follow_up = follow_up(&change, names, event.bytes);
         // Only a rename from outside the roots can bring a directory as a `create` (see
         // moved_in): other creates are never looked at on disk. A truncated line names the
         // directory a name could not be placed in, not a new one.
@@ -432,23 +443,28 @@ impl Routing {
         }
     }
 
-    /// `root/relative` in one allocation, the event's own bytes only read (this runs for every
-    /// event at full write rate); bytes, not text: Linux names need not be UTF-8.
-    fn absolute(&self, end: Option<&(u32, Vec<u8>)>) -> Option<PathBuf> {
+    /// `root/relative`, built in a path the journal gave back when there is one (this runs for
+    /// every event at full write rate); bytes, not text: Linux names need not be UTF-8.
+    fn absolute(&mut self, end: Option<(u32, &[u8])>) -> Option<PathBuf> {
         let (id, relative) = end?;
-        let id = *id;
         let root = self.roots.get(id as usize)?.as_os_str().as_bytes();
         let root = &root[..root.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1)];
-        let mut path = Vec::with_capacity(root.len() + 1 + relative.len());
-        path.extend_from_slice(root);
-        path.push(b'/');
-        path.extend_from_slice(relative);
+        if self.spare_paths.is_empty() {
+            self.spare_paths = self.delivery.spare_paths();
+        }
+        let mut path = self
+            .spare_paths
+            .pop()
+            .unwrap_or_default()
+            .into_os_string()
+            .into_vec();
+        short_copy::join_into(&mut path, &[root, b"/", relative]);
         Some(PathBuf::from(OsString::from_vec(path)))
     }
 
-    fn to_change(&self, event: Event) -> Option<Change> {
-        let path = self.absolute(event.path.as_ref());
-        let from = self.absolute(event.from.as_ref());
+    fn change_of(&mut self, event: &EventRef) -> Option<Change> {
+        let path = self.absolute(event.path);
+        let from = self.absolute(event.from);
         let (op, path, from) = match (event.op, path, from) {
             (Op::Rename, Some(p), Some(f)) => (Op::Rename, p, Some(f)),
             // Moved in from outside the watched roots: a new file here.
@@ -467,7 +483,7 @@ impl Routing {
             pid: Some(event.pid),
             comm: Some(event.comm),
             bytes: (op == Op::Write).then_some(event.bytes),
-            truncated: event.truncated,
+            truncated: event.truncated(),
         })
     }
 }

@@ -165,13 +165,15 @@ fn an_overflow_drops_the_queued_events_and_fences_the_gap() {
     // The journal's side: answers fences, keeps the rest.
     let journal = std::thread::spawn(move || {
         let mut seen = Vec::new();
-        while let Ok(record) = rx.rx.recv_timeout(Duration::from_secs(5)) {
-            match record {
-                Record::Fence(fence) => {
-                    fence.pass();
-                    return seen;
+        while let Ok(batch) = rx.rx.recv_timeout(Duration::from_secs(5)) {
+            for record in batch {
+                match record {
+                    Record::Fence(fence) => {
+                        fence.pass();
+                        return seen;
+                    }
+                    other => seen.push(other),
                 }
-                other => seen.push(other),
             }
         }
         seen

@@ -97,7 +97,9 @@ impl Translator {
                 .min(STOP_CHECK);
             if self.readable(wait) {
                 let events = self.read();
+                self.delivery.gather();
                 self.handle_all(events);
+                self.delivery.flush();
             }
             self.expire_unpaired_moves(Some(Instant::now()));
         }

@@ -4,7 +4,7 @@
 //! lines. A note is numbered like any other line but is not a change to the tree: it never
 //! enters the repair index or the consistency check.
 
-use std::io::{self, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
 use super::Journal;
@@ -55,6 +55,7 @@ impl Journal {
     fn write_note(&mut self, note: &crate::capture::note::Note) -> io::Result<()> {
         let ts = *self.last_ts.get_or_insert(note.ts);
         let seq = self.take_seq();
-        self.out.write_all(self.line.build_note(seq, ts, note))
+        self.line.build_note(seq, ts, note);
+        self.spill()
     }
 }

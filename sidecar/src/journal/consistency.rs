@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -131,12 +131,14 @@ impl super::Journal {
             metrics.count_repair_lines(lines.len() as u64);
         }
         let seq = self.take_seq();
-        self.out.write_all(self.line.build_gap(seq, &gap))?;
+        self.line.build_gap(seq, &gap);
+        self.spill()?;
         // Only `scope` was missed, and its repair lines below are fed: no rescan needed.
         for mut change in lines {
             change.ts = ts;
             let seq = self.take_seq();
-            self.out.write_all(self.line.build(seq, &change, 1, true))?;
+            self.line.build(seq, &change, 1, true);
+            self.spill()?;
             self.offer_to_capture(&change)?;
         }
         Ok(())

@@ -4,7 +4,8 @@
 //!
 //! This is the hot path (eBPF can deliver millions of events per second), so a line is built in
 //! a reused buffer with hand-written JSON, the date part of the timestamp is cached per second,
-//! and output goes through a large buffer that is flushed whenever the queue runs empty.
+//! and lines are built in place in a large output buffer that is written out when full and
+//! whenever the queue runs empty.
 
 //!
 //! * this file: the output (stdout or an appended file) and the thread that drives it;
@@ -28,6 +29,7 @@ mod consistency;
 mod gap_tests;
 mod index;
 mod line;
+mod line_buf;
 pub mod placement;
 mod reorder;
 mod repair;
@@ -40,7 +42,7 @@ mod tests;
 pub use index::DEFAULT_LIMIT as DEFAULT_INDEX_LIMIT;
 
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
@@ -48,6 +50,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::capture::Feed;
 use crate::change::{Backend, Change, ChangeQueue, Gap, GapReason, Op, Record};
+use crate::delivery::PathReturn;
 use crate::metrics::Metrics;
 use coalesce::Coalescer;
 use index::{Index, LimitReached};
@@ -57,6 +60,7 @@ use reorder::Reorder;
 /// `--journal -`: the journal goes to stdout.
 pub const STDOUT: &str = "-";
 
+/// Pending lines are written out once they reach this size (or when the journal idles).
 const OUTPUT_BUFFER_BYTES: usize = 64 * 1024;
 
 /// An opened journal target and the `seq` its next line gets.
@@ -127,13 +131,14 @@ pub fn run(
         .starting_at(output.next_seq)
         .repairing(options.roots, options.index_limit, metrics.clone());
     journal.capture = capture;
+    journal.path_return = Some(queue.path_return());
     journal.baseline()?;
     let rx = &queue.rx;
     let mut reorder = Reorder::new(reorder::WINDOW);
     let mut received: u64 = 0;
     loop {
-        let record = match rx.try_recv() {
-            Ok(record) => record,
+        let mut batch = match rx.try_recv() {
+            Ok(batch) => batch,
             Err(TryRecvError::Disconnected) => break,
             Err(TryRecvError::Empty) => {
                 // Idle: emit what is due, flush, then sleep until a change or the next deadline.
@@ -141,7 +146,7 @@ pub fn run(
                 journal.emit_due(now)?;
                 journal.release(&mut reorder, Some(now), &metrics)?;
                 journal.write_notes()?;
-                journal.out.flush()?;
+                journal.flush()?;
                 let deadline = [
                     journal.coalescer.next_deadline(),
                     reorder.next_deadline(),
@@ -158,29 +163,32 @@ pub fn run(
                 };
                 journal.set_clock(Instant::now());
                 match received {
-                    Ok(record) => record,
+                    Ok(batch) => batch,
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
         };
-        // A busy journal never idles: the window's clock is read every CLOCK_EVERY records.
-        received += 1;
-        if received.is_multiple_of(u64::from(CLOCK_EVERY)) {
-            journal.set_clock(Instant::now());
-            // A journal that is never idle still writes capture's notes.
-            journal.write_notes()?;
+        for record in batch.drain(..) {
+            // A busy journal never idles: the window's clock is read every CLOCK_EVERY records.
+            received += 1;
+            if received.is_multiple_of(u64::from(CLOCK_EVERY)) {
+                journal.set_clock(Instant::now());
+                // A journal that is never idle still writes capture's notes.
+                journal.write_notes()?;
+            }
+            if let Record::Fence(fence) = record {
+                // A backend waits for what it sent before (a gap's repair): all of it is
+                // written now, without waiting out the reorder window.
+                journal.release(&mut reorder, None, &metrics)?;
+                journal.flush()?;
+                fence.pass();
+                continue;
+            }
+            reorder.push(record, journal.clock);
+            journal.release(&mut reorder, Some(journal.clock), &metrics)?;
         }
-        if let Record::Fence(fence) = record {
-            // A backend waits for what it sent before (a gap's repair): all of it is written
-            // now, without waiting out the reorder window.
-            journal.release(&mut reorder, None, &metrics)?;
-            journal.out.flush()?;
-            fence.pass();
-            continue;
-        }
-        reorder.push(record, journal.clock);
-        journal.release(&mut reorder, Some(journal.clock), &metrics)?;
+        queue.recycle(batch);
     }
     journal.release(&mut reorder, None, &metrics)?;
     let dropped = queue.dropped_at_stop();
@@ -199,7 +207,8 @@ pub fn run(
 /// Line formatting, numbering, coalescing and repair, independent of where changes come from
 /// (unit-testable).
 pub struct Journal {
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Box<dyn Write + Send>,
+    /// The lines not yet written to `out`.
     line: LineBuilder,
     next_seq: u64,
     coalescer: Coalescer,
@@ -217,6 +226,8 @@ pub struct Journal {
     last_ts: Option<SystemTime>,
     /// `--store`: where each change line written goes after the journal.
     capture: Option<Feed>,
+    /// Where the paths of written changes go back to the backends, to be built in again.
+    path_return: Option<PathReturn>,
 }
 
 const CLOCK_EVERY: u32 = 64;
@@ -224,8 +235,8 @@ const CLOCK_EVERY: u32 = 64;
 impl Journal {
     pub fn new(out: Box<dyn Write + Send>, coalesce: Duration) -> Self {
         Self {
-            out: BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, out),
-            line: LineBuilder::default(),
+            out,
+            line: LineBuilder::with_capacity(OUTPUT_BUFFER_BYTES),
             next_seq: 1,
             coalescer: Coalescer::new(coalesce),
             clock: Instant::now(),
@@ -236,6 +247,7 @@ impl Journal {
             last_backend: Backend::Inotify,
             last_ts: None,
             capture: None,
+            path_return: None,
         }
     }
 
@@ -311,7 +323,11 @@ impl Journal {
     /// anything else first releases what is held for the paths it touches, keeping their order.
     pub fn push(&mut self, change: Change) -> io::Result<()> {
         if self.coalescer.is_off() {
-            return self.write(&change, 1);
+            self.write(&change, 1)?;
+            if let Some(path_return) = &mut self.path_return {
+                path_return.give(change.path);
+            }
+            return Ok(());
         }
         self.since_clock += 1;
         if self.since_clock >= CLOCK_EVERY {
@@ -362,7 +378,23 @@ impl Journal {
     pub fn finish(mut self) -> io::Result<()> {
         self.release_held()?;
         self.write_notes()?;
+        self.flush()
+    }
+
+    /// Writes every pending line out.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.write_all(self.line.pending())?;
+        self.line.clear();
         self.out.flush()
+    }
+
+    /// Writes the pending lines out once they fill the output buffer.
+    fn spill(&mut self) -> io::Result<()> {
+        if self.line.pending().len() >= OUTPUT_BUFFER_BYTES {
+            self.out.write_all(self.line.pending())?;
+            self.line.clear();
+        }
+        Ok(())
     }
 
     fn release_held(&mut self) -> io::Result<()> {
@@ -382,7 +414,8 @@ impl Journal {
         let ts = *self.last_ts.get_or_insert(gap.ts);
         gap.ts = ts;
         let seq = self.take_seq();
-        self.out.write_all(self.line.build_gap(seq, &gap))?;
+        self.line.build_gap(seq, &gap);
+        self.spill()?;
         self.capture_rescan();
         if self.index.entries().is_none() {
             return Ok(());
@@ -398,7 +431,8 @@ impl Journal {
             for change in &mut repaired {
                 change.ts = ts;
                 let seq = self.take_seq();
-                self.out.write_all(self.line.build(seq, change, 1, true))?;
+                self.line.build(seq, change, 1, true);
+                self.spill()?;
                 self.offer_to_capture(change)?;
             }
         }
@@ -451,8 +485,8 @@ impl Journal {
             }
         }
         let seq = self.take_seq();
-        self.out
-            .write_all(self.line.build(seq, change, count, false))?;
+        self.line.build(seq, change, count, false);
+        self.spill()?;
         self.offer_to_capture(change)?;
         if let Err(limit) = self.index.apply(change) {
             return self.index_over(limit);

@@ -59,16 +59,20 @@ impl Reorder {
 
     pub(super) fn push(&mut self, record: Record, now: Instant) {
         let ts = ts_of(&record);
-        // After every held record of the same or an earlier time (they arrived before it).
-        let at = self.held.partition_point(|h| h.ts <= ts);
-        self.held.insert(
-            at,
-            Held {
-                ts,
-                due: now + self.window,
-                record,
-            },
-        );
+        let held = Held {
+            ts,
+            due: now + self.window,
+            record,
+        };
+        // After every held record of the same or an earlier time (they arrived before it). The
+        // back is checked first: a search of the whole window for every record was 8 % of the
+        // sidecar's CPU at full rate, where records nearly always come in order.
+        if self.held.back().is_none_or(|last| last.ts <= ts) {
+            self.held.push_back(held);
+        } else {
+            let at = self.held.partition_point(|h| h.ts <= ts);
+            self.held.insert(at, held);
+        }
     }
 
     /// When the earliest held record is due (to wake up for it).

@@ -1,6 +1,7 @@
 //! The journal from its inputs to its bytes: schema, escaping, coalescing, the thread.
 
 use super::line::push_json_string;
+use super::line_buf::LineBuf;
 use super::test_fixture::Shared;
 use super::*;
 
@@ -150,9 +151,9 @@ fn timestamps_across_dates() {
 #[test]
 fn strings_are_escaped_so_any_path_stays_valid_json() {
     let path = "/s/q\"uo\\te\nnl\ttab\u{1}ctl/ünï";
-    let mut buf = Vec::new();
+    let mut buf = LineBuf::with_capacity(0);
     push_json_string(&mut buf, path);
-    let back: String = serde_json::from_slice(&buf).unwrap();
+    let back: String = serde_json::from_slice(buf.as_slice()).unwrap();
     assert_eq!(back, path);
 }
 

@@ -191,7 +191,7 @@ pub fn write_scenario(
     for c in &got {
         assert_eq!(c.backend, backend);
         assert_eq!(c.pid, Some(pid), "{c:?}");
-        assert_eq!(c.comm.as_deref(), Some(comm.as_str()), "{c:?}");
+        assert_eq!(c.comm, Some(comm.as_str().into()), "{c:?}");
         assert!(c.from.is_none());
     }
 }
@@ -276,7 +276,7 @@ pub fn burst(cfg: &EbpfConfig, root: &Path, writes: u64, drain: Drain) -> Burst 
             let _ = stopped.recv();
         }
         let (mut received, mut reported_lost) = (0, 0);
-        for record in queue.rx.iter() {
+        for record in queue.rx.iter().flatten() {
             match record {
                 Record::Change(_) => received += 1,
                 Record::Gap(gap) => reported_lost += gap.lost.unwrap_or(0),
