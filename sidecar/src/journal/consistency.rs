@@ -62,11 +62,26 @@ pub(super) fn removes_nothing_reported(
 
 /// A `mkdir` of a directory the journal already reported (a listing of a new directory, by
 /// inotify's catch-up or an eBPF move-in, found it before its own event came): a reader has it.
+/// So is a `create` there, unless a file stands there now: an eBPF reader journals a move-in
+/// as a `create` when the directory has moved on again before the event is read, after the
+/// listing of the directory it arrived in had already reported it.
 pub(super) fn adds_nothing_new(entries: &BTreeMap<Vec<u8>, Entry>, change: &Change) -> bool {
-    change.op == Op::Mkdir
-        && entries
+    let reported_dir = || {
+        entries
             .get(key(&change.path))
             .is_some_and(|e| e.kind == Kind::Dir)
+    };
+    match change.op {
+        Op::Mkdir => reported_dir(),
+        Op::Create => {
+            reported_dir()
+                && change
+                    .path
+                    .symlink_metadata()
+                    .map_or(true, |meta| meta.is_dir())
+        }
+        _ => false,
+    }
 }
 
 /// The root `path` lies strictly below.
@@ -192,5 +207,34 @@ mod tests {
             &entries,
             &change(Op::Mkdir, "/s/b", None)
         ));
+        // A move-in read after the directory moved on: /s/a is not on this disk.
+        assert!(adds_nothing_new(
+            &entries,
+            &change(Op::Create, "/s/a", None)
+        ));
+        assert!(!adds_nothing_new(
+            &entries,
+            &change(Op::Create, "/s/b", None)
+        ));
+    }
+
+    #[test]
+    fn a_create_over_a_reported_directory_stands_when_a_file_is_there_now() {
+        let dir = std::env::temp_dir().join(format!("dk-create-over-dir-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("still-a-dir")).unwrap();
+        std::fs::write(dir.join("now-a-file"), b"x").unwrap();
+        let reported = Entry {
+            kind: Kind::Dir,
+            scanned: None,
+            touched_ns: 0,
+        };
+        let mut entries = BTreeMap::new();
+        for name in ["still-a-dir", "now-a-file"] {
+            entries.insert(key(&dir.join(name)).to_vec(), reported);
+        }
+        let create = |name: &str| change(Op::Create, dir.join(name).to_str().unwrap(), None);
+        assert!(adds_nothing_new(&entries, &create("still-a-dir")));
+        assert!(!adds_nothing_new(&entries, &create("now-a-file")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
