@@ -176,22 +176,19 @@ impl Packs {
             None => 1,
         };
         let path = pack_path(&self.dir, number);
-        let mut file = OpenOptions::new()
+        if let std::collections::hash_map::Entry::Vacant(new) = self.sizes.entry(number) {
+            // A new pack appears with its header or not at all: written beside it and renamed.
+            // Created in place, a kill -9 between creating it and writing the header left an
+            // empty pack that no reader could open.
+            let head = frame::header(FileKind::Pack);
+            write_atomically(&path.with_extension("pack.tmp"), &path, &head)?;
+            new.insert(head.len() as u64);
+        }
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
-            .create(true)
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
-        if !self.sizes.contains_key(&number) {
-            let head = frame::header(FileKind::Pack);
-            if let Err(e) = file.write_all(&head).and_then(|_| file.sync_all()) {
-                drop(file);
-                let _ = fs::remove_file(&path);
-                return Err(StoreError::io(&path, e));
-            }
-            sync_dir(&self.dir)?;
-            self.sizes.insert(number, head.len() as u64);
-        }
         self.current = Some((number, file));
         Ok((number, self.sizes[&number]))
     }
