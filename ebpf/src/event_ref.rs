@@ -116,16 +116,10 @@ impl Event {
     /// This event's fields, paths borrowed. Its names, if any, are left out: call it on an
     /// event without them (one never named, or one whose names were placed).
     pub fn as_ref(&self) -> EventRef<'_> {
-        let mut flags = 0;
-        for (set, bit) in [
-            (self.path.is_some(), DK_F_PATH),
-            (self.from.is_some(), DK_F_FROM),
-            (self.truncated, DK_F_TRUNCATED),
-        ] {
-            if set {
-                flags |= bit;
-            }
-        }
+        let flag = |set: bool, bit: u16| if set { bit } else { 0 };
+        let flags = flag(self.path.is_some(), DK_F_PATH)
+            | flag(self.from.is_some(), DK_F_FROM)
+            | flag(self.truncated, DK_F_TRUNCATED);
         EventRef {
             op: self.op,
             bytes: self.bytes,
