@@ -3,7 +3,8 @@
  * Everything that differs between diffkeeper's two objects, built from one source:
  *
  *   modern (default)   Linux >= 5.17: ring buffer, bpf_loop, global data, fentry/fexit/tp_btf
- *   compat (-DDK_COMPAT) Linux 4.18-5.16: what 4.18 has, nothing more
+ *   compat (-DDK_COMPAT) Linux 4.18-5.16: what 4.18 has, nothing more (the split probe reads,
+ *                        5.5, are rewritten to 4.18's by the loader where missing)
  *
  *                   modern                              compat
  *   event output    dk_events RINGBUF, bpf_ringbuf_output  dk_events PERF_EVENT_ARRAY,
@@ -18,8 +19,8 @@
  *   learned roots   .bss dk_learned, dk_root_dentry[],  ARRAY dk_learned (one value: the bits,
  *                   dk_root_sb[], dk_root_top[]         all_roots and the pointers of ids < 4),
  *                                                       HASH dk_root_{dentry,sb,top} (ids >= 4)
- *   kernel reads    bpf_probe_read_kernel{,_str}        bpf_probe_read{,_str} (_kernel is 5.5)
- *   user strings    bpf_probe_read_user_str             bpf_probe_read_str (_user is 5.5)
+ *   memory reads    bpf_probe_read_{kernel,user}{,_str}  the same; before 5.5 the loader (aya)
+ *                                                       rewrites them to bpf_probe_read{,_str}
  *   programs        + fentry/fexit, tp_btf              kprobe/kretprobe, raw_tracepoint only
  *
  * Loader contract of the compat object (the maps both objects share, dk_roots, dk_devs,
@@ -48,17 +49,15 @@ enum dk_table {
 	DK_T_TOP,    /* its file system's top dentry: a walk stops there */
 };
 
-#ifdef DK_COMPAT
+/* Both objects' reads name their address space (bpf_probe_read_kernel, _user: 5.5). The
+ * unsplit bpf_probe_read guesses it from the address, which costs every read (~3 ns of a
+ * write's sys_enter here), and arm64 kernels without
+ * CONFIG_ARCH_HAS_NON_OVERLAPPING_ADDRESS_SPACE lack it. For compat on a kernel before 5.5 the
+ * loader (aya's sanitize_functions) turns each into the unsplit one, which is what 4.18 has. */
+#define dk_probe_read_user_str bpf_probe_read_user_str
+#define dk_probe_read_user bpf_probe_read_user
 
-/* 4.18 has only the unsplit probe helpers; they read kernel memory on x86_64 and arm64, where
- * newer kernels keep them (CONFIG_ARCH_HAS_NON_OVERLAPPING_ADDRESS_SPACE). This also turns
- * every BPF_CORE_READ (which expands to bpf_probe_read_kernel) into bpf_probe_read. */
-#define bpf_probe_read_kernel bpf_probe_read
-#define bpf_probe_read_kernel_str bpf_probe_read_str
-/* A user string (a link call's new name): the unsplit helper reads user memory too on those
- * architectures (newer kernels pick the user or the kernel copy by the address). */
-#define dk_probe_read_user_str bpf_probe_read_str
-#define dk_probe_read_user bpf_probe_read
+#ifdef DK_COMPAT
 
 /* sys_exit reports writes through the report call every kind shares: one inlined walk, so the
  * program stays within the pre-5.2 verifier budget. */
@@ -246,8 +245,6 @@ static __always_inline long dk_output(void *ctx, void *data, __u64 size)
 #else /* modern */
 
 #define DK_HAVE_BTF_PROGS 1
-#define dk_probe_read_user_str bpf_probe_read_user_str
-#define dk_probe_read_user bpf_probe_read_user
 /* sys_exit gives writes, the most frequent call, their own report call: the shared one costs a
  * write outside the watched dirs ~5 ns/run more (register spills, the other kinds' tests),
  * and a second inlined walk costs modern's verifier a few hundred steps. */

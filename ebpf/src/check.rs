@@ -3,7 +3,8 @@
 //!
 //! * no backward jump (4.18's verifier rejects every loop; the check is stricter: a jump to
 //!   an earlier instruction is refused even when it is not part of a loop);
-//! * only helpers that exist in 4.18 ([`HELPERS_4_18`]), and no kfunc calls;
+//! * only helpers that exist in 4.18 ([`HELPERS_4_18`]) or that the loader replaces with one
+//!   on a kernel without them ([`LOADER_DOWNGRADES`]), and no kfunc calls;
 //! * no ring buffer (5.8) or other map type newer than 4.18, read from the `.maps` BTF;
 //! * no global data (`.bss`, `.data*`, `.rodata*`: 5.2);
 //! * no BTF-typed program (fentry, fexit, tp_btf, lsm, iter, …: 5.5+ and the kernel's BTF);
@@ -32,6 +33,22 @@ pub const HELPERS_4_18: [(u32, &str); 11] = [
     (35, "get_current_task"),
     (45, "probe_read_str"),
 ];
+
+/// Helpers newer than 4.18 that the loader (aya's `EbpfLoader`, before it loads anything)
+/// rewrites into their 4.18 form when the kernel lacks them (the split probe reads, 5.5):
+/// (id, its 4.18 replacement, name). Kernels that have them get the split ones, which skip the
+/// user-or-kernel address test and exist on every architecture.
+pub const LOADER_DOWNGRADES: [(u32, u32, &str); 4] = [
+    (112, 4, "probe_read_user"),
+    (113, 4, "probe_read_kernel"),
+    (114, 45, "probe_read_user_str"),
+    (115, 45, "probe_read_kernel_str"),
+];
+
+/// Whether a 4.18 kernel can run helper `id`, as it is or after the loader's rewrite.
+fn runs_on_4_18(id: u32) -> bool {
+    HELPERS_4_18.iter().any(|(h, _)| *h == id) || LOADER_DOWNGRADES.iter().any(|(h, _, _)| *h == id)
+}
 
 /// Map types that exist in 4.18 (`BPF_MAP_TYPE_HASH` = 1 … `BPF_MAP_TYPE_SOCKHASH` = 18).
 pub const MAX_MAP_TYPE_4_18: u32 = 18;
@@ -377,7 +394,7 @@ pub fn check_with_limit(
                     0 => {
                         let id = u32_at(insn, 4)?;
                         summary.helpers.push(id);
-                        if !HELPERS_4_18.iter().any(|(h, _)| *h == id) {
+                        if !runs_on_4_18(id) {
                             violations.push(Violation::Helper {
                                 section: s.name.clone(),
                                 insn: i,
