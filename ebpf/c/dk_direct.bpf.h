@@ -24,6 +24,7 @@ const volatile __u32 dk_direct = 0;
 const volatile __u32 dk_btf_dentry = 0;
 const volatile __u32 dk_btf_file = 0;
 const volatile __u32 dk_btf_task = 0;
+const volatile __u32 dk_btf_kiocb = 0;
 
 /* The loader's marker: call (0x85), src_reg 2 (BPF_PSEUDO_KFUNC_CALL), imm 0x7dca57ed. */
 #define DK_CAST_INSN 0x7dca57ed00002085
@@ -91,6 +92,30 @@ static __always_inline struct dentry *dentry_of(struct file *file, bool direct)
 		return DK_AS(struct file, file, dk_btf_file)->f_path.dentry;
 #endif
 	return BPF_CORE_READ(file, f_path.dentry);
+}
+
+/*
+ * One slot of an fd array, fds[fd], is a `struct file *` at an address no BTF type describes:
+ * read through the cast as a struct whose first member is one (kiocb's ki_filp, at 0 on every
+ * kernel; the CO-RE offset says so). `slot` is a plain number to the verifier (fdtable's fd is
+ * a pointer to pointers), and the load is as fault-safe as a probe read.
+ */
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+struct kiocb___dk {
+	struct file *ki_filp;
+};
+#pragma clang attribute pop
+
+static __always_inline struct file *file_at(struct file **slot, bool direct)
+{
+	struct file *file = NULL;
+
+#if DK_HAVE_BTF_PROGS
+	if (direct && dk_direct)
+		return DK_AS(struct kiocb___dk, slot, dk_btf_kiocb)->ki_filp;
+#endif
+	bpf_probe_read_kernel(&file, sizeof(file), slot);
+	return file;
 }
 
 #endif /* DK_DIRECT_BPF_H */

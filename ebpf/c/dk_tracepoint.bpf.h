@@ -76,15 +76,12 @@ static __always_inline struct file **task_fds(bool btf)
 	return BPF_CORE_READ(task, files, fdt, fd);
 }
 
-static __always_inline struct file *fd_file(struct file **fds, long fd)
+static __always_inline struct file *fd_file(struct file **fds, long fd, bool direct)
 {
-	struct file *file = NULL;
-
 	/* fds beyond max_fds fail the call anyway; the read is fault-safe. */
 	if (fd < 0 || fd > 0xfffff || !fds)
 		return NULL;
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	return file;
+	return file_at(&fds[fd], direct);
 }
 
 /* The current task's working directory: where AT_FDCWD names start. */
@@ -107,9 +104,9 @@ static __always_inline struct dentry *root_dentry(void)
 }
 
 /* fstatfs(fd) by anyone on a watched root directory teaches the kernel side its dentry. */
-static __always_inline int learn_from_fd(struct file **fds, long fd)
+static __always_inline int learn_from_fd(struct file **fds, long fd, bool btf)
 {
-	return learn_from_dentry(BPF_CORE_READ(fd_file(fds, fd), f_path.dentry));
+	return learn_from_dentry(BPF_CORE_READ(fd_file(fds, fd, btf), f_path.dentry));
 }
 
 #include "dk_tp_names.bpf.h"
@@ -186,7 +183,7 @@ static __always_inline struct dentry *name_dir(long dirfd, bool btf)
 {
 	if (dirfd == DK_AT_FDCWD)
 		return cwd_dentry(btf);
-	return dentry_of(fd_file(task_fds(btf), dirfd), btf);
+	return dentry_of(fd_file(task_fds(btf), dirfd, btf), btf);
 }
 
 /*
@@ -336,7 +333,7 @@ static __always_inline int record(void *ctx, long nr, struct dk_tp_call *c, void
  * whose writes were counted (DK_STAT_UNLINKED) instead of reported. 0 for a named file. */
 static __always_inline __u64 unnamed_size(long fd, bool btf)
 {
-	struct dentry *d = BPF_CORE_READ(fd_file(task_fds(btf), fd), f_path.dentry);
+	struct dentry *d = BPF_CORE_READ(fd_file(task_fds(btf), fd, btf), f_path.dentry);
 	struct inode___dk_tp *inode = (void *)BPF_CORE_READ(d, d_inode);
 
 	if (!d || BPF_CORE_READ(d, d_hash.pprev))
@@ -398,7 +395,7 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 	if (kind == DK_SYS_NONE || kind == DK_SYS_FSTATFS)
 		return 0;
 	if (kind == DK_SYS_WRITE || kind == DK_SYS_FATTRIB || kind == DK_SYS_FTRUNCATE) {
-		c.dir = dentry_of(fd_file(task_fds(btf), (int)ARG(0)), btf);
+		c.dir = dentry_of(fd_file(task_fds(btf), (int)ARG(0), btf), btf);
 		c.op = kind == DK_SYS_FATTRIB ? DK_OP_ATTRIB : DK_OP_WRITE; /* ftruncate: 0 bytes */
 		c.done = kind == DK_SYS_WRITE ? DK_TP_DONE_WRITE : DK_TP_DONE;
 		__u32 dev;
@@ -409,6 +406,8 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 		 * (and compat's tail call). */
 		dk_keep_compares(watched);
 		if (!watched)
+			return 0;
+		if (outside_every_root(c.dir, btf)) /* the same file system, elsewhere */
 			return 0;
 		if (!DK_WRITES_SHARE_REPORT) /* dk_compat.bpf.h: modern's fast path */
 			return record(ctx, nr, &c, regs, btf);
@@ -471,7 +470,7 @@ static __always_inline int on_sys_enter(void *ctx, void *regs, long nr, bool btf
 	}
 	dk_keep_compares(kind);
 	if (kind == DK_SYS_ATTRIBAT && name_is_empty(c.name)) { /* AT_EMPTY_PATH: dirfd's file */
-		c.dir = BPF_CORE_READ(fd_file(task_fds(btf), dirfd), f_path.dentry);
+		c.dir = BPF_CORE_READ(fd_file(task_fds(btf), dirfd, btf), f_path.dentry);
 		c.name = NULL;
 		dirfd = DK_NO_DIRFD;
 	}
@@ -551,7 +550,7 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 		return 0;
 	if (kind == DK_SYS_FSTATFS) /* nothing left to learn: one global load */
 		return ret < 0 || all_roots_learned() ? 0 :
-			learn_from_fd(task_fds(btf), (long)(int)dk_sys_arg(regs, btf, &r, 0));
+			learn_from_fd(task_fds(btf), (long)(int)dk_sys_arg(regs, btf, &r, 0), btf);
 	if (!any_pending()) /* this call's entry made none: one array load, no hash lookup */
 		return 0;
 	__u64 id = bpf_get_current_pid_tgid();
@@ -566,7 +565,7 @@ static __always_inline int on_sys_exit(void *ctx, void *regs, long ret, bool btf
 		p->ev.bytes = ret;
 	}
 	if (ok && (p->done == DK_TP_DONE_OPEN || p->done == DK_TP_DONE_OPEN_TRUNC)) {
-		int created = (BPF_CORE_READ(fd_file(task_fds(btf), ret), f_mode) & DK_FMODE_CREATED) != 0;
+		int created = (BPF_CORE_READ(fd_file(task_fds(btf), ret, btf), f_mode) & DK_FMODE_CREATED) != 0;
 
 		/* An existing file opened with O_TRUNC was truncated (do_open(): a failed truncation
 		 * fails the open): a write of 0 bytes. */

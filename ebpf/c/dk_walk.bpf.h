@@ -161,6 +161,42 @@ static __always_inline __u32 find_root(struct dk_scratch *s, const struct dk_dev
 	return s->w.depth;
 }
 
+/* How many parents outside_every_root() looks at before it leaves the answer to the walk. */
+#define DK_QUICK_DEPTH 8
+
+/*
+ * 1 when `leaf` is below no watched root, found with plain compares: its parents, nearest
+ * first, reach the top of its file system (a learned root's top, or a dentry that is its own
+ * parent) before any learned root. Most writes on a watched file system are of this kind, and
+ * find_root() answers them with its per-level bookkeeping in the scratch map. 0 (a root met,
+ * roots not learned yet, or deeper than DK_QUICK_DEPTH) leaves it to find_root(), the one
+ * authority: this only ever refuses what find_root() would.
+ */
+static __always_inline int outside_every_root(struct dentry *leaf, bool direct)
+{
+	struct dentry *d = leaf;
+	int verdict = 0; /* 1: the top reached, 2: a root met, 0: neither yet */
+
+	if (!all_roots_learned())
+		return 0;
+	/* Compat: the levels one after the other, each skipped once decided (no early return:
+	 * clang would share one, laid out before some levels, a backward jump). */
+#pragma unroll
+	for (int i = 0; i < DK_QUICK_DEPTH; i++) {
+		if (!verdict) {
+			struct dentry *parent = parent_of(d, direct);
+
+			verdict = !parent || parent == d			 ? 1 :
+				  learned_root_id(DK_T_DENTRY, parent) >= 0 ? 2 :
+				  learned_root_id(DK_T_TOP, parent) >= 0    ? 1 :
+									      0;
+			dk_keep_compares(verdict);
+			d = parent;
+		}
+	}
+	return verdict == 1;
+}
+
 /*
  * Appends the j-th name from the root down (chain[depth-1-j]) and a '/' between names. A name
  * that cannot be read, or would take the path past DK_PATH_MAX, ends the path there with

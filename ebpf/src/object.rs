@@ -269,6 +269,9 @@ pub mod globals {
     pub const BTF_FILE: &str = "dk_btf_file";
     /// `u32`: the running kernel's BTF id of `struct task_struct` (0 without direct loads).
     pub const BTF_TASK: &str = "dk_btf_task";
+    /// `u32`: the running kernel's BTF id of `struct kiocb`, through which a slot of an fd
+    /// array is read (0 without direct loads).
+    pub const BTF_KIOCB: &str = "dk_btf_kiocb";
 }
 
 #[cfg(test)]

@@ -30,26 +30,30 @@ pub struct DirectIds {
     pub file: u32,
     /// `STRUCT task_struct`
     pub task: u32,
+    /// `STRUCT kiocb`: its first member is a `struct file *`, the type of an fd array's slot
+    pub kiocb: u32,
 }
 
 impl DirectIds {
     /// The kernel types they are the ids of, in the order [`DirectIds::of`] takes them.
-    pub const WANTED: [(&str, TypeKind); 4] = [
+    pub const WANTED: [(&str, TypeKind); 5] = [
         ("bpf_rdonly_cast", TypeKind::Func),
         ("dentry", TypeKind::Struct),
         ("file", TypeKind::Struct),
         ("task_struct", TypeKind::Struct),
+        ("kiocb", TypeKind::Struct),
     ];
 
     /// From the ids of [`DirectIds::WANTED`] in the system BTF; `None` when it has no
     /// `bpf_rdonly_cast` (before 6.2) or lacks a type.
     pub fn of(ids: &[Option<u32>]) -> Option<Self> {
         match *ids {
-            [Some(cast), Some(dentry), Some(file), Some(task)] => Some(Self {
+            [Some(cast), Some(dentry), Some(file), Some(task), Some(kiocb)] => Some(Self {
                 cast,
                 dentry,
                 file,
                 task,
+                kiocb,
             }),
             _ => None,
         }
@@ -120,6 +124,7 @@ mod tests {
             dentry: 1,
             file: 2,
             task: 3,
+            kiocb: 4,
         };
         let (with_ids, count) = patch(modern, Some(ids)).unwrap();
         assert_eq!(count, placeholders(modern));
@@ -140,13 +145,17 @@ mod tests {
         let has_kfunc = KernelVersion::current().unwrap() >= KernelVersion::new(6, 2, 0);
         match DirectIds::of(&ids) {
             Some(ids) => {
-                assert!(has_kfunc && ids.cast > 0 && ids.dentry > 0 && ids.file > 0 && ids.task > 0)
+                let types = [ids.dentry, ids.file, ids.task, ids.kiocb];
+                assert!(has_kfunc && ids.cast > 0 && types.iter().all(|&id| id > 0))
             }
             None => assert!(
                 !has_kfunc,
                 "no bpf_rdonly_cast in a 6.2+ system BTF: {ids:?}"
             ),
         }
-        assert_eq!(DirectIds::of(&[Some(1), None, Some(2), Some(3)]), None);
+        assert_eq!(
+            DirectIds::of(&[Some(1), None, Some(2), Some(3), Some(4)]),
+            None
+        );
     }
 }

@@ -61,7 +61,8 @@ pub fn load(
             .override_global(globals::DIRECT, &direct, true)
             .override_global(globals::BTF_DENTRY, &ids.dentry, true)
             .override_global(globals::BTF_FILE, &ids.file, true)
-            .override_global(globals::BTF_TASK, &ids.task, true);
+            .override_global(globals::BTF_TASK, &ids.task, true)
+            .override_global(globals::BTF_KIOCB, &ids.kiocb, true);
     }
     let mut ebpf = loader.load(&bytes).map_err(|e| {
         explain(
