@@ -29,6 +29,7 @@ from dkbench import (
     capture_rows,
     init_rows,
     kernel_rows,
+    outside_rows,
     static_rows,
     stats,
     store_rows,
@@ -45,7 +46,7 @@ TOOLS = ["bpftrace", "bpftool", "inotifywait", "curl", "tar", "xz", "grep", "res
 # kernel.bpf_stats_enabled=0, whatever another session left it at.
 SECTIONS = [
     ("program", "BPF program cost per run", kernel_rows.program_cost),
-    ("outside", "write() overhead outside watched dirs", kernel_rows.write_overhead_outside),
+    ("outside", "write() overhead outside watched dirs", outside_rows.write_overhead_outside),
     ("before-after", "BPF programs' time per write against --baseline-sidecar", baseline_rows.program_time_vs_baseline),
     ("inside", "write() overhead inside the watched dir", kernel_rows.write_overhead_inside),
     ("capture", "write() inside the watched dir with --store vs without", capture_rows.write_path_with_store),

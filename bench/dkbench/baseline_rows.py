@@ -9,7 +9,8 @@ import dataclasses
 
 from . import stats, system
 from .context import Context
-from .kernel_rows import FS_CASES, MODERN, _with_helper, _with_sidecar, baseline_floor, programs_during_writes
+from .kernel_rows import FS_CASES, MODERN, _with_helper, _with_sidecar, programs_during_writes
+from .outside_rows import baseline_floor
 from .table import Row, Value
 
 NS_WRITE = "ns/write"

@@ -6,7 +6,8 @@ import shutil
 
 from . import stats
 from .context import Context
-from .kernel_rows import CPU_NS, _with_sidecar
+from .kernel_rows import _with_sidecar
+from .write_compare import CPU_NS
 from .procs import write_loop
 from .table import Row, Value
 

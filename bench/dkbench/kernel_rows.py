@@ -1,8 +1,7 @@
-"""Rows about the sidecar at run time: BPF program cost, per-write overhead outside and inside
-watched dirs, delivery at the maximum write rate, memory, and start-up time."""
+"""Rows about the sidecar at run time: BPF program cost, per-write overhead inside watched dirs
+(outside: outside_rows.py), delivery at the maximum write rate, memory, and start-up time."""
 
 import contextlib
-import dataclasses
 import os
 import subprocess
 import threading
@@ -12,9 +11,10 @@ from pathlib import Path
 
 from . import stats, system
 from .context import Context
-from .procs import (Bpftrace, BenchError, HelperProbe, Inotifywait, Sidecar, foreign_probes, ignored_loop,
+from .procs import (Bpftrace, BenchError, HelperProbe, Inotifywait, Sidecar, ignored_loop,
                     prog_run_stats, write_loop)
 from .table import Row, Value
+from .write_compare import CPU_NS, overhead_vs_peer, vs_unprobed
 
 BPFTRACE_COUNT_WRITES = 'tracepoint:syscalls:sys_enter_write { @writes = count(); } BEGIN { printf("live\\n"); }'
 BPFTRACE_FIRST_PROBE = 'tracepoint:syscalls:sys_enter_write { printf("first\\n"); exit(); }'
@@ -192,165 +192,6 @@ def program_cost(ctx: Context) -> list[Row]:
     return rows
 
 
-def _baseline_note() -> str:
-    others = foreign_probes()
-    return f"other BPF attachments present at the start (the unprobed baseline may pay for them): " \
-        f"{', '.join(others)}" if others else ""
-
-
-CPU_NS = "CPU ns/write"
-
-
-def _vs_unprobed(metric: str, s: dict, key: str, target: str = "report", limit: float | None = None,
-                 note: str = "") -> Row:
-    """`key`'s writes against the unprobed writes of the same repetitions."""
-    return Row(metric, Value(stats.median(s[key]), CPU_NS), Value(stats.median(s["unprobed"]), CPU_NS),
-               "unprobed", stats.paired_ratio(s[key], s["unprobed"]), target,
-               check=None if limit is None else (lambda v, r: r <= limit), note=note)
-
-
-def _overhead(s: dict, key: str) -> float:
-    """Median extra CPU ns per write over the unprobed run of the same repetition."""
-    return stats.median([a - b for a, b in zip(s[key], s["unprobed"])])
-
-
-def _overhead_vs_peer(metric: str, s: dict, key: str, peer: str, peer_label: str) -> Row:
-    mine, theirs = _overhead(s, key), _overhead(s, peer)
-    return Row(metric, Value(mine, CPU_NS), Value(theirs, CPU_NS), peer_label,
-               mine / theirs if theirs > 0 else None, f"<= 1.0x (<= {peer})",
-               check=lambda v, r: r is not None and r <= 1.0)
-
-
-def _overhead_ratio(s: dict, key: str, peer: str) -> float | None:
-    """Median over repetitions of key's extra CPU ns per write over that repetition's unprobed
-    run, divided by peer's (the three ran in the same repetition); None if peer never showed
-    any overhead."""
-    ratios = [(k - u) / (p - u) for k, p, u in zip(s[key], s[peer], s["unprobed"]) if p > u]
-    return stats.median(ratios) if ratios else None
-
-
-def _compat_rows(s: dict, fs: str, where: str, limit: float) -> list[Row]:
-    compat = f"compat_{fs}"
-    rows = [_vs_unprobed(f"write() 1 B to tmpfs outside watched dirs, {where}: sidecar ({COMPAT.label}) "
-                         "vs unprobed", s, compat)]
-    for peer, target in ((MODERN, f"<= {limit}x"), (MODERN_RAW, "report")):
-        key = f"{peer.key}_{fs}"
-        ratio = _overhead_ratio(s, compat, key)
-        rows.append(Row(
-            f"  compat overhead / modern overhead, {where} (peer: {peer.label})",
-            Value(_overhead(s, compat), CPU_NS), Value(_overhead(s, key), CPU_NS), f"{peer.label} overhead",
-            ratio, target, check=(lambda v, r: r is not None and r <= limit) if peer is MODERN else None,
-            note=f"ratio = median of the per-repetition overhead ratios; ratio of the median overheads "
-                 f"{_overhead(s, compat) / _overhead(s, key):.3f}x; whole write() compat / modern, paired: "
-                 f"{stats.paired_ratio(s[compat], s[key]):.3f}x" if _overhead(s, key) > 0 else ""))
-    return rows
-
-
-COMPAT_OVERHEAD_LIMIT = 1.15
-
-
-def write_overhead_outside(ctx: Context) -> list[Row]:
-    n = ctx.sizes.writes
-    contamination = _baseline_note()
-    targets = {"same_fs": ctx.outside_same_fs, "other_fs": ctx.outside_other_fs}
-
-    def loop(fs):
-        return lambda: write_loop(ctx.bins, targets[fs], n)
-
-    def sidecar(variant, fs, **kw):
-        return lambda: _with_sidecar(ctx, lambda sc: loop(fs)(), variant=variant, **kw)
-
-    baseline_programs: list[int] = []
-
-    def baseline_sidecar(fs, bins):
-        def measure(sc):
-            baseline_programs.append(len(sc.prog_ids()))
-            return loop(fs)()
-        return lambda: _with_sidecar(ctx, measure, variant=MODERN, bins=bins)
-
-    conditions = {"unprobed": loop("same_fs")}
-    conditions |= {f"{v.key}_{fs}": sidecar(v, fs) for v in VARIANTS for fs, _ in FS_CASES}
-    if ctx.baseline_sidecar:
-        baseline = dataclasses.replace(ctx.bins, sidecar=ctx.baseline_sidecar)
-        conditions |= {f"baseline_{fs}": baseline_sidecar(fs, baseline) for fs, _ in FS_CASES}
-        # The floor of a baseline that attached sys_exit only (before the sys_enter half).
-        conditions["empty_exit"] = lambda: _with_helper(ctx, "empty-exit", ctx.empty_program,
-                                                        lambda _: loop("same_fs")())
-    conditions["bpftrace"] = lambda: _with_bpftrace(BPFTRACE_COUNT_WRITES, loop("same_fs"))
-    conditions["empty"] = lambda: _with_helper(ctx, "empty", ctx.empty_program, lambda _: loop("same_fs")())
-    s = stats.interleaved(ctx.sizes.reps, conditions)
-    what = "write() 1 B to tmpfs outside watched dirs"
-    rows = [
-        _vs_unprobed(f"{what}, other file system: sidecar (tracepoint, {MODERN.label}) vs unprobed", s,
-                     "modern_other_fs", "<= 1.35x", 1.35, note=contamination),
-        _vs_unprobed(f"{what}, same file system as the watched dir: sidecar (tracepoint, {MODERN.label}) "
-                     "vs unprobed", s, "modern_same_fs", "<= 1.35x", 1.35),
-        _vs_unprobed("  floor: empty programs on the same tracepoints (sys_enter, sys_exit) vs unprobed", s, "empty",
-                     note=f"extra CPU ns per write: empty programs {_overhead(s, 'empty'):.0f}, sidecar "
-                          f"{_overhead(s, 'modern_other_fs'):.0f} (other fs) / {_overhead(s, 'modern_same_fs'):.0f} "
-                          f"(same fs), bpftrace {_overhead(s, 'bpftrace'):.0f}"),
-        *(_above_floor(s, fs, where, limit) for (fs, where), limit in zip(FS_CASES, (0.07, 0.04))),
-        _overhead_vs_peer("  sidecar overhead, other file system, vs bpftrace counting sys_enter_write", s,
-                          "modern_other_fs", "bpftrace", "bpftrace overhead"),
-        _overhead_vs_peer("  sidecar overhead, same file system, vs bpftrace counting sys_enter_write", s,
-                          "modern_same_fs", "bpftrace", "bpftrace overhead"),
-        *_compat_rows(s, "other_fs", "other file system", COMPAT_OVERHEAD_LIMIT),
-        *_compat_rows(s, "same_fs", "same file system as the watched dir", COMPAT_OVERHEAD_LIMIT),
-    ]
-    if ctx.baseline_sidecar:
-        rows += [_vs_baseline(s, fs, where, ctx.baseline_sidecar) for fs, where in FS_CASES]
-        rows += [_vs_baseline_above_floors(s, fs, where, baseline_floor(baseline_programs))
-                 for fs, where in FS_CASES]
-    return rows
-
-
-def baseline_floor(programs_held: list[int]) -> tuple[str, str]:
-    """The empty-program condition that is a baseline sidecar's floor, and its attach points: a
-    build from before the sys_enter half holds one tracepoint program (sys_exit), a later one two."""
-    if programs_held and max(programs_held) >= 2:
-        return "empty", "sys_enter + sys_exit"
-    return "empty_exit", "sys_exit"
-
-
-def _vs_baseline_above_floors(s: dict, fs: str, where: str, floor: tuple[str, str]) -> Row:
-    """This build against the baseline with each one's attach-point floor taken off: an unprobed
-    write plus what each build's programs add above empty programs on the tracepoints it attaches
-    (this build: sys_enter and sys_exit; the baseline's, see baseline_floor)."""
-    floor_key, attached = floor
-    after = [u + k - e for u, k, e in zip(s["unprobed"], s[f"modern_{fs}"], s["empty"])]
-    before = [u + b - e for u, b, e in zip(s["unprobed"], s[f"baseline_{fs}"], s[floor_key])]
-    return Row(f"  same, each above its own attach points' floor (this build: sys_enter + sys_exit; baseline: "
-               f"{attached}), {where}", Value(stats.median(after), CPU_NS), Value(stats.median(before), CPU_NS),
-               "baseline above its floor", stats.paired_ratio(after, before), "<= 1.03x",
-               check=lambda v, r: r is not None and r <= 1.03,
-               note=f"floors: empty sys_enter + sys_exit {_overhead(s, 'empty'):.0f} CPU ns per write, empty "
-                    f"sys_exit alone {_overhead(s, 'empty_exit'):.0f}")
-
-
-def _above_floor(s: dict, fs: str, where: str, limit: float) -> Row:
-    """The sidecar's write() cost above what empty programs on the same tracepoints cost, as a
-    share of the unprobed write (paired per repetition)."""
-    key = f"modern_{fs}"
-    shares = [(k - e) / u for k, e, u in zip(s[key], s["empty"], s["unprobed"])]
-    return Row(f"  sidecar above the floor, {where}: (sidecar - empty programs) / unprobed",
-               Value(_overhead(s, key) - _overhead(s, "empty"), CPU_NS),
-               Value(_overhead(s, "empty"), CPU_NS), "empty programs' overhead",
-               stats.median(shares), f"<= +{limit}x", check=lambda v, r: r is not None and r <= limit,
-               note="ratio column: the median per-repetition share of an unprobed write this costs above the floor")
-
-
-def _vs_baseline(s: dict, fs: str, where: str, baseline: Path) -> Row:
-    """This build's sidecar against another build's (--baseline-sidecar) in the same repetitions:
-    the before/after of a change on the write path."""
-    return Row(f"write() 1 B outside watched dirs, {where}: this build's sidecar vs the baseline build's "
-               f"({MODERN.label})", Value(stats.median(s[f"modern_{fs}"]), CPU_NS),
-               Value(stats.median(s[f"baseline_{fs}"]), CPU_NS), f"baseline {baseline}",
-               stats.paired_ratio(s[f"modern_{fs}"], s[f"baseline_{fs}"]), "<= 1.03x",
-               check=lambda v, r: r is not None and r <= 1.03,
-               note=f"extra CPU ns per write over unprobed: this build {_overhead(s, f'modern_{fs}'):.0f}, "
-                    f"baseline {_overhead(s, f'baseline_{fs}'):.0f}")
-
-
 def write_overhead_inside(ctx: Context) -> list[Row]:
     n, target = ctx.sizes.writes, ctx.watched / "f"
 
@@ -392,8 +233,8 @@ def write_overhead_inside(ctx: Context) -> list[Row]:
     })
     what = "write() 1 B inside the watched dir, journal written (--coalesce-ms 0)"
     return [
-        _vs_unprobed(f"{what}: sidecar tracepoint vs unprobed", s, "tracepoint"),
-        _vs_unprobed("  same program reporting every write, ring drained every 1 ms by the bench helper "
+        vs_unprobed(f"{what}: sidecar tracepoint vs unprobed", s, "tracepoint"),
+        vs_unprobed("  same program reporting every write, ring drained every 1 ms by the bench helper "
                      "(no sidecar, no journal) vs unprobed", s, "kernel_only",
                      note="splits the sidecar's per-event cost into the kernel program's own work and what "
                           "the sidecar's reading adds (wake-ups, cache lines shared with the reader)"),
@@ -402,8 +243,8 @@ def write_overhead_inside(ctx: Context) -> list[Row]:
             "unprobed write", stats.paired_ratio(sidecar_cpu, s["unprobed"]), "<= 1.5x",
             check=lambda v, r: r <= 1.5,
             note="reader (ring drain, event decoding, paths) and journal (lines, output) together"),
-        _vs_unprobed("  same, sidecar inotify backend vs unprobed", s, "inotify"),
-        _overhead_vs_peer("  same, inotify backend overhead vs `inotifywait -m -r` overhead", s, "inotify",
+        vs_unprobed("  same, sidecar inotify backend vs unprobed", s, "inotify"),
+        overhead_vs_peer("  same, inotify backend overhead vs `inotifywait -m -r` overhead", s, "inotify",
                           "inotifywait", "inotifywait overhead"),
     ]
 
