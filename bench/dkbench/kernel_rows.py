@@ -102,6 +102,11 @@ def _with_helper(ctx: Context, mode: str, arg, measure):
             probe.stop()
 
 
+# What the compat object may cost against the modern one on the same attach type
+# (raw_tracepoint), per program run: the objects share their C, so this is the price of what
+# compat lacks (global data, loops, the split walk).
+COMPAT_SAME_ATTACH_LIMIT = 1.05
+
 FS_CASES = (("same_fs", "same file system as the watched dir"), ("other_fs", "other file system"))
 VARIANTS = (MODERN, COMPAT, MODERN_RAW)
 
@@ -178,8 +183,9 @@ def program_cost(ctx: Context) -> list[Row]:
                 else f"  same, {COMPAT.label} vs the same attach type: {peer.label}",
                 ns_run(compat), ns_run(f"{peer.key}_{fs}"), peer.label,
                 stats.paired_ratio(s[compat], s[f"{peer.key}_{fs}"]),
-                "<= 150 ns/run" if peer is MODERN else "report",
-                check=(lambda v, r: v <= 150) if peer is MODERN else None))
+                "<= 150 ns/run" if peer is MODERN else f"<= {COMPAT_SAME_ATTACH_LIMIT}x",
+                check=(lambda v, r: v <= 150) if peer is MODERN
+                else (lambda v, r: r is not None and r <= COMPAT_SAME_ATTACH_LIMIT)))
     rows.append(Row(
         f"BPF program cost, a syscall the programs ignore (getppid) ({MODERN.label}) vs empty programs",
         ns_run("modern_ignored"), ns_run("empty_ignored"), "empty programs on sys_enter and sys_exit",
